@@ -1,0 +1,31 @@
+"""Reads that scope everything to the organizations a user belongs to."""
+
+from django.db.models import QuerySet
+
+from .models import ROLE_RANK, Membership, Role, User
+
+
+def roles_at_least(minimum: str) -> list[str]:
+    return [role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[Role(minimum)]]
+
+
+def organization_ids_for(user: User, *, minimum_role: str = Role.VIEWER) -> QuerySet:
+    """Ids of the organizations where ``user`` holds at least ``minimum_role``."""
+    return Membership.objects.filter(user=user, role__in=roles_at_least(minimum_role)).values("organization_id")
+
+
+def scope_to_user(queryset: QuerySet, user: User, *, organization_field: str = "organization") -> QuerySet:
+    """Restrict ``queryset`` to objects of the user's organizations.
+
+    The one place that decides tenancy for reads: an object of another
+    organization is simply absent, so a foreign id is a 404, never a 403.
+    """
+    if not user.is_authenticated:
+        return queryset.none()
+    return queryset.filter(**{f"{organization_field}__in": organization_ids_for(user)})
+
+
+def membership_for(user: User, organization_id: int) -> Membership | None:
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.filter(user=user, organization_id=organization_id).first()

@@ -1,0 +1,6 @@
+"""Test-wide fixtures live in ``potaflow/testing/`` as pytest plugins, one module per concern."""
+
+pytest_plugins = [
+    "potaflow.testing.network",  # socket guard (no traffic beyond loopback) + local protocol peers
+    "potaflow.testing.worker",  # a real Celery worker (and beat) subprocess against the test database
+]

@@ -1,0 +1,38 @@
+"""API-wide pieces: the one error shape every endpoint answers with.
+
+Every error body is ``{"detail": "<sentence>", "errors": {field: [messages]}}``;
+``errors`` is present only for validation errors (non-field problems sit under
+``non_field_errors``).
+"""
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        response.data = {"detail": _summarise(errors), "errors": errors}
+    elif isinstance(response.data, dict) and "detail" in response.data:
+        response.data = {"detail": str(response.data["detail"])}
+    else:
+        response.data = {"detail": str(response.data)}
+    return response
+
+
+def _summarise(errors: dict[str, Any]) -> str:
+    """One readable sentence naming the first offending field."""
+    for field, messages in errors.items():
+        first = messages[0] if isinstance(messages, list) and messages else messages
+        if isinstance(first, dict):
+            return f"Invalid input in {field}: {_summarise(first)}"
+        if field == "non_field_errors":
+            return str(first)
+        return f"{field}: {first}"
+    return "Invalid input."

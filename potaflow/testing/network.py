@@ -1,0 +1,1 @@
+"""Network fixtures for tests (owned by the integrations work)."""

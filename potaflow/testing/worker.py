@@ -1,0 +1,1 @@
+"""Real Celery worker fixtures for tests (owned by the engine work)."""
