@@ -1,0 +1,29 @@
+"""System checks for integration settings (run by ``manage.py check`` and at startup)."""
+
+from django.conf import settings
+from django.core.checks import Error, register
+from django.core.exceptions import ImproperlyConfigured
+
+from .crypto import configured_keys
+
+
+@register()
+def check_fernet_keys(app_configs, **kwargs) -> list[Error]:
+    """integrations.E001: without a usable key no credential can be stored or used."""
+    try:
+        configured_keys()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), hint="Set POTAFLOW_FERNET_KEYS (comma-separated).", id="integrations.E001")]
+    return []
+
+
+@register()
+def check_private_destinations(app_configs, **kwargs) -> list[Error]:
+    """integrations.E002: a malformed allow-list entry would silently allow nothing (or too much)."""
+    from .net import parse_allow_list
+
+    try:
+        parse_allow_list(getattr(settings, "POTAFLOW_ALLOW_PRIVATE_DESTINATIONS", []))
+    except ValueError as exc:
+        return [Error(str(exc), id="integrations.E002")]
+    return []

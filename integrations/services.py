@@ -1,0 +1,90 @@
+"""Credential writes and the one read that decrypts (``credential_reveal``)."""
+
+from typing import Any
+
+from django.db import transaction
+
+from accounts.models import Organization
+
+from .credential_kinds import clean_fields, spec_for
+from .crypto import decrypt_json, encrypt_json, rotate
+from .models import Credential
+
+
+def credential_create(
+    *,
+    organization: Organization,
+    name: str,
+    kind: str,
+    secret: dict[str, Any],
+) -> Credential:
+    """Validate the kind's fields, encrypt the secret ones and store the credential.
+
+    ``secret`` holds all of the kind's fields (secret and public alike, as the
+    API accepts them); invalid input raises ``ValidationError`` keyed by field.
+    """
+    public, secret_fields = clean_fields(kind, secret)
+    credential = Credential(
+        organization=organization,
+        name=name,
+        kind=kind,
+        public_data=public,
+        secret_ciphertext=encrypt_json(secret_fields),
+    )
+    credential.full_clean(exclude=["secret_ciphertext"])
+    credential.save()
+    return credential
+
+
+def credential_update(
+    *,
+    credential: Credential,
+    name: str | None = None,
+    secret: dict[str, Any] | None = None,
+) -> Credential:
+    """Rename and/or change fields; omitted fields (secret ones included) keep their value."""
+    if name is not None:
+        credential.name = name
+    if secret is not None:
+        public, secret_fields = clean_fields(
+            credential.kind,
+            secret,
+            existing_public=credential.public_data,
+            existing_secret=decrypt_json(credential.secret_ciphertext),
+        )
+        credential.public_data = public
+        credential.secret_ciphertext = encrypt_json(secret_fields)
+    credential.full_clean(exclude=["secret_ciphertext"])
+    credential.save()
+    return credential
+
+
+def credential_reveal(credential: Credential) -> dict[str, Any]:
+    """The credential's fields in clear (public merged with decrypted secret ones).
+
+    Only the engine calls this, to fill ``ActionContext.credential`` just
+    before an action runs; nothing it returns may be stored or logged.
+    """
+    return {**credential.public_data, **decrypt_json(credential.secret_ciphertext)}
+
+
+def credential_secret_markers(credential: Credential) -> dict[str, bool]:
+    """Which secret fields hold a value, without revealing them (for the API and admin)."""
+    secret = decrypt_json(credential.secret_ciphertext)
+    return {name: bool(secret.get(name)) for name in spec_for(credential.kind).secret_fields}
+
+
+def credentials_rotate_keys(*, batch_size: int = 500) -> int:
+    """Re-encrypt every credential with the first configured key; returns how many were rewritten.
+
+    Each row is locked while it is rewritten so a concurrent update is not lost.
+    """
+    count = 0
+    ids = list(Credential.objects.order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(ids), batch_size):
+        with transaction.atomic():
+            for credential in Credential.objects.select_for_update().filter(pk__in=ids[start : start + batch_size]):
+                new = rotate(credential.secret_ciphertext)
+                Credential.objects.filter(pk=credential.pk).update(secret_ciphertext=new)
+                count += 1
+    return count
