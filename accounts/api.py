@@ -1,0 +1,354 @@
+"""Accounts API: sign-up, JWT, the caller's profile, organizations and their members.
+
+Views are thin: they validate input with a serializer and call ``services``;
+the membership rules live there. Django's ``ValidationError`` from a service
+becomes DRF's (400), ``PermissionDenied`` is a 403 (DRF maps it itself).
+"""
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
+from rest_framework import generics, mixins, serializers, status, viewsets
+from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import (
+    TokenBlacklistSerializer,
+    TokenObtainPairSerializer,
+    TokenRefreshSerializer,
+)
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from . import services
+from .models import Membership, Organization, Role, User
+from .permissions import OrganizationScopedMixin, OrgRole
+from .selectors import membership_for, scope_to_user
+from .throttles import AuthRateThrottle
+
+T = TypeVar("T")
+
+
+def _call_service(func: Callable[..., T], **kwargs: Any) -> T:
+    """Run a service, turning Django's ValidationError into DRF's (a 400 in the one error shape)."""
+    try:
+        return func(**kwargs)
+    except DjangoValidationError as exc:
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        raise ValidationError(detail) from exc
+
+
+# ---------------------------------------------------------------------------
+# Serializers
+# ---------------------------------------------------------------------------
+class OrganizationBriefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Organization
+        fields = ["id", "name", "slug"]
+
+
+class UserBriefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "email", "full_name"]
+
+
+class MyMembershipSerializer(serializers.ModelSerializer):
+    organization = OrganizationBriefSerializer(read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "role", "organization"]
+
+
+class MeSerializer(serializers.ModelSerializer):
+    memberships = serializers.SerializerMethodField()
+
+    class Meta:
+        model = User
+        fields = ["id", "email", "full_name", "is_staff", "date_joined", "memberships"]
+
+    @extend_schema_field(MyMembershipSerializer(many=True))
+    def get_memberships(self, user: User) -> list[dict[str, Any]]:
+        memberships = user.memberships.select_related("organization").order_by("organization__name")
+        return MyMembershipSerializer(memberships, many=True).data
+
+
+class RegisterSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    password = serializers.CharField(write_only=True, trim_whitespace=False, style={"input_type": "password"})
+    organization = serializers.CharField(max_length=150, help_text="Name of the organization to create.")
+
+
+class RegisteredSerializer(serializers.Serializer):
+    user = UserBriefSerializer()
+    organization = OrganizationBriefSerializer()
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField(help_text="Short-lived access token: send as 'Authorization: Bearer <access>'.")
+    refresh = serializers.CharField(help_text="Refresh token; single use (rotated and blacklisted on refresh).")
+
+
+class EmailTokenObtainPairSerializer(TokenObtainPairSerializer):
+    """simplejwt's pair serializer, but the email matches whatever its case (emails are stored lower-case)."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        attrs[self.username_field] = attrs[self.username_field].strip().lower()
+        return super().validate(attrs)
+
+
+class SafeTokenRefreshSerializer(TokenRefreshSerializer):
+    """simplejwt's refresh serializer; a token of a deleted user is a 401, not a 500."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        try:
+            return super().validate(attrs)
+        except User.DoesNotExist as exc:
+            raise AuthenticationFailed("No active account found for the given token.", "no_active_account") from exc
+
+
+class OrganizationSerializer(serializers.ModelSerializer):
+    role = serializers.SerializerMethodField(help_text="The caller's role in this organization.")
+
+    class Meta:
+        model = Organization
+        fields = ["id", "name", "slug", "created_at", "role"]
+        read_only_fields = ["slug", "created_at"]
+
+    def get_role(self, organization: Organization) -> str | None:
+        membership = membership_for(self.context["request"].user, organization.pk)
+        return membership.role if membership else None
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    user = UserBriefSerializer(read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "user", "role", "created_at"]
+        read_only_fields = fields
+
+
+class MemberInviteSerializer(serializers.Serializer):
+    email = serializers.EmailField(help_text="Email of an existing (registered) user.")
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
+
+
+class MemberRoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+# ---------------------------------------------------------------------------
+# Auth views (anonymous; throttled)
+# ---------------------------------------------------------------------------
+ERROR = OpenApiResponse(description='Error: {"detail": "...", "errors": {field: [...]}} (errors on 400 only).')
+
+
+class RegisterView(generics.GenericAPIView):
+    """Sign up: creates the user and an organization they own."""
+
+    serializer_class = RegisterSerializer
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [AuthRateThrottle]
+
+    @extend_schema(
+        summary="Register a user and their organization",
+        responses={201: RegisteredSerializer, 400: ERROR, 429: ERROR},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user, organization = _call_service(
+            services.user_register,
+            email=data["email"],
+            password=data["password"],
+            organization_name=data["organization"],
+        )
+        body = RegisteredSerializer({"user": user, "organization": organization}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        summary="Log in: email + password → access and refresh tokens",
+        responses={200: TokenPairSerializer, 400: ERROR, 401: ERROR, 429: ERROR},
+        auth=[],
+    )
+)
+class TokenView(TokenObtainPairView):
+    serializer_class = EmailTokenObtainPairSerializer
+    throttle_classes = [AuthRateThrottle]
+
+
+@extend_schema_view(
+    post=extend_schema(
+        summary="Rotate a refresh token: the old one is blacklisted, reusing it is a 401",
+        responses={200: TokenPairSerializer, 400: ERROR, 401: ERROR, 429: ERROR},
+        auth=[],
+    )
+)
+class TokenRefreshRotateView(TokenRefreshView):
+    serializer_class = SafeTokenRefreshSerializer
+    throttle_classes = [AuthRateThrottle]
+
+
+class LogoutView(generics.GenericAPIView):
+    """Blacklist a refresh token. Holding the token is the proof: the access token may have expired."""
+
+    serializer_class = TokenBlacklistSerializer
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [AuthRateThrottle]
+
+    @extend_schema(
+        summary="Log out: blacklist the refresh token",
+        responses={204: OpenApiResponse(description="Blacklisted."), 400: ERROR, 401: ERROR, 429: ERROR},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        try:
+            serializer.is_valid(raise_exception=True)
+        except TokenError as exc:
+            raise InvalidToken(exc.args[0]) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------------------
+# The caller, organizations, members
+# ---------------------------------------------------------------------------
+class MeView(generics.RetrieveAPIView):
+    serializer_class = MeSerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(summary="The authenticated user and their memberships")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_object(self) -> User:
+        return self.request.user
+
+
+class OrganizationUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=150)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Organizations I belong to"),
+    retrieve=extend_schema(summary="One of my organizations"),
+    create=extend_schema(
+        summary="Create an organization (the caller becomes its owner)",
+        request=OrganizationUpdateSerializer,
+        responses={201: OrganizationSerializer, 400: ERROR},
+    ),
+    partial_update=extend_schema(
+        summary="Rename an organization (admins and owners)",
+        request=OrganizationUpdateSerializer,
+        responses={200: OrganizationSerializer, 400: ERROR, 403: ERROR, 404: ERROR},
+    ),
+)
+class OrganizationViewSet(
+    OrganizationScopedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    queryset = Organization.objects.all()
+    serializer_class = OrganizationSerializer
+    permission_classes = [OrgRole(read=Role.VIEWER, write=Role.ADMIN)]
+    organization_field = "pk"
+    ordering_fields = ["name", "created_at"]
+
+    def create(self, request: Request) -> Response:
+        payload = OrganizationUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        organization = _call_service(
+            services.organization_create, name=payload.validated_data["name"], owner=request.user
+        )
+        return Response(self.get_serializer(organization).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        organization = self.get_object()
+        payload = OrganizationUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        organization = _call_service(
+            services.organization_rename, organization=organization, name=payload.validated_data["name"]
+        )
+        return Response(self.get_serializer(organization).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Members of an organization (any member may look)"),
+    retrieve=extend_schema(summary="One membership"),
+    create=extend_schema(
+        summary="Invite an existing user by email with a role (admins and owners; owner role: owners only)",
+        request=MemberInviteSerializer,
+        responses={201: MemberSerializer, 400: ERROR, 403: ERROR, 404: ERROR},
+    ),
+    partial_update=extend_schema(
+        summary="Change a member's role (admins and owners; owners only for anything touching 'owner')",
+        request=MemberRoleSerializer,
+        responses={200: MemberSerializer, 400: ERROR, 403: ERROR, 404: ERROR},
+    ),
+    destroy=extend_schema(
+        summary="Remove a member, or leave (your own membership); the last owner cannot go",
+        responses={204: OpenApiResponse(description="Removed."), 400: ERROR, 403: ERROR, 404: ERROR},
+    ),
+)
+class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Members of one organization. Outsiders get 404 for the organization and everything under it.
+
+    The role rules are in ``accounts.services`` (403 when the caller's role is too low).
+    """
+
+    serializer_class = MemberSerializer
+    permission_classes = [IsAuthenticated]
+    ordering_fields = ["created_at", "role"]
+
+    def get_organization(self) -> Organization:
+        if not hasattr(self, "_organization"):
+            mine = scope_to_user(Organization.objects.all(), self.request.user, organization_field="pk")
+            self._organization = get_object_or_404(mine, pk=self.kwargs["organization_pk"])
+        return self._organization
+
+    def get_queryset(self) -> QuerySet:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request user
+            return Membership.objects.none()
+        return Membership.objects.filter(organization=self.get_organization()).select_related("user").order_by("id")
+
+    def create(self, request: Request, organization_pk: int) -> Response:
+        payload = MemberInviteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        membership = _call_service(
+            services.membership_invite,
+            actor=request.user,
+            organization=self.get_organization(),
+            email=payload.validated_data["email"],
+            role=payload.validated_data["role"],
+        )
+        return Response(self.get_serializer(membership).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, organization_pk: int, pk: str) -> Response:
+        membership = self.get_object()
+        payload = MemberRoleSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        membership = _call_service(
+            services.membership_change_role,
+            actor=request.user,
+            membership=membership,
+            role=payload.validated_data["role"],
+        )
+        return Response(self.get_serializer(membership).data)
+
+    def destroy(self, request: Request, organization_pk: int, pk: str) -> Response:
+        _call_service(services.membership_remove, actor=request.user, membership=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,187 @@
+"""Account operations: the only place that writes users, organizations and memberships.
+
+Membership rules (the API, the admin and management commands all go through here):
+
+- owners and admins manage members; editors and viewers may only look;
+- only an owner may grant the owner role, or change or remove an owner's membership;
+- an organization always keeps at least one owner (the last one can be neither
+  demoted nor removed);
+- anyone may leave an organization (remove their own membership), subject to
+  the last-owner rule.
+
+Errors are Django's own: ``PermissionDenied`` (the actor's role is too low) and
+``ValidationError`` (the request itself is impossible, e.g. the last owner).
+"""
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils.crypto import get_random_string
+from django.utils.text import slugify
+
+from .models import Membership, Organization, Role, User
+
+MANAGER_ROLES = (Role.ADMIN, Role.OWNER)
+LAST_OWNER_MESSAGE = "An organization must keep at least one owner; make someone else owner first."
+
+
+def _normalize_email(email: str) -> str:
+    # Emails are stored lower-case (UserManager), so every lookup must be too.
+    return User.objects.normalize_email(email.strip()).lower()
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:140] or "org"
+    slug = base
+    while Organization.objects.filter(slug=slug).exists():
+        slug = f"{base}-{get_random_string(6, allowed_chars='abcdefghijklmnopqrstuvwxyz0123456789')}"
+    return slug
+
+
+def organization_create(*, name: str, owner: User) -> Organization:
+    """Create an organization with ``owner`` as its first owner, and a unique slug."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"organization": ["An organization name is required."]})
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                organization = Organization.objects.create(name=name, slug=_unique_slug(name))
+                Membership.objects.create(user=owner, organization=organization, role=Role.OWNER)
+                return organization
+        except IntegrityError:
+            # Another request took the same slug between the check and the insert: try again.
+            continue
+    raise ValidationError({"organization": ["Could not allocate a unique slug; please try again."]})
+
+
+@transaction.atomic
+def user_register(*, email: str, password: str, organization_name: str) -> tuple[User, Organization]:
+    """Sign-up: a new user and an organization they own.
+
+    Django's password validators run against the would-be user, so the
+    "too similar to the email" rule applies too.
+    """
+    email = _normalize_email(email)
+    if User.objects.filter(email__iexact=email).exists():
+        raise ValidationError({"email": ["A user with this email already exists."]})
+    try:
+        validate_password(password, user=User(email=email))
+    except ValidationError as exc:
+        raise ValidationError({"password": exc.messages}) from exc
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(email=email, password=password)
+    except IntegrityError as exc:  # a concurrent registration with the same email won
+        raise ValidationError({"email": ["A user with this email already exists."]}) from exc
+    organization = organization_create(name=organization_name, owner=user)
+    return user, organization
+
+
+# ---------------------------------------------------------------------------
+# Memberships
+# ---------------------------------------------------------------------------
+def _actor_membership(*, actor: User, organization: Organization) -> Membership:
+    membership = Membership.objects.filter(user=actor, organization=organization).first()
+    if membership is None:
+        raise PermissionDenied("You are not a member of this organization.")
+    return membership
+
+
+def membership_check(
+    *, actor: User, organization: Organization, current_role: str | None, new_role: str | None
+) -> None:
+    """Raise unless ``actor`` may move a membership from ``current_role`` to ``new_role``.
+
+    ``current_role=None`` is an invitation, ``new_role=None`` a removal. Superusers
+    may do anything the last-owner rule allows. Shared by the API and the admin.
+    """
+    if new_role is not None and new_role not in Role.values:
+        raise ValidationError({"role": [f"Unknown role {new_role!r}; choose one of {', '.join(Role.values)}."]})
+    if actor.is_superuser:
+        return
+    role = _actor_membership(actor=actor, organization=organization).role
+    if role not in MANAGER_ROLES:
+        raise PermissionDenied("Only owners and admins can manage members.")
+    if Role.OWNER in (current_role, new_role) and role != Role.OWNER:
+        raise PermissionDenied("Only an owner can grant the owner role or change an owner's membership.")
+
+
+def _ensure_another_owner(membership: Membership) -> None:
+    # Lock the owner rows so two concurrent demotions cannot both pass the check.
+    owners = list(
+        Membership.objects.select_for_update()
+        .filter(organization_id=membership.organization_id, role=Role.OWNER)
+        .values_list("pk", flat=True)
+    )
+    if owners == [membership.pk]:
+        raise ValidationError({"role": [LAST_OWNER_MESSAGE]}, code="last_owner")
+
+
+def membership_invitee(*, organization: Organization, email: str) -> User:
+    """The active user ``email`` names, provided they are not a member of ``organization`` yet."""
+    user = User.objects.filter(email__iexact=_normalize_email(email), is_active=True).first()
+    if user is None:
+        raise ValidationError({"email": ["No active user with this email; they must register first."]})
+    if Membership.objects.filter(user=user, organization=organization).exists():
+        raise ValidationError({"email": ["This user is already a member of the organization."]})
+    return user
+
+
+def membership_check_keeps_owner(*, membership: Membership, new_role: str | None) -> None:
+    """Raise if moving ``membership`` to ``new_role`` (None: removal) would leave no owner.
+
+    An unlocked pre-check for forms; the services repeat it under a row lock.
+    """
+    if membership.role != Role.OWNER or new_role == Role.OWNER:
+        return
+    others = Membership.objects.filter(organization_id=membership.organization_id, role=Role.OWNER)
+    if not others.exclude(pk=membership.pk).exists():
+        raise ValidationError({"role": [LAST_OWNER_MESSAGE]}, code="last_owner")
+
+
+@transaction.atomic
+def membership_invite(*, actor: User, organization: Organization, email: str, role: str) -> Membership:
+    """Add an existing user (found by email) to ``organization`` with ``role``."""
+    membership_check(actor=actor, organization=organization, current_role=None, new_role=role)
+    user = membership_invitee(organization=organization, email=email)
+    try:
+        with transaction.atomic():
+            return Membership.objects.create(user=user, organization=organization, role=role)
+    except IntegrityError as exc:
+        raise ValidationError({"email": ["This user is already a member of the organization."]}) from exc
+
+
+@transaction.atomic
+def membership_change_role(*, actor: User, membership: Membership, role: str) -> Membership:
+    """Give ``membership`` a new role, keeping at least one owner."""
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    membership_check(actor=actor, organization=membership.organization, current_role=membership.role, new_role=role)
+    if membership.role == role:
+        return membership
+    if membership.role == Role.OWNER:
+        _ensure_another_owner(membership)
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, actor: User, membership: Membership) -> None:
+    """Remove a member (or let a member leave), keeping at least one owner."""
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    if membership.user_id != actor.pk:
+        membership_check(actor=actor, organization=membership.organization, current_role=membership.role, new_role=None)
+    if membership.role == Role.OWNER:
+        _ensure_another_owner(membership)
+    membership.delete()
+
+
+def organization_rename(*, organization: Organization, name: str) -> Organization:
+    """Rename; the slug stays, so links and references keep working."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": ["An organization name is required."]})
+    organization.name = name
+    organization.save(update_fields=["name"])
+    return organization

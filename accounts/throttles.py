@@ -1,0 +1,24 @@
+"""Throttles for the anonymous auth endpoints (register, login, refresh, logout)."""
+
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+
+
+class AuthRateThrottle(SimpleRateThrottle):
+    """Per client IP and per endpoint, at ``DEFAULT_THROTTLE_RATES["auth"]`` (env ``POTAFLOW_AUTH_THROTTLE_RATE``).
+
+    DRF binds ``THROTTLE_RATES`` when the class is defined; reading the rate at
+    request time lets ``override_settings`` (tests) and reloaded settings apply.
+    Counters live in the default cache: per process with LocMem, shared across
+    processes with a shared ``CACHE_URL`` (e.g. Redis).
+    """
+
+    scope = "auth"
+
+    def get_rate(self) -> str | None:
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_cache_key(self, request: Request, view) -> str:
+        # One bucket per endpoint, so a burst of logins does not lock a client out of refreshing.
+        return self.cache_format % {"scope": f"{self.scope}:{type(view).__name__}", "ident": self.get_ident(request)}
