@@ -16,7 +16,6 @@ from django.core.validators import validate_email
 from .models import CredentialKind
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
-GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,19 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Special-purpose blocks the stdlib's is_global may consider global in some
+# Python versions (IETF protocol assignments, benchmarking, shared CGNAT space).
+_ALWAYS_BLOCKED = tuple(
+    ipaddress.ip_network(n) for n in ("0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "2001::/23")
+)
+
+
+class ResolutionError(OSError):
+    """The host name could not be resolved; ``temporary`` when DNS said "try again"."""
+
+    def __init__(self, message: str, *, temporary: bool) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 class BlockedDestination(Exception):  # noqa: N818 - a refusal, named after what users see
@@ -98,6 +111,7 @@ def is_public_address(address: IPAddress) -> bool:
         or address.is_loopback
         or address.is_link_local
         or address.is_private
+        or any(address in net for net in _ALWAYS_BLOCKED if net.version == address.version)
     ):
         return False
     if isinstance(address, ipaddress.IPv6Address):
@@ -118,14 +132,17 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(normalise_host(host), port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise OSError(f"cannot resolve {host!r}: {exc.strerror}") from exc
+        temporary = exc.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None))
+        raise ResolutionError(f"cannot resolve {host!r}: {exc.strerror}", temporary=temporary) from exc
+    except UnicodeError as exc:
+        raise ResolutionError(f"cannot resolve {host!r}: invalid host name", temporary=False) from exc
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
         address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise OSError(f"cannot resolve {host!r}: no addresses")
+        raise ResolutionError(f"cannot resolve {host!r}: no addresses", temporary=True)
     return addresses
 
 
