@@ -1,6 +1,78 @@
-# Placeholder; the foundation work fills this in.
+# PotaFlow — the commands a newcomer needs: `make run` and `make test`.
+#
+# Both create .venv on first use and (re)install requirements only when the
+# requirements files changed since the last install (a copy of each installed
+# file is kept inside .venv and compared byte for byte).
+
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Seconds honcho waits after Ctrl-C before it SIGKILLs what still runs. Its own
+# fixed 5 s is too short for a Celery worker on the embedded filesystem broker,
+# whose warm shutdown takes 4-6 s (its blocking poll loop wakes every 2 s).
+STOP_TIMEOUT ?= 15
+HONCHO = $(PY) -c 'import sys, honcho.manager; honcho.manager.KILL_WAIT = $(STOP_TIMEOUT); \
+	from honcho.command import main; main(sys.argv[1:])'
 
-test:
-	$(VENV)/bin/pytest
+export HOST PORT
+# honcho runs the Procfile with this PATH, so gunicorn and celery come from .venv.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-fast lint fmt migrate bench install install-dev clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: $(PY) ## create .venv and install requirements.txt (only when it changed)
+	@cmp -s requirements.txt $(VENV)/.installed-requirements.txt || { \
+		echo "Installing requirements.txt into $(VENV) ..."; \
+		$(PIP) install -q -r requirements.txt && cp requirements.txt $(VENV)/.installed-requirements.txt; }
+
+install-dev: install ## also install requirements-dev.txt (tests, linters)
+	@cmp -s requirements-dev.txt $(VENV)/.installed-requirements-dev.txt || { \
+		echo "Installing requirements-dev.txt into $(VENV) ..."; \
+		$(PIP) install -q -r requirements-dev.txt && cp requirements-dev.txt $(VENV)/.installed-requirements-dev.txt; }
+
+run: install ## migrate, ensure an admin user, start web + worker + beat (Ctrl-C stops all)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py ensure_admin
+	@echo ""
+	@echo "  PotaFlow is starting at http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, health: /healthz)"
+	@echo "  Ctrl-C stops web, worker and beat."
+	@echo ""
+	@exec $(HONCHO) start --procfile Procfile --port $(PORT)
+
+test: install-dev ## run the whole test suite (pytest); extra args via PYTEST_ARGS
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: install-dev ## run the suite without the slow (process-starting) tests
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install-dev ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: install-dev ## fix what ruff can fix and format the code
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+migrate: install ## apply database migrations
+	$(PY) manage.py migrate --noinput
+
+bench: install ## run the benchmarks in bench/ (they print figures; see bench/README.md)
+	@set -e; found=0; for script in bench/*.py; do \
+		[ -e "$$script" ] || continue; found=1; \
+		echo "== $$script"; $(PY) "$$script"; \
+	done; [ $$found = 1 ] || echo "No benchmark scripts in bench/ yet."
+
+clean: ## remove the virtualenv and caches (var/, the embedded database, is kept)
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
