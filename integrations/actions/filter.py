@@ -1,0 +1,41 @@
+"""``filter``: continue only when a condition holds; otherwise the run ends as ``filtered``."""
+
+from typing import Any
+
+from integrations.errors import RunFiltered
+
+from .base import Action, ActionContext
+
+_FALSE_STRINGS = {"", "0", "false", "no", "off", "none", "null"}
+
+
+def truthy(value: Any) -> bool:
+    """Truth of a rendered condition: strings such as "false" or "0" are false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_STRINGS
+    return bool(value)
+
+
+class Filter(Action):
+    name = "filter"
+    title = "Filter"
+    description = (
+        "Ends the run as 'filtered' (later steps skipped) when the condition is false, "
+        'e.g. {"condition": "{{ trigger.body.amount > 100 }}"}. A bare expression without '
+        "braces is accepted too."
+    )
+    config_schema = {
+        "type": "object",
+        "properties": {"condition": {"description": "A template expression."}},
+        "required": ["condition"],
+        "additionalProperties": False,
+    }
+    # Config fields that hold an expression: a bare "a > 1" is read as "{{ a > 1 }}".
+    expression_fields = ("condition",)
+
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        passed = truthy(config["condition"])
+        output = {"passed": passed, "condition": config["condition"]}
+        if not passed:
+            raise RunFiltered(output)
+        return output

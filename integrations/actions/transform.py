@@ -1,0 +1,23 @@
+"""``transform``: build a value (usually an object) from templates."""
+
+from typing import Any
+
+from .base import Action, ActionContext
+
+
+class Transform(Action):
+    name = "transform"
+    title = "Transform"
+    description = (
+        "Builds a JSON value from templates; the rendered value is the step's output, "
+        'e.g. {"value": {"email": "{{ trigger.body.email }}", "total": "{{ trigger.body.n * 2 }}"}}.'
+    )
+    config_schema = {
+        "type": "object",
+        "properties": {"value": {"description": "Any JSON value; strings are templates."}},
+        "required": ["value"],
+        "additionalProperties": False,
+    }
+
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> Any:
+        return config["value"]

@@ -1,0 +1,81 @@
+"""Handlers for the ``custom`` action: Python functions registered in code by name.
+
+Write them in any installed app's ``handlers.py`` (discovered automatically)
+or in a module listed in ``settings.POTAFLOW_HANDLER_MODULES``
+(env ``POTAFLOW_HANDLER_MODULES=myproject.hooks,other.module``)::
+
+    from integrations.handlers import handler
+    from integrations.errors import RetryableError
+
+    @handler("crm.lookup")
+    def lookup(data, ctx):
+        '''``data`` is the step's rendered ``input``; ``ctx`` an ActionContext.'''
+        return {"customer_id": 42}   # any JSON value becomes the step's output
+
+A step then uses ``{"action_type": "custom", "config": {"handler": "crm.lookup",
+"input": {"email": "{{ trigger.body.email }}"}}}``. A handler raises
+``RetryableError``/``PermanentError`` like any action. Users only ever name a
+registered handler, never an import path.
+"""
+
+import threading
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import autodiscover_modules
+
+Handler = Callable[[Any, Any], Any]
+
+_registry: dict[str, Handler] = {}
+_lock = threading.Lock()
+_discovered = False
+
+
+class UnknownHandler(LookupError):  # noqa: N818
+    pass
+
+
+def handler(name: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler called ``name``."""
+
+    def register(func: Handler) -> Handler:
+        existing = _registry.get(name)
+        if existing is not None and _qualified(existing) != _qualified(func):
+            raise ValueError(f"handler {name!r} is already registered by {_qualified(existing)}")
+        _registry[name] = func
+        return func
+
+    return register
+
+
+def _qualified(func: Handler) -> str:
+    return f"{func.__module__}.{getattr(func, '__qualname__', func)}"
+
+
+def discover() -> None:
+    """Import every app's ``handlers`` module and the configured handler modules, once."""
+    global _discovered
+    if _discovered:
+        return
+    with _lock:
+        if _discovered:
+            return
+        autodiscover_modules("handlers")
+        for module in getattr(settings, "POTAFLOW_HANDLER_MODULES", []):
+            import_module(module)
+        _discovered = True
+
+
+def get_handler(name: str) -> Handler:
+    discover()
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownHandler(f"no handler named {name!r} is registered") from None
+
+
+def handler_names() -> list[str]:
+    discover()
+    return sorted(_registry)

@@ -1,0 +1,200 @@
+"""Workflows, their steps, and the history of every run.
+
+A ``Workflow`` is one trigger followed by ordered ``Step`` rows. Each event
+becomes a ``Run`` holding a snapshot of the definition it executes (so an edit
+never changes a run in flight) and one ``StepRun`` per step: the history is
+the product, every attempt leaves its trace there.
+
+All writes go through ``workflows.services``; execution lives in ``workflows.engine``.
+"""
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+def new_webhook_token() -> str:
+    """43 URL-safe characters (256 bits): unguessable, so the URL is the capability."""
+    return secrets.token_urlsafe(32)
+
+
+class TriggerType(models.TextChoices):
+    WEBHOOK = "webhook", "Webhook"
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual"
+
+
+class Workflow(models.Model):
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="workflows")
+    name = models.CharField(max_length=150)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+    trigger_type = models.CharField(max_length=16, choices=TriggerType.choices, default=TriggerType.MANUAL)
+    webhook_token = models.CharField(max_length=64, unique=True, default=new_webhook_token, editable=False)
+    webhook_secret = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="Optional. When set, webhook requests must carry a valid webhook-signature header.",
+    )
+    schedule = models.CharField(max_length=100, blank=True, help_text='5-field cron expression, e.g. "*/5 * * * *".')
+    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone of the schedule.")
+    version = models.PositiveIntegerField(default=1, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["organization_id", "name", "id"]
+        indexes = [models.Index(fields=["organization", "name"], name="workflow_org_name_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def periodic_task_name(self) -> str:
+        return f"potaflow-workflow-{self.pk}"
+
+
+class Step(models.Model):
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField()
+    key = models.SlugField(max_length=64, help_text="Unique in its workflow; templates use steps.<key>.output.")
+    action_type = models.CharField(max_length=64)
+    config = models.JSONField(default=dict, blank=True)
+    credential = models.ForeignKey(
+        "integrations.Credential", on_delete=models.SET_NULL, null=True, blank=True, related_name="steps"
+    )
+    max_retries = models.PositiveIntegerField(default=3)
+    backoff_seconds = models.FloatField(default=2.0)
+    backoff_max_seconds = models.FloatField(default=300.0)
+    timeout_seconds = models.FloatField(default=30.0)
+
+    class Meta:
+        ordering = ["workflow_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "position"], name="unique_step_position"),
+            models.UniqueConstraint(fields=["workflow", "key"], name="unique_step_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.key} ({self.action_type})"
+
+
+class RunTrigger(models.TextChoices):
+    WEBHOOK = "webhook", "Webhook"
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual"
+    REPLAY = "replay", "Replay"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    FILTERED = "filtered", "Filtered"
+
+
+UNFINISHED_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class Run(models.Model):
+    # A UUID: run ids appear in public answers and in broker messages, and must
+    # never collide with a stale message from an earlier database.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
+    workflow_version = models.PositiveIntegerField()
+    definition = models.JSONField(default=dict, help_text="Snapshot of the workflow and steps this run executes.")
+    trigger = models.CharField(max_length=16, choices=RunTrigger.choices)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    dead_lettered = models.BooleanField(default=False)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    replay_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replays")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Last step progress, or the time of the next scheduled retry: what the
+    # recovery sweeper compares with POTAFLOW_STALLED_AFTER_SECONDS.
+    last_progress_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["workflow", "-created_at"], name="run_workflow_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="run_status_created_idx"),
+            models.Index(fields=["-created_at"], name="run_created_idx"),
+            models.Index(
+                fields=["dead_lettered", "-created_at"],
+                name="run_dead_letter_idx",
+                condition=Q(dead_lettered=True),
+            ),
+            models.Index(
+                fields=["last_progress_at"],
+                name="run_unfinished_idx",
+                condition=Q(status__in=["queued", "running"]),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "idempotency_key"],
+                name="unique_run_idempotency_key",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.workflow_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in UNFINISHED_RUN_STATUSES
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+
+class StepRunStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    RETRYING = "retrying", "Retrying"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class StepRun(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
+    position = models.PositiveIntegerField()
+    key = models.SlugField(max_length=64)
+    action_type = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=StepRunStatus.choices, default=StepRunStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    rendered_config = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="Start of the latest attempt.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Duration of the latest attempt.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # True when the output was reused from the run this one replays.
+    reused = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["run_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="unique_step_run_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.key} ({self.status})"

@@ -1,0 +1,165 @@
+"""Step config templates: Jinja2, sandboxed, strict.
+
+Every string in a step's config is a template rendered with the context
+``trigger`` (``body``, ``headers``, ``query``, ``method``), ``steps.<key>.output``,
+``run`` (``id``, ``started_at``, ``trigger``) and ``workflow`` (``id``, ``name``,
+``version``). A string that is exactly one ``{{ expression }}`` keeps the JSON
+type of its value (``"{{ trigger.body.count }}"`` -> ``3``, not ``"3"``);
+anything else renders to a string.
+
+The environment is a ``SandboxedEnvironment`` (user input is code here) with
+``StrictUndefined``: a missing variable is an error naming it, never a silent
+empty string. ``check_template`` is the save-time check: syntax, and names
+that cannot exist (an unknown top-level variable, a step key that is not
+earlier in the workflow).
+"""
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+CONTEXT_NAMES = ("trigger", "steps", "run", "workflow")
+
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+
+
+class TemplateError(Exception):
+    """A template cannot be parsed or rendered; ``message`` says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _fromjson(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError) as exc:
+        raise TemplateError(f"fromjson: not valid JSON ({exc})") from None
+
+
+class _JSONSandbox(SandboxedEnvironment):
+    """Data is JSON: ``body.items`` means the key "items", not ``dict.items``."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_env = _JSONSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_env.filters["fromjson"] = _fromjson
+
+
+def single_expression(value: str) -> str | None:
+    """The expression inside ``"{{ expr }}"`` when the string is only that, else None."""
+    match = _SINGLE_EXPRESSION.match(value)
+    if not match:
+        return None
+    expr = match.group("expr")
+    if "{{" in expr or "}}" in expr or "{%" in value or "{#" in value:
+        return None
+    return expr
+
+
+def is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value or "{#" in value
+
+
+# -- rendering ---------------------------------------------------------------
+def render_value(value: Any, context: dict[str, Any], *, path: str = "config") -> Any:
+    """Render every string inside ``value`` (dicts and lists recursively; keys are not templated)."""
+    if isinstance(value, str):
+        return render_string(value, context, path=path)
+    if isinstance(value, dict):
+        return {k: render_value(v, context, path=f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, context, path=f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def render_string(template: str, context: dict[str, Any], *, path: str = "config") -> Any:
+    if not is_template(template):
+        return template
+    expr = single_expression(template)
+    try:
+        if expr is not None:
+            result = _env.compile_expression(expr, undefined_to_none=False)(**context)
+            return _to_json(result)
+        return _env.from_string(template).render(**context)
+    except UndefinedError as exc:
+        raise TemplateError(f"{path}: undefined variable in {template.strip()!r}: {exc.message}") from None
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"{path}: template syntax error: {exc.message}") from None
+    except SecurityError as exc:
+        raise TemplateError(f"{path}: not allowed in a template: {exc}") from None
+    except TemplateError as exc:
+        raise TemplateError(f"{path}: {exc.message}") from None
+    except Exception as exc:  # noqa: BLE001 - any evaluation error is the template's fault
+        raise TemplateError(f"{path}: error evaluating {template.strip()!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _to_json(result: Any) -> Any:
+    """Make an expression's value plain JSON (raising on undefined parts)."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, Undefined):
+            str(obj)  # StrictUndefined raises UndefinedError naming the variable
+        if isinstance(obj, set | frozenset | tuple):
+            return list(obj)
+        raise TemplateError(f"the value of type {type(obj).__name__} is not JSON")
+
+    if isinstance(result, Undefined):
+        str(result)
+    return json.loads(json.dumps(result, default=default))
+
+
+# -- save-time checks ---------------------------------------------------------
+def iter_strings(value: Any, path: str = "config") -> Iterable[tuple[str, str]]:
+    """Every (dotted path, string) inside a config value."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from iter_strings(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from iter_strings(v, f"{path}[{i}]")
+
+
+def check_template(template: str, *, earlier_steps: Iterable[str]) -> None:
+    """Raise ``TemplateError`` for a syntax error or a name that cannot exist at run time."""
+    if not is_template(template):
+        return
+    try:
+        ast = _env.parse(template)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error: {exc.message} (line {exc.lineno})") from None
+    unknown = sorted(meta.find_undeclared_variables(ast) - set(CONTEXT_NAMES))
+    if unknown:
+        raise TemplateError(f"unknown variable {unknown[0]!r}; available: {', '.join(CONTEXT_NAMES)}")
+    earlier = list(earlier_steps)
+    for key in _referenced_step_keys(ast):
+        if key not in earlier:
+            known = ", ".join(earlier) if earlier else "none"
+            raise TemplateError(
+                f"references step {key!r}, which is not an earlier step of this workflow (earlier: {known})"
+            )
+
+
+def _referenced_step_keys(ast: nodes.Template) -> list[str]:
+    keys: list[str] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if not (isinstance(target, nodes.Name) and target.name == "steps"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            keys.append(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            keys.append(node.arg.value)
+    return keys

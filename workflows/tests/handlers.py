@@ -1,0 +1,68 @@
+"""Handlers for the engine tests (registered in the worker via POTAFLOW_HANDLER_MODULES).
+
+Each call appends a JSON line to ``data["log"]`` (a file the test chose), so a
+test counts calls and measures the gaps between attempts across processes.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+from integrations.errors import PermanentError, RetryableError
+from integrations.handlers import handler
+
+
+def _log_call(data, ctx) -> int:
+    """Record the call; return how many calls came before it."""
+    path = Path(data["log"])
+    previous = len(path.read_text().splitlines()) if path.exists() else 0
+    with path.open("a") as fh:
+        fh.write(json.dumps({"t": time.time(), "attempt": ctx.attempt, "pid": os.getpid(), "run": str(ctx.run_id)}))
+        fh.write("\n")
+    return previous
+
+
+@handler("test.echo")
+def echo(data, ctx):
+    _log_call(data, ctx)
+    return {"input": {k: v for k, v in data.items() if k != "log"}, "attempt": ctx.attempt}
+
+
+@handler("test.flaky")
+def flaky(data, ctx):
+    """Retryable failure for the first ``fail_times`` calls, then success."""
+    previous = _log_call(data, ctx)
+    if previous < data.get("fail_times", 2):
+        raise RetryableError(f"flaky: call {previous + 1} fails", retry_after=data.get("retry_after"))
+    return {"calls": previous + 1}
+
+
+@handler("test.boom")
+def boom(data, ctx):
+    _log_call(data, ctx)
+    raise PermanentError("boom: the remote said no (HTTP 422)")
+
+
+@handler("test.crash")
+def crash(data, ctx):
+    _log_call(data, ctx)
+    return {"ratio": 1 / 0}
+
+
+@handler("test.slow")
+def slow(data, ctx):
+    """Sleeps on the first call only (the one a test kills), then returns quickly."""
+    previous = _log_call(data, ctx)
+    if previous == 0:
+        time.sleep(data.get("seconds", 5))
+    return {"calls": previous + 1}
+
+
+@handler("test.big")
+def big(data, ctx):
+    return {"blob": "x" * data["size"]}
+
+
+def calls(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
