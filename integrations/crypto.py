@@ -48,8 +48,7 @@ def configured_keys() -> list[bytes]:
             Fernet(key)
         except (ValueError, TypeError):
             raise ImproperlyConfigured(
-                f"POTAFLOW_FERNET_KEYS entry #{index + 1} is not a valid Fernet key "
-                "(32 url-safe base64-encoded bytes)."
+                f"POTAFLOW_FERNET_KEYS entry #{index + 1} is not a valid Fernet key (32 url-safe base64-encoded bytes)."
             ) from None
         keys.append(key.encode())
     return keys

@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -687,8 +688,13 @@ class SMTPServer:
         def authenticator(smtp_server, session, envelope, mechanism, auth_data):
             login = auth_data.login.decode() if isinstance(auth_data.login, bytes) else auth_data.login
             password = auth_data.password.decode() if isinstance(auth_data.password, bytes) else auth_data.password
-            return AuthResult(success=server.users.get(login) == password and login is not None)
+            ok = login is not None and server.users.get(login) == password
+            # handled=False: aiosmtpd then answers 235, or 535 on failure, itself.
+            return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
+        if tls is None:
+            # Plain AUTH is what an intranet relay without TLS looks like; aiosmtpd warns about it.
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
         kwargs: dict[str, Any] = {
             "authenticator": authenticator,
             "auth_required": bool(self.users),

@@ -1,0 +1,273 @@
+"""``email.send``: over SMTP (Django's SMTP backend) or SendGrid's v3 Mail Send API.
+
+The credential decides the transport: an ``smtp`` credential sends through the
+organization's SMTP server, a ``sendgrid_api_key`` credential through SendGrid
+(``POTAFLOW_SENDGRID_API_URL``).
+"""
+
+import json
+import smtplib
+import socket
+import ssl
+import time
+import urllib.error
+from email.utils import make_msgid
+from functools import cached_property
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.core.mail.backends.smtp import EmailBackend
+from python_http_client import exceptions as sg_errors
+from sendgrid import SendGridAPIClient
+
+from integrations import net
+from integrations.errors import PermanentError, RetryableError
+
+from .base import Action, ActionContext
+from .http import parse_retry_after
+
+_addresses = {
+    "oneOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}},
+    ]
+}
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+class PinnedSMTPBackend(EmailBackend):
+    """Django's SMTP backend, with two changes.
+
+    - It connects to the address the SSRF guard checked (``pinned_address``)
+      while keeping the host name for TLS (SNI and certificate checks).
+    - STARTTLS/SSL verify the server certificate against the system CA store
+      (``ssl.create_default_context``; ``SSL_CERT_FILE`` adds a private CA).
+      Django's default context does not verify.
+    """
+
+    def __init__(self, *, pinned_address: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pinned_address = pinned_address
+
+    @cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context()
+
+    @property
+    def connection_class(self) -> type[smtplib.SMTP]:
+        base = smtplib.SMTP_SSL if self.use_ssl else smtplib.SMTP
+        address = self.pinned_address
+
+        class Pinned(base):  # type: ignore[valid-type, misc]
+            def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+                return super()._get_socket(address, port, timeout)
+
+        return Pinned
+
+
+class SendEmail(Action):
+    name = "email.send"
+    title = "Send email"
+    description = "Send an email through an SMTP server or SendGrid (chosen by the credential)."
+    credential_kind = ("smtp", "sendgrid_api_key")
+    credential_required = True
+    config_schema = {
+        "type": "object",
+        "required": ["to", "subject"],
+        "anyOf": [{"required": ["text"]}, {"required": ["html"]}],
+        "additionalProperties": False,
+        "properties": {
+            "to": _addresses,
+            "cc": _addresses,
+            "bcc": _addresses,
+            "reply_to": _addresses,
+            "from_email": {"type": "string", "description": "Overrides the credential's from address."},
+            "subject": {"type": "string", "minLength": 1},
+            "text": {"type": "string"},
+            "html": {"type": "string"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        if not ctx.credential:
+            raise PermanentError("email.send needs an smtp or sendgrid_api_key credential")
+        to = _as_list(config.get("to"))
+        if not to:
+            raise PermanentError("config.to: no recipient after rendering")
+        from_email = config.get("from_email") or ctx.credential.get("from_email")
+        if not from_email:
+            raise PermanentError("no from address: set config.from_email or the credential's from_email")
+        message = {
+            "to": to,
+            "cc": _as_list(config.get("cc")),
+            "bcc": _as_list(config.get("bcc")),
+            "reply_to": _as_list(config.get("reply_to")),
+            "from_email": from_email,
+            "subject": config["subject"],
+            "text": config.get("text") or "",
+            "html": config.get("html") or "",
+            "headers": dict(config.get("headers") or {}),
+        }
+        if not (message["text"] or message["html"]):
+            raise PermanentError("config.text / config.html: the message has no body after rendering")
+        if ctx.credential_kind == "sendgrid_api_key":
+            return _send_sendgrid(message, ctx)
+        if ctx.credential_kind == "smtp":
+            return _send_smtp(message, ctx)
+        raise PermanentError(f"email.send cannot use a {ctx.credential_kind} credential")
+
+
+# -- SMTP --------------------------------------------------------------------
+def _send_smtp(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    cred = ctx.credential or {}
+    host, port = cred["host"], int(cred["port"])
+    try:
+        address = net.pinned_address(host, port)
+    except net.BlockedDestination as exc:
+        raise PermanentError(f"SMTP server {exc}; nothing was sent") from None
+    except net.ResolutionError as exc:
+        raise (RetryableError if exc.temporary else PermanentError)(f"SMTP server: {exc}") from None
+    security = cred.get("security", "starttls")
+    backend = PinnedSMTPBackend(
+        pinned_address=str(address),
+        host=host,
+        port=port,
+        username=cred.get("username") or "",
+        password=cred.get("password") or "",
+        use_tls=security == "starttls",
+        use_ssl=security == "ssl",
+        timeout=ctx.timeout_seconds,
+        fail_silently=False,
+    )
+    domain = message["from_email"].rsplit("@", 1)[-1].strip(">") or "potaflow.local"
+    message_id = make_msgid(domain=domain)
+    email = EmailMultiAlternatives(
+        subject=message["subject"],
+        body=message["text"] or message["html"],
+        from_email=message["from_email"],
+        to=message["to"],
+        cc=message["cc"],
+        bcc=message["bcc"],
+        reply_to=message["reply_to"],
+        headers={**message["headers"], "Message-ID": message_id},
+        connection=backend,
+    )
+    if message["text"] and message["html"]:
+        email.attach_alternative(message["html"], "text/html")
+    elif message["html"]:
+        email.content_subtype = "html"
+    where = f"SMTP {host}:{port}"
+    try:
+        email.send()
+    except smtplib.SMTPAuthenticationError as exc:
+        raise PermanentError(f"{where} authentication failed: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        refused = ", ".join(f"{rcpt} ({code} {_text(msg)})" for rcpt, (code, msg) in exc.recipients.items())
+        raise PermanentError(f"{where} refused the recipients: {refused}") from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise PermanentError(f"{where}: {exc} (check the credential's security setting)") from None
+    except smtplib.SMTPResponseException as exc:
+        text = f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)}"
+        if 400 <= exc.smtp_code < 500:
+            raise RetryableError(text) from None
+        raise PermanentError(text) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise PermanentError(f"{where}: TLS certificate not trusted ({exc.verify_message})") from None
+    except ssl.SSLError as exc:
+        raise PermanentError(f"{where}: TLS error ({exc})") from None
+    except (smtplib.SMTPException, OSError) as exc:  # disconnects, timeouts, refused connections
+        raise RetryableError(f"{where}: {type(exc).__name__}: {exc}") from None
+    return {
+        "provider": "smtp",
+        "message_id": message_id,
+        "from": message["from_email"],
+        "to": message["to"],
+        "cc": message["cc"],
+        "bcc_count": len(message["bcc"]),
+        "subject": message["subject"],
+    }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+# -- SendGrid -----------------------------------------------------------------
+def sendgrid_body(message: dict[str, Any]) -> dict[str, Any]:
+    """The v3 Mail Send JSON (https://www.twilio.com/docs/sendgrid/api-reference/mail-send/mail-send)."""
+    personalization: dict[str, Any] = {"to": [{"email": a} for a in message["to"]]}
+    if message["cc"]:
+        personalization["cc"] = [{"email": a} for a in message["cc"]]
+    if message["bcc"]:
+        personalization["bcc"] = [{"email": a} for a in message["bcc"]]
+    content = []
+    if message["text"]:
+        content.append({"type": "text/plain", "value": message["text"]})
+    if message["html"]:
+        content.append({"type": "text/html", "value": message["html"]})
+    body: dict[str, Any] = {
+        "personalizations": [personalization],
+        "from": {"email": message["from_email"]},
+        "subject": message["subject"],
+        "content": content,
+    }
+    if message["reply_to"]:
+        if len(message["reply_to"]) == 1:
+            body["reply_to"] = {"email": message["reply_to"][0]}
+        else:
+            body["reply_to_list"] = [{"email": a} for a in message["reply_to"]]
+    if message["headers"]:
+        body["headers"] = message["headers"]
+    return body
+
+
+def _send_sendgrid(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    client = SendGridAPIClient(api_key=(ctx.credential or {})["api_key"], host=settings.POTAFLOW_SENDGRID_API_URL)
+    client.client.timeout = ctx.timeout_seconds
+    try:
+        response = client.send(sendgrid_body(message))
+    except sg_errors.HTTPError as exc:
+        detail = _sendgrid_errors(exc.body)
+        text = f"SendGrid answered {exc.status_code}: {detail}"
+        if exc.status_code == 429 or exc.status_code >= 500:
+            headers = exc.headers or {}
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+            reset = headers.get("X-RateLimit-Reset")  # SendGrid's 429: the epoch second the limit resets
+            if retry_after is None and reset and reset.isdigit():
+                retry_after = max(0.0, int(reset) - time.time())
+            raise RetryableError(text, retry_after=retry_after) from None
+        raise PermanentError(text) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RetryableError(f"SendGrid unreachable: {exc}") from None
+    return {
+        "provider": "sendgrid",
+        "status": response.status_code,
+        "message_id": response.headers.get("X-Message-Id"),
+        "from": message["from_email"],
+        "to": message["to"],
+        "cc": message["cc"],
+        "bcc_count": len(message["bcc"]),
+        "subject": message["subject"],
+    }
+
+
+def _sendgrid_errors(body: bytes | str | None) -> str:
+    """SendGrid's error list as one line: "message (field: x); ..."."""
+    try:
+        errors = json.loads(body or b"{}").get("errors") or []
+    except (ValueError, AttributeError):
+        return _text(body or b"")[:300]
+    parts = []
+    for error in errors:
+        field = error.get("field")
+        parts.append(f"{error.get('message')} (field: {field})" if field else str(error.get("message")))
+    return "; ".join(parts) or _text(body or b"")[:300]
