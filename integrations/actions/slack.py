@@ -1,0 +1,85 @@
+"""``slack.message``: post a message with ``slack_sdk.WebClient.chat_postMessage``.
+
+Base URL from ``POTAFLOW_SLACK_API_URL``. Slack answers API errors with HTTP
+200 and ``{"ok": false, "error": "<code>"}``; rate limits with 429,
+``error: ratelimited`` and ``Retry-After``. Retrying is left to the engine
+(the client's own retry handlers are disabled).
+"""
+
+import urllib.error
+from typing import Any
+
+from django.conf import settings
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from integrations.errors import PermanentError, RetryableError
+
+from .base import Action, ActionContext
+from .http import parse_retry_after
+
+# https://api.slack.com/methods/chat.postMessage#errors: transient on Slack's side.
+RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable",
+                    "request_timeout"}  # fmt: skip
+
+
+class SlackMessage(Action):
+    name = "slack.message"
+    title = "Slack message"
+    description = "Post a message (text and/or Block Kit blocks) to a channel, optionally in a thread."
+    credential_kind = "slack_bot_token"
+    credential_required = True
+    config_schema = {
+        "type": "object",
+        "required": ["channel"],
+        "anyOf": [{"required": ["text"]}, {"required": ["blocks"]}],
+        "additionalProperties": False,
+        "properties": {
+            "channel": {"type": "string", "minLength": 1, "description": "Channel id (C0123...) or #name"},
+            "text": {"type": "string", "description": "Message text; the notification fallback when blocks are set"},
+            "blocks": {"type": "array", "items": {"type": "object"}, "description": "Block Kit blocks"},
+            "thread_ts": {"type": "string", "description": "Reply in this thread"},
+            "unfurl_links": {"type": "boolean"},
+        },
+    }
+
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        token = (ctx.credential or {}).get("token")
+        if not token:
+            raise PermanentError("slack.message needs a slack_bot_token credential")
+        client = WebClient(
+            token=token,
+            base_url=settings.POTAFLOW_SLACK_API_URL,
+            timeout=max(1, round(ctx.timeout_seconds)),
+            retry_handlers=[],
+        )
+        kwargs: dict[str, Any] = {"channel": config["channel"]}
+        for key in ("text", "blocks", "thread_ts", "unfurl_links"):
+            if config.get(key) not in (None, ""):
+                kwargs[key] = config[key]
+        try:
+            response = client.chat_postMessage(**kwargs)
+        except SlackApiError as exc:
+            code = (
+                (exc.response.data or {}).get("error", "unknown_error")
+                if isinstance(exc.response.data, dict)
+                else "unknown_error"
+            )
+            status = exc.response.status_code
+            message = f"Slack error {code} (HTTP {status}) posting to {config['channel']}"
+            if status == 429 or status >= 500 or code in RETRYABLE_ERRORS:
+                raise RetryableError(
+                    message, retry_after=parse_retry_after(_header(exc.response.headers, "Retry-After"))
+                ) from None
+            raise PermanentError(message) from None
+        except (urllib.error.URLError, TimeoutError, OSError, SlackClientError) as exc:
+            raise RetryableError(f"Slack unreachable: {exc}") from None
+        data = response.data if isinstance(response.data, dict) else {}
+        return {"ok": True, "channel": data.get("channel"), "ts": data.get("ts"), "message": data.get("message", {})}
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name.lower():
+            return value[0] if isinstance(value, list) else value
+    return None
