@@ -111,6 +111,13 @@ def test_who_may_change_which_role(world, persona, target, role, status):
     assert membership.role == (role if status == 200 else target)
 
 
+def test_forbidden_changes_say_why(world):
+    by_editor = world.client("editor").patch(member_url(world, world.memberships["viewer"]), {"role": "editor"})
+    assert by_editor.json() == {"detail": "Only owners and admins can manage members."}
+    by_admin = world.client("admin").patch(member_url(world, world.memberships["editor"]), {"role": "owner"})
+    assert by_admin.json() == {"detail": "Only an owner can grant the owner role or change an owner's membership."}
+
+
 def test_the_last_owner_cannot_be_demoted_until_there_is_another(world):
     owner = world.client("owner")
     own = world.memberships["owner"]
