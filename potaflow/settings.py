@@ -233,6 +233,9 @@ else:
     # retry would be delivered twice.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env.int("POTAFLOW_BROKER_VISIBILITY_TIMEOUT", default=3600),
+        # How often (seconds, and every Nth poll) a worker looks for such messages to restore.
+        "unacked_restore_interval": env.int("POTAFLOW_BROKER_RESTORE_INTERVAL", default=10),
+        "unacked_restore_throttle": env.int("POTAFLOW_BROKER_RESTORE_THROTTLE", default=10),
     }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True

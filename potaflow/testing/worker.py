@@ -1,4 +1,379 @@
-"""Real Celery worker fixtures for tests (owned by the engine work)."""
+"""A REAL Celery worker (and beat) for end-to-end tests: no eager mode, no mocks.
+
+Usage in any test module (the plugin is listed in the root ``conftest.py``)::
+
+    import pytest
+    from potaflow.testing.worker import wait_for_run
+
+    pytestmark = pytest.mark.slow
+
+    def test_it_runs(celery_worker):            # implies a transactional database
+        run, _ = run_accept(workflow=wf, trigger="manual", payload={...})
+        run = wait_for_run(run.pk, {"succeeded"}, timeout=30)
+
+What you get:
+
+- ``celery_worker``: a ``celery -A potaflow worker`` subprocess (own process
+  group) against the pytest-django test database (SQLite: the test file in
+  ``VAR_DIR``; PostgreSQL: ``test_<name>``) and the test broker. It is started
+  once per session and reused; it implies ``transactional_db`` because the
+  worker only sees committed rows. ``.kill()`` sends SIGKILL to its whole process
+  group, ``.start()``/``.restart()`` bring up a new one, ``.log_text()`` reads its log.
+- Extra environment for the worker: override the ``celery_worker_env`` fixture
+  (any scope) in your conftest or module, e.g.::
+
+      @pytest.fixture
+      def celery_worker_env():
+          return {"POTAFLOW_ALLOW_PRIVATE_DESTINATIONS": "127.0.0.1",
+                  "POTAFLOW_SLACK_API_URL": "http://127.0.0.1:8025/api/"}
+
+  The worker is restarted only when the requested environment differs from
+  the running one. ``POTAFLOW_HANDLER_MODULES`` in it is appended to the test
+  handler modules (``workflows.tests.handlers``).
+- ``start_beat(env=None)``: a ``celery beat`` subprocess with the
+  DatabaseScheduler, for the test that needs schedules to fire; stop it with ``.stop()``.
+- ``wait_for_run(run_id, statuses, timeout)``: polls the database until the run
+  reaches one of ``statuses``; on timeout it fails showing the run, its steps
+  and the worker log.
+- ``TEST_FERNET_KEY``: the worker decrypts credentials with it; a test creating
+  credentials sets ``settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]``.
+
+Isolation: on the filesystem broker, the test process and the worker use
+folders under ``<VAR_DIR>/pytest-worker/broker``, never the developer's
+``var/broker`` a running ``make run`` consumes. On Redis, use your own
+``CELERY_BROKER_URL`` database number. The worker runs with a short Redis
+visibility timeout (``WORKER_VISIBILITY_TIMEOUT``) so a message of a killed
+worker comes back in seconds: keep test steps and retry delays shorter than it.
+When a test using the worker fails, the worker's log for that test is added
+to the report.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
 
 # A fixed Fernet key shared by the test process and the worker subprocess.
 TEST_FERNET_KEY = "dGVzdC1rZXktZm9yLXBvdGFmbG93LXRlc3RzLW9ubHk="
+TEST_HANDLER_MODULES = ["workflows.tests.handlers"]
+WORKER_VISIBILITY_TIMEOUT = 6
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+
+# -- configuration shared by the test process and its subprocesses -----------------
+def test_var_dir() -> Path:
+    from django.conf import settings
+
+    path = Path(settings.VAR_DIR) / "pytest-worker"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def is_filesystem_broker() -> bool:
+    from django.conf import settings
+
+    return settings.CELERY_BROKER_URL.startswith("filesystem://")
+
+
+def broker_transport_options() -> dict[str, Any]:
+    """What the worker uses (and the in-process app too): see module docstring."""
+    if is_filesystem_broker():
+        # The worker's settings derive these from its POTAFLOW_VAR_DIR (= test_var_dir()).
+        broker = test_var_dir() / "broker"
+        folders = {name: broker / name for name in ("queue", "processed", "control")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]),
+            "store_processed": False,
+            "control_folder": str(folders["control"]),
+            "polling_interval": 0.1,
+        }
+    return {
+        "visibility_timeout": WORKER_VISIBILITY_TIMEOUT,
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    }
+
+
+def configure_test_broker() -> None:
+    """Point this process's Celery app at the test broker (called at session start)."""
+    from potaflow.celery import app
+
+    app.conf.broker_transport_options = broker_transport_options()
+    _reset_producer_pool(app)
+
+
+def _reset_producer_pool(app: Any) -> None:
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL for the test database pytest-django created (call after django_db_setup)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{Path(s['NAME']).resolve()}"
+    if s["ENGINE"] != "django.db.backends.postgresql":
+        raise RuntimeError(f"the test worker does not know how to reach a {s['ENGINE']} database")
+    auth = quote(s.get("USER") or "", safe="")
+    if s.get("PASSWORD"):
+        auth += ":" + quote(s["PASSWORD"], safe="")
+    host = s.get("HOST") or "127.0.0.1"
+    port = f":{s['PORT']}" if s.get("PORT") else ""
+    return f"postgres://{auth}@{host}{port}/{quote(s['NAME'], safe='')}"
+
+
+def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    from django.conf import settings
+
+    extra = dict(extra or {})
+    handler_modules = TEST_HANDLER_MODULES + [m for m in extra.pop("POTAFLOW_HANDLER_MODULES", "").split(",") if m]
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "potaflow.settings",
+            "DATABASE_URL": test_database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "POTAFLOW_VAR_DIR": str(test_var_dir()),
+            "POTAFLOW_BROKER_VISIBILITY_TIMEOUT": str(WORKER_VISIBILITY_TIMEOUT),
+            "POTAFLOW_BROKER_RESTORE_INTERVAL": "1",
+            "POTAFLOW_BROKER_RESTORE_THROTTLE": "1",
+            "POTAFLOW_HANDLER_MODULES": ",".join(handler_modules),
+            "POTAFLOW_FERNET_KEYS": TEST_FERNET_KEY,
+            "DEBUG": "false",
+            "SECRET_KEY": "pytest-worker-secret-key-not-for-production-0123456789",
+            "CONN_MAX_AGE": "0",
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+# -- processes ---------------------------------------------------------------------
+class CeleryProcess:
+    """A celery subprocess in its own process group, logging to a file."""
+
+    kind = "worker"
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self._log_file = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready_marker(self) -> str:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60) -> CeleryProcess:
+        self.log_path = test_var_dir() / f"{self.kind}-{uuid.uuid4().hex[:8]}.log"
+        self._log_file = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=BASE_DIR,
+            env=subprocess_env(self.extra_env),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill() takes the pool children too
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready_marker() in self.log_text():
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery {self.kind} exited with {self.proc.returncode}:\n{self.log_text()[-5000:]}")
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"celery {self.kind} not ready after {timeout} s:\n{self.log_text()[-5000:]}")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as when a machine dies."""
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def restart(self) -> CeleryProcess:
+        self.stop()
+        return self.start()
+
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+
+class WorkerProcess(CeleryProcess):
+    kind = "worker"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "celery", "-A", "potaflow", "worker",
+            "--loglevel=INFO", "--concurrency=2", "--pool=prefork",
+            "--without-mingle", "--without-gossip", "--without-heartbeat",
+            "--hostname", f"pytest-{uuid.uuid4().hex[:6]}@%h",
+        ]  # fmt: skip
+
+    def ready_marker(self) -> str:
+        return " ready."
+
+
+class BeatProcess(CeleryProcess):
+    kind = "beat"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "celery", "-A", "potaflow", "beat", "--loglevel=INFO",
+            "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
+            "--max-interval", "1",
+        ]  # fmt: skip
+
+    def ready_marker(self) -> str:
+        return "beat: Starting..."
+
+
+def start_worker(env: Mapping[str, str] | None = None) -> WorkerProcess:
+    """An extra worker (the caller stops it); most tests want the ``celery_worker`` fixture."""
+    return WorkerProcess(env).start()  # type: ignore[return-value]
+
+
+def start_beat(env: Mapping[str, str] | None = None) -> BeatProcess:
+    """Celery beat with the DatabaseScheduler against the test database; call ``.stop()``."""
+    return BeatProcess(env).start()  # type: ignore[return-value]
+
+
+# -- waiting -------------------------------------------------------------------------
+def wait_for_run(run_id: Any, statuses: Iterable[str] = ("succeeded",), timeout: float = 30, worker: Any = None):
+    """Poll until the run's status is one of ``statuses``; return the fresh Run."""
+    from workflows.models import Run
+
+    wanted = set(statuses)
+    deadline = time.monotonic() + timeout
+    run = None
+    while time.monotonic() < deadline:
+        run = Run.objects.filter(pk=run_id).first()
+        if run is not None and run.status in wanted:
+            return run
+        time.sleep(0.1)
+    steps = list(run.step_runs.values("key", "status", "attempts", "error")) if run else []
+    log = worker.log_text()[-4000:] if worker is not None else ""
+    pytest.fail(
+        f"run {run_id} is {getattr(run, 'status', 'missing')} after {timeout} s, expected one of {sorted(wanted)}; "
+        f"steps: {steps}\n{log}"
+    )
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {message}")
+
+
+# -- pytest wiring ---------------------------------------------------------------------
+class _WorkerManager:
+    def __init__(self) -> None:
+        self.worker: WorkerProcess | None = None
+
+    def ensure(self, env: Mapping[str, str]) -> WorkerProcess:
+        env = dict(env)
+        if self.worker is not None and (self.worker.extra_env != env or not self.worker.alive):
+            self.worker.stop()
+            self.worker = None
+        if self.worker is None:
+            self.worker = WorkerProcess(env)
+            self.worker.start()
+        return self.worker
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        from django.conf import settings
+
+        settings.CELERY_BROKER_URL  # noqa: B018 - raises when Django is not configured
+    except Exception:  # noqa: BLE001 - not a Django test session
+        return
+    configure_test_broker()
+    if is_filesystem_broker():
+        # Messages left by an earlier, interrupted session are not ours to run.
+        for stale in (test_var_dir() / "broker" / "queue").glob("*.msg"):
+            stale.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def _celery_worker_manager(django_db_setup, django_db_blocker):
+    manager = _WorkerManager()
+    yield manager
+    manager.stop()
+
+
+@pytest.fixture
+def celery_worker_env() -> dict[str, str]:
+    """Extra environment for the worker subprocess; override it to add variables."""
+    return {}
+
+
+@pytest.fixture
+def celery_worker(request, transactional_db, _celery_worker_manager, celery_worker_env) -> WorkerProcess:
+    worker = _celery_worker_manager.ensure(celery_worker_env)
+    request.node._celery_worker_log_offset = (worker, len(worker.log_text()))
+    return worker
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = getattr(item, "_celery_worker_log_offset", None)
+    if marker is None or not report.failed:
+        return
+    worker, offset = marker
+    text = worker.log_text()[offset:]
+    if text:
+        report.sections.append(("celery worker log", text[-20000:]))
