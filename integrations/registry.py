@@ -50,13 +50,8 @@ _actions: dict[str, Action] | None = None
 def _load() -> dict[str, Action]:
     actions: dict[str, Action] = {}
     for name, path in BUILTIN_ACTIONS.items():
-        try:
-            cls = import_string(path)
-        except ImportError:
-            # Lets the registry work while an action module is being written.
-            logger.warning("built-in action %s (%s) could not be imported", name, path)
-            continue
-        actions[name] = cls()
+        # Strict: a built-in that cannot be imported is a broken installation, not a warning.
+        actions[name] = import_string(path)()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             cls = ep.load()

@@ -1,0 +1,159 @@
+"""``sheets.append_row``: append one row to a Google Sheet with gspread and a service account.
+
+Google's API base URLs come from settings (``POTAFLOW_GOOGLE_SHEETS_API_URL``,
+``POTAFLOW_GOOGLE_DRIVE_API_URL``): gspread binds its URL constants at
+import time, so ``PotaflowHTTPClient`` rewrites the default prefixes on each
+request instead of patching the library's module globals. The OAuth token
+endpoint is the key file's ``token_uri``; it is checked against the SSRF
+policy because the key file is user input.
+"""
+
+import urllib.parse
+from typing import Any
+
+import gspread
+import requests
+from django.conf import settings
+from google.auth import exceptions as google_errors
+from google.oauth2.service_account import Credentials as ServiceAccountCredentials
+from gspread import urls as gspread_urls
+from gspread.http_client import HTTPClient
+
+from integrations import net
+from integrations.errors import PermanentError, RetryableError
+
+from .base import Action, ActionContext
+from .http import parse_retry_after
+
+SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
+
+
+class PotaflowHTTPClient(HTTPClient):
+    """gspread's HTTP client with the Google API base URLs taken from settings."""
+
+    def request(self, method: str, endpoint: str, *args: Any, **kwargs: Any) -> requests.Response:
+        rebased = (
+            (gspread_urls.SPREADSHEETS_API_V4_BASE_URL, settings.POTAFLOW_GOOGLE_SHEETS_API_URL),
+            (gspread_urls.DRIVE_FILES_API_V3_URL, settings.POTAFLOW_GOOGLE_DRIVE_API_URL),
+        )
+        for default, configured in rebased:
+            if endpoint.startswith(default):
+                endpoint = configured.rstrip("/") + endpoint[len(default) :]
+                break
+        return super().request(method, endpoint, *args, **kwargs)
+
+
+def spreadsheet_key(value: str) -> str:
+    """A spreadsheet key, from the key itself or a docs.google.com URL."""
+    value = value.strip()
+    if value.startswith(("http://", "https://")):
+        try:
+            return gspread.utils.extract_id_from_url(value)
+        except gspread.exceptions.NoValidUrlKeyFound:
+            raise PermanentError(f"config.spreadsheet: no spreadsheet key in URL {value!r}") from None
+    return value
+
+
+class AppendRow(Action):
+    name = "sheets.append_row"
+    title = "Google Sheets: append row"
+    description = "Append one row of values to a worksheet, as the service account of the credential."
+    credential_kind = "google_service_account"
+    credential_required = True
+    config_schema = {
+        "type": "object",
+        "required": ["spreadsheet", "values"],
+        "additionalProperties": False,
+        "properties": {
+            "spreadsheet": {"type": "string", "minLength": 1, "description": "Spreadsheet key or its URL"},
+            "worksheet": {"type": "string", "description": "Worksheet title (default: the first one)"},
+            "values": {"type": "array", "items": {"type": ["string", "number", "boolean", "null"]}, "minItems": 1},
+            "value_input_option": {
+                "type": "string",
+                "enum": ["RAW", "USER_ENTERED"],
+                "default": "RAW",
+                "description": "RAW stores values as given; USER_ENTERED parses them like typed input "
+                "(formulas too, so only for trusted data)",
+            },
+        },
+    }
+
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+        key_info = (ctx.credential or {}).get("key")
+        if not key_info:
+            raise PermanentError("sheets.append_row needs a google_service_account credential")
+        client_email = key_info.get("client_email", "?")
+        _check_token_uri(key_info.get("token_uri", ""))
+        key = spreadsheet_key(config["spreadsheet"])
+        values = ["" if v is None else v for v in config["values"]]
+        option = config.get("value_input_option") or "RAW"
+        try:
+            credentials = ServiceAccountCredentials.from_service_account_info(key_info, scopes=SCOPES)
+        except (ValueError, KeyError) as exc:
+            raise PermanentError(f"the service-account key is unusable: {exc}") from None
+        client = gspread.Client(auth=credentials, http_client=PotaflowHTTPClient)
+        client.http_client.set_timeout(ctx.timeout_seconds)
+        try:
+            spreadsheet = client.open_by_key(key)
+            title = config.get("worksheet")
+            worksheet = spreadsheet.worksheet(title) if title else spreadsheet.get_worksheet(0)
+            if worksheet is None:
+                raise PermanentError(f"spreadsheet {key} has no worksheet")
+            result = worksheet.append_row(values, value_input_option=option, insert_data_option="INSERT_ROWS")
+        except gspread.exceptions.WorksheetNotFound:
+            titles = ", ".join(repr(w.title) for w in spreadsheet.worksheets())
+            raise PermanentError(f"worksheet {title!r} not found in spreadsheet {key} (worksheets: {titles})") from None
+        except gspread.exceptions.SpreadsheetNotFound:
+            raise PermanentError(f"spreadsheet {key} does not exist (Google answered 404)") from None
+        except PermissionError:  # gspread turns the 403 of open_by_key into this
+            raise PermanentError(_not_shared(key, client_email)) from None
+        except gspread.exceptions.APIError as exc:
+            raise _classify(exc, key, client_email) from None
+        except google_errors.RefreshError as exc:
+            if getattr(exc, "retryable", False):
+                raise RetryableError(f"Google token exchange failed: {exc}") from None
+            raise PermanentError(f"Google refused the service-account key: {exc}") from None
+        except (google_errors.TransportError, requests.RequestException) as exc:
+            raise RetryableError(f"Google unreachable: {exc}") from None
+        updates = result.get("updates", {}) if isinstance(result, dict) else {}
+        return {
+            "spreadsheet_id": key,
+            "worksheet": worksheet.title,
+            "updated_range": updates.get("updatedRange"),
+            "updated_rows": updates.get("updatedRows"),
+            "updated_cells": updates.get("updatedCells"),
+        }
+
+
+def _not_shared(key: str, client_email: str) -> str:
+    return (
+        f"spreadsheet {key}: permission denied (403): the sheet is not shared with the service account "
+        f"{client_email} (share it with that address as an editor)"
+    )
+
+
+def _classify(exc: gspread.exceptions.APIError, key: str, client_email: str) -> Exception:
+    status = exc.response.status_code
+    message = exc.error.get("message", "") if isinstance(exc.error, dict) else str(exc)
+    if status == 429 or status >= 500:
+        return RetryableError(
+            f"Google Sheets answered {status}: {message}",
+            retry_after=parse_retry_after(exc.response.headers.get("Retry-After")),
+        )
+    if status == 403:
+        return PermanentError(_not_shared(key, client_email))
+    if status == 404:
+        return PermanentError(f"spreadsheet {key} does not exist (Google answered 404)")
+    return PermanentError(f"Google Sheets answered {status}: {message}")
+
+
+def _check_token_uri(token_uri: str) -> None:
+    parts = urllib.parse.urlsplit(token_uri)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise PermanentError(f"the service-account key's token_uri is not a URL: {token_uri!r}")
+    try:
+        net.pinned_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except net.BlockedDestination as exc:
+        raise PermanentError(f"the service-account key's token_uri: {exc}") from None
+    except net.ResolutionError as exc:
+        raise (RetryableError if exc.temporary else PermanentError)(f"token_uri: {exc}") from None

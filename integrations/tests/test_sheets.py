@@ -1,0 +1,105 @@
+"""sheets.append_row through gspread + google-auth against local OAuth and Sheets peers."""
+
+import pytest
+
+from integrations.actions.sheets import AppendRow
+from integrations.errors import ConfigError, PermanentError, RetryableError
+from potaflow.testing.network import Reply, service_account_key
+
+from .conftest import make_ctx
+
+action = AppendRow()
+SHEET = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
+
+
+@pytest.fixture
+def google(allow_loopback, settings, fake_google):
+    settings.POTAFLOW_GOOGLE_SHEETS_API_URL = fake_google.sheets_url
+    settings.POTAFLOW_GOOGLE_DRIVE_API_URL = fake_google.drive_url
+    fake_google.sheets[SHEET] = {"Orders": [["id", "email", "total"]], "Other": []}
+    return fake_google
+
+
+def ctx(google, **kwargs):
+    return make_ctx({"key": service_account_key(google.token_uri)}, "google_service_account", **kwargs)
+
+
+def test_it_appends_a_row_after_a_signed_token_exchange(google):
+    out = action.run(
+        {"spreadsheet": SHEET, "worksheet": "Orders", "values": ["42", "ada@example.com", 19.5],
+         "value_input_option": "USER_ENTERED"},
+        ctx(google),
+    )  # fmt: skip
+    token_req = google.requests[0]
+    assert (token_req.method, token_req.path) == ("POST", "/token")
+    assert token_req.form()["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+    (claims,) = google.assertions  # verified against the generated key's public half
+    assert claims["iss"] == "potaflow@test-project.iam.gserviceaccount.com"
+    assert claims["aud"] == "https://oauth2.googleapis.com/token"
+    assert claims["scope"] == "https://www.googleapis.com/auth/spreadsheets"
+    append = google.requests[-1]
+    assert (append.method, append.path) == ("POST", f"/v4/spreadsheets/{SHEET}/values/'Orders':append")
+    assert append.query["valueInputOption"] == ["USER_ENTERED"]
+    assert append.query["insertDataOption"] == ["INSERT_ROWS"]
+    assert append.headers["authorization"].startswith("Bearer ya29.fake-")
+    assert append.json() == {"values": [["42", "ada@example.com", 19.5]]}
+    assert google.sheets[SHEET]["Orders"][-1] == ["42", "ada@example.com", 19.5]
+    assert out == {"spreadsheet_id": SHEET, "worksheet": "Orders", "updated_range": "Orders!A2:C2",
+                   "updated_rows": 1, "updated_cells": 3}  # fmt: skip
+
+
+def test_a_spreadsheet_url_and_the_default_worksheet_work_with_raw_values(google):
+    url = f"https://docs.google.com/spreadsheets/d/{SHEET}/edit#gid=0"
+    out = action.run({"spreadsheet": url, "values": ["=1+1", None]}, ctx(google))
+    append = google.requests[-1]
+    assert append.query["valueInputOption"] == ["RAW"]
+    assert append.json() == {"values": [["=1+1", ""]]}
+    assert out["worksheet"] == "Orders"
+
+
+def test_a_sheet_not_shared_with_the_service_account_is_permanent(google):
+    google.forbidden.add(SHEET)
+    with pytest.raises(PermanentError, match="not shared with the service account potaflow@test-project"):
+        action.run({"spreadsheet": SHEET, "values": ["x"]}, ctx(google))
+
+
+def test_a_missing_sheet_is_permanent(google):
+    with pytest.raises(PermanentError, match="does not exist"):
+        action.run({"spreadsheet": "nope", "values": ["x"]}, ctx(google))
+
+
+def test_a_missing_worksheet_names_the_available_ones(google):
+    with pytest.raises(PermanentError, match="worksheet 'Sales' not found.*'Orders', 'Other'"):
+        action.run({"spreadsheet": SHEET, "worksheet": "Sales", "values": ["x"]}, ctx(google))
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_rate_limits_and_server_errors_are_retryable(google, status):
+    google.failures.append(
+        Reply(status, {"error": {"code": status, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}},
+              {"Retry-After": "9"})
+    )  # fmt: skip
+    with pytest.raises(RetryableError, match=f"answered {status}") as exc:
+        action.run({"spreadsheet": SHEET, "values": ["x"]}, ctx(google))
+    assert exc.value.retry_after == 9
+
+
+def test_a_key_the_token_endpoint_rejects_is_permanent(google):
+    key = service_account_key(google.token_uri, unknown=True)  # signed with a key Google does not know
+    with pytest.raises(PermanentError, match="refused the service-account key.*invalid_grant"):
+        action.run({"spreadsheet": SHEET, "values": ["x"]}, make_ctx({"key": key}, "google_service_account"))
+
+
+def test_a_private_token_uri_is_blocked(no_exceptions, fake_google):
+    key = service_account_key(fake_google.token_uri)
+    with pytest.raises(PermanentError, match="blocked destination"):
+        action.run({"spreadsheet": SHEET, "values": ["x"]}, make_ctx({"key": key}, "google_service_account"))
+    assert fake_google.requests == []
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="config.value_input_option"):
+        action.validate_config({"spreadsheet": "k", "values": ["a"], "value_input_option": "FORMULA"})
+    with pytest.raises(ConfigError, match="config.values"):
+        action.validate_config({"spreadsheet": "k", "values": [{"nested": 1}]})
+    action.validate_config({"spreadsheet": "k", "values": ["{{ trigger.body.id }}", 3]})
