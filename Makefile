@@ -8,8 +8,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# The environment and the make command line win over .env, which wins over the
+# defaults (as in settings, which read .env themselves).
+dotenv = $(shell sed -n 's/^[[:space:]]*$(1)[[:space:]]*=[[:space:]]*//p' .env 2>/dev/null | tail -n 1 | tr -d "\"'")
+HOST ?= $(or $(call dotenv,HOST),127.0.0.1)
+PORT ?= $(or $(call dotenv,PORT),8000)
 # Seconds honcho waits after Ctrl-C before it SIGKILLs what still runs. Its own
 # fixed 5 s is too short for a Celery worker on the embedded filesystem broker,
 # whose warm shutdown takes 4-6 s (its blocking poll loop wakes every 2 s).
@@ -40,6 +43,8 @@ install-dev: install ## also install requirements-dev.txt (tests, linters)
 		echo "Installing requirements-dev.txt into $(VENV) ..."; \
 		$(PIP) install -q -r requirements-dev.txt && cp requirements-dev.txt $(VENV)/.installed-requirements-dev.txt; }
 
+# honcho gets no .env of its own (--env /dev/null): it would override the real
+# environment with it, the opposite of what settings do.
 run: install ## migrate, ensure an admin user, start web + worker + beat (Ctrl-C stops all)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
@@ -48,7 +53,7 @@ run: install ## migrate, ensure an admin user, start web + worker + beat (Ctrl-C
 	@echo "  PotaFlow is starting at http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, health: /healthz)"
 	@echo "  Ctrl-C stops web, worker and beat."
 	@echo ""
-	@exec $(HONCHO) start --procfile Procfile --port $(PORT)
+	@exec $(HONCHO) start --procfile Procfile --port $(PORT) --env /dev/null
 
 test: install-dev ## run the whole test suite (pytest); extra args via PYTEST_ARGS
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

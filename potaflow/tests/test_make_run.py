@@ -9,6 +9,7 @@ checks that every process it started is gone within a bound.
 The ensure_admin tests pin the "password printed once" promise.
 """
 
+import ast
 import os
 import re
 import shutil
@@ -245,3 +246,29 @@ def test_ensure_admin_creates_nobody_when_a_superuser_exists_and_no_password_is_
     assert "Generated password" not in output
     assert "already@example.com" in output
     assert not User.objects.filter(email="admin@example.com").exists()
+
+
+# ---------------------------------------------------------------------------
+# .env.example documents every variable settings.py reads
+# ---------------------------------------------------------------------------
+def _variables_read_by_settings() -> set[str]:
+    """Names passed to ``env(...)``, ``env.bool(...)`` etc. in potaflow/settings.py."""
+    tree = ast.parse((BASE_DIR / "potaflow" / "settings.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+            continue
+        func = node.func
+        is_env = (isinstance(func, ast.Name) and func.id == "env") or (
+            isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "env"
+        )
+        if is_env and isinstance(node.args[0].value, str):
+            names.add(node.args[0].value)
+    return names
+
+
+def test_env_example_documents_every_setting_variable() -> None:
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (BASE_DIR / ".env.example").read_text(), re.M))
+    read = _variables_read_by_settings()
+    assert len(read) > 20, read  # the parser found the env(...) calls at all
+    assert read - documented == set(), "add these to .env.example, with a comment"
