@@ -3,6 +3,16 @@ import pytest
 from accounts.models import Organization
 from integrations.actions.base import ActionContext
 
+# pytest-django runs with DEBUG off, where an empty key list is refused (integrations.E001).
+# A fixed key, so a worker subprocess given the same value decrypts what the test wrote.
+TEST_FERNET_KEY = "x8oJmQGm3eOZmPqkJ7Yw1h1mJ0m9yYgHq1xk2Q0p9nE="
+
+
+@pytest.fixture(autouse=True)
+def fernet_keys(settings):
+    settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]
+    return settings
+
 
 @pytest.fixture
 def allow_loopback(settings):
@@ -26,3 +36,7 @@ def make_ctx(credential=None, kind=None, **kwargs) -> ActionContext:
     defaults = {"run_id": 1, "workflow_id": 1, "organization_id": 1, "step_key": "step", "timeout_seconds": 5.0}
     defaults.update(kwargs)
     return ActionContext(credential=credential, credential_kind=kind, **defaults)
+
+
+# Personas (owner, admin, editor, viewer in Acme; an outsider owning Globex) from the accounts tests.
+from accounts.tests.conftest import World, client_for, make_user, world  # noqa: E402, F401

@@ -1,0 +1,166 @@
+"""Credential admin: organization-scoped, admins and owners only, secrets write-only.
+
+The form carries one group of fields per credential kind (only the chosen
+kind's group is used); on change only the credential's own kind is shown.
+Secret inputs are never pre-filled: leaving one empty keeps the stored value.
+Validation and encryption go through ``services`` like the API.
+"""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html_join
+
+from accounts.admin_mixins import OrganizationScopedAdmin
+from accounts.models import Role
+from accounts.selectors import organization_ids_for
+
+from . import services
+from .credential_kinds import KINDS, Field, KindSpec
+from .models import Credential, CredentialKind
+
+
+def form_field_name(kind: str, name: str) -> str:
+    return f"{kind}__{name}"
+
+
+def _form_field(spec: KindSpec, f: Field, *, editing: bool) -> forms.Field:
+    label = f"{f.name.replace('_', ' ')}"
+    help_text = f.help
+    if f.secret:
+        help_text = (help_text + " " if help_text else "") + (
+            "Write-only: leave empty to keep the stored value." if editing else "Write-only: never shown again."
+        )
+    common = {"label": label, "required": False, "help_text": help_text}
+    if f.type == "json":
+        return forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "autocomplete": "off"}), **common)
+    if f.secret:
+        return forms.CharField(
+            widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}), **common
+        )
+    if f.type == "choice":
+        return forms.ChoiceField(choices=[("", "---")] + [(c, c) for c in f.choices], **common)
+    if f.type == "integer":
+        return forms.IntegerField(**common)
+    return forms.CharField(**common)
+
+
+class CredentialForm(forms.ModelForm):
+    kinds: tuple[str, ...] = tuple(KINDS)
+
+    class Meta:
+        model = Credential
+        fields = ["organization", "name", "kind"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        editing = bool(self.instance and self.instance.pk)
+        for kind in self.kinds:
+            spec = KINDS[kind]
+            for f in spec.fields:
+                field = _form_field(spec, f, editing=editing)
+                if editing and not f.secret:
+                    value = self.instance.public_data.get(f.name)
+                    field.initial = value
+                self.fields[form_field_name(kind, f.name)] = field
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        kind = cleaned.get("kind") or (self.instance.kind if self.instance.pk else None)
+        if not kind:
+            return cleaned
+        data = {}
+        for f in KINDS[kind].fields:
+            value = cleaned.get(form_field_name(kind, f.name))
+            if value not in (None, ""):
+                data[f.name] = value
+        self.kind_data = data
+        try:
+            # Validate now so errors show next to the fields; the service validates again on save.
+            from .credential_kinds import clean_fields
+
+            if self.instance.pk:
+                clean_fields(
+                    kind,
+                    data,
+                    existing_public=self.instance.public_data,
+                    existing_secret=services.credential_reveal(self.instance),
+                )
+            else:
+                clean_fields(kind, data)
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                target = form_field_name(kind, name)
+                self.add_error(target if target in self.fields else None, messages)
+        return cleaned
+
+
+@admin.register(Credential)
+class CredentialAdmin(OrganizationScopedAdmin):
+    form = CredentialForm
+    edit_role = Role.ADMIN
+    list_display = ["name", "organization", "kind", "stored_fields", "updated_at"]
+    list_filter = ["kind"]
+    search_fields = ["name"]
+    readonly_fields = ["stored_fields", "created_at", "updated_at"]
+
+    # Credentials are for admins and owners only, for reading as well.
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._has_role(request, Role.ADMIN)
+
+    def has_view_permission(self, request: HttpRequest, obj: Credential | None = None) -> bool:
+        return self._has_role(request, Role.ADMIN, obj)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(organization_id__in=organization_ids_for(request.user, minimum_role=Role.ADMIN))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Credential | None = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields + ["organization", "kind"] if obj else fields
+
+    def get_form(self, request: HttpRequest, obj: Credential | None = None, change: bool = False, **kwargs: Any):
+        kinds = (obj.kind,) if obj else tuple(KINDS)
+        kwargs["fields"] = None  # the form's dynamic kind fields are added in __init__
+        base = super().get_form(request, obj, change=change, **kwargs)
+        return type("ScopedCredentialForm", (base,), {"kinds": kinds})
+
+    def get_fieldsets(self, request: HttpRequest, obj: Credential | None = None):
+        head = ["organization", "name", "kind"] + (["stored_fields", "created_at", "updated_at"] if obj else [])
+        fieldsets: list = [(None, {"fields": head})]
+        kinds = (obj.kind,) if obj else tuple(KINDS)
+        for kind in kinds:
+            title = CredentialKind(kind).label
+            description = None if obj else f"Used only when kind is “{title}”."
+            fieldsets.append(
+                (
+                    title,
+                    {"fields": [form_field_name(kind, f.name) for f in KINDS[kind].fields], "description": description},
+                )
+            )
+        return fieldsets
+
+    @admin.display(description="Fields")
+    def stored_fields(self, obj: Credential) -> str:
+        """Public values, and only a 'set' marker for secret ones."""
+        if not obj.pk:
+            return "-"
+        rows = [(k, v) for k, v in obj.public_data.items()]
+        rows += [(k, "set" if is_set else "not set") for k, is_set in services.credential_secret_markers(obj).items()]
+        return format_html_join(", ", "{}: {}", rows)
+
+    def save_model(self, request: HttpRequest, obj: Credential, form: CredentialForm, change: bool) -> None:
+        data = getattr(form, "kind_data", {})
+        if change:
+            saved = services.credential_update(credential=obj, name=obj.name, secret=data)
+        else:
+            saved = services.credential_create(organization=obj.organization, name=obj.name, kind=obj.kind, secret=data)
+        obj.pk = saved.pk
+        obj.secret_ciphertext = saved.secret_ciphertext
+        obj.public_data = saved.public_data

@@ -1,0 +1,133 @@
+"""Integrations API: credentials (admins and owners; secrets write-only) and the action catalogue.
+
+Secrets go in under ``secret`` and never come back out: responses carry the
+non-secret fields (``public``) and, per secret field, whether it is set
+(``secret_set``). Views are thin; validation and encryption live in
+``services`` / ``credential_kinds``.
+"""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Organization, Role
+from accounts.permissions import OrganizationScopedMixin, OrgRole
+from accounts.selectors import organization_ids_for
+
+from . import registry, services
+from .credential_kinds import KINDS
+from .models import Credential, CredentialKind
+
+
+def _django_errors(exc: DjangoValidationError) -> dict[str, Any]:
+    if hasattr(exc, "error_dict"):
+        errors = exc.message_dict
+        if "secret" not in errors and "kind" not in errors and "name" not in errors and "__all__" not in errors:
+            return {"secret": errors}  # per-kind field errors sit under "secret"
+        # The model's only cross-field rule is the unique name per organization.
+        return {("name" if k == "__all__" else k): v for k, v in errors.items()}
+    return {"non_field_errors": exc.messages}
+
+
+class CredentialSerializer(serializers.ModelSerializer):
+    organization = serializers.PrimaryKeyRelatedField(queryset=Organization.objects.none(), required=False)
+    kind = serializers.ChoiceField(choices=CredentialKind.choices)
+    secret = serializers.DictField(write_only=True, help_text="The kind's fields (secret and public).")
+    public = serializers.JSONField(source="public_data", read_only=True)
+    secret_set = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Credential
+        fields = ["id", "organization", "name", "kind", "secret", "public", "secret_set", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+        validators: list = []  # the unique (organization, name) check happens in the service
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None and request.user.is_authenticated:
+            self.fields["organization"].queryset = Organization.objects.filter(
+                pk__in=organization_ids_for(request.user, minimum_role=Role.ADMIN)
+            )
+
+    def get_secret_set(self, credential: Credential) -> dict[str, bool]:
+        return services.credential_secret_markers(credential)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.instance is not None:
+            if "organization" in attrs and attrs["organization"] != self.instance.organization:
+                raise ValidationError({"organization": ["A credential cannot move to another organization."]})
+            if "kind" in attrs and attrs["kind"] != self.instance.kind:
+                raise ValidationError({"kind": ["The kind of a credential cannot change; create a new one."]})
+            return attrs
+        if "organization" not in attrs:
+            choices = list(self.fields["organization"].queryset[:2])
+            if len(choices) != 1:
+                raise ValidationError({"organization": ["This field is required (you administer several or none)."]})
+            attrs["organization"] = choices[0]
+        return attrs
+
+    def create(self, validated_data: dict[str, Any]) -> Credential:
+        try:
+            return services.credential_create(
+                organization=validated_data["organization"],
+                name=validated_data["name"],
+                kind=validated_data["kind"],
+                secret=validated_data["secret"],
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError(_django_errors(exc)) from exc
+
+    def update(self, instance: Credential, validated_data: dict[str, Any]) -> Credential:
+        try:
+            return services.credential_update(
+                credential=instance, name=validated_data.get("name"), secret=validated_data.get("secret")
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError(_django_errors(exc)) from exc
+
+
+class CredentialViewSet(
+    OrganizationScopedMixin,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Credentials of the organizations where the caller is an admin or owner."""
+
+    queryset = Credential.objects.select_related("organization")
+    serializer_class = CredentialSerializer
+    permission_classes = [OrgRole(read=Role.ADMIN, write=Role.ADMIN)]
+    filterset_fields = ["organization", "kind"]
+    ordering_fields = ["name", "created_at"]
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action == "list":
+            # Listing shows only what the caller may read; a lower role sees an empty list.
+            queryset = queryset.filter(
+                organization_id__in=organization_ids_for(self.request.user, minimum_role=Role.ADMIN)
+            )
+        return queryset
+
+
+class ActionListView(APIView):
+    """Every available action type (built-in and plugin) with its config schema and credential kind."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        actions = [action.describe() for _, action in sorted(registry.all_actions().items())]
+        kinds = {
+            kind: {"secret": list(spec.secret_fields), "public": list(spec.public_fields)}
+            for kind, spec in KINDS.items()
+        }
+        return Response({"actions": actions, "credential_kinds": kinds})
