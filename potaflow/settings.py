@@ -208,6 +208,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Runs and step runs both have a "status": name the two enums apart.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "workflows.models.RunStatus",
+        "StepRunStatusEnum": "workflows.models.StepRunStatus",
+    },
 }
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,286 @@
+"""REST API for workflows and runs (serializers + viewsets; the logic is in services/engine).
+
+- ``/api/workflows/``: CRUD with nested ``steps`` (a list replaces all steps,
+  positions from list order); ``POST .../<id>/run/`` (manual run) and
+  ``POST .../<id>/rotate-webhook-token/``.
+- ``/api/runs/``: history, newest first, filters ``workflow``, ``status``,
+  ``dead_lettered``, ``created_after``; ``/api/runs/<id>/`` with its steps;
+  ``POST /api/runs/<id>/replay/`` (optional ``{"from_step": "<key>"}``).
+
+Viewers read; editors and above write, run and replay. Another
+organization's ids are 404.
+"""
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.models import Membership, Organization, Role
+from accounts.permissions import OrganizationScopedMixin, OrgRole
+from accounts.selectors import roles_at_least
+
+from . import services
+from .models import Run, RunStatus, RunTrigger, StepRun, Workflow
+
+
+def _call(func, **kwargs: Any) -> Any:
+    """Run a service; its validation errors become a 400 with the same field names."""
+    try:
+        return func(**kwargs)
+    except services.WorkflowInvalid as exc:
+        raise serializers.ValidationError(exc.errors) from None
+
+
+# -- serializers ---------------------------------------------------------------------
+class StepSerializer(serializers.Serializer):
+    position = serializers.IntegerField(read_only=True)
+    key = serializers.CharField(max_length=64)
+    action_type = serializers.CharField(max_length=64)
+    config = serializers.JSONField(required=False, default=dict)
+    credential = serializers.IntegerField(required=False, allow_null=True, default=None, source="credential_id")
+    max_retries = serializers.IntegerField(required=False, default=3)
+    backoff_seconds = serializers.FloatField(required=False, default=2.0)
+    backoff_max_seconds = serializers.FloatField(required=False, default=300.0)
+    timeout_seconds = serializers.FloatField(required=False, default=30.0)
+
+
+class WorkflowSerializer(serializers.ModelSerializer):
+    organization = serializers.IntegerField(
+        source="organization_id",
+        required=False,
+        help_text="On create: an organization where you are editor or above (default: your only one).",
+    )
+    steps = StepSerializer(many=True, required=False)
+    webhook_secret = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=128, help_text="Never returned."
+    )
+    has_webhook_secret = serializers.SerializerMethodField()
+    webhook_url = serializers.SerializerMethodField()
+    created_by = serializers.EmailField(source="created_by.email", read_only=True, default=None)
+
+    class Meta:
+        model = Workflow
+        fields = [
+            "id",
+            "organization",
+            "name",
+            "description",
+            "is_active",
+            "trigger_type",
+            "webhook_url",
+            "webhook_secret",
+            "has_webhook_secret",
+            "schedule",
+            "timezone",
+            "version",
+            "steps",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["version", "created_at", "updated_at"]
+
+    def get_has_webhook_secret(self, workflow: Workflow) -> bool:
+        return bool(workflow.webhook_secret)
+
+    def get_webhook_url(self, workflow: Workflow) -> str | None:
+        if workflow.trigger_type != "webhook":
+            return None
+        return webhook_url(workflow, self.context.get("request"))
+
+
+def webhook_url(workflow: Workflow, request: Any = None) -> str:
+    path = reverse("workflows:webhook", kwargs={"token": workflow.webhook_token})
+    if request is not None:
+        return request.build_absolute_uri(path)
+    return settings.POTAFLOW_BASE_URL.rstrip("/") + path
+
+
+class RunPayloadSerializer(serializers.Serializer):
+    payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
+
+
+class RunAcceptedSerializer(serializers.Serializer):
+    run_id = serializers.UUIDField()
+
+
+class ReplaySerializer(serializers.Serializer):
+    from_step = serializers.CharField(required=False, allow_blank=True, help_text="Start at this step key.")
+
+
+class StepRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepRun
+        fields = [
+            "position",
+            "key",
+            "action_type",
+            "status",
+            "attempts",
+            "rendered_config",
+            "output",
+            "error",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "next_attempt_at",
+            "reused",
+        ]
+
+
+class RunSerializer(serializers.ModelSerializer):
+    workflow_name = serializers.CharField(source="workflow.name", read_only=True)
+    duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "workflow",
+            "workflow_name",
+            "workflow_version",
+            "status",
+            "dead_lettered",
+            "trigger",
+            "payload",
+            "error",
+            "idempotency_key",
+            "replay_of",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+        ]
+
+
+class RunDetailSerializer(RunSerializer):
+    steps = StepRunSerializer(many=True, read_only=True, source="step_runs")
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "steps"]
+
+
+# -- views -----------------------------------------------------------------------------
+class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
+    queryset = Workflow.objects.select_related("organization", "created_by").prefetch_related("steps")
+    serializer_class = WorkflowSerializer
+    permission_classes = [OrgRole(read=Role.VIEWER, write=Role.EDITOR)]
+    filterset_fields = ["organization", "trigger_type", "is_active"]
+    ordering_fields = ["name", "created_at", "updated_at"]
+
+    def _organization_for_create(self, requested: int | None) -> Organization:
+        user = self.request.user
+        editable = Membership.objects.filter(user=user, role__in=roles_at_least(Role.EDITOR))
+        if requested is not None:
+            membership = editable.filter(organization_id=requested).select_related("organization").first()
+            if membership is None:
+                raise serializers.ValidationError(
+                    {"organization": [f"You are not an editor (or above) of organization {requested}."]}
+                )
+            return membership.organization
+        memberships = list(editable.select_related("organization")[:2])
+        if not memberships:
+            raise exceptions.PermissionDenied("Creating a workflow needs the editor role in an organization.")
+        if len(memberships) > 1:
+            raise serializers.ValidationError(
+                {"organization": ["You belong to several organizations: say which one this workflow is for."]}
+            )
+        return memberships[0].organization
+
+    def perform_create(self, serializer: WorkflowSerializer) -> None:
+        data = dict(serializer.validated_data)
+        organization = self._organization_for_create(data.pop("organization_id", None))
+        steps = [_step_spec(s) for s in data.pop("steps", [])]
+        serializer.instance = _call(
+            services.workflow_create, organization=organization, created_by=self.request.user, steps=steps, **data
+        )
+
+    def perform_update(self, serializer: WorkflowSerializer) -> None:
+        data = dict(serializer.validated_data)
+        if "organization_id" in data and data.pop("organization_id") != serializer.instance.organization_id:
+            raise serializers.ValidationError({"organization": ["A workflow cannot move to another organization."]})
+        steps = data.pop("steps", None)
+        if steps is not None:
+            steps = [_step_spec(s) for s in steps]
+        serializer.instance = _call(services.workflow_update, workflow=serializer.instance, steps=steps, **data)
+
+    def perform_destroy(self, instance: Workflow) -> None:
+        services.workflow_delete(workflow=instance)
+
+    @extend_schema(
+        request=RunPayloadSerializer,
+        responses={202: RunAcceptedSerializer},
+        summary="Run the workflow now (manual trigger)",
+    )
+    @action(detail=True, methods=["post"])
+    def run(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object()
+        body = RunPayloadSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        payload = services.run_now_payload(body=body.validated_data["payload"], user=request.user)
+        run, _ = services.run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
+        return Response({"run_id": str(run.pk)}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: WorkflowSerializer}, summary="Give the workflow a new webhook URL")
+    @action(detail=True, methods=["post"], url_path="rotate-webhook-token")
+    def rotate_webhook_token(self, request: Request, pk: str | None = None) -> Response:
+        workflow = services.workflow_rotate_webhook_token(workflow=self.get_object())
+        return Response(self.get_serializer(workflow).data)
+
+
+def _step_spec(data: dict[str, Any]) -> dict[str, Any]:
+    spec = dict(data)
+    spec["credential"] = spec.pop("credential_id", None)
+    return spec
+
+
+class RunFilter(filters.FilterSet):
+    workflow = filters.NumberFilter(field_name="workflow_id")
+    status = filters.ChoiceFilter(choices=RunStatus.choices)
+    trigger = filters.ChoiceFilter(choices=RunTrigger.choices)
+    dead_lettered = filters.BooleanFilter()
+    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Run
+        fields = ["workflow", "status", "trigger", "dead_lettered", "created_after", "created_before"]
+
+
+class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Run.objects.select_related("workflow").order_by("-created_at")
+    permission_classes = [OrgRole(read=Role.VIEWER, write=Role.EDITOR)]
+    organization_field = "workflow__organization"
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"  # a malformed id is a 404, not a database error
+    filterset_class = RunFilter
+    ordering_fields = ["created_at", "finished_at"]
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action != "list":
+            queryset = queryset.prefetch_related("step_runs")
+        return queryset
+
+    def get_serializer_class(self):
+        return RunSerializer if self.action == "list" else RunDetailSerializer
+
+    @extend_schema(
+        request=ReplaySerializer,
+        responses={201: RunDetailSerializer, 400: OpenApiResponse(description="The run cannot be replayed.")},
+        summary="Replay a failed, dead-lettered or filtered run",
+    )
+    @action(detail=True, methods=["post"])
+    def replay(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        body = ReplaySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        replay = _call(services.run_replay, run=run, from_step=body.validated_data.get("from_step") or None)
+        replay = Run.objects.prefetch_related("step_runs").get(pk=replay.pk)
+        return Response(RunDetailSerializer(replay, context={"request": request}).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,187 @@
+import json
+import time
+
+import pytest
+from django.test import Client
+
+from potaflow.testing.worker import wait_for_run
+from workflows.models import Run, TriggerType
+from workflows.services import workflow_create, workflow_rotate_webhook_token, workflow_update
+from workflows.tests.handlers import calls
+from workflows.webhooks import sign
+
+STEPS = [{"key": "t", "action_type": "transform", "config": {"value": "{{ trigger.body }}"}}]
+
+
+@pytest.fixture
+def hook_wf(org):
+    return workflow_create(organization=org, name="Hook", trigger_type=TriggerType.WEBHOOK, steps=STEPS)
+
+
+def url(wf):
+    return f"/hooks/{wf.webhook_token}"
+
+
+@pytest.mark.django_db
+def test_json_body_is_accepted_with_202_and_recorded(hook_wf):
+    response = Client().post(
+        url(hook_wf) + "?source=crm&tag=a&tag=b",
+        data=json.dumps({"email": "a@example.com"}),
+        content_type="application/json",
+        headers={"X-Trace": "abc", "Authorization": "Bearer secret-token"},
+    )
+    assert response.status_code == 202
+    run = Run.objects.get(pk=response.json()["run_id"])
+    assert run.trigger == "webhook" and run.status == "queued"
+    assert run.payload["body"] == {"email": "a@example.com"}
+    assert run.payload["method"] == "POST"
+    assert run.payload["query"] == {"source": "crm", "tag": ["a", "b"]}
+    assert run.payload["headers"]["x-trace"] == "abc"
+    assert run.payload["headers"]["authorization"] == "[redacted]"
+
+
+@pytest.mark.django_db
+def test_form_and_raw_bodies_are_accepted(hook_wf):
+    form = Client().post(url(hook_wf), data="a=1&b=two", content_type="application/x-www-form-urlencoded")
+    assert form.status_code == 202
+    assert Run.objects.get(pk=form.json()["run_id"]).payload["body"] == {"a": "1", "b": "two"}
+    raw = Client().post(url(hook_wf), data="hello, world", content_type="text/plain")
+    assert Run.objects.get(pk=raw.json()["run_id"]).payload["body"] == "hello, world"
+
+
+@pytest.mark.django_db
+def test_unknown_token_and_inactive_workflow_are_404(hook_wf):
+    response = Client().post("/hooks/not-a-real-token-at-all", data="{}", content_type="application/json")
+    assert response.status_code == 404 and "No active webhook" in response.json()["detail"]
+    workflow_update(workflow=hook_wf, is_active=False)
+    assert Client().post(url(hook_wf), data="{}", content_type="application/json").status_code == 404
+    assert Run.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_rotated_token_retires_the_old_url(hook_wf):
+    old = url(hook_wf)
+    workflow_rotate_webhook_token(workflow=hook_wf)
+    assert Client().post(old, data="{}", content_type="application/json").status_code == 404
+    assert Client().post(url(hook_wf), data="{}", content_type="application/json").status_code == 202
+
+
+@pytest.mark.django_db
+def test_oversized_body_is_413(hook_wf, settings):
+    settings.POTAFLOW_WEBHOOK_MAX_BYTES = 100
+    response = Client().post(url(hook_wf), data=json.dumps({"x": "y" * 200}), content_type="application/json")
+    assert response.status_code == 413
+    assert "limit is 100 bytes" in response.json()["detail"]
+    assert Run.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_body_longer_than_its_content_length_claims_is_413(hook_wf, settings):
+    """The actual bytes read count, not only the header."""
+    settings.POTAFLOW_WEBHOOK_MAX_BYTES = 100
+    from io import BytesIO
+
+    from django.core.handlers.wsgi import WSGIRequest
+
+    from workflows.webhooks import hook
+
+    body = b'{"x": "' + b"y" * 300 + b'"}'
+    request = WSGIRequest(
+        {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": url(hook_wf),
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": BytesIO(body),
+            "SERVER_NAME": "testserver",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+        }
+    )
+    request.META["CONTENT_LENGTH"] = "10"  # lies after Django sized the stream
+    response = hook(request, hook_wf.webhook_token)
+    assert response.status_code == 413 and "bytes, the limit is 100" in json.loads(response.content)["detail"]
+
+
+@pytest.mark.django_db
+def test_malformed_json_is_400_naming_the_problem(hook_wf):
+    response = Client().post(url(hook_wf), data='{"email": ', content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Malformed JSON body: Expecting value at line 1 column 11")
+    assert Run.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("header", ["Idempotency-Key", "webhook-id"])
+def test_the_same_idempotency_key_twice_gives_one_run(hook_wf, header):
+    first = Client().post(url(hook_wf), data="{}", content_type="application/json", headers={header: "evt_1"})
+    second = Client().post(url(hook_wf), data="{}", content_type="application/json", headers={header: "evt_1"})
+    other = Client().post(url(hook_wf), data="{}", content_type="application/json", headers={header: "evt_2"})
+    assert first.status_code == 202 and second.status_code == 200
+    assert second.json() == {"run_id": first.json()["run_id"], "duplicate": True}
+    assert other.status_code == 202 and other.json()["run_id"] != first.json()["run_id"]
+    assert Run.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_signed_webhooks_are_verified(org):
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    wf = workflow_create(
+        organization=org, name="Signed", trigger_type=TriggerType.WEBHOOK, webhook_secret=secret, steps=STEPS
+    )
+    body = b'{"type": "invoice.paid"}'
+    now = str(int(time.time()))
+
+    def post(signature, timestamp=now, msg_id="msg_1"):
+        headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+        return Client().post(url(wf), data=body, content_type="application/json", headers=headers)
+
+    good = sign(secret, "msg_1", now, body)
+    assert post(f"v1,bogus {good}").status_code == 202
+    bad = post(sign(secret, "msg_1", now, b"tampered"))
+    assert bad.status_code == 401 and "no v1 signature matches" in bad.json()["detail"]
+    old = str(int(time.time()) - 3600)
+    stale = post(sign(secret, "msg_2", old, body), timestamp=old, msg_id="msg_2")
+    assert stale.status_code == 401 and "webhook-timestamp" in stale.json()["detail"]
+    missing = Client().post(url(wf), data=body, content_type="application/json")
+    assert missing.status_code == 401 and "headers are required" in missing.json()["detail"]
+    assert Run.objects.count() == 1
+
+
+@pytest.mark.slow
+def test_a_webhook_drives_a_three_step_chain_to_success(celery_worker, org, tmp_path):
+    log = tmp_path / "calls.jsonl"
+    wf = workflow_create(
+        organization=org,
+        name="Signup",
+        trigger_type=TriggerType.WEBHOOK,
+        steps=[
+            {
+                "key": "contact",
+                "action_type": "transform",
+                "config": {"value": {"email": "{{ trigger.body.email | lower }}", "plan": "{{ trigger.query.plan }}"}},
+            },
+            {
+                "key": "crm",
+                "action_type": "custom",
+                "config": {"handler": "test.echo", "input": {"log": str(log), "contact": "{{ steps.contact.output }}"}},
+            },
+            {
+                "key": "summary",
+                "action_type": "transform",
+                "config": {"value": "{{ steps.crm.output.input.contact.email }} on {{ steps.contact.output.plan }}"},
+            },
+        ],
+    )
+    response = Client().post(
+        url(wf) + "?plan=pro", data=json.dumps({"email": "Ann@Example.COM"}), content_type="application/json"
+    )
+    assert response.status_code == 202
+    run = wait_for_run(response.json()["run_id"], {"succeeded", "failed"}, worker=celery_worker)
+    assert run.status == "succeeded", run.error
+    steps = {s.key: s for s in run.step_runs.all()}
+    assert steps["contact"].output == {"email": "ann@example.com", "plan": "pro"}
+    assert steps["crm"].output["input"]["contact"] == {"email": "ann@example.com", "plan": "pro"}
+    assert steps["summary"].output == "ann@example.com on pro"
+    assert all(s.status == "succeeded" and s.duration_ms is not None and s.attempts == 1 for s in steps.values())
+    assert len(calls(log)) == 1
