@@ -5,9 +5,10 @@
    ::1 raises ``NetworkGuardViolation`` *before* the packet leaves, and the
    test that caused it fails even if the code under test swallowed the
    exception. Unix sockets are allowed. The Celery worker subprocess gets the
-   same guard through ``worker_network_guard_env()`` (it imports
-   ``potaflow.testing.guarded_handlers`` via ``POTAFLOW_HANDLER_MODULES``) and
-   reports violations into a file this plugin checks after every test.
+   same guard through ``worker_network_guard_env()`` (``PYTHONPATH`` puts
+   ``worker_site/sitecustomize.py`` first, which installs it at interpreter
+   start-up) and reports violations into a file this plugin checks after
+   every test.
 2. **Local protocol peers**, all bound to 127.0.0.1 on a free port:
    ``RecordingHTTPServer`` (records every request, replies as told),
    ``FakeSlack`` (``chat.postMessage``), ``FakeSendGrid`` (``POST
@@ -39,77 +40,18 @@ from typing import Any
 
 import pytest
 
+from .socket_guard import (  # noqa: F401 - re-exported for tests
+    GUARD_LOG_ENV,
+    NetworkGuardViolation,
+    install_socket_guard,
+    is_loopback_sockaddr,
+    report_to_file,
+)
+
 # ---------------------------------------------------------------------------
 # Socket guard
 # ---------------------------------------------------------------------------
-GUARD_LOG_ENV = "POTAFLOW_NETWORK_GUARD_LOG"
-
-
-class NetworkGuardViolation(AssertionError):
-    """A test (or the code it runs) tried to reach an address beyond loopback."""
-
-
 _violations: list[str] = []
-_original_connect = socket.socket.connect
-_original_connect_ex = socket.socket.connect_ex
-_original_sendto = socket.socket.sendto
-
-
-def is_loopback_sockaddr(family: int, address: Any) -> bool:
-    """True when ``address`` (a socket address of ``family``) is loopback only."""
-    if family == getattr(socket, "AF_UNIX", None) or family == getattr(socket, "AF_NETLINK", None):
-        return True
-    if family not in (socket.AF_INET, socket.AF_INET6):
-        return False
-    host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, bytes):
-        host = host.decode()
-    host = str(host).split("%", 1)[0]
-    try:
-        candidates = [ipaddress.ip_address(host)]
-    except ValueError:
-        # A hostname: connect() would resolve it itself; every answer must be loopback.
-        try:
-            infos = socket.getaddrinfo(host, None, family)
-        except OSError:
-            return False
-        candidates = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
-    for candidate in candidates:
-        if isinstance(candidate, ipaddress.IPv6Address) and candidate.ipv4_mapped:
-            candidate = candidate.ipv4_mapped
-        if not candidate.is_loopback:
-            return False
-    return bool(candidates)
-
-
-def _guarded(kind: str, original: Callable, report: Callable[[str], None]) -> Callable:
-    def guarded(sock: socket.socket, *args: Any) -> Any:
-        address = args[-1]
-        if not is_loopback_sockaddr(sock.family, address):
-            message = (
-                f"network guard: {kind} to {address!r} (family {sock.family!r}) blocked; tests may only reach loopback"
-            )
-            report(message)
-            raise NetworkGuardViolation(message)
-        return original(sock, *args)
-
-    guarded.__name__ = kind
-    return guarded
-
-
-def install_socket_guard(report: Callable[[str], None]) -> None:
-    """Patch ``socket.socket`` so non-loopback connects raise (and are reported)."""
-    socket.socket.connect = _guarded("connect", _original_connect, report)  # type: ignore[method-assign]
-    socket.socket.connect_ex = _guarded("connect_ex", _original_connect_ex, report)  # type: ignore[method-assign]
-    socket.socket.sendto = _guarded("sendto", _original_sendto, report)  # type: ignore[method-assign]
-
-
-def report_to_file(path: str) -> Callable[[str], None]:
-    def report(message: str) -> None:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(f"pid {os.getpid()}: {message}\n")
-
-    return report
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -132,11 +74,14 @@ _guard_log_path = Path(tempfile.gettempdir()) / f"potaflow-network-guard-{os.get
 
 
 def worker_network_guard_env() -> dict[str, str]:
-    """Environment for a worker subprocess so it installs the same guard and reports here."""
-    return {
-        GUARD_LOG_ENV: str(_guard_log_path),
-        "POTAFLOW_HANDLER_MODULES": "potaflow.testing.guarded_handlers",
-    }
+    """Environment for a worker subprocess so it installs the same guard and reports here.
+
+    ``worker_site/sitecustomize.py`` runs at interpreter start-up (before
+    Django, Celery or any task), so the guard covers everything the worker does.
+    """
+    site = Path(__file__).resolve().parent / "worker_site"
+    base = Path(__file__).resolve().parent.parent.parent
+    return {GUARD_LOG_ENV: str(_guard_log_path), "PYTHONPATH": os.pathsep.join([str(site), str(base)])}
 
 
 @pytest.fixture(autouse=True)
