@@ -4,3 +4,14 @@ pytest_plugins = [
     "potaflow.testing.network",  # socket guard (no traffic beyond loopback) + local protocol peers
     "potaflow.testing.worker",  # a real Celery worker (and beat) subprocess against the test database
 ]
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters live in the cache: every test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
