@@ -2,10 +2,10 @@ import pytest
 
 from accounts.models import Organization
 from integrations.actions.base import ActionContext
+from potaflow.testing.worker import TEST_FERNET_KEY
 
-# pytest-django runs with DEBUG off, where an empty key list is refused (integrations.E001).
-# A fixed key, so a worker subprocess given the same value decrypts what the test wrote.
-TEST_FERNET_KEY = "x8oJmQGm3eOZmPqkJ7Yw1h1mJ0m9yYgHq1xk2Q0p9nE="
+# pytest-django runs with DEBUG off, where an empty key list is refused (integrations.E001);
+# the worker subprocess decrypts with the same fixed TEST_FERNET_KEY.
 
 
 @pytest.fixture(autouse=True)
