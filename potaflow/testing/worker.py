@@ -117,8 +117,8 @@ def configure_test_broker() -> None:
 
 
 def _reset_producer_pool(app: Any) -> None:
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # Only forget them: kombu's global producer pools are keyed by broker URL and
+    # the previous URL's pool is used again afterwards, so it must stay open.
     app._pool = None
     if "amqp" in app.__dict__:
         app.amqp._producer_pool = None
@@ -278,6 +278,92 @@ def start_worker(env: Mapping[str, str] | None = None) -> WorkerProcess:
 def start_beat(env: Mapping[str, str] | None = None) -> BeatProcess:
     """Celery beat with the DatabaseScheduler against the test database; call ``.stop()``."""
     return BeatProcess(env).start()  # type: ignore[return-value]
+
+
+class IsolatedBroker:
+    """A broker no other process uses, for tests that empty or restart it.
+
+    Redis: a ``redis-server`` of its own on a free loopback port. Filesystem:
+    folders of its own. ``env`` is what a worker needs to use it; while the
+    ``with`` block lasts, this process's Celery app sends there too.
+    """
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+        self._server: subprocess.Popen | None = None
+        self._folder: Path | None = None
+        self._saved: tuple[str, dict] | None = None
+
+    def __enter__(self) -> IsolatedBroker:
+        from potaflow.celery import app
+
+        self._saved = (app.conf.broker_url, dict(app.conf.broker_transport_options or {}))
+        if is_filesystem_broker():
+            self._folder = test_var_dir() / f"isolated-{uuid.uuid4().hex[:8]}"
+            options = broker_transport_options()
+            for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+                sub = {"data_folder_in": "queue", "data_folder_out": "queue"}.get(key, key.split("_")[0])
+                options[key] = str(self._folder / "broker" / sub)
+                Path(options[key]).mkdir(parents=True, exist_ok=True)
+            self.env = {"POTAFLOW_VAR_DIR": str(self._folder)}
+            app.conf.broker_transport_options = options
+        else:
+            port = _free_port()
+            self._server = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.url = f"redis://127.0.0.1:{port}/0"
+            wait_for(self._redis_up, timeout=10, message="the isolated redis-server")
+            self.env = {"CELERY_BROKER_URL": self.url}
+            app.conf.broker_write_url = self.url  # what producers use; broker_url is derived once
+        _reset_producer_pool(app)
+        return self
+
+    def _redis_up(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.url).ping())
+        except redis.ConnectionError:
+            return False
+
+    def flush(self) -> None:
+        """Lose every message, as a broker restarted empty would."""
+        if self._folder is not None:
+            for message in (self._folder / "broker" / "queue").glob("*"):
+                message.unlink(missing_ok=True)
+        else:
+            import redis
+
+            redis.Redis.from_url(self.url).flushall()
+
+    def message_count(self) -> int:
+        if self._folder is not None:
+            return len(list((self._folder / "broker" / "queue").glob("*.msg")))
+        import redis
+
+        return int(redis.Redis.from_url(self.url).llen("celery"))
+
+    def __exit__(self, *exc: object) -> None:
+        from potaflow.celery import app
+
+        if self._saved is not None:
+            app.conf.broker_write_url = None  # back to the one derived from broker_url
+            app.conf.broker_transport_options = self._saved[1]
+            _reset_producer_pool(app)
+        if self._server is not None:
+            self._server.terminate()
+            self._server.wait(10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 # -- waiting -------------------------------------------------------------------------

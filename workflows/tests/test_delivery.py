@@ -1,0 +1,103 @@
+"""Delivery guarantees with real processes: a killed worker, a broker that lost
+its messages, and beat firing a schedule. These take seconds (beat up to a minute)."""
+
+import pytest
+
+from potaflow.testing.worker import (
+    IsolatedBroker,
+    is_filesystem_broker,
+    start_beat,
+    start_worker,
+    wait_for,
+    wait_for_run,
+)
+from workflows import engine
+from workflows.models import Run, StepRun, TriggerType
+from workflows.services import run_accept, workflow_create
+from workflows.tasks import recover_stalled_runs
+from workflows.tests.handlers import calls
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_step_killed_with_its_worker_runs_again_on_a_new_worker(celery_worker, org, tmp_path):
+    log = tmp_path / "slow.jsonl"
+    wf = workflow_create(
+        organization=org,
+        name="Slow",
+        steps=[
+            {"key": "slow", "action_type": "custom", "config": {"handler": "test.slow", "input": {"log": str(log)}}},
+            {"key": "after", "action_type": "transform", "config": {"value": "{{ steps.slow.output.calls }}"}},
+        ],
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    wait_for(lambda: len(calls(log)) == 1, timeout=30, message="the slow step to start")
+    celery_worker.kill()  # SIGKILL to the whole process group, mid-step
+    step = StepRun.objects.get(run=run, key="slow")
+    assert step.status == "running" and step.attempts == 1
+
+    celery_worker.start()
+    if is_filesystem_broker():
+        # kombu's filesystem transport deletes a message when it hands it out,
+        # so a killed worker's message is gone: the sweeper brings the run back.
+        assert str(run.pk) in engine.recover_stalled_runs(stalled_after=0)
+    # On Redis the unacknowledged message is redelivered (visibility timeout).
+    run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=60, worker=celery_worker)
+    assert run.status == "succeeded", run.error
+    step = run.step_runs.get(key="slow")
+    assert step.attempts == 2 and step.output == {"calls": 2}
+    assert run.step_runs.get(key="after").output == 2
+    first, second = calls(log)
+    assert first["pid"] != second["pid"]
+
+
+def test_a_run_whose_messages_were_flushed_is_recovered_by_the_sweeper(transactional_db, org, tmp_path):
+    log = tmp_path / "echo.jsonl"
+    wf = workflow_create(
+        organization=org,
+        name="Lost",
+        steps=[
+            {"key": "a", "action_type": "custom", "config": {"handler": "test.echo", "input": {"log": str(log)}}},
+            {"key": "b", "action_type": "transform", "config": {"value": "{{ steps.a.output.attempt }}"}},
+        ],
+    )
+    with IsolatedBroker() as broker:
+        run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+        wait_for(lambda: broker.message_count() > 0, timeout=10, message="the run's message in the broker")
+        broker.flush()
+        assert broker.message_count() == 0
+        worker = start_worker(env={**broker.env, "POTAFLOW_STALLED_AFTER_SECONDS": "1"})
+        try:
+            wait_for(lambda: Run.objects.get(pk=run.pk).last_progress_at is not None, timeout=1)
+            import time
+
+            time.sleep(1.5)  # older than POTAFLOW_STALLED_AFTER_SECONDS
+            assert Run.objects.get(pk=run.pk).status == "queued"  # nothing left to deliver it
+            recover_stalled_runs.delay()  # what beat sends every POTAFLOW_RECOVERY_INTERVAL_SECONDS
+            run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=30, worker=worker)
+        finally:
+            worker.stop()
+    assert run.status == "succeeded"
+    assert run.step_runs.get(key="b").output == 1
+    assert len(calls(log)) == 1
+    assert "recovering stalled run" in worker.log_text()
+
+
+def test_beat_fires_a_schedule_and_the_worker_runs_it(celery_worker, org):
+    wf = workflow_create(
+        organization=org,
+        name="Every minute",
+        trigger_type=TriggerType.SCHEDULE,
+        schedule="* * * * *",
+        timezone="Europe/Paris",
+        steps=[{"key": "when", "action_type": "transform", "config": {"value": "{{ trigger.body.fired_at }}"}}],
+    )
+    beat = start_beat()
+    try:
+        run = wait_for(lambda: Run.objects.filter(workflow=wf).first(), timeout=80, message="a scheduled run")
+        run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=30, worker=celery_worker)
+    finally:
+        beat.stop()
+    assert run.trigger == "schedule" and run.status == "succeeded"
+    assert run.payload["fired_at"] and run.step_runs.get().output == run.payload["fired_at"]
+    assert run.payload["body"]["timezone"] == "Europe/Paris"
