@@ -1,7 +1,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from . import api, webhooks
+from . import api, live, stats, webhooks
 
 app_name = "workflows"
 
@@ -13,5 +13,8 @@ router.register("api/runs", api.RunViewSet, basename="run")
 urlpatterns = [
     path("hooks/<str:token>", webhooks.hook, name="webhook"),
     path("hooks/<str:token>/", webhooks.hook),
+    path("runs/<uuid:run_id>/live", live.run_live, name="run-live"),
+    path("runs/<uuid:run_id>/live.json", live.run_live_state, name="run-live-state"),
+    path("api/stats/", stats.StatsView.as_view(), name="stats"),
     path("", include(router.urls)),
 ]

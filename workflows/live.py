@@ -1,0 +1,119 @@
+"""The live run view: ``/runs/<id>/live`` (HTML) and ``/runs/<id>/live.json`` (its state).
+
+The page renders the run once on the server, then a few lines of plain
+JavaScript poll ``live.json`` about once a second and update the step rows in
+place, until the JSON says ``finished``. Polling rather than Server-Sent
+Events: each poll is one short request, so it works behind any proxy and with
+gunicorn's sync workers (an SSE stream would pin a worker for as long as a run
+retries, which can be minutes), it survives a restarted web process without
+any reconnect logic, and it needs no JavaScript library.
+
+Both views use the admin session (a user must be logged in) and are scoped to
+the user's organizations: another organization's run is a 404, exactly as in
+the API and the admin.
+"""
+
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from accounts.selectors import scope_to_user
+
+from .models import Run, StepRun
+
+POLL_INTERVAL_MS = 1000
+
+
+def visible_runs(request: HttpRequest):
+    """Runs the user may see: every run for a superuser, their organizations' otherwise."""
+    runs = Run.objects.select_related("workflow", "workflow__organization")
+    if request.user.is_superuser:
+        return runs
+    return scope_to_user(runs, request.user, organization_field="workflow__organization")
+
+
+def _get_run(request: HttpRequest, run_id: Any) -> Run:
+    run = visible_runs(request).filter(pk=run_id).first()
+    if run is None:
+        raise Http404("No run with this id in your organizations.")
+    return run
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def step_state(step: StepRun) -> dict[str, Any]:
+    return {
+        "position": step.position,
+        "key": step.key,
+        "action_type": step.action_type,
+        "status": step.status,
+        "attempts": step.attempts,
+        "duration_ms": step.duration_ms,
+        "started_at": _iso(step.started_at),
+        "finished_at": _iso(step.finished_at),
+        "next_attempt_at": _iso(step.next_attempt_at),
+        "reused": step.reused,
+        "error": step.error,
+        "rendered_config": step.rendered_config,
+        "output": step.output,
+    }
+
+
+def run_state(run: Run) -> dict[str, Any]:
+    """What the page shows; ``finished`` tells the page to stop polling."""
+    return {
+        "id": str(run.pk),
+        "workflow": {"id": run.workflow_id, "name": run.workflow.name},
+        "trigger": run.trigger,
+        "status": run.status,
+        "finished": run.is_finished,
+        "dead_lettered": run.dead_lettered,
+        "error": run.error,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration_ms": run.duration_ms,
+        "replay_of": str(run.replay_of_id) if run.replay_of_id else None,
+        "steps": [step_state(step) for step in run.step_runs.order_by("position")],
+    }
+
+
+@require_GET
+@never_cache
+@login_required
+def run_live(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run = _get_run(request, run_id)
+    context = {
+        **admin.site.each_context(request),
+        "title": f"Run {run.pk}",
+        "run": run,
+        "state": run_state(run),
+        "state_url": reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
+        "admin_url": reverse("admin:workflows_run_change", args=[run.pk]) if _admin_has_runs() else None,
+        "poll_interval_ms": POLL_INTERVAL_MS,
+    }
+    return render(request, "workflows/run_live.html", context)
+
+
+@require_GET
+@never_cache
+def run_live_state(request: HttpRequest, run_id: Any) -> JsonResponse:
+    # A JSON endpoint answers 401 in the API's error shape rather than redirecting to a login page.
+    if not request.user.is_authenticated:
+        return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
+    run = visible_runs(request).filter(pk=run_id).first()
+    if run is None:
+        return JsonResponse({"detail": "No run with this id in your organizations."}, status=404)
+    return JsonResponse(run_state(run))
+
+
+def _admin_has_runs() -> bool:
+    return admin.site.is_registered(Run)
