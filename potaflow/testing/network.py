@@ -31,7 +31,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -640,12 +639,11 @@ class SMTPServer:
             # handled=False: aiosmtpd then answers 235, or 535 on failure, itself.
             return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
-        if tls is None:
-            # Plain AUTH is what an intranet relay without TLS looks like; aiosmtpd warns about it.
-            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
         kwargs: dict[str, Any] = {
             "authenticator": authenticator,
-            "auth_required": bool(self.users),
+            # Without TLS, AUTH is offered and checked but not required (aiosmtpd warns about
+            # requiring it in clear); with TLS it is required, after STARTTLS.
+            "auth_required": bool(self.users) and tls is not None,
             "auth_require_tls": tls is not None,
         }
         if tls is not None:
