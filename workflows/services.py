@@ -144,6 +144,11 @@ def workflow_rotate_webhook_token(*, workflow: Workflow) -> Workflow:
     return workflow
 
 
+def workflow_validate(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]]) -> None:
+    """Check a definition without saving anything (the admin validates its inline with it)."""
+    _validate(workflow, steps)
+
+
 def _step_as_spec(step: Step) -> dict[str, Any]:
     return {
         "key": step.key,
