@@ -7,6 +7,8 @@ Every error body is ``{"detail": "<sentence>", "errors": {field: [messages]}}``;
 
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -36,3 +38,17 @@ def _summarise(errors: dict[str, Any]) -> str:
             return str(first)
         return f"{field}: {first}"
     return "Invalid input."
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler404``: an unknown URL under ``/api/`` or ``/hooks/`` answers in the error shape."""
+    if request.path.startswith(("/api/", "/hooks/")):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: the same for an unexpected error (which the tests treat as a bug)."""
+    if request.path.startswith(("/api/", "/hooks/")):
+        return JsonResponse({"detail": "Internal server error."}, status=500)
+    return defaults.server_error(request)

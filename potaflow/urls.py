@@ -4,6 +4,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import healthz
 
+# Unknown URLs and crashes under /api/ answer in the API's error shape (potaflow.api).
+handler404 = "potaflow.api.not_found"
+handler500 = "potaflow.api.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),

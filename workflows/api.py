@@ -13,6 +13,7 @@ organization's ids are 404.
 
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.urls import reverse
 from django_filters import rest_framework as filters
@@ -63,7 +64,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
     )
     has_webhook_secret = serializers.SerializerMethodField()
     webhook_url = serializers.SerializerMethodField()
-    created_by = serializers.EmailField(source="created_by.email", read_only=True, default=None)
+    created_by = serializers.EmailField(source="created_by.email", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = Workflow
@@ -241,8 +242,14 @@ def _step_spec(data: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+class IdFilter(filters.NumberFilter):
+    """A whole-number id: anything else (0.5, 1e122) is a 400, not a database error."""
+
+    field_class = forms.IntegerField
+
+
 class RunFilter(filters.FilterSet):
-    workflow = filters.NumberFilter(field_name="workflow_id")
+    workflow = IdFilter(field_name="workflow_id", min_value=1, max_value=2**63 - 1)
     status = filters.ChoiceFilter(choices=RunStatus.choices)
     trigger = filters.ChoiceFilter(choices=RunTrigger.choices)
     dead_lettered = filters.BooleanFilter()
