@@ -73,8 +73,11 @@ run: install ## migrate, ensure an admin user, start web + worker + beat (Ctrl-C
 	@echo ""
 	@exec $(PY) -c "$$HONCHO_LAUNCHER" start --procfile Procfile --port $(PORT) --env /dev/null
 
+# pytest exits 5 when it collected no test: that fails here too, and says so.
 test: install-dev ## run the whole test suite (pytest); extra args via PYTEST_ARGS
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest $(PYTEST_ARGS) || { rc=$$?; \
+		[ $$rc -ne 5 ] || echo "make test: pytest collected no tests; that is a failure, not a pass" >&2; \
+		exit $$rc; }
 
 test-fast: install-dev ## run the suite without the slow (process-starting) tests
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
