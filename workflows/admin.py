@@ -5,27 +5,34 @@ is validated as a whole definition (templates, step references, credentials)
 before anything is saved, and saving bumps the version and syncs the schedule.
 Runs are read-only history with two actions: "Replay" and "Run now".
 
-Extension points for later polish: ``StepInline`` / ``StepRunInline`` (fields,
-widgets), ``WorkflowAdmin.list_display``, ``RunAdmin.list_display`` and the
-``*_action`` methods, which only call services.
+The product-UI polish (status badges, pretty JSON, cron preview, webhook URL
+with copy button, "Run now" with a payload, token rotation, errors on the
+field they concern) uses ``admin_widgets`` (HTML pieces) and ``admin_forms``
+(forms, error placement) and the templates in ``templates/admin/workflows/``.
 """
 
+import threading
+from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.admin_mixins import OrganizationScopedAdmin
 from accounts.models import Role
 from integrations.models import Credential
-from integrations.registry import all_actions
 
 from . import services
+from .admin_forms import PrettyJSONField, RunNowForm, action_choices, action_schemas, attach_errors
+from .admin_widgets import pretty_json, schedule_preview, status_badge, webhook_url_field
 from .models import Run, RunTrigger, Step, StepRun, Workflow
 
 STEP_FIELDS = (
@@ -63,7 +70,12 @@ class _ParentPermissionsMixin:
 
 # -- workflows -------------------------------------------------------------------------
 class StepForm(forms.ModelForm):
-    action_type = forms.ChoiceField(choices=())
+    action_type = forms.ChoiceField(choices=(), help_text="From the action registry.")
+    config = PrettyJSONField(
+        required=False,
+        help_text="JSON object; strings may hold templates such as {{ trigger.body.email }}. "
+        "The chosen action's schema is shown below.",
+    )
 
     class Meta:
         model = Step
@@ -71,8 +83,9 @@ class StepForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["action_type"].choices = [(name, name) for name in sorted(all_actions())]
+        self.fields["action_type"].choices = action_choices()
         self.fields["position"].required = False
+        self.fields["position"].help_text = "Order of execution (renumbered from 0 on save)."
 
 
 class StepFormSet(BaseInlineFormSet):
@@ -84,18 +97,25 @@ class StepFormSet(BaseInlineFormSet):
         try:
             services.workflow_validate(workflow=self.instance, steps=self.step_specs())
         except services.WorkflowInvalid as exc:
-            raise ValidationError(
-                [f"{field}: {message}" for field, msgs in exc.errors.items() for message in msgs]
-            ) from None
+            # Workflow-level problems (schedule, secret...) are shown by WorkflowForm itself.
+            step_errors = {path: msgs for path, msgs in exc.errors.items() if path.startswith("steps")}
+            leftovers = attach_errors(step_errors, workflow_form=None, step_forms=self.ordered_forms())
+            if leftovers:
+                raise ValidationError(leftovers) from None
 
-    def step_specs(self) -> list[dict[str, Any]]:
+    def ordered_forms(self) -> list[forms.Form]:
+        """The step forms in execution order: ``step_specs()[i]`` comes from ``ordered_forms()[i]``."""
         rows = [
-            form.cleaned_data
+            form
             for form in self.forms
             if form.cleaned_data and not form.cleaned_data.get("DELETE") and form.cleaned_data.get("key")
         ]
-        rows.sort(key=lambda data: data.get("position") if data.get("position") is not None else 10_000)
-        return [{f: data.get(f) for f in STEP_FIELDS if f != "position"} for data in rows]
+        position = lambda form: form.cleaned_data.get("position")  # noqa: E731
+        rows.sort(key=lambda form: position(form) if position(form) is not None else 10_000)
+        return rows
+
+    def step_specs(self) -> list[dict[str, Any]]:
+        return [{f: form.cleaned_data.get(f) for f in STEP_FIELDS if f != "position"} for form in self.ordered_forms()]
 
 
 class StepInline(_ParentPermissionsMixin, admin.TabularInline):
@@ -113,43 +133,238 @@ class StepInline(_ParentPermissionsMixin, admin.TabularInline):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+class WorkflowForm(forms.ModelForm):
+    """Workflow fields, checked by the service; the webhook secret is write-only."""
+
+    webhook_secret = forms.CharField(
+        required=False,
+        max_length=128,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only (at least 16 characters). Leave empty to keep the current one.",
+    )
+    remove_webhook_secret = forms.BooleanField(required=False, help_text="Accept unsigned webhook requests again.")
+
+    class Meta:
+        model = Workflow
+        fields = ("organization", "name", "description", "is_active", "trigger_type", "webhook_secret")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stored_secret = self.instance.webhook_secret if self.instance.pk else ""
+
+    def clean_webhook_secret(self) -> str:
+        value = self.cleaned_data.get("webhook_secret") or ""
+        if self.data.get(self.add_prefix("remove_webhook_secret")):
+            return ""
+        return value or self._stored_secret
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        try:
+            services.workflow_validate(workflow=self.instance, steps=[])
+        except services.WorkflowInvalid as exc:
+            leftovers = attach_errors(exc.errors, workflow_form=self, step_forms=[])
+            for message in leftovers:
+                self.add_error(None, message)
+
+
+# The request being rendered, per thread (ModelAdmin instances are shared between threads).
+_current = threading.local()
+VIEWER_READONLY = ("organization", "name", "description", "is_active", "trigger_type", "schedule", "timezone")
+
+
+class LastRunStatusFilter(admin.SimpleListFilter):
+    title = "last run"
+    parameter_name = "last_run"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(s, s) for s in ("succeeded", "failed", "running", "queued", "filtered")] + [("never", "never run")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "never":
+            return queryset.filter(last_run_status__isnull=True)
+        if self.value():
+            return queryset.filter(last_run_status=self.value())
+        return queryset
+
+
 @admin.register(Workflow)
 class WorkflowAdmin(OrganizationScopedAdmin):
+    form = WorkflowForm
     inlines = [StepInline]
-    list_display = ("name", "organization", "trigger_type", "is_active", "version", "updated_at")
-    list_filter = ("trigger_type", "is_active", "organization")
-    search_fields = ("name", "description")
-    readonly_fields = ("version", "webhook_link", "created_by", "created_at", "updated_at")
-    fields = (
-        "organization",
+    list_display = (
         "name",
-        "description",
-        "is_active",
+        "organization",
         "trigger_type",
-        "webhook_link",
-        "webhook_secret",
-        "schedule",
-        "timezone",
+        "is_active",
+        "last_run",
+        "runs_24h",
         "version",
+        "updated_at",
+    )
+    list_filter = ("trigger_type", "is_active", LastRunStatusFilter, ("organization", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("name", "description")
+    readonly_fields = (
+        "version",
+        "webhook_link",
+        "webhook_secret_status",
+        "schedule_preview",
+        "action_reference",
         "created_by",
         "created_at",
         "updated_at",
     )
+    fieldsets = (
+        (None, {"fields": ("organization", "name", "description", "is_active")}),
+        (
+            "Trigger",
+            {
+                "fields": (
+                    "trigger_type",
+                    "webhook_link",
+                    "webhook_secret_status",
+                    "webhook_secret",
+                    "remove_webhook_secret",
+                    "schedule",
+                    "schedule_preview",
+                    "timezone",
+                )
+            },
+        ),
+        ("History", {"fields": ("version", "created_by", "created_at", "updated_at"), "classes": ("collapse",)}),
+        ("Action reference", {"fields": ("action_reference",), "classes": ("collapse",)}),
+    )
     actions = ["run_now_action"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        last = Run.objects.filter(workflow=OuterRef("pk")).order_by("-created_at")
+        since = timezone.now() - timedelta(hours=24)
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("organization")
+            .annotate(
+                last_run_status=Subquery(last.values("status")[:1]),
+                last_run_at=Subquery(last.values("created_at")[:1]),
+                runs_last_24h=Count("runs", filter=Q(runs__created_at__gte=since)),
+            )
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Workflow | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Read-only: no secret input, and only the saved trigger type's fields.
+            keep = {
+                "webhook": {"webhook_link", "webhook_secret_status"},
+                "schedule": {"schedule", "schedule_preview", "timezone"},
+            }
+            trigger_fields = {"trigger_type", *keep.get(obj.trigger_type, set())}
+            fieldsets = [
+                (name, {**opts, "fields": tuple(f for f in opts["fields"] if name != "Trigger" or f in trigger_fields)})
+                for name, opts in fieldsets
+            ]
+        return fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Workflow | None = None) -> Any:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return (
+                *self.readonly_fields,
+                "organization",
+                "name",
+                "description",
+                "is_active",
+                "trigger_type",
+                "schedule",
+                "timezone",
+            )
+        return self.readonly_fields
+
+    @admin.display(description="Last run", ordering="last_run_at")
+    def last_run(self, workflow: Workflow) -> str:
+        if not getattr(workflow, "last_run_status", None):
+            return "never"
+        when = timezone.localtime(workflow.last_run_at).strftime("%Y-%m-%d %H:%M")
+        return format_html("{} {}", status_badge(workflow.last_run_status), when)
+
+    @admin.display(description="Runs (24 h)", ordering="runs_last_24h")
+    def runs_24h(self, workflow: Workflow) -> int:
+        return workflow.runs_last_24h
 
     @admin.display(description="Webhook URL")
     def webhook_link(self, workflow: Workflow) -> str:
-        if not workflow.pk or workflow.trigger_type != "webhook":
-            return "-"
+        if not workflow.pk:
+            return "Shown here once the workflow is saved."
         from .api import webhook_url
 
-        return format_html("<code>{}</code>", webhook_url(workflow))
+        return webhook_url_field(webhook_url(workflow, getattr(_current, "request", None)))
+
+    @admin.display(description="Webhook secret")
+    def webhook_secret_status(self, workflow: Workflow) -> str:
+        if not workflow.pk:
+            return "–"
+        return "set (requests must be signed)" if workflow.webhook_secret else "not set (requests are not signed)"
+
+    @admin.display(description="Schedule preview")
+    def schedule_preview(self, workflow: Workflow) -> str:
+        return schedule_preview(workflow.schedule or "", workflow.timezone or "UTC")
+
+    @admin.display(description="Actions and their config schemas")
+    def action_reference(self, workflow: Workflow) -> str:
+        from .admin_forms import action_reference
+
+        return action_reference()
+
+    # -- pages ---------------------------------------------------------------------
+    def get_urls(self) -> list:
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/run/", view(self.run_now_view), name=f"{prefix}_run_now"),
+            path("<path:object_id>/rotate-token/", view(self.rotate_token_view), name=f"{prefix}_rotate_token"),
+            *super().get_urls(),
+        ]
+
+    def changeform_view(self, request: HttpRequest, object_id=None, form_url="", extra_context=None):
+        _current.request = request  # webhook_link builds the absolute URL from it
+        extra_context = {**(extra_context or {}), "pf_action_schemas": action_schemas()}
+        if object_id:
+            obj = self.get_object(request, object_id)
+            extra_context["pf_can_run"] = obj is not None and self.has_change_permission(request, obj)
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def _editable_object(self, request: HttpRequest, object_id: str) -> Workflow:
+        workflow = self.get_object(request, object_id)
+        if workflow is None:
+            raise Http404("No workflow with this id in your organizations.")
+        if not self.has_change_permission(request, workflow):
+            raise PermissionDenied
+        return workflow
+
+    def run_now_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        workflow = self._editable_object(request, object_id)
+        form = RunNowForm(request.POST or None, initial={"payload": {}})
+        if request.method == "POST" and form.is_valid():
+            payload = services.run_now_payload(body=form.cleaned_data["payload"], user=request.user)
+            run, _ = services.run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
+            self.message_user(request, f"Run {run.pk} started.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("workflows:run-live", kwargs={"run_id": run.pk}))
+        context = {**self.admin_site.each_context(request), "title": f"Run “{workflow}” now", "opts": self.opts}
+        return render(request, "admin/workflows/workflow/run_now.html", {**context, "workflow": workflow, "form": form})
+
+    def rotate_token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        workflow = self._editable_object(request, object_id)
+        if request.method == "POST":
+            services.workflow_rotate_webhook_token(workflow=workflow)
+            self.message_user(request, "New webhook URL; the old one no longer works.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:workflows_workflow_change", args=[workflow.pk]))
+        context = {**self.admin_site.each_context(request), "title": "Rotate the webhook URL", "opts": self.opts}
+        return render(request, "admin/workflows/workflow/rotate_token.html", {**context, "workflow": workflow})
 
     def save_model(self, request: HttpRequest, obj: Workflow, form: Any, change: bool) -> None:
         """Saved in save_related, together with the steps, by the service."""
 
     def save_related(self, request: HttpRequest, form: Any, formsets: list, change: bool) -> None:
-        workflow: Workflow = form.instance
+        workflow: Workflow = form.instance  # webhook_secret: WorkflowForm kept the stored one when left empty
         step_formset = next((fs for fs in formsets if isinstance(fs, StepFormSet)), None)
         steps = step_formset.step_specs() if step_formset is not None else None
         fields = {name: getattr(workflow, name) for name in services.WORKFLOW_FIELDS}
@@ -197,18 +412,34 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
         "position",
         "key",
         "action_type",
-        "status",
+        "status_badge",
         "attempts",
-        "error",
-        "output",
-        "rendered_config",
+        "error_text",
+        "output_json",
+        "rendered_config_json",
         "started_at",
-        "finished_at",
         "duration_ms",
         "next_attempt_at",
         "reused",
     )
     readonly_fields = fields
+
+    @admin.display(description="Status")
+    def status_badge(self, step_run: StepRun) -> str:
+        return status_badge(step_run.status)
+
+    @admin.display(description="Error")
+    def error_text(self, step_run: StepRun) -> str:
+        return format_html('<span style="color:#b91c1c;white-space:pre-wrap">{}</span>', step_run.error or "")
+
+    @admin.display(description="Output")
+    def output_json(self, step_run: StepRun) -> str:
+        return pretty_json(step_run.output, "output")
+
+    @admin.display(description="Rendered config")
+    def rendered_config_json(self, step_run: StepRun) -> str:
+        return pretty_json(step_run.rendered_config, "rendered config")
+
     ordering = ("position",)
     extra = 0
     can_delete = False
@@ -227,8 +458,25 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
 class RunAdmin(OrganizationScopedAdmin):
     organization_field = "workflow__organization"
     inlines = [StepRunInline]
-    list_display = ("id", "workflow", "status", "dead_lettered", "trigger", "created_at", "duration_display")
-    list_filter = ("status", "dead_lettered", "trigger", "workflow")
+    list_display = (
+        "short_id",
+        "status_badge",
+        "workflow",
+        "trigger",
+        "started_at",
+        "duration_display",
+        "attempts",
+        "dead_lettered",
+        "live_link",
+    )
+    list_display_links = ("short_id",)
+    list_filter = (
+        "status",
+        "dead_lettered",
+        "trigger",
+        ("workflow", admin.RelatedOnlyFieldListFilter),
+        ("created_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("workflow",)
     search_fields = ("=id", "idempotency_key", "workflow__name")
     date_hierarchy = "created_at"
@@ -246,10 +494,57 @@ class RunAdmin(OrganizationScopedAdmin):
         "started_at",
         "finished_at",
         "last_progress_at",
-        "payload",
-        "definition",
+        "payload_json",
+        "definition_json",
+        "live_link",
     )
-    fields = readonly_fields
+    fields = (
+        "id",
+        "live_link",
+        "workflow",
+        "workflow_version",
+        "status_badge",
+        "dead_lettered",
+        "trigger",
+        "error",
+        "idempotency_key",
+        "replay_of",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "last_progress_at",
+        "payload_json",
+        "definition_json",
+    )
+    readonly_fields = (*readonly_fields, "status_badge")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(total_attempts=Sum("step_runs__attempts"))
+
+    @admin.display(description="Run", ordering="created_at")
+    def short_id(self, run: Run) -> str:
+        return str(run.pk)[:8]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, run: Run) -> str:
+        return status_badge(run.status)
+
+    @admin.display(description="Attempts", ordering="total_attempts")
+    def attempts(self, run: Run) -> int:
+        return getattr(run, "total_attempts", None) or 0
+
+    @admin.display(description="Live")
+    def live_link(self, run: Run) -> str:
+        return format_html('<a href="{}">watch live</a>', reverse("workflows:run-live", kwargs={"run_id": run.pk}))
+
+    @admin.display(description="Trigger payload")
+    def payload_json(self, run: Run) -> str:
+        return pretty_json(run.payload, "payload", open=True)
+
+    @admin.display(description="Definition (snapshot)")
+    def definition_json(self, run: Run) -> str:
+        return pretty_json(run.definition, "definition")
+
     actions = ["replay_action", "run_now_action"]
 
     @admin.display(description="Duration")

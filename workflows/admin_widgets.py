@@ -1,0 +1,102 @@
+"""Small pieces of HTML the workflow and run admin pages show.
+
+Pure functions of their input (no queries), so each is easy to test and the
+admin classes stay declarative. Everything user-provided is escaped by
+``format_html``; JSON is pretty-printed inside ``<details>`` so long outputs
+stay collapsed until someone wants them.
+"""
+
+import json
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cron_descriptor import get_description
+from croniter import croniter
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+STATUS_COLOURS = {
+    "queued": "#6b7280",
+    "pending": "#6b7280",
+    "running": "#2563eb",
+    "retrying": "#d97706",
+    "succeeded": "#15803d",
+    "failed": "#b91c1c",
+    "filtered": "#7c3aed",
+    "skipped": "#7c3aed",
+}
+
+
+def status_badge(status: str) -> SafeString:
+    """Colour and text: the word is always there, so the colour is never the only signal."""
+    colour = STATUS_COLOURS.get(status, "#6b7280")
+    return format_html(
+        '<span class="pf-badge pf-status-{}" data-status="{}" style="display:inline-block;padding:1px 8px;'
+        'border-radius:10px;color:#fff;background:{};font-weight:600;font-size:11px">{}</span>',
+        status,
+        status,
+        colour,
+        status,
+    )
+
+
+def pretty_json(value: Any, label: str, *, open: bool = False) -> SafeString:  # noqa: A002 - the HTML attribute
+    """Collapsible, indented JSON; ``None`` renders as a dash."""
+    if value is None:
+        return format_html("{}", "–")
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html(
+        '<details class="pf-json"{}><summary>{}</summary>'
+        '<pre style="white-space:pre-wrap;word-break:break-word;max-height:30em;overflow:auto">{}</pre></details>',
+        " open" if open else "",
+        label,
+        text,
+    )
+
+
+def cron_description(expression: str) -> str:
+    """'0 9 * * 1' -> 'At 09:00 AM, only on Monday'; an unreadable expression says so."""
+    try:
+        return get_description(expression)
+    except Exception as exc:  # noqa: BLE001 - cron_descriptor raises its own assorted types
+        return f"(cannot describe {expression!r}: {exc})"
+
+
+def next_firings(expression: str, tz_name: str, *, count: int = 3, now: datetime | None = None) -> list[datetime]:
+    """The next ``count`` firing times in the workflow's time zone (what beat will do)."""
+    try:
+        zone = ZoneInfo(tz_name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return []
+    if not croniter.is_valid(expression):
+        return []
+    start = (now or timezone.now()).astimezone(zone)
+    iterator = croniter(expression, start)
+    return [iterator.get_next(datetime) for _ in range(count)]
+
+
+def schedule_preview(expression: str, tz_name: str, *, now: datetime | None = None) -> SafeString:
+    if not expression.strip():
+        return format_html("{}", "–")
+    times = next_firings(expression, tz_name, now=now)
+    items = format_html_join("", "<li>{}</li>", ((t.strftime("%a %Y-%m-%d %H:%M %Z"),) for t in times))
+    return format_html(
+        '<div class="pf-cron"><strong class="pf-cron-description">{}</strong>'
+        '<div>Next firings ({}):</div><ul class="pf-next-firings">{}</ul></div>',
+        cron_description(expression),
+        tz_name or "UTC",
+        items,
+    )
+
+
+def webhook_url_field(url: str) -> SafeString:
+    """The URL in a read-only input with a copy button (the script is in the change form template)."""
+    return format_html(
+        '<div class="pf-webhook"><input type="text" readonly id="pf-webhook-url" value="{}" size="90" '
+        'style="font-family:monospace" onclick="this.select()"> '
+        '<button type="button" class="button" id="pf-copy-webhook" data-copy-target="pf-webhook-url">Copy</button>'
+        ' <span id="pf-copy-status" aria-live="polite"></span></div>',
+        url,
+    )
