@@ -13,6 +13,8 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "POTAFLOW_VAR_DIR": str(tmp_path), **env}
+    # Set by the browser tests for the live server; a deployment never has it.
+    environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return subprocess.run(
         [sys.executable, *args], cwd=BASE_DIR, env=environment, capture_output=True, text=True, timeout=120
     )
