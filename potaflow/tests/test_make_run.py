@@ -44,7 +44,8 @@ def _embedded_defaults_env(var_dir: Path, port: int, admin_password: str) -> dic
     dropped = {"DATABASE_URL", "CELERY_BROKER_URL", "DEBUG", "SECRET_KEY", "CACHE_URL", "STATIC_ROOT", "PORT", "HOST"}
     # A parent `make test` would hand its jobserver to our `make run`.
     dropped |= {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
-    env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("POTAFLOW_")}
+    # DJANGO_*: e.g. DJANGO_ALLOW_ASYNC_UNSAFE set by the browser-test harness is no newcomer's setting.
+    env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith(("POTAFLOW_", "DJANGO_"))}
     env.update(
         POTAFLOW_VAR_DIR=str(var_dir),
         POTAFLOW_ADMIN_EMAIL="newcomer@example.com",
