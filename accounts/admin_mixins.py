@@ -5,14 +5,12 @@ they belong to; viewers may look, editors and above (``edit_role``) may change.
 An object of another organization is a 404, exactly as in the API.
 """
 
-from typing import Any
-
 from django.contrib import admin
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
 from .models import Membership, Organization, Role
-from .selectors import roles_at_least, scope_to_user
+from .selectors import organization_id_of, roles_at_least, scope_to_user
 
 
 class OrganizationScopedAdminMixin:
@@ -20,14 +18,6 @@ class OrganizationScopedAdminMixin:
     edit_role: str = Role.EDITOR
 
     # -- helpers -----------------------------------------------------------
-    def _object_organization_id(self, obj: Model) -> int | None:
-        target: Any = obj
-        for part in self.organization_field.split("__"):
-            target = getattr(target, part, None)
-            if target is None:
-                return None
-        return getattr(target, "pk", target)
-
     def _has_role(self, request: HttpRequest, minimum: str, obj: Model | None = None) -> bool:
         user = request.user
         if not (user.is_active and user.is_staff):
@@ -36,7 +26,7 @@ class OrganizationScopedAdminMixin:
             return True
         memberships = Membership.objects.filter(user=user, role__in=roles_at_least(minimum))
         if obj is not None:
-            memberships = memberships.filter(organization_id=self._object_organization_id(obj))
+            memberships = memberships.filter(organization_id=organization_id_of(obj, self.organization_field))
         return memberships.exists()
 
     def editable_organizations(self, request: HttpRequest) -> QuerySet:

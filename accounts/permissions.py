@@ -9,22 +9,11 @@ Usage in a viewset, one line::
 (404), and ``OrgRole`` checks the caller's role in the object's organization.
 """
 
-from typing import Any
-
 from django.db.models import QuerySet
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from .models import Role
-from .selectors import membership_for, scope_to_user
-
-
-def _organization_id_of(obj: Any, organization_field: str) -> int | None:
-    target = obj
-    for part in organization_field.split("__"):
-        target = getattr(target, part, None)
-        if target is None:
-            return None
-    return getattr(target, "pk", target)
+from .selectors import membership_for, organization_id_of, scope_to_user
 
 
 def OrgRole(*, read: str = Role.VIEWER, write: str = Role.EDITOR) -> type[BasePermission]:  # noqa: N802
@@ -38,7 +27,7 @@ def OrgRole(*, read: str = Role.VIEWER, write: str = Role.EDITOR) -> type[BasePe
 
         def has_object_permission(self, request, view, obj) -> bool:
             field = getattr(view, "organization_field", "organization")
-            membership = membership_for(request.user, _organization_id_of(obj, field))
+            membership = membership_for(request.user, organization_id_of(obj, field))
             if membership is None:
                 return False
             needed = read if request.method in SAFE_METHODS else write

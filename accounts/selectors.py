@@ -1,5 +1,7 @@
 """Reads that scope everything to the organizations a user belongs to."""
 
+from typing import Any
+
 from django.db.models import QuerySet
 
 from .models import ROLE_RANK, Membership, Role, User
@@ -29,3 +31,13 @@ def membership_for(user: User, organization_id: int) -> Membership | None:
     if not user.is_authenticated:
         return None
     return Membership.objects.filter(user=user, organization_id=organization_id).first()
+
+
+def organization_id_of(obj: Any, organization_field: str = "organization") -> int | None:
+    """The organization id of ``obj``, following ``organization_field`` (``"workflow__organization"``)."""
+    target = obj
+    for part in organization_field.split("__"):
+        target = getattr(target, part, None)
+        if target is None:
+            return None
+    return getattr(target, "pk", target)
