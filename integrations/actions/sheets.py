@@ -3,9 +3,15 @@
 Google's API base URLs come from settings (``POTAFLOW_GOOGLE_SHEETS_API_URL``,
 ``POTAFLOW_GOOGLE_DRIVE_API_URL``): gspread binds its URL constants at
 import time, so ``PotaflowHTTPClient`` rewrites the default prefixes on each
-request instead of patching the library's module globals. The OAuth token
-endpoint is the key file's ``token_uri``; it is checked against the SSRF
-policy because the key file is user input.
+request instead of patching the library's module globals.
+
+Every request, the OAuth token exchange at the key file's ``token_uri`` (user
+input) as much as the Sheets/Drive calls, goes through
+``integrations.net.guarded_session``: each request and each redirect hop is
+checked against the SSRF policy and connected to the checked address. The
+API base URLs are set by the operator, but they pass the same guard: one that
+points at a private address (an emulator, a proxy) must be listed in
+``POTAFLOW_ALLOW_PRIVATE_DESTINATIONS``.
 """
 
 import urllib.parse
@@ -15,6 +21,8 @@ import gspread
 import requests
 from django.conf import settings
 from google.auth import exceptions as google_errors
+from google.auth.transport.requests import AuthorizedSession
+from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2.service_account import Credentials as ServiceAccountCredentials
 from gspread import urls as gspread_urls
 from gspread.http_client import HTTPClient
@@ -91,7 +99,14 @@ class AppendRow(Action):
             credentials = ServiceAccountCredentials.from_service_account_info(key_info, scopes=SCOPES)
         except (ValueError, KeyError) as exc:
             raise PermanentError(f"the service-account key is unusable: {exc}") from None
-        client = gspread.Client(auth=credentials, http_client=PotaflowHTTPClient)
+        allow = net.current_allow_list()
+        session = AuthorizedSession(
+            credentials,
+            auth_request=GoogleAuthRequest(net.guarded_session(allow=allow)),
+            refresh_timeout=ctx.timeout_seconds,
+        )
+        net.guarded_session(allow=allow, session=session)
+        client = gspread.Client(auth=credentials, session=session, http_client=PotaflowHTTPClient)
         client.http_client.set_timeout(ctx.timeout_seconds)
         try:
             spreadsheet = client.open_by_key(key)
@@ -113,8 +128,15 @@ class AppendRow(Action):
             if getattr(exc, "retryable", False):
                 raise RetryableError(f"Google token exchange failed: {exc}") from None
             raise PermanentError(f"Google refused the service-account key: {exc}") from None
+        except net.BlockedDestination as exc:
+            raise PermanentError(f"{_stage(credentials)}: {exc}; that request was not sent") from None
+        except net.ResolutionError as exc:
+            raise (RetryableError if exc.temporary else PermanentError)(f"{_stage(credentials)}: {exc}") from None
         except (google_errors.TransportError, requests.RequestException) as exc:
-            raise RetryableError(f"Google unreachable: {exc}") from None
+            cause = exc.__cause__ if isinstance(exc, google_errors.TransportError) else exc
+            if isinstance(cause, requests.TooManyRedirects):
+                raise PermanentError(f"{_stage(credentials)}: {cause}") from None
+            raise RetryableError(f"Google unreachable ({_stage(credentials)}): {exc}") from None
         updates = result.get("updates", {}) if isinstance(result, dict) else {}
         return {
             "spreadsheet_id": key,
@@ -147,13 +169,20 @@ def _classify(exc: gspread.exceptions.APIError, key: str, client_email: str) -> 
     return PermanentError(f"Google Sheets answered {status}: {message}")
 
 
+def _stage(credentials: ServiceAccountCredentials) -> str:
+    """Which call failed: without a token yet, it was the exchange at the key's token_uri."""
+    if credentials.token is None:
+        return "the OAuth token exchange at the service-account key's token_uri"
+    return "the Google Sheets API call"
+
+
 def _check_token_uri(token_uri: str) -> None:
+    # Only the shape here: the address is checked when the request is made (net.GuardedAdapter),
+    # resolving once, so a second DNS answer cannot differ from the checked one.
     parts = urllib.parse.urlsplit(token_uri)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise PermanentError(f"the service-account key's token_uri is not a URL: {token_uri!r}")
     try:
-        net.pinned_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except net.BlockedDestination as exc:
-        raise PermanentError(f"the service-account key's token_uri: {exc}") from None
-    except net.ResolutionError as exc:
-        raise (RetryableError if exc.temporary else PermanentError)(f"token_uri: {exc}") from None
+        ok = parts.scheme in ("https", "http") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise PermanentError(f"the service-account key's token_uri is not a URL: {token_uri!r}")

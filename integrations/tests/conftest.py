@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 
 from accounts.models import Organization
@@ -36,6 +38,25 @@ def make_ctx(credential=None, kind=None, **kwargs) -> ActionContext:
     defaults = {"run_id": 1, "workflow_id": 1, "organization_id": 1, "step_key": "step", "timeout_seconds": 5.0}
     defaults.update(kwargs)
     return ActionContext(credential=credential, credential_kind=kind, **defaults)
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    """Answer chosen names from a table (a stand-in for a hostile DNS server)."""
+    real = socket.getaddrinfo
+    answers: dict[str, list] = {}
+    calls: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in answers:
+            calls.append(host)
+            queue = answers[host]
+            addresses = queue.pop(0) if len(queue) > 1 else queue[0]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0)) for a in addresses]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers, calls
 
 
 # Personas (owner, admin, editor, viewer in Acme; an outsider owning Globex) from the accounts tests.

@@ -2,7 +2,6 @@
 
 import base64
 import email.utils
-import socket
 import time
 
 import pytest
@@ -203,25 +202,6 @@ def test_loopback_destinations_are_blocked_and_receive_nothing(no_exceptions, ht
         run({"url": f"http://{host}:{http_server.port}/secret"})
     assert "nothing was sent" in exc.value.message
     assert http_server.requests == []
-
-
-@pytest.fixture
-def fake_dns(monkeypatch):
-    """Answer chosen names from a table (a stand-in for a hostile DNS server)."""
-    real = socket.getaddrinfo
-    answers: dict[str, list] = {}
-    calls: list[str] = []
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host in answers:
-            calls.append(host)
-            queue = answers[host]
-            addresses = queue.pop(0) if len(queue) > 1 else queue[0]
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0)) for a in addresses]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return answers, calls
 
 
 def test_a_hostname_resolving_to_loopback_is_blocked(no_exceptions, http_server, fake_dns):

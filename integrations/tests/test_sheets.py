@@ -4,7 +4,7 @@ import pytest
 
 from integrations.actions.sheets import AppendRow
 from integrations.errors import ConfigError, PermanentError, RetryableError
-from potaflow.testing.network import Reply, service_account_key
+from potaflow.testing.network import RecordingHTTPServer, Reply, service_account_key
 
 from .conftest import make_ctx
 
@@ -95,6 +95,50 @@ def test_a_private_token_uri_is_blocked(no_exceptions, fake_google):
     with pytest.raises(PermanentError, match="blocked destination"):
         action.run({"spreadsheet": SHEET, "values": ["x"]}, make_ctx({"key": key}, "google_service_account"))
     assert fake_google.requests == []
+
+
+def run_with_key(key):
+    return action.run({"spreadsheet": SHEET, "values": ["x"]}, make_ctx({"key": key}, "google_service_account"))
+
+
+def test_a_token_uri_redirect_to_a_blocked_address_is_refused(settings, fake_google):
+    """Only the name ``localhost`` is allowed; its 302 to 127.0.0.1 (not allowed) must not be followed."""
+    settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["localhost"]
+    with RecordingHTTPServer() as metadata:
+        fake_google.route("POST", "/token", Reply(302, b"", {"Location": f"{metadata.url}/latest/meta-data"}))
+        key = service_account_key(f"http://localhost:{fake_google.port}/token")
+        with pytest.raises(PermanentError, match="blocked destination: 127.0.0.1") as exc:
+            run_with_key(key)
+        assert "token" in exc.value.message
+        assert [(r.method, r.path) for r in fake_google.requests] == [("POST", "/token")]
+        assert metadata.requests == []
+
+
+def test_dns_rebinding_cannot_move_the_token_exchange(settings, fake_google, fake_dns):
+    """token_uri's host is resolved once; the connection goes to the checked address."""
+    settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
+    settings.POTAFLOW_GOOGLE_SHEETS_API_URL = fake_google.sheets_url
+    fake_google.sheets[SHEET] = {"Orders": []}
+    answers, calls = fake_dns
+    answers["rebind.example"] = [["127.0.0.1"], ["127.0.0.2"]]  # first answer checked, later ones hostile
+    with RecordingHTTPServer(host="127.0.0.2", port=fake_google.port) as internal:
+        out = run_with_key(service_account_key(f"http://rebind.example:{fake_google.port}/token"))
+        assert out["updated_rows"] == 1
+        assert calls == ["rebind.example"]
+        assert internal.requests == []
+        token_req = fake_google.requests[0]
+        assert (token_req.path, token_req.headers["host"]) == ("/token", f"rebind.example:{fake_google.port}")
+
+
+def test_a_sheets_api_url_outside_the_allow_list_is_blocked(settings, fake_google):
+    """The operator-set API base URLs pass the same guard: a private one must be allow-listed."""
+    settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["localhost"]
+    settings.POTAFLOW_GOOGLE_SHEETS_API_URL = fake_google.sheets_url  # 127.0.0.1: not allowed
+    fake_google.sheets[SHEET] = {"Orders": []}
+    with pytest.raises(PermanentError, match="blocked destination: 127.0.0.1"):
+        run_with_key(service_account_key(f"http://localhost:{fake_google.port}/token"))
+    assert [r.path for r in fake_google.requests] == ["/token"]
+    assert fake_google.sheets[SHEET]["Orders"] == []
 
 
 def test_config_validation():
