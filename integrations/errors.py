@@ -8,11 +8,17 @@
 - ``RunFiltered``: not an error; a ``filter`` step ends the run as ``filtered``.
 - ``ConfigError``: a step definition is invalid; raised when a workflow is
   saved, never at run time.
+
+Messages often quote a server's answer; they are cleaned (no NUL, no lone
+surrogates) so that they can always be stored.
 """
+
+from integrations.storable import clean_text
 
 
 class ActionError(Exception):
     def __init__(self, message: str) -> None:
+        message = clean_text(str(message))
         super().__init__(message)
         self.message = message
 

@@ -8,6 +8,7 @@ check). Redirects are followed here, hop by hop, each hop checked again.
 
 import email.utils
 import json
+import math
 import time
 import urllib.parse
 from typing import Any
@@ -17,6 +18,7 @@ from django.conf import settings
 
 from integrations import net
 from integrations.errors import ConfigError, PermanentError, RetryableError
+from integrations.storable import storable
 
 from .base import Action, ActionContext, _is_single_expression
 
@@ -202,14 +204,11 @@ class HttpRequest(Action):
         status = response.status
         headers = {name.lower(): ", ".join(response.headers.getlist(name)) for name in response.headers}
         content_type = headers.get("content-type", "")
-        text = raw.decode(_charset(content_type), errors="replace")
+        text = storable(decode_text(raw, content_type))
         body: Any = text
         if not truncated and ("json" in content_type.split(";")[0]) and text.strip():
-            try:
-                body = json.loads(text)
-            except ValueError:
-                body = text
-        output = {"status": status, "headers": headers, "body": body, "url": url}
+            body = parse_json(text, default=text)
+        output = {"status": status, "headers": storable(headers), "body": body, "url": url}
         if redirects:
             output["redirects"] = redirects
         if truncated:
@@ -226,6 +225,28 @@ class HttpRequest(Action):
         if expected:
             raise PermanentError(f"HTTP {status} from {url} is not one of the expected {expected}: {snippet}")
         raise PermanentError(f"HTTP {status} from {url}: {snippet}")
+
+
+def decode_text(raw: bytes, content_type: str) -> str:
+    """Decode with the declared charset; UTF-8 when it is unknown or not a text encoding."""
+    try:
+        return raw.decode(_charset(content_type), errors="replace")
+    except (LookupError, UnicodeError):  # "x-unknown", "base64", "idna", "punycode"...
+        return raw.decode("utf-8", errors="replace")
+
+
+def _finite_or_text(literal: str) -> float | str:
+    number = float(literal)
+    return number if math.isfinite(number) else literal  # 1e400 overflows to inf
+
+
+def parse_json(text: str, *, default: Any) -> Any:
+    """JSON as storable values: NaN/Infinity (and overflowing numbers) stay strings; ``default``
+    when it is not JSON or nests deeper than the parser allows."""
+    try:
+        return storable(json.loads(text, parse_constant=str, parse_float=_finite_or_text))
+    except (ValueError, RecursionError):
+        return default
 
 
 def _charset(content_type: str) -> str:

@@ -3,7 +3,10 @@
 Base URL from ``POTAFLOW_SLACK_API_URL``. Slack answers API errors with HTTP
 200 and ``{"ok": false, "error": "<code>"}``; rate limits with 429,
 ``error: ratelimited`` and ``Retry-After``. Retrying is left to the engine
-(the client's own retry handlers are disabled).
+(the client's own retry handlers are disabled). An answer that is not a Slack
+JSON object (a proxy's HTML error page, an empty body) is classified by its
+HTTP status alone: 5xx, 429 and a puzzling 200 are retryable, other 4xx
+permanent.
 """
 
 import urllib.error
@@ -14,6 +17,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from integrations.errors import PermanentError, RetryableError
+from integrations.storable import storable
 
 from .base import Action, ActionContext
 from .http import parse_retry_after
@@ -21,6 +25,8 @@ from .http import parse_retry_after
 # https://api.slack.com/methods/chat.postMessage#errors: transient on Slack's side.
 RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable",
                     "request_timeout"}  # fmt: skip
+# What slack_sdk (3.x) puts in place of the error code when the body was not JSON.
+_NOT_JSON = "Received a response in a non-JSON format:"
 
 
 class SlackMessage(Action):
@@ -60,22 +66,33 @@ class SlackMessage(Action):
         try:
             response = client.chat_postMessage(**kwargs)
         except SlackApiError as exc:
-            code = (
-                (exc.response.data or {}).get("error", "unknown_error")
-                if isinstance(exc.response.data, dict)
-                else "unknown_error"
-            )
-            status = exc.response.status_code
-            message = f"Slack error {code} (HTTP {status}) posting to {config['channel']}"
-            if status == 429 or status >= 500 or code in RETRYABLE_ERRORS:
-                raise RetryableError(
-                    message, retry_after=parse_retry_after(_header(exc.response.headers, "Retry-After"))
-                ) from None
-            raise PermanentError(message) from None
+            raise _classify(exc, config["channel"]) from None
+        except AttributeError as exc:  # slack_sdk validating JSON that is not an object ([...], "...")
+            raise RetryableError(f"Slack answered with JSON that is not a Slack API answer ({exc})") from None
         except (urllib.error.URLError, TimeoutError, OSError, SlackClientError) as exc:
             raise RetryableError(f"Slack unreachable: {exc}") from None
         data = response.data if isinstance(response.data, dict) else {}
-        return {"ok": True, "channel": data.get("channel"), "ts": data.get("ts"), "message": data.get("message", {})}
+        return storable(
+            {"ok": True, "channel": data.get("channel"), "ts": data.get("ts"), "message": data.get("message", {})}
+        )
+
+
+def _classify(exc: SlackApiError, channel: str) -> Exception:
+    response = exc.response
+    data = getattr(response, "data", None)
+    status = getattr(response, "status_code", 0)
+    retry_after = parse_retry_after(_header(getattr(response, "headers", None), "Retry-After"))
+    code = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(code, str) or code.startswith(_NOT_JSON):
+        body = str(code or data or "").removeprefix(_NOT_JSON).strip()
+        message = f"Slack answered HTTP {status} with a body that is not JSON: {body[:200]!r}"
+        if status == 429 or status >= 500 or 200 <= status < 300:
+            return RetryableError(message, retry_after=retry_after)
+        return PermanentError(message)
+    message = f"Slack error {code[:100]} (HTTP {status}) posting to {channel}"
+    if status == 429 or status >= 500 or code in RETRYABLE_ERRORS:
+        return RetryableError(message, retry_after=retry_after)
+    return PermanentError(message)
 
 
 def _header(headers: Any, name: str) -> str | None:

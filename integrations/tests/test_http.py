@@ -2,6 +2,7 @@
 
 import base64
 import email.utils
+import json
 import time
 
 import pytest
@@ -85,6 +86,62 @@ def test_a_large_body_is_capped(allow_loopback, http_server, settings):
     out = run({"url": f"{http_server.url}/big"})
     assert out["body_truncated"] is True
     assert len(out["body"]) == 1000
+
+
+# -- odd answers: the output must stay storable JSON -----------------------
+def assert_storable(value):
+    """What PostgreSQL jsonb accepts: strict JSON, no NUL, no lone surrogates."""
+    text = json.dumps(value, allow_nan=False)
+    assert "\\u0000" not in text
+    text.encode("utf-8")
+
+
+@pytest.mark.parametrize("charset", ["x-unknown-9", "base64", "idna", "punycode"])
+def test_an_unknown_or_non_text_charset_falls_back_to_utf8(allow_loopback, http_server, charset):
+    http_server.route(
+        "GET", "/", Reply(200, "caf\u00e9 \xff".encode("latin-1"), {"Content-Type": f"text/plain; charset={charset}"})
+    )
+    out = run({"url": f"{http_server.url}/"})
+    assert out["body"] == "caf\ufffd \ufffd"
+    assert_storable(out)
+
+
+def test_nan_and_infinity_in_a_json_body_become_strings(allow_loopback, http_server):
+    raw = b'{"a": NaN, "b": Infinity, "c": [-Infinity, 1e400, 1.5]}'
+    http_server.route("GET", "/", Reply(200, raw, {"Content-Type": "application/json"}))
+    out = run({"url": f"{http_server.url}/"})
+    assert out["body"] == {"a": "NaN", "b": "Infinity", "c": ["-Infinity", "1e400", 1.5]}
+    assert_storable(out)
+
+
+def test_nul_characters_and_lone_surrogates_are_kept_out_of_the_output(allow_loopback, http_server):
+    http_server.route(
+        "GET", "/json", Reply(200, b'{"k\\u0000": "a\\u0000b", "s": "\\ud800x"}', {"Content-Type": "application/json"})
+    )
+    http_server.route("GET", "/text", Reply(200, b"a\x00b", {"Content-Type": "text/plain"}))
+    out = run({"url": f"{http_server.url}/json"})
+    assert out["body"] == {"k\ufffd": "a\ufffdb", "s": "\ufffdx"}
+    assert_storable(out)
+    out = run({"url": f"{http_server.url}/text"})
+    assert out["body"] == "a\ufffdb"
+    assert_storable(out)
+
+
+def test_json_nested_too_deeply_is_kept_as_text(allow_loopback, http_server):
+    raw = b"[" * 30_000 + b"]" * 30_000  # under the 64 KiB cap
+    http_server.route("GET", "/", Reply(200, raw, {"Content-Type": "application/json"}))
+    out = run({"url": f"{http_server.url}/"})
+    assert out["body"] == raw.decode()
+    assert_storable(out)
+
+
+def test_an_error_answer_with_an_odd_charset_is_still_classified(allow_loopback, http_server):
+    http_server.route(
+        "GET", "/", Reply(502, b"<html>Bad gateway \x00</html>", {"Content-Type": "text/html; charset=nope"})
+    )
+    with pytest.raises(RetryableError, match="HTTP 502") as exc:
+        run({"url": f"{http_server.url}/"})
+    assert "\x00" not in exc.value.message
 
 
 # -- redirects -------------------------------------------------------------

@@ -1,9 +1,12 @@
 """slack.message through slack_sdk against a local peer speaking Slack's Web API."""
 
+import json
+
 import pytest
 
 from integrations.actions.slack import SlackMessage
 from integrations.errors import ConfigError, PermanentError, RetryableError
+from potaflow.testing.network import Reply
 
 from .conftest import make_ctx
 
@@ -61,6 +64,44 @@ def test_ratelimited_is_retryable_with_retry_after(slack):
     assert exc.value.retry_after == 12
     assert len(slack.requests) == 1  # the client did not retry on its own
     assert post({"channel": "C0123456789", "text": "x"})["ok"] is True
+
+
+# -- odd answers (a proxy's error page, an empty body, data a database refuses) --
+ROUTE = ("POST", "/api/chat.postMessage")
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_an_html_gateway_page_is_retryable(slack, status):
+    slack.route(*ROUTE, Reply(status, "<html><body><h1>Bad Gateway</h1></body></html>", {"Content-Type": "text/html"}))
+    with pytest.raises(RetryableError, match=f"HTTP {status}.*not JSON.*Bad Gateway"):
+        post({"channel": "C0123456789", "text": "x"})
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>maintenance</html>", b"[1, 2]"])
+def test_a_200_that_is_not_a_slack_json_object_is_retryable_and_says_so(slack, body):
+    slack.route(*ROUTE, Reply(200, body, {"Content-Type": "text/html"}))
+    with pytest.raises(RetryableError, match="not (JSON|a Slack API answer)"):
+        post({"channel": "C0123456789", "text": "x"})
+
+
+def test_a_4xx_with_a_non_json_body_is_permanent(slack):
+    slack.route(*ROUTE, Reply(404, "Not Found", {"Content-Type": "text/plain"}))
+    with pytest.raises(PermanentError, match="HTTP 404"):
+        post({"channel": "C0123456789", "text": "x"})
+
+
+def test_the_output_stays_storable_when_slack_echoes_odd_data(slack):
+    raw = b'{"ok": true, "channel": "C0123456789", "ts": "1.2", "message": {"text": "a\\u0000b", "score": NaN}}'
+    slack.route(*ROUTE, Reply(200, raw, {"Content-Type": "application/json"}))
+    out = post({"channel": "C0123456789", "text": "x"})
+    assert out["message"] == {"text": "a\ufffdb", "score": "NaN"}
+    assert "\\u0000" not in json.dumps(out, allow_nan=False)
+
+
+def test_an_error_code_with_a_nul_is_cleaned_from_the_message(slack):
+    slack.route(*ROUTE, Reply(200, b'{"ok": false, "error": "weird\\u0000code"}', {"Content-Type": "application/json"}))
+    with pytest.raises(PermanentError, match="Slack error weird\ufffdcode"):
+        post({"channel": "C0123456789", "text": "x"})
 
 
 def test_config_needs_a_channel_and_text_or_blocks():
