@@ -261,13 +261,19 @@ def _send_sendgrid(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any
 
 
 def _sendgrid_errors(body: bytes | str | None) -> str:
-    """SendGrid's error list as one line: "message (field: x); ..."."""
+    """SendGrid's error list as one line: "message (field: x); ...", or the raw body (cut) when
+    it is not the documented ``{"errors": [{"message", "field"}]}``."""
+    raw = _text(body or b"")[:300]
     try:
         errors = json.loads(body or b"{}").get("errors") or []
     except (ValueError, AttributeError):
-        return _text(body or b"")[:300]
+        return raw
+    if not isinstance(errors, list):
+        return raw
     parts = []
     for error in errors:
+        if not isinstance(error, dict):
+            continue
         field = error.get("field")
         parts.append(f"{error.get('message')} (field: {field})" if field else str(error.get("message")))
-    return "; ".join(parts) or _text(body or b"")[:300]
+    return "; ".join(parts) or raw

@@ -29,11 +29,13 @@ from gspread.http_client import HTTPClient
 
 from integrations import net
 from integrations.errors import PermanentError, RetryableError
+from integrations.storable import storable
 
 from .base import Action, ActionContext
 from .http import parse_retry_after
 
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
+_NOT_AN_OBJECT = "Google answered HTTP 200 with a body that is not the JSON object the API documents"
 
 
 class PotaflowHTTPClient(HTTPClient):
@@ -127,24 +129,37 @@ class AppendRow(Action):
         except google_errors.RefreshError as exc:
             if getattr(exc, "retryable", False):
                 raise RetryableError(f"Google token exchange failed: {exc}") from None
+            if str(exc.args[0] if exc.args else "").startswith("No access token"):
+                raise RetryableError(f"{_stage(credentials)}: the answer (HTTP 200) has no access_token") from None
             raise PermanentError(f"Google refused the service-account key: {exc}") from None
         except net.BlockedDestination as exc:
             raise PermanentError(f"{_stage(credentials)}: {exc}; that request was not sent") from None
         except net.ResolutionError as exc:
             raise (RetryableError if exc.temporary else PermanentError)(f"{_stage(credentials)}: {exc}") from None
+        except requests.JSONDecodeError:
+            raise RetryableError(f"{_stage(credentials)}: {_NOT_AN_OBJECT}") from None
         except (google_errors.TransportError, requests.RequestException) as exc:
             cause = exc.__cause__ if isinstance(exc, google_errors.TransportError) else exc
             if isinstance(cause, requests.TooManyRedirects):
                 raise PermanentError(f"{_stage(credentials)}: {cause}") from None
             raise RetryableError(f"Google unreachable ({_stage(credentials)}): {exc}") from None
-        updates = result.get("updates", {}) if isinstance(result, dict) else {}
-        return {
-            "spreadsheet_id": key,
-            "worksheet": worksheet.title,
-            "updated_range": updates.get("updatedRange"),
-            "updated_rows": updates.get("updatedRows"),
-            "updated_cells": updates.get("updatedCells"),
-        }
+        except (TypeError, KeyError) as exc:
+            if credentials.token is not None:
+                raise
+            # google-auth indexes the token answer as a dict: HTML or a JSON list/string gets here
+            raise RetryableError(f"{_stage(credentials)}: {_NOT_AN_OBJECT} ({exc})") from None
+        if not isinstance(result, dict):
+            raise RetryableError(f"{_stage(credentials)} (values:append): {_NOT_AN_OBJECT}")
+        updates = result.get("updates") if isinstance(result.get("updates"), dict) else {}
+        return storable(
+            {
+                "spreadsheet_id": key,
+                "worksheet": worksheet.title,
+                "updated_range": updates.get("updatedRange"),
+                "updated_rows": updates.get("updatedRows"),
+                "updated_cells": updates.get("updatedCells"),
+            }
+        )
 
 
 def _not_shared(key: str, client_email: str) -> str:

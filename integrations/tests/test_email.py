@@ -181,3 +181,26 @@ def test_a_missing_from_address_is_permanent(sendgrid_url):
     with pytest.raises(PermanentError, match="no from address"):
         action.run(MESSAGE, make_ctx({"api_key": "SG.test-key", "from_email": ""}, "sendgrid_api_key"))
     assert sendgrid_url.requests == []
+
+
+# -- odd SendGrid answers ------------------------------------------------------
+def test_an_html_502_from_sendgrid_is_retryable_with_the_page_quoted(sendgrid_url):
+    sendgrid_url.failures.append(Reply(502, "<html><h1>502 Bad Gateway</h1></html>", {"Content-Type": "text/html"}))
+    with pytest.raises(RetryableError, match="SendGrid answered 502: <html><h1>502 Bad Gateway"):
+        action.run(MESSAGE, make_ctx(SG_CRED, "sendgrid_api_key"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b'{"errors": "not a list"}', b'{"errors": [1, "x", null]}', b"[]", b'"just a string"', b"{bad json"],
+)
+def test_a_sendgrid_400_with_an_odd_error_body_is_permanent(sendgrid_url, body):
+    sendgrid_url.failures.append(Reply(400, body, {"Content-Type": "application/json"}))
+    with pytest.raises(PermanentError, match="SendGrid answered 400"):
+        action.run(MESSAGE, make_ctx(SG_CRED, "sendgrid_api_key"))
+
+
+def test_a_sendgrid_error_message_with_a_nul_is_cleaned(sendgrid_url):
+    sendgrid_url.failures.append(Reply(400, b'{"errors": [{"message": "bad\\u0000thing", "field": "from"}]}'))
+    with pytest.raises(PermanentError, match="bad\ufffdthing \\(field: from\\)"):
+        action.run(MESSAGE, make_ctx(SG_CRED, "sendgrid_api_key"))

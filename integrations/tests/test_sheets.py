@@ -97,6 +97,40 @@ def test_a_private_token_uri_is_blocked(no_exceptions, fake_google):
     assert fake_google.requests == []
 
 
+# -- odd Google answers ----------------------------------------------------------
+HTML_502 = Reply(502, "<html><body>Bad Gateway</body></html>", {"Content-Type": "text/html"})
+
+
+def test_an_html_502_from_the_sheets_api_is_retryable(google):
+    google.failures.append(HTML_502)
+    with pytest.raises(RetryableError, match="answered 502.*Bad Gateway"):
+        action.run({"spreadsheet": SHEET, "values": ["x"]}, ctx(google))
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>ok?</html>", b"[1]"])
+def test_a_200_from_the_sheets_api_that_is_not_json_is_retryable_and_says_so(google, body):
+    # spreadsheets.get succeeds; values:append answers 200 with something that is not the documented object
+    google.route(
+        "POST", f"/v4/spreadsheets/{SHEET}/values/'Orders':append", Reply(200, body, {"Content-Type": "text/html"})
+    )
+    with pytest.raises(RetryableError, match="not the JSON object the API documents"):
+        action.run({"spreadsheet": SHEET, "values": ["x"]}, ctx(google))
+
+
+@pytest.mark.parametrize("body", [b"<html>hello</html>", b"[]", b'{"token_type": "Bearer"}'])
+def test_a_token_endpoint_200_without_a_token_is_retryable_and_says_so(google, body):
+    google.route("POST", "/token", Reply(200, body, {"Content-Type": "text/html"}))
+    with pytest.raises(RetryableError, match="token exchange"):
+        action.run({"spreadsheet": SHEET, "values": ["x"]}, ctx(google))
+    assert [r.path for r in google.requests] == ["/token"]
+
+
+def test_a_token_endpoint_400_with_an_html_body_is_permanent(google):
+    google.route("POST", "/token", Reply(400, "<html>Bad Request</html>", {"Content-Type": "text/html"}))
+    with pytest.raises(PermanentError, match="refused the service-account key.*Bad Request"):
+        action.run({"spreadsheet": SHEET, "values": ["x"]}, ctx(google))
+
+
 def run_with_key(key):
     return action.run({"spreadsheet": SHEET, "values": ["x"]}, make_ctx({"key": key}, "google_service_account"))
 
