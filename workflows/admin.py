@@ -345,9 +345,13 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         form = RunNowForm(request.POST or None, initial={"payload": {}})
         if request.method == "POST" and form.is_valid():
             payload = services.run_now_payload(body=form.cleaned_data["payload"], user=request.user)
-            run, _ = services.run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
-            self.message_user(request, f"Run {run.pk} started.", messages.SUCCESS)
-            return HttpResponseRedirect(reverse("workflows:run-live", kwargs={"run_id": run.pk}))
+            try:
+                run, _ = services.run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
+            except services.PayloadInvalid as exc:
+                form.add_error("payload", exc.message)
+            else:
+                self.message_user(request, f"Run {run.pk} started.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("workflows:run-live", kwargs={"run_id": run.pk}))
         context = {**self.admin_site.each_context(request), "title": f"Run “{workflow}” now", "opts": self.opts}
         return render(request, "admin/workflows/workflow/run_now.html", {**context, "workflow": workflow, "form": form})
 

@@ -28,7 +28,7 @@ from accounts.permissions import OrganizationScopedMixin, OrgRole
 from accounts.selectors import roles_at_least
 
 from . import services
-from .models import Run, RunStatus, RunTrigger, StepRun, Workflow
+from .models import STEP_DEFAULTS, Run, RunStatus, RunTrigger, StepRun, Workflow
 
 
 def _call(func, **kwargs: Any) -> Any:
@@ -46,10 +46,10 @@ class StepSerializer(serializers.Serializer):
     action_type = serializers.CharField(max_length=64)
     config = serializers.JSONField(required=False, default=dict)
     credential = serializers.IntegerField(required=False, allow_null=True, default=None, source="credential_id")
-    max_retries = serializers.IntegerField(required=False, default=3)
-    backoff_seconds = serializers.FloatField(required=False, default=2.0)
-    backoff_max_seconds = serializers.FloatField(required=False, default=300.0)
-    timeout_seconds = serializers.FloatField(required=False, default=30.0)
+    max_retries = serializers.IntegerField(required=False, default=STEP_DEFAULTS["max_retries"])
+    backoff_seconds = serializers.FloatField(required=False, default=STEP_DEFAULTS["backoff_seconds"])
+    backoff_max_seconds = serializers.FloatField(required=False, default=STEP_DEFAULTS["backoff_max_seconds"])
+    timeout_seconds = serializers.FloatField(required=False, default=STEP_DEFAULTS["timeout_seconds"])
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
@@ -226,7 +226,7 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         body = RunPayloadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         payload = services.run_now_payload(body=body.validated_data["payload"], user=request.user)
-        run, _ = services.run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
+        run, _ = _call(services.run_accept, workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
         return Response({"run_id": str(run.pk)}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={200: WorkflowSerializer}, summary="Give the workflow a new webhook URL")

@@ -22,6 +22,14 @@ def new_webhook_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+# A step's retry policy and time budget when the definition does not say:
+# the one source for the model, the services, the API and the engine.
+STEP_DEFAULTS = {"max_retries": 3, "backoff_seconds": 2.0, "backoff_max_seconds": 300.0, "timeout_seconds": 30.0}
+STEP_POLICY_FIELDS = tuple(STEP_DEFAULTS)
+# What a step definition holds besides its position and credential (services and snapshots list these).
+STEP_SPEC_FIELDS = ("key", "action_type", "config", *STEP_POLICY_FIELDS)
+
+
 class TriggerType(models.TextChoices):
     WEBHOOK = "webhook", "Webhook"
     SCHEDULE = "schedule", "Schedule"
@@ -70,10 +78,10 @@ class Step(models.Model):
     credential = models.ForeignKey(
         "integrations.Credential", on_delete=models.SET_NULL, null=True, blank=True, related_name="steps"
     )
-    max_retries = models.PositiveIntegerField(default=3)
-    backoff_seconds = models.FloatField(default=2.0)
-    backoff_max_seconds = models.FloatField(default=300.0)
-    timeout_seconds = models.FloatField(default=30.0)
+    max_retries = models.PositiveIntegerField(default=STEP_DEFAULTS["max_retries"])
+    backoff_seconds = models.FloatField(default=STEP_DEFAULTS["backoff_seconds"])
+    backoff_max_seconds = models.FloatField(default=STEP_DEFAULTS["backoff_max_seconds"])
+    timeout_seconds = models.FloatField(default=STEP_DEFAULTS["timeout_seconds"])
 
     class Meta:
         ordering = ["workflow_id", "position"]
@@ -187,6 +195,10 @@ class StepRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Duration of the latest attempt.")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Id of the Celery message that claimed the latest attempt: when that same
+    # message comes back (requeued after its worker died) it may take the step
+    # over; any other message finding the step running is a duplicate.
+    claim_token = models.CharField(max_length=64, blank=True, editable=False)
     # True when the output was reused from the run this one replays.
     reused = models.BooleanField(default=False)
 

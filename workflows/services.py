@@ -25,8 +25,10 @@ from integrations.errors import ConfigError
 from integrations.models import Credential
 from integrations.registry import UnknownAction, all_actions, get_action
 
-from . import schedules, templating
+from . import schedules, storable, templating
 from .models import (
+    STEP_DEFAULTS,
+    STEP_SPEC_FIELDS,
     Run,
     RunStatus,
     RunTrigger,
@@ -50,7 +52,6 @@ LIMITS = {
     "backoff_max_seconds": (0.0, 3600.0),
     "timeout_seconds": (0.1, 900.0),
 }
-STEP_DEFAULTS = {"max_retries": 3, "backoff_seconds": 2.0, "backoff_max_seconds": 300.0, "timeout_seconds": 30.0}
 WORKFLOW_FIELDS = ("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone")
 
 
@@ -65,6 +66,14 @@ class WorkflowInvalid(Exception):  # noqa: N818 - reads as a state
 
 class ReplayNotAllowed(WorkflowInvalid):
     pass
+
+
+class PayloadInvalid(WorkflowInvalid):
+    """A run's payload holds a value the database cannot store (``errors["payload"]`` says where)."""
+
+    @property
+    def message(self) -> str:
+        return self.errors["payload"][0]
 
 
 # -- workflows ---------------------------------------------------------------
@@ -110,21 +119,22 @@ def workflow_update(
     unknown = set(changes) - set(WORKFLOW_FIELDS)
     if unknown:
         raise TypeError(f"workflow_update got unknown fields: {sorted(unknown)}")
-    for field, value in changes.items():
-        setattr(workflow, field, value)
-    if steps is None:
-        steps = [_step_as_spec(step) for step in workflow.steps.all()]
-        replace = False
-    else:
-        replace = True
-    step_rows = _validate(workflow, steps)
     with transaction.atomic():
+        # Apply the changes to the locked row, not to the caller's instance: that
+        # one may be stale (a token rotated since it was read must not come back).
         locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
-        workflow.version = locked.version + 1
-        workflow.save()
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        replace = steps is not None
+        if steps is None:
+            steps = [_step_as_spec(step) for step in locked.steps.all()]
+        step_rows = _validate(locked, steps)
+        locked.version += 1
+        locked.save(update_fields=[*changes, "version", "updated_at"])
         if replace:
-            _write_steps(workflow, step_rows)
-        schedules.schedule_sync(workflow)
+            _write_steps(locked, step_rows)
+        schedules.schedule_sync(locked)
+    workflow.refresh_from_db()
     return workflow
 
 
@@ -150,16 +160,7 @@ def workflow_validate(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]])
 
 
 def _step_as_spec(step: Step) -> dict[str, Any]:
-    return {
-        "key": step.key,
-        "action_type": step.action_type,
-        "config": step.config,
-        "credential": step.credential,
-        "max_retries": step.max_retries,
-        "backoff_seconds": step.backoff_seconds,
-        "backoff_max_seconds": step.backoff_max_seconds,
-        "timeout_seconds": step.timeout_seconds,
-    }
+    return {**{field: getattr(step, field) for field in STEP_SPEC_FIELDS}, "credential": step.credential}
 
 
 def _write_steps(workflow: Workflow, rows: list[Step]) -> None:
@@ -198,6 +199,10 @@ def _validate(workflow: Workflow, steps: Sequence[Mapping[str, Any]]) -> list[St
         schedules.check_timezone(workflow.timezone or "")
     except schedules.ScheduleError as exc:
         add(exc.field, exc.message)
+    for field in WORKFLOW_FIELDS:
+        value = getattr(workflow, field)
+        if isinstance(value, str) and storable.NUL in value:
+            add(field, f"{field} contains a NUL character (\\u0000), which cannot be stored.")
     if workflow.webhook_secret and len(workflow.webhook_secret) < 16:
         add("webhook_secret", "A webhook secret must be at least 16 characters long.")
     if len(steps) > MAX_STEPS:
@@ -238,6 +243,11 @@ def _validate_step(workflow: Workflow, index: int, spec: Mapping[str, Any], seen
         add(f"{where}.action_type", f"{label}: unknown action type {action_type!r} (known: {known}).")
     if not isinstance(config, dict):
         add(f"{where}.config", f"{label}: config must be an object.")
+        config = {}
+    unstorable = storable.problem(config, "config")
+    if unstorable is not None:
+        path, reason = unstorable
+        add(f"{where}.{path}", f"{label}: {path} {reason}.")
         config = {}
     if action is not None:
         prepared = prepare_config(action, config)
@@ -313,14 +323,8 @@ def workflow_definition(workflow: Workflow) -> dict[str, Any]:
         "steps": [
             {
                 "position": step.position,
-                "key": step.key,
-                "action_type": step.action_type,
-                "config": step.config,
+                **{field: getattr(step, field) for field in STEP_SPEC_FIELDS},
                 "credential_id": step.credential_id,
-                "max_retries": step.max_retries,
-                "backoff_seconds": step.backoff_seconds,
-                "backoff_max_seconds": step.backoff_max_seconds,
-                "timeout_seconds": step.timeout_seconds,
             }
             for step in workflow.steps.order_by("position")
         ],
@@ -337,8 +341,15 @@ def run_accept(
     """Record an event as a queued Run and dispatch it after commit.
 
     Returns ``(run, created)``; a repeated ``idempotency_key`` for the same
-    workflow returns the original run and ``created=False``.
+    workflow returns the original run and ``created=False``. A payload the
+    database cannot store raises ``PayloadInvalid`` naming the value (paths as
+    templates see them: ``trigger.body.x``) and records nothing.
     """
+    try:
+        storable.ensure(dict(payload), path="trigger")
+        storable.ensure(idempotency_key, path="idempotency key")
+    except storable.NotStorable as exc:
+        raise PayloadInvalid({"payload": [f"{exc}."]}) from None
     if idempotency_key:
         existing = Run.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -406,7 +417,12 @@ def _first_step_to_redo(run: Run, steps: list[dict], previous: dict[int, StepRun
         prior = previous.get(s["position"])
         if prior is None or prior.status != StepRunStatus.SUCCEEDED:
             return s["position"]
-        if run.status == RunStatus.FILTERED and isinstance(prior.output, dict) and prior.output.get("passed") is False:
+        if (
+            run.status == RunStatus.FILTERED
+            and s["action_type"] == "filter"
+            and isinstance(prior.output, dict)
+            and prior.output.get("passed") is False
+        ):
             return s["position"]  # the filter that stopped the run is evaluated again
     return len(steps)
 
@@ -438,10 +454,23 @@ def _create_step_runs(run: Run, definition: dict[str, Any], reuse: dict[int, Ste
 
 
 def _dispatch_on_commit(run: Run) -> None:
+    """Send the run once it is committed; a broker that is down loses nothing.
+
+    The run is recorded whatever happens here: failing the request now would
+    make the sender retry and record the event twice. An unsent run stays
+    ``queued`` and the recovery sweeper dispatches it once the broker is back.
+    """
     from . import engine  # engine imports the tasks module, which imports this one
 
     run_id = run.pk
-    transaction.on_commit(lambda: engine.dispatch(run_id))
+
+    def send() -> None:
+        try:
+            engine.dispatch(run_id)
+        except Exception:  # noqa: BLE001 - kombu OperationalError, redis/socket errors, a full disk...
+            logger.exception("run %s is recorded but could not be sent to the broker; the sweeper will", run_id)
+
+    transaction.on_commit(send)
 
 
 def run_now_payload(*, body: Any, user: User | None = None) -> dict[str, Any]:
@@ -457,7 +486,11 @@ def run_now_payload(*, body: Any, user: User | None = None) -> dict[str, Any]:
 
 
 def run_schedule_fire(*, workflow_id: int, fired_at: Any) -> Run | None:
-    """A beat firing: one run per workflow and minute (a redelivered firing is not a second run)."""
+    """A beat firing: one run per workflow and scheduled minute.
+
+    ``fired_at`` is the time the firing was scheduled for (not when a worker
+    got to it), so a delayed or redelivered firing is the same run.
+    """
     workflow = Workflow.objects.filter(pk=workflow_id).first()
     if workflow is None or not workflow.is_active or workflow.trigger_type != TriggerType.SCHEDULE:
         logger.info("schedule firing for workflow %s ignored: missing, inactive or not scheduled", workflow_id)

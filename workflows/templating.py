@@ -24,6 +24,10 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 CONTEXT_NAMES = ("trigger", "steps", "run", "workflow")
+# ``"x" * n`` and ``a ** b`` build their result before anything else can look at
+# it: bound them so a template cannot exhaust the worker's memory or CPU.
+MAX_REPEAT_ITEMS = 1_000_000  # characters of a repeated string, items of a repeated list
+MAX_POWER_BITS = 100_000  # ~30,000 decimal digits
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
@@ -44,12 +48,41 @@ def _fromjson(value: str) -> Any:
 
 
 class _JSONSandbox(SandboxedEnvironment):
-    """Data is JSON: ``body.items`` means the key "items", not ``dict.items``."""
+    """Data is JSON: ``body.items`` means the key "items", not ``dict.items``.
+
+    ``*`` and ``**`` go through ``call_binop`` so their result size is bounded.
+    """
+
+    intercepted_binops = frozenset(["*", "**"])
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            _check_repeat(left, right)
+            _check_repeat(right, left)
+            if _is_int(left) and _is_int(right):
+                _check_bits(abs(left).bit_length() + abs(right).bit_length(), "*")
+        elif operator == "**" and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+            _check_bits(abs(left).bit_length() * right, "**")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_repeat(sequence: Any, times: Any) -> None:
+    if isinstance(sequence, str | list | tuple) and _is_int(times) and len(sequence) * times > MAX_REPEAT_ITEMS:
+        raise SecurityError(f"the result of * would have more than {MAX_REPEAT_ITEMS:,} items")
+
+
+def _check_bits(bits: int, operator: str) -> None:
+    if bits > MAX_POWER_BITS:
+        raise SecurityError(f"the result of {operator} would have more than {MAX_POWER_BITS:,} bits")
 
 
 _env = _JSONSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)

@@ -4,8 +4,9 @@ The token (43 random URL-safe characters) is the capability; an unknown token
 or an inactive workflow is a 404. Order of checks: workflow (404) -> size
 (413, from Content-Length and from the bytes actually read) -> signature when
 the workflow has a secret (401) -> body parsing (400) -> idempotency (200 with
-the original run) -> ``run_accept`` -> 202 ``{"run_id": ...}`` once the run is
-committed.
+the original run) -> ``run_accept`` (400 when a value cannot be stored: NUL,
+lone surrogates; NaN/Infinity and absurd nesting are already refused by the
+parser) -> 202 ``{"run_id": ...}`` once the run is committed.
 
 Signatures follow Standard Webhooks (https://www.standardwebhooks.com/): the
 sender puts ``webhook-id``, ``webhook-timestamp`` (Unix seconds) and
@@ -28,8 +29,9 @@ from django.http import HttpRequest, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from . import storable
 from .models import RunTrigger, TriggerType, Workflow
-from .services import run_accept
+from .services import PayloadInvalid, run_accept
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 REDACTED_HEADERS = {"authorization", "proxy-authorization", "cookie", "webhook-signature", "x-hub-signature-256"}
@@ -82,7 +84,10 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
         "content_type": content_type,
         "body": parsed,
     }
-    run, created = run_accept(workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key)
+    try:
+        run, created = run_accept(workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key)
+    except PayloadInvalid as exc:
+        return _error(400, f"The request cannot be stored: {exc.message}")
     if not created:
         return JsonResponse({"run_id": str(run.pk), "duplicate": True}, status=200)
     return JsonResponse({"run_id": str(run.pk)}, status=202)
@@ -95,11 +100,13 @@ def parse_body(request: HttpRequest, body: bytes) -> tuple[Any, str]:
         if not body.strip():
             return None, content_type
         try:
-            return json.loads(body.decode(request.encoding or "utf-8")), content_type
+            return storable.loads(body.decode(request.encoding or "utf-8")), content_type
         except UnicodeDecodeError:
             raise ValueError("Malformed JSON body: it is not valid UTF-8.") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"Malformed JSON body: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
+        except (ValueError, LookupError) as exc:  # NaN/Infinity, too deep, too many digits, unknown charset
+            raise ValueError(f"Malformed JSON body: {exc}.") from None
     if content_type == "application/x-www-form-urlencoded":
         return _query(QueryDict(body, encoding=request.encoding or "utf-8")), content_type
     if content_type == "multipart/form-data":
@@ -108,7 +115,7 @@ def parse_body(request: HttpRequest, body: bytes) -> tuple[Any, str]:
         return {**fields, **({"_files": files} if files else {})}, content_type
     try:
         return body.decode(request.encoding or "utf-8"), content_type
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, LookupError):  # not text in its charset, or an unknown charset
         return {"base64": base64.b64encode(body).decode()}, content_type
 
 
