@@ -13,11 +13,26 @@ for a run that no longer exists is dropped with a log line.
 Claim rules for a message about step N:
 - ``pending``: claimed.
 - ``retrying``: claimed when its next attempt is due (the retry message).
-- ``running``: only by a redelivered message (the worker that had it died) or
-  by the recovery sweeper (``force``); anything else is a duplicate, dropped.
+- ``running``: the attempt in progress may be dead, or very much alive (a long
+  step, a queue backlog). Re-claimed only
+  * by the very message that claimed it, coming back redelivered (its worker
+    died: Redis restores it after the visibility timeout, a killed pool child's
+    message is requeued at once by ``reject_on_worker_lost``): the message id
+    is the step's ``claim_token``. kombu's virtual transports (filesystem) do
+    not flag redeliveries; there a message only comes back when rejected.
+  * by the recovery sweeper (``force``) once the attempt started longer ago
+    than the step's hard time limit: by then Celery has killed it anyway.
+  Anything else is a duplicate, dropped. A step re-claimed this way more than
+  its ``max_retries`` times is failed and dead-lettered (it keeps killing its
+  worker: out of memory, hard time limit) instead of being run again.
 - ``succeeded``: not executed; the chain goes on only if the next step has not
   started (the worker died between finishing and sending the next message).
 - ``failed``/``skipped`` or a finished run: dropped.
+
+An attempt records its outcome only while it still owns the step (status
+``running`` with the attempt number it claimed), so a late finisher never
+overwrites a newer attempt. Claiming moves the run's ``last_progress_at`` to the
+attempt's hard time limit: the sweeper leaves a step alone while it may run.
 """
 
 import json
@@ -33,16 +48,17 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q, Value
+from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from integrations.actions.base import ActionContext
 from integrations.errors import PermanentError, RetryableError, RunFiltered
 from integrations.registry import UnknownAction, get_action
+from integrations.storable import clean_text, storable
 
 from . import templating
-from .models import UNFINISHED_RUN_STATUSES, Run, RunStatus, StepRun, StepRunStatus
+from .models import STEP_DEFAULTS, UNFINISHED_RUN_STATUSES, Run, RunStatus, StepRun, StepRunStatus
 from .services import prepare_config
 
 logger = logging.getLogger(__name__)
@@ -55,6 +71,38 @@ HARD_LIMIT_GRACE_SECONDS = 15.0
 RETRY_EARLY_TOLERANCE = timedelta(seconds=2)
 RETRY_AFTER_CAP_SECONDS = 3600.0
 TRUNCATION_MARKER = "_potaflow_truncated"
+# kombu transports whose requeued messages carry no ``redelivered`` flag.
+TRANSPORTS_WITHOUT_REDELIVERED_FLAG = ("filesystem", "memory")
+
+
+def policy(spec: dict | None, field: str) -> float:
+    """A step's retry/time setting from its definition snapshot, or the default."""
+    value = (spec or {}).get(field)
+    return float(STEP_DEFAULTS[field] if value is None else value)
+
+
+def time_limit(spec: dict | None) -> float:
+    """Seconds after which Celery kills an attempt of this step (hard time limit)."""
+    return policy(spec, "timeout_seconds") + HARD_LIMIT_GRACE_SECONDS
+
+
+def visibility_margin(visibility_timeout: float) -> float:
+    """Room kept below the broker's visibility timeout (clock skew, worker hand-over)."""
+    return min(60.0, visibility_timeout * 0.25)
+
+
+def max_retry_delay() -> float:
+    """The longest retry countdown that cannot be redelivered while a worker holds it.
+
+    Redis hands an unacknowledged message (a retry waiting for its ETA is one)
+    to another worker after ``visibility_timeout`` seconds; every delay stays
+    below it, with a margin.
+    """
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}
+    visibility = options.get("visibility_timeout")
+    if not visibility:
+        return RETRY_AFTER_CAP_SECONDS
+    return max(1.0, min(RETRY_AFTER_CAP_SECONDS, float(visibility) - visibility_margin(float(visibility))))
 
 
 @dataclass(frozen=True)
@@ -94,12 +142,12 @@ def dispatch(run_id: Any, *, force: bool = False) -> int:
     specs = {s["position"]: s for s in run.definition.get("steps", [])}
     signatures = []
     for index, step_run in enumerate(todo):
-        timeout = float(specs.get(step_run.position, {}).get("timeout_seconds") or 30.0)
+        spec = specs.get(step_run.position)
         kwargs = {"force": True} if force and index == 0 else {}
         signatures.append(
             execute_step.si(str(run.pk), step_run.position, **kwargs).set(
-                soft_time_limit=timeout + SOFT_LIMIT_GRACE_SECONDS,
-                time_limit=timeout + HARD_LIMIT_GRACE_SECONDS,
+                soft_time_limit=policy(spec, "timeout_seconds") + SOFT_LIMIT_GRACE_SECONDS,
+                time_limit=time_limit(spec),
             )
         )
     chain(*signatures).apply_async()
@@ -112,7 +160,8 @@ def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
 
     Covers lost messages (broker restarted empty, a web process that died
     between commit and send). Runs waiting for a retry are not stalled: their
-    ``last_progress_at`` is the time of the next attempt.
+    ``last_progress_at`` is the time of the next attempt; nor are runs with a
+    step in progress: theirs is the attempt's hard time limit.
     """
     if stalled_after is None:
         stalled_after = settings.POTAFLOW_STALLED_AFTER_SECONDS
@@ -131,8 +180,14 @@ def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
 
 
 # -- execution -----------------------------------------------------------------
-def run_step(run_id: Any, position: int, *, redelivered: bool = False, force: bool = False) -> StepOutcome:
-    """Execute step ``position`` of run ``run_id`` once, recording everything."""
+def run_step(
+    run_id: Any, position: int, *, redelivered: bool = False, force: bool = False, message_id: str = ""
+) -> StepOutcome:
+    """Execute step ``position`` of run ``run_id`` once, recording everything.
+
+    ``message_id`` identifies the delivering message (the Celery task id) and
+    becomes the claim token; see the module docstring for who may claim what.
+    """
     try:
         step_run = StepRun.objects.select_related("run").get(run_id=run_id, position=position)
     except (StepRun.DoesNotExist, ValidationError, ValueError):
@@ -147,27 +202,61 @@ def run_step(run_id: Any, position: int, *, redelivered: bool = False, force: bo
     if step_run.status in (StepRunStatus.FAILED, StepRunStatus.SKIPPED):
         return STOP
 
+    spec = _spec_for(run, position)
     now = timezone.now()
-    claimable = Q(status=StepRunStatus.PENDING) | Q(
-        status=StepRunStatus.RETRYING, next_attempt_at__lte=now + RETRY_EARLY_TOLERANCE
-    )
-    if redelivered or force:
-        claimable |= Q(status__in=[StepRunStatus.RUNNING, StepRunStatus.RETRYING])
-    claimed = StepRun.objects.filter(claimable, pk=step_run.pk, attempts=step_run.attempts).update(
+    status = step_run.status
+    if status == StepRunStatus.RETRYING:
+        claimable = step_run.next_attempt_at is None or step_run.next_attempt_at <= now + RETRY_EARLY_TOLERANCE
+    elif status == StepRunStatus.RUNNING:
+        claimable = _may_take_over(step_run, spec, now, redelivered=redelivered, force=force, message_id=message_id)
+    else:
+        claimable = status == StepRunStatus.PENDING
+    if not claimable:
+        logger.info("dropping duplicate message for run %s step %s (status %s)", run_id, position, status)
+        return STOP
+
+    if status == StepRunStatus.RUNNING and step_run.attempts > policy(spec, "max_retries"):
+        # Every attempt so far died with its worker (or hit the hard time limit).
+        message = f"worker lost or time limit exceeded; gave up after {step_run.attempts} attempts"
+        _record_failure(run, step_run, step_run.rendered_config, message, time.monotonic(), dead_letter=True)
+        return STOP
+
+    # The sweeper leaves the run alone until this attempt's hard time limit has passed.
+    busy_until = now + timedelta(seconds=time_limit(spec))
+    claimed = StepRun.objects.filter(pk=step_run.pk, status=status, attempts=step_run.attempts).update(
         status=StepRunStatus.RUNNING,
         attempts=F("attempts") + 1,
+        claim_token=message_id,
         started_at=now,
         finished_at=None,
         next_attempt_at=None,
     )
     if not claimed:
-        logger.info("dropping duplicate message for run %s step %s (status %s)", run_id, position, step_run.status)
+        logger.info("dropping duplicate message for run %s step %s (claimed meanwhile)", run_id, position)
         return STOP
     Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(status=RunStatus.RUNNING, started_at=now)
-    Run.objects.filter(pk=run.pk).update(last_progress_at=now)
+    Run.objects.filter(pk=run.pk).update(last_progress_at=busy_until)
     step_run.refresh_from_db()
     run.refresh_from_db()
     return _execute(run, step_run)
+
+
+def _spec_for(run: Run, position: int) -> dict | None:
+    return next((s for s in run.definition.get("steps", []) if s["position"] == position), None)
+
+
+def _may_take_over(
+    step_run: StepRun, spec: dict | None, now: Any, *, redelivered: bool, force: bool, message_id: str
+) -> bool:
+    """May this message re-claim a step another attempt left ``running``?"""
+    if force and step_run.started_at is not None:
+        if step_run.started_at <= now - timedelta(seconds=time_limit(spec)):
+            return True  # that attempt is past its hard time limit: dead
+    if message_id and step_run.claim_token == message_id:
+        # The message that claimed it is back, so its worker is gone.
+        transport = settings.CELERY_BROKER_URL.split(":", 1)[0]
+        return redelivered or transport in TRANSPORTS_WITHOUT_REDELIVERED_FLAG
+    return False
 
 
 def _after_duplicate_success(run: Run, position: int) -> StepOutcome:
@@ -179,8 +268,18 @@ def _after_duplicate_success(run: Run, position: int) -> StepOutcome:
 
 
 def _execute(run: Run, step_run: StepRun) -> StepOutcome:
-    spec = next((s for s in run.definition.get("steps", []) if s["position"] == step_run.position), None)
     started = time.monotonic()
+    try:
+        return _attempt(run, step_run, started)
+    except Exception as exc:  # noqa: BLE001 - recording the outcome failed: fail for good, never stay running
+        logger.exception("could not record the outcome of step %s of run %s", step_run.key, run.pk)
+        message = f"the step's outcome could not be recorded: {type(exc).__name__}: {exc}"
+        _record_failure(run, step_run, None, message, started, dead_letter=False)
+        return STOP
+
+
+def _attempt(run: Run, step_run: StepRun, started: float) -> StepOutcome:
+    spec = _spec_for(run, step_run.position)
     rendered: Any = None
     try:
         if spec is None:
@@ -202,7 +301,7 @@ def _execute(run: Run, step_run: StepRun) -> StepOutcome:
             organization_id=run.workflow.organization_id,
             step_key=step_run.key,
             attempt=step_run.attempts,
-            timeout_seconds=float(spec.get("timeout_seconds") or 30.0),
+            timeout_seconds=policy(spec, "timeout_seconds"),
             credential=credential,
             credential_kind=credential_kind,
             template_context=context,
@@ -214,7 +313,7 @@ def _execute(run: Run, step_run: StepRun) -> StepOutcome:
     except RetryableError as exc:
         return _record_retryable(run, step_run, spec or {}, rendered, exc.message, exc.retry_after, started)
     except SoftTimeLimitExceeded:
-        message = f"timed out: still running after {float((spec or {}).get('timeout_seconds') or 30.0):g} s"
+        message = f"timed out: still running after {policy(spec, 'timeout_seconds'):g} s"
         return _record_retryable(run, step_run, spec or {}, rendered, message, None, started)
     except PermanentError as exc:
         _record_failure(run, step_run, rendered, exc.message, started, dead_letter=False)
@@ -279,8 +378,13 @@ def _elapsed_ms(started: float) -> int:
 
 
 def cap_output(output: Any) -> Any:
-    """Keep outputs JSON and at most POTAFLOW_STEP_OUTPUT_MAX_BYTES; mark what was cut."""
-    text = json.dumps(output, default=str)
+    """The output as storable JSON of at most POTAFLOW_STEP_OUTPUT_MAX_BYTES; mark what was cut.
+
+    Storable as ``integrations.storable`` makes it: NUL and lone surrogates
+    become U+FFFD, NaN/Infinity the strings "NaN"/"Infinity", anything else
+    that is not JSON its ``str()``.
+    """
+    text = json.dumps(storable(output))
     limit = settings.POTAFLOW_STEP_OUTPUT_MAX_BYTES
     size = len(text.encode())
     if size <= limit:
@@ -288,17 +392,42 @@ def cap_output(output: Any) -> Any:
     return {TRUNCATION_MARKER: True, "size_bytes": size, "preview": text[: max(limit - 200, 0)]}
 
 
+def _storable_config(rendered: Any) -> Any:
+    """The rendered config as stored (a template can render anything, even NUL)."""
+    try:
+        return storable(rendered)
+    except RecursionError:
+        return None
+
+
+def _owned(step_run: StepRun):
+    """The step, if this attempt still owns it (a newer claim changes status or attempts)."""
+    return StepRun.objects.filter(pk=step_run.pk, status=StepRunStatus.RUNNING, attempts=step_run.attempts)
+
+
+def _superseded(run: Run, step_run: StepRun) -> StepOutcome:
+    logger.warning(
+        "run %s step %s attempt %d finished after a newer attempt took over; its result is dropped",
+        run.pk,
+        step_run.key,
+        step_run.attempts,
+    )
+    return STOP
+
+
 def _record_success(run: Run, step_run: StepRun, rendered: Any, output: Any, started: float) -> StepOutcome:
     now = timezone.now()
     with transaction.atomic():
-        StepRun.objects.filter(pk=step_run.pk).update(
+        updated = _owned(step_run).update(
             status=StepRunStatus.SUCCEEDED,
-            rendered_config=rendered,
+            rendered_config=_storable_config(rendered),
             output=cap_output(output),
             error="",
             finished_at=now,
             duration_ms=_elapsed_ms(started),
         )
+        if not updated:
+            return _superseded(run, step_run)
         Run.objects.filter(pk=run.pk).update(last_progress_at=now)
         finished = _finish_if_complete(run)
     return STOP if finished else PROCEED
@@ -321,14 +450,17 @@ def _finish_if_complete(run: Run) -> bool:
 def _record_filtered(run: Run, step_run: StepRun, rendered: Any, output: Any, started: float) -> None:
     now = timezone.now()
     with transaction.atomic():
-        StepRun.objects.filter(pk=step_run.pk).update(
+        updated = _owned(step_run).update(
             status=StepRunStatus.SUCCEEDED,
-            rendered_config=rendered,
+            rendered_config=_storable_config(rendered),
             output=cap_output(output),
             error="",
             finished_at=now,
             duration_ms=_elapsed_ms(started),
         )
+        if not updated:
+            _superseded(run, step_run)
+            return
         _skip_rest(run, step_run.position)
         Run.objects.filter(pk=run.pk).update(status=RunStatus.FILTERED, finished_at=now, last_progress_at=now)
     logger.info("run %s filtered at step %s", run.pk, step_run.key)
@@ -338,15 +470,19 @@ def _record_failure(
     run: Run, step_run: StepRun, rendered: Any, message: str, started: float, *, dead_letter: bool
 ) -> None:
     now = timezone.now()
+    message = clean_text(message)
     with transaction.atomic():
-        StepRun.objects.filter(pk=step_run.pk).update(
+        updated = _owned(step_run).update(
             status=StepRunStatus.FAILED,
-            rendered_config=rendered,
+            rendered_config=_storable_config(rendered),
             error=message,
             finished_at=now,
             duration_ms=_elapsed_ms(started),
             next_attempt_at=None,
         )
+        if not updated:
+            _superseded(run, step_run)
+            return
         _skip_rest(run, step_run.position)
         Run.objects.filter(pk=run.pk).update(
             status=RunStatus.FAILED,
@@ -367,8 +503,7 @@ def _record_retryable(
     retry_after: float | None,
     started: float,
 ) -> StepOutcome:
-    max_retries = int(spec.get("max_retries", 3))
-    if step_run.attempts > max_retries:
+    if step_run.attempts > policy(spec, "max_retries"):
         _record_failure(
             run,
             step_run,
@@ -379,24 +514,28 @@ def _record_retryable(
         )
         return STOP
     if retry_after is not None:
-        delay = min(max(float(retry_after), 0.0), RETRY_AFTER_CAP_SECONDS)
+        delay = max(float(retry_after), 0.0)
     else:
         delay = backoff_delay(
             attempt=step_run.attempts,
-            backoff_seconds=float(spec.get("backoff_seconds", 2.0)),
-            backoff_max_seconds=float(spec.get("backoff_max_seconds", 300.0)),
+            backoff_seconds=policy(spec, "backoff_seconds"),
+            backoff_max_seconds=policy(spec, "backoff_max_seconds"),
         )
+    delay = min(delay, max_retry_delay())
     now = timezone.now()
     next_attempt = now + timedelta(seconds=delay)
+    message = clean_text(message)
     with transaction.atomic():
-        StepRun.objects.filter(pk=step_run.pk).update(
+        updated = _owned(step_run).update(
             status=StepRunStatus.RETRYING,
-            rendered_config=rendered,
+            rendered_config=_storable_config(rendered),
             error=message,
             finished_at=now,
             duration_ms=_elapsed_ms(started),
             next_attempt_at=next_attempt,
         )
+        if not updated:
+            return _superseded(run, step_run)
         # Waiting for a retry is progress: the sweeper leaves the run alone until then.
         Run.objects.filter(pk=run.pk).update(last_progress_at=next_attempt)
     logger.info(

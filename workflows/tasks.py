@@ -2,12 +2,17 @@
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from celery import shared_task
+from celery.signals import before_task_publish
 
 from . import engine
 
 logger = logging.getLogger(__name__)
+
+# Header beat's message carries: when the firing was sent (see stamp_schedule_time).
+SCHEDULED_AT_HEADER = "potaflow_scheduled_at"
 
 
 @shared_task(
@@ -20,19 +25,53 @@ logger = logging.getLogger(__name__)
 )
 def execute_step(self, run_id: str, position: int, force: bool = False) -> None:
     delivery_info = self.request.delivery_info or {}
-    outcome = engine.run_step(run_id, position, redelivered=bool(delivery_info.get("redelivered")), force=force)
+    outcome = engine.run_step(
+        run_id,
+        position,
+        redelivered=bool(delivery_info.get("redelivered")),
+        force=force,
+        message_id=self.request.id or "",
+    )
     if outcome.retry_in is not None:
-        # Same message again later, with the rest of the chain attached.
+        # Same message again later (same id), with the rest of the chain attached.
         raise self.retry(countdown=outcome.retry_in, max_retries=None, kwargs={})
     if not outcome.proceed:
         self.request.chain = None  # stop the chain: the run is finished or someone else has it
 
 
-@shared_task(name="workflows.fire_schedule", acks_late=True, ignore_result=True)
-def fire_schedule(workflow_id: int) -> None:
+@shared_task(bind=True, name="workflows.fire_schedule", acks_late=True, ignore_result=True)
+def fire_schedule(self, workflow_id: int) -> None:
     from .services import run_schedule_fire
 
-    run_schedule_fire(workflow_id=workflow_id, fired_at=datetime.now(tz=UTC))
+    run_schedule_fire(workflow_id=workflow_id, fired_at=scheduled_time(self.request))
+
+
+def scheduled_time(request: Any) -> datetime:
+    """The minute a cron firing was for: from the header beat's message carries, else now.
+
+    Beat sends a firing when it is due (cron has minute resolution), so the
+    minute of sending is the scheduled minute, however late a worker runs it
+    or how often the message is redelivered.
+    """
+    raw = getattr(request, SCHEDULED_AT_HEADER, None) or (getattr(request, "headers", None) or {}).get(
+        SCHEDULED_AT_HEADER
+    )
+    when = None
+    if isinstance(raw, str):
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            logger.warning("fire_schedule: ignoring a malformed %s header %r", SCHEDULED_AT_HEADER, raw)
+    if when is None or when.tzinfo is None:
+        when = datetime.now(tz=UTC)
+    return when.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+@before_task_publish.connect(sender="workflows.fire_schedule", dispatch_uid="potaflow-stamp-schedule-time")
+def stamp_schedule_time(headers: dict | None = None, **kwargs: Any) -> None:
+    """In beat: stamp the send time on a firing (Celery puts no send time on messages)."""
+    if headers is not None and headers.get("celery_beat_task") and SCHEDULED_AT_HEADER not in headers:
+        headers[SCHEDULED_AT_HEADER] = datetime.now(tz=UTC).isoformat()
 
 
 @shared_task(name="workflows.recover_stalled_runs", ignore_result=True)

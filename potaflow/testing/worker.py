@@ -32,6 +32,8 @@ What you get:
   handler modules (``workflows.tests.handlers``).
 - ``start_beat(env=None)``: a ``celery beat`` subprocess with the
   DatabaseScheduler, for the test that needs schedules to fire; stop it with ``.stop()``.
+- ``broker_at(url)``: a context manager pointing this process's producers at
+  another broker URL (a closed port to test a broker that is down).
 - ``wait_for_run(run_id, statuses, timeout)``: polls the database until the run
   reaches one of ``statuses``; on timeout it fails showing the run, its steps
   and the worker log.
@@ -56,7 +58,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -356,6 +359,23 @@ class IsolatedBroker:
         if self._server is not None:
             self._server.terminate()
             self._server.wait(10)
+
+
+@contextmanager
+def broker_at(url: str) -> Iterator[None]:
+    """This process's Celery app sends to ``url`` (e.g. a closed port) inside the block only."""
+    from potaflow.celery import app
+
+    saved = dict(app.conf.broker_transport_options or {})
+    app.conf.broker_write_url = url
+    app.conf.broker_transport_options = {}
+    _reset_producer_pool(app)
+    try:
+        yield
+    finally:
+        app.conf.broker_write_url = None  # back to the one derived from broker_url
+        app.conf.broker_transport_options = saved
+        _reset_producer_pool(app)
 
 
 def _free_port() -> int:

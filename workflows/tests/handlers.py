@@ -6,6 +6,7 @@ test counts calls and measures the gaps between attempts across processes.
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -62,6 +63,30 @@ def slow(data, ctx):
 @handler("test.big")
 def big(data, ctx):
     return {"blob": "x" * data["size"]}
+
+
+@handler("test.unstorable")
+def unstorable(data, ctx):
+    """An output PostgreSQL's jsonb refuses as is: NUL, NaN, Infinity."""
+    _log_call(data, ctx)
+    return {"text": "a\x00b", "nan": float("nan"), "inf": float("inf"), "a\x00key": 1}
+
+
+@handler("test.too_deep")
+def too_deep(data, ctx):
+    """An output nested deeper than Python can encode."""
+    _log_call(data, ctx)
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    return {"deep": deep}
+
+
+@handler("test.kill_self")
+def kill_self(data, ctx):
+    """Dies with its pool process (as when it runs out of memory), every time."""
+    _log_call(data, ctx)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def calls(log: Path) -> list[dict]:

@@ -193,3 +193,35 @@ def test_step_runs_show_retrying_with_next_attempt(celery_worker, org, tmp_path)
     run = wait_for_run(run.pk, {"succeeded"}, worker=celery_worker)
     times = [c["t"] for c in calls(log)]
     assert times[1] - times[0] >= 2.3
+
+
+def test_an_output_with_nul_or_nan_is_stored_cleaned_not_left_running(celery_worker, org, tmp_path):
+    log = tmp_path / "unstorable.jsonl"
+    wf = workflow_create(
+        organization=org,
+        name="Unstorable",
+        steps=[
+            custom("odd", "test.unstorable", log),
+            {"key": "next", "action_type": "transform", "config": {"value": "{{ steps.odd.output.text }}"}},
+        ],
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=20, worker=celery_worker)
+    assert run.status == "succeeded", run.error
+    output = run.step_runs.get(key="odd").output
+    assert output == {"text": "a\ufffdb", "nan": "NaN", "inf": "Infinity", "a\ufffdkey": 1}
+    assert run.step_runs.get(key="next").output == "a\ufffdb"
+    assert len(calls(log)) == 1
+
+
+def test_an_outcome_that_cannot_be_recorded_fails_the_step_for_good(celery_worker, org, tmp_path):
+    """Whatever breaks the recording, the step ends failed with the reason, never left running."""
+    log = tmp_path / "deep.jsonl"
+    wf = workflow_create(organization=org, name="Deep", steps=[custom("deep", "test.too_deep", log)])
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=20, worker=celery_worker)
+    step = run.step_runs.get()
+    assert run.status == "failed" and not run.dead_lettered
+    assert step.status == "failed" and step.attempts == 1
+    assert step.error.startswith("the step's outcome could not be recorded: RecursionError")
+    assert len(calls(log)) == 1
