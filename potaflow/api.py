@@ -9,7 +9,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
-from rest_framework import exceptions
+from rest_framework import exceptions, parsers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -52,3 +52,17 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if request.path.startswith(("/api/", "/hooks/")):
         return JsonResponse({"detail": "Internal server error."}, status=500)
     return defaults.server_error(request)
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's strict JSON parser, plus a 400 for documents nested too deeply.
+
+    DRF turns ``ValueError`` (syntax, NaN/Infinity) into a ParseError, but
+    ``[`` repeated 50,000 times makes ``json`` raise ``RecursionError``: a 500.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - the document is nested too deeply") from None

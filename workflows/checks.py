@@ -4,8 +4,8 @@ Redis hands an unacknowledged message to another worker once it has been
 held for ``visibility_timeout`` seconds. A step attempt may hold its message
 until its hard time limit, so the longest one must end well before that
 (``workflows.E001``); retry countdowns are capped below it by the engine, and
-``workflows.W001`` says when that cap cuts into the usual retry policy or
-when the recovery sweeper would wait longer than Redis itself.
+``workflows.W001`` says when that cap cuts into the usual retry policy and
+``workflows.W002`` when the recovery sweeper would wait longer than Redis itself.
 """
 
 from typing import Any
@@ -58,7 +58,7 @@ def broker_visibility_check(app_configs: Any = None, **kwargs: Any) -> list:
                 f"({visibility:g} s): a run whose message was lost waits longer for the sweeper than Redis "
                 "takes to redeliver a held one.",
                 hint="Lower POTAFLOW_STALLED_AFTER_SECONDS (default 300).",
-                id="workflows.W001",
+                id="workflows.W002",
             )
         )
     return problems

@@ -140,7 +140,8 @@ def test_system_checks_flag_a_visibility_timeout_that_conflicts(settings):
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 200}
     found = {m.id: m.msg for m in run_checks() if m.id.startswith("workflows.")}
     assert "reaches the broker's visibility_timeout (200 s)" in found["workflows.E001"]
-    assert "POTAFLOW_STALLED_AFTER_SECONDS (300)" in found["workflows.W001"]
+    assert "Retry delays are capped at" in found["workflows.W001"]
+    assert "POTAFLOW_STALLED_AFTER_SECONDS (300)" in found["workflows.W002"]
 
 
 # -- 8. a schedule firing is the minute it was scheduled for ---------------------------------------
