@@ -122,7 +122,6 @@ def dispatch(run_id: Any, *, force: bool = False) -> int:
     ``force`` (recovery) lets the first message re-claim a step left ``running``
     or ``retrying`` by a message that was lost.
     """
-    from .tasks import execute_step
 
     try:
         run = Run.objects.get(pk=run_id)
@@ -139,20 +138,31 @@ def dispatch(run_id: Any, *, force: bool = False) -> int:
     if not todo:
         _finish_if_complete(run)
         return 0
+    return dispatch_recorded(run, [step_run.position for step_run in todo], force=force)
+
+
+def dispatch_recorded(run: Run, positions: list[int], *, force: bool = False) -> int:
+    """Send the chain of ``positions`` of ``run``, a run whose state the caller knows.
+
+    ``run_accept`` calls it right after commit with the steps it just wrote, so
+    the webhook's hot path does not read them back; ``dispatch`` after reading them.
+    """
+    from .tasks import execute_step
+
     specs = {s["position"]: s for s in run.definition.get("steps", [])}
     signatures = []
-    for index, step_run in enumerate(todo):
-        spec = specs.get(step_run.position)
+    for index, position in enumerate(positions):
+        spec = specs.get(position)
         kwargs = {"force": True} if force and index == 0 else {}
         signatures.append(
-            execute_step.si(str(run.pk), step_run.position, **kwargs).set(
+            execute_step.si(str(run.pk), position, **kwargs).set(
                 soft_time_limit=policy(spec, "timeout_seconds") + SOFT_LIMIT_GRACE_SECONDS,
                 time_limit=time_limit(spec),
             )
         )
     chain(*signatures).apply_async()
-    logger.info("dispatched run %s from step %s (%d step(s))", run.pk, todo[0].position, len(todo))
-    return len(todo)
+    logger.info("dispatched run %s from step %s (%d step(s))", run.pk, positions[0], len(positions))
+    return len(positions)
 
 
 def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:

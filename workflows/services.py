@@ -365,14 +365,14 @@ def run_accept(
                 payload=dict(payload),
                 idempotency_key=idempotency_key or None,
             )
-            _create_step_runs(run, definition)
+            todo = _create_step_runs(run, definition)
     except IntegrityError:
         # Two deliveries of the same event raced; the other one won.
         existing = Run.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
         if idempotency_key and existing is not None:
             return existing, False
         raise
-    _dispatch_on_commit(run)
+    _dispatch_on_commit(run, todo)
     return run, True
 
 
@@ -407,8 +407,8 @@ def run_replay(*, run: Run, from_step: str | None = None) -> Run:
             payload=run.payload,
             replay_of=run,
         )
-        _create_step_runs(replay, run.definition, reuse={p: sr for p, sr in previous.items() if p < start})
-    _dispatch_on_commit(replay)
+        todo = _create_step_runs(replay, run.definition, reuse={p: sr for p, sr in previous.items() if p < start})
+    _dispatch_on_commit(replay, todo)
     return replay
 
 
@@ -427,7 +427,8 @@ def _first_step_to_redo(run: Run, steps: list[dict], previous: dict[int, StepRun
     return len(steps)
 
 
-def _create_step_runs(run: Run, definition: dict[str, Any], reuse: dict[int, StepRun] | None = None) -> None:
+def _create_step_runs(run: Run, definition: dict[str, Any], reuse: dict[int, StepRun] | None = None) -> list[int]:
+    """Record the run's step runs; returns the positions still to execute."""
     reuse = reuse or {}
     rows = []
     for s in definition.get("steps", []):
@@ -451,9 +452,10 @@ def _create_step_runs(run: Run, definition: dict[str, Any], reuse: dict[int, Ste
         else:
             rows.append(StepRun(run=run, position=s["position"], key=s["key"], action_type=s["action_type"]))
     StepRun.objects.bulk_create(rows)
+    return [row.position for row in rows if row.status == StepRunStatus.PENDING]
 
 
-def _dispatch_on_commit(run: Run) -> None:
+def _dispatch_on_commit(run: Run, positions: list[int]) -> None:
     """Send the run once it is committed; a broker that is down loses nothing.
 
     The run is recorded whatever happens here: failing the request now would
@@ -466,7 +468,11 @@ def _dispatch_on_commit(run: Run) -> None:
 
     def send() -> None:
         try:
-            engine.dispatch(run_id)
+            # The run was just written: send what we know instead of reading it back.
+            if positions:
+                engine.dispatch_recorded(run, positions)
+            else:
+                engine.dispatch(run_id)  # nothing left to execute: dispatch finishes the run
         except Exception:  # noqa: BLE001 - kombu OperationalError, redis/socket errors, a full disk...
             logger.exception("run %s is recorded but could not be sent to the broker; the sweeper will", run_id)
 
