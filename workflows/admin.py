@@ -31,21 +31,9 @@ from accounts.models import Role
 from integrations.models import Credential
 
 from . import services
-from .admin_forms import PrettyJSONField, RunNowForm, action_choices, action_schemas, attach_errors
+from .admin_forms import STEP_FIELDS, PrettyJSONField, RunNowForm, action_choices, action_schemas, attach_errors
 from .admin_widgets import pretty_json, schedule_preview, status_badge, webhook_url_field
 from .models import Run, RunTrigger, Step, StepRun, Workflow
-
-STEP_FIELDS = (
-    "position",
-    "key",
-    "action_type",
-    "config",
-    "credential",
-    "max_retries",
-    "backoff_seconds",
-    "backoff_max_seconds",
-    "timeout_seconds",
-)
 
 
 class _ParentPermissionsMixin:
@@ -484,24 +472,6 @@ class RunAdmin(OrganizationScopedAdmin):
     list_select_related = ("workflow",)
     search_fields = ("=id", "idempotency_key", "workflow__name")
     date_hierarchy = "created_at"
-    readonly_fields = (
-        "id",
-        "workflow",
-        "workflow_version",
-        "status",
-        "dead_lettered",
-        "trigger",
-        "error",
-        "idempotency_key",
-        "replay_of",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "last_progress_at",
-        "payload_json",
-        "definition_json",
-        "live_link",
-    )
     fields = (
         "id",
         "live_link",
@@ -520,7 +490,7 @@ class RunAdmin(OrganizationScopedAdmin):
         "payload_json",
         "definition_json",
     )
-    readonly_fields = (*readonly_fields, "status_badge")
+    readonly_fields = fields  # a run is history: nothing on its page is editable
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(total_attempts=Sum("step_runs__attempts"))

@@ -21,7 +21,8 @@ from integrations.registry import all_actions
 from .admin_widgets import pretty_json
 
 STEP_PATH_RE = re.compile(r"^steps\[(\d+)\](?:\.(\w+))?")
-STEP_FORM_FIELDS = {
+STEP_FIELDS = (
+    "position",
     "key",
     "action_type",
     "config",
@@ -30,7 +31,9 @@ STEP_FORM_FIELDS = {
     "backoff_seconds",
     "backoff_max_seconds",
     "timeout_seconds",
-}
+)
+# Fields a step-level validation error can be shown on (position has no errors of its own).
+STEP_FORM_FIELDS = set(STEP_FIELDS) - {"position"}
 
 
 class PrettyJSONField(forms.JSONField):

@@ -40,7 +40,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import chain
@@ -425,10 +425,10 @@ def _superseded(run: Run, step_run: StepRun) -> StepOutcome:
     return STOP
 
 
-def _record_success(run: Run, step_run: StepRun, rendered: Any, output: Any, started: float) -> StepOutcome:
-    now = timezone.now()
-    with transaction.atomic():
-        updated = _owned(step_run).update(
+def _store_success(step_run: StepRun, rendered: Any, output: Any, started: float, now: datetime) -> bool:
+    """Mark the claimed attempt succeeded; False when a newer attempt owns the step."""
+    return bool(
+        _owned(step_run).update(
             status=StepRunStatus.SUCCEEDED,
             rendered_config=_storable_config(rendered),
             output=cap_output(output),
@@ -436,7 +436,13 @@ def _record_success(run: Run, step_run: StepRun, rendered: Any, output: Any, sta
             finished_at=now,
             duration_ms=_elapsed_ms(started),
         )
-        if not updated:
+    )
+
+
+def _record_success(run: Run, step_run: StepRun, rendered: Any, output: Any, started: float) -> StepOutcome:
+    now = timezone.now()
+    with transaction.atomic():
+        if not _store_success(step_run, rendered, output, started, now):
             return _superseded(run, step_run)
         Run.objects.filter(pk=run.pk).update(last_progress_at=now)
         finished = _finish_if_complete(run)
@@ -460,15 +466,7 @@ def _finish_if_complete(run: Run) -> bool:
 def _record_filtered(run: Run, step_run: StepRun, rendered: Any, output: Any, started: float) -> None:
     now = timezone.now()
     with transaction.atomic():
-        updated = _owned(step_run).update(
-            status=StepRunStatus.SUCCEEDED,
-            rendered_config=_storable_config(rendered),
-            output=cap_output(output),
-            error="",
-            finished_at=now,
-            duration_ms=_elapsed_ms(started),
-        )
-        if not updated:
+        if not _store_success(step_run, rendered, output, started, now):
             _superseded(run, step_run)
             return
         _skip_rest(run, step_run.position)
