@@ -16,6 +16,7 @@ earlier in the workflow).
 
 import json
 import re
+import string
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,6 +29,10 @@ CONTEXT_NAMES = ("trigger", "steps", "run", "workflow")
 # it: bound them so a template cannot exhaust the worker's memory or CPU.
 MAX_REPEAT_ITEMS = 1_000_000  # characters of a repeated string, items of a repeated list
 MAX_POWER_BITS = 100_000  # ~30,000 decimal digits
+# Widths and precisions in "%10s" % x, "{:>10}".format(x) and the center /
+# indent / wordwrap / format filters allocate their padding up front too.
+MAX_WIDTH = 10_000
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
@@ -53,7 +58,7 @@ class _JSONSandbox(SandboxedEnvironment):
     ``*`` and ``**`` go through ``call_binop`` so their result size is bounded.
     """
 
-    intercepted_binops = frozenset(["*", "**"])
+    intercepted_binops = frozenset(["*", "**", "%"])
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict) and attribute in obj:
@@ -68,7 +73,16 @@ class _JSONSandbox(SandboxedEnvironment):
                 _check_bits(abs(left).bit_length() + abs(right).bit_length(), "*")
         elif operator == "**" and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
             _check_bits(abs(left).bit_length() * right, "**")
+        elif operator == "%" and isinstance(left, str):
+            _check_percent_format(left)
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        # str.format / str.format_map reached from a template: check the format string first.
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_brace_format(value.__self__)
+        return wrapped
 
 
 def _is_int(value: Any) -> bool:
@@ -80,6 +94,46 @@ def _check_repeat(sequence: Any, times: Any) -> None:
         raise SecurityError(f"the result of * would have more than {MAX_REPEAT_ITEMS:,} items")
 
 
+def _check_width(width: Any, what: str) -> None:
+    if width == "*" or (isinstance(width, str) and width.isdigit() and int(width) > MAX_WIDTH):
+        raise SecurityError(f"{what}: widths above {MAX_WIDTH:,} (or '*') are not allowed")
+    if _is_int(width) and width > MAX_WIDTH:
+        raise SecurityError(f"{what}: widths above {MAX_WIDTH:,} are not allowed")
+
+
+def _check_percent_format(fmt: str) -> None:
+    for match in _PERCENT_SPEC.finditer(fmt):
+        for group in match.groups():
+            if group:
+                _check_width(group, "% formatting")
+
+
+def _check_brace_format(fmt: str) -> None:
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError as exc:
+        raise SecurityError(f"format: {exc}") from None
+    for _literal, _name, spec, _conversion in fields:
+        if not spec:
+            continue
+        if "{" in spec:
+            raise SecurityError("format: nested replacement fields in a format spec are not allowed")
+        for number in re.findall(r"\d+", spec):
+            _check_width(number, "format")
+
+
+def _bounded(filter_func: Any, what: str, width_arg: str) -> Any:
+    """Wrap a Jinja filter whose ``width_arg`` (2nd positional or keyword) sizes its output."""
+
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        width = kwargs.get(width_arg, args[0] if args else None)
+        if width is not None:
+            _check_width(width, what)
+        return filter_func(value, *args, **kwargs)
+
+    return bounded
+
+
 def _check_bits(bits: int, operator: str) -> None:
     if bits > MAX_POWER_BITS:
         raise SecurityError(f"the result of {operator} would have more than {MAX_POWER_BITS:,} bits")
@@ -87,6 +141,18 @@ def _check_bits(bits: int, operator: str) -> None:
 
 _env = _JSONSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _env.filters["fromjson"] = _fromjson
+for _name, _arg in (("center", "width"), ("indent", "width"), ("wordwrap", "width")):
+    _env.filters[_name] = _bounded(_env.filters[_name], _name, _arg)
+_unbounded_format = _env.filters["format"]
+
+
+def _format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
+    if isinstance(value, str):
+        _check_percent_format(value)
+    return _unbounded_format(value, *args, **kwargs)
+
+
+_env.filters["format"] = _format_filter
 
 
 def single_expression(value: str) -> str | None:

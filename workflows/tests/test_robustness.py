@@ -241,6 +241,33 @@ def test_huge_repetitions_and_powers_are_template_errors(expression):
     assert templating.render_string("{{ 2 ** 10 * 3 }}", {}) == 3072
 
 
+@pytest.mark.parametrize(
+    "expression",
+    [
+        '"%999999999s" % "x"',
+        '"%.999999999f" % 1.5',
+        '"%*s" % (999999999, "x")',
+        '"{:>999999999}".format("x")',
+        '"{:{w}}".format("x", w=999999999)',
+        '"x" | center(999999999)',
+        '"x" | indent(999999999)',
+        '"x" | wordwrap(width=999999999)',
+        '"%999999999d" | format(1)',
+    ],
+)
+def test_huge_format_widths_are_template_errors(expression):
+    with pytest.raises(templating.TemplateError, match="not allowed"):
+        templating.render_string("{{ " + expression + " }}", {})
+
+
+def test_ordinary_formatting_still_works():
+    assert templating.render_string('{{ "%05.1f" % 3.14159 }}', {}) == "003.1"
+    assert templating.render_string('{{ "{:>6}".format("ab") }}', {}) == "    ab"
+    assert templating.render_string('{{ "ab" | center(6) }}', {}) == "  ab  "
+    assert templating.render_string('{{ "%s-%d" | format("a", 7) }}', {}) == "a-7"
+    assert templating.render_string('{{ "%(n)s%%" % {"n": 5} }}', {}) == "5%"
+
+
 def test_json_constants_in_outputs_stay_storable():
     output = engine.cap_output({"t": "a\x00b", "n": float("nan"), "i": float("-inf")})
     assert json.dumps(output, allow_nan=False)
