@@ -31,7 +31,15 @@ from accounts.models import Role
 from integrations.models import Credential
 
 from . import services
-from .admin_forms import STEP_FIELDS, PrettyJSONField, RunNowForm, action_choices, action_schemas, attach_errors
+from .admin_forms import (
+    STEP_FIELDS,
+    STEP_PATH_RE,
+    PrettyJSONField,
+    RunNowForm,
+    action_choices,
+    action_schemas,
+    attach_errors,
+)
 from .admin_widgets import pretty_json, schedule_preview, status_badge, webhook_url_field
 from .models import Run, RunTrigger, Step, StepRun, Workflow
 
@@ -61,6 +69,7 @@ class StepForm(forms.ModelForm):
     action_type = forms.ChoiceField(choices=(), help_text="From the action registry.")
     config = PrettyJSONField(
         required=False,
+        initial=dict,  # an empty row shows {} (not null) and stays "unchanged" until edited
         help_text="JSON object; strings may hold templates such as {{ trigger.body.email }}. "
         "The chosen action's schema is shown below.",
     )
@@ -71,32 +80,44 @@ class StepForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["action_type"].choices = action_choices()
+        # A blank first choice: an untouched extra row must post "", or Django sees it as changed.
+        self.fields["action_type"].choices = [("", "— choose an action —"), *action_choices()]
         self.fields["position"].required = False
         self.fields["position"].help_text = "Order of execution (renumbered from 0 on save)."
 
 
 class StepFormSet(BaseInlineFormSet):
     def clean(self) -> None:
-        """Validate the whole definition with the service, before anything is saved."""
+        """Validate the whole definition with the service, before anything is saved.
+
+        Rows with field errors of their own take part with what they have, so the
+        other rows' real problems (templates, references) are shown in the same
+        round; a service message is dropped where the row's field already has an error.
+        """
         super().clean()
-        if any(self.errors):
-            return
+        ordered = self.ordered_forms()
         try:
             services.workflow_validate(workflow=self.instance, steps=self.step_specs())
         except services.WorkflowInvalid as exc:
             # Workflow-level problems (schedule, secret...) are shown by WorkflowForm itself.
-            step_errors = {path: msgs for path, msgs in exc.errors.items() if path.startswith("steps")}
-            leftovers = attach_errors(step_errors, workflow_form=None, step_forms=self.ordered_forms())
+            step_errors = {
+                path: msgs
+                for path, msgs in exc.errors.items()
+                if path.startswith("steps") and not _already_reported(path, ordered)
+            }
+            leftovers = attach_errors(step_errors, workflow_form=None, step_forms=ordered)
             if leftovers:
                 raise ValidationError(leftovers) from None
 
     def ordered_forms(self) -> list[forms.Form]:
-        """The step forms in execution order: ``step_specs()[i]`` comes from ``ordered_forms()[i]``."""
+        """The step forms in execution order: ``step_specs()[i]`` comes from ``ordered_forms()[i]``.
+
+        An untouched extra row is not a step; a row someone started is, even with errors.
+        """
         rows = [
             form
-            for form in self.forms
-            if form.cleaned_data and not form.cleaned_data.get("DELETE") and form.cleaned_data.get("key")
+            for index, form in enumerate(self.forms)
+            if (index < self.initial_form_count() or form.has_changed()) and not self._should_delete_form(form)
         ]
         position = lambda form: form.cleaned_data.get("position")  # noqa: E731
         rows.sort(key=lambda form: position(form) if position(form) is not None else 10_000)
@@ -104,6 +125,16 @@ class StepFormSet(BaseInlineFormSet):
 
     def step_specs(self) -> list[dict[str, Any]]:
         return [{f: form.cleaned_data.get(f) for f in STEP_FIELDS if f != "position"} for form in self.ordered_forms()]
+
+
+def _already_reported(path: str, step_forms: list[forms.Form]) -> bool:
+    """True when the service's ``steps[i].field`` message repeats an error the row's form already shows."""
+    match = STEP_PATH_RE.match(path)
+    if not match or int(match.group(1)) >= len(step_forms):
+        return False
+    form = step_forms[int(match.group(1))]
+    field = match.group(2)
+    return bool(form.errors) and (field in form.errors or field not in form.fields)
 
 
 class StepInline(_ParentPermissionsMixin, admin.TabularInline):

@@ -12,6 +12,7 @@ path (``"schedule"``, ``"steps[1].config.url"``) to messages; the API turns it
 into a 400 with the same field names.
 """
 
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -115,6 +116,8 @@ def workflow_update(
     """Change fields (``name``, ``is_active``, ``schedule``...) and/or replace all steps.
 
     ``steps=None`` keeps the steps; a list replaces them (positions from list order).
+    Submitting what is already stored (an admin page saved untouched) writes
+    nothing and keeps the version: a version names a definition, not a save.
     """
     unknown = set(changes) - set(WORKFLOW_FIELDS)
     if unknown:
@@ -123,17 +126,21 @@ def workflow_update(
         # Apply the changes to the locked row, not to the caller's instance: that
         # one may be stale (a token rotated since it was read must not come back).
         locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        changed = [field for field, value in changes.items() if getattr(locked, field) != value]
         for field, value in changes.items():
             setattr(locked, field, value)
+        stored = list(locked.steps.order_by("position"))
         replace = steps is not None
         if steps is None:
-            steps = [_step_as_spec(step) for step in locked.steps.all()]
+            steps = [_step_as_spec(step) for step in stored]
         step_rows = _validate(locked, steps)
-        locked.version += 1
-        locked.save(update_fields=[*changes, "version", "updated_at"])
-        if replace:
-            _write_steps(locked, step_rows)
-        schedules.schedule_sync(locked)
+        replace = replace and _step_signatures(step_rows) != _step_signatures(stored)
+        if changed or replace:
+            locked.version += 1
+            locked.save(update_fields=[*changed, "version", "updated_at"])
+            if replace:
+                _write_steps(locked, step_rows)
+            schedules.schedule_sync(locked)
     workflow.refresh_from_db()
     return workflow
 
@@ -161,6 +168,19 @@ def workflow_validate(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]])
 
 def _step_as_spec(step: Step) -> dict[str, Any]:
     return {**{field: getattr(step, field) for field in STEP_SPEC_FIELDS}, "credential": step.credential}
+
+
+def _step_signatures(rows: Sequence[Step]) -> list[tuple]:
+    """What makes two step lists the same definition (positions come from the order)."""
+    # Config as canonical JSON: ``True == 1`` and ``1 == 1.0`` in Python, not in a definition.
+    return [
+        (
+            *(getattr(row, field) for field in STEP_SPEC_FIELDS if field != "config"),
+            json.dumps(row.config, sort_keys=True),
+            row.credential_id,
+        )
+        for row in rows
+    ]
 
 
 def _write_steps(workflow: Workflow, rows: list[Step]) -> None:

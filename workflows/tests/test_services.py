@@ -35,6 +35,27 @@ def test_update_bumps_version_and_replaces_steps(org):
     assert [s.key for s in wf.steps.all()] == ["shape"]
 
 
+def test_an_update_that_changes_nothing_keeps_the_version_and_the_steps(org):
+    wf = workflow_create(organization=org, name="W", trigger_type=TriggerType.MANUAL, steps=three_steps())
+    step_ids = list(wf.steps.values_list("pk", flat=True))
+    workflow_update(workflow=wf, name="W", is_active=True, trigger_type="manual", steps=three_steps())
+    assert wf.version == 1
+    assert list(wf.steps.values_list("pk", flat=True)) == step_ids  # not deleted and re-created
+
+    changed = three_steps()
+    changed[2]["max_retries"] = 5
+    workflow_update(workflow=wf, name="W", steps=changed)
+    assert wf.version == 2 and wf.steps.get(key="call").max_retries == 5
+    changed[0]["config"] = {"value": {"email": True}}
+    workflow_update(workflow=wf, steps=changed)
+    assert wf.version == 3
+    changed[0]["config"] = {"value": {"email": 1}}  # equal in Python (True == 1), not as a definition
+    workflow_update(workflow=wf, steps=changed)
+    assert wf.version == 4
+    workflow_update(workflow=wf, description="now described")
+    assert wf.version == 5 and wf.description == "now described"
+
+
 def test_a_reference_to_a_later_step_names_the_step_and_field(org):
     steps = three_steps()
     steps[0]["config"] = {"value": "{{ steps.call.output }}"}
