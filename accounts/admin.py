@@ -19,6 +19,7 @@ from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
+from rest_framework_simplejwt.token_blacklist import models as blacklist_models
 
 from . import services
 from .admin_mixins import OrganizationScopedAdmin
@@ -228,3 +229,10 @@ class MembershipAdmin(OrganizationScopedAdmin):
             except (PermissionDenied, ValidationError) as exc:
                 message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
                 self.message_user(request, f"{membership} was kept: {message}", messages.ERROR)
+
+
+# The JWT blacklist is simplejwt's bookkeeping for refresh rotation (rotation
+# and logout write it); editing it by hand only breaks or hides that.
+for _model in (blacklist_models.OutstandingToken, blacklist_models.BlacklistedToken):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)

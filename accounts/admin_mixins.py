@@ -63,6 +63,15 @@ class OrganizationScopedAdminMixin:
             kwargs["queryset"] = self.editable_organizations(request)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+        """Preselect the organization on an add page when the user can pick exactly one."""
+        initial = super().get_changeform_initial_data(request)
+        if self.organization_field == "organization" and "organization" not in initial:
+            choices = list(self.editable_organizations(request).values_list("pk", flat=True)[:2])
+            if len(choices) == 1:
+                initial["organization"] = choices[0]
+        return initial
+
     def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
         # Django redirects to the index for a missing object; for another
         # organization's id that would confirm nothing, but a plain 404 is

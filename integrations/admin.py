@@ -1,7 +1,8 @@
 """Credential admin: organization-scoped, admins and owners only, secrets write-only.
 
 The form carries one group of fields per credential kind (only the chosen
-kind's group is used); on change only the credential's own kind is shown.
+kind's group is used, and the add page's script shows only that one); on
+change only the credential's own kind is shown.
 Secret inputs are never pre-filled: leaving one empty keeps the stored value.
 Validation and encryption go through ``services`` like the API.
 """
@@ -13,7 +14,7 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html_join
+from django.utils.html import escape, format_html_join
 
 from accounts.admin_mixins import OrganizationScopedAdmin
 from accounts.models import Role
@@ -30,7 +31,7 @@ def form_field_name(kind: str, name: str) -> str:
 
 def _form_field(spec: KindSpec, f: Field, *, editing: bool) -> forms.Field:
     label = f"{f.name.replace('_', ' ')}"
-    help_text = f.help
+    help_text = escape(f.help)  # the admin renders help text as HTML: "Bearer <token>" must show as typed
     if f.secret:
         help_text = (help_text + " " if help_text else "") + (
             "Write-only: leave empty to keep the stored value." if editing else "Write-only: never shown again."
@@ -141,7 +142,12 @@ class CredentialAdmin(OrganizationScopedAdmin):
             fieldsets.append(
                 (
                     title,
-                    {"fields": [form_field_name(kind, f.name) for f in KINDS[kind].fields], "description": description},
+                    {
+                        "fields": [form_field_name(kind, f.name) for f in KINDS[kind].fields],
+                        "description": description,
+                        # The change form's script shows only the chosen kind's fieldset.
+                        "classes": ["pf-kind", f"pf-kind-{kind}"],
+                    },
                 )
             )
         return fieldsets

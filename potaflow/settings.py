@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, not a CDN
     "django_celery_beat",
     "accounts",
     "integrations",
@@ -214,6 +215,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Workflow automation: webhooks, schedules and manual runs driving ordered actions.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # The error shape, the webhook endpoint and the auth flow: see potaflow/openapi.py.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "potaflow.openapi.postprocess"],

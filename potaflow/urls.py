@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import healthz
@@ -9,6 +10,7 @@ handler404 = "potaflow.api.not_found"
 handler500 = "potaflow.api.server_error"
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/"), name="home"),  # `make run` prints the root URL
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

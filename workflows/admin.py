@@ -11,7 +11,6 @@ field they concern) uses ``admin_widgets`` (HTML pieces) and ``admin_forms``
 (forms, error placement) and the templates in ``templates/admin/workflows/``.
 """
 
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +24,7 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django_celery_beat import models as beat_models
 
 from accounts.admin_mixins import OrganizationScopedAdmin
 from accounts.models import Role
@@ -40,7 +40,7 @@ from .admin_forms import (
     action_schemas,
     attach_errors,
 )
-from .admin_widgets import pretty_json, schedule_preview, status_badge, webhook_url_field
+from .admin_widgets import human_duration, pretty_json, schedule_preview, status_badge, webhook_url_field
 from .models import Run, RunTrigger, Step, StepRun, Workflow
 
 
@@ -187,9 +187,18 @@ class WorkflowForm(forms.ModelForm):
                 self.add_error(None, message)
 
 
-# The request being rendered, per thread (ModelAdmin instances are shared between threads).
-_current = threading.local()
 VIEWER_READONLY = ("organization", "name", "description", "is_active", "trigger_type", "schedule", "timezone")
+
+
+def start_manual_run(*, workflow: Workflow, body: Any, request: HttpRequest) -> Run:
+    """A manual run requested in the admin ("Run now", "Run again"): the same call as the API's.
+
+    Inactive workflows run too: "inactive" switches their webhook and schedule
+    off, and running one by hand is how it gets tried. Raises ``services.PayloadInvalid``.
+    """
+    payload = services.run_now_payload(body=body, user=request.user)
+    run, _ = services.run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
+    return run
 
 
 class LastRunStatusFilter(admin.SimpleListFilter):
@@ -282,21 +291,33 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 (name, {**opts, "fields": tuple(f for f in opts["fields"] if name != "Trigger" or f in trigger_fields)})
                 for name, opts in fieldsets
             ]
-        return fieldsets
+        link = self._webhook_link_for(request)
+        return [
+            (name, {**opts, "fields": tuple(link if f == "webhook_link" else f for f in opts["fields"])})
+            for name, opts in fieldsets
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Workflow | None = None) -> Any:
+        fields = tuple(self._webhook_link_for(request) if f == "webhook_link" else f for f in self.readonly_fields)
         if obj is not None and not self.has_change_permission(request, obj):
-            return (
-                *self.readonly_fields,
-                "organization",
-                "name",
-                "description",
-                "is_active",
-                "trigger_type",
-                "schedule",
-                "timezone",
-            )
-        return self.readonly_fields
+            return (*fields, *VIEWER_READONLY)
+        return fields
+
+    def _webhook_link_for(self, request: HttpRequest) -> Any:
+        """The "Webhook URL" row as a callable bound to this request (the absolute URL needs its host).
+
+        get_fieldsets and get_readonly_fields must name the very same object, so
+        it is made once per request and kept on the request itself.
+        """
+        bound = getattr(request, "_pf_webhook_link", None)
+        if bound is None:
+
+            def webhook_link(workflow: Workflow) -> str:
+                return self.webhook_link(workflow, request)
+
+            webhook_link.short_description = "Webhook URL"
+            request._pf_webhook_link = bound = webhook_link
+        return bound
 
     @admin.display(description="Last run", ordering="last_run_at")
     def last_run(self, workflow: Workflow) -> str:
@@ -310,14 +331,14 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         return workflow.runs_last_24h
 
     @admin.display(description="Webhook URL")
-    def webhook_link(self, workflow: Workflow) -> str:
+    def webhook_link(self, workflow: Workflow, request: HttpRequest | None = None) -> str:
         if not workflow.pk:
             return "Shown here once the workflow is saved."
         from .api import webhook_url
 
-        return webhook_url_field(webhook_url(workflow, getattr(_current, "request", None)))
+        return webhook_url_field(webhook_url(workflow, request))
 
-    @admin.display(description="Webhook secret")
+    @admin.display(description="Signing")
     def webhook_secret_status(self, workflow: Workflow) -> str:
         if not workflow.pk:
             return "–"
@@ -344,7 +365,6 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         ]
 
     def changeform_view(self, request: HttpRequest, object_id=None, form_url="", extra_context=None):
-        _current.request = request  # webhook_link builds the absolute URL from it
         extra_context = {**(extra_context or {}), "pf_action_schemas": action_schemas()}
         if object_id:
             obj = self.get_object(request, object_id)
@@ -363,9 +383,8 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         workflow = self._editable_object(request, object_id)
         form = RunNowForm(request.POST or None, initial={"payload": {}})
         if request.method == "POST" and form.is_valid():
-            payload = services.run_now_payload(body=form.cleaned_data["payload"], user=request.user)
             try:
-                run, _ = services.run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
+                run = start_manual_run(workflow=workflow, body=form.cleaned_data["payload"], request=request)
             except services.PayloadInvalid as exc:
                 form.add_error("payload", exc.message)
             else:
@@ -422,8 +441,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         for workflow in queryset:
             if not self._has_role(request, Role.EDITOR, workflow):
                 continue
-            payload = services.run_now_payload(body={}, user=request.user)
-            services.run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
+            start_manual_run(workflow=workflow, body={}, request=request)  # {} is always storable
             started += 1
         self.message_user(request, f"Started {started} run(s).", messages.SUCCESS)
 
@@ -441,11 +459,15 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
         "output_json",
         "rendered_config_json",
         "started_at",
-        "duration_ms",
+        "duration",
         "next_attempt_at",
         "reused",
     )
     readonly_fields = fields
+
+    @admin.display(description="Duration")
+    def duration(self, step_run: StepRun) -> str:
+        return human_duration(step_run.duration_ms)
 
     @admin.display(description="Status")
     def status_badge(self, step_run: StepRun) -> str:
@@ -503,9 +525,8 @@ class RunAdmin(OrganizationScopedAdmin):
     list_select_related = ("workflow",)
     search_fields = ("=id", "idempotency_key", "workflow__name")
     date_hierarchy = "created_at"
-    fields = (
+    fields = (  # the live view is the "Watch live" button above the form
         "id",
-        "live_link",
         "workflow",
         "workflow_version",
         "status_badge",
@@ -524,7 +545,9 @@ class RunAdmin(OrganizationScopedAdmin):
     readonly_fields = fields  # a run is history: nothing on its page is editable
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).annotate(total_attempts=Sum("step_runs__attempts"))
+        return (
+            super().get_queryset(request).select_related("workflow").annotate(total_attempts=Sum("step_runs__attempts"))
+        )
 
     @admin.display(description="Run", ordering="created_at")
     def short_id(self, run: Run) -> str:
@@ -550,11 +573,11 @@ class RunAdmin(OrganizationScopedAdmin):
     def definition_json(self, run: Run) -> str:
         return pretty_json(run.definition, "definition")
 
-    actions = ["replay_action", "run_now_action"]
+    actions = ["replay_action", "run_again_action"]
 
     @admin.display(description="Duration")
     def duration_display(self, run: Run) -> str:
-        return f"{run.duration_ms} ms" if run.duration_ms is not None else "-"
+        return human_duration(run.duration_ms)
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return False
@@ -581,12 +604,34 @@ class RunAdmin(OrganizationScopedAdmin):
                 self.message_user(request, f"Run {run.pk}: {exc}", messages.WARNING)
         self.message_user(request, f"Replayed {replayed} run(s).", messages.SUCCESS)
 
-    @admin.action(description="Run now (the workflow again, with this run's payload)", permissions=["replay"])
-    def run_now_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+    @admin.action(description="Run again with the same payload (a new manual run)", permissions=["replay"])
+    def run_again_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """A new manual run of each run's workflow (its current definition) with the same trigger body.
+
+        Only the body is reused, as "Run now" would send it: the original
+        request's headers, query and method belonged to that delivery.
+        """
         started = 0
         for run in queryset.select_related("workflow"):
             if not self._has_role(request, Role.EDITOR, run):
                 continue
-            services.run_accept(workflow=run.workflow, trigger=RunTrigger.MANUAL, payload=run.payload)
-            started += 1
+            try:
+                start_manual_run(workflow=run.workflow, body=(run.payload or {}).get("body"), request=request)
+            except services.PayloadInvalid as exc:
+                self.message_user(request, f"Run {run.pk}: {exc.message}", messages.WARNING)
+            else:
+                started += 1
         self.message_user(request, f"Started {started} run(s).", messages.SUCCESS)
+
+
+# Beat's tables are driven by the workflows (schedules.schedule_sync): a PeriodicTask
+# edited by hand would drift from its workflow, so the workflow page is the only place.
+for _model in (
+    beat_models.PeriodicTask,
+    beat_models.IntervalSchedule,
+    beat_models.CrontabSchedule,
+    beat_models.SolarSchedule,
+    beat_models.ClockedSchedule,
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)

@@ -11,11 +11,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cron_descriptor import get_description
+from cron_descriptor import ExpressionDescriptor, Options
 from croniter import croniter
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+
+from .schedules import ScheduleError, parse_cron
 
 STATUS_COLOURS = {
     "queued": "#6b7280",
@@ -57,9 +59,11 @@ def pretty_json(value: Any, label: str, *, open: bool = False) -> SafeString:  #
 
 
 def cron_description(expression: str) -> str:
-    """'0 9 * * 1' -> 'At 09:00 AM, only on Monday'; an unreadable expression says so."""
+    """'0 9 * * 1' -> 'At 09:00, only on Monday' (24-hour, like the firing times); an unreadable one says so."""
+    options = Options()
+    options.use_24hour_time_format = True
     try:
-        return get_description(expression)
+        return ExpressionDescriptor(expression, options).get_description()
     except Exception as exc:  # noqa: BLE001 - cron_descriptor raises its own assorted types
         return f"(cannot describe {expression!r}: {exc})"
 
@@ -78,7 +82,14 @@ def next_firings(expression: str, tz_name: str, *, count: int = 3, now: datetime
 
 
 def schedule_preview(expression: str, tz_name: str, *, now: datetime | None = None) -> SafeString:
-    if not expression.strip():
+    """The cron in words and its next firings; nothing for an expression the schedule field rejects.
+
+    (croniter reads a 6th field as seconds and cron_descriptor describes
+    ``61 * * * *`` happily: a description under the error would contradict it.)
+    """
+    try:
+        parse_cron(expression)
+    except ScheduleError:
         return format_html("{}", "–")
     times = next_firings(expression, tz_name, now=now)
     items = format_html_join("", "<li>{}</li>", ((t.strftime("%a %Y-%m-%d %H:%M %Z"),) for t in times))
@@ -100,3 +111,19 @@ def webhook_url_field(url: str) -> SafeString:
         ' <span id="pf-copy-status" aria-live="polite"></span></div>',
         url,
     )
+
+
+def human_duration(ms: float | None) -> str:
+    """23242 -> '23.2 s'; 850 -> '850 ms'; 192000 -> '3 min 12 s'; None -> '–'."""
+    if ms is None:
+        return "–"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"

@@ -159,7 +159,8 @@ class Run(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Run {self.pk} of {self.workflow_id} ({self.status})"
+        # Admin querysets select_related("workflow"), so the name costs no query per row there.
+        return f"Run {str(self.pk)[:8]} of {self.workflow.name} ({self.status})"
 
     @property
     def is_finished(self) -> bool:

@@ -1,5 +1,6 @@
 """The "done when" path in a real browser: build a webhook -> HTTP workflow in the admin,
-copy its URL, fire it, watch it succeed live. And a viewer gets no save button."""
+copy its URL, fire it, watch it succeed live. A viewer gets no save button; the
+trigger's and the credential kind's fields are the only ones shown."""
 
 import json
 import urllib.request
@@ -24,7 +25,7 @@ def acme(transactional_db, settings):
     settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
     org = Organization.objects.create(name="Acme", slug="acme")
     users = {}
-    for role in (Role.EDITOR, Role.VIEWER):
+    for role in (Role.ADMIN, Role.EDITOR, Role.VIEWER):
         user = User.objects.create_user(email=f"{role}@acme.test", password=PASSWORD, is_staff=True)
         Membership.objects.create(user=user, organization=org, role=role)
         users[role] = user
@@ -41,14 +42,26 @@ def test_an_editor_builds_fires_and_watches_a_webhook_workflow(
     celery_worker, live_server, page, acme, http_server, shot
 ):
     org, users = acme
-    http_server.route("POST", "/crm", Reply(status=201, body={"id": "crm-7"}))
+    # The peer takes 3 s, so the live page opens on a run still in progress.
+    http_server.route("POST", "/crm", Reply(status=201, body={"id": "crm-7"}, delay=3))
     admin_login(page, live_server, users[Role.EDITOR].email)
 
     page.goto(f"{live_server.url}/admin/workflows/workflow/add/")
     page.select_option("#id_organization", str(org.pk))
     page.fill("#id_name", "New signups to the CRM")
-    page.select_option("#id_trigger_type", "webhook")
-    assert page.locator(".field-schedule").is_hidden()  # only the webhook trigger's fields
+    webhook_rows = [".field-webhook_link", ".field-webhook_secret_status", ".field-webhook_secret"]
+    webhook_rows.append(".field-remove_webhook_secret")
+    schedule_rows = [".field-schedule", ".field-schedule_preview", ".field-timezone"]
+    for trigger, shown, hidden in (
+        ("schedule", schedule_rows, webhook_rows),
+        ("manual", [], webhook_rows + schedule_rows),
+        ("webhook", webhook_rows, schedule_rows),
+    ):
+        page.select_option("#id_trigger_type", trigger)
+        for row in shown:
+            assert page.locator(row).is_visible(), (trigger, row)
+        for row in hidden:
+            assert page.locator(row).is_hidden(), (trigger, row)
     fill_step(page, 0, "shape", "transform", {"value": {"email": "{{ trigger.body.email }}"}})
     page.click(".add-row a")
     fill_step(
@@ -80,7 +93,12 @@ def test_an_editor_builds_fires_and_watches_a_webhook_workflow(
         run_id = json.loads(response.read())["run_id"]
 
     page.goto(f"{live_server.url}/runs/{run_id}/live")
+    first_paint = json.loads(page.locator("#pf-initial-state").text_content())
+    assert first_paint["finished"] is False and first_paint["steps"][1]["status"] != "succeeded"
+    assert page.locator("#pf-poll-note").inner_text() == "Updating live…"
+    page.evaluate("window.pfSamePage = true")  # gone if anything reloaded the page
     page.wait_for_selector('#pf-run-status[data-status="succeeded"]', timeout=30_000)
+    assert page.evaluate("window.pfSamePage") is True
     for position in (0, 1):
         assert page.locator(f'#pf-step-{position} [data-status="succeeded"]').count() == 1
     assert page.locator("#pf-poll-note").inner_text() == "This run is final."
@@ -106,3 +124,18 @@ def test_a_viewer_has_no_save_button(live_server, page, acme):
     page.wait_for_selector("#pf-webhook-url")
     assert page.locator("input[name=_save]").count() == 0
     assert page.locator("#pf-run-now").count() == 0
+
+
+def test_the_credential_page_shows_only_the_chosen_kinds_fields(live_server, page, acme):
+    org, users = acme
+    admin_login(page, live_server, users[Role.ADMIN].email)
+    page.goto(f"{live_server.url}/admin/integrations/credential/add/")
+    assert page.locator("fieldset.pf-kind:visible").count() == 0  # no kind chosen yet
+    for kind, labels in (("http_bearer", ["token"]), ("http_basic", ["username", "password"]), ("smtp", ["host"])):
+        page.select_option("#id_kind", kind)
+        assert page.locator("fieldset.pf-kind:visible").count() == 1
+        assert page.locator(f"fieldset.pf-kind-{kind}").is_visible()
+        for label in labels:
+            assert page.locator(f"fieldset.pf-kind label:visible:text-is('{label}:')").count() == 1, (kind, label)
+    page.select_option("#id_kind", "http_bearer")
+    assert "Sent as Authorization: Bearer <token>." in page.locator("fieldset.pf-kind-http_bearer").inner_text()
