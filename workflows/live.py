@@ -6,7 +6,9 @@ place, until the JSON says ``finished``. Polling rather than Server-Sent
 Events: each poll is one short request, so it works behind any proxy and with
 gunicorn's sync workers (an SSE stream would pin a worker for as long as a run
 retries, which can be minutes), it survives a restarted web process without
-any reconnect logic, and it needs no JavaScript library.
+any reconnect logic, and it needs no JavaScript library. A 401/403/404 from
+``live.json`` (session expired, access or run gone) stops the polling and
+offers a link to log in again; other failures are retried with a backoff.
 
 Both views use the admin session (a user must be logged in) and are scoped to
 the user's organizations: another organization's run is a 404, exactly as in
@@ -25,6 +27,7 @@ from django.views.decorators.http import require_GET
 
 from accounts.selectors import scope_to_user
 
+from .admin_widgets import human_duration
 from .models import Run, StepRun
 
 POLL_INTERVAL_MS = 1000
@@ -91,11 +94,15 @@ def run_state(run: Run) -> dict[str, Any]:
 @login_required
 def run_live(request: HttpRequest, run_id: Any) -> HttpResponse:
     run = _get_run(request, run_id)
+    state = run_state(run)
+    for step in state["steps"]:
+        step["duration_text"] = human_duration(step["duration_ms"])
     context = {
         **admin.site.each_context(request),
         "title": f"Run {run.pk}",
         "run": run,
-        "state": run_state(run),
+        "state": state,
+        "run_duration": human_duration(state["duration_ms"]),
         "state_url": reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
         "admin_url": reverse("admin:workflows_run_change", args=[run.pk]) if _admin_has_runs() else None,
         "poll_interval_ms": POLL_INTERVAL_MS,

@@ -97,6 +97,27 @@ def test_anonymous_visitors_are_sent_to_log_in_and_the_json_is_401(run):
     assert response.status_code == 401 and "detail" in response.json()
 
 
+def test_the_page_knows_to_stop_and_where_to_log_in_again(viewer, run):
+    page, _ = live_urls(run)
+    html = logged_in(viewer).get(page).content.decode()
+    assert f'id="pf-login-link" href="/admin/login/?next=/runs/{run.pk}/live"' in html
+    assert '<p id="pf-access-lost" class="pf-error" hidden>' in html
+    # 401, 403 and 404 stop the polling (the browser test watches it happen).
+    assert "if (ACCESS_LOST[response.status]) { stop(response.status); return null; }" in html
+    for status in ("401:", "403:", "404:"):
+        assert status in html
+
+
+def test_an_expired_session_gets_a_401_in_the_error_shape_not_a_login_page(viewer, run):
+    client = logged_in(viewer)
+    _, state_url = live_urls(run)
+    assert client.get(state_url).status_code == 200
+    client.logout()
+    response = client.get(state_url)
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Authentication credentials were not provided."}
+
+
 def test_a_malformed_or_unknown_run_id_is_404(viewer):
     client = logged_in(viewer)
     assert client.get("/runs/not-a-uuid/live").status_code == 404
