@@ -1,11 +1,13 @@
 """The OpenAPI schema validates, and the API keeps its promises when fuzzed against it.
 
 Schemathesis generates requests for every operation of ``/api/schema/`` and
-sends them through the real WSGI application as an authenticated editor (a
-JWT bearer token), against a database holding a workflow, a run and a
-credential. Every answer must be a non-5xx, with a documented status code, and
-its body must match the documented schema. Examples are few per operation so
-the whole module stays well under two minutes.
+sends them through the real WSGI application with a JWT bearer token, against
+a database holding a workflow and a run: once as the organization's owner
+(who may do everything) and once, with fewer examples, as a viewer (whose
+writes must be refused in the documented way, never with a 5xx). Every answer
+must be a non-5xx, with a documented status code, and its body must match the
+documented schema. Examples are few per operation so the module stays around
+a minute.
 """
 
 import io
@@ -26,6 +28,7 @@ from workflows.models import TriggerType
 from workflows.services import run_accept, workflow_create
 
 MAX_EXAMPLES = 8
+VIEWER_MAX_EXAMPLES = 3
 # The issue's promise: no 5xx, documented status codes, bodies and headers as documented.
 # (Not "every schema-valid request is accepted": a filter naming another
 # organization is schema-valid and rightly a 400.)
@@ -50,13 +53,12 @@ def test_spectacular_validate_is_clean(tmp_path):
         assert needle in text
 
 
-@pytest.fixture
-def token(db, settings) -> str:
-    """An owner with a workflow and a run to act on; their JWT access token."""
+def _token_for(role: str, settings) -> str:
+    """A member with ``role`` in an organization with a workflow and a run to act on; their JWT access token."""
     settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]
     org = Organization.objects.create(name="Acme", slug="acme")
     user = User.objects.create_user(email="fuzz@example.com", password="pw-long-enough-123")
-    Membership.objects.create(user=user, organization=org, role=Role.OWNER)
+    Membership.objects.create(user=user, organization=org, role=role)
     workflow = workflow_create(
         organization=org,
         name="Fuzzed",
@@ -66,6 +68,16 @@ def token(db, settings) -> str:
     # Inside the test transaction: never committed, so never dispatched to a broker.
     run_accept(workflow=workflow, trigger="manual", payload={"body": {}})
     return str(AccessToken.for_user(user))
+
+
+@pytest.fixture
+def token(db, settings) -> str:
+    return _token_for(Role.OWNER, settings)
+
+
+@pytest.fixture
+def viewer_token(db, settings) -> str:
+    return _token_for(Role.VIEWER, settings)
 
 
 @pytest.fixture
@@ -92,6 +104,26 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
 )
 def test_the_api_conforms_to_its_schema(case, token, _keep_test_connection):
     case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=VIEWER_MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_the_api_conforms_to_its_schema_for_a_viewer(case, viewer_token, _keep_test_connection):
+    response = case.call_and_validate(headers={"Authorization": f"Bearer {viewer_token}"}, checks=CHECKS)
+    method = case.method.upper()
+    # Open to anyone: the auth flow, the webhook (its token is the capability) and
+    # creating an organization of one's own. Every other write is refused to a viewer.
+    open_to_all = case.path.startswith(("/api/auth/", "/hooks/")) or (method, case.path) == (
+        "POST",
+        "/api/organizations/",
+    )
+    if method in ("POST", "PUT", "PATCH", "DELETE") and not open_to_all:
+        assert response.status_code not in (200, 201, 202, 204), (method, case.path, response.status_code)
 
 
 @pytest.mark.django_db
