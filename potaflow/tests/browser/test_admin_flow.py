@@ -110,6 +110,7 @@ def test_an_editor_builds_fires_and_watches_a_webhook_workflow(
 
     page.goto(f"{live_server.url}/admin/workflows/run/")
     assert page.locator('[data-status="succeeded"]').count() >= 1
+    page.click("#toggle-nav-sidebar")  # room for every column in the screenshot
     shot(page, "admin-run-list")
     assert Run.objects.filter(workflow=workflow).count() == 1
 
