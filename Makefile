@@ -52,14 +52,16 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 install: $(PY) ## create .venv and install requirements.txt (only when it changed)
-	@cmp -s requirements.txt $(VENV)/.installed-requirements.txt || { \
+	@cat requirements.txt constraints.txt | cmp -s - $(VENV)/.installed-requirements.txt || { \
 		echo "Installing requirements.txt into $(VENV) ..."; \
-		$(PIP) install -q -r requirements.txt && cp requirements.txt $(VENV)/.installed-requirements.txt; }
+		$(PIP) install -q -r requirements.txt -c constraints.txt && \
+		cat requirements.txt constraints.txt > $(VENV)/.installed-requirements.txt; }
 
 install-dev: install ## also install requirements-dev.txt (tests, linters)
-	@cmp -s requirements-dev.txt $(VENV)/.installed-requirements-dev.txt || { \
+	@cat requirements-dev.txt constraints.txt | cmp -s - $(VENV)/.installed-requirements-dev.txt || { \
 		echo "Installing requirements-dev.txt into $(VENV) ..."; \
-		$(PIP) install -q -r requirements-dev.txt && cp requirements-dev.txt $(VENV)/.installed-requirements-dev.txt; }
+		$(PIP) install -q -r requirements-dev.txt -c constraints.txt && \
+		cat requirements-dev.txt constraints.txt > $(VENV)/.installed-requirements-dev.txt; }
 
 # honcho gets no .env of its own (--env /dev/null): it would override the real
 # environment with it, the opposite of what settings do.
