@@ -37,10 +37,16 @@ class UnknownHandler(LookupError):  # noqa: N818
     pass
 
 
-def handler(name: str) -> Callable[[Handler], Handler]:
-    """Register the decorated function as the handler called ``name``."""
+def handler(name: str, *, repeat_safe: bool = False) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler called ``name``.
+
+    ``repeat_safe=True`` declares that calling it again after an attempt of
+    unknown outcome cannot duplicate an effect (it is idempotent, e.g. keyed
+    on ``ctx.idempotency_key``): such steps are retried, not dead-lettered.
+    """
 
     def register(func: Handler) -> Handler:
+        func.potaflow_repeat_safe = repeat_safe  # type: ignore[attr-defined]
         existing = _registry.get(name)
         if existing is not None and _qualified(existing) != _qualified(func):
             raise ValueError(f"handler {name!r} is already registered by {_qualified(existing)}")

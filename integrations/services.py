@@ -1,5 +1,6 @@
 """Credential writes and the one read that decrypts (``credential_reveal``)."""
 
+import base64
 from typing import Any
 
 from django.db import transaction
@@ -62,10 +63,38 @@ def credential_update(
 def credential_reveal(credential: Credential) -> dict[str, Any]:
     """The credential's fields in clear (public merged with decrypted secret ones).
 
-    Only the engine calls this, to fill ``ActionContext.credential`` just
-    before an action runs; nothing it returns may be stored or logged.
+    The engine calls this to fill ``ActionContext.credential`` just before an
+    action runs (and the admin's credential form to prefill public fields);
+    nothing it returns may be stored or logged.
     """
     return {**credential.public_data, **decrypt_json(credential.secret_ciphertext)}
+
+
+def credential_secret_values(credential: Credential, revealed: dict[str, Any]) -> list[str]:
+    """Every secret string of a revealed credential, as it may come back from a destination.
+
+    The engine scrubs these from whatever it stores (outputs, errors, attempt
+    records): a destination that echoes its request must not leak them.
+    Includes the Basic-auth encoding of a username/password pair.
+    """
+    values: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str) and len(value) >= 4:
+            values.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    for name in spec_for(credential.kind).secret_fields:
+        collect(revealed.get(name))
+    if revealed.get("username") and revealed.get("password"):
+        pair = f"{revealed['username']}:{revealed['password']}".encode()
+        values.append(base64.b64encode(pair).decode())
+    return sorted(set(values), key=len, reverse=True)
 
 
 def credential_secret_markers(credential: Credential) -> dict[str, bool]:

@@ -1,11 +1,46 @@
-"""The Celery application: configured from Django settings (CELERY_* names)."""
+"""The Celery application: configured from Django settings (CELERY_* names).
 
+Two worker-process hooks live here because they concern every task:
+- each pool child caps its own heap (``POTAFLOW_WORKER_MEMORY_LIMIT_MB``), so
+  one run's allocation fails that step with a MemoryError instead of
+  swapping the machine or getting the whole worker OOM-killed;
+- the database connection is kept across tasks (``CELERY_DB_REUSE_MAX``), and
+  Django's own rules retire it when it is too old or broken, as at the start
+  of a web request.
+"""
+
+import logging
 import os
+import resource
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_prerun, worker_process_init
+from django.conf import settings
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "potaflow.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("potaflow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect(dispatch_uid="potaflow-memory-ceiling")
+def limit_pool_child_memory(**kwargs: Any) -> None:
+    limit_mb = int(settings.POTAFLOW_WORKER_MEMORY_LIMIT_MB)
+    if limit_mb <= 0:
+        return
+    limit = limit_mb * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    logger.info("pool child %d: heap limited to %d MiB", os.getpid(), limit // (1024 * 1024))
+
+
+@task_prerun.connect(dispatch_uid="potaflow-db-connection-health")
+def retire_old_connections(**kwargs: Any) -> None:
+    close_old_connections()

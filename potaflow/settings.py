@@ -265,6 +265,22 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True  # outputs live in the database, not a result backend
 CELERY_WORKER_CONCURRENCY = env.int("POTAFLOW_WORKER_CONCURRENCY", default=2)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Keep the worker's database connection across tasks (Celery's Django fixup
+# closes it around every task otherwise; CONN_MAX_AGE and CONN_HEALTH_CHECKS
+# still retire old or broken ones, see workflows.apps). Each pool child opens
+# its own after the fork.
+CELERY_DB_REUSE_MAX = 1_000_000_000
+# On a lost broker connection, let running steps finish instead of killing
+# them: each records its real outcome, and the redelivered copy of its message
+# (its ack went down with the connection) finds the step done and is dropped.
+# Cancelling would turn every in-flight call into an attempt of unknown outcome.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# A pool child whose resident memory grew past this (KiB) is replaced after its
+# task: a bloated run never leaves a large process behind.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("POTAFLOW_WORKER_MAX_RSS_MB", default=400) * 1024
+# Hard ceiling on a pool child's heap (MiB, RLIMIT_DATA): a step allocating
+# past it fails with a MemoryError naming this setting. 0: no ceiling.
+POTAFLOW_WORKER_MEMORY_LIMIT_MB = env.int("POTAFLOW_WORKER_MEMORY_LIMIT_MB", default=1024)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
@@ -278,8 +294,18 @@ POTAFLOW_WEBHOOK_MAX_BYTES = env.int("POTAFLOW_WEBHOOK_MAX_BYTES", default=1024 
 # Requests larger than this never reach the webhook view's own 413 otherwise.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
 POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", default=64 * 1024)
-POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=300)
-POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=60)
+# A queued or retrying step whose message was lost is sent again after this long without progress.
+POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
+POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)
+# A running step's worker renews its lease every third of this; a lapsed lease means the worker died.
+POTAFLOW_STEP_LEASE_SECONDS = env.int("POTAFLOW_STEP_LEASE_SECONDS", default=15)
+POTAFLOW_STEP_TIMEOUT_MAX_SECONDS = env.float("POTAFLOW_STEP_TIMEOUT_MAX_SECONDS", default=300.0)
+# Steps of one organization running at once; -1: worker concurrency - 1 (a slot stays free for others); 0: no limit.
+POTAFLOW_ORG_MAX_RUNNING_STEPS = env.int("POTAFLOW_ORG_MAX_RUNNING_STEPS", default=-1)
+# Per render of a step's config: loop iterations, CPU seconds, characters of any string built.
+POTAFLOW_TEMPLATE_MAX_ITERATIONS = env.int("POTAFLOW_TEMPLATE_MAX_ITERATIONS", default=100_000)
+POTAFLOW_TEMPLATE_CPU_SECONDS = env.float("POTAFLOW_TEMPLATE_CPU_SECONDS", default=1.0)
+POTAFLOW_TEMPLATE_MAX_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_CHARS", default=1_000_000)
 POTAFLOW_HANDLER_MODULES = env.list("POTAFLOW_HANDLER_MODULES", default=[])
 POTAFLOW_FERNET_KEYS = env.list("POTAFLOW_FERNET_KEYS", default=[])
 POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = env.list("POTAFLOW_ALLOW_PRIVATE_DESTINATIONS", default=[])

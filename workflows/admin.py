@@ -23,7 +23,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django_celery_beat import models as beat_models
 
 from accounts.admin_mixins import OrganizationScopedAdmin
@@ -456,6 +456,7 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
         "status_badge",
         "attempts",
         "error_text",
+        "attempt_list",
         "output_json",
         "rendered_config_json",
         "started_at",
@@ -477,6 +478,24 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
     def error_text(self, step_run: StepRun) -> str:
         return format_html('<span style="color:#b91c1c;white-space:pre-wrap">{}</span>', step_run.error or "")
 
+    @admin.display(description="Every attempt")
+    def attempt_list(self, step_run: StepRun) -> str:
+        items = format_html_join(
+            "",
+            '<li data-outcome="{}">#{} {} · {}{}</li>',
+            (
+                (
+                    a.outcome or "running",
+                    a.number,
+                    a.get_outcome_display() if a.outcome else "running",
+                    human_duration(a.duration_ms),
+                    f" — {a.error}" if a.error else "",
+                )
+                for a in step_run.attempt_log.all()
+            ),
+        )
+        return format_html('<ol class="pf-attempts" style="margin:0;padding-left:1.2em">{}</ol>', items)
+
     @admin.display(description="Output")
     def output_json(self, step_run: StepRun) -> str:
         return pretty_json(step_run.output, "output")
@@ -488,6 +507,9 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
     ordering = ("position",)
     extra = 0
     can_delete = False
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).prefetch_related("attempt_log")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -28,7 +28,7 @@ from accounts.permissions import OrganizationScopedMixin, OrgRole
 from accounts.selectors import roles_at_least
 
 from . import services
-from .models import STEP_DEFAULTS, Run, RunStatus, RunTrigger, StepRun, Workflow
+from .models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, RunTrigger, StepAttempt, StepRun, Workflow
 
 
 def _call(func, **kwargs: Any) -> Any:
@@ -50,6 +50,14 @@ class StepSerializer(serializers.Serializer):
     backoff_seconds = serializers.FloatField(required=False, default=STEP_DEFAULTS["backoff_seconds"])
     backoff_max_seconds = serializers.FloatField(required=False, default=STEP_DEFAULTS["backoff_max_seconds"])
     timeout_seconds = serializers.FloatField(required=False, default=STEP_DEFAULTS["timeout_seconds"])
+    on_in_doubt = serializers.ChoiceField(
+        choices=InDoubtPolicy.choices,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="When an attempt's outcome is unknown (worker lost mid-call): retry or dead_letter. "
+        "Blank: the action's default (retry when it makes repeats safe).",
+    )
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
@@ -116,7 +124,15 @@ class ReplaySerializer(serializers.Serializer):
     from_step = serializers.CharField(required=False, allow_blank=True, help_text="Start at this step key.")
 
 
+class StepAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepAttempt
+        fields = ["number", "outcome", "started_at", "finished_at", "duration_ms", "error", "response_status"]
+
+
 class StepRunSerializer(serializers.ModelSerializer):
+    attempt_log = StepAttemptSerializer(many=True, read_only=True, help_text="Every attempt, oldest first.")
+
     class Meta:
         model = StepRun
         fields = [
@@ -133,6 +149,7 @@ class StepRunSerializer(serializers.ModelSerializer):
             "duration_ms",
             "next_attempt_at",
             "reused",
+            "attempt_log",
         ]
 
 
@@ -272,7 +289,7 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         queryset = super().get_queryset()
         if self.action != "list":
-            queryset = queryset.prefetch_related("step_runs")
+            queryset = queryset.prefetch_related("step_runs__attempt_log")
         return queryset
 
     def get_serializer_class(self):
@@ -289,5 +306,5 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
         body = ReplaySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         replay = _call(services.run_replay, run=run, from_step=body.validated_data.get("from_step") or None)
-        replay = Run.objects.prefetch_related("step_runs").get(pk=replay.pk)
+        replay = Run.objects.prefetch_related("step_runs__attempt_log").get(pk=replay.pk)
         return Response(RunDetailSerializer(replay, context={"request": request}).data, status=status.HTTP_201_CREATED)

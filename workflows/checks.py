@@ -14,12 +14,13 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register  # noqa: A004 - Django's names
 
 from .models import STEP_DEFAULTS
+from .policy import HARD_LIMIT_GRACE_SECONDS, max_retry_delay, visibility_margin
+from .validation import limits
 
 
 @register()
 def broker_visibility_check(app_configs: Any = None, **kwargs: Any) -> list:
-    from .engine import HARD_LIMIT_GRACE_SECONDS, max_retry_delay, visibility_margin
-    from .services import LIMITS
+    LIMITS = limits()  # noqa: N806 - read as the constant it extends
 
     options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}
     visibility = options.get("visibility_timeout")

@@ -67,6 +67,17 @@ def step_state(step: StepRun) -> dict[str, Any]:
         "error": step.error,
         "rendered_config": step.rendered_config,
         "output": step.output,
+        "attempt_log": [
+            {
+                "number": attempt.number,
+                "outcome": attempt.outcome,
+                "started_at": _iso(attempt.started_at),
+                "finished_at": _iso(attempt.finished_at),
+                "duration_ms": attempt.duration_ms,
+                "error": attempt.error,
+            }
+            for attempt in step.attempt_log.all()
+        ],
     }
 
 
@@ -85,7 +96,7 @@ def run_state(run: Run) -> dict[str, Any]:
         "finished_at": _iso(run.finished_at),
         "duration_ms": run.duration_ms,
         "replay_of": str(run.replay_of_id) if run.replay_of_id else None,
-        "steps": [step_state(step) for step in run.step_runs.order_by("position")],
+        "steps": [step_state(step) for step in run.step_runs.order_by("position").prefetch_related("attempt_log")],
     }
 
 

@@ -27,7 +27,14 @@ def new_webhook_token() -> str:
 STEP_DEFAULTS = {"max_retries": 3, "backoff_seconds": 2.0, "backoff_max_seconds": 300.0, "timeout_seconds": 30.0}
 STEP_POLICY_FIELDS = tuple(STEP_DEFAULTS)
 # What a step definition holds besides its position and credential (services and snapshots list these).
-STEP_SPEC_FIELDS = ("key", "action_type", "config", *STEP_POLICY_FIELDS)
+STEP_SPEC_FIELDS = ("key", "action_type", "config", *STEP_POLICY_FIELDS, "on_in_doubt")
+
+
+class InDoubtPolicy(models.TextChoices):
+    """What happens to a step whose worker died mid-call (the effect may or may not have happened)."""
+
+    RETRY = "retry", "Retry (the action makes a repeat safe)"
+    DEAD_LETTER = "dead_letter", "Dead-letter the run (a person decides)"
 
 
 class TriggerType(models.TextChoices):
@@ -82,6 +89,14 @@ class Step(models.Model):
     backoff_seconds = models.FloatField(default=STEP_DEFAULTS["backoff_seconds"])
     backoff_max_seconds = models.FloatField(default=STEP_DEFAULTS["backoff_max_seconds"])
     timeout_seconds = models.FloatField(default=STEP_DEFAULTS["timeout_seconds"])
+    on_in_doubt = models.CharField(
+        max_length=16,
+        choices=InDoubtPolicy.choices,
+        blank=True,
+        default="",
+        help_text="When the outcome of an attempt is unknown (its worker died mid-call). "
+        "Blank: the action's default (retry when it makes repeats safe, else dead-letter).",
+    )
 
     class Meta:
         ordering = ["workflow_id", "position"]
@@ -200,6 +215,9 @@ class StepRun(models.Model):
     # message comes back (requeued after its worker died) it may take the step
     # over; any other message finding the step running is a duplicate.
     claim_token = models.CharField(max_length=64, blank=True, editable=False)
+    # While ``running``: the attempt's worker renews this lease; once it lapses
+    # the worker is presumed dead and the step may be taken over.
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     # True when the output was reused from the run this one replays.
     reused = models.BooleanField(default=False)
 
@@ -208,6 +226,57 @@ class StepRun(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "position"], name="unique_step_run_position"),
         ]
+        indexes = [
+            models.Index(
+                fields=["lease_expires_at"],
+                name="step_run_running_lease_idx",
+                condition=Q(status="running"),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.position}. {self.key} ({self.status})"
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    RETRYABLE_ERROR = "retryable_error", "Retryable error"
+    PERMANENT_ERROR = "permanent_error", "Permanent error"
+    TIMED_OUT = "timed_out", "Timed out"
+    # The worker died before the action could have had an effect (or the action has none).
+    WORKER_LOST = "worker_lost", "Worker lost"
+    # The worker died while the action may have been talking to its destination.
+    IN_DOUBT = "in_doubt", "Outcome unknown"
+    # It finished after a newer attempt had taken the step over; its result was not used.
+    SUPERSEDED = "superseded", "Superseded"
+
+
+class StepAttempt(models.Model):
+    """One execution attempt of a step: written when it starts, closed when its outcome is known.
+
+    An attempt left open (``outcome`` blank) by a worker that died is closed by
+    whoever takes the step over, as ``in_doubt``, ``worker_lost`` or ``timed_out``.
+    """
+
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=24, choices=AttemptOutcome.choices, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # What was sent, secrets redacted (method and URL, recipients, channel...).
+    request = models.JSONField(null=True, blank=True)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True)
+    worker_host = models.CharField(max_length=255, blank=True)
+    worker_pid = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["step_run_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["step_run", "number"], name="unique_step_attempt_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} ({self.outcome or 'running'})"

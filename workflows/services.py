@@ -7,14 +7,13 @@ writing anything, bump ``version`` and keep the beat schedule in sync.
 and manual runs) and dispatches it after commit; ``run_replay`` starts a new
 run from the first step that did not succeed.
 
-Validation problems raise ``WorkflowInvalid`` whose ``errors`` maps a field
-path (``"schedule"``, ``"steps[1].config.url"``) to messages; the API turns it
-into a 400 with the same field names.
+Validation lives in ``workflows.validation``; its ``WorkflowInvalid`` (a field
+path -> messages, which the API turns into a 400 naming the same fields) and
+the payload/replay errors are part of this module's interface.
 """
 
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,13 +21,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Organization, User
-from integrations.errors import ConfigError
-from integrations.models import Credential
-from integrations.registry import UnknownAction, all_actions, get_action
 
-from . import schedules, storable, templating
+from . import dispatch, schedules, storable
 from .models import (
-    STEP_DEFAULTS,
     STEP_SPEC_FIELDS,
     Run,
     RunStatus,
@@ -40,41 +35,24 @@ from .models import (
     Workflow,
     new_webhook_token,
 )
+from .validation import WORKFLOW_FIELDS, PayloadInvalid, ReplayNotAllowed, WorkflowInvalid, validate_definition
+
+__all__ = [
+    "PayloadInvalid",
+    "ReplayNotAllowed",
+    "WorkflowInvalid",
+    "run_accept",
+    "run_now_payload",
+    "run_replay",
+    "run_schedule_fire",
+    "workflow_create",
+    "workflow_delete",
+    "workflow_rotate_webhook_token",
+    "workflow_update",
+    "workflow_validate",
+]
 
 logger = logging.getLogger(__name__)
-
-STEP_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-MAX_STEPS = 50
-# Retry policy bounds. backoff_max_seconds stays below the Redis visibility
-# timeout (1 h by default), or a delayed retry could be delivered twice.
-LIMITS = {
-    "max_retries": (0, 25),
-    "backoff_seconds": (0.0, 3600.0),
-    "backoff_max_seconds": (0.0, 3600.0),
-    "timeout_seconds": (0.1, 900.0),
-}
-WORKFLOW_FIELDS = ("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone")
-
-
-class WorkflowInvalid(Exception):  # noqa: N818 - reads as a state
-    """``errors``: field path -> list of messages."""
-
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        self.errors = errors
-        field, messages = next(iter(errors.items()))
-        super().__init__(f"{field}: {messages[0]}")
-
-
-class ReplayNotAllowed(WorkflowInvalid):
-    pass
-
-
-class PayloadInvalid(WorkflowInvalid):
-    """A run's payload holds a value the database cannot store (``errors["payload"]`` says where)."""
-
-    @property
-    def message(self) -> str:
-        return self.errors["payload"][0]
 
 
 # -- workflows ---------------------------------------------------------------
@@ -102,7 +80,7 @@ def workflow_create(
         timezone=timezone,
         created_by=created_by,
     )
-    step_rows = _validate(workflow, steps)
+    step_rows = validate_definition(workflow, steps)
     with transaction.atomic():
         workflow.save()
         _write_steps(workflow, step_rows)
@@ -133,7 +111,7 @@ def workflow_update(
         replace = steps is not None
         if steps is None:
             steps = [_step_as_spec(step) for step in stored]
-        step_rows = _validate(locked, steps)
+        step_rows = validate_definition(locked, steps)
         replace = replace and _step_signatures(step_rows) != _step_signatures(stored)
         if changed or replace:
             locked.version += 1
@@ -163,7 +141,7 @@ def workflow_rotate_webhook_token(*, workflow: Workflow) -> Workflow:
 
 def workflow_validate(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]]) -> None:
     """Check a definition without saving anything (the admin validates its inline with it)."""
-    _validate(workflow, steps)
+    validate_definition(workflow, steps)
 
 
 def _step_as_spec(step: Step) -> dict[str, Any]:
@@ -189,150 +167,6 @@ def _write_steps(workflow: Workflow, rows: list[Step]) -> None:
         step.workflow = workflow
         step.position = position
     Step.objects.bulk_create(rows)
-
-
-def _validate(workflow: Workflow, steps: Sequence[Mapping[str, Any]]) -> list[Step]:
-    """Check the whole definition; raise WorkflowInvalid naming every bad field."""
-    errors: dict[str, list[str]] = {}
-
-    def add(field: str, message: str) -> None:
-        errors.setdefault(field, []).append(message)
-
-    if not (workflow.name or "").strip():
-        add("name", "A workflow needs a name.")
-    if workflow.trigger_type not in TriggerType.values:
-        add("trigger_type", f"{workflow.trigger_type!r} is not one of {', '.join(TriggerType.values)}.")
-    if workflow.trigger_type == TriggerType.SCHEDULE:
-        if not workflow.schedule.strip():
-            add("schedule", 'A schedule workflow needs a 5-field cron expression, e.g. "*/5 * * * *".')
-        else:
-            try:
-                schedules.parse_cron(workflow.schedule)
-            except schedules.ScheduleError as exc:
-                add(exc.field, exc.message)
-    elif workflow.schedule.strip():
-        try:
-            schedules.parse_cron(workflow.schedule)
-        except schedules.ScheduleError as exc:
-            add(exc.field, exc.message)
-    try:
-        schedules.check_timezone(workflow.timezone or "")
-    except schedules.ScheduleError as exc:
-        add(exc.field, exc.message)
-    for field in WORKFLOW_FIELDS:
-        value = getattr(workflow, field)
-        if isinstance(value, str) and storable.NUL in value:
-            add(field, f"{field} contains a NUL character (\\u0000), which cannot be stored.")
-    if workflow.webhook_secret and len(workflow.webhook_secret) < 16:
-        add("webhook_secret", "A webhook secret must be at least 16 characters long.")
-    if len(steps) > MAX_STEPS:
-        add("steps", f"A workflow has at most {MAX_STEPS} steps; got {len(steps)}.")
-
-    rows: list[Step] = []
-    seen_keys: list[str] = []
-    for index, spec in enumerate(steps):
-        rows.append(_validate_step(workflow, index, spec, seen_keys, add))
-    if errors:
-        raise WorkflowInvalid(errors)
-    return rows
-
-
-def _validate_step(workflow: Workflow, index: int, spec: Mapping[str, Any], seen_keys: list[str], add) -> Step:
-    where = f"steps[{index}]"
-    if not isinstance(spec, Mapping):
-        add(where, "A step must be an object.")
-        return Step()
-    key = spec.get("key") or ""
-    label = f"step {key!r}" if key else f"step #{index + 1}"
-    if not isinstance(key, str) or not STEP_KEY_RE.match(key):
-        add(
-            f"{where}.key",
-            f"{label}: a key is required: lowercase letters, digits and underscores, starting with a letter.",
-        )
-    elif key in seen_keys:
-        add(f"{where}.key", f"{label}: the key {key!r} is used by an earlier step; keys must be unique.")
-    action_type = spec.get("action_type") or ""
-    config = spec.get("config", {})
-    if config is None:
-        config = {}
-    action = None
-    try:
-        action = get_action(action_type)
-    except UnknownAction:
-        known = ", ".join(sorted(all_actions()))
-        add(f"{where}.action_type", f"{label}: unknown action type {action_type!r} (known: {known}).")
-    if not isinstance(config, dict):
-        add(f"{where}.config", f"{label}: config must be an object.")
-        config = {}
-    unstorable = storable.problem(config, "config")
-    if unstorable is not None:
-        path, reason = unstorable
-        add(f"{where}.{path}", f"{label}: {path} {reason}.")
-        config = {}
-    if action is not None:
-        prepared = prepare_config(action, config)
-        try:
-            action.validate_config(prepared)
-        except ConfigError as exc:
-            add(f"{where}.{exc.field}", f"{label}: {exc.message}")
-        for path, text in templating.iter_strings(prepared):
-            try:
-                templating.check_template(text, earlier_steps=seen_keys)
-            except templating.TemplateError as exc:
-                add(f"{where}.{path}", f"{label} {path}: {exc.message}")
-
-    credential = _resolve_credential(workflow, spec.get("credential"), action, label, f"{where}.credential", add)
-
-    policy: dict[str, Any] = {}
-    for field, default in STEP_DEFAULTS.items():
-        value = spec.get(field)
-        if value is None:
-            value = default
-        low, high = LIMITS[field]
-        try:
-            number = int(value) if field == "max_retries" else float(value)
-        except (TypeError, ValueError):
-            add(f"{where}.{field}", f"{label}: {field} must be a number.")
-            continue
-        if isinstance(value, bool) or not (low <= number <= high):
-            add(f"{where}.{field}", f"{label}: {field} must be between {low} and {high}.")
-        policy[field] = number
-    if policy.get("backoff_max_seconds", 0) < policy.get("backoff_seconds", 0):
-        add(f"{where}.backoff_max_seconds", f"{label}: backoff_max_seconds must be >= backoff_seconds.")
-    if isinstance(key, str):
-        seen_keys.append(key)
-    return Step(key=key, action_type=action_type, config=config, credential=credential, **policy)
-
-
-def _resolve_credential(workflow: Workflow, value: Any, action, label: str, field: str, add) -> Credential | None:
-    if value in (None, ""):
-        if action is not None and action.credential_required:
-            add(field, f"{label}: the {action.name} action needs a credential of kind {action.credential_kind}.")
-        return None
-    credential_id = value.pk if isinstance(value, Credential) else value
-    credential = Credential.objects.filter(organization_id=workflow.organization_id, pk=credential_id).first()
-    if credential is None:
-        add(field, f"{label}: no credential {credential_id!r} in this organization.")
-        return None
-    if action is not None:
-        accepted = action.accepted_credential_kinds()
-        if credential.kind not in accepted:
-            wanted = ", ".join(accepted) if accepted else "no credential"
-            add(field, f"{label}: a {credential.kind} credential cannot be used by {action.name} (accepts: {wanted}).")
-    return credential
-
-
-def prepare_config(action: Any, config: dict[str, Any]) -> dict[str, Any]:
-    """Read bare expressions in an action's ``expression_fields`` as ``{{ ... }}``."""
-    fields = getattr(action, "expression_fields", ())
-    if not fields:
-        return config
-    prepared = dict(config)
-    for field in fields:
-        value = prepared.get(field)
-        if isinstance(value, str) and value.strip() and not templating.is_template(value):
-            prepared[field] = "{{ " + value.strip() + " }}"
-    return prepared
 
 
 # -- runs ----------------------------------------------------------------------
@@ -482,17 +316,15 @@ def _dispatch_on_commit(run: Run, positions: list[int]) -> None:
     make the sender retry and record the event twice. An unsent run stays
     ``queued`` and the recovery sweeper dispatches it once the broker is back.
     """
-    from . import engine  # engine imports the tasks module, which imports this one
-
     run_id = run.pk
 
     def send() -> None:
         try:
             # The run was just written: send what we know instead of reading it back.
             if positions:
-                engine.dispatch_recorded(run, positions)
+                dispatch.dispatch_recorded(run, positions)
             else:
-                engine.dispatch(run_id)  # nothing left to execute: dispatch finishes the run
+                dispatch.dispatch(run_id)  # nothing left to execute: dispatch finishes the run
         except Exception:  # noqa: BLE001 - kombu OperationalError, redis/socket errors, a full disk...
             logger.exception("run %s is recorded but could not be sent to the broker; the sweeper will", run_id)
 

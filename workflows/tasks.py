@@ -1,4 +1,5 @@
-"""Celery tasks: thin. Ids in, one engine/service call, nothing else."""
+"""Celery tasks: thin. They translate Celery's facts (delivery flags, task ids,
+beat headers) into plain arguments and make one engine, dispatch or service call."""
 
 import logging
 from datetime import UTC, datetime
@@ -6,18 +7,22 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import before_task_publish
+from django.conf import settings
 
-from . import engine
+from . import dispatch, engine, services
 
 logger = logging.getLogger(__name__)
 
 # Header beat's message carries: when the firing was sent (see stamp_schedule_time).
 SCHEDULED_AT_HEADER = "potaflow_scheduled_at"
+# kombu transports whose requeued messages carry no ``redelivered`` flag: there a
+# message only comes back when it was rejected (its worker was lost).
+TRANSPORTS_WITHOUT_REDELIVERED_FLAG = ("filesystem", "memory")
 
 
 @shared_task(
     bind=True,
-    name="workflows.execute_step",
+    name=dispatch.EXECUTE_STEP_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=None,  # the step's own retry policy bounds retries (engine)
@@ -25,25 +30,24 @@ SCHEDULED_AT_HEADER = "potaflow_scheduled_at"
 )
 def execute_step(self, run_id: str, position: int, force: bool = False) -> None:
     delivery_info = self.request.delivery_info or {}
+    transport = settings.CELERY_BROKER_URL.split(":", 1)[0]
     outcome = engine.run_step(
         run_id,
         position,
-        redelivered=bool(delivery_info.get("redelivered")),
+        may_be_redelivery=bool(delivery_info.get("redelivered")) or transport in TRANSPORTS_WITHOUT_REDELIVERED_FLAG,
         force=force,
         message_id=self.request.id or "",
     )
     if outcome.retry_in is not None:
-        # Same message again later (same id), with the rest of the chain attached.
-        raise self.retry(countdown=outcome.retry_in, max_retries=None, kwargs={})
+        # Same message again later (same id and arguments), with the rest of the chain attached.
+        raise self.retry(countdown=outcome.retry_in, max_retries=None)
     if not outcome.proceed:
         self.request.chain = None  # stop the chain: the run is finished or someone else has it
 
 
 @shared_task(bind=True, name="workflows.fire_schedule", acks_late=True, ignore_result=True)
 def fire_schedule(self, workflow_id: int) -> None:
-    from .services import run_schedule_fire
-
-    run_schedule_fire(workflow_id=workflow_id, fired_at=scheduled_time(self.request))
+    services.run_schedule_fire(workflow_id=workflow_id, fired_at=scheduled_time(self.request))
 
 
 def scheduled_time(request: Any) -> datetime:
@@ -76,4 +80,4 @@ def stamp_schedule_time(headers: dict | None = None, **kwargs: Any) -> None:
 
 @shared_task(name="workflows.recover_stalled_runs", ignore_result=True)
 def recover_stalled_runs() -> None:
-    engine.recover_stalled_runs()
+    dispatch.recover_stalled_runs()

@@ -1,4 +1,4 @@
-"""Step config templates: Jinja2, sandboxed, strict.
+"""Step config templates: Jinja2, sandboxed, strict, bounded.
 
 Every string in a step's config is a template rendered with the context
 ``trigger`` (``body``, ``headers``, ``query``, ``method``), ``steps.<key>.output``,
@@ -7,22 +7,36 @@ Every string in a step's config is a template rendered with the context
 type of its value (``"{{ trigger.body.count }}"`` -> ``3``, not ``"3"``);
 anything else renders to a string.
 
-The environment is a ``SandboxedEnvironment`` (user input is code here) with
+The environment is an ``ImmutableSandboxedEnvironment`` (user input is code
+here: no attribute escapes, no ``append`` or other mutation) with
 ``StrictUndefined``: a missing variable is an error naming it, never a silent
-empty string. ``check_template`` is the save-time check: syntax, and names
-that cannot exist (an unknown top-level variable, a step key that is not
-earlier in the workflow).
+empty string. One tenant's template must not exhaust a worker shared by all,
+so every render of a step's config has a budget (``RenderBudget``): loop
+iterations, CPU seconds, and the size of every string it builds (``~``, ``+``,
+``*``, ``join``, ``replace``, ``lipsum``, padding widths) and of its result.
+Exceeding one raises ``TemplateError`` naming the limit and its setting.
+``check_template`` is the save-time check: syntax, names that cannot exist
+(an unknown top-level variable, a step key that is not earlier in the
+workflow) and limits that are visible statically (``range`` over a literal
+bound, ``lipsum`` with a literal count).
 """
 
+import contextvars
+import functools
 import json
 import re
 import string
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 
 CONTEXT_NAMES = ("trigger", "steps", "run", "workflow")
 # ``"x" * n`` and ``a ** b`` build their result before anything else can look at
@@ -32,6 +46,7 @@ MAX_POWER_BITS = 100_000  # ~30,000 decimal digits
 # Widths and precisions in "%10s" % x, "{:>10}".format(x) and the center /
 # indent / wordwrap / format filters allocate their padding up front too.
 MAX_WIDTH = 10_000
+MAX_LIPSUM_PARAGRAPHS = 20
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
@@ -45,6 +60,85 @@ class TemplateError(Exception):
         self.message = message
 
 
+class TemplateLimitExceeded(SecurityError):
+    """A render went over one of its budget's limits (named in the message)."""
+
+
+# -- the render budget ---------------------------------------------------------
+@dataclass
+class RenderBudget:
+    """What one render of a step's config may spend (all its strings together)."""
+
+    max_iterations: int
+    max_string_chars: int
+    cpu_seconds: float
+    iterations: int = 0
+    cpu_deadline: float = 0.0
+
+    @classmethod
+    def from_settings(cls) -> "RenderBudget":
+        return cls(
+            max_iterations=settings.POTAFLOW_TEMPLATE_MAX_ITERATIONS,
+            max_string_chars=settings.POTAFLOW_TEMPLATE_MAX_CHARS,
+            cpu_seconds=settings.POTAFLOW_TEMPLATE_CPU_SECONDS,
+        )
+
+    def start(self) -> None:
+        self.cpu_deadline = time.process_time() + self.cpu_seconds
+
+    def tick(self, count: int = 1) -> None:
+        self.iterations += count
+        if self.iterations > self.max_iterations:
+            raise TemplateLimitExceeded(
+                f"more than {self.max_iterations:,} loop iterations in one render (POTAFLOW_TEMPLATE_MAX_ITERATIONS)"
+            )
+        if self.iterations % 64 == 0:
+            self.check_cpu()
+
+    def check_cpu(self) -> None:
+        if time.process_time() > self.cpu_deadline:
+            raise TemplateLimitExceeded(
+                f"rendering used more than {self.cpu_seconds:g} s of CPU (POTAFLOW_TEMPLATE_CPU_SECONDS)"
+            )
+
+    def check_size(self, size: int, what: str) -> None:
+        if size > self.max_string_chars:
+            raise TemplateLimitExceeded(
+                f"{what} would be longer than {self.max_string_chars:,} characters (POTAFLOW_TEMPLATE_MAX_CHARS)"
+            )
+
+
+_budget: contextvars.ContextVar[RenderBudget | None] = contextvars.ContextVar("potaflow_render_budget", default=None)
+
+
+def _current_budget() -> RenderBudget:
+    budget = _budget.get()
+    if budget is None:  # a render outside render_value (tests, save-time previews): default limits
+        budget = RenderBudget.from_settings()
+        budget.start()
+        _budget.set(budget)
+    return budget
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple) else 0
+
+
+# ``{% for x in items %}`` is compiled as ``{% for x in items|_potaflow_counted %}``.
+_COUNTED_ITER_FILTER = "_potaflow_counted"
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Routes ``~`` through the environment, which bounds its result."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 def _fromjson(value: str) -> Any:
     try:
         return json.loads(value)
@@ -52,13 +146,43 @@ def _fromjson(value: str) -> Any:
         raise TemplateError(f"fromjson: not valid JSON ({exc})") from None
 
 
-class _JSONSandbox(SandboxedEnvironment):
+class _JSONSandbox(ImmutableSandboxedEnvironment):
     """Data is JSON: ``body.items`` means the key "items", not ``dict.items``.
 
-    ``*`` and ``**`` go through ``call_binop`` so their result size is bounded.
+    ``+``, ``*``, ``**`` and ``%`` go through ``call_binop``, ``~`` through
+    ``bounded_concat``, loops through ``bounded_iter`` and every call through
+    ``call``: each checks the current render's budget.
     """
 
-    intercepted_binops = frozenset(["*", "**", "%"])
+    intercepted_binops = frozenset(["+", "*", "**", "%"])
+    code_generator_class = _BoundedCodeGenerator
+
+    def _generate(self, source: Any, *args: Any, **kwargs: Any) -> str:
+        if isinstance(source, nodes.Node):
+            for loop in source.find_all(nodes.For):
+                counted = isinstance(loop.iter, nodes.Filter) and loop.iter.name == _COUNTED_ITER_FILTER
+                if not counted:
+                    loop.iter = nodes.Filter(
+                        loop.iter, _COUNTED_ITER_FILTER, [], [], None, None, lineno=loop.iter.lineno
+                    )
+        return super()._generate(source, *args, **kwargs)
+
+    def bounded_iter(self, iterable: Any) -> Iterator[Any]:
+        budget = _current_budget()
+        for item in iterable:
+            budget.tick()
+            yield item
+
+    def bounded_concat(self, parts: tuple) -> str:
+        budget = _current_budget()
+        texts = [str(part) for part in parts]
+        budget.check_size(sum(len(t) for t in texts), "the result of ~")
+        budget.check_cpu()
+        return "".join(texts)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's signature
+        _current_budget().check_cpu()
+        return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict) and attribute in obj:
@@ -66,7 +190,11 @@ class _JSONSandbox(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
+        budget = _current_budget()
+        budget.check_cpu()
+        if operator == "+" and isinstance(left, str | list | tuple):
+            budget.check_size(_size(left) + _size(right), "the result of +")
+        elif operator == "*":
             _check_repeat(left, right)
             _check_repeat(right, left)
             if _is_int(left) and _is_int(right):
@@ -75,7 +203,10 @@ class _JSONSandbox(SandboxedEnvironment):
             _check_bits(abs(left).bit_length() * right, "**")
         elif operator == "%" and isinstance(left, str):
             _check_percent_format(left)
-        return super().call_binop(context, operator, left, right)
+        result = super().call_binop(context, operator, left, right)
+        if operator in ("*", "%"):
+            budget.check_size(_size(result), f"the result of {operator}")
+        return result
 
     def wrap_str_format(self, value: Any) -> Any:
         # str.format / str.format_map reached from a template: check the format string first.
@@ -90,8 +221,10 @@ def _is_int(value: Any) -> bool:
 
 
 def _check_repeat(sequence: Any, times: Any) -> None:
-    if isinstance(sequence, str | list | tuple) and _is_int(times) and len(sequence) * times > MAX_REPEAT_ITEMS:
-        raise SecurityError(f"the result of * would have more than {MAX_REPEAT_ITEMS:,} items")
+    if isinstance(sequence, str | list | tuple) and _is_int(times):
+        if len(sequence) * times > MAX_REPEAT_ITEMS:
+            raise SecurityError(f"the result of * would have more than {MAX_REPEAT_ITEMS:,} items")
+        _current_budget().check_size(len(sequence) * times, "the result of *")
 
 
 def _check_width(width: Any, what: str) -> None:
@@ -153,6 +286,43 @@ def _format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
 
 
 _env.filters["format"] = _format_filter
+_unbounded_join = _env.filters["join"]
+_unbounded_replace = _env.filters["replace"]
+
+
+def _join_filter(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    items = list(value) if not isinstance(value, str) else list(value)
+    _current_budget().check_size(sum(len(str(i)) for i in items) + len(d) * max(len(items) - 1, 0), "join")
+    return _unbounded_join(eval_ctx, items, d, attribute)
+
+
+_join_filter.jinja_pass_arg = _unbounded_join.jinja_pass_arg  # type: ignore[attr-defined]
+
+
+def _replace_filter(eval_ctx: Any, s: Any, old: Any, new: Any, count: int | None = None) -> str:
+    text, old_text, new_text = str(s), str(old), str(new)
+    hits = (len(text) + 1) if old_text == "" else text.count(old_text)
+    if count is not None and count >= 0:
+        hits = min(hits, count)
+    _current_budget().check_size(len(text) + hits * (len(new_text) - len(old_text)), "replace")
+    return _unbounded_replace(eval_ctx, s, old, new, count)
+
+
+_replace_filter.jinja_pass_arg = _unbounded_replace.jinja_pass_arg  # type: ignore[attr-defined]
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002 - Jinja's names
+    if not _is_int(n) or n > MAX_LIPSUM_PARAGRAPHS or not _is_int(max) or max > 1000:
+        raise TemplateLimitExceeded(f"lipsum: at most {MAX_LIPSUM_PARAGRAPHS} paragraphs of at most 1000 words")
+    text = generate_lorem_ipsum(n=n, html=html, min=min, max=max)
+    _current_budget().check_size(len(text), "lipsum")
+    return text
+
+
+_env.filters[_COUNTED_ITER_FILTER] = _env.bounded_iter
+_env.filters["join"] = _join_filter
+_env.filters["replace"] = _replace_filter
+_env.globals["lipsum"] = _lipsum
 
 
 def single_expression(value: str) -> str | None:
@@ -172,14 +342,39 @@ def is_template(value: str) -> bool:
 
 # -- rendering ---------------------------------------------------------------
 def render_value(value: Any, context: dict[str, Any], *, path: str = "config") -> Any:
-    """Render every string inside ``value`` (dicts and lists recursively; keys are not templated)."""
+    """Render every string inside ``value`` (dicts and lists recursively; keys are not templated).
+
+    The whole value shares one ``RenderBudget`` from the settings.
+    """
+    if _budget.get() is not None:
+        return _render(value, context, path)
+    budget = RenderBudget.from_settings()
+    budget.start()
+    token = _budget.set(budget)
+    try:
+        return _render(value, context, path)
+    finally:
+        _budget.reset(token)
+
+
+def _render(value: Any, context: dict[str, Any], path: str) -> Any:
     if isinstance(value, str):
         return render_string(value, context, path=path)
     if isinstance(value, dict):
-        return {k: render_value(v, context, path=f"{path}.{k}") for k, v in value.items()}
+        return {k: _render(v, context, f"{path}.{k}") for k, v in value.items()}
     if isinstance(value, list):
-        return [render_value(v, context, path=f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+@functools.lru_cache(maxsize=2048)
+def _compiled_expression(expr: str) -> Any:
+    return _env.compile_expression(expr, undefined_to_none=False)
+
+
+@functools.lru_cache(maxsize=2048)
+def _compiled_template(template: str) -> Any:
+    return _env.from_string(template)
 
 
 def render_string(template: str, context: dict[str, Any], *, path: str = "config") -> Any:
@@ -187,18 +382,33 @@ def render_string(template: str, context: dict[str, Any], *, path: str = "config
         return template
     expr = single_expression(template)
     try:
+        budget = _current_budget()
         if expr is not None:
-            result = _env.compile_expression(expr, undefined_to_none=False)(**context)
-            return _to_json(result)
-        return _env.from_string(template).render(**context)
+            result = _to_json(_compiled_expression(expr)(**context))
+            if isinstance(result, str):
+                budget.check_size(len(result), "the rendered value")
+            return result
+        parts: list[str] = []
+        total = 0
+        for chunk in _compiled_template(template).generate(**context):
+            total += len(chunk)
+            budget.check_size(total, "the rendered text")
+            parts.append(chunk)
+        return "".join(parts)
     except UndefinedError as exc:
         raise TemplateError(f"{path}: undefined variable in {template.strip()!r}: {exc.message}") from None
     except TemplateSyntaxError as exc:
         raise TemplateError(f"{path}: template syntax error: {exc.message}") from None
+    except TemplateLimitExceeded as exc:
+        raise TemplateError(f"{path}: template limit exceeded: {exc}") from None
     except SecurityError as exc:
         raise TemplateError(f"{path}: not allowed in a template: {exc}") from None
     except TemplateError as exc:
         raise TemplateError(f"{path}: {exc.message}") from None
+    except MemoryError:
+        raise TemplateError(f"{path}: rendering ran out of memory (the worker's memory limit)") from None
+    except RecursionError:
+        raise TemplateError(f"{path}: rendering recursed too deeply") from None
     except Exception as exc:  # noqa: BLE001 - any evaluation error is the template's fault
         raise TemplateError(f"{path}: error evaluating {template.strip()!r}: {type(exc).__name__}: {exc}") from None
 
@@ -242,6 +452,7 @@ def check_template(template: str, *, earlier_steps: Iterable[str]) -> None:
     unknown = sorted(meta.find_undeclared_variables(ast) - set(CONTEXT_NAMES))
     if unknown:
         raise TemplateError(f"unknown variable {unknown[0]!r}; available: {', '.join(CONTEXT_NAMES)}")
+    _check_static_limits(ast)
     earlier = list(earlier_steps)
     for key in _referenced_step_keys(ast):
         if key not in earlier:
@@ -262,3 +473,39 @@ def _referenced_step_keys(ast: nodes.Template) -> list[str]:
         elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             keys.append(node.arg.value)
     return keys
+
+
+def _check_static_limits(ast: nodes.Template) -> None:
+    """Refuse at save time what would certainly exceed a render limit (literal arguments only)."""
+    limit = settings.POTAFLOW_TEMPLATE_MAX_ITERATIONS
+    for call in ast.find_all(nodes.Call):
+        if not isinstance(call.node, nodes.Name):
+            continue
+        literals = [arg.value for arg in call.args if isinstance(arg, nodes.Const)]
+        keywords = {kw.key: kw.value.value for kw in call.kwargs if isinstance(kw.value, nodes.Const)}
+        if call.node.name == "range" and literals and all(_is_int(v) for v in literals):
+            start, stop, step = (0, literals[0], 1) if len(literals) == 1 else (*literals[:2], 1)
+            if len(literals) >= 3:
+                step = literals[2] or 1
+            if len(range(start, stop, step)) > limit:
+                raise TemplateError(
+                    f"range() with {len(range(start, stop, step)):,} items exceeds the limit of {limit:,} "
+                    "loop iterations per render (POTAFLOW_TEMPLATE_MAX_ITERATIONS)"
+                )
+        if call.node.name == "lipsum":
+            n = keywords.get("n", literals[0] if literals else None)
+            if _is_int(n) and n > MAX_LIPSUM_PARAGRAPHS:
+                raise TemplateError(f"lipsum: at most {MAX_LIPSUM_PARAGRAPHS} paragraphs (got {n:,})")
+
+
+def prepare_config(action: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """Read bare expressions in an action's ``expression_fields`` as ``{{ ... }}``."""
+    fields = getattr(action, "expression_fields", ())
+    if not fields:
+        return config
+    prepared = dict(config)
+    for field in fields:
+        value = prepared.get(field)
+        if isinstance(value, str) and value.strip() and not is_template(value):
+            prepared[field] = "{{ " + value.strip() + " }}"
+    return prepared

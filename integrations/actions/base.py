@@ -16,13 +16,17 @@ class ActionContext:
     ``credential`` holds the decrypted secret fields of the step's credential
     (or None); ``credential_kind`` its kind. ``template_context`` is what the
     config was rendered with (trigger, steps, run, workflow).
+    ``idempotency_key`` is the same for every attempt of this step in this run
+    (retries, redelivery, recovery) and new for a replay or another run: an
+    action passes it to a destination that can drop repeats.
     """
 
-    run_id: int
+    run_id: str
     workflow_id: int
     organization_id: int
     step_key: str
     attempt: int = 1
+    idempotency_key: str = ""
     timeout_seconds: float = 30.0
     credential: Mapping[str, Any] | None = None
     credential_kind: str | None = None
@@ -42,6 +46,13 @@ class Action:
     - ``credential_kind``: the ``Credential.kind`` a step must use (a string),
       several accepted kinds (a tuple), or None for no credential.
     - ``credential_required``: whether a step must have a credential.
+    - ``has_side_effects``: False for actions that only compute (transform,
+      filter): a worker dying in them leaves nothing in doubt.
+
+    ``repeat_is_safe(config)`` says whether running the step again after an
+    attempt of unknown outcome (its worker died mid-call) cannot duplicate an
+    effect, e.g. because the destination drops repeats of the idempotency key.
+    It decides the default of a step's ``on_in_doubt`` policy.
 
     and implement ``run(config, ctx) -> dict`` which receives the *rendered*
     config and returns a JSON-serialisable dict (the step's output). It raises
@@ -59,6 +70,7 @@ class Action:
     config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     credential_kind: ClassVar[str | tuple[str, ...] | None] = None
     credential_required: ClassVar[bool] = False
+    has_side_effects: ClassVar[bool] = True
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         raise NotImplementedError("Action subclasses must implement run(config, ctx)")
@@ -70,6 +82,13 @@ class Action:
         if isinstance(cls.credential_kind, str):
             return (cls.credential_kind,)
         return tuple(cls.credential_kind)
+
+    def repeat_is_safe(self, config: Mapping[str, Any]) -> bool:
+        return not self.has_side_effects
+
+    def request_summary(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """What an attempt sends, for its record: where to, never secrets or whole bodies."""
+        return None
 
     def validate_config(self, config: Any) -> None:
         """Check ``config`` (unrendered, may hold templates) against the schema."""
@@ -91,6 +110,7 @@ class Action:
             if not isinstance(self.credential_kind, tuple)
             else list(self.credential_kind),
             "credential_required": self.credential_required,
+            "repeat_is_safe_by_default": self.repeat_is_safe({}),
         }
 
 

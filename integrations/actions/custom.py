@@ -36,6 +36,15 @@ class Custom(Action):
                 field="config.handler",
             ) from None
 
+    def repeat_is_safe(self, config: Any) -> bool:
+        try:
+            return bool(getattr(get_handler(config.get("handler", "")), "potaflow_repeat_safe", False))
+        except UnknownHandler:
+            return False
+
+    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {"handler": config.get("handler")}
+
     def run(self, config: dict[str, Any], ctx: ActionContext) -> Any:
         try:
             func = get_handler(config["handler"])

@@ -97,6 +97,13 @@ class SendEmail(Action):
         },
     }
 
+    def repeat_is_safe(self, config: Any) -> bool:
+        # A repeat carries the same Message-ID, which mail systems use to drop duplicates.
+        return True
+
+    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {"to": _as_list(config.get("to")), "subject": config.get("subject")}
+
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         if not ctx.credential:
             raise PermanentError("email.send needs an smtp or sendgrid_api_key credential")
@@ -117,6 +124,8 @@ class SendEmail(Action):
             "html": config.get("html") or "",
             "headers": dict(config.get("headers") or {}),
         }
+        domain = from_email.rsplit("@", 1)[-1].strip(">") or "potaflow.local"
+        message["message_id"] = stable_message_id(ctx.idempotency_key, domain)
         if not (message["text"] or message["html"]):
             raise PermanentError("config.text / config.html: the message has no body after rendering")
         if ctx.credential_kind == "sendgrid_api_key":
@@ -148,8 +157,7 @@ def _send_smtp(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         timeout=ctx.timeout_seconds,
         fail_silently=False,
     )
-    domain = message["from_email"].rsplit("@", 1)[-1].strip(">") or "potaflow.local"
-    message_id = make_msgid(domain=domain)
+    message_id = message["message_id"]
     email = EmailMultiAlternatives(
         subject=message["subject"],
         body=message["text"] or message["html"],
@@ -197,6 +205,14 @@ def _send_smtp(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     }
 
 
+def stable_message_id(idempotency_key: str, domain: str) -> str:
+    """The same Message-ID for every attempt of one step of one run (a fresh one without a key)."""
+    if not idempotency_key:
+        return make_msgid(domain=domain)
+    local = "".join(c if c.isalnum() or c in ".-" else "." for c in idempotency_key)
+    return f"<{local}@{domain}>"
+
+
 def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -225,8 +241,13 @@ def sendgrid_body(message: dict[str, Any]) -> dict[str, Any]:
             body["reply_to"] = {"email": message["reply_to"][0]}
         else:
             body["reply_to_list"] = [{"email": a} for a in message["reply_to"]]
-    if message["headers"]:
-        body["headers"] = message["headers"]
+    headers = dict(message["headers"])
+    if message.get("message_id"):
+        headers["Message-ID"] = message["message_id"]
+        # Also as a custom arg: SendGrid's event webhook reports it, whatever Message-ID it keeps.
+        body["custom_args"] = {"potaflow_message_id": message["message_id"]}
+    if headers:
+        body["headers"] = headers
     return body
 
 
@@ -251,7 +272,8 @@ def _send_sendgrid(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any
     return {
         "provider": "sendgrid",
         "status": response.status_code,
-        "message_id": response.headers.get("X-Message-Id"),
+        "message_id": message["message_id"],
+        "sendgrid_message_id": response.headers.get("X-Message-Id"),
         "from": message["from_email"],
         "to": message["to"],
         "cc": message["cc"],

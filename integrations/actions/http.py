@@ -74,8 +74,30 @@ class HttpRequest(Action):
                 "minItems": 1,
             },
             "follow_redirects": {"type": "boolean", "default": True},
+            "idempotency_header": {
+                "type": "string",
+                "default": "Idempotency-Key",
+                "pattern": "^[A-Za-z0-9-]*$",
+                "description": "Header carrying the step's idempotency key (the same on every retry of "
+                "this step in this run, new on a replay); empty to send none.",
+            },
         },
     }
+    # Methods that HTTP itself defines as idempotent (RFC 9110 §9.2.2).
+    IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+
+    def repeat_is_safe(self, config: Any) -> bool:
+        """Safe when the destination can drop the repeat (idempotency key) or the method is idempotent."""
+        method = str(config.get("method") or "GET").upper()
+        return bool(_idempotency_header(config)) or method in self.IDEMPOTENT_METHODS
+
+    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
+        parts = urllib.parse.urlsplit(str(config.get("url", "")))
+        return {
+            "method": str(config.get("method", "GET")).upper(),
+            "url": urllib.parse.urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", "")),
+            "query_keys": sorted({*urllib.parse.parse_qs(parts.query), *(config.get("query") or {})}),
+        }
 
     def validate_config(self, config: Any) -> None:
         super().validate_config(config)
@@ -98,6 +120,9 @@ class HttpRequest(Action):
         timeout = float(config.get("timeout") or ctx.timeout_seconds)
         url = _with_query(config["url"], config.get("query") or {})
         headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
+        key_header = _idempotency_header(config)
+        if key_header and ctx.idempotency_key:
+            headers[key_header] = ctx.idempotency_key
         auth_headers = _auth_headers(ctx)
         body = _encode_body(config, headers)
         follow = config.get("follow_redirects", True)
@@ -271,6 +296,11 @@ def _with_query(url: str, query: dict[str, Any]) -> str:
     )
     merged = f"{parts.query}&{extra}" if parts.query else extra
     return urllib.parse.urlunsplit(parts._replace(query=merged))
+
+
+def _idempotency_header(config: Any) -> str:
+    value = config.get("idempotency_header", "Idempotency-Key")
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _auth_headers(ctx: ActionContext) -> dict[str, str]:

@@ -88,6 +88,9 @@ class AppendRow(Action):
         },
     }
 
+    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {"spreadsheet": config.get("spreadsheet"), "worksheet": config.get("worksheet")}
+
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         key_info = (ctx.credential or {}).get("key")
         if not key_info:

@@ -49,6 +49,9 @@ class SlackMessage(Action):
         },
     }
 
+    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": config.get("channel")}
+
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         token = (ctx.credential or {}).get("token")
         if not token:

@@ -7,6 +7,7 @@ from .base import Action, ActionContext
 
 class Transform(Action):
     name = "transform"
+    has_side_effects = False
     title = "Transform"
     description = (
         "Builds a JSON value from templates; the rendered value is the step's output, "

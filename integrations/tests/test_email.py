@@ -1,5 +1,6 @@
 """email.send over real SMTP (aiosmtpd, with AUTH and STARTTLS) and against a SendGrid peer."""
 
+import dataclasses
 import time
 
 import pytest
@@ -142,7 +143,8 @@ def test_sendgrid_posts_the_documented_mail_send_body(sendgrid_url):
             {"type": "text/plain", "value": "Plain body"},
             {"type": "text/html", "value": "<p>HTML <b>body</b></p>"},
         ],
-        "headers": {"X-Potaflow-Run": "7"},
+        "headers": {"X-Potaflow-Run": "7", "Message-ID": out["message_id"]},
+        "custom_args": {"potaflow_message_id": out["message_id"]},
     }
     assert out["status"] == 202
     assert out["message_id"] and out["message_id"] == out["message_id"].strip()
@@ -204,3 +206,14 @@ def test_a_sendgrid_error_message_with_a_nul_is_cleaned(sendgrid_url):
     sendgrid_url.failures.append(Reply(400, b'{"errors": [{"message": "bad\\u0000thing", "field": "from"}]}'))
     with pytest.raises(PermanentError, match="bad\ufffdthing \\(field: from\\)"):
         action.run(MESSAGE, make_ctx(SG_CRED, "sendgrid_api_key"))
+
+
+def test_every_attempt_of_a_step_sends_the_same_message_id(sendgrid_url):
+    """A stable Message-ID from the step's idempotency key lets mail systems drop a repeat."""
+    ctx = dataclasses.replace(make_ctx(SG_CRED, "sendgrid_api_key"), idempotency_key="potaflow-run-1-0")
+    first = action.run(MESSAGE, dataclasses.replace(ctx, attempt=1))
+    second = action.run(MESSAGE, dataclasses.replace(ctx, attempt=2))
+    assert first["message_id"] == second["message_id"] == "<potaflow-run-1-0@acme.test>"
+    assert [r.json()["headers"]["Message-ID"] for r in sendgrid_url.requests] == [first["message_id"]] * 2
+    other = action.run(MESSAGE, dataclasses.replace(ctx, idempotency_key="potaflow-run-2-0"))
+    assert other["message_id"] == "<potaflow-run-2-0@acme.test>"

@@ -10,6 +10,8 @@ import signal
 import time
 from pathlib import Path
 
+from django.db import connection
+
 from integrations.errors import PermanentError, RetryableError
 from integrations.handlers import handler
 
@@ -51,7 +53,7 @@ def crash(data, ctx):
     return {"ratio": 1 / 0}
 
 
-@handler("test.slow")
+@handler("test.slow", repeat_safe=True)
 def slow(data, ctx):
     """Sleeps on the first call only (the one a test kills), then returns quickly."""
     previous = _log_call(data, ctx)
@@ -82,11 +84,48 @@ def too_deep(data, ctx):
     return {"deep": deep}
 
 
-@handler("test.kill_self")
+@handler("test.kill_self", repeat_safe=True)
 def kill_self(data, ctx):
     """Dies with its pool process (as when it runs out of memory), every time."""
     _log_call(data, ctx)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@handler("test.slow_once")
+def slow_once(data, ctx):
+    """As test.slow, but not declared repeat-safe: a lost attempt of it is in doubt."""
+    previous = _log_call(data, ctx)
+    if previous == 0:
+        time.sleep(data.get("seconds", 5))
+    return {"calls": previous + 1}
+
+
+@handler("test.burn")
+def burn(data, ctx):
+    """Busy CPU for ``seconds`` (a tenant's heavy step)."""
+    _log_call(data, ctx)
+    deadline = time.monotonic() + data["seconds"]
+    spins = 0
+    while time.monotonic() < deadline:
+        spins += 1
+    return {"spins": spins}
+
+
+@handler("test.hog")
+def hog(data, ctx):
+    """Keeps allocating 1 KiB strings, as a list.append loop would, up to ``mib``."""
+    _log_call(data, ctx)
+    hoard = []
+    for _ in range(data["mib"] * 1024):
+        hoard.append(os.urandom(16).hex() * 32)
+    return {"kept": len(hoard)}
+
+
+@handler("test.backend_pid")
+def backend_pid(data, ctx):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return {"pid": cursor.fetchone()[0], "worker_pid": os.getpid()}
 
 
 def calls(log: Path) -> list[dict]:

@@ -16,7 +16,7 @@ from potaflow.testing.worker import (
     wait_for,
     wait_for_run,
 )
-from workflows import engine
+from workflows import dispatch, engine, policy
 from workflows.models import Run, StepRun, TriggerType
 from workflows.services import run_accept, workflow_create
 from workflows.tasks import recover_stalled_runs
@@ -45,12 +45,12 @@ def test_a_step_killed_with_its_worker_runs_again_on_a_new_worker(celery_worker,
     if is_filesystem_broker():
         # kombu's filesystem transport deletes a message when it hands it out,
         # so a killed worker's message is gone: the sweeper brings the run back
-        # once the attempt is past its hard time limit (made so here, not waited for).
-        assert engine.recover_stalled_runs(stalled_after=0) == []  # still within its time limit
-        long_ago = timezone.now() - timedelta(seconds=engine.time_limit(None) + 1)
-        StepRun.objects.filter(pk=step.pk).update(started_at=long_ago)
+        # once the attempt's lease has lapsed (made so here, not waited for).
+        assert dispatch.recover_stalled_runs(stalled_after=0) == []  # its lease is still live
+        long_ago = timezone.now() - timedelta(seconds=60)
+        StepRun.objects.filter(pk=step.pk).update(lease_expires_at=long_ago)
         Run.objects.filter(pk=run.pk).update(last_progress_at=long_ago)
-        assert str(run.pk) in engine.recover_stalled_runs(stalled_after=0)
+        assert str(run.pk) in dispatch.recover_stalled_runs(stalled_after=0)
     # On Redis the unacknowledged message is redelivered (visibility timeout).
     run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=60, worker=celery_worker)
     assert run.status == "succeeded", run.error
@@ -135,9 +135,9 @@ def test_a_forced_dispatch_while_a_slow_step_runs_does_not_run_it_twice(celery_w
     wf = slow_workflow(org, log, seconds=3, timeout_seconds=5)
     run, _ = run_accept(workflow=wf, trigger="manual", payload={})
     wait_for(lambda: len(calls(log)) == 1, timeout=30, message="the slow step to start")
-    assert Run.objects.get(pk=run.pk).last_progress_at > timezone.now()  # busy until its time limit
-    assert engine.recover_stalled_runs(stalled_after=0) == []
-    engine.dispatch(run.pk, force=True)  # as a sweeper with a too-short threshold would
+    assert StepRun.objects.get(run=run, key="slow").lease_expires_at > timezone.now()  # its worker holds it
+    assert dispatch.recover_stalled_runs(stalled_after=0) == []
+    dispatch.dispatch(run.pk, force=True)  # as a sweeper with a too-short threshold would
     run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=30, worker=celery_worker)
     assert run.status == "succeeded", run.error
     assert len(calls(log)) == 1
@@ -196,7 +196,7 @@ def test_a_step_past_its_hard_time_limit_is_rerun_by_the_sweeper_then_dead_lette
         steps=[{"key": "t", "action_type": "transform", "config": {"value": 1}, "max_retries": 0}],
     )
     run, _ = run_accept(workflow=wf, trigger="manual", payload={})
-    long_ago = timezone.now() - timedelta(seconds=engine.time_limit(None) + 1)
+    long_ago = timezone.now() - timedelta(seconds=policy.time_limit(None) + 1)
     StepRun.objects.filter(run=run).update(status="running", attempts=1, started_at=long_ago, claim_token="gone")
     Run.objects.filter(pk=run.pk).update(status="running", last_progress_at=long_ago)
     # What the sweeper's forced message does (run in this process: the engine, not a mock).

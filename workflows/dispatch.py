@@ -1,0 +1,124 @@
+"""Sending runs to the workers, and sending them again when a message was lost.
+
+``dispatch_recorded`` sends a Celery chain of ``workflows.execute_step(run_id,
+position)`` messages, by task name (messages hold ids only; outputs travel
+through the database). ``recover_stalled_runs`` is the sweeper beat runs every
+``POTAFLOW_RECOVERY_INTERVAL_SECONDS``:
+
+- a ``running`` step whose lease lapsed (its worker died) is sent again with
+  ``force``: that message may take it over (see ``workflows.engine``);
+- an unfinished run with no running step and no progress for
+  ``POTAFLOW_STALLED_AFTER_SECONDS`` (a lost message: broker restarted empty,
+  a web process that died between commit and send, a retry whose delayed
+  message vanished) is sent again.
+
+A message sent twice is harmless: claims make the second one a no-op.
+"""
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery import chain, current_app
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from . import recording
+from .models import UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
+from .policy import lease_seconds, soft_time_limit, time_limit
+
+logger = logging.getLogger(__name__)
+
+EXECUTE_STEP_TASK = "workflows.execute_step"
+SWEEP_BATCH = 500
+
+
+def dispatch(run_id: Any, *, force: bool = False) -> int:
+    """Send the chain of the run's unfinished steps; returns how many steps were sent.
+
+    ``force`` (recovery) lets the first message take over a step whose lease lapsed.
+    """
+    try:
+        run = Run.objects.get(pk=run_id)
+    except (Run.DoesNotExist, ValidationError):
+        logger.warning("dispatch: run %s does not exist; nothing sent", run_id)
+        return 0
+    if run.is_finished:
+        return 0
+    todo = list(
+        run.step_runs.filter(
+            status__in=[StepRunStatus.PENDING, StepRunStatus.RUNNING, StepRunStatus.RETRYING]
+        ).values_list("position", flat=True)
+    )
+    if not todo:
+        recording.finish_if_complete(run)
+        return 0
+    return dispatch_recorded(run, sorted(todo), force=force)
+
+
+def dispatch_recorded(run: Run, positions: list[int], *, force: bool = False) -> int:
+    """Send the chain of ``positions`` of ``run``, a run whose state the caller knows.
+
+    ``run_accept`` calls it right after commit with the steps it just wrote, so
+    the webhook's hot path does not read them back; ``dispatch`` after reading them.
+    """
+    specs = {s["position"]: s for s in run.definition.get("steps", [])}
+    signatures = []
+    for index, position in enumerate(positions):
+        spec = specs.get(position)
+        kwargs = {"force": True} if force and index == 0 else {}
+        signatures.append(
+            current_app.signature(
+                EXECUTE_STEP_TASK,
+                args=(str(run.pk), position),
+                kwargs=kwargs,
+                immutable=True,
+                soft_time_limit=soft_time_limit(spec),
+                time_limit=time_limit(spec),
+            )
+        )
+    chain(*signatures).apply_async()
+    logger.info("dispatched run %s from step %s (%d step(s))", run.pk, positions[0], len(positions))
+    return len(positions)
+
+
+def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
+    """Send again what a lost worker or a lost message left behind; returns the run ids sent."""
+    if stalled_after is None:
+        stalled_after = settings.POTAFLOW_STALLED_AFTER_SECONDS
+    now = timezone.now()
+    recovered: list[str] = []
+
+    # Steps whose worker stopped renewing their lease. The run's last_progress_at
+    # (the claim or an earlier recovery) keeps two sweeps from sending it twice.
+    lapsed = (
+        StepRun.objects.filter(status=StepRunStatus.RUNNING)
+        .filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
+        .filter(run__status__in=UNFINISHED_RUN_STATUSES)
+        .filter(run__last_progress_at__lt=now - timedelta(seconds=lease_seconds()))
+        .values_list("run_id", "run__last_progress_at")
+    )
+    for run_id, seen in lapsed[:SWEEP_BATCH]:
+        if _claim_recovery(run_id, seen, now):
+            logger.warning("run %s: a running step's lease lapsed (worker lost); sending it again", run_id)
+            dispatch(run_id, force=True)
+            recovered.append(str(run_id))
+
+    # Runs with nothing running and no progress: their next message was lost.
+    running = StepRun.objects.filter(run=OuterRef("pk"), status=StepRunStatus.RUNNING)
+    stalled = Run.objects.filter(
+        status__in=UNFINISHED_RUN_STATUSES, last_progress_at__lt=now - timedelta(seconds=stalled_after)
+    ).filter(~Exists(running))
+    for run_id, seen in stalled.values_list("pk", "last_progress_at")[:SWEEP_BATCH]:
+        if _claim_recovery(run_id, seen, now):
+            logger.warning("recovering stalled run %s (no progress since %s)", run_id, seen.isoformat())
+            dispatch(run_id, force=True)
+            recovered.append(str(run_id))
+    return recovered
+
+
+def _claim_recovery(run_id: Any, seen: Any, now: Any) -> bool:
+    """Only one sweeper re-sends a run: the one that moves its last_progress_at."""
+    return bool(Run.objects.filter(pk=run_id, last_progress_at=seen).update(last_progress_at=now))

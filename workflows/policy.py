@@ -1,0 +1,104 @@
+"""A step's retry policy, time limits and lease: numbers, no database.
+
+Read from the run's definition snapshot (``spec``), falling back to
+``STEP_DEFAULTS``; the broker settings bound what a retry may wait.
+"""
+
+import random
+from typing import Any
+
+from django.conf import settings
+
+from .models import STEP_DEFAULTS, InDoubtPolicy
+
+# Soft/hard Celery time limits beyond the step's own timeout_seconds (which the
+# action enforces on its I/O): a hung handler is interrupted, never stuck forever.
+SOFT_LIMIT_GRACE_SECONDS = 5.0
+HARD_LIMIT_GRACE_SECONDS = 15.0
+RETRY_AFTER_CAP_SECONDS = 3600.0
+
+
+def policy(spec: dict | None, field: str) -> float:
+    """A step's retry/time setting from its definition snapshot, or the default."""
+    value = (spec or {}).get(field)
+    number = float(STEP_DEFAULTS[field] if value is None else value)
+    if field == "timeout_seconds":
+        # Snapshots taken before an operator lowered the maximum obey it too.
+        number = min(number, float(settings.POTAFLOW_STEP_TIMEOUT_MAX_SECONDS))
+    return number
+
+
+def soft_time_limit(spec: dict | None) -> float:
+    """Seconds after which Celery interrupts an attempt (recorded as timed out, retried)."""
+    return policy(spec, "timeout_seconds") + SOFT_LIMIT_GRACE_SECONDS
+
+
+def time_limit(spec: dict | None) -> float:
+    """Seconds after which Celery kills an attempt of this step (hard time limit)."""
+    return policy(spec, "timeout_seconds") + HARD_LIMIT_GRACE_SECONDS
+
+
+def lease_seconds() -> float:
+    """How long a running attempt is presumed alive without its worker renewing the lease."""
+    return float(settings.POTAFLOW_STEP_LEASE_SECONDS)
+
+
+def in_doubt_policy(spec: dict | None, action: Any, config: dict | None) -> str:
+    """``retry`` or ``dead_letter``: the step's own choice, else what the action makes safe."""
+    chosen = (spec or {}).get("on_in_doubt") or ""
+    if chosen in InDoubtPolicy.values:
+        return chosen
+    if action is not None and action.repeat_is_safe(config or {}):
+        return InDoubtPolicy.RETRY
+    return InDoubtPolicy.DEAD_LETTER
+
+
+def visibility_margin(visibility_timeout: float) -> float:
+    """Room kept below the broker's visibility timeout (clock skew, worker hand-over)."""
+    return min(60.0, visibility_timeout * 0.25)
+
+
+def max_retry_delay() -> float:
+    """The longest retry countdown that cannot be redelivered while a worker holds it.
+
+    Redis hands an unacknowledged message (a retry waiting for its ETA is one)
+    to another worker after ``visibility_timeout`` seconds; every delay stays
+    below it, with a margin.
+    """
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}
+    visibility = options.get("visibility_timeout")
+    if not visibility:
+        return RETRY_AFTER_CAP_SECONDS
+    return max(1.0, min(RETRY_AFTER_CAP_SECONDS, float(visibility) - visibility_margin(float(visibility))))
+
+
+def backoff_delay(*, attempt: int, backoff_seconds: float, backoff_max_seconds: float) -> float:
+    """Exponential backoff with +-20 % jitter: attempt 1 waits ~backoff, then x2 each time, capped."""
+    base = backoff_seconds * (2 ** max(attempt - 1, 0))
+    jittered = base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
+    return max(0.0, min(jittered, backoff_max_seconds))
+
+
+def retry_delay(spec: dict | None, attempt: int, retry_after: float | None) -> float:
+    """Seconds before the next attempt: the destination's Retry-After wins, else backoff; capped."""
+    if retry_after is not None:
+        delay = max(float(retry_after), 0.0)
+    else:
+        delay = backoff_delay(
+            attempt=attempt,
+            backoff_seconds=policy(spec, "backoff_seconds"),
+            backoff_max_seconds=policy(spec, "backoff_max_seconds"),
+        )
+    return min(delay, max_retry_delay())
+
+
+def org_step_limit() -> int:
+    """How many steps of one organization may run at once (0: no limit).
+
+    The default keeps one worker slot free for the other organizations, so one
+    tenant's long steps can delay another's by a step, never by a queue.
+    """
+    configured = int(settings.POTAFLOW_ORG_MAX_RUNNING_STEPS)
+    if configured >= 0:
+        return configured
+    return max(1, int(settings.CELERY_WORKER_CONCURRENCY) - 1)

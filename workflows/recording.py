@@ -1,0 +1,345 @@
+"""The one place that writes the outcome of a step attempt.
+
+An attempt is opened (``open_attempt``) in the transaction that claims the
+step, before anything is sent, and closed with its outcome here: the step
+row, its ``StepAttempt`` row and the run change together. A write only lands
+while the attempt still owns the step (status ``running`` with the attempt
+number it claimed): a late finisher never overwrites a newer attempt; its
+own attempt row is marked ``superseded`` instead.
+
+Everything stored passes through a ``Scrubber`` first, so a secret of the
+step's credential never lands in an output, error, rendered config or
+attempt record, whatever the destination echoed.
+"""
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from integrations.storable import clean_text, storable
+
+from .models import (
+    UNFINISHED_RUN_STATUSES,
+    AttemptOutcome,
+    Run,
+    RunStatus,
+    StepAttempt,
+    StepRun,
+    StepRunStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+TRUNCATION_MARKER = "_potaflow_truncated"
+REDACTED = "[redacted]"
+RESPONSE_EXCERPT_CHARS = 500
+WORKER_HOST = socket.gethostname()[:255]
+
+
+# -- what is stored ------------------------------------------------------------
+@dataclass(frozen=True)
+class Scrubber:
+    """Replaces the given secret strings with ``[redacted]`` anywhere in a JSON value."""
+
+    secrets: tuple[str, ...] = ()
+
+    def __call__(self, value: Any) -> Any:
+        if not self.secrets:
+            return value
+        if isinstance(value, str):
+            for secret in self.secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {self(k): self(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self(v) for v in value]
+        return value
+
+
+NO_SECRETS = Scrubber()
+
+
+def cap_output(output: Any) -> Any:
+    """The output as storable JSON of at most POTAFLOW_STEP_OUTPUT_MAX_BYTES; mark what was cut.
+
+    Storable as ``integrations.storable`` makes it: NUL and lone surrogates
+    become U+FFFD, NaN/Infinity the strings "NaN"/"Infinity", anything else
+    that is not JSON its ``str()``.
+    """
+    text = json.dumps(storable(output))
+    limit = settings.POTAFLOW_STEP_OUTPUT_MAX_BYTES
+    size = len(text.encode())
+    if size <= limit:
+        return json.loads(text)
+    return {TRUNCATION_MARKER: True, "size_bytes": size, "preview": text[: max(limit - 200, 0)]}
+
+
+def _storable_config(rendered: Any) -> Any:
+    """The rendered config as stored (a template can render anything, even NUL)."""
+    try:
+        return storable(rendered)
+    except RecursionError:
+        return None
+
+
+@dataclass
+class Attempt:
+    """The attempt in progress, as the engine knows it: what it is, what it sent, when it started."""
+
+    step_run: StepRun
+    run: Run
+    started: float = field(default_factory=time.monotonic)
+    scrub: Scrubber = NO_SECRETS
+    rendered: Any = None
+    request: dict | None = None
+
+    @property
+    def number(self) -> int:
+        return self.step_run.attempts
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def stored_config(self) -> Any:
+        return self.scrub(_storable_config(self.rendered))
+
+    def stored_request(self) -> Any:
+        return self.scrub(_storable_config(self.request)) if self.request is not None else None
+
+
+def open_attempt(step_run: StepRun, number: int, now: datetime) -> None:
+    """Record that attempt ``number`` starts now (inside the claiming transaction)."""
+    StepAttempt.objects.create(
+        step_run=step_run,
+        number=number,
+        started_at=now,
+        worker_host=WORKER_HOST,
+        worker_pid=os.getpid(),
+    )
+
+
+def close_lost_attempt(step_run: StepRun, outcome: str, message: str, now: datetime) -> None:
+    """Close the attempt a dead worker left open (called by whoever takes the step over)."""
+    started = step_run.started_at or now
+    StepAttempt.objects.filter(step_run=step_run, number=step_run.attempts, outcome="").update(
+        outcome=outcome,
+        finished_at=now,
+        duration_ms=max(int((now - started).total_seconds() * 1000), 0),
+        error=message,
+    )
+
+
+def _close_attempt(attempt: Attempt, outcome: str, now: datetime, *, error: str = "", output: Any = None) -> None:
+    status, excerpt = _response_facts(output)
+    StepAttempt.objects.filter(step_run_id=attempt.step_run.pk, number=attempt.number).update(
+        outcome=outcome,
+        finished_at=now,
+        duration_ms=attempt.elapsed_ms(),
+        error=error,
+        request=attempt.stored_request(),
+        response_status=status,
+        response_excerpt=attempt.scrub(excerpt),
+    )
+
+
+def _response_facts(output: Any) -> tuple[int | None, str]:
+    """An HTTP-like output's status and the start of its body, for the attempt record."""
+    if not isinstance(output, dict):
+        return None, ""
+    status = output.get("status")
+    status = status if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599 else None
+    body = output.get("body")
+    if body is None:
+        return status, ""
+    text = body if isinstance(body, str) else json.dumps(storable(body))
+    return status, clean_text(text[:RESPONSE_EXCERPT_CHARS])
+
+
+def _owned(attempt: Attempt):
+    """The step, if this attempt still owns it (a newer claim changes status or attempts)."""
+    return StepRun.objects.filter(pk=attempt.step_run.pk, status=StepRunStatus.RUNNING, attempts=attempt.number)
+
+
+def _superseded(attempt: Attempt, what: str) -> None:
+    """This attempt finished after another took the step over: keep its trace, drop its result."""
+    StepAttempt.objects.filter(step_run_id=attempt.step_run.pk, number=attempt.number).update(
+        outcome=AttemptOutcome.SUPERSEDED,
+        finished_at=timezone.now(),
+        duration_ms=attempt.elapsed_ms(),
+        error=f"finished ({what}) after a newer attempt had taken the step over; its result was not used",
+    )
+    logger.warning(
+        "run %s step %s attempt %d finished (%s) after a newer attempt took over; its result is dropped",
+        attempt.run.pk,
+        attempt.step_run.key,
+        attempt.number,
+        what,
+    )
+
+
+# -- outcomes ------------------------------------------------------------------
+def record_success(attempt: Attempt, output: Any) -> bool:
+    """Store the output; True when the run is now complete (nothing left to execute)."""
+    now = timezone.now()
+    stored = attempt.scrub(cap_output(output))
+    with transaction.atomic():
+        updated = _owned(attempt).update(
+            status=StepRunStatus.SUCCEEDED,
+            rendered_config=attempt.stored_config(),
+            output=stored,
+            error="",
+            finished_at=now,
+            duration_ms=attempt.elapsed_ms(),
+            lease_expires_at=None,
+        )
+        if not updated:
+            _superseded(attempt, "succeeded")
+            return True
+        _close_attempt(attempt, AttemptOutcome.SUCCEEDED, now, output=stored)
+        Run.objects.filter(pk=attempt.run.pk).update(last_progress_at=now)
+        return finish_if_complete(attempt.run)
+
+
+def record_filtered(attempt: Attempt, output: Any) -> None:
+    """A filter step stopped the run: the step succeeded, the rest is skipped, the run is ``filtered``."""
+    now = timezone.now()
+    stored = attempt.scrub(cap_output(output))
+    with transaction.atomic():
+        updated = _owned(attempt).update(
+            status=StepRunStatus.SUCCEEDED,
+            rendered_config=attempt.stored_config(),
+            output=stored,
+            error="",
+            finished_at=now,
+            duration_ms=attempt.elapsed_ms(),
+            lease_expires_at=None,
+        )
+        if not updated:
+            _superseded(attempt, "filtered")
+            return
+        _close_attempt(attempt, AttemptOutcome.SUCCEEDED, now, output=stored)
+        _skip_rest(attempt.run, attempt.step_run.position)
+        Run.objects.filter(pk=attempt.run.pk).update(status=RunStatus.FILTERED, finished_at=now, last_progress_at=now)
+    logger.info("run %s filtered at step %s", attempt.run.pk, attempt.step_run.key)
+
+
+def record_failure(
+    attempt: Attempt,
+    message: str,
+    *,
+    outcome: str = AttemptOutcome.PERMANENT_ERROR,
+    dead_letter: bool = False,
+    output: Any = None,
+) -> None:
+    """The step failed for good: the run fails (dead-lettered when retries ran out or a person must decide)."""
+    now = timezone.now()
+    message = attempt.scrub(clean_text(message))
+    with transaction.atomic():
+        updated = _owned(attempt).update(
+            status=StepRunStatus.FAILED,
+            rendered_config=attempt.stored_config(),
+            error=message,
+            finished_at=now,
+            duration_ms=attempt.elapsed_ms(),
+            next_attempt_at=None,
+            lease_expires_at=None,
+        )
+        if not updated:
+            _superseded(attempt, f"failed: {message}")
+            return
+        _close_attempt(attempt, outcome, now, error=message, output=attempt.scrub(output))
+        fail_run(attempt.run, attempt.step_run, message, now, dead_letter=dead_letter)
+    logger.warning("run %s failed at step %s: %s", attempt.run.pk, attempt.step_run.key, message)
+
+
+def record_retry(attempt: Attempt, message: str, delay: float, *, outcome: str, output: Any = None) -> bool:
+    """The attempt failed and the step will be tried again in ``delay`` seconds; False if superseded."""
+    now = timezone.now()
+    next_attempt = now + timedelta(seconds=delay)
+    message = attempt.scrub(clean_text(message))
+    with transaction.atomic():
+        updated = _owned(attempt).update(
+            status=StepRunStatus.RETRYING,
+            rendered_config=attempt.stored_config(),
+            error=message,
+            finished_at=now,
+            duration_ms=attempt.elapsed_ms(),
+            next_attempt_at=next_attempt,
+            lease_expires_at=None,
+        )
+        if not updated:
+            _superseded(attempt, f"failed: {message}")
+            return False
+        _close_attempt(attempt, outcome, now, error=message, output=attempt.scrub(output))
+        # Waiting for a retry is progress: the sweeper leaves the run alone until then.
+        Run.objects.filter(pk=attempt.run.pk).update(last_progress_at=next_attempt)
+    logger.info(
+        "run %s step %s: attempt %d failed (%s); retry in %.2f s",
+        attempt.run.pk,
+        attempt.step_run.key,
+        attempt.number,
+        message,
+        delay,
+    )
+    return True
+
+
+def fail_unattempted(run: Run, step_run: StepRun, message: str, *, dead_letter: bool) -> None:
+    """Fail a step without a new attempt (its last one was lost and may not be repeated)."""
+    now = timezone.now()
+    with transaction.atomic():
+        StepRun.objects.filter(pk=step_run.pk).update(
+            status=StepRunStatus.FAILED,
+            error=message,
+            finished_at=now,
+            next_attempt_at=None,
+            lease_expires_at=None,
+        )
+        fail_run(run, step_run, message, now, dead_letter=dead_letter)
+    logger.warning("run %s failed at step %s: %s", run.pk, step_run.key, message)
+
+
+def fail_run(run: Run, step_run: StepRun, message: str, now: datetime, *, dead_letter: bool) -> None:
+    _skip_rest(run, step_run.position)
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.FAILED,
+        dead_lettered=dead_letter,
+        error=f"step {step_run.key!r} failed: {message}",
+        finished_at=now,
+        last_progress_at=now,
+    )
+
+
+def finish_if_complete(run: Run) -> bool:
+    """Mark the run succeeded when every step has; True when it is (or already was) finished."""
+    if run.step_runs.exclude(status=StepRunStatus.SUCCEEDED).exists():
+        return False
+    now = timezone.now()
+    updated = Run.objects.filter(pk=run.pk, status__in=UNFINISHED_RUN_STATUSES).update(
+        status=RunStatus.SUCCEEDED,
+        finished_at=now,
+        last_progress_at=now,
+        started_at=Coalesce(F("started_at"), Value(now)),
+    )
+    if updated:
+        logger.info("run %s succeeded", run.pk)
+    return True
+
+
+def _skip_rest(run: Run, position: int) -> None:
+    StepRun.objects.filter(run=run, position__gt=position).exclude(status=StepRunStatus.SUCCEEDED).update(
+        status=StepRunStatus.SKIPPED
+    )

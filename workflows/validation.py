@@ -1,0 +1,199 @@
+"""Checking a workflow definition before anything is written.
+
+``validate_definition`` checks the whole definition (trigger, schedule, steps,
+action configs, templates, credentials, retry policy) and raises
+``WorkflowInvalid`` whose ``errors`` maps a field path (``"schedule"``,
+``"steps[1].config.url"``) to messages; the API turns it into a 400 with the
+same field names. It returns the ``Step`` rows to write.
+"""
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+
+from integrations.errors import ConfigError
+from integrations.models import Credential
+from integrations.registry import UnknownAction, all_actions, get_action
+
+from . import schedules, storable, templating
+from .models import STEP_DEFAULTS, InDoubtPolicy, Step, TriggerType, Workflow
+
+STEP_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_STEPS = 50
+# Retry policy bounds. backoff_max_seconds stays below the Redis visibility
+# timeout (1 h by default), or a delayed retry could be delivered twice.
+LIMITS = {
+    "max_retries": (0, 25),
+    "backoff_seconds": (0.0, 3600.0),
+    "backoff_max_seconds": (0.0, 3600.0),
+    "timeout_seconds": (0.1, 900.0),  # the upper bound is POTAFLOW_STEP_TIMEOUT_MAX_SECONDS (limits())
+}
+
+
+def limits() -> dict[str, tuple[float, float]]:
+    """The bounds of each step policy field, with the operator's maximum step timeout."""
+    return {**LIMITS, "timeout_seconds": (0.1, float(settings.POTAFLOW_STEP_TIMEOUT_MAX_SECONDS))}
+
+
+WORKFLOW_FIELDS = ("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone")
+
+
+class WorkflowInvalid(Exception):  # noqa: N818 - reads as a state
+    """``errors``: field path -> list of messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        field, messages = next(iter(errors.items()))
+        super().__init__(f"{field}: {messages[0]}")
+
+
+class ReplayNotAllowed(WorkflowInvalid):
+    pass
+
+
+class PayloadInvalid(WorkflowInvalid):
+    """A run's payload holds a value the database cannot store (``errors["payload"]`` says where)."""
+
+    @property
+    def message(self) -> str:
+        return self.errors["payload"][0]
+
+
+def validate_definition(workflow: Workflow, steps: Sequence[Mapping[str, Any]]) -> list[Step]:
+    """Check the whole definition; raise WorkflowInvalid naming every bad field."""
+    errors: dict[str, list[str]] = {}
+
+    def add(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    if not (workflow.name or "").strip():
+        add("name", "A workflow needs a name.")
+    if workflow.trigger_type not in TriggerType.values:
+        add("trigger_type", f"{workflow.trigger_type!r} is not one of {', '.join(TriggerType.values)}.")
+    if workflow.trigger_type == TriggerType.SCHEDULE:
+        if not workflow.schedule.strip():
+            add("schedule", 'A schedule workflow needs a 5-field cron expression, e.g. "*/5 * * * *".')
+        else:
+            try:
+                schedules.parse_cron(workflow.schedule)
+            except schedules.ScheduleError as exc:
+                add(exc.field, exc.message)
+    elif workflow.schedule.strip():
+        try:
+            schedules.parse_cron(workflow.schedule)
+        except schedules.ScheduleError as exc:
+            add(exc.field, exc.message)
+    try:
+        schedules.check_timezone(workflow.timezone or "")
+    except schedules.ScheduleError as exc:
+        add(exc.field, exc.message)
+    for field in WORKFLOW_FIELDS:
+        value = getattr(workflow, field)
+        if isinstance(value, str) and storable.NUL in value:
+            add(field, f"{field} contains a NUL character (\\u0000), which cannot be stored.")
+    if workflow.webhook_secret and len(workflow.webhook_secret) < 16:
+        add("webhook_secret", "A webhook secret must be at least 16 characters long.")
+    if len(steps) > MAX_STEPS:
+        add("steps", f"A workflow has at most {MAX_STEPS} steps; got {len(steps)}.")
+
+    rows: list[Step] = []
+    seen_keys: list[str] = []
+    for index, spec in enumerate(steps):
+        rows.append(_validate_step(workflow, index, spec, seen_keys, add))
+    if errors:
+        raise WorkflowInvalid(errors)
+    return rows
+
+
+def _validate_step(workflow: Workflow, index: int, spec: Mapping[str, Any], seen_keys: list[str], add) -> Step:
+    where = f"steps[{index}]"
+    if not isinstance(spec, Mapping):
+        add(where, "A step must be an object.")
+        return Step()
+    key = spec.get("key") or ""
+    label = f"step {key!r}" if key else f"step #{index + 1}"
+    if not isinstance(key, str) or not STEP_KEY_RE.match(key):
+        add(
+            f"{where}.key",
+            f"{label}: a key is required: lowercase letters, digits and underscores, starting with a letter.",
+        )
+    elif key in seen_keys:
+        add(f"{where}.key", f"{label}: the key {key!r} is used by an earlier step; keys must be unique.")
+    action_type = spec.get("action_type") or ""
+    config = spec.get("config", {})
+    if config is None:
+        config = {}
+    action = None
+    try:
+        action = get_action(action_type)
+    except UnknownAction:
+        known = ", ".join(sorted(all_actions()))
+        add(f"{where}.action_type", f"{label}: unknown action type {action_type!r} (known: {known}).")
+    if not isinstance(config, dict):
+        add(f"{where}.config", f"{label}: config must be an object.")
+        config = {}
+    unstorable = storable.problem(config, "config")
+    if unstorable is not None:
+        path, reason = unstorable
+        add(f"{where}.{path}", f"{label}: {path} {reason}.")
+        config = {}
+    if action is not None:
+        prepared = templating.prepare_config(action, config)
+        try:
+            action.validate_config(prepared)
+        except ConfigError as exc:
+            add(f"{where}.{exc.field}", f"{label}: {exc.message}")
+        for path, text in templating.iter_strings(prepared):
+            try:
+                templating.check_template(text, earlier_steps=seen_keys)
+            except templating.TemplateError as exc:
+                add(f"{where}.{path}", f"{label} {path}: {exc.message}")
+
+    credential = _resolve_credential(workflow, spec.get("credential"), action, label, f"{where}.credential", add)
+
+    policy: dict[str, Any] = {}
+    bounds = limits()
+    for field, default in STEP_DEFAULTS.items():
+        value = spec.get(field)
+        if value is None:
+            value = default
+        low, high = bounds[field]
+        try:
+            number = int(value) if field == "max_retries" else float(value)
+        except (TypeError, ValueError):
+            add(f"{where}.{field}", f"{label}: {field} must be a number.")
+            continue
+        if isinstance(value, bool) or not (low <= number <= high):
+            add(f"{where}.{field}", f"{label}: {field} must be between {low} and {high}.")
+        policy[field] = number
+    if policy.get("backoff_max_seconds", 0) < policy.get("backoff_seconds", 0):
+        add(f"{where}.backoff_max_seconds", f"{label}: backoff_max_seconds must be >= backoff_seconds.")
+    on_in_doubt = spec.get("on_in_doubt") or ""
+    if on_in_doubt not in ("", *InDoubtPolicy.values):
+        add(f"{where}.on_in_doubt", f"{label}: on_in_doubt must be one of {', '.join(InDoubtPolicy.values)} or empty.")
+        on_in_doubt = ""
+    if isinstance(key, str):
+        seen_keys.append(key)
+    return Step(
+        key=key, action_type=action_type, config=config, credential=credential, on_in_doubt=on_in_doubt, **policy
+    )
+
+
+def _resolve_credential(workflow: Workflow, value: Any, action, label: str, field: str, add) -> Credential | None:
+    if value in (None, ""):
+        if action is not None and action.credential_required:
+            add(field, f"{label}: the {action.name} action needs a credential of kind {action.credential_kind}.")
+        return None
+    credential_id = value.pk if isinstance(value, Credential) else value
+    credential = Credential.objects.filter(organization_id=workflow.organization_id, pk=credential_id).first()
+    if credential is None:
+        add(field, f"{label}: no credential {credential_id!r} in this organization.")
+        return None
+    if action is not None:
+        accepted = action.accepted_credential_kinds()
+        if credential.kind not in accepted:
+            wanted = ", ".join(accepted) if accepted else "no credential"
+            add(field, f"{label}: a {credential.kind} credential cannot be used by {action.name} (accepts: {wanted}).")
+    return credential
