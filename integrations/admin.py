@@ -21,7 +21,7 @@ from accounts.models import Role
 from accounts.selectors import organization_ids_for
 
 from . import services
-from .credential_kinds import KINDS, Field, KindSpec
+from .credential_kinds import KINDS, Field, KindSpec, clean_fields
 from .models import Credential, CredentialKind
 
 
@@ -82,7 +82,6 @@ class CredentialForm(forms.ModelForm):
         self.kind_data = data
         try:
             # Validate now so errors show next to the fields; the service validates again on save.
-            from .credential_kinds import clean_fields
 
             if self.instance.pk:
                 clean_fields(

@@ -5,6 +5,7 @@ from django.core.checks import Error, register
 from django.core.exceptions import ImproperlyConfigured
 
 from .crypto import configured_keys
+from .net import parse_allow_list
 
 
 @register()
@@ -20,7 +21,6 @@ def check_fernet_keys(app_configs, **kwargs) -> list[Error]:
 @register()
 def check_private_destinations(app_configs, **kwargs) -> list[Error]:
     """integrations.E002: a malformed allow-list entry would silently allow nothing (or too much)."""
-    from .net import parse_allow_list
 
     try:
         parse_allow_list(getattr(settings, "POTAFLOW_ALLOW_PRIVATE_DESTINATIONS", []))

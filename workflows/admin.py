@@ -37,10 +37,12 @@ from .admin_forms import (
     PrettyJSONField,
     RunNowForm,
     action_choices,
+    action_reference,
     action_schemas,
     attach_errors,
 )
 from .admin_widgets import human_duration, pretty_json, schedule_preview, status_badge, webhook_url_field
+from .api import webhook_url
 from .models import Run, RunTrigger, Step, StepRun, Workflow
 
 
@@ -334,7 +336,6 @@ class WorkflowAdmin(OrganizationScopedAdmin):
     def webhook_link(self, workflow: Workflow, request: HttpRequest | None = None) -> str:
         if not workflow.pk:
             return "Shown here once the workflow is saved."
-        from .api import webhook_url
 
         return webhook_url_field(webhook_url(workflow, request))
 
@@ -350,7 +351,6 @@ class WorkflowAdmin(OrganizationScopedAdmin):
 
     @admin.display(description="Actions and their config schemas")
     def action_reference(self, workflow: Workflow) -> str:
-        from .admin_forms import action_reference
 
         return action_reference()
 
