@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 RETRY_EARLY_TOLERANCE = timedelta(seconds=2)
 # A step deferred because its organization is at its limit is offered again after this long.
 DEFER_SECONDS = (0.3, 1.0)
+OUT_OF_MEMORY = object()
 CLAIM_FIELDS = ["status", "attempts", "claim_token", "started_at", "finished_at", "next_attempt_at", "lease_expires_at"]
 
 
@@ -303,14 +304,18 @@ def _attempt(attempt: Attempt) -> StepOutcome:
         recording.record_failure(attempt, exc.message)
         return STOP
     except MemoryError:
+        # Recorded below, once this block has released the traceback and with it
+        # the frames still holding what was allocated.
+        output = OUT_OF_MEMORY
+    except Exception as exc:  # noqa: BLE001 - an unexpected error is a permanent failure, never a stuck run
+        logger.exception("step %s of run %s raised unexpectedly", step_run.key, run.pk)
+        recording.record_failure(attempt, f"{type(exc).__name__}: {exc}")
+        return STOP
+    if output is OUT_OF_MEMORY:
         limit = settings.POTAFLOW_WORKER_MEMORY_LIMIT_MB
         recording.record_failure(
             attempt, f"the step ran out of memory (the worker's limit is {limit} MiB, POTAFLOW_WORKER_MEMORY_LIMIT_MB)"
         )
-        return STOP
-    except Exception as exc:  # noqa: BLE001 - an unexpected error is a permanent failure, never a stuck run
-        logger.exception("step %s of run %s raised unexpectedly", step_run.key, run.pk)
-        recording.record_failure(attempt, f"{type(exc).__name__}: {exc}")
         return STOP
     finished = recording.record_success(attempt, output)
     return STOP if finished else PROCEED

@@ -1,0 +1,49 @@
+"""Data migrations, run forwards against rows written by the schema before them."""
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def migrate(target):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(target)
+    return executor.loader.project_state(target).apps
+
+
+def test_existing_step_runs_become_one_attempt_each():
+    old = migrate([("workflows", "0002_steprun_claim_token")])
+    Organization = old.get_model("accounts", "Organization")
+    Workflow = old.get_model("workflows", "Workflow")
+    Run = old.get_model("workflows", "Run")
+    StepRun = old.get_model("workflows", "StepRun")
+    org = Organization.objects.create(name="Old", slug="old")
+    wf = Workflow.objects.create(organization=org, name="W", webhook_token="t" * 43)
+    run = Run.objects.create(workflow=wf, workflow_version=1, trigger="manual")
+    start = timezone.now()
+    StepRun.objects.create(
+        run=run, position=0, key="a", action_type="transform", status="succeeded", attempts=3,
+        started_at=start, finished_at=start, duration_ms=12,
+    )  # fmt: skip
+    StepRun.objects.create(
+        run=run, position=1, key="b", action_type="http.request", status="failed", attempts=1,
+        started_at=start, finished_at=start, duration_ms=5, error="HTTP 404",
+    )  # fmt: skip
+    StepRun.objects.create(run=run, position=2, key="c", action_type="transform", status="skipped", attempts=0)
+
+    new = migrate([("workflows", "0003_step_attempts")])
+    StepAttempt = new.get_model("workflows", "StepAttempt")
+    rows = {a.step_run.key: a for a in StepAttempt.objects.select_related("step_run")}
+    assert set(rows) == {"a", "b"}
+    assert (rows["a"].number, rows["a"].outcome, rows["a"].duration_ms) == (3, "succeeded", 12)
+    assert (rows["b"].number, rows["b"].outcome, rows["b"].error) == (1, "permanent_error", "HTTP 404")
+    migrate(new_leaf())
+
+
+def new_leaf():
+    executor = MigrationExecutor(connection)
+    return executor.loader.graph.leaf_nodes()
