@@ -47,6 +47,26 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable for a request (None when it is fine).
+
+    ``urlsplit`` raises ``ValueError`` on an unbalanced or invalid ``[IPv6]``
+    host and ``.port`` on a bad port: reported as a message, never a 500.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - validates the port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "contains whitespace or control characters"
+    return None
+
+
 class HttpRequest(Action):
     name = "http.request"
     title = "HTTP request"
@@ -81,9 +101,9 @@ class HttpRequest(Action):
         super().validate_config(config)
         url = config.get("url", "")
         if "{{" not in url and "{%" not in url:
-            scheme = urllib.parse.urlsplit(url).scheme.lower()
-            if scheme not in ("http", "https"):
-                raise ConfigError("config.url: must be an http:// or https:// URL", field="config.url")
+            problem = url_problem(url)
+            if problem:
+                raise ConfigError(f"config.url: {problem}", field="config.url")
         body_type = config.get("body_type", "json")
         body = config.get("body")
         if body is not None and not _is_single_expression(body):
@@ -95,6 +115,9 @@ class HttpRequest(Action):
     # -- run ---------------------------------------------------------------
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         method = config.get("method", "GET").upper()
+        problem = url_problem(config["url"])
+        if problem:
+            raise PermanentError(f"invalid URL {config['url']!r}: {problem}")
         timeout = float(config.get("timeout") or ctx.timeout_seconds)
         url = _with_query(config["url"], config.get("query") or {})
         headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
