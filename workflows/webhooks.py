@@ -24,12 +24,11 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import storable
+from . import intake, storable
 from .models import RunTrigger, TriggerType, Workflow
 from .services import PayloadInvalid, run_accept
 
@@ -49,19 +48,10 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
     if workflow is None:
         return _error(404, "No active webhook workflow has this URL.")
 
-    limit = settings.POTAFLOW_WEBHOOK_MAX_BYTES
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return _error(400, "Content-Length header is not a number.")
-    if declared > limit:
-        return _error(413, f"Body too large: {declared} bytes declared, the limit is {limit} bytes.")
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        return _error(413, f"Body too large: the limit is {limit} bytes.")
-    if len(body) > limit:
-        return _error(413, f"Body too large: {len(body)} bytes, the limit is {limit} bytes.")
+        body = intake.read_body(request, settings.POTAFLOW_WEBHOOK_MAX_BYTES)
+    except intake.IntakeRefused as exc:
+        return _error(exc.status, exc.message)
 
     if workflow.webhook_secret:
         problem = verify_signature(workflow.webhook_secret, request.headers, body)

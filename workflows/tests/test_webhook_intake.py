@@ -1,0 +1,185 @@
+"""Webhook intake hardening: chunked bodies, replays, redaction, rate limits.
+
+Chunked bodies are tested through a real gunicorn (the production server)
+with a raw socket, and through the Django test client.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from potaflow.testing.network import free_port
+from potaflow.testing.worker import subprocess_env
+from workflows.models import Run, TriggerType
+from workflows.services import workflow_create
+
+STEPS = [{"key": "t", "action_type": "transform", "config": {"value": "{{ trigger.body }}"}}]
+BASE_DIR = Path(__file__).resolve().parents[2]
+GUNICORN_LIMIT = 100_000
+
+
+def url(wf):
+    return f"/hooks/{wf.webhook_token}"
+
+
+@pytest.fixture
+def hook_wf(org):
+    return workflow_create(organization=org, name="Hook", trigger_type=TriggerType.WEBHOOK, steps=STEPS)
+
+
+# -- a real gunicorn -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gunicorn_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    """gunicorn serving the test database, access log in a file; yields (port, access_log_path)."""
+    port = free_port()
+    log_dir = tmp_path_factory.mktemp("gunicorn")
+    access_log = log_dir / "access.log"
+    with django_db_blocker.unblock():
+        env = subprocess_env(
+            {
+                "ALLOWED_HOSTS": "127.0.0.1",
+                "SECURE_SSL_REDIRECT": "false",
+                "POTAFLOW_WEBHOOK_MAX_BYTES": str(GUNICORN_LIMIT),
+            }
+        )
+    command = [
+        sys.executable, "-m", "gunicorn", "potaflow.wsgi:application", "--bind", f"127.0.0.1:{port}",
+        "--workers", "1", "--no-control-socket", "--access-logfile", str(access_log),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=BASE_DIR,
+        env=env,
+        stdout=open(log_dir / "out.log", "wb"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("gunicorn did not start:\n" + (log_dir / "out.log").read_text())
+            time.sleep(0.2)
+    yield port, access_log
+    os.killpg(process.pid, 15)
+    process.wait(timeout=15)
+
+
+def raw_request(port: int, head: str, body_parts=(), *, chunked=True) -> tuple[int, dict]:
+    """Send one HTTP/1.1 request over a raw socket; returns (status, JSON body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        try:
+            for part in body_parts:
+                sock.sendall((f"{len(part):x}\r\n".encode() + part + b"\r\n") if chunked else part)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered (413) and closed before reading everything
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+    status_line, _, rest = data.partition(b"\r\n")
+    _, _, payload = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), json.loads(payload or b"null")
+
+
+def chunked_head(wf, content_type="application/json") -> str:
+    return (
+        f"POST /hooks/{wf.webhook_token} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+
+
+# -- 6: chunked bodies -------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_json_body_through_gunicorn_is_stored(gunicorn_server, org):
+    port, _ = gunicorn_server
+    wf = workflow_create(organization=org, name="Hook", trigger_type=TriggerType.WEBHOOK, steps=STEPS)
+    document = json.dumps({"email": "ann@example.com", "items": list(range(2000))}).encode()
+    parts = [document[i : i + 777] for i in range(0, len(document), 777)]
+    status, answer = raw_request(port, chunked_head(wf), parts)
+    assert status == 202, answer
+    assert Run.objects.get(pk=answer["run_id"]).payload["body"] == json.loads(document)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_form_body_through_gunicorn_is_stored(gunicorn_server, org):
+    port, _ = gunicorn_server
+    wf = workflow_create(organization=org, name="Hook", trigger_type=TriggerType.WEBHOOK, steps=STEPS)
+    status, answer = raw_request(port, chunked_head(wf, "application/x-www-form-urlencoded"), [b"a=1&b=", b"two"])
+    assert status == 202, answer
+    assert Run.objects.get(pk=answer["run_id"]).payload["body"] == {"a": "1", "b": "two"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_10_mb_chunked_body_through_gunicorn_is_413_and_no_run(gunicorn_server, org):
+    port, _ = gunicorn_server
+    wf = workflow_create(organization=org, name="Hook", trigger_type=TriggerType.WEBHOOK, steps=STEPS)
+    piece = b"x" * (1024 * 1024)
+    status, answer = raw_request(port, chunked_head(wf, "text/plain"), [piece] * 10)
+    assert status == 413, answer
+    assert f"the limit is {GUNICORN_LIMIT} bytes" in answer["detail"]
+    assert Run.objects.count() == 0
+
+
+def chunked_environ(body: bytes, *, terminated: bool, content_type: str = "application/json") -> dict:
+    """A chunked request as gunicorn hands it over: no Content-Length, the de-chunked stream."""
+    environ = {
+        "CONTENT_LENGTH": "",
+        "CONTENT_TYPE": content_type,
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input": BytesIO(body),
+    }
+    if terminated:
+        environ["wsgi.input_terminated"] = True
+    return environ
+
+
+@pytest.mark.django_db
+def test_a_chunked_body_from_a_terminated_stream_is_read_with_the_test_client(hook_wf):
+    body = json.dumps({"qty": 3}).encode()
+    response = Client().generic("POST", url(hook_wf), **chunked_environ(body, terminated=True))
+    assert response.status_code == 202, response.content
+    assert Run.objects.get(pk=response.json()["run_id"]).payload["body"] == {"qty": 3}
+
+
+@pytest.mark.django_db
+def test_a_chunked_body_over_the_limit_is_413_while_reading(hook_wf, settings):
+    settings.POTAFLOW_WEBHOOK_MAX_BYTES = 1000
+
+    class Endless(BytesIO):
+        reads = 0
+
+        def read(self, size=-1):
+            Endless.reads += 1
+            return b"y" * size  # never ends: only the limit stops the reader
+
+    environ = {**chunked_environ(b"", terminated=True, content_type="text/plain"), "wsgi.input": Endless()}
+    response = Client().generic("POST", url(hook_wf), **environ)
+    assert response.status_code == 413 and "the limit is 1000 bytes" in response.json()["detail"]
+    assert Endless.reads <= 2 and Run.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_chunked_body_on_a_server_that_cannot_frame_it_is_411_never_null(hook_wf):
+    body = json.dumps({"qty": 3}).encode()
+    response = Client().generic("POST", url(hook_wf), **chunked_environ(body, terminated=False))
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["detail"]
+    assert Run.objects.count() == 0
