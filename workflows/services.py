@@ -26,7 +26,7 @@ from integrations.errors import ConfigError
 from integrations.models import Credential
 from integrations.registry import UnknownAction, all_actions, get_action
 
-from . import schedules, storable, templating
+from . import schedules, signatures, storable, templating
 from .models import (
     STEP_DEFAULTS,
     STEP_SPEC_FIELDS,
@@ -53,7 +53,10 @@ LIMITS = {
     "backoff_max_seconds": (0.0, 3600.0),
     "timeout_seconds": (0.1, 900.0),
 }
-WORKFLOW_FIELDS = ("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone")
+WORKFLOW_FIELDS = (
+    *("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone"),
+    *signatures.SIGNING_FIELDS,
+)
 
 
 class WorkflowInvalid(Exception):  # noqa: N818 - reads as a state
@@ -90,8 +93,14 @@ def workflow_create(
     schedule: str = "",
     timezone: str = "UTC",  # noqa: A002 - the field's name
     steps: Sequence[Mapping[str, Any]] = (),
+    **signing: Any,
 ) -> Workflow:
+    """``signing``: the fields of ``signatures.SIGNING_FIELDS`` (scheme, previous secret, hmac options)."""
+    unknown = set(signing) - set(signatures.SIGNING_FIELDS)
+    if unknown:
+        raise TypeError(f"workflow_create got unknown fields: {sorted(unknown)}")
     workflow = Workflow(
+        **signing,
         organization=organization,
         name=name,
         description=description,
@@ -223,8 +232,8 @@ def _validate(workflow: Workflow, steps: Sequence[Mapping[str, Any]]) -> list[St
         value = getattr(workflow, field)
         if isinstance(value, str) and storable.NUL in value:
             add(field, f"{field} contains a NUL character (\\u0000), which cannot be stored.")
-    if workflow.webhook_secret and len(workflow.webhook_secret) < 16:
-        add("webhook_secret", "A webhook secret must be at least 16 characters long.")
+    for field, message in signatures.validate({f: getattr(workflow, f) for f in WORKFLOW_FIELDS}).items():
+        add(field, message)
     if len(steps) > MAX_STEPS:
         add("steps", f"A workflow has at most {MAX_STEPS} steps; got {len(steps)}.")
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC
 from io import BytesIO
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def gunicorn_server(django_db_setup, django_db_blocker, tmp_path_factory):
     command = [
         sys.executable, "-m", "gunicorn", "potaflow.wsgi:application", "--bind", f"127.0.0.1:{port}",
         "--workers", "1", "--no-control-socket", "--access-logfile", str(access_log),
+        "--logger-class", "potaflow.gunicorn_logging.RedactingLogger",
     ]  # fmt: skip
     process = subprocess.Popen(
         command,
@@ -183,3 +185,40 @@ def test_a_chunked_body_on_a_server_that_cannot_frame_it_is_411_never_null(hook_
     assert response.status_code == 411
     assert "Content-Length" in response.json()["detail"]
     assert Run.objects.count() == 0
+
+
+# -- 5: a captured signed message cannot be replayed with a fresh Idempotency-Key ------
+@pytest.mark.django_db
+def test_a_signed_message_replayed_with_a_fresh_idempotency_key_is_a_duplicate(org):
+    from datetime import datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    wf = workflow_create(
+        organization=org, name="Signed", trigger_type=TriggerType.WEBHOOK, webhook_secret=secret, steps=STEPS
+    )
+    body = '{"type": "invoice.paid"}'
+    signature = Webhook(secret).sign("msg_captured", datetime.now(tz=UTC), body)
+    signed = {
+        "webhook-id": "msg_captured",
+        "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": signature,
+    }
+    first = Client().post(url(wf), data=body, content_type="application/json", headers=signed)
+    assert first.status_code == 202
+    for fresh in ("replay-1", "replay-2"):
+        copy = Client().post(
+            url(wf), data=body, content_type="application/json", headers={**signed, "Idempotency-Key": fresh}
+        )
+        assert copy.status_code == 200, copy.json()
+        assert copy.json() == {"run_id": first.json()["run_id"], "duplicate": True}
+    assert Run.objects.count() == 1
+    assert Run.objects.get().idempotency_key == "msg_captured"
+
+
+@pytest.mark.django_db
+def test_without_signatures_the_idempotency_key_header_still_names_the_event(hook_wf):
+    first = Client().post(url(hook_wf), data="{}", content_type="application/json", headers={"Idempotency-Key": "a"})
+    other = Client().post(url(hook_wf), data="{}", content_type="application/json", headers={"Idempotency-Key": "b"})
+    assert first.status_code == 202 and other.status_code == 202
