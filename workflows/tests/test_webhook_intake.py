@@ -222,3 +222,100 @@ def test_without_signatures_the_idempotency_key_header_still_names_the_event(hoo
     first = Client().post(url(hook_wf), data="{}", content_type="application/json", headers={"Idempotency-Key": "a"})
     other = Client().post(url(hook_wf), data="{}", content_type="application/json", headers={"Idempotency-Key": "b"})
     assert first.status_code == 202 and other.status_code == 202
+
+
+# -- 11: secrets never reach stored payloads or logs ----------------------------------
+@pytest.mark.django_db
+def test_sensitive_headers_and_query_values_are_stored_redacted(hook_wf):
+    response = Client().post(
+        url(hook_wf) + "?token=tok-123&api_key=k-456&source=crm&API_KEY=x",
+        data="{}",
+        content_type="application/json",
+        headers={
+            "X-Api-Key": "live-key",
+            "Authorization": "Bearer secret-token",
+            "Cookie": "session=abc",
+            "X-Trace": "kept",
+        },
+    )
+    assert response.status_code == 202
+    payload = Run.objects.get(pk=response.json()["run_id"]).payload
+    assert payload["headers"]["x-api-key"] == "[redacted]"
+    assert payload["headers"]["authorization"] == "[redacted]"
+    assert payload["headers"]["cookie"] == "[redacted]"
+    assert payload["headers"]["x-trace"] == "kept"
+    assert payload["query"] == {
+        "token": "[redacted]",
+        "api_key": "[redacted]",
+        "source": "crm",
+        "API_KEY": "[redacted]",
+    }
+    stored = json.dumps(payload)
+    for secret in ("live-key", "secret-token", "session=abc", "tok-123", "k-456"):
+        assert secret not in stored
+
+
+@pytest.mark.django_db
+def test_the_redacted_names_are_settings(hook_wf, settings):
+    settings.POTAFLOW_REDACT_HEADERS = ["x-tenant-secret"]
+    settings.POTAFLOW_REDACT_QUERY = ["pin"]
+    response = Client().post(
+        url(hook_wf) + "?pin=1234&token=shown",
+        data="{}",
+        content_type="application/json",
+        headers={"X-Tenant-Secret": "s", "X-Api-Key": "shown"},
+    )
+    payload = Run.objects.get(pk=response.json()["run_id"]).payload
+    assert payload["headers"]["x-tenant-secret"] == "[redacted]" and payload["headers"]["x-api-key"] == "shown"
+    assert payload["query"] == {"pin": "[redacted]", "token": "shown"}
+
+
+@pytest.mark.django_db
+def test_the_signature_is_checked_before_its_header_is_redacted(org):
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    wf = workflow_create(
+        organization=org, name="Signed", trigger_type=TriggerType.WEBHOOK, webhook_secret=secret, steps=STEPS
+    )
+    body = '{"a": 1}'
+    headers = {
+        "webhook-id": "msg_9",
+        "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": Webhook(secret).sign("msg_9", datetime.now(tz=UTC), body),
+    }
+    response = Client().post(url(wf), data=body, content_type="application/json", headers=headers)
+    assert response.status_code == 202
+    assert Run.objects.get().payload["headers"]["webhook-signature"] == "[redacted]"
+
+
+@pytest.mark.django_db
+def test_django_request_warnings_mask_the_webhook_token(org, caplog):
+    wf = workflow_create(
+        organization=org, name="Signed", trigger_type=TriggerType.WEBHOOK, webhook_secret="s" * 20, steps=STEPS
+    )
+    with caplog.at_level("WARNING", logger="django.request"):
+        assert Client().post(url(wf) + "?api_key=abc", data="{}", content_type="application/json").status_code == 401
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/hooks/[redacted]" in text and wf.webhook_token not in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_access_log_masks_the_webhook_token_and_secret_query_values(gunicorn_server, org):
+    port, access_log = gunicorn_server
+    wf = workflow_create(organization=org, name="Hook", trigger_type=TriggerType.WEBHOOK, steps=STEPS)
+    head = (
+        f"POST /hooks/{wf.webhook_token}?token=tok-secret&source=crm HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n"
+        f"Referer: http://127.0.0.1/hooks/{wf.webhook_token}\r\n\r\n{{}}"
+    )
+    status, _ = raw_request(port, head, chunked=False)
+    assert status == 202
+    deadline = time.monotonic() + 10
+    while "source=crm" not in access_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = access_log.read_text()
+    assert "POST /hooks/[redacted]?token=[redacted]&source=crm" in log, log
+    assert wf.webhook_token not in log and "tok-secret" not in log
