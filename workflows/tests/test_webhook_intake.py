@@ -319,3 +319,74 @@ def test_gunicorn_access_log_masks_the_webhook_token_and_secret_query_values(gun
     log = access_log.read_text()
     assert "POST /hooks/[redacted]?token=[redacted]&source=crm" in log, log
     assert wf.webhook_token not in log and "tok-secret" not in log
+
+
+# -- 9: per-workflow rate limit ----------------------------------------------------------
+@pytest.mark.django_db
+def test_events_over_the_rate_are_429_with_retry_after_and_not_accepted(hook_wf, org, settings, caplog):
+    from workflows import ratelimit
+
+    settings.POTAFLOW_WEBHOOK_RATE = "5/h"  # one window for the whole test
+    settings.POTAFLOW_WEBHOOK_BURST = None
+    other = workflow_create(organization=org, name="Other", trigger_type=TriggerType.WEBHOOK, steps=STEPS)
+
+    def post(wf, key):
+        return Client().post(url(wf), data="{}", content_type="application/json", headers={"Idempotency-Key": key})
+
+    with caplog.at_level("WARNING", logger="workflows.ratelimit"):
+        answers = [post(hook_wf, f"e{i}") for i in range(8)]
+    assert [a.status_code for a in answers] == [202] * 5 + [429] * 3
+    refused = answers[5]
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert refused.json()["detail"].startswith("Too many events for this workflow (at most 5 per 3600 s)")
+    assert Run.objects.filter(workflow=hook_wf).count() == 5
+    assert post(other, "x").status_code == 202  # the limit is per workflow
+    assert ratelimit.rejected_total(hook_wf.pk) == 3 and ratelimit.rejected_total() == 3
+    assert len([r for r in caplog.records if "webhook rate limit" in r.getMessage()]) == 1
+
+
+def test_the_burst_sets_the_window():
+    from workflows.ratelimit import parse_rate
+
+    limit = parse_rate("50/s", 100)
+    assert limit.burst == 100 and limit.window_seconds == 2
+    assert parse_rate("off") is None and parse_rate("600/min").window_seconds == 60
+
+
+def test_the_limit_is_atomic_across_concurrent_callers_on_a_shared_redis_cache(settings):
+    """Threads with their own Redis connections share one count: never more than the burst."""
+    import threading
+
+    from django.core.cache import cache
+
+    from workflows import ratelimit
+
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/10"}
+    }
+    settings.POTAFLOW_WEBHOOK_RATE = "100/h"
+    settings.POTAFLOW_WEBHOOK_BURST = 100
+    cache.clear()
+    now = time.time()
+    allowed = []
+
+    def sender():
+        allowed.extend(ratelimit.take(42, now=now).allowed for _ in range(50))
+
+    threads = [threading.Thread(target=sender) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert allowed.count(True) == 100 and allowed.count(False) == 300
+    assert ratelimit.rejected_total(42) == 300
+    cache.clear()
+
+
+def test_a_malformed_rate_setting_refuses_to_start(tmp_path):
+    env = {**os.environ, "POTAFLOW_VAR_DIR": str(tmp_path), "POTAFLOW_WEBHOOK_RATE": "fifty"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "POTAFLOW_WEBHOOK_RATE='fifty' is not a rate like 50/s" in result.stderr
