@@ -291,6 +291,11 @@ def _validate_step(workflow: Workflow, index: int, spec: Mapping[str, Any], seen
                 add(f"{where}.{path}", f"{label} {path}: {exc.message}")
 
     credential = _resolve_credential(workflow, spec.get("credential"), action, label, f"{where}.credential", add)
+    if action is not None and credential is not None and credential.kind in action.accepted_credential_kinds():
+        try:
+            action.validate_credential_use(prepare_config(action, config), credential.public_data)
+        except ConfigError as exc:
+            add(f"{where}.{exc.field}", f"{label}: {exc.message}")
 
     policy: dict[str, Any] = {}
     for field, default in STEP_DEFAULTS.items():

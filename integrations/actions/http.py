@@ -11,12 +11,13 @@ import json
 import math
 import time
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import urllib3
 from django.conf import settings
 
-from integrations import net
+from integrations import credential_hosts, net
 from integrations.errors import ConfigError, PermanentError, RetryableError
 from integrations.storable import storable
 
@@ -112,6 +113,22 @@ class HttpRequest(Action):
             if body_type == "raw" and not isinstance(body, str):
                 raise ConfigError("config.body: a raw body must be a string", field="config.body")
 
+    def validate_credential_use(self, config: Any, credential_public: Mapping[str, Any]) -> None:
+        """A static URL outside the credential's ``allowed_hosts`` is refused when the step is saved."""
+        if not credential_public.get("allowed_hosts"):
+            raise ConfigError(
+                "the credential has no allowed_hosts (it predates the rule): an admin must set the hosts "
+                "it may be sent to before a step can use it",
+                field="credential",
+            )
+        url = config.get("url", "") if isinstance(config, dict) else ""
+        if not url or "{{" in url or "{%" in url or url_problem(url):
+            return  # templated: checked once rendered, before anything is sent
+        try:
+            credential_hosts.check(credential_public.get("allowed_hosts"), url)
+        except credential_hosts.NotAllowed as exc:
+            raise ConfigError(f"config.url: {exc}", field="config.url") from None
+
     # -- run ---------------------------------------------------------------
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         method = config.get("method", "GET").upper()
@@ -122,6 +139,11 @@ class HttpRequest(Action):
         url = _with_query(config["url"], config.get("query") or {})
         headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
         auth_headers = _auth_headers(ctx)
+        if ctx.credential:
+            try:  # before anything is sent: the rendered URL must be one the credential may go to
+                credential_hosts.check(ctx.credential.get("allowed_hosts"), url)
+            except credential_hosts.NotAllowed as exc:
+                raise PermanentError(f"{exc}; nothing was sent") from None
         body = _encode_body(config, headers)
         follow = config.get("follow_redirects", True)
         deadline = time.monotonic() + timeout
@@ -139,8 +161,8 @@ class HttpRequest(Action):
                 next_url = urllib.parse.urljoin(url, location)
                 if urllib.parse.urlsplit(next_url).scheme.lower() not in ("http", "https"):
                     raise PermanentError(f"redirect to a non-HTTP URL refused: {next_url}")
-                if _origin(next_url) != _origin(url):
-                    auth_headers = {}  # never hand credentials to another origin
+                if _origin(next_url) != _origin(url) or not _credential_allows(ctx, next_url):
+                    auth_headers = {}  # never hand credentials to another origin, nor outside allowed_hosts
                 if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                     method, body = "GET", None
                     headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
@@ -294,6 +316,14 @@ def _with_query(url: str, query: dict[str, Any]) -> str:
     )
     merged = f"{parts.query}&{extra}" if parts.query else extra
     return urllib.parse.urlunsplit(parts._replace(query=merged))
+
+
+def _credential_allows(ctx: ActionContext, url: str) -> bool:
+    try:
+        credential_hosts.check((ctx.credential or {}).get("allowed_hosts"), url)
+    except credential_hosts.NotAllowed:
+        return False
+    return True
 
 
 def _auth_headers(ctx: ActionContext) -> dict[str, str]:
