@@ -390,7 +390,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             return "–"
         if not workflow.webhook_secret:
             return "not set (requests are not signed)"
-        status = f"set (requests must be signed: {workflow.get_signature_scheme_display()})"
+        status = f"set (requests must be signed), scheme: {workflow.get_signature_scheme_display()}"
         return status + ("; the previous secret is accepted too" if workflow.webhook_secret_previous else "")
 
     @admin.display(description="Schedule preview")
