@@ -11,7 +11,9 @@ event is one atomic ``cache.incr`` on the window's key, created with
 An event over the limit is not accepted: the view answers 429 with
 ``Retry-After`` (seconds until the window ends) and the sender retries. Each
 refusal increments a shared counter (``rejected_total``) and the first refusal
-of a window is logged, so a flood costs one log line per window.
+of a window is logged, so a flood costs one log line per window. When the
+cache cannot be reached the limit fails open (logged): an outage of the cache
+must not refuse every event.
 """
 
 from __future__ import annotations
@@ -80,12 +82,13 @@ def take(workflow_id: int, *, now: float | None = None) -> Decision:
     index = int(now // window)
     key = f"{KEY_PREFIX}:{workflow_id}:{index}"
     ttl = math.ceil(window) + 1
-    cache.add(key, 0, timeout=ttl)
     try:
-        count = cache.incr(key)
-    except ValueError:  # the key expired between add and incr
-        cache.add(key, 0, timeout=ttl)
-        count = cache.incr(key)
+        count = _increment(key, ttl)
+    except Exception:  # noqa: BLE001 - redis/socket errors: the cache is down
+        # Refusing every event while the cache is down would turn a cache outage into
+        # lost or delayed events; the limit protects capacity, so it fails open, loudly.
+        logger.exception("webhook rate limit: the cache is unavailable; event for workflow %s let through", workflow_id)
+        return Decision(allowed=True, limit=limit)
     if count <= limit.burst:
         return Decision(allowed=True, limit=limit)
     retry_after = max(1, math.ceil((index + 1) * window - now))
@@ -99,6 +102,15 @@ def take(workflow_id: int, *, now: float | None = None) -> Decision:
             retry_after,
         )
     return Decision(allowed=False, retry_after=retry_after, limit=limit)
+
+
+def _increment(key: str, ttl: int) -> int:
+    cache.add(key, 0, timeout=ttl)
+    try:
+        return cache.incr(key)
+    except ValueError:  # the key expired between add and incr
+        cache.add(key, 0, timeout=ttl)
+        return cache.incr(key)
 
 
 def _count_rejection(workflow_id: int) -> None:

@@ -128,8 +128,9 @@ def validate(values: Mapping[str, Any]) -> dict[str, str]:
         header = (values.get("hmac_header") or "").strip()
         if not header:
             errors["hmac_header"] = "The hmac scheme needs the name of the header that carries the signature."
-        elif not all(c.isalnum() or c in "-_" for c in header):
-            errors["hmac_header"] = "A header name has only letters, digits, '-' and '_'."
+        elif not all(c.isascii() and (c.isalnum() or c == "-") for c in header):
+            # Servers drop headers with "_" (they would be confused with "-"): such a header never arrives.
+            errors["hmac_header"] = "A header name has only letters, digits and '-'."
     if (values.get("hmac_algorithm") or HmacAlgorithm.SHA256) not in HmacAlgorithm.values:
         errors["hmac_algorithm"] = f"hmac_algorithm must be one of {', '.join(HmacAlgorithm.values)}."
     if (values.get("hmac_encoding") or HmacEncoding.HEX) not in HmacEncoding.values:

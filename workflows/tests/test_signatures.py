@@ -170,6 +170,9 @@ def test_invalid_signing_configurations_name_the_field(org):
     with pytest.raises(WorkflowInvalid) as hmac_without_header:
         make(org, "hmac", "generic-secret-0123456789")
     assert "hmac_header" in hmac_without_header.value.errors
+    with pytest.raises(WorkflowInvalid) as underscore:  # servers drop such headers: it would never arrive
+        make(org, "hmac", "generic-secret-0123456789", hmac_header="X_Signature")
+    assert "only letters, digits and '-'" in underscore.value.errors["hmac_header"][0]
     with pytest.raises(WorkflowInvalid) as short_previous:
         make(org, "github", GITHUB_SECRET, webhook_secret_previous="short")
     assert "webhook_secret_previous" in short_previous.value.errors

@@ -390,3 +390,16 @@ def test_a_malformed_rate_setting_refuses_to_start(tmp_path):
     )
     assert result.returncode != 0
     assert "POTAFLOW_WEBHOOK_RATE='fifty' is not a rate like 50/s" in result.stderr
+
+
+@pytest.mark.django_db
+def test_the_limit_fails_open_when_the_cache_is_down(hook_wf, settings, caplog):
+    """A cache outage must not refuse every event: let it through, and say so in the log."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    settings.POTAFLOW_WEBHOOK_RATE = "1/h"
+    with caplog.at_level("ERROR", logger="workflows.ratelimit"):
+        answers = [Client().post(url(hook_wf), data="{}", content_type="application/json") for _ in range(2)]
+    assert [a.status_code for a in answers] == [202, 202]
+    assert "the cache is unavailable" in caplog.text
