@@ -109,6 +109,7 @@ def chunked_head(wf, content_type="application/json") -> str:
 
 
 # -- 6: chunked bodies -------------------------------------------------------------
+@pytest.mark.slow  # starts gunicorn
 @pytest.mark.django_db(transaction=True)
 def test_a_chunked_json_body_through_gunicorn_is_stored(gunicorn_server, org):
     port, _ = gunicorn_server
@@ -120,6 +121,7 @@ def test_a_chunked_json_body_through_gunicorn_is_stored(gunicorn_server, org):
     assert Run.objects.get(pk=answer["run_id"]).payload["body"] == json.loads(document)
 
 
+@pytest.mark.slow  # starts gunicorn
 @pytest.mark.django_db(transaction=True)
 def test_a_chunked_form_body_through_gunicorn_is_stored(gunicorn_server, org):
     port, _ = gunicorn_server
@@ -129,6 +131,7 @@ def test_a_chunked_form_body_through_gunicorn_is_stored(gunicorn_server, org):
     assert Run.objects.get(pk=answer["run_id"]).payload["body"] == {"a": "1", "b": "two"}
 
 
+@pytest.mark.slow  # starts gunicorn
 @pytest.mark.django_db(transaction=True)
 def test_a_10_mb_chunked_body_through_gunicorn_is_413_and_no_run(gunicorn_server, org):
     port, _ = gunicorn_server
@@ -302,6 +305,7 @@ def test_django_request_warnings_mask_the_webhook_token(org, caplog):
     assert "/hooks/[redacted]" in text and wf.webhook_token not in text
 
 
+@pytest.mark.slow  # starts gunicorn
 @pytest.mark.django_db(transaction=True)
 def test_gunicorn_access_log_masks_the_webhook_token_and_secret_query_values(gunicorn_server, org):
     port, access_log = gunicorn_server
