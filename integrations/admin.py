@@ -47,6 +47,8 @@ def _form_field(spec: KindSpec, f: Field, *, editing: bool) -> forms.Field:
         return forms.ChoiceField(choices=[("", "---")] + [(c, c) for c in f.choices], **common)
     if f.type == "integer":
         return forms.IntegerField(**common)
+    if f.type == "hosts":
+        return forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "autocomplete": "off"}), **common)
     return forms.CharField(**common)
 
 
@@ -66,7 +68,7 @@ class CredentialForm(forms.ModelForm):
                 field = _form_field(spec, f, editing=editing)
                 if editing and not f.secret:
                     value = self.instance.public_data.get(f.name)
-                    field.initial = value
+                    field.initial = ", ".join(value) if isinstance(value, list) else value
                 self.fields[form_field_name(kind, f.name)] = field
 
     def clean(self) -> dict[str, Any]:

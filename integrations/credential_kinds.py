@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from . import credential_hosts
 from .models import CredentialKind
 
 SMTP_SECURITY = ("none", "starttls", "ssl")
@@ -23,7 +24,7 @@ class Field:
     name: str
     secret: bool = False
     required: bool = True
-    type: str = "string"  # string | integer | email | choice | json
+    type: str = "string"  # string | integer | email | choice | json | hosts
     choices: tuple[str, ...] = ()
     default: Any = None
     help: str = ""
@@ -66,22 +67,30 @@ def _service_account_key(public: dict, secret: dict) -> dict[str, str]:
     return {}
 
 
+ALLOWED_HOSTS = Field(
+    "allowed_hosts",
+    type="hosts",
+    help="Where this credential may be sent: hosts (api.example.com, *.example.com) or URL prefixes "
+    "(https://api.example.com/v1/), comma-separated. A step calling any other URL fails before sending.",
+)
+
 KINDS: dict[str, KindSpec] = {
     spec.kind: spec
     for spec in (
         KindSpec(
             CredentialKind.HTTP_BEARER,
-            (Field("token", secret=True, help="Sent as Authorization: Bearer <token>."),),
+            (Field("token", secret=True, help="Sent as Authorization: Bearer <token>."), ALLOWED_HOSTS),
         ),
         KindSpec(
             CredentialKind.HTTP_BASIC,
-            (Field("username"), Field("password", secret=True)),
+            (Field("username"), Field("password", secret=True), ALLOWED_HOSTS),
         ),
         KindSpec(
             CredentialKind.HTTP_HEADER,
             (
                 Field("header_name", help="e.g. X-API-Key"),
                 Field("value", secret=True),
+                ALLOWED_HOSTS,
             ),
         ),
         KindSpec(
@@ -136,6 +145,8 @@ def _coerce(f: Field, value: Any) -> Any:
         if not 1 <= number <= 65535:
             raise ValueError("must be between 1 and 65535")
         return number
+    if f.type == "hosts":
+        return credential_hosts.clean(value)
     if f.type == "json":
         if isinstance(value, str):
             try:

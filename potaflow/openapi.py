@@ -77,11 +77,18 @@ WEBHOOK_OPERATION: dict[str, Any] = {
         "Starts a run of the active webhook workflow whose URL holds `token`, and answers "
         "once the run is recorded. The body may be JSON, a form or anything else (kept as "
         "text); templates see it as `trigger.body`, with `trigger.headers`, `trigger.query` "
-        "and `trigger.method`. When the workflow has a secret, the request must be signed "
-        "the Standard Webhooks way: `webhook-id`, `webhook-timestamp` (Unix seconds, within "
-        '5 minutes) and `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`. '
-        "A repeated `Idempotency-Key` (or `webhook-id`) returns the original run instead of "
-        "starting a second one."
+        "and `trigger.method` (sensitive headers and query values stored as `[redacted]`). "
+        "When the workflow has a secret, the request must be signed as its `signature_scheme` says: "
+        "`standard` (Standard Webhooks: `webhook-id`, `webhook-timestamp` within 5 minutes, "
+        '`webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`), `github` '
+        "(`X-Hub-Signature-256: sha256=<hex>`), `stripe` (`Stripe-Signature: t=...,v1=...`, 5 minutes), "
+        "`slack` (`X-Slack-Signature: v0=...` with `X-Slack-Request-Timestamp`) or `hmac` (the "
+        "workflow's header, SHA-256/SHA-1, hex/base64, optional prefix); the current and the previous "
+        "secret are both accepted. A repeated `Idempotency-Key` (or `webhook-id`) returns the original "
+        "run instead of starting a second one; for a signed workflow the signed delivery id (or a "
+        "digest of the signed message) is the key and the header is ignored. Chunked bodies are read "
+        "within the size limit. Each workflow accepts at most `POTAFLOW_WEBHOOK_RATE` events (429 "
+        "with `Retry-After` beyond it)."
     ),
     "tags": ["webhooks"],
     "security": [{}],
@@ -97,6 +104,10 @@ WEBHOOK_OPERATION: dict[str, Any] = {
         {"in": "header", "name": "webhook-id", "required": False, "schema": {"type": "string"}},
         {"in": "header", "name": "webhook-timestamp", "required": False, "schema": {"type": "string"}},
         {"in": "header", "name": "webhook-signature", "required": False, "schema": {"type": "string"}},
+        {"in": "header", "name": "X-Hub-Signature-256", "required": False, "schema": {"type": "string"}},
+        {"in": "header", "name": "Stripe-Signature", "required": False, "schema": {"type": "string"}},
+        {"in": "header", "name": "X-Slack-Signature", "required": False, "schema": {"type": "string"}},
+        {"in": "header", "name": "X-Slack-Request-Timestamp", "required": False, "schema": {"type": "string"}},
     ],
     "requestBody": {
         "required": False,
@@ -116,9 +127,14 @@ WEBHOOK_OPERATION: dict[str, Any] = {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WebhookAccepted"}}},
         },
         "400": {"description": "Unreadable body or header."},
-        "401": {"description": "Missing or invalid signature (workflows with a secret)."},
+        "401": {"description": "Missing or invalid signature (workflows with a secret); names the failed check."},
         "404": {"description": "No active webhook workflow has this URL."},
+        "411": {"description": "A chunked body this server cannot frame: send a Content-Length."},
         "413": {"description": "Body too large (POTAFLOW_WEBHOOK_MAX_BYTES)."},
+        "429": {
+            "description": "Over the workflow's rate (POTAFLOW_WEBHOOK_RATE): not accepted, retry later.",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+        },
     },
 }
 

@@ -6,6 +6,7 @@ machine. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to PostgreSQL and
 Redis. Every variable is documented in ``.env.example``.
 """
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -293,6 +294,32 @@ POTAFLOW_BASE_URL = env("POTAFLOW_BASE_URL", default="http://127.0.0.1:8000")
 POTAFLOW_WEBHOOK_MAX_BYTES = env.int("POTAFLOW_WEBHOOK_MAX_BYTES", default=1024 * 1024)
 # Requests larger than this never reach the webhook view's own 413 otherwise.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
+# Per-workflow webhook intake limit, shared through the cache (workflows.ratelimit): N/s, N/min, N/h or off.
+POTAFLOW_WEBHOOK_RATE = env("POTAFLOW_WEBHOOK_RATE", default="50/s")
+if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour))\s*", POTAFLOW_WEBHOOK_RATE.lower()):
+    raise ImproperlyConfigured(
+        f"POTAFLOW_WEBHOOK_RATE={POTAFLOW_WEBHOOK_RATE!r} is not a rate like 50/s, 600/min or 10000/h (or off)."
+    )
+# Most events accepted at once (default: the rate's N).
+POTAFLOW_WEBHOOK_BURST = env.int("POTAFLOW_WEBHOOK_BURST", default=0) or None
+# Header and query-parameter names whose values are stored as "[redacted]" in run payloads
+# (each replaces its default list; see workflows.redaction).
+POTAFLOW_REDACT_HEADERS = env.list(
+    "POTAFLOW_REDACT_HEADERS",
+    default=[
+        *("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"),
+        *("x-access-token", "x-csrf-token", "x-amz-security-token"),
+        # Checked before anything is stored, and kept out of payloads all the same:
+        *("webhook-signature", "x-hub-signature", "x-hub-signature-256", "stripe-signature", "x-slack-signature"),
+    ],
+)
+POTAFLOW_REDACT_QUERY = env.list(
+    "POTAFLOW_REDACT_QUERY",
+    default=[
+        *("token", "access_token", "refresh_token", "id_token", "api_key", "apikey", "key", "secret"),
+        *("client_secret", "password", "passwd", "auth", "signature", "sig", "code"),
+    ],
+)
 POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", default=64 * 1024)
 # A queued or retrying step whose message was lost is sent again after this long without progress.
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
@@ -334,7 +361,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # Request warnings name the path: webhook tokens and secret query values are masked.
+    "filters": {"redact": {"()": "potaflow.log_redaction.RedactingFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": {"filters": ["redact"]},
+        "django.server": {"filters": ["redact"]},
+    },
 }

@@ -44,6 +44,7 @@ from .admin_forms import (
 from .admin_widgets import human_duration, pretty_json, schedule_preview, status_badge, webhook_url_field
 from .api import webhook_url
 from .models import Run, RunTrigger, Step, StepRun, Workflow
+from .signatures import SIGNING_FIELDS
 
 
 class _ParentPermissionsMixin:
@@ -164,20 +165,58 @@ class WorkflowForm(forms.ModelForm):
         help_text="Write-only (at least 16 characters). Leave empty to keep the current one.",
     )
     remove_webhook_secret = forms.BooleanField(required=False, help_text="Accept unsigned webhook requests again.")
+    webhook_secret_previous = forms.CharField(
+        required=False,
+        max_length=128,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. While senders move to a new secret, the previous one is accepted too. "
+        "Leave empty to keep the current one.",
+    )
+    remove_webhook_secret_previous = forms.BooleanField(
+        required=False, help_text="Stop accepting the previous secret (rotation finished)."
+    )
 
     class Meta:
         model = Workflow
-        fields = ("organization", "name", "description", "is_active", "trigger_type", "webhook_secret")
+        fields = (
+            *("organization", "name", "description", "is_active", "trigger_type", "webhook_secret"),
+            *SIGNING_FIELDS,
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stored_secret = self.instance.webhook_secret if self.instance.pk else ""
+        self._stored_previous = self.instance.webhook_secret_previous if self.instance.pk else ""
+        # A form posted without them (an older page, a script) keeps the model defaults.
+        for name in ("signature_scheme", "hmac_algorithm", "hmac_encoding"):
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def _clean_choice(self, name: str) -> str:
+        return self.cleaned_data.get(name) or Workflow._meta.get_field(name).get_default()
+
+    def clean_signature_scheme(self) -> str:
+        return self._clean_choice("signature_scheme")
+
+    def clean_hmac_algorithm(self) -> str:
+        return self._clean_choice("hmac_algorithm")
+
+    def clean_hmac_encoding(self) -> str:
+        return self._clean_choice("hmac_encoding")
 
     def clean_webhook_secret(self) -> str:
         value = self.cleaned_data.get("webhook_secret") or ""
         if self.data.get(self.add_prefix("remove_webhook_secret")):
             return ""
         return value or self._stored_secret
+
+    def clean_webhook_secret_previous(self) -> str:
+        value = self.cleaned_data.get("webhook_secret_previous") or ""
+        if self.data.get(self.add_prefix("remove_webhook_secret_previous")) or self.data.get(
+            self.add_prefix("remove_webhook_secret")
+        ):
+            return ""
+        return value or self._stored_previous
 
     def _post_clean(self) -> None:
         super()._post_clean()
@@ -253,8 +292,15 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                     "trigger_type",
                     "webhook_link",
                     "webhook_secret_status",
+                    "signature_scheme",
                     "webhook_secret",
                     "remove_webhook_secret",
+                    "webhook_secret_previous",
+                    "remove_webhook_secret_previous",
+                    "hmac_header",
+                    "hmac_algorithm",
+                    "hmac_encoding",
+                    "hmac_prefix",
                     "schedule",
                     "schedule_preview",
                     "timezone",
@@ -285,7 +331,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         if obj is not None and not self.has_change_permission(request, obj):
             # Read-only: no secret input, and only the saved trigger type's fields.
             keep = {
-                "webhook": {"webhook_link", "webhook_secret_status"},
+                "webhook": {"webhook_link", "webhook_secret_status", "signature_scheme"},
                 "schedule": {"schedule", "schedule_preview", "timezone"},
             }
             trigger_fields = {"trigger_type", *keep.get(obj.trigger_type, set())}
@@ -343,7 +389,10 @@ class WorkflowAdmin(OrganizationScopedAdmin):
     def webhook_secret_status(self, workflow: Workflow) -> str:
         if not workflow.pk:
             return "–"
-        return "set (requests must be signed)" if workflow.webhook_secret else "not set (requests are not signed)"
+        if not workflow.webhook_secret:
+            return "not set (requests are not signed)"
+        status = f"set (requests must be signed), scheme: {workflow.get_signature_scheme_display()}"
+        return status + ("; the previous secret is accepted too" if workflow.webhook_secret_previous else "")
 
     @admin.display(description="Schedule preview")
     def schedule_preview(self, workflow: Workflow) -> str:

@@ -71,6 +71,14 @@ class WorkflowSerializer(serializers.ModelSerializer):
         write_only=True, required=False, allow_blank=True, max_length=128, help_text="Never returned."
     )
     has_webhook_secret = serializers.SerializerMethodField()
+    webhook_secret_previous = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=128,
+        help_text="Also accepted while senders move to a new webhook_secret (rotation). Never returned.",
+    )
+    has_webhook_secret_previous = serializers.SerializerMethodField()
     webhook_url = serializers.SerializerMethodField()
     created_by = serializers.EmailField(source="created_by.email", read_only=True, default=None, allow_null=True)
 
@@ -86,6 +94,13 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "webhook_url",
             "webhook_secret",
             "has_webhook_secret",
+            "signature_scheme",
+            "webhook_secret_previous",
+            "has_webhook_secret_previous",
+            "hmac_header",
+            "hmac_algorithm",
+            "hmac_encoding",
+            "hmac_prefix",
             "schedule",
             "timezone",
             "version",
@@ -98,6 +113,9 @@ class WorkflowSerializer(serializers.ModelSerializer):
 
     def get_has_webhook_secret(self, workflow: Workflow) -> bool:
         return bool(workflow.webhook_secret)
+
+    def get_has_webhook_secret_previous(self, workflow: Workflow) -> bool:
+        return bool(workflow.webhook_secret_previous)
 
     def get_webhook_url(self, workflow: Workflow) -> str | None:
         if workflow.trigger_type != "webhook":

@@ -16,6 +16,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .signatures import HmacAlgorithm, HmacEncoding, SignatureScheme
+
 
 def new_webhook_token() -> str:
     """43 URL-safe characters (256 bits): unguessable, so the URL is the capability."""
@@ -53,7 +55,30 @@ class Workflow(models.Model):
     webhook_secret = models.CharField(
         max_length=128,
         blank=True,
-        help_text="Optional. When set, webhook requests must carry a valid webhook-signature header.",
+        help_text="Optional. When set, webhook requests must be signed with it (see signature_scheme).",
+    )
+    signature_scheme = models.CharField(
+        max_length=16,
+        choices=SignatureScheme.choices,
+        default=SignatureScheme.STANDARD,
+        help_text="How webhook requests are signed when a secret is set.",
+    )
+    webhook_secret_previous = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="Optional. Also accepted while senders move to a new webhook_secret (rotation).",
+    )
+    hmac_header = models.CharField(
+        max_length=64, blank=True, help_text="hmac scheme: the header holding the signature, e.g. X-Signature."
+    )
+    hmac_algorithm = models.CharField(
+        max_length=8, choices=HmacAlgorithm.choices, default=HmacAlgorithm.SHA256, help_text="hmac scheme."
+    )
+    hmac_encoding = models.CharField(
+        max_length=8, choices=HmacEncoding.choices, default=HmacEncoding.HEX, help_text="hmac scheme."
+    )
+    hmac_prefix = models.CharField(
+        max_length=32, blank=True, help_text='hmac scheme: text before the digest, e.g. "sha256=".'
     )
     schedule = models.CharField(max_length=100, blank=True, help_text='5-field cron expression, e.g. "*/5 * * * *".')
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone of the schedule.")

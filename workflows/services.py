@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from accounts.models import Organization, User
 
-from . import dispatch, schedules, storable
+from . import dispatch, schedules, signatures, storable
 from .models import (
     STEP_SPEC_FIELDS,
     Run,
@@ -68,8 +68,14 @@ def workflow_create(
     schedule: str = "",
     timezone: str = "UTC",  # noqa: A002 - the field's name
     steps: Sequence[Mapping[str, Any]] = (),
+    **signing: Any,
 ) -> Workflow:
+    """``signing``: the fields of ``signatures.SIGNING_FIELDS`` (scheme, previous secret, hmac options)."""
+    unknown = set(signing) - set(signatures.SIGNING_FIELDS)
+    if unknown:
+        raise TypeError(f"workflow_create got unknown fields: {sorted(unknown)}")
     workflow = Workflow(
+        **signing,
         organization=organization,
         name=name,
         description=description,

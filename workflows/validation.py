@@ -17,7 +17,7 @@ from integrations.errors import ConfigError
 from integrations.models import Credential
 from integrations.registry import UnknownAction, all_actions, get_action
 
-from . import schedules, storable, templating
+from . import schedules, signatures, storable, templating
 from .models import STEP_DEFAULTS, InDoubtPolicy, Step, TriggerType, Workflow
 
 STEP_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -37,7 +37,10 @@ def limits() -> dict[str, tuple[float, float]]:
     return {**LIMITS, "timeout_seconds": (0.1, float(settings.POTAFLOW_STEP_TIMEOUT_MAX_SECONDS))}
 
 
-WORKFLOW_FIELDS = ("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone")
+WORKFLOW_FIELDS = (
+    *("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone"),
+    *signatures.SIGNING_FIELDS,
+)
 
 
 class WorkflowInvalid(Exception):  # noqa: N818 - reads as a state
@@ -93,8 +96,8 @@ def validate_definition(workflow: Workflow, steps: Sequence[Mapping[str, Any]]) 
         value = getattr(workflow, field)
         if isinstance(value, str) and storable.NUL in value:
             add(field, f"{field} contains a NUL character (\\u0000), which cannot be stored.")
-    if workflow.webhook_secret and len(workflow.webhook_secret) < 16:
-        add("webhook_secret", "A webhook secret must be at least 16 characters long.")
+    for field, message in signatures.validate({f: getattr(workflow, f) for f in WORKFLOW_FIELDS}).items():
+        add(field, message)
     if len(steps) > MAX_STEPS:
         add("steps", f"A workflow has at most {MAX_STEPS} steps; got {len(steps)}.")
 
@@ -152,6 +155,11 @@ def _validate_step(workflow: Workflow, index: int, spec: Mapping[str, Any], seen
                 add(f"{where}.{path}", f"{label} {path}: {exc.message}")
 
     credential = _resolve_credential(workflow, spec.get("credential"), action, label, f"{where}.credential", add)
+    if action is not None and credential is not None and credential.kind in action.accepted_credential_kinds():
+        try:
+            action.validate_credential_use(templating.prepare_config(action, config), credential.public_data)
+        except ConfigError as exc:
+            add(f"{where}.{exc.field}", f"{label}: {exc.message}")
 
     policy: dict[str, Any] = {}
     bounds = limits()

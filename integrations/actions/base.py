@@ -100,6 +100,10 @@ class Action:
             where = f"config.{path}" if path else "config"
             raise ConfigError(f"{where}: {error.message}", field=where)
 
+    def validate_credential_use(self, config: Any, credential_public: Mapping[str, Any]) -> None:
+        """Check, when a step is saved, that its (unrendered) config may use a credential with
+        these public fields (e.g. its ``allowed_hosts``); raises ``ConfigError``. Default: no rule."""
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

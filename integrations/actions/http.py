@@ -11,12 +11,13 @@ import json
 import math
 import time
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import urllib3
 from django.conf import settings
 
-from integrations import net
+from integrations import credential_hosts, net
 from integrations.errors import ConfigError, PermanentError, RetryableError
 from integrations.storable import storable
 
@@ -45,6 +46,26 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable for a request (None when it is fine).
+
+    ``urlsplit`` raises ``ValueError`` on an unbalanced or invalid ``[IPv6]``
+    host and ``.port`` on a bad port: reported as a message, never a 500.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - validates the port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "contains whitespace or control characters"
+    return None
 
 
 class HttpRequest(Action):
@@ -103,9 +124,9 @@ class HttpRequest(Action):
         super().validate_config(config)
         url = config.get("url", "")
         if "{{" not in url and "{%" not in url:
-            scheme = urllib.parse.urlsplit(url).scheme.lower()
-            if scheme not in ("http", "https"):
-                raise ConfigError("config.url: must be an http:// or https:// URL", field="config.url")
+            problem = url_problem(url)
+            if problem:
+                raise ConfigError(f"config.url: {problem}", field="config.url")
         body_type = config.get("body_type", "json")
         body = config.get("body")
         if body is not None and not _is_single_expression(body):
@@ -114,9 +135,28 @@ class HttpRequest(Action):
             if body_type == "raw" and not isinstance(body, str):
                 raise ConfigError("config.body: a raw body must be a string", field="config.body")
 
+    def validate_credential_use(self, config: Any, credential_public: Mapping[str, Any]) -> None:
+        """A static URL outside the credential's ``allowed_hosts`` is refused when the step is saved."""
+        if not credential_public.get("allowed_hosts"):
+            raise ConfigError(
+                "the credential has no allowed_hosts (it predates the rule): an admin must set the hosts "
+                "it may be sent to before a step can use it",
+                field="credential",
+            )
+        url = config.get("url", "") if isinstance(config, dict) else ""
+        if not url or "{{" in url or "{%" in url or url_problem(url):
+            return  # templated: checked once rendered, before anything is sent
+        try:
+            credential_hosts.check(credential_public.get("allowed_hosts"), url)
+        except credential_hosts.NotAllowed as exc:
+            raise ConfigError(f"config.url: {exc}", field="config.url") from None
+
     # -- run ---------------------------------------------------------------
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         method = config.get("method", "GET").upper()
+        problem = url_problem(config["url"])
+        if problem:
+            raise PermanentError(f"invalid URL {config['url']!r}: {problem}")
         timeout = float(config.get("timeout") or ctx.timeout_seconds)
         url = _with_query(config["url"], config.get("query") or {})
         headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
@@ -124,6 +164,11 @@ class HttpRequest(Action):
         if key_header and ctx.idempotency_key:
             headers[key_header] = ctx.idempotency_key
         auth_headers = _auth_headers(ctx)
+        if ctx.credential:
+            try:  # before anything is sent: the rendered URL must be one the credential may go to
+                credential_hosts.check(ctx.credential.get("allowed_hosts"), url)
+            except credential_hosts.NotAllowed as exc:
+                raise PermanentError(f"{exc}; nothing was sent") from None
         body = _encode_body(config, headers)
         follow = config.get("follow_redirects", True)
         deadline = time.monotonic() + timeout
@@ -141,8 +186,8 @@ class HttpRequest(Action):
                 next_url = urllib.parse.urljoin(url, location)
                 if urllib.parse.urlsplit(next_url).scheme.lower() not in ("http", "https"):
                     raise PermanentError(f"redirect to a non-HTTP URL refused: {next_url}")
-                if _origin(next_url) != _origin(url):
-                    auth_headers = {}  # never hand credentials to another origin
+                if _origin(next_url) != _origin(url) or not _credential_allows(ctx, next_url):
+                    auth_headers = {}  # never hand credentials to another origin, nor outside allowed_hosts
                 if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                     method, body = "GET", None
                     headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
@@ -301,6 +346,14 @@ def _with_query(url: str, query: dict[str, Any]) -> str:
 def _idempotency_header(config: Any) -> str:
     value = config.get("idempotency_header", "Idempotency-Key")
     return value.strip() if isinstance(value, str) else ""
+
+
+def _credential_allows(ctx: ActionContext, url: str) -> bool:
+    try:
+        credential_hosts.check((ctx.credential or {}).get("allowed_hosts"), url)
+    except credential_hosts.NotAllowed:
+        return False
+    return True
 
 
 def _auth_headers(ctx: ActionContext) -> dict[str, str]:

@@ -47,8 +47,8 @@ def test_the_form_names_a_missing_field(staff):
 
 
 def test_the_change_page_never_shows_the_secret_and_empty_keeps_it(staff):
-    cred = credential_create(organization=staff.acme, name="Basic", kind="http_basic",
-                             secret={"username": "ada", "password": "pw-very-secret"})  # fmt: skip
+    secret = {"username": "ada", "password": "pw-very-secret", "allowed_hosts": ["api.example.com"]}
+    cred = credential_create(organization=staff.acme, name="Basic", kind="http_basic", secret=secret)
     client = login("admin@example.com")
     page = client.get(f"/admin/integrations/credential/{cred.pk}/change/")
     assert page.status_code == 200
@@ -62,11 +62,20 @@ def test_the_change_page_never_shows_the_secret_and_empty_keeps_it(staff):
     )
     assert response.status_code == 302
     cred.refresh_from_db()
-    assert credential_reveal(cred) == {"username": "grace", "password": "pw-very-secret"}
+    assert credential_reveal(cred) == {
+        "username": "grace",
+        "password": "pw-very-secret",
+        "allowed_hosts": ["api.example.com"],
+    }
 
 
 def test_editors_and_other_organizations_do_not_see_credentials(staff):
-    cred = credential_create(organization=staff.acme, name="T", kind="http_bearer", secret={"token": "t"})
+    cred = credential_create(
+        organization=staff.acme,
+        name="T",
+        kind="http_bearer",
+        secret={"token": "t", "allowed_hosts": ["api.example.com"]},
+    )
     assert login("editor@example.com").get("/admin/integrations/credential/").status_code == 403
     assert login("outsider@example.com").get(f"/admin/integrations/credential/{cred.pk}/change/").status_code == 404
     listing = login("admin@example.com").get("/admin/integrations/credential/")

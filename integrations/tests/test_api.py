@@ -39,20 +39,31 @@ def test_admins_and_owners_create_and_the_secret_never_comes_back(world, persona
 @pytest.mark.parametrize("persona", ["editor", "viewer"])
 def test_editors_and_viewers_cannot_create_or_read(world, persona):
     assert create(world, persona).status_code == 400  # acme is not an organization they administer
-    cred = credential_create(organization=world.acme, name="T", kind="http_bearer", secret={"token": "t"})
+    cred = credential_create(
+        organization=world.acme,
+        name="T",
+        kind="http_bearer",
+        secret={"token": "t", "allowed_hosts": ["api.example.com"]},
+    )
     assert world.client(persona).get(URL).json()["results"] == []
     assert world.client(persona).get(f"{URL}{cred.pk}/").status_code == 403
     assert world.client(persona).delete(f"{URL}{cred.pk}/").status_code == 403
 
 
 def test_another_organizations_credential_is_a_404(world):
-    cred = credential_create(organization=world.acme, name="T", kind="http_bearer", secret={"token": "t"})
+    cred = credential_create(
+        organization=world.acme,
+        name="T",
+        kind="http_bearer",
+        secret={"token": "t", "allowed_hosts": ["api.example.com"]},
+    )
     outsider = world.client("outsider")
     assert outsider.get(f"{URL}{cred.pk}/").status_code == 404
     assert outsider.patch(f"{URL}{cred.pk}/", {"name": "x"}, format="json").status_code == 404
     assert outsider.get(URL).json()["results"] == []
+    secret = {"token": "t", "allowed_hosts": ["api.example.com"]}
     response = outsider.post(URL, {"organization": world.acme.pk, "name": "x", "kind": "http_bearer",
-                                   "secret": {"token": "t"}}, format="json")  # fmt: skip
+                                   "secret": secret}, format="json")  # fmt: skip
     assert response.status_code == 400
     assert "organization" in response.json()["errors"]
 
@@ -64,7 +75,10 @@ def test_a_missing_field_is_a_400_naming_it(world):
     assert body["errors"] == {"secret": {"password": ["username and password go together: set both or neither."]}}
     assert "password" in body["detail"]
     response = create(world, kind="http_bearer", secret={})
-    assert response.json()["errors"]["secret"] == {"token": ["token is required for a http_bearer credential."]}
+    assert response.json()["errors"]["secret"] == {
+        "token": ["token is required for a http_bearer credential."],
+        "allowed_hosts": ["allowed_hosts is required for a http_bearer credential."],
+    }
     response = create(world, kind="telnet")
     assert response.status_code == 400
     assert "kind" in response.json()["errors"]
@@ -78,8 +92,8 @@ def test_a_duplicate_name_is_a_400_on_name(world):
 
 
 def test_the_organization_defaults_to_the_only_one_administered(world):
-    response = world.client("admin").post(URL, {"name": "T", "kind": "http_bearer", "secret": {"token": "t"}},
-                                          format="json")  # fmt: skip
+    secret = {"token": "t", "allowed_hosts": ["api.example.com"]}
+    response = world.client("admin").post(URL, {"name": "T", "kind": "http_bearer", "secret": secret}, format="json")
     assert response.status_code == 201
     assert response.json()["organization"] == world.acme.pk
 

@@ -88,29 +88,34 @@ def test_a_service_account_key_is_accepted_as_json_text_and_shows_its_email(keys
 
 
 def test_an_update_keeps_secret_fields_that_are_left_out(keys, organization):
-    cred = credential_create(organization=organization, name="b", kind="http_basic",
-                             secret={"username": "ada", "password": "pw1"})  # fmt: skip
+    secret = {"username": "ada", "password": "pw1", "allowed_hosts": ["api.example.com"]}
+    cred = credential_create(organization=organization, name="b", kind="http_basic", secret=secret)
     credential_update(credential=cred, name="renamed", secret={"username": "grace"})
     cred.refresh_from_db()
     assert cred.name == "renamed"
-    assert credential_reveal(cred) == {"username": "grace", "password": "pw1"}
+    assert credential_reveal(cred) == {"username": "grace", "password": "pw1", "allowed_hosts": ["api.example.com"]}
     credential_update(credential=cred, secret={"password": "pw2"})
-    assert credential_reveal(cred) == {"username": "grace", "password": "pw2"}
+    assert credential_reveal(cred) == {"username": "grace", "password": "pw2", "allowed_hosts": ["api.example.com"]}
 
 
 def test_rotation_re_encrypts_with_the_first_key_and_old_ciphertexts_decrypt_before(settings, organization):
     settings.POTAFLOW_FERNET_KEYS = [KEY_A]
-    cred = credential_create(organization=organization, name="t", kind="http_bearer", secret={"token": "abc"})
+    cred = credential_create(
+        organization=organization,
+        name="t",
+        kind="http_bearer",
+        secret={"token": "abc", "allowed_hosts": ["api.example.com"]},
+    )
     before = raw_column(cred)
     settings.POTAFLOW_FERNET_KEYS = [KEY_B, KEY_A]  # new key first, old one still decrypts
-    assert credential_reveal(cred) == {"token": "abc"}
+    assert credential_reveal(cred) == {"token": "abc", "allowed_hosts": ["api.example.com"]}
     call_command("rotate_credential_keys", stdout=open("/dev/null", "w"))  # noqa: SIM115
     after = raw_column(cred)
     assert after != before
     assert Fernet(KEY_B).decrypt(after.encode()) == b'{"token": "abc"}'
     settings.POTAFLOW_FERNET_KEYS = [KEY_B]  # old key dropped: still readable
     cred.refresh_from_db()
-    assert credential_reveal(cred) == {"token": "abc"}
+    assert credential_reveal(cred) == {"token": "abc", "allowed_hosts": ["api.example.com"]}
     settings.POTAFLOW_FERNET_KEYS = [KEY_A]  # a key that never encrypted it
     with pytest.raises(SecretDecryptionError, match="cannot be decrypted"):
         credential_reveal(cred)

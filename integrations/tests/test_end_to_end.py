@@ -134,7 +134,12 @@ def fire(organization, steps, body):
 def test_http_request_end_to_end(stack, organization):
     http = stack["http"]
     http.route("POST", "/orders", Reply(201, {"order": "ok"}))
-    cred = credential_create(organization=organization, name="api", kind="http_bearer", secret={"token": "tk-1"})
+    cred = credential_create(
+        organization=organization,
+        name="api",
+        kind="http_bearer",
+        secret={"token": "tk-1", "allowed_hosts": ["127.0.0.1"]},
+    )
     run, (step,) = fire(
         organization,
         [{"key": "call", "action_type": "http.request", "credential": cred.pk,

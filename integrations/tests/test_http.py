@@ -26,7 +26,7 @@ def test_it_sends_method_path_query_headers_and_bearer_auth(allow_loopback, http
     http_server.route("GET", "/items", Reply(200, {"items": [1, 2]}, {"X-Trace": "abc"}))
     out = run(
         {"url": f"{http_server.url}/items?fixed=1", "query": {"page": 2, "flag": True}, "headers": {"X-Custom": "yes"}},
-        credential={"token": "t0k"},
+        credential={"token": "t0k", "allowed_hosts": ["127.0.0.1"]},
         kind="http_bearer",
     )
     (req,) = http_server.requests
@@ -54,7 +54,7 @@ def test_it_sends_a_form_body_with_basic_auth(allow_loopback, http_server):
     http_server.route("PUT", "/form", Reply(200, "fine"))
     out = run(
         {"method": "PUT", "url": f"{http_server.url}/form", "body_type": "form", "body": {"a": "1", "b": "x y"}},
-        credential={"username": "ada", "password": "p:w"},
+        credential={"username": "ada", "password": "p:w", "allowed_hosts": ["127.0.0.1"]},
         kind="http_basic",
     )
     (req,) = http_server.requests
@@ -69,7 +69,7 @@ def test_it_sends_a_raw_body_with_a_header_credential(allow_loopback, http_serve
     out = run(
         {"method": "POST", "url": f"{http_server.url}/raw", "body_type": "raw", "body": "<xml/>",
          "headers": {"Content-Type": "application/xml"}},
-        credential={"header_name": "X-Api-Key", "value": "k-123"},
+        credential={"header_name": "X-Api-Key", "value": "k-123", "allowed_hosts": ["127.0.0.1"]},
         kind="http_header",
     )  # fmt: skip
     (req,) = http_server.requests
@@ -171,7 +171,11 @@ def test_a_redirect_to_another_origin_drops_the_credential(allow_loopback, http_
     with RecordingHTTPServer() as other:
         other.route("GET", "/there", Reply(200, {"ok": 1}))
         http_server.route("GET", "/go", Reply(307, b"", {"Location": f"{other.url}/there"}))
-        run({"url": f"{http_server.url}/go"}, credential={"token": "secret"}, kind="http_bearer")
+        run(
+            {"url": f"{http_server.url}/go"},
+            credential={"token": "secret", "allowed_hosts": ["127.0.0.1"]},
+            kind="http_bearer",
+        )
         assert http_server.requests[0].headers["authorization"] == "Bearer secret"
         assert "authorization" not in other.requests[0].headers
 

@@ -398,7 +398,12 @@ def test_the_worker_reuses_its_database_connection_across_tasks(stack, org, sett
 def test_a_destination_that_echoes_the_credential_does_not_get_it_stored(stack, org, editor):
     http = stack["http"]
     http.route("POST", "/echo", lambda req: Reply(200, {"you_sent": req.headers.get("authorization")}))
-    cred = credential_create(organization=org, name="api", kind="http_bearer", secret={"token": "sk-live-0123456789"})
+    cred = credential_create(
+        organization=org,
+        name="api",
+        kind="http_bearer",
+        secret={"token": "sk-live-0123456789", "allowed_hosts": ["127.0.0.1"]},
+    )
     run, _ = run_accept(
         workflow=http_workflow(org, f"{http.url}/echo", credential=cred.pk),
         trigger="manual",

@@ -91,8 +91,18 @@ def test_unknown_action_duplicate_key_and_bad_config_are_named(org):
 
 
 def test_credentials_must_be_of_the_org_and_an_accepted_kind(org, other_org, fernet_keys):
-    mine = credential_create(organization=org, name="tok", kind="http_bearer", secret={"token": "s3cret-value"})
-    theirs = credential_create(organization=other_org, name="tok", kind="http_bearer", secret={"token": "x"})
+    mine = credential_create(
+        organization=org,
+        name="tok",
+        kind="http_bearer",
+        secret={"token": "s3cret-value", "allowed_hosts": ["api.example.com"]},
+    )
+    theirs = credential_create(
+        organization=other_org,
+        name="tok",
+        kind="http_bearer",
+        secret={"token": "x", "allowed_hosts": ["api.example.com"]},
+    )
     steps = [{"key": "a", "action_type": "transform", "config": {"value": 1}, "credential": mine.pk}]
     with pytest.raises(WorkflowInvalid) as exc:
         workflow_create(organization=org, name="W", steps=steps)

@@ -1,0 +1,50 @@
+"""Keep capabilities and secrets out of log lines.
+
+A webhook URL ``/hooks/<token>`` is its workflow's capability, and a query
+such as ``?token=`` or ``?api_key=`` carries a secret: whoever reads the logs
+could use them. ``redact_url_text`` masks both; ``RedactingFilter`` applies it
+to Django's request loggers (``Unauthorized: /hooks/<token>``) and
+``potaflow.gunicorn_logging.RedactingLogger`` to gunicorn's access log.
+The sensitive query names are ``POTAFLOW_REDACT_QUERY``.
+"""
+
+import logging
+import re
+from urllib.parse import unquote_plus
+
+HOOK_PATH = re.compile(r"(/hooks/)[^/?#\s\"']+")
+QUERY_PAIR = re.compile(r"([?&;]|^)([^&=;\s?#\"']+)=([^&;\s#\"']*)")
+REDACTED = "[redacted]"
+
+
+def sensitive_query_names() -> frozenset[str]:
+    """``POTAFLOW_REDACT_QUERY`` lower-cased (empty when Django is not configured)."""
+    from django.conf import settings
+
+    if not settings.configured:
+        return frozenset()
+    return frozenset(n.strip().lower() for n in settings.POTAFLOW_REDACT_QUERY if n.strip())
+
+
+def redact_url_text(text: str, query_names: frozenset[str] | None = None) -> str:
+    """Mask ``/hooks/<token>`` and the values of sensitive ``name=value`` pairs in a URL or log line."""
+    names = sensitive_query_names() if query_names is None else query_names
+    text = HOOK_PATH.sub(r"\1" + REDACTED, text)
+
+    def pair(match: re.Match) -> str:
+        if unquote_plus(match.group(2)).strip().lower() in names:
+            return f"{match.group(1)}{match.group(2)}={REDACTED}"
+        return match.group(0)
+
+    return QUERY_PAIR.sub(pair, text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that rewrites the record's message with ``redact_url_text``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_url_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
