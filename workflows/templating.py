@@ -21,6 +21,7 @@ workflow) and limits that are visible statically (``range`` over a literal
 bound, ``lipsum`` with a literal count).
 """
 
+import contextlib
 import contextvars
 import functools
 import json
@@ -112,12 +113,28 @@ _budget: contextvars.ContextVar[RenderBudget | None] = contextvars.ContextVar("p
 
 
 def _current_budget() -> RenderBudget:
+    """The budget of the render in progress (a fresh one for a render outside ``_budget_scope``)."""
     budget = _budget.get()
-    if budget is None:  # a render outside render_value (tests, save-time previews): default limits
+    if budget is None:
         budget = RenderBudget.from_settings()
         budget.start()
-        _budget.set(budget)
     return budget
+
+
+@contextlib.contextmanager
+def _budget_scope() -> Iterator[RenderBudget]:
+    """One budget for everything rendered inside (joins the enclosing render's budget if any)."""
+    budget = _budget.get()
+    if budget is not None:
+        yield budget
+        return
+    budget = RenderBudget.from_settings()
+    budget.start()
+    token = _budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _budget.reset(token)
 
 
 def _size(value: Any) -> int:
@@ -346,15 +363,8 @@ def render_value(value: Any, context: dict[str, Any], *, path: str = "config") -
 
     The whole value shares one ``RenderBudget`` from the settings.
     """
-    if _budget.get() is not None:
+    with _budget_scope():
         return _render(value, context, path)
-    budget = RenderBudget.from_settings()
-    budget.start()
-    token = _budget.set(budget)
-    try:
-        return _render(value, context, path)
-    finally:
-        _budget.reset(token)
 
 
 def _render(value: Any, context: dict[str, Any], path: str) -> Any:
@@ -382,19 +392,8 @@ def render_string(template: str, context: dict[str, Any], *, path: str = "config
         return template
     expr = single_expression(template)
     try:
-        budget = _current_budget()
-        if expr is not None:
-            result = _to_json(_compiled_expression(expr)(**context))
-            if isinstance(result, str):
-                budget.check_size(len(result), "the rendered value")
-            return result
-        parts: list[str] = []
-        total = 0
-        for chunk in _compiled_template(template).generate(**context):
-            total += len(chunk)
-            budget.check_size(total, "the rendered text")
-            parts.append(chunk)
-        return "".join(parts)
+        with _budget_scope() as budget:
+            return _render_template(template, expr, context, budget)
     except UndefinedError as exc:
         raise TemplateError(f"{path}: undefined variable in {template.strip()!r}: {exc.message}") from None
     except TemplateSyntaxError as exc:
@@ -411,6 +410,21 @@ def render_string(template: str, context: dict[str, Any], *, path: str = "config
         raise TemplateError(f"{path}: rendering recursed too deeply") from None
     except Exception as exc:  # noqa: BLE001 - any evaluation error is the template's fault
         raise TemplateError(f"{path}: error evaluating {template.strip()!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _render_template(template: str, expr: str | None, context: dict[str, Any], budget: RenderBudget) -> Any:
+    if expr is not None:
+        result = _to_json(_compiled_expression(expr)(**context))
+        if isinstance(result, str):
+            budget.check_size(len(result), "the rendered value")
+        return result
+    parts: list[str] = []
+    total = 0
+    for chunk in _compiled_template(template).generate(**context):
+        total += len(chunk)
+        budget.check_size(total, "the rendered text")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def _to_json(result: Any) -> Any:

@@ -330,17 +330,18 @@ def test_one_organizations_heavy_steps_do_not_starve_another(org, tmp_path, tran
     quick = workflow_create(
         organization=org, name="Quick", steps=[{"key": "t", "action_type": "transform", "config": {"value": 1}}]
     )
-    worker = start_worker(env={"POTAFLOW_ORG_MAX_RUNNING_STEPS": "-1", "POTAFLOW_WORKER_CONCURRENCY": "2"})
-    try:
-        burners = [run_accept(workflow=burn, trigger="manual", payload={})[0] for _ in range(2)]
-        wait_for(lambda: calls(tmp_path / "b.jsonl"), timeout=30, message="a heavy step to start")
-        time.sleep(1)
-        run, _ = run_accept(workflow=quick, trigger="manual", payload={})
-        run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=30, worker=worker)
-        for burner in burners:
-            wait_for_run(burner.pk, {"succeeded", "failed"}, timeout=60, worker=worker)
-    finally:
-        worker.stop()
+    with IsolatedBroker() as broker:  # this worker alone consumes: its concurrency is the test's premise
+        worker = start_worker(env={**broker.env, "POTAFLOW_ORG_MAX_RUNNING_STEPS": "-1"})
+        try:
+            burners = [run_accept(workflow=burn, trigger="manual", payload={})[0] for _ in range(2)]
+            wait_for(lambda: calls(tmp_path / "b.jsonl"), timeout=30, message="a heavy step to start")
+            time.sleep(1)
+            run, _ = run_accept(workflow=quick, trigger="manual", payload={})
+            run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=30, worker=worker)
+            for burner in burners:
+                wait_for_run(burner.pk, {"succeeded", "failed"}, timeout=60, worker=worker)
+        finally:
+            worker.stop()
     latency = (run.finished_at - run.created_at).total_seconds()
     print(f"\nfairness: a one-step run of another organization finished in {latency:.2f} s")
     assert run.status == "succeeded" and latency < 2.0
@@ -359,16 +360,18 @@ def test_a_step_that_allocates_past_the_ceiling_fails_and_leaves_no_bloated_proc
             }
         ],
     )
-    worker = start_worker(env={"POTAFLOW_WORKER_MEMORY_LIMIT_MB": "400", "POTAFLOW_WORKER_MAX_RSS_MB": "250"})
-    try:
-        started = time.monotonic()
-        run, _ = run_accept(workflow=wf, trigger="manual", payload={})
-        run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=60, worker=worker)
-        took = time.monotonic() - started
-        time.sleep(2)  # a bloated child is replaced after its task
-        sizes = {pid: rss_mib(pid) for pid in pool_children(worker)}
-    finally:
-        worker.stop()
+    limits = {"POTAFLOW_WORKER_MEMORY_LIMIT_MB": "400", "POTAFLOW_WORKER_MAX_RSS_MB": "250"}
+    with IsolatedBroker() as broker:  # only the worker with these limits may take the step
+        worker = start_worker(env={**broker.env, **limits})
+        try:
+            started = time.monotonic()
+            run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+            run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=60, worker=worker)
+            took = time.monotonic() - started
+            time.sleep(2)  # a bloated child is replaced after its task
+            sizes = {pid: rss_mib(pid) for pid in pool_children(worker)}
+        finally:
+            worker.stop()
     assert run.status == "failed" and "POTAFLOW_WORKER_MEMORY_LIMIT_MB" in run.error and "400 MiB" in run.error
     assert took < 30
     assert sizes and max(sizes.values()) < 250, sizes

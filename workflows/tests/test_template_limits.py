@@ -84,3 +84,14 @@ def test_limits_visible_in_the_template_are_refused_at_save_time(org, source, na
             steps=[{"key": "t", "action_type": "transform", "config": {"value": source}}],
         )
     assert named in str(exc.value.errors["steps[0].config.value"])
+
+
+def test_each_render_gets_a_fresh_budget(settings):
+    """A budget never outlives its render (it once stuck to the thread and failed every later render)."""
+    settings.POTAFLOW_TEMPLATE_CPU_SECONDS = 0.05
+    assert templating.render_string("{{ 1 + 1 }}", CONTEXT) == 2
+    deadline = time.process_time() + 0.1
+    while time.process_time() < deadline:
+        pass
+    assert templating.render_string("{{ 1 + 2 }}", CONTEXT) == 3
+    assert templating.render_value({"v": "{% for i in range(2) %}{{ i }}{% endfor %}"}, CONTEXT) == {"v": "01"}
