@@ -17,15 +17,18 @@ from integrations.storable import clean_text
 
 
 class ActionError(Exception):
-    def __init__(self, message: str) -> None:
+    """``status``: the destination's answer (an HTTP status) when there was one, for the attempt record."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         message = clean_text(str(message))
         super().__init__(message)
         self.message = message
+        self.status = status
 
 
 class RetryableError(ActionError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retry_after: float | None = None, *, status: int | None = None) -> None:
+        super().__init__(message, status=status)
         self.retry_after = retry_after
 
 

@@ -296,12 +296,14 @@ def _attempt(attempt: Attempt) -> StepOutcome:
         recording.record_filtered(attempt, filtered.output)
         return STOP
     except RetryableError as exc:
-        return _retry_or_give_up(attempt, spec, exc.message, exc.retry_after, AttemptOutcome.RETRYABLE_ERROR)
+        return _retry_or_give_up(
+            attempt, spec, exc.message, exc.retry_after, AttemptOutcome.RETRYABLE_ERROR, response_status=exc.status
+        )
     except SoftTimeLimitExceeded:
         message = f"timed out: still running after {policy(spec, 'timeout_seconds'):g} s"
         return _retry_or_give_up(attempt, spec, message, None, AttemptOutcome.TIMED_OUT)
     except PermanentError as exc:
-        recording.record_failure(attempt, exc.message)
+        recording.record_failure(attempt, exc.message, response_status=exc.status)
         return STOP
     except MemoryError:
         # Recorded below, once this block has released the traceback and with it
@@ -322,15 +324,25 @@ def _attempt(attempt: Attempt) -> StepOutcome:
 
 
 def _retry_or_give_up(
-    attempt: Attempt, spec: dict | None, message: str, retry_after: float | None, outcome: str
+    attempt: Attempt,
+    spec: dict | None,
+    message: str,
+    retry_after: float | None,
+    outcome: str,
+    *,
+    response_status: int | None = None,
 ) -> StepOutcome:
     if attempt.number > policy(spec, "max_retries"):
         recording.record_failure(
-            attempt, f"{message} (gave up after {attempt.number} attempts)", outcome=outcome, dead_letter=True
+            attempt,
+            f"{message} (gave up after {attempt.number} attempts)",
+            outcome=outcome,
+            dead_letter=True,
+            response_status=response_status,
         )
         return STOP
     delay = retry_delay(spec, attempt.number, retry_after)
-    if not recording.record_retry(attempt, message, delay, outcome=outcome):
+    if not recording.record_retry(attempt, message, delay, outcome=outcome, response_status=response_status):
         return STOP
     return StepOutcome(retry_in=delay)
 

@@ -142,8 +142,11 @@ def close_lost_attempt(step_run: StepRun, outcome: str, message: str, now: datet
     )
 
 
-def _close_attempt(attempt: Attempt, outcome: str, now: datetime, *, error: str = "", output: Any = None) -> None:
-    status, excerpt = _response_facts(output)
+def _close_attempt(
+    attempt: Attempt, outcome: str, now: datetime, *, error: str = "", output: Any = None, status: int | None = None
+) -> None:
+    output_status, excerpt = _response_facts(output)
+    status = status if status is not None else output_status
     StepAttempt.objects.filter(step_run_id=attempt.step_run.pk, number=attempt.number).update(
         outcome=outcome,
         finished_at=now,
@@ -191,24 +194,47 @@ def _superseded(attempt: Attempt, what: str) -> None:
 
 
 # -- outcomes ------------------------------------------------------------------
+def _finish_attempt(
+    attempt: Attempt,
+    step_status: str,
+    outcome: str,
+    now: datetime,
+    *,
+    output: Any = None,
+    error: str = "",
+    next_attempt_at: datetime | None = None,
+    response_status: int | None = None,
+) -> bool:
+    """Write the step row and close the attempt row (inside the caller's transaction).
+
+    False when a newer attempt owns the step: then only this attempt's own row
+    changes (``superseded``) and the caller must not touch the run.
+    """
+    fields: dict[str, Any] = {
+        "status": step_status,
+        "rendered_config": attempt.stored_config(),
+        "error": error,
+        "finished_at": now,
+        "duration_ms": attempt.elapsed_ms(),
+        "next_attempt_at": next_attempt_at,
+        "lease_expires_at": None,
+    }
+    if step_status == StepRunStatus.SUCCEEDED:
+        fields["output"] = output
+    if not _owned(attempt).update(**fields):
+        _superseded(attempt, f"{outcome}: {error}" if error else outcome)
+        return False
+    _close_attempt(attempt, outcome, now, error=error, output=output, status=response_status)
+    return True
+
+
 def record_success(attempt: Attempt, output: Any) -> bool:
-    """Store the output; True when the run is now complete (nothing left to execute)."""
+    """Store the output; True when the chain stops here (the run is complete, or another attempt owns it)."""
     now = timezone.now()
     stored = attempt.scrub(cap_output(output))
     with transaction.atomic():
-        updated = _owned(attempt).update(
-            status=StepRunStatus.SUCCEEDED,
-            rendered_config=attempt.stored_config(),
-            output=stored,
-            error="",
-            finished_at=now,
-            duration_ms=attempt.elapsed_ms(),
-            lease_expires_at=None,
-        )
-        if not updated:
-            _superseded(attempt, "succeeded")
+        if not _finish_attempt(attempt, StepRunStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, now, output=stored):
             return True
-        _close_attempt(attempt, AttemptOutcome.SUCCEEDED, now, output=stored)
         Run.objects.filter(pk=attempt.run.pk).update(last_progress_at=now)
         return finish_if_complete(attempt.run)
 
@@ -218,19 +244,8 @@ def record_filtered(attempt: Attempt, output: Any) -> None:
     now = timezone.now()
     stored = attempt.scrub(cap_output(output))
     with transaction.atomic():
-        updated = _owned(attempt).update(
-            status=StepRunStatus.SUCCEEDED,
-            rendered_config=attempt.stored_config(),
-            output=stored,
-            error="",
-            finished_at=now,
-            duration_ms=attempt.elapsed_ms(),
-            lease_expires_at=None,
-        )
-        if not updated:
-            _superseded(attempt, "filtered")
+        if not _finish_attempt(attempt, StepRunStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, now, output=stored):
             return
-        _close_attempt(attempt, AttemptOutcome.SUCCEEDED, now, output=stored)
         _skip_rest(attempt.run, attempt.step_run.position)
         Run.objects.filter(pk=attempt.run.pk).update(status=RunStatus.FILTERED, finished_at=now, last_progress_at=now)
     logger.info("run %s filtered at step %s", attempt.run.pk, attempt.step_run.key)
@@ -242,48 +257,38 @@ def record_failure(
     *,
     outcome: str = AttemptOutcome.PERMANENT_ERROR,
     dead_letter: bool = False,
-    output: Any = None,
+    response_status: int | None = None,
 ) -> None:
     """The step failed for good: the run fails (dead-lettered when retries ran out or a person must decide)."""
     now = timezone.now()
     message = attempt.scrub(clean_text(message))
     with transaction.atomic():
-        updated = _owned(attempt).update(
-            status=StepRunStatus.FAILED,
-            rendered_config=attempt.stored_config(),
-            error=message,
-            finished_at=now,
-            duration_ms=attempt.elapsed_ms(),
-            next_attempt_at=None,
-            lease_expires_at=None,
-        )
-        if not updated:
-            _superseded(attempt, f"failed: {message}")
+        if not _finish_attempt(
+            attempt, StepRunStatus.FAILED, outcome, now, error=message, response_status=response_status
+        ):
             return
-        _close_attempt(attempt, outcome, now, error=message, output=attempt.scrub(output))
         fail_run(attempt.run, attempt.step_run, message, now, dead_letter=dead_letter)
     logger.warning("run %s failed at step %s: %s", attempt.run.pk, attempt.step_run.key, message)
 
 
-def record_retry(attempt: Attempt, message: str, delay: float, *, outcome: str, output: Any = None) -> bool:
+def record_retry(
+    attempt: Attempt, message: str, delay: float, *, outcome: str, response_status: int | None = None
+) -> bool:
     """The attempt failed and the step will be tried again in ``delay`` seconds; False if superseded."""
     now = timezone.now()
     next_attempt = now + timedelta(seconds=delay)
     message = attempt.scrub(clean_text(message))
     with transaction.atomic():
-        updated = _owned(attempt).update(
-            status=StepRunStatus.RETRYING,
-            rendered_config=attempt.stored_config(),
+        if not _finish_attempt(
+            attempt,
+            StepRunStatus.RETRYING,
+            outcome,
+            now,
             error=message,
-            finished_at=now,
-            duration_ms=attempt.elapsed_ms(),
             next_attempt_at=next_attempt,
-            lease_expires_at=None,
-        )
-        if not updated:
-            _superseded(attempt, f"failed: {message}")
+            response_status=response_status,
+        ):
             return False
-        _close_attempt(attempt, outcome, now, error=message, output=attempt.scrub(output))
         # Waiting for a retry is progress: the sweeper leaves the run alone until then.
         Run.objects.filter(pk=attempt.run.pk).update(last_progress_at=next_attempt)
     logger.info(

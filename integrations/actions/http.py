@@ -290,11 +290,15 @@ class HttpRequest(Action):
         snippet = text[:300]
         if status == 429 or status >= 500:
             raise RetryableError(
-                f"HTTP {status} from {url}: {snippet}", retry_after=parse_retry_after(headers.get("retry-after"))
+                f"HTTP {status} from {url}: {snippet}",
+                retry_after=parse_retry_after(headers.get("retry-after")),
+                status=status,
             )
         if expected:
-            raise PermanentError(f"HTTP {status} from {url} is not one of the expected {expected}: {snippet}")
-        raise PermanentError(f"HTTP {status} from {url}: {snippet}")
+            raise PermanentError(
+                f"HTTP {status} from {url} is not one of the expected {expected}: {snippet}", status=status
+            )
+        raise PermanentError(f"HTTP {status} from {url}: {snippet}", status=status)
 
 
 def decode_text(raw: bytes, content_type: str) -> str:

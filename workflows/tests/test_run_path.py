@@ -149,6 +149,10 @@ def test_every_retry_of_a_step_sends_the_same_idempotency_key_and_a_replay_a_new
     keys = [r.headers.get("idempotency-key") for r in http.requests]
     assert len(keys) == 3 and keys[0] and len(set(keys)) == 1
     assert keys[0] == f"potaflow-{run.pk}-0"
+    attempts = StepAttempt.objects.filter(step_run__run=run).order_by("number")
+    assert list(attempts.values_list("response_status", flat=True)) == [503, 502, 201]
+    assert attempts[0].request == {"method": "POST", "url": f"{http.url}/pay", "query_keys": []}
+    assert attempts[2].response_excerpt == '{"ok": true}'
 
     http.reset()
     http.route("POST", "/pay", Reply(422, "no"))
