@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, mixins, serializers, status, viewsets
-from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, Throttled, ValidationError
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +26,7 @@ from rest_framework_simplejwt.serializers import (
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from . import services
+from .login_throttle import LoginThrottled
 from .models import Membership, Organization, Role, User
 from .permissions import OrganizationScopedMixin, OrgRole
 from .selectors import membership_for, scope_to_user
@@ -185,8 +186,16 @@ class RegisterView(generics.GenericAPIView):
     )
 )
 class TokenView(TokenObtainPairView):
+    """Login. Besides the per-address request rate, failed logins are limited per address and per account."""
+
     serializer_class = EmailTokenObtainPairSerializer
     throttle_classes = [AuthRateThrottle]
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except LoginThrottled as exc:
+            raise Throttled(wait=exc.wait) from exc
 
 
 @extend_schema_view(

@@ -112,7 +112,20 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Throttle counters live in the cache, so it must be shared by every web process:
+# Redis in production (CACHE_URL=redis://...); on the embedded defaults a
+# file-based cache under var/ (shared by the processes of one machine, which is
+# what `make run` starts). A process-local cache would multiply every limit by
+# the number of processes; `check --deploy` warns about one (accounts.W001).
+if env("CACHE_URL", default=""):
+    CACHES = {"default": env.cache("CACHE_URL")}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
 
 # ---------------------------------------------------------------------------
 # Auth
@@ -131,6 +144,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+# Django's backend behind the login throttle (accounts.login_throttle): the API and the admin share it.
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
 
 # ---------------------------------------------------------------------------
 # I18N, static files
@@ -167,9 +182,18 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-if env.bool("POTAFLOW_BEHIND_PROXY", default=False):
+POTAFLOW_BEHIND_PROXY = env.bool("POTAFLOW_BEHIND_PROXY", default=False)
+if POTAFLOW_BEHIND_PROXY:
     # Only behind a proxy that sets this header itself; otherwise clients could spoof it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Peers whose X-Forwarded-For is believed (addresses or networks); see potaflow/client_ip.py.
+# Behind a proxy the default is loopback and the private networks; otherwise nobody.
+POTAFLOW_TRUSTED_PROXIES = env.list(
+    "POTAFLOW_TRUSTED_PROXIES",
+    default=["127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+    if POTAFLOW_BEHIND_PROXY
+    else [],
+)
 # The healthcheck must answer over plain HTTP inside the container network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
@@ -199,7 +223,13 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "auth": env("POTAFLOW_AUTH_THROTTLE_RATE", default="20/min"),
     },
+    # DRF's own get_ident must never believe X-Forwarded-For; ours use potaflow.client_ip.
+    "NUM_PROXIES": 0,
 }
+# Failed logins (API and admin) are limited per client address at the "auth" rate above, and per
+# account at this rate, except from addresses the account logged in from in the last N days.
+POTAFLOW_LOGIN_ACCOUNT_RATE = env("POTAFLOW_LOGIN_ACCOUNT_RATE", default="10/h")
+POTAFLOW_LOGIN_KNOWN_ADDRESS_DAYS = env.int("POTAFLOW_LOGIN_KNOWN_ADDRESS_DAYS", default=30)
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("POTAFLOW_ACCESS_TOKEN_MINUTES", default=10)),
