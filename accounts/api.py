@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
@@ -23,14 +24,16 @@ from rest_framework_simplejwt.serializers import (
     TokenObtainPairSerializer,
     TokenRefreshSerializer,
 )
+from rest_framework_simplejwt.tokens import UntypedToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from . import services
 from .login_throttle import LoginThrottled
-from .models import Membership, Organization, Role, User
+from .models import Membership, Organization, Role, TokenFamily, User
 from .permissions import OrganizationScopedMixin, OrgRole
 from .selectors import membership_for, scope_to_user
 from .throttles import AuthRateThrottle
+from .tokens import FAMILY_CLAIM, FamilyRefreshToken, replayed_family
 
 T = TypeVar("T")
 
@@ -97,7 +100,12 @@ class TokenPairSerializer(serializers.Serializer):
 
 
 class EmailTokenObtainPairSerializer(TokenObtainPairSerializer):
-    """simplejwt's pair serializer, but the email matches whatever its case (emails are stored lower-case)."""
+    """simplejwt's pair serializer, but the email matches whatever its case (emails are stored lower-case).
+
+    Each login starts a token family (``accounts.tokens``).
+    """
+
+    token_class = FamilyRefreshToken
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         attrs[self.username_field] = attrs[self.username_field].strip().lower()
@@ -105,13 +113,47 @@ class EmailTokenObtainPairSerializer(TokenObtainPairSerializer):
 
 
 class SafeTokenRefreshSerializer(TokenRefreshSerializer):
-    """simplejwt's refresh serializer; a token of a deleted user is a 401, not a 500."""
+    """simplejwt's refresh serializer with token families; a token of a deleted user is a 401, not a 500.
+
+    Presenting a refresh token that was already rotated revokes its whole
+    family (every token descended from the same login). Rotation holds a lock
+    on the family row, so two concurrent uses of one token cannot both succeed:
+    the second sees the first's blacklisting and counts as a replay.
+    """
+
+    token_class = FamilyRefreshToken
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         try:
-            return super().validate(attrs)
+            with transaction.atomic():
+                family = _family_locked(attrs["refresh"])
+                data = super().validate(attrs)
+                if family is not None:
+                    services.token_family_rotated(family=family)
+                return data
         except User.DoesNotExist as exc:
             raise AuthenticationFailed("No active account found for the given token.", "no_active_account") from exc
+        except TokenError:
+            # Outside the rolled-back transaction, so the revocation sticks.
+            replayed = replayed_family(attrs["refresh"])
+            if replayed:
+                services.token_family_revoke(family=replayed, reason="reuse")
+            raise
+
+
+def _family_locked(raw: str) -> str | None:
+    """Lock the family row of ``raw`` (a verified token's ``fam`` claim); refuse a revoked family."""
+    try:
+        payload = UntypedToken(raw).payload
+    except TokenError:
+        return None  # simplejwt reports what is wrong with it
+    family = payload.get(FAMILY_CLAIM)
+    if not family:
+        return None
+    row = TokenFamily.objects.select_for_update().filter(pk=family).first()
+    if row is None or row.revoked_at is not None:
+        raise TokenError("Token has been revoked")
+    return family
 
 
 class OrganizationSerializer(serializers.ModelSerializer):
@@ -233,6 +275,10 @@ class LogoutView(generics.GenericAPIView):
             serializer.is_valid(raise_exception=True)
         except TokenError as exc:
             raise InvalidToken(exc.args[0]) from exc
+        # Logging out ends the login: the family's access token stops working too.
+        family = UntypedToken(request.data["refresh"]).payload.get(FAMILY_CLAIM)
+        if family:
+            services.token_family_revoke(family=family, reason="logout")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -13,13 +13,18 @@ Errors are Django's own: ``PermissionDenied`` (the actor's role is too low) and
 ``ValidationError`` (the request itself is impossible, e.g. the last owner).
 """
 
+import uuid
+
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.text import slugify
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from .models import Membership, Organization, Role, User
+from .models import Membership, Organization, Role, TokenFamily, User
 
 MANAGER_ROLES = (Role.ADMIN, Role.OWNER)
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner; make someone else owner first."
@@ -185,3 +190,45 @@ def organization_rename(*, organization: Organization, name: str) -> Organizatio
     organization.name = name
     organization.save(update_fields=["name"])
     return organization
+
+
+# ---------------------------------------------------------------------------
+# JWT token families (accounts.tokens)
+# ---------------------------------------------------------------------------
+def token_family_start(*, user: User) -> str:
+    """A new family for a login; returns its id (the ``fam`` claim)."""
+    return TokenFamily.objects.create(id=uuid.uuid4().hex, user=user).pk
+
+
+def token_family_rotated(*, family: str) -> None:
+    """A family's token was rotated: it lives on for another refresh lifetime."""
+    TokenFamily.objects.filter(pk=family).update(last_rotated_at=timezone.now())
+
+
+def token_family_revoke(*, family: str, reason: str) -> int:
+    """Revoke one family: none of its refresh or access tokens is accepted any more."""
+    return TokenFamily.objects.filter(pk=family, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revoked_reason=reason
+    )
+
+
+def user_tokens_revoke(*, user: User, reason: str) -> None:
+    """Every refresh token of ``user`` stops working (a password change): families and the blacklist."""
+    TokenFamily.objects.filter(user=user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revoked_reason=reason
+    )
+    outstanding = OutstandingToken.objects.filter(
+        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+    )
+    BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
+    )
+
+
+def tokens_flush_expired() -> dict[str, int]:
+    """Delete expired outstanding tokens (with their blacklist rows) and families no token can belong to."""
+    now = timezone.now()
+    tokens, _ = OutstandingToken.objects.filter(expires_at__lte=now).delete()
+    lifetime = jwt_settings.REFRESH_TOKEN_LIFETIME
+    families, _ = TokenFamily.objects.filter(last_rotated_at__lte=now - lifetime).delete()
+    return {"tokens": tokens, "families": families}

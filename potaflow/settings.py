@@ -203,7 +203,8 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, refusing access tokens of revoked token families (accounts.tokens).
+        "accounts.tokens.FamilyJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -310,6 +311,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
 POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", default=64 * 1024)
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=300)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=60)
+# How often beat deletes expired refresh tokens and token families (accounts.flush_expired_tokens).
+POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS = env.int("POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS", default=3600)
 POTAFLOW_HANDLER_MODULES = env.list("POTAFLOW_HANDLER_MODULES", default=[])
 POTAFLOW_FERNET_KEYS = env.list("POTAFLOW_FERNET_KEYS", default=[])
 POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = env.list("POTAFLOW_ALLOW_PRIVATE_DESTINATIONS", default=[])
@@ -328,6 +331,10 @@ CELERY_BEAT_SCHEDULE = {
     "potaflow-recover-stalled-runs": {
         "task": "workflows.recover_stalled_runs",
         "schedule": float(POTAFLOW_RECOVERY_INTERVAL_SECONDS),
+    },
+    "potaflow-flush-expired-tokens": {
+        "task": "accounts.flush_expired_tokens",
+        "schedule": float(POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS),
     },
 }
 

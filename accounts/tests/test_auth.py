@@ -1,9 +1,10 @@
 """Sign-up, JWT login/refresh/logout and /api/me/, through the real HTTP stack."""
 
 import pytest
+from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.models import Membership, Organization, Role, User
+from accounts.models import Membership, Organization, Role, TokenFamily, User
 
 from .conftest import client_for, make_user
 
@@ -118,11 +119,103 @@ def test_refresh_rotates_and_reusing_the_old_token_is_401(api):
     second = rotated.json()["refresh"]
     assert second != first and rotated.json()["access"]
 
-    reused = api.post("/api/auth/token/refresh/", {"refresh": first}, format="json")
+    # The new one works (once).
+    third = api.post("/api/auth/token/refresh/", {"refresh": second}, format="json")
+    assert third.status_code == 200
+    assert api.post("/api/auth/token/refresh/", {"refresh": second}, format="json").status_code == 401
+
+
+def refresh(api, token):
+    return api.post("/api/auth/token/refresh/", {"refresh": token}, format="json")
+
+
+def me(access):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    return client.get("/api/me/")
+
+
+def test_reusing_a_rotated_refresh_token_revokes_every_token_of_that_login(api):
+    """The defect: reusing a rotated token was a 401, but the token issued from it kept working."""
+    make_user("alice@example.com", password=STRONG)
+    first = login(api).json()["refresh"]
+    second = refresh(api, first).json()
+    third = refresh(api, second["refresh"]).json()
+    other_login = login(api).json()  # another device: its own family
+
+    reused = refresh(api, first)  # the thief (or the victim) replays an old token
     assert reused.status_code == 401
     assert reused.json()["detail"] == "Token is blacklisted"
-    # The new one still works (once).
-    assert api.post("/api/auth/token/refresh/", {"refresh": second}, format="json").status_code == 200
+
+    assert refresh(api, third["refresh"]).status_code == 401  # the newest descendant is revoked
+    assert refresh(api, third["refresh"]).json()["detail"] == "Token has been revoked"
+    assert me(third["access"]).status_code == 401  # and so is its access token
+    # The other login is untouched.
+    assert me(other_login["access"]).status_code == 200
+    assert refresh(api, other_login["refresh"]).status_code == 200
+    assert TokenFamily.objects.get(revoked_at__isnull=False).revoked_reason == "reuse"
+
+
+def test_a_password_change_revokes_all_refresh_tokens_of_the_user(api):
+    user = make_user("alice@example.com", password=STRONG)
+    phone, laptop = login(api).json(), login(api).json()
+    legacy = str(RefreshToken.for_user(user))  # issued before token families existed
+    bob = make_user("bob@example.com", password=STRONG)
+    bobs = login(api, email="bob@example.com").json()
+
+    user.set_password("another-horse-battery-staple-43")
+    user.save()
+
+    for tokens in (phone, laptop):
+        assert refresh(api, tokens["refresh"]).status_code == 401
+        assert me(tokens["access"]).status_code == 401
+    assert refresh(api, legacy).status_code == 401
+    assert refresh(api, bobs["refresh"]).status_code == 200, bob
+    # A fresh login with the new password works.
+    assert login(api, password="another-horse-battery-staple-43").status_code == 200
+
+
+def test_an_unchanged_password_save_revokes_nothing(api):
+    user = make_user("alice@example.com", password=STRONG)
+    tokens = login(api).json()
+    user.full_name = "Alice"
+    user.save()
+    assert refresh(api, tokens["refresh"]).status_code == 200
+
+
+def test_logout_ends_the_login_including_its_access_token(api):
+    make_user("alice@example.com", password=STRONG)
+    tokens = login(api).json()
+    assert me(tokens["access"]).status_code == 200
+    assert api.post("/api/auth/logout/", {"refresh": tokens["refresh"]}, format="json").status_code == 204
+    assert me(tokens["access"]).status_code == 401
+
+
+def test_expired_tokens_and_families_are_flushed_by_a_beat_task(api, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+    from accounts.tasks import flush_expired_tokens
+
+    schedule = settings.CELERY_BEAT_SCHEDULE["potaflow-flush-expired-tokens"]
+    assert schedule == {"task": "accounts.flush_expired_tokens", "schedule": 3600.0}
+
+    make_user("alice@example.com", password=STRONG)
+    old, current = login(api).json(), login(api).json()
+    assert refresh(api, old["refresh"]).status_code == 200  # blacklists the first token of `old`
+    long_ago = timezone.now() - timedelta(days=30)
+    old_family = TokenFamily.objects.order_by("created_at").first()
+    TokenFamily.objects.filter(pk=old_family.pk).update(last_rotated_at=long_ago)
+    OutstandingToken.objects.filter(pk__in=[t.pk for t in OutstandingToken.objects.order_by("pk")[:1]]).update(
+        expires_at=long_ago
+    )
+
+    assert flush_expired_tokens.apply().get() == {"tokens": 2, "families": 1}  # token + its blacklist row
+    assert OutstandingToken.objects.count() == 2
+    assert not TokenFamily.objects.filter(pk=old_family.pk).exists()
+    assert refresh(api, current["refresh"]).status_code == 200
 
 
 def test_logout_blacklists_the_refresh_token(api):
