@@ -308,6 +308,8 @@ POTAFLOW_BASE_URL = env("POTAFLOW_BASE_URL", default="http://127.0.0.1:8000")
 POTAFLOW_WEBHOOK_MAX_BYTES = env.int("POTAFLOW_WEBHOOK_MAX_BYTES", default=1024 * 1024)
 # Requests larger than this never reach the webhook view's own 413 otherwise.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
+# Seconds a client has to send a request body under gunicorn (potaflow/body_deadline.py); later: 408.
+POTAFLOW_WEB_BODY_TIMEOUT = env.float("POTAFLOW_WEB_BODY_TIMEOUT", default=20.0)
 POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", default=64 * 1024)
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=300)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=60)
