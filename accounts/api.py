@@ -89,9 +89,11 @@ class RegisterSerializer(serializers.Serializer):
     organization = serializers.CharField(max_length=150, help_text="Name of the organization to create.")
 
 
+REGISTERED = "Registration received. If this email was not registered yet, log in with it and your password."
+
+
 class RegisteredSerializer(serializers.Serializer):
-    user = UserBriefSerializer()
-    organization = OrganizationBriefSerializer()
+    detail = serializers.CharField(help_text=REGISTERED)
 
 
 class TokenPairSerializer(serializers.Serializer):
@@ -194,7 +196,12 @@ ERROR = OpenApiResponse(description='Error: {"detail": "...", "errors": {field: 
 
 
 class RegisterView(generics.GenericAPIView):
-    """Sign up: creates the user and an organization they own."""
+    """Sign up: creates the user and an organization they own.
+
+    A new and an already registered email get the same answer (202 and the
+    same body), so the endpoint cannot tell anyone which addresses have an
+    account; the new user finds their organization through ``/api/me/``.
+    """
 
     serializer_class = RegisterSerializer
     permission_classes = [AllowAny]
@@ -203,21 +210,21 @@ class RegisterView(generics.GenericAPIView):
 
     @extend_schema(
         summary="Register a user and their organization",
-        responses={201: RegisteredSerializer, 400: ERROR, 429: ERROR},
+        description="The answer is the same whether or not the email was registered before.",
+        responses={202: RegisteredSerializer, 400: ERROR, 429: ERROR},
         auth=[],
     )
     def post(self, request: Request) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        user, organization = _call_service(
+        _call_service(
             services.user_register,
             email=data["email"],
             password=data["password"],
             organization_name=data["organization"],
         )
-        body = RegisteredSerializer({"user": user, "organization": organization}).data
-        return Response(body, status=status.HTTP_201_CREATED)
+        return Response({"detail": REGISTERED}, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema_view(

@@ -15,6 +15,7 @@ Errors are Django's own: ``PermissionDenied`` (the actor's role is too low) and
 
 import uuid
 
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
@@ -61,24 +62,27 @@ def organization_create(*, name: str, owner: User) -> Organization:
 
 
 @transaction.atomic
-def user_register(*, email: str, password: str, organization_name: str) -> tuple[User, Organization]:
-    """Sign-up: a new user and an organization they own.
+def user_register(*, email: str, password: str, organization_name: str) -> tuple[User, Organization] | None:
+    """Sign-up: a new user and an organization they own; ``None`` when the email is already registered.
 
-    Django's password validators run against the would-be user, so the
-    "too similar to the email" rule applies too.
+    The caller must answer both cases alike (no account enumeration), so the
+    taken-email path validates the password the same way and spends the same
+    Argon2 time before returning. Django's password validators run against the
+    would-be user, so the "too similar to the email" rule applies too.
     """
     email = _normalize_email(email)
-    if User.objects.filter(email__iexact=email).exists():
-        raise ValidationError({"email": ["A user with this email already exists."]})
     try:
         validate_password(password, user=User(email=email))
     except ValidationError as exc:
         raise ValidationError({"password": exc.messages}) from exc
+    if User.objects.filter(email__iexact=email).exists():
+        make_password(password)  # the time a new account's hashing takes
+        return None
     try:
         with transaction.atomic():
             user = User.objects.create_user(email=email, password=password)
-    except IntegrityError as exc:  # a concurrent registration with the same email won
-        raise ValidationError({"email": ["A user with this email already exists."]}) from exc
+    except IntegrityError:  # a concurrent registration with the same email won
+        return None
     organization = organization_create(name=organization_name, owner=user)
     return user, organization
 

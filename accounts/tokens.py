@@ -7,6 +7,7 @@ authentication class that refuses access tokens of revoked families.
 
 from typing import Any
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -57,3 +58,9 @@ class FamilyJWTAuthentication(JWTAuthentication):
         if family_revoked(validated_token):
             raise InvalidToken({"detail": "Token has been revoked", "code": "token_not_valid"})
         return user
+
+
+class FamilyJWTScheme(SimpleJWTScheme):
+    """The OpenAPI security scheme of our bearer authentication: simplejwt's, under the same name."""
+
+    target_class = "accounts.tokens.FamilyJWTAuthentication"

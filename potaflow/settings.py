@@ -61,6 +61,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy with a per-request nonce; Cache-Control: no-store on the API.
+    "potaflow.security_headers.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -306,8 +308,10 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Public origin used to build absolute webhook URLs when no request is at hand.
 POTAFLOW_BASE_URL = env("POTAFLOW_BASE_URL", default="http://127.0.0.1:8000")
 POTAFLOW_WEBHOOK_MAX_BYTES = env.int("POTAFLOW_WEBHOOK_MAX_BYTES", default=1024 * 1024)
-# Requests larger than this never reach the webhook view's own 413 otherwise.
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
+# Largest request body (API, admin forms); larger: 413 in the error shape under /api/.
+# Never below the webhook limit, or webhook bodies would not reach the webhook view's own 413.
+POTAFLOW_MAX_BODY_BYTES = env.int("POTAFLOW_MAX_BODY_BYTES", default=2_621_440)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(POTAFLOW_MAX_BODY_BYTES, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
 # Seconds a client has to send a request body under gunicorn (potaflow/body_deadline.py); later: 408.
 POTAFLOW_WEB_BODY_TIMEOUT = env.float("POTAFLOW_WEB_BODY_TIMEOUT", default=20.0)
 POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", default=64 * 1024)

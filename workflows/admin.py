@@ -283,7 +283,8 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         if obj is not None and not self.has_change_permission(request, obj):
             # Read-only: no secret input, and only the saved trigger type's fields.
             keep = {
-                "webhook": {"webhook_link", "webhook_secret_status"},
+                # No webhook URL for viewers: it is the capability to trigger runs.
+                "webhook": {"webhook_secret_status"},
                 "schedule": {"schedule", "schedule_preview", "timezone"},
             }
             trigger_fields = {"trigger_type", *keep.get(obj.trigger_type, set())}
@@ -475,7 +476,7 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
 
     @admin.display(description="Error")
     def error_text(self, step_run: StepRun) -> str:
-        return format_html('<span style="color:#b91c1c;white-space:pre-wrap">{}</span>', step_run.error or "")
+        return format_html('<span class="pf-error">{}</span>', step_run.error or "")
 
     @admin.display(description="Output")
     def output_json(self, step_run: StepRun) -> str:
