@@ -392,12 +392,13 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return Membership.objects.filter(organization=self.get_organization()).select_related("user").order_by("id")
 
     def create(self, request: Request, organization_pk: int) -> Response:
+        organization = self.get_organization()  # an outsider's 404 comes before any validation
         payload = MemberInviteSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         membership = _call_service(
             services.membership_invite,
             actor=request.user,
-            organization=self.get_organization(),
+            organization=organization,
             email=payload.validated_data["email"],
             role=payload.validated_data["role"],
         )
