@@ -126,6 +126,8 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(VAR_DIR / "cache"),
+            # Django's default (300) would let a spray of made-up emails evict live throttle counters.
+            "OPTIONS": {"MAX_ENTRIES": 20_000},
         }
     }
 
