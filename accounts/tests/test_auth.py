@@ -269,3 +269,31 @@ def test_me_lists_every_membership_with_its_role(world):
         ("Globex", "viewer"),
     ]
     assert body["memberships"][0]["organization"]["id"] == world.acme.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_uses_of_one_refresh_token_cannot_both_succeed():
+    """Rotation locks the token's family: the loser of the race is a replay and revokes the family."""
+    import threading
+
+    from django.db import connection
+
+    make_user("alice@example.com", password=STRONG)
+    token = login(APIClient()).json()["refresh"]
+    barrier = threading.Barrier(2)
+    answers: list[int] = []
+
+    def use() -> None:
+        try:
+            barrier.wait()
+            answers.append(refresh(APIClient(), token).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=use) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(answers) == [200, 401]
+    assert TokenFamily.objects.get().revoked_at is not None
