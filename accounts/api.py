@@ -29,11 +29,11 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from . import services
 from .login_throttle import LoginThrottled
-from .models import Membership, Organization, Role, TokenFamily, User
+from .models import Membership, Organization, Role, User
 from .permissions import OrganizationScopedMixin, OrgRole
 from .selectors import membership_for, scope_to_user
 from .throttles import AuthRateThrottle
-from .tokens import FAMILY_CLAIM, FamilyRefreshToken, replayed_family
+from .tokens import FAMILY_CLAIM, FamilyRefreshToken, lock_family, replayed_family
 
 T = TypeVar("T")
 
@@ -128,7 +128,7 @@ class SafeTokenRefreshSerializer(TokenRefreshSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         try:
             with transaction.atomic():
-                family = _family_locked(attrs["refresh"])
+                family = lock_family(attrs["refresh"])
                 data = super().validate(attrs)
                 if family is not None:
                     services.token_family_rotated(family=family)
@@ -141,21 +141,6 @@ class SafeTokenRefreshSerializer(TokenRefreshSerializer):
             if replayed:
                 services.token_family_revoke(family=replayed, reason="reuse")
             raise
-
-
-def _family_locked(raw: str) -> str | None:
-    """Lock the family row of ``raw`` (a verified token's ``fam`` claim); refuse a revoked family."""
-    try:
-        payload = UntypedToken(raw).payload
-    except TokenError:
-        return None  # simplejwt reports what is wrong with it
-    family = payload.get(FAMILY_CLAIM)
-    if not family:
-        return None
-    row = TokenFamily.objects.select_for_update().filter(pk=family).first()
-    if row is None or row.revoked_at is not None:
-        raise TokenError("Token has been revoked")
-    return family
 
 
 class OrganizationSerializer(serializers.ModelSerializer):

@@ -45,6 +45,25 @@ def replayed_family(raw: str) -> str | None:
     return payload[FAMILY_CLAIM]
 
 
+def lock_family(raw: str) -> str | None:
+    """Lock the family row of ``raw`` for this transaction; raise ``TokenError`` for a revoked family.
+
+    Call inside ``transaction.atomic()`` before rotating: concurrent rotations
+    of one family then run one after the other (SQLite serializes writers itself).
+    """
+    try:
+        payload = UntypedToken(raw).payload
+    except TokenError:
+        return None  # simplejwt reports what is wrong with it
+    family = payload.get(FAMILY_CLAIM)
+    if not family:
+        return None
+    row = TokenFamily.objects.select_for_update().filter(pk=family).first()
+    if row is None or row.revoked_at is not None:
+        raise TokenError("Token has been revoked")
+    return family
+
+
 def family_revoked(token: Token | dict[str, Any]) -> bool:
     family = token.get(FAMILY_CLAIM)
     return bool(family) and TokenFamily.objects.filter(pk=family, revoked_at__isnull=False).exists()
