@@ -1,5 +1,5 @@
 # PotaFlow: one image for all three processes (web, worker, beat); the command picks the role.
-#   web:    gunicorn potaflow.wsgi:application ... (the default CMD; access log with webhook tokens masked)
+#   web:    gunicorn potaflow.wsgi:application --config gunicorn.conf.py --bind 0.0.0.0:8000   (the default CMD)
 #   worker: celery -A potaflow worker -l info
 #   beat:   celery -A potaflow beat -l info
 # Python 3.11: Django 5.2 LTS supports it (Django 6.x would need 3.12+); see README "Dependencies".
@@ -40,4 +40,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
 
-CMD ["gunicorn", "potaflow.wsgi:application", "--logger-class", "potaflow.gunicorn_logging.RedactingLogger", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "--graceful-timeout", "20"]
+# gunicorn.conf.py: gthread workers with a request-body deadline, so slow clients cannot take the site down.
+CMD ["gunicorn", "potaflow.wsgi:application", "--config", "gunicorn.conf.py", "--bind", "0.0.0.0:8000"]

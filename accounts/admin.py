@@ -22,6 +22,7 @@ from django.http import Http404, HttpRequest
 from rest_framework_simplejwt.token_blacklist import models as blacklist_models
 
 from . import services
+from .admin_login import ThrottledAdminAuthenticationForm
 from .admin_mixins import OrganizationScopedAdmin
 from .models import Membership, Organization, Role, User
 from .selectors import organization_ids_for
@@ -236,3 +237,6 @@ class MembershipAdmin(OrganizationScopedAdmin):
 for _model in (blacklist_models.OutstandingToken, blacklist_models.BlacklistedToken):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
+
+# The admin login goes through the login throttle like the API's (see accounts.admin_login).
+admin.site.login_form = ThrottledAdminAuthenticationForm

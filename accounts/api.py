@@ -9,11 +9,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, mixins, serializers, status, viewsets
-from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, Throttled, ValidationError
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,13 +24,16 @@ from rest_framework_simplejwt.serializers import (
     TokenObtainPairSerializer,
     TokenRefreshSerializer,
 )
+from rest_framework_simplejwt.tokens import UntypedToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from . import services
+from .login_throttle import LoginThrottled
 from .models import Membership, Organization, Role, User
 from .permissions import OrganizationScopedMixin, OrgRole
 from .selectors import membership_for, scope_to_user
 from .throttles import AuthRateThrottle
+from .tokens import FAMILY_CLAIM, FamilyRefreshToken, lock_family, replayed_family
 
 T = TypeVar("T")
 
@@ -85,9 +89,11 @@ class RegisterSerializer(serializers.Serializer):
     organization = serializers.CharField(max_length=150, help_text="Name of the organization to create.")
 
 
+REGISTERED = "Registration received. If this email was not registered yet, log in with it and your password."
+
+
 class RegisteredSerializer(serializers.Serializer):
-    user = UserBriefSerializer()
-    organization = OrganizationBriefSerializer()
+    detail = serializers.CharField(help_text=REGISTERED)
 
 
 class TokenPairSerializer(serializers.Serializer):
@@ -96,7 +102,12 @@ class TokenPairSerializer(serializers.Serializer):
 
 
 class EmailTokenObtainPairSerializer(TokenObtainPairSerializer):
-    """simplejwt's pair serializer, but the email matches whatever its case (emails are stored lower-case)."""
+    """simplejwt's pair serializer, but the email matches whatever its case (emails are stored lower-case).
+
+    Each login starts a token family (``accounts.tokens``).
+    """
+
+    token_class = FamilyRefreshToken
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         attrs[self.username_field] = attrs[self.username_field].strip().lower()
@@ -104,13 +115,32 @@ class EmailTokenObtainPairSerializer(TokenObtainPairSerializer):
 
 
 class SafeTokenRefreshSerializer(TokenRefreshSerializer):
-    """simplejwt's refresh serializer; a token of a deleted user is a 401, not a 500."""
+    """simplejwt's refresh serializer with token families; a token of a deleted user is a 401, not a 500.
+
+    Presenting a refresh token that was already rotated revokes its whole
+    family (every token descended from the same login). Rotation holds a lock
+    on the family row, so two concurrent uses of one token cannot both succeed:
+    the second sees the first's blacklisting and counts as a replay.
+    """
+
+    token_class = FamilyRefreshToken
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         try:
-            return super().validate(attrs)
+            with transaction.atomic():
+                family = lock_family(attrs["refresh"])
+                data = super().validate(attrs)
+                if family is not None:
+                    services.token_family_rotated(family=family)
+                return data
         except User.DoesNotExist as exc:
             raise AuthenticationFailed("No active account found for the given token.", "no_active_account") from exc
+        except TokenError:
+            # Outside the rolled-back transaction, so the revocation sticks.
+            replayed = replayed_family(attrs["refresh"])
+            if replayed:
+                services.token_family_revoke(family=replayed, reason="reuse")
+            raise
 
 
 class OrganizationSerializer(serializers.ModelSerializer):
@@ -151,7 +181,12 @@ ERROR = OpenApiResponse(description='Error: {"detail": "...", "errors": {field: 
 
 
 class RegisterView(generics.GenericAPIView):
-    """Sign up: creates the user and an organization they own."""
+    """Sign up: creates the user and an organization they own.
+
+    A new and an already registered email get the same answer (202 and the
+    same body), so the endpoint cannot tell anyone which addresses have an
+    account; the new user finds their organization through ``/api/me/``.
+    """
 
     serializer_class = RegisterSerializer
     permission_classes = [AllowAny]
@@ -160,21 +195,21 @@ class RegisterView(generics.GenericAPIView):
 
     @extend_schema(
         summary="Register a user and their organization",
-        responses={201: RegisteredSerializer, 400: ERROR, 429: ERROR},
+        description="The answer is the same whether or not the email was registered before.",
+        responses={202: RegisteredSerializer, 400: ERROR, 429: ERROR},
         auth=[],
     )
     def post(self, request: Request) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        user, organization = _call_service(
+        _call_service(
             services.user_register,
             email=data["email"],
             password=data["password"],
             organization_name=data["organization"],
         )
-        body = RegisteredSerializer({"user": user, "organization": organization}).data
-        return Response(body, status=status.HTTP_201_CREATED)
+        return Response({"detail": REGISTERED}, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema_view(
@@ -185,8 +220,16 @@ class RegisterView(generics.GenericAPIView):
     )
 )
 class TokenView(TokenObtainPairView):
+    """Login. Besides the per-address request rate, failed logins are limited per address and per account."""
+
     serializer_class = EmailTokenObtainPairSerializer
     throttle_classes = [AuthRateThrottle]
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except LoginThrottled as exc:
+            raise Throttled(wait=exc.wait) from exc
 
 
 @extend_schema_view(
@@ -224,6 +267,10 @@ class LogoutView(generics.GenericAPIView):
             serializer.is_valid(raise_exception=True)
         except TokenError as exc:
             raise InvalidToken(exc.args[0]) from exc
+        # Logging out ends the login: the family's access token stops working too.
+        family = UntypedToken(request.data["refresh"]).payload.get(FAMILY_CLAIM)
+        if family:
+            services.token_family_revoke(family=family, reason="logout")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -330,12 +377,13 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return Membership.objects.filter(organization=self.get_organization()).select_related("user").order_by("id")
 
     def create(self, request: Request, organization_pk: int) -> Response:
+        organization = self.get_organization()  # an outsider's 404 comes before any validation
         payload = MemberInviteSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         membership = _call_service(
             services.membership_invite,
             actor=request.user,
-            organization=self.get_organization(),
+            organization=organization,
             email=payload.validated_data["email"],
             role=payload.validated_data["role"],
         )

@@ -90,3 +90,28 @@ class Membership(models.Model):
 
     def has_role(self, minimum: str) -> bool:
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(minimum)]
+
+
+class TokenFamily(models.Model):
+    """Every refresh token descended from one login, by rotation.
+
+    Refresh tokens carry the family id (claim ``fam``). Presenting a rotated
+    (blacklisted) token again means it was stolen or replayed: the whole family
+    is revoked, so the thief's or the victim's newer token stops working too.
+    Logout revokes the family, a password change every family of the user.
+    """
+
+    id = models.CharField(primary_key=True, max_length=32)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="token_families")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Refreshed on each rotation: the family may be flushed one refresh lifetime after this.
+    last_rotated_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        verbose_name_plural = "token families"
+        indexes = [models.Index(fields=["last_rotated_at"], name="tokenfamily_last_rotated")]
+
+    def __str__(self) -> str:
+        return f"token family {self.id} of {self.user_id}"

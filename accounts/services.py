@@ -13,13 +13,19 @@ Errors are Django's own: ``PermissionDenied`` (the actor's role is too low) and
 ``ValidationError`` (the request itself is impossible, e.g. the last owner).
 """
 
+import uuid
+
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.text import slugify
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from .models import Membership, Organization, Role, User
+from .models import Membership, Organization, Role, TokenFamily, User
 
 MANAGER_ROLES = (Role.ADMIN, Role.OWNER)
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner; make someone else owner first."
@@ -56,24 +62,27 @@ def organization_create(*, name: str, owner: User) -> Organization:
 
 
 @transaction.atomic
-def user_register(*, email: str, password: str, organization_name: str) -> tuple[User, Organization]:
-    """Sign-up: a new user and an organization they own.
+def user_register(*, email: str, password: str, organization_name: str) -> tuple[User, Organization] | None:
+    """Sign-up: a new user and an organization they own; ``None`` when the email is already registered.
 
-    Django's password validators run against the would-be user, so the
-    "too similar to the email" rule applies too.
+    The caller must answer both cases alike (no account enumeration), so the
+    taken-email path validates the password the same way and spends the same
+    Argon2 time before returning. Django's password validators run against the
+    would-be user, so the "too similar to the email" rule applies too.
     """
     email = _normalize_email(email)
-    if User.objects.filter(email__iexact=email).exists():
-        raise ValidationError({"email": ["A user with this email already exists."]})
     try:
         validate_password(password, user=User(email=email))
     except ValidationError as exc:
         raise ValidationError({"password": exc.messages}) from exc
+    if User.objects.filter(email__iexact=email).exists():
+        make_password(password)  # the time a new account's hashing takes
+        return None
     try:
         with transaction.atomic():
             user = User.objects.create_user(email=email, password=password)
-    except IntegrityError as exc:  # a concurrent registration with the same email won
-        raise ValidationError({"email": ["A user with this email already exists."]}) from exc
+    except IntegrityError:  # a concurrent registration with the same email won
+        return None
     organization = organization_create(name=organization_name, owner=user)
     return user, organization
 
@@ -185,3 +194,45 @@ def organization_rename(*, organization: Organization, name: str) -> Organizatio
     organization.name = name
     organization.save(update_fields=["name"])
     return organization
+
+
+# ---------------------------------------------------------------------------
+# JWT token families (accounts.tokens)
+# ---------------------------------------------------------------------------
+def token_family_start(*, user: User) -> str:
+    """A new family for a login; returns its id (the ``fam`` claim)."""
+    return TokenFamily.objects.create(id=uuid.uuid4().hex, user=user).pk
+
+
+def token_family_rotated(*, family: str) -> None:
+    """A family's token was rotated: it lives on for another refresh lifetime."""
+    TokenFamily.objects.filter(pk=family).update(last_rotated_at=timezone.now())
+
+
+def token_family_revoke(*, family: str, reason: str) -> int:
+    """Revoke one family: none of its refresh or access tokens is accepted any more."""
+    return TokenFamily.objects.filter(pk=family, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revoked_reason=reason
+    )
+
+
+def user_tokens_revoke(*, user: User, reason: str) -> None:
+    """Every refresh token of ``user`` stops working (a password change): families and the blacklist."""
+    TokenFamily.objects.filter(user=user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revoked_reason=reason
+    )
+    outstanding = OutstandingToken.objects.filter(
+        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+    )
+    BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
+    )
+
+
+def tokens_flush_expired() -> dict[str, int]:
+    """Delete expired outstanding tokens (with their blacklist rows) and families no token can belong to."""
+    now = timezone.now()
+    tokens, _ = OutstandingToken.objects.filter(expires_at__lte=now).delete()
+    lifetime = jwt_settings.REFRESH_TOKEN_LIFETIME
+    families, _ = TokenFamily.objects.filter(last_rotated_at__lte=now - lifetime).delete()
+    return {"tokens": tokens, "families": families}

@@ -4,9 +4,12 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
+from potaflow.client_ip import client_ip
+
 
 class AuthRateThrottle(SimpleRateThrottle):
-    """Per client IP and per endpoint, at ``DEFAULT_THROTTLE_RATES["auth"]`` (env ``POTAFLOW_AUTH_THROTTLE_RATE``).
+    """Per client address (``potaflow.client_ip``: X-Forwarded-For only from trusted proxies) and per endpoint,
+    at ``DEFAULT_THROTTLE_RATES["auth"]`` (env ``POTAFLOW_AUTH_THROTTLE_RATE``).
 
     DRF binds ``THROTTLE_RATES`` when the class is defined; reading the rate at
     request time lets ``override_settings`` (tests) and reloaded settings apply.
@@ -18,6 +21,9 @@ class AuthRateThrottle(SimpleRateThrottle):
 
     def get_rate(self) -> str | None:
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_ident(self, request: Request) -> str:
+        return client_ip(request)
 
     def get_cache_key(self, request: Request, view) -> str:
         # One bucket per endpoint, so a burst of logins does not lock a client out of refreshing.

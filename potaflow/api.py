@@ -7,7 +7,10 @@ Every error body is ``{"detail": "<sentence>", "errors": {field: [messages]}}``;
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
 from rest_framework import exceptions, parsers
 from rest_framework.response import Response
@@ -38,6 +41,25 @@ def _summarise(errors: dict[str, Any]) -> str:
             return str(first)
         return f"{field}: {first}"
     return "Invalid input."
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler400``: Django's refusals of a request body (too large, too many fields, unreadable multipart).
+
+    They are raised while the body is parsed, outside DRF's exception handling,
+    and Django would answer with an HTML page; under ``/api/`` and ``/hooks/``
+    they answer in the error shape, a body over the limit with 413.
+    """
+    if not request.path.startswith(("/api/", "/hooks/")):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return JsonResponse({"detail": f"Request body too large: the limit is {limit} bytes."}, status=413)
+    if isinstance(exception, TooManyFieldsSent | TooManyFilesSent):
+        return JsonResponse({"detail": "Request body has too many fields."}, status=400)
+    if isinstance(exception, MultiPartParserError):
+        return JsonResponse({"detail": f"Multipart form parse error - {exception}"}, status=400)
+    return JsonResponse({"detail": "Bad request."}, status=400)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

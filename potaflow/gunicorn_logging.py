@@ -4,7 +4,7 @@
 and ``[redacted]`` for the values of sensitive query parameters
 (``POTAFLOW_REDACT_QUERY``), in every atom an access-log format may use that
 holds a URL (request line, path, query, referer). Wired with
-``--logger-class potaflow.gunicorn_logging.RedactingLogger`` (see the
+``logger_class`` in gunicorn.conf.py, or ``--logger-class potaflow.gunicorn_logging.RedactingLogger`` (see the
 Procfile); a gunicorn config file may set ``logger_class`` to it instead.
 """
 

@@ -62,6 +62,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy with a per-request nonce; Cache-Control: no-store on the API.
+    "potaflow.security_headers.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -113,7 +115,22 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Throttle counters live in the cache, so it must be shared by every web process:
+# Redis in production (CACHE_URL=redis://...); on the embedded defaults a
+# file-based cache under var/ (shared by the processes of one machine, which is
+# what `make run` starts). A process-local cache would multiply every limit by
+# the number of processes; `check --deploy` warns about one (accounts.W001).
+if env("CACHE_URL", default=""):
+    CACHES = {"default": env.cache("CACHE_URL")}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            # Django's default (300) would let a spray of made-up emails evict live throttle counters.
+            "OPTIONS": {"MAX_ENTRIES": 20_000},
+        }
+    }
 
 # ---------------------------------------------------------------------------
 # Auth
@@ -132,6 +149,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+# Django's backend behind the login throttle (accounts.login_throttle): the API and the admin share it.
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
 
 # ---------------------------------------------------------------------------
 # I18N, static files
@@ -168,9 +187,18 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-if env.bool("POTAFLOW_BEHIND_PROXY", default=False):
+POTAFLOW_BEHIND_PROXY = env.bool("POTAFLOW_BEHIND_PROXY", default=False)
+if POTAFLOW_BEHIND_PROXY:
     # Only behind a proxy that sets this header itself; otherwise clients could spoof it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Peers whose X-Forwarded-For is believed (addresses or networks); see potaflow/client_ip.py.
+# Behind a proxy the default is loopback and the private networks; otherwise nobody.
+POTAFLOW_TRUSTED_PROXIES = env.list(
+    "POTAFLOW_TRUSTED_PROXIES",
+    default=["127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+    if POTAFLOW_BEHIND_PROXY
+    else [],
+)
 # The healthcheck must answer over plain HTTP inside the container network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
@@ -180,7 +208,8 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, refusing access tokens of revoked token families (accounts.tokens).
+        "accounts.tokens.FamilyJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -200,7 +229,13 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "auth": env("POTAFLOW_AUTH_THROTTLE_RATE", default="20/min"),
     },
+    # DRF's own get_ident must never believe X-Forwarded-For; ours use potaflow.client_ip.
+    "NUM_PROXIES": 0,
 }
+# Failed logins (API and admin) are limited per client address at the "auth" rate above, and per
+# account at this rate, except from addresses the account logged in from in the last N days.
+POTAFLOW_LOGIN_ACCOUNT_RATE = env("POTAFLOW_LOGIN_ACCOUNT_RATE", default="10/h")
+POTAFLOW_LOGIN_KNOWN_ADDRESS_DAYS = env.int("POTAFLOW_LOGIN_KNOWN_ADDRESS_DAYS", default=30)
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("POTAFLOW_ACCESS_TOKEN_MINUTES", default=10)),
@@ -292,8 +327,12 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Public origin used to build absolute webhook URLs when no request is at hand.
 POTAFLOW_BASE_URL = env("POTAFLOW_BASE_URL", default="http://127.0.0.1:8000")
 POTAFLOW_WEBHOOK_MAX_BYTES = env.int("POTAFLOW_WEBHOOK_MAX_BYTES", default=1024 * 1024)
-# Requests larger than this never reach the webhook view's own 413 otherwise.
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
+# Largest request body (API, admin forms); larger: 413 in the error shape under /api/.
+# Never below the webhook limit, or webhook bodies would not reach the webhook view's own 413.
+POTAFLOW_MAX_BODY_BYTES = env.int("POTAFLOW_MAX_BODY_BYTES", default=2_621_440)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(POTAFLOW_MAX_BODY_BYTES, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
+# Seconds a client has to send a request body under gunicorn (potaflow/body_deadline.py); later: 408.
+POTAFLOW_WEB_BODY_TIMEOUT = env.float("POTAFLOW_WEB_BODY_TIMEOUT", default=20.0)
 # Per-workflow webhook intake limit, shared through the cache (workflows.ratelimit): N/s, N/min, N/h or off.
 POTAFLOW_WEBHOOK_RATE = env("POTAFLOW_WEBHOOK_RATE", default="50/s")
 if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour))\s*", POTAFLOW_WEBHOOK_RATE.lower()):
@@ -333,6 +372,8 @@ POTAFLOW_ORG_MAX_RUNNING_STEPS = env.int("POTAFLOW_ORG_MAX_RUNNING_STEPS", defau
 POTAFLOW_TEMPLATE_MAX_ITERATIONS = env.int("POTAFLOW_TEMPLATE_MAX_ITERATIONS", default=100_000)
 POTAFLOW_TEMPLATE_CPU_SECONDS = env.float("POTAFLOW_TEMPLATE_CPU_SECONDS", default=1.0)
 POTAFLOW_TEMPLATE_MAX_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_CHARS", default=1_000_000)
+# How often beat deletes expired refresh tokens and token families (accounts.flush_expired_tokens).
+POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS = env.int("POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS", default=3600)
 POTAFLOW_HANDLER_MODULES = env.list("POTAFLOW_HANDLER_MODULES", default=[])
 POTAFLOW_FERNET_KEYS = env.list("POTAFLOW_FERNET_KEYS", default=[])
 POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = env.list("POTAFLOW_ALLOW_PRIVATE_DESTINATIONS", default=[])
@@ -351,6 +392,10 @@ CELERY_BEAT_SCHEDULE = {
     "potaflow-recover-stalled-runs": {
         "task": "workflows.recover_stalled_runs",
         "schedule": float(POTAFLOW_RECOVERY_INTERVAL_SECONDS),
+    },
+    "potaflow-flush-expired-tokens": {
+        "task": "accounts.flush_expired_tokens",
+        "schedule": float(POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS),
     },
 }
 

@@ -331,7 +331,8 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         if obj is not None and not self.has_change_permission(request, obj):
             # Read-only: no secret input, and only the saved trigger type's fields.
             keep = {
-                "webhook": {"webhook_link", "webhook_secret_status", "signature_scheme"},
+                # No webhook URL for viewers: it is the capability to trigger runs.
+                "webhook": {"webhook_secret_status", "signature_scheme"},
                 "schedule": {"schedule", "schedule_preview", "timezone"},
             }
             trigger_fields = {"trigger_type", *keep.get(obj.trigger_type, set())}
@@ -525,7 +526,7 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
 
     @admin.display(description="Error")
     def error_text(self, step_run: StepRun) -> str:
-        return format_html('<span style="color:#b91c1c;white-space:pre-wrap">{}</span>', step_run.error or "")
+        return format_html('<span class="pf-error">{}</span>', step_run.error or "")
 
     @admin.display(description="Every attempt")
     def attempt_list(self, step_run: StepRun) -> str:
@@ -543,7 +544,7 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
                 for a in step_run.attempt_log.all()
             ),
         )
-        return format_html('<ol class="pf-attempts" style="margin:0;padding-left:1.2em">{}</ol>', items)
+        return format_html('<ol class="pf-attempts">{}</ol>', items)
 
     @admin.display(description="Output")
     def output_json(self, step_run: StepRun) -> str:

@@ -40,7 +40,7 @@ class PrettyJSONField(forms.JSONField):
     """A JSON textarea that shows its value indented (Django's shows one long line)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 6, "cols": 60, "style": "font-family:monospace"}))
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 6, "cols": 60, "class": "pf-mono"}))
         super().__init__(**kwargs)
 
     def prepare_value(self, value: Any) -> Any:

@@ -19,29 +19,11 @@ from django.utils.safestring import SafeString
 
 from .schedules import ScheduleError, parse_cron
 
-STATUS_COLOURS = {
-    "queued": "#6b7280",
-    "pending": "#6b7280",
-    "running": "#2563eb",
-    "retrying": "#d97706",
-    "succeeded": "#15803d",
-    "failed": "#b91c1c",
-    "filtered": "#7c3aed",
-    "skipped": "#7c3aed",
-}
-
 
 def status_badge(status: str) -> SafeString:
     """Colour and text: the word is always there, so the colour is never the only signal."""
-    colour = STATUS_COLOURS.get(status, "#6b7280")
-    return format_html(
-        '<span class="pf-badge pf-status-{}" data-status="{}" style="display:inline-block;padding:1px 8px;'
-        'border-radius:10px;color:#fff;background:{};font-weight:600;font-size:11px">{}</span>',
-        status,
-        status,
-        colour,
-        status,
-    )
+    # The colours are in workflows/static/workflows/admin.css (no style attributes: see potaflow.security_headers).
+    return format_html('<span class="pf-badge pf-status-{}" data-status="{}">{}</span>', status, status, status)
 
 
 def pretty_json(value: Any, label: str, *, open: bool = False) -> SafeString:  # noqa: A002 - the HTML attribute
@@ -50,8 +32,7 @@ def pretty_json(value: Any, label: str, *, open: bool = False) -> SafeString:  #
         return format_html("{}", "–")
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     return format_html(
-        '<details class="pf-json"{}><summary>{}</summary>'
-        '<pre style="white-space:pre-wrap;word-break:break-word;max-height:30em;overflow:auto">{}</pre></details>',
+        '<details class="pf-json"{}><summary>{}</summary><pre>{}</pre></details>',
         " open" if open else "",
         label,
         text,
@@ -106,7 +87,7 @@ def webhook_url_field(url: str) -> SafeString:
     """The URL in a read-only input with a copy button (the script is in the change form template)."""
     return format_html(
         '<div class="pf-webhook"><input type="text" readonly id="pf-webhook-url" value="{}" size="90" '
-        'style="font-family:monospace" onclick="this.select()"> '
+        'class="pf-mono pf-select-on-click"> '
         '<button type="button" class="button" id="pf-copy-webhook" data-copy-target="pf-webhook-url">Copy</button>'
         ' <span id="pf-copy-status" aria-live="polite"></span></div>',
         url,

@@ -25,7 +25,7 @@ from rest_framework.response import Response
 
 from accounts.models import Membership, Organization, Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole
-from accounts.selectors import roles_at_least
+from accounts.selectors import organization_ids_for, roles_at_least
 
 from . import services
 from .models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, RunTrigger, StepAttempt, StepRun, Workflow
@@ -118,9 +118,21 @@ class WorkflowSerializer(serializers.ModelSerializer):
         return bool(workflow.webhook_secret_previous)
 
     def get_webhook_url(self, workflow: Workflow) -> str | None:
-        if workflow.trigger_type != "webhook":
+        """The URL is the capability to trigger runs: editors and above only (``null`` for viewers)."""
+        if workflow.trigger_type != "webhook" or not self._may_trigger(workflow.organization_id):
             return None
         return webhook_url(workflow, self.context.get("request"))
+
+    def _may_trigger(self, organization_id: int) -> bool:
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return False
+        if "editable_organization_ids" not in self.context:  # once per response, not once per workflow
+            self.context["editable_organization_ids"] = set(
+                organization_ids_for(user, minimum_role=Role.EDITOR).values_list("organization_id", flat=True)
+            )
+        return organization_id in self.context["editable_organization_ids"]
 
 
 def webhook_url(workflow: Workflow, request: Any = None) -> str:

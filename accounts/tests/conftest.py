@@ -14,7 +14,7 @@ PERSONAS = ("owner", "admin", "editor", "viewer", "outsider")
 
 @pytest.fixture(autouse=True)
 def _fresh_throttle_counters():
-    # Throttle counters live in the (per-process LocMem) cache; each test starts at zero.
+    # Throttle counters live in the (shared) cache; each test starts at zero.
     cache.clear()
     yield
     cache.clear()

@@ -18,3 +18,52 @@ def test_a_malformed_json_body_is_a_400_naming_the_problem(body, expected):
     response = APIClient().post("/api/auth/register/", body, content_type="application/json")
     assert response.status_code == 400
     assert expected in response.json()["detail"]
+
+
+# Django refuses these bodies while parsing them, outside DRF: it used to answer with an HTML 400 page.
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "expected"),
+    [
+        (b"a=" + b"x" * 3_000_000, "application/x-www-form-urlencoded", 413, "Request body too large"),
+        (b'{"email": "' + b"x" * 3_000_000 + b'"}', "application/json", 413, "Request body too large"),
+        ("&".join(f"f{i}=1" for i in range(1500)).encode(), "application/x-www-form-urlencoded", 400, "too many"),
+        (
+            b'--xx\r\nContent-Disposition: form-data; name="a"\r\n\r\n' + b"x" * 3_000_000,
+            "multipart/form-data; boundary=xx",
+            413,
+            "too large",
+        ),
+    ],
+    ids=["form-too-large", "json-too-large", "too-many-fields", "multipart-too-large"],
+)
+def test_a_body_django_refuses_is_answered_in_the_error_shape(body, content_type, status, expected):
+    response = APIClient().post("/api/auth/register/", body, content_type=content_type)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {"detail"} and expected in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=xx"],
+)
+def test_multipart_garbage_is_a_json_400(content_type):
+    response = APIClient().post("/api/auth/register/", b"\x00garbage\r\n--yy--", content_type=content_type)
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert "detail" in response.json()
+
+
+def test_the_body_limit_is_a_setting(settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = APIClient().post(
+        "/api/auth/register/", b"a=" + b"x" * 2000, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body too large: the limit is 1000 bytes."}
+
+
+def test_outside_the_api_django_s_own_400_page_stays(client):
+    response = client.post("/admin/login/", b"a=" + b"x" * 3_000_000, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")

@@ -44,3 +44,16 @@ def test_check_deploy_is_clean_with_a_production_environment(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_check_deploy_warns_about_a_process_local_cache(tmp_path):
+    result = run(
+        ["manage.py", "check", "--deploy"],
+        tmp_path,
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="potaflow.example.com",
+        POTAFLOW_FERNET_KEYS=Fernet.generate_key().decode(),
+        CACHE_URL="locmemcache://",
+    )
+    assert "accounts.W001" in result.stdout + result.stderr

@@ -63,7 +63,8 @@ def test_another_organizations_workflow_run_and_webhook_url_are_404(org, foreign
 def test_a_viewer_sees_the_workflow_but_no_save_button_secret_or_run_now(org, wf):
     client = staff(org, Role.VIEWER, "v@example.com")
     html = client.get(f"/admin/workflows/workflow/{wf.pk}/change/").content.decode()
-    assert wf.webhook_token in html  # their own organization's URL
+    # Not even their own organization's URL: it is the capability to trigger runs (editors and above).
+    assert wf.webhook_token not in html
     assert 'name="_save"' not in html and 'id="pf-run-now"' not in html
     assert "s" * 20 not in html and "set (requests must be signed)" in html
     assert client.get(f"/admin/workflows/workflow/{wf.pk}/run/").status_code == 403

@@ -2,7 +2,8 @@
 
 - ``browser``: one headless Chromium for the session (``/usr/bin/chromium``,
   no Playwright browser download); override the path with ``POTAFLOW_CHROMIUM``.
-- ``page``: a fresh context per test with clipboard access, 10 s default timeout.
+- ``page``: a fresh context per test with clipboard access, 10 s default timeout;
+  a Content-Security-Policy violation on its console fails the test.
 - ``shot(page, name)``: a full-page screenshot in ``test-artifacts/screenshots/``
   (git-ignored) for humans to look at.
 - ``admin_login(page, live_server, email, password)``: logs in through the admin form.
@@ -60,8 +61,16 @@ def page(browser, live_server):
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     context.set_default_timeout(10_000)
     page = context.new_page()
+    # Every page runs under a strict Content-Security-Policy (potaflow/security_headers.py):
+    # Chromium reports each blocked script, style or handler on the console, and any is a failure.
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     yield page
     context.close()
+    assert violations == [], "CSP violations in the browser console"
 
 
 @pytest.fixture(autouse=True)

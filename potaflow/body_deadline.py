@@ -1,0 +1,84 @@
+"""A deadline for receiving a request body, so a slow client cannot hold a web thread for long.
+
+gunicorn hands the application the socket once the headers are in; the body
+is read lazily, with blocking reads and no timeout, by whatever first touches
+it. A client that sends ``Content-Length: 1000000`` and then a byte every few
+seconds would keep that thread forever. This WSGI wrapper reads bodies up to
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` before the application runs, stops reading
+after ``POTAFLOW_WEB_BODY_TIMEOUT`` seconds, and answers ``408`` in the API's
+error shape when the body does not arrive in time.
+Larger bodies are passed through untouched (Django refuses them unread).
+"""
+
+import io
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class BodyDeadline:
+    """Wrap a WSGI app: read the body within ``seconds`` or answer 408."""
+
+    def __init__(self, app: WSGIApp, *, seconds: float, max_bytes: int) -> None:
+        self.app = app
+        self.seconds = seconds
+        self.max_bytes = max_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        sock = environ.get("gunicorn.socket")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if sock is None or self.seconds <= 0 or not 0 < length <= self.max_bytes:
+            return self.app(environ, start_response)
+        body = self._read(environ["wsgi.input"], sock, length)
+        if body is None:
+            payload = json.dumps({"detail": f"Request body not received within {self.seconds:g} seconds."}).encode()
+            start_response(
+                "408 Request Timeout",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("Connection", "close")],
+            )
+            return [payload]
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+    def _read(self, stream: Any, sock: socket.socket, length: int) -> bytes | None:
+        # gunicorn's body reader loops until it has the bytes asked for, so a
+        # socket timeout per recv() never fires against a trickle. A timer shuts
+        # the socket's read side at the deadline instead: the read then ends early.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+        timer = threading.Timer(self.seconds, expire)
+        timer.daemon = True
+        timer.start()
+        chunks: list[bytes] = []
+        remaining = length
+        try:
+            while remaining > 0 and not expired.is_set():
+                chunk = stream.read(min(remaining, 65536))
+                if not chunk:  # the client stopped early: the application sees what arrived
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        except OSError:
+            if not expired.is_set():
+                raise
+        finally:
+            timer.cancel()
+        if expired.is_set() and remaining > 0:
+            return None
+        return b"".join(chunks)
