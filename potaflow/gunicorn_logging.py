@@ -3,9 +3,8 @@
 ``RedactingLogger`` writes ``/hooks/[redacted]`` instead of a webhook token
 and ``[redacted]`` for the values of sensitive query parameters
 (``POTAFLOW_REDACT_QUERY``), in every atom an access-log format may use that
-holds a URL (request line, path, query, referer). Wired with
-``logger_class`` in gunicorn.conf.py, or ``--logger-class potaflow.gunicorn_logging.RedactingLogger`` (see the
-Procfile); a gunicorn config file may set ``logger_class`` to it instead.
+holds a URL (request line, path, query, referer). Wired by ``logger_class``
+in gunicorn.conf.py, which the Procfile, the Dockerfile and compose use.
 """
 
 from typing import Any
