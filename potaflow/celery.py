@@ -42,5 +42,9 @@ def limit_pool_child_memory(**kwargs: Any) -> None:
 
 
 @task_prerun.connect(dispatch_uid="potaflow-db-connection-health")
-def retire_old_connections(**kwargs: Any) -> None:
+def retire_old_connections(task: Any = None, **kwargs: Any) -> None:
+    # A task applied in-process (``.apply()``) runs inside its caller's
+    # connection and transaction, which are not ours to close.
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
     close_old_connections()

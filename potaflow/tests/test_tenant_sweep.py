@@ -59,7 +59,10 @@ def tenants(settings):
     victim = User.objects.create_user(email=f"{MARK.lower()}@example.com", is_staff=True, full_name=MARK)
     victim_membership = Membership.objects.create(user=victim, organization=victim_org, role=Role.OWNER)
     victim_credential = credential_create(
-        organization=victim_org, name=f"Token {MARK}", kind="http_bearer", secret={"token": "s3cret"}
+        organization=victim_org,
+        name=f"Token {MARK}",
+        kind="http_bearer",
+        secret={"token": "s3cret", "allowed_hosts": ["example.com"]},
     )
     steps = [{**step, "credential_id": step.pop("credential")} for step in _steps(victim_credential.pk)]
     victim_workflow = workflow_create(
@@ -73,7 +76,10 @@ def tenants(settings):
     attacker = User.objects.create_user(email="mallory@example.com", is_staff=True)
     Membership.objects.create(user=attacker, organization=attacker_org, role=Role.OWNER)
     attacker_credential = credential_create(
-        organization=attacker_org, name="Mine", kind="http_bearer", secret={"token": "mine"}
+        organization=attacker_org,
+        name="Mine",
+        kind="http_bearer",
+        secret={"token": "mine", "allowed_hosts": ["example.com"]},
     )
     attacker_workflow = workflow_create(organization=attacker_org, name="Mine", trigger_type=TriggerType.MANUAL)
     return {
