@@ -52,6 +52,7 @@ from stack import (
     fresh_database,
     production_env,
     redact,
+    serving,
 )
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/potaflow_chaos"
@@ -62,6 +63,7 @@ WORKER_PAUSE = 1.5  # seconds between a worker's SIGKILL and its restart
 BROKER_PAUSE = 1.0  # seconds the broker stays down when restarted
 READY_TIMEOUT = 90.0
 FINAL_STATUSES = ("succeeded", "failed", "filtered")
+FAULT_KINDS = ("worker-group", "pool-child", "web-worker", "broker-restart", "broker-flush", "broker-blip")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--slow-fraction", type=float, default=0.25, help="share of recorder requests answered in 0.2-1 s [0.25]"
     )
+    parser.add_argument(
+        "--slow-seconds", default="0.2-1", metavar="MIN-MAX", help="how long a slow answer takes [0.2-1]"
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (faults' victims, slow replies)")
     parser.add_argument(
         "--database-url",
@@ -94,6 +99,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VAL",
         help="extra environment for web, worker and beat (repeatable), e.g. POTAFLOW_STALLED_AFTER_SECONDS=30",
+    )
+    parser.add_argument(
+        "--plan",
+        default=None,
+        help="comma-separated fault kinds instead of the default plan, in order: "
+        f"{', '.join(FAULT_KINDS)} (broker-blip: CLIENT KILL of every broker connection, data kept)",
     )
     parser.add_argument("--assert", dest="check", action="store_true", help="exit 1 when lost > 0 or duplicates > 0")
     args = parser.parse_args(argv)
@@ -111,6 +122,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--env expects KEY=VAL, got {item!r}")
         extra[key] = value
     args.extra_env = extra
+    try:
+        low, high = (float(x) for x in args.slow_seconds.split("-", 1))
+    except ValueError:
+        parser.error(f"--slow-seconds expects MIN-MAX, got {args.slow_seconds!r}")
+    args.slow_range = (max(0.0, min(low, 60.0)), max(0.0, min(high, 60.0)))
+    args.plan = [kind.strip() for kind in args.plan.split(",") if kind.strip()] if args.plan else None
+    for kind in args.plan or []:
+        if kind not in FAULT_KINDS:
+            parser.error(f"--plan: unknown fault {kind!r} (known: {', '.join(FAULT_KINDS)})")
     return args
 
 
@@ -122,9 +142,9 @@ def log(message: str) -> None:
 class Recorder:
     """Counts effects per event id; ``Idempotency-Key`` repeats are counted, not applied (Stripe)."""
 
-    def __init__(self, slow_fraction: float, rng: random.Random) -> None:
+    def __init__(self, slow_fraction: float, slow_range: tuple[float, float], rng: random.Random) -> None:
         self.lock = threading.Lock()
-        self.slow_fraction, self.rng = slow_fraction, rng
+        self.slow_fraction, self.slow_range, self.rng = slow_fraction, slow_range, rng
         self.raw = 0
         self.with_key = 0
         self.repeats = 0
@@ -163,7 +183,8 @@ class Recorder:
                             recorder.keys[key] = event_id
                         recorder.applied[event_id] += 1
                         applied = True
-                    delay = recorder.rng.uniform(0.2, 1.0) if recorder.rng.random() < recorder.slow_fraction else 0
+                    slow = recorder.rng.random() < recorder.slow_fraction
+                    delay = recorder.rng.uniform(*recorder.slow_range) if slow else 0
                 try:
                     # The effect is already applied: a kill during this sleep loses only the answer.
                     if delay:
@@ -206,7 +227,6 @@ class Sender:
         self.local = threading.local()
         self.lock = threading.Lock()
         self.retries = 0
-        self.in_flight = 0
         self.attempt_errors: Counter[str] = Counter()
 
     def send(self, event_id: str, n: int) -> tuple[str, int | str, str | None, int]:
@@ -228,14 +248,10 @@ class Sender:
         for attempt in range(1, CLIENT_ATTEMPTS + 1):
             if self.stop.is_set():
                 return event_id, "stopped", None, attempt - 1
-            with self.lock:
-                self.in_flight += 1
             try:
                 response = session.post(self.url, data=body, headers=headers, timeout=CLIENT_TIMEOUT)
             except requests.RequestException as exc:
                 response, outcome = None, type(exc).__name__
-            with self.lock:
-                self.in_flight -= 1
             if response is not None:
                 outcome = response.status_code
                 if 200 <= response.status_code < 300:
@@ -253,7 +269,7 @@ class Sender:
 # -- faults --------------------------------------------------------------------------
 class Stack:
     def __init__(self, env: dict[str, str], web_port: int, redis: RedisServer, log_dir: Path) -> None:
-        self.redis = redis
+        self.redis, self.web_port = redis, web_port
         self.web = Service(
             "web",
             [str(BIN / "gunicorn"), "potaflow.wsgi:application", "--bind", f"{LOOPBACK}:{web_port}"]
@@ -311,9 +327,11 @@ def inject(kind: str, stack: Stack, recorder: Recorder, rng: random.Random) -> s
         children = children_of(stack.web.pid)
         if not children:
             return "no gunicorn worker to kill"
-        victim = rng.choice(children)
+        busy = serving(children, stack.web_port)
+        victim = rng.choice(busy or children)
         os.kill(victim, signal.SIGKILL)
-        return f"SIGKILL gunicorn worker {victim} (the master starts another)"
+        state = "mid-request" if busy else "idle"
+        return f"SIGKILL gunicorn worker {victim}, {state} (the master starts another)"
     if kind == "broker-restart":
         stack.redis.stop()
         time.sleep(BROKER_PAUSE)
@@ -322,6 +340,9 @@ def inject(kind: str, stack: Stack, recorder: Recorder, rng: random.Random) -> s
     if kind == "broker-flush":
         stack.redis.flushall()
         return "FLUSHALL on the broker (every queued message lost)"
+    if kind == "broker-blip":
+        killed = stack.redis.kill_clients()
+        return f"CLIENT KILL of {killed} broker connection(s); the broker keeps its data"
     raise ValueError(kind)
 
 
@@ -329,7 +350,6 @@ def run_faults(
     plan: list[str],
     stack: Stack,
     recorder: Recorder,
-    sender: Sender,
     rng: random.Random,
     start: float,
     window: float,
@@ -343,10 +363,10 @@ def run_faults(
         if stop.is_set():
             return
         # Land mid-call when possible: wait (bounded) for a step calling the recorder, or a webhook in flight.
-        if kind in ("worker-group", "pool-child"):
+        if kind in ("worker-group", "pool-child", "broker-blip"):
             busy = lambda: recorder.in_flight  # noqa: E731
         elif kind == "web-worker":
-            busy = lambda: sender.in_flight  # noqa: E731
+            busy = lambda: serving(children_of(stack.web.pid), stack.web_port)  # noqa: E731
         else:
             busy = lambda: 1  # noqa: E731
         deadline = time.monotonic() + 3
@@ -387,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_signal)
 
     stack: Stack | None = None
-    recorder = Recorder(args.slow_fraction, rng)
+    recorder = Recorder(args.slow_fraction, args.slow_range, rng)
     recorder_url = recorder.url
     ensure_loopback(recorder_url, "recorder URL")
     fault_thread: threading.Thread | None = None
@@ -417,14 +437,14 @@ def main(argv: list[str] | None = None) -> int:
         up = time.monotonic() - started
         log(f"stack up in {up:.1f} s; sending {args.events} events over ~{args.fault_window:g} s")
 
-        plan = fault_plan(args.kills)
+        plan = args.plan or fault_plan(args.kills)
         faults: list[dict[str, Any]] = []
         sender = Sender(webhook_url, secret, stop)
         tag = dt.datetime.now(dt.UTC).strftime("%H%M%S")
         send_start = time.monotonic()
         fault_thread = threading.Thread(
             target=run_faults,
-            args=(plan, stack, recorder, sender, rng, send_start, args.fault_window, stop, faults),
+            args=(plan, stack, recorder, rng, send_start, args.fault_window, stop, faults),
             name="faults",
             daemon=True,
         )
@@ -666,6 +686,7 @@ def build_report(
             "fault_window_s": args.fault_window,
             "worker_kills": args.kills,
             "slow_fraction": args.slow_fraction,
+            "slow_seconds": args.slow_seconds,
             "gunicorn_workers": 2,
             "celery_concurrency": int(os.environ.get("POTAFLOW_WORKER_CONCURRENCY", "2")),
             "database": redact(args.database_url),

@@ -98,6 +98,29 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def serving(pids: list[int], port: int) -> list[int]:
+    """Those of ``pids`` holding an ESTABLISHED TCP connection on local ``port`` (mid-request)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    busy = []
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        if any(link.startswith("socket:[") and link[8:-1] in inodes for link in links):
+            busy.append(pid)
+    return busy
+
+
 def rss_mb(root_pid: int) -> float:
     """Resident memory of ``root_pid`` and all its descendants, in MiB."""
     children: dict[int, list[int]] = {}
@@ -254,6 +277,12 @@ class RedisServer:
         import redis
 
         redis.Redis.from_url(self.url, socket_timeout=5).flushall()
+
+    def kill_clients(self) -> int:
+        """Close every client connection but this one (a network blip); the data stays."""
+        import redis
+
+        return int(redis.Redis.from_url(self.url, socket_timeout=5).client_kill_filter(_type="normal", skipme=True))
 
 
 class Processes:
