@@ -50,6 +50,7 @@ from stack import (
     ensure_loopback,
     free_port,
     fresh_database,
+    procfile_command,
     production_env,
     redact,
     serving,
@@ -268,18 +269,25 @@ class Sender:
 
 # -- faults --------------------------------------------------------------------------
 class Stack:
+    """web, worker and beat as the Procfile starts them (``make run``), on our port, database and broker."""
+
     def __init__(self, env: dict[str, str], web_port: int, redis: RedisServer, log_dir: Path) -> None:
         self.redis, self.web_port = redis, web_port
-        self.web = Service(
-            "web",
-            [str(BIN / "gunicorn"), "potaflow.wsgi:application", "--bind", f"{LOOPBACK}:{web_port}"]
-            + ["--workers", "2", "--graceful-timeout", "10", "--no-control-socket", "--log-level", "warning"],
-            env,
-            log_dir,
-        )
-        # As in the Procfile; default concurrency (POTAFLOW_WORKER_CONCURRENCY, 2).
-        self.worker = Service("worker", [str(BIN / "celery"), "-A", "potaflow", "worker", "-l", "info"], env, log_dir)
-        self.beat = Service("beat", [str(BIN / "celery"), "-A", "potaflow", "beat", "-l", "info"], env, log_dir)
+        env = {**env, "HOST": LOOPBACK, "PORT": str(web_port), "WEB_CONCURRENCY": "2"}
+        web = procfile_command("web", env) or [
+            str(BIN / "gunicorn"), "potaflow.wsgi:application", "--workers", "2", "--graceful-timeout", "10",
+        ]  # fmt: skip
+        if "--bind" not in web and not any(arg.startswith("--bind=") for arg in web):
+            web += ["--bind", f"{LOOPBACK}:{web_port}"]
+        for index, arg in enumerate(web):
+            if arg == "--bind" or arg.startswith("--bind="):
+                bind = web[index + 1] if arg == "--bind" else arg.split("=", 1)[1]
+                ensure_loopback(f"http://{bind}", "the web process's --bind")
+        worker = procfile_command("worker", env) or [str(BIN / "celery"), "-A", "potaflow", "worker", "-l", "info"]
+        beat = procfile_command("beat", env) or [str(BIN / "celery"), "-A", "potaflow", "beat", "-l", "info"]
+        self.web = Service("web", web, env, log_dir)
+        self.worker = Service("worker", worker, env, log_dir)  # default concurrency (POTAFLOW_WORKER_CONCURRENCY)
+        self.beat = Service("beat", beat, env, log_dir)
 
     def start_worker(self) -> None:
         self.worker.start()
@@ -430,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
 
         recorder.start()
         stack = Stack(env, web_port, redis, log_dir)
+        for service in (stack.web, stack.worker, stack.beat):
+            log(f"{service.name}: {' '.join([Path(service.argv[0]).name, *service.argv[1:]])}")
         stack.web.start()
         stack.beat.start()
         stack.start_worker()
@@ -622,7 +632,7 @@ def build_report(
     accepted_runs = dict(runs.filter(idempotency_key__in=list(accepted)).values_list("idempotency_key", "status"))
     lost = sorted(e for e in accepted if accepted_runs.get(e) not in FINAL_STATUSES)
     last_finish = runs.aggregate(last=Max("finished_at"))["last"]
-    settle_after_fault = round(last_finish.timestamp() - last_fault, 1) if settled and last_finish else None
+    settle_after_fault = round(max(0.0, last_finish.timestamp() - last_fault), 1) if settled and last_finish else None
 
     with recorder.lock:
         applied = dict(recorder.applied)
@@ -635,7 +645,7 @@ def build_report(
     if "workflows_stepattempt" in connection.introspection.table_names():
         with connection.cursor() as cursor:
             cursor.execute("SELECT outcome, count(*) FROM workflows_stepattempt GROUP BY outcome ORDER BY outcome")
-            attempts = dict(cursor.fetchall())
+            attempts = {outcome or "open": count for outcome, count in cursor.fetchall()}
     step_attempts = Counter(StepRun.objects.filter(run__workflow=workflow).values_list("attempts", flat=True))
 
     failures = []

@@ -173,6 +173,28 @@ def production_env(
     return env
 
 
+def procfile_command(name: str, env: Mapping[str, str]) -> list[str] | None:
+    """The Procfile's command for process type ``name`` as argv, ``${VAR:-default}`` expanded
+    from ``env``, executables from this venv; None when the Procfile has no such line."""
+    import re
+    import shlex
+
+    procfile = BASE_DIR / "Procfile"
+    if not procfile.exists():
+        return None
+    for line in procfile.read_text().splitlines():
+        key, sep, command = line.partition(":")
+        if sep and key.strip() == name and not key.lstrip().startswith("#"):
+            command = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), command)
+            argv = shlex.split(command)
+            if argv and argv[0] == "exec":
+                argv = argv[1:]
+            if argv and (BIN / argv[0]).exists():
+                argv[0] = str(BIN / argv[0])
+            return argv or None
+    return None
+
+
 def wait_until(predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
