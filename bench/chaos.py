@@ -338,7 +338,8 @@ def inject(kind: str, stack: Stack, recorder: Recorder, rng: random.Random) -> s
         busy = serving(children, stack.web_port)
         victim = rng.choice(busy or children)
         os.kill(victim, signal.SIGKILL)
-        state = "mid-request" if busy else "idle"
+        # sync workers hold a connection only while serving it; gthread ones also keep-alive idle ones
+        state = "holding a client connection" if busy else "idle"
         return f"SIGKILL gunicorn worker {victim}, {state} (the master starts another)"
     if kind == "broker-restart":
         stack.redis.stop()
