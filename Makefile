@@ -43,7 +43,7 @@ export HOST PORT
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint fmt migrate bench install install-dev clean
+.PHONY: help run test test-fast lint fmt migrate bench chaos install install-dev clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -95,11 +95,17 @@ fmt: install-dev ## fix what ruff can fix and format the code
 migrate: install ## apply database migrations
 	$(PY) manage.py migrate --noinput
 
+# bench/stack.py is a helper module; bench/chaos.py has its own target (it runs for minutes).
 bench: install ## run the benchmarks in bench/ (they print figures; see bench/README.md)
 	@set -e; found=0; for script in bench/*.py; do \
-		[ -e "$$script" ] || continue; found=1; \
+		[ -e "$$script" ] || continue; \
+		case "$$script" in bench/stack.py|bench/chaos.py) continue;; esac; found=1; \
 		echo "== $$script"; $(PY) "$$script"; \
 	done; [ $$found = 1 ] || echo "No benchmark scripts in bench/ yet."
+
+# Own PostgreSQL database (potaflow_chaos) and own redis-server; extra options via CHAOS_ARGS.
+chaos: install ## chaos run: webhooks while worker, web and broker die; lost runs, duplicate effects, settle time
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 clean: ## remove the virtualenv and caches (var/, the embedded database, is kept)
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

@@ -14,22 +14,29 @@ import argparse
 import datetime as dt
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from stack import (
+    BASE_DIR,
+    BIN,
+    LOOPBACK,
+    Processes,
+    ensure_database,
+    ensure_loopback,
+    free_port,
+    percentile,
+    production_env,
+    redact,
+    rss_mb,
+)
+
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/potaflow_bench"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/15"
-LOOPBACK = "127.0.0.1"
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,99 +52,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def ensure_loopback(url: str, what: str) -> None:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        sys.exit(f"{what} must point at loopback (127.0.0.1), not {host!r}")
-
-
-def redact(url: str) -> str:
-    """The URL without credentials, for the report."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
-def rss_mb(root_pid: int) -> float:
-    """Resident memory of ``root_pid`` and all its descendants, in MiB."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    total_kb, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            continue
-    return total_kb / 1024
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    parts = urllib.parse.urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-class Processes:
-    """The servers under test; each in its own process group so a stop reaches its children."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        proc = subprocess.Popen(  # noqa: S603 - our own executables
-            argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-
 def main() -> int:
     args = parse_args()
     db_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
@@ -146,24 +60,12 @@ def main() -> int:
     ensure_loopback(broker_url, "BENCH_BROKER_URL")
     var_dir = Path(tempfile.mkdtemp(prefix="potaflow-bench-"))
 
-    from cryptography.fernet import Fernet
-
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("POTAFLOW_", "DJANGO_"))},
-        "DJANGO_SETTINGS_MODULE": "potaflow.settings",
-        "DATABASE_URL": db_url,
-        "CELERY_BROKER_URL": broker_url,
-        "POTAFLOW_VAR_DIR": str(var_dir),
-        # Production-like: no DEBUG query log, no SSL redirect on plain loopback HTTP.
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-" + Fernet.generate_key().decode(),
-        "POTAFLOW_FERNET_KEYS": Fernet.generate_key().decode(),
-        "SECURE_SSL_REDIRECT": "false",
-        "ALLOWED_HOSTS": LOOPBACK,
-        "POTAFLOW_WORKER_CONCURRENCY": str(args.worker_concurrency),
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = production_env(
+        db_url=db_url,
+        broker_url=broker_url,
+        var_dir=var_dir,
+        extra={"POTAFLOW_WORKER_CONCURRENCY": str(args.worker_concurrency)},
+    )
     os.environ.update(env)
     sys.path.insert(0, str(BASE_DIR))
 
