@@ -35,6 +35,7 @@ before anything is sent and closed by ``workflows.recording``.
 """
 
 import logging
+import os
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,7 +56,7 @@ from integrations.services import credential_reveal, credential_secret_values
 
 from . import recording, templating
 from .leases import keeper
-from .models import AttemptOutcome, InDoubtPolicy, Run, RunStatus, StepRun, StepRunStatus
+from .models import AttemptOutcome, InDoubtPolicy, Run, RunStatus, StepAttempt, StepRun, StepRunStatus
 from .policy import in_doubt_policy, lease_seconds, org_step_limit, policy, retry_delay, time_limit
 from .recording import Attempt, Scrubber
 
@@ -182,11 +183,40 @@ def _spec_for(run: Run, position: int) -> dict | None:
 
 def _worker_is_gone(step_run: StepRun, now: datetime, *, may_be_redelivery: bool, force: bool, message_id: str) -> bool:
     """May this message take over a step another attempt left ``running``?"""
+    lease_lapsed = step_run.lease_expires_at is None or step_run.lease_expires_at < now
     if message_id and step_run.claim_token == message_id and may_be_redelivery:
-        return True  # the message that claimed it is back, so its worker is gone
-    if force:
-        return step_run.lease_expires_at is None or step_run.lease_expires_at < now
-    return False
+        # The message that claimed it is back: its worker died (a killed pool
+        # child's message is requeued at once) -- or only lost its broker
+        # connection, which requeues the messages of tasks still running.
+        # Tell the two apart before running the step a second time.
+        alive = _attempt_process_alive(step_run)
+        return not alive if alive is not None else lease_lapsed
+    return force and lease_lapsed
+
+
+def _attempt_process_alive(step_run: StepRun) -> bool | None:
+    """Whether the process running the step's current attempt is alive; None when it is on another host."""
+    attempt = StepAttempt.objects.filter(step_run=step_run, number=step_run.attempts).first()
+    if attempt is None or attempt.worker_pid is None or attempt.worker_host != recording.WORKER_HOST:
+        return None
+    if attempt.worker_pid == os.getpid():
+        return False  # this very process claimed it and is no longer running it
+    try:
+        os.kill(attempt.worker_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(attempt.worker_pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed pool child not reaped yet still answers kill(pid, 0)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _close_lost_attempt(run: Run, step_run: StepRun, spec: dict | None, now: datetime) -> StepOutcome | None:

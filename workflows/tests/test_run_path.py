@@ -3,6 +3,7 @@ leases, tenant limits and connection reuse — with a real worker, broker, datab
 
 import dataclasses
 import os
+import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -23,8 +24,9 @@ from potaflow.testing.worker import (
     wait_for,
     wait_for_run,
 )
-from workflows import dispatch
+from workflows import dispatch, engine
 from workflows.models import Run, StepAttempt, StepRun
+from workflows.recording import WORKER_HOST
 from workflows.services import run_accept, run_replay, workflow_create
 from workflows.tests.handlers import calls
 
@@ -436,3 +438,38 @@ def test_the_sweeper_ignores_a_running_step_whose_lease_is_live(org, transaction
     StepRun.objects.filter(run=run).update(status="running", attempts=1, lease_expires_at=now + timedelta(seconds=30))
     Run.objects.filter(pk=run.pk).update(status="running", last_progress_at=now - timedelta(seconds=600))
     assert dispatch.recover_stalled_runs(stalled_after=0) == []
+
+
+def test_a_redelivered_message_does_not_take_over_while_its_attempt_still_runs(org, transactional_db):
+    """A broker connection blip requeues the messages of running tasks: only a dead attempt may be taken over."""
+    wf = workflow_create(
+        organization=org, name="W", steps=[{"key": "t", "action_type": "transform", "config": {"value": 1}}]
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    step = run.step_runs.get()
+    now = timezone.now()
+    busy = subprocess.Popen(["sleep", "30"])  # stands for the pool child still running the attempt
+    try:
+        StepRun.objects.filter(pk=step.pk).update(
+            status="running",
+            attempts=1,
+            claim_token="msg-1",
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=30),
+        )
+        StepAttempt.objects.create(
+            step_run=step, number=1, started_at=now, worker_host=WORKER_HOST, worker_pid=busy.pid
+        )
+        assert engine.run_step(run.pk, 0, may_be_redelivery=True, message_id="msg-1") == engine.STOP
+        step.refresh_from_db()
+        assert (step.status, step.attempts) == ("running", 1)  # left to the attempt that is alive
+
+        busy.kill()
+        busy.wait()
+        assert engine.run_step(run.pk, 0, may_be_redelivery=True, message_id="msg-1") == engine.STOP
+    finally:
+        busy.kill()
+    step.refresh_from_db()
+    assert (step.status, step.attempts) == ("succeeded", 2)  # its process is gone: taken over at once
+    outcomes = list(step.attempt_log.order_by("number").values_list("outcome", flat=True))
+    assert outcomes == ["worker_lost", "succeeded"]
