@@ -366,7 +366,8 @@ POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS
 # A running step's worker renews its lease every third of this; a lapsed lease means the worker died.
 POTAFLOW_STEP_LEASE_SECONDS = env.int("POTAFLOW_STEP_LEASE_SECONDS", default=15)
 POTAFLOW_STEP_TIMEOUT_MAX_SECONDS = env.float("POTAFLOW_STEP_TIMEOUT_MAX_SECONDS", default=300.0)
-# Steps of one organization running at once; -1: worker concurrency - 1 (a slot stays free for others); 0: no limit.
+# Steps of one organization running at once; -1: worker concurrency - 1 once two organizations exist
+# (a slot stays free for the others); 0: no limit.
 POTAFLOW_ORG_MAX_RUNNING_STEPS = env.int("POTAFLOW_ORG_MAX_RUNNING_STEPS", default=-1)
 # Per render of a step's config: loop iterations, CPU seconds, characters of any string built.
 POTAFLOW_TEMPLATE_MAX_ITERATIONS = env.int("POTAFLOW_TEMPLATE_MAX_ITERATIONS", default=100_000)

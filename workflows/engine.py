@@ -37,6 +37,7 @@ before anything is sent and closed by ``workflows.recording``.
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -258,7 +259,7 @@ def _organization_is_busy(organization_id: int, step_run_pk: int, now: datetime)
     The organization's row is locked for the rest of the claiming transaction,
     so two claims for the same organization count one after the other.
     """
-    limit = org_step_limit()
+    limit = org_step_limit(_organization_count())
     if not limit:
         return False
     list(Organization.objects.select_for_update().filter(pk=organization_id).values_list("pk"))
@@ -270,6 +271,17 @@ def _organization_is_busy(organization_id: int, step_run_pk: int, now: datetime)
         .count()
     )
     return running >= limit
+
+
+_org_count_cache: dict[str, float] = {"value": 0.0, "until": 0.0}
+
+
+def _organization_count() -> int:
+    """How many organizations exist, re-read at most every 30 s (it only decides the default limit)."""
+    now = time.monotonic()
+    if now >= _org_count_cache["until"]:
+        _org_count_cache.update(value=Organization.objects.count(), until=now + 30.0)
+    return int(_org_count_cache["value"])
 
 
 def _after_duplicate_success(run: Run, position: int) -> StepOutcome:

@@ -92,13 +92,16 @@ def retry_delay(spec: dict | None, attempt: int, retry_after: float | None) -> f
     return min(delay, max_retry_delay())
 
 
-def org_step_limit() -> int:
+def org_step_limit(organizations: int) -> int:
     """How many steps of one organization may run at once (0: no limit).
 
-    The default keeps one worker slot free for the other organizations, so one
-    tenant's long steps can delay another's by a step, never by a queue.
+    By default (-1) one worker slot stays free for the other organizations, so
+    one tenant's long steps delay another's by at most a step, never by a
+    queue; with a single organization there is no one to keep it for.
     """
     configured = int(settings.POTAFLOW_ORG_MAX_RUNNING_STEPS)
     if configured >= 0:
         return configured
+    if organizations < 2:
+        return 0
     return max(1, int(settings.CELERY_WORKER_CONCURRENCY) - 1)
