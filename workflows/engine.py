@@ -223,7 +223,14 @@ def _is_zombie(pid: int) -> bool:
 def _close_lost_attempt(run: Run, step_run: StepRun, spec: dict | None, now: datetime) -> StepOutcome | None:
     """Record what became of the attempt a dead worker held; STOP when the step must not run again."""
     action = _action_or_none(spec)
-    timed_out = step_run.started_at is not None and step_run.started_at <= now - timedelta(seconds=time_limit(spec))
+    # Timed out only if its worker was still renewing the lease past the hard time limit
+    # (Celery killed it); a message that merely waited in a backlog says nothing about that.
+    last_alive = step_run.lease_expires_at - timedelta(seconds=lease_seconds()) if step_run.lease_expires_at else None
+    timed_out = (
+        step_run.started_at is not None
+        and last_alive is not None
+        and last_alive >= step_run.started_at + timedelta(seconds=time_limit(spec))
+    )
     if timed_out:
         outcome, what = AttemptOutcome.TIMED_OUT, "was still running past its hard time limit and was stopped"
     elif action is not None and not action.has_side_effects:

@@ -473,3 +473,37 @@ def test_a_redelivered_message_does_not_take_over_while_its_attempt_still_runs(o
     assert (step.status, step.attempts) == ("succeeded", 2)  # its process is gone: taken over at once
     outcomes = list(step.attempt_log.order_by("number").values_list("outcome", flat=True))
     assert outcomes == ["worker_lost", "succeeded"]
+
+
+@pytest.mark.parametrize("renewed_past_limit, outcome", [(True, "timed_out"), (False, "in_doubt")])
+def test_a_lost_attempt_is_timed_out_only_if_its_worker_renewed_past_the_hard_limit(
+    org, transactional_db, renewed_past_limit, outcome
+):
+    wf = workflow_create(
+        organization=org,
+        name="W",
+        steps=[
+            {
+                "key": "t",
+                "action_type": "custom",
+                "config": {"handler": "test.echo", "input": {"log": "/dev/null"}},
+                "on_in_doubt": "retry",
+                "timeout_seconds": 1,
+            }
+        ],
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    now = timezone.now()
+    started = now - timedelta(seconds=120)  # long ago: the message waited in a backlog, or the step hung
+    last_renewal = started + timedelta(seconds=30 if renewed_past_limit else 5)  # hard limit: 1 + 15 s
+    StepRun.objects.filter(run=run).update(
+        status="running",
+        attempts=1,
+        claim_token="gone",
+        started_at=started,
+        lease_expires_at=last_renewal + timedelta(seconds=15),
+    )
+    StepAttempt.objects.create(step_run=run.step_runs.get(), number=1, started_at=started)
+    engine.run_step(run.pk, 0, force=True, message_id="sweeper-1")
+    lost = StepAttempt.objects.get(step_run__run=run, number=1)
+    assert lost.outcome == outcome
