@@ -453,10 +453,50 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def _celery_worker_manager(django_db_setup, django_db_blocker):
+def _celery_worker_manager(request, django_db_setup, django_db_blocker):
     manager = _WorkerManager()
+    request.config._potaflow_worker_manager = manager
     yield manager
     manager.stop()
+
+
+QUIESCE_SECONDS = 5.0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Before a test's database is flushed, let the session worker go quiet.
+
+    The worker outlives the tests that started it and takes whatever any later
+    test sends (a webhook test need not ask for it). A step it is executing
+    while pytest-django truncates the tables can deadlock with the TRUNCATE.
+    So: drop the messages still queued (no new claim starts), then wait a
+    little for steps in progress to finish.
+    """
+    manager = getattr(item.config, "_potaflow_worker_manager", None)
+    worker = manager.worker if manager is not None else None
+    uses_committed_rows = {"transactional_db", "live_server", "celery_worker"} & set(getattr(item, "fixturenames", ()))
+    if worker is not None and worker.alive and uses_committed_rows:
+        _quiesce(worker)
+    yield
+
+
+def _quiesce(worker: WorkerProcess) -> None:
+    # Imported here: this plugin loads before Django is set up (conftest's pytest_plugins).
+    from django.utils import timezone
+
+    from potaflow.celery import app
+    from workflows.models import StepRun
+
+    try:
+        app.control.purge()
+        deadline = time.monotonic() + QUIESCE_SECONDS
+        while time.monotonic() < deadline:
+            if not StepRun.objects.filter(status="running", lease_expires_at__gt=timezone.now()).exists():
+                return
+            time.sleep(0.1)
+    except Exception:  # noqa: BLE001 - best effort: the flush reports its own problems
+        return
 
 
 @pytest.fixture
