@@ -40,4 +40,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
 
-CMD ["gunicorn", "potaflow.wsgi:application", "--logger-class", "potaflow.gunicorn_logging.RedactingLogger", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "--graceful-timeout", "20"]
+CMD ["gunicorn", "potaflow.wsgi:application", "--config", "python:potaflow.gunicorn_config", "--logger-class", "potaflow.gunicorn_logging.RedactingLogger", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "--graceful-timeout", "20"]

@@ -171,8 +171,8 @@ X_FRAME_OPTIONS = "DENY"
 if env.bool("POTAFLOW_BEHIND_PROXY", default=False):
     # Only behind a proxy that sets this header itself; otherwise clients could spoof it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# The healthcheck must answer over plain HTTP inside the container network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# The healthcheck and Prometheus' scrape answer over plain HTTP inside the container network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 
 # ---------------------------------------------------------------------------
 # REST API: JWT (simplejwt), one error shape, throttled auth endpoints
@@ -353,6 +353,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(POTAFLOW_RECOVERY_INTERVAL_SECONDS),
     },
 }
+
+# ---------------------------------------------------------------------------
+# Operations: metrics, health (see README "Operating PotaFlow")
+# ---------------------------------------------------------------------------
+# When set, GET /metrics requires "Authorization: Bearer <token>" (401 otherwise).
+POTAFLOW_METRICS_TOKEN = env("POTAFLOW_METRICS_TOKEN", default="")
+# /healthz?strict answers 503 when the oldest unfinished run is older than this (seconds).
+POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS = env.int("POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS", default=1800)
 
 # ---------------------------------------------------------------------------
 # Logging: plain lines on stdout, one stream for all three processes

@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import healthz
+from .metrics import metrics
 
 # Unknown URLs and crashes under /api/ answer in the API's error shape (potaflow.api).
 handler404 = "potaflow.api.not_found"
@@ -13,6 +14,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/"), name="home"),  # `make run` prints the root URL
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("", include("accounts.urls")),
