@@ -363,15 +363,27 @@ POTAFLOW_METRICS_TOKEN = env("POTAFLOW_METRICS_TOKEN", default="")
 POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS = env.int("POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS", default=1800)
 
 # ---------------------------------------------------------------------------
-# Logging: plain lines on stdout, one stream for all three processes
+# Logging: one stream for all three processes, JSON lines in production
+# (potaflow.structured_logging: run_id, step, attempt... on engine lines)
 # ---------------------------------------------------------------------------
+LOG_FORMAT = env("LOG_FORMAT", default="plain" if DEBUG else "json").strip().lower()
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not json or plain.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    # Request warnings name the path: webhook tokens and secret query values are masked.
-    "filters": {"redact": {"()": "potaflow.log_redaction.RedactingFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"()": "potaflow.structured_logging.PlainFormatter"},
+        "json": {"()": "potaflow.structured_logging.JsonFormatter"},
+    },
+    "filters": {
+        # Webhook tokens and secret query values are masked in every line.
+        "redact": {"()": "potaflow.log_redaction.RedactingFilter"},
+        "context": {"()": "potaflow.structured_logging.ContextFilter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
