@@ -33,15 +33,21 @@ The gauge ``potaflow_broker_queue_length`` asks the broker at scrape time
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, QuerySet, Sum
+from django.db.models.signals import pre_delete
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -51,7 +57,16 @@ from prometheus_client.utils import floatToGoString
 
 from integrations.registry import all_actions
 
-from .models import UNFINISHED_RUN_STATUSES, AttemptOutcome, Run, RunStatus, RunTrigger, StepAttempt
+from .models import (
+    UNFINISHED_RUN_STATUSES,
+    AttemptOutcome,
+    MetricBaseline,
+    Run,
+    RunStatus,
+    RunTrigger,
+    StepAttempt,
+    Workflow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +128,10 @@ def observe_intake(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 
 
 # -- reading the database ------------------------------------------------------
+Labels = tuple[tuple[str, str], ...]
+Samples = dict[tuple[str, Labels], float]  # (sample name, sorted labels) -> value
+
+
 @dataclass(frozen=True)
 class RunCounts:
     """Runs by trigger and status, from one query: accepted == finished + unfinished, always."""
@@ -130,7 +149,7 @@ class RunCounts:
         return self.by_trigger.get(RunTrigger.REPLAY, 0)
 
 
-def run_counts(runs: Any = None) -> RunCounts:
+def run_counts(runs: QuerySet[Run] | None = None) -> RunCounts:
     """Count ``runs`` (default: all) by trigger, status and dead-letter flag in one grouped query."""
     runs = Run.objects.all() if runs is None else runs
     by_trigger = dict.fromkeys(RunTrigger.values, 0)
@@ -156,53 +175,54 @@ def _bucket_counts(field: str, buckets: Iterable[float], to_db: Callable[[float]
     return {f"le_{i}": Count("pk", filter=Q(**{f"{field}__lte": to_db(b)})) for i, b in enumerate(buckets)}
 
 
-@dataclass(frozen=True)
-class HistogramData:
-    buckets: list[tuple[str, float]]  # cumulative (le, count), ending with +Inf
-    sum_seconds: float
-
-
-def _histogram(row: dict[str, Any], buckets: tuple[float, ...], sum_seconds: float) -> HistogramData:
-    cumulative = [(_le(b), float(row[f"le_{i}"])) for i, b in enumerate(buckets)]
-    cumulative.append(("+Inf", float(row["count"])))
-    return HistogramData(buckets=cumulative, sum_seconds=sum_seconds)
-
-
 def _le(bound: float) -> str:
     return floatToGoString(bound)  # as prometheus_client writes its own buckets: 0.1, 10.0, +Inf
 
 
-def attempt_counts() -> dict[tuple[str, str], int]:
-    """Closed attempts by (action type, outcome); an attempt still running has no outcome yet."""
-    rows = (
-        StepAttempt.objects.exclude(outcome="")
-        .order_by()
-        .values_list("step_run__action_type", "outcome")
-        .annotate(n=Count("pk"))
-    )
-    return {(action, outcome): n for action, outcome, n in rows}
+def _add_histogram(
+    samples: Samples, name: str, labels: Labels, row: dict[str, Any], buckets: tuple[float, ...]
+) -> None:
+    """Cumulative buckets (the row's ``le_<i>`` counts), ``_count`` and ``_sum`` (``row["sum"]``, seconds)."""
+    for i, bound in enumerate(buckets):
+        samples[(f"{name}_bucket", tuple(sorted((*labels, ("le", _le(bound))))))] = float(row[f"le_{i}"] or 0)
+    samples[(f"{name}_bucket", tuple(sorted((*labels, ("le", "+Inf")))))] = float(row["count"] or 0)
+    samples[(f"{name}_count", labels)] = float(row["count"] or 0)
+    samples[(f"{name}_sum", labels)] = float(row["sum"] or 0)
 
 
-def step_duration_histograms() -> dict[str, HistogramData]:
-    """Durations of closed attempts, per action type (what each attempt took, retries included)."""
-    rows = (
-        StepAttempt.objects.exclude(outcome="")
-        .filter(duration_ms__isnull=False)
-        .order_by()
-        .values("step_run__action_type")
-        .annotate(
-            count=Count("pk"),
-            total_ms=Sum("duration_ms"),
-            **_bucket_counts("duration_ms", STEP_BUCKETS, lambda b: int(b * 1000)),
-        )
-    )
-    return {row["step_run__action_type"]: _histogram(row, STEP_BUCKETS, (row["total_ms"] or 0) / 1000) for row in rows}
+def counted_samples(runs: QuerySet[Run], attempts: QuerySet[StepAttempt], *, deleting: bool = False) -> Samples:
+    """The counter and histogram samples these rows account for (see ``FAMILIES``).
 
+    ``deleting``: the rows are about to be deleted and their counts carried over
+    (``carry_over``); a run deleted before it finished then counts as failed, so
+    ``accepted = finished + unfinished`` keeps holding.
+    """
+    samples: Samples = {}
+    counts = run_counts(runs)
+    for trigger, n in counts.by_trigger.items():
+        samples[("potaflow_events_accepted_total", (("trigger", trigger),))] = n
+    abandoned = sum(counts.by_status.get(s, 0) for s in UNFINISHED_RUN_STATUSES) if deleting else 0
+    for status in FINISHED_STATUSES:
+        extra = abandoned if status == RunStatus.FAILED else 0
+        samples[("potaflow_runs_finished_total", (("status", status),))] = counts.by_status.get(status, 0) + extra
+    samples[("potaflow_runs_dead_lettered_total", ())] = counts.dead_lettered
+    samples[("potaflow_runs_replayed_total", ())] = counts.replayed
 
-def run_duration_histogram() -> HistogramData:
-    """Durations (start of the first step to the end) of finished runs."""
-    row = (
-        Run.objects.filter(status__in=FINISHED_STATUSES, started_at__isnull=False, finished_at__isnull=False)
+    closed = attempts.exclude(outcome="").order_by()
+    for action, outcome, n in closed.values_list("step_run__action_type", "outcome").annotate(n=Count("pk")):
+        samples[("potaflow_step_attempts_total", (("action", action), ("outcome", outcome)))] = n
+    timed = closed.filter(duration_ms__isnull=False).values("step_run__action_type")
+    for row in timed.annotate(
+        count=Count("pk"),
+        total_ms=Sum("duration_ms"),
+        **_bucket_counts("duration_ms", STEP_BUCKETS, lambda b: int(b * 1000)),
+    ):
+        labels = (("action", row["step_run__action_type"]),)
+        row["sum"] = (row["total_ms"] or 0) / 1000
+        _add_histogram(samples, "potaflow_step_duration_seconds", labels, row, STEP_BUCKETS)
+
+    run_row = (
+        runs.filter(status__in=FINISHED_STATUSES, started_at__isnull=False, finished_at__isnull=False)
         .annotate(duration=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField()))
         .aggregate(
             count=Count("pk"),
@@ -210,32 +230,167 @@ def run_duration_histogram() -> HistogramData:
             **_bucket_counts("duration", RUN_BUCKETS, lambda b: timedelta(seconds=b)),
         )
     )
-    total = row["total"]
-    return _histogram(row, RUN_BUCKETS, total.total_seconds() if isinstance(total, timedelta) else 0.0)
+    total = run_row.pop("total")
+    run_row["sum"] = total.total_seconds() if isinstance(total, timedelta) else 0.0
+    _add_histogram(samples, "potaflow_run_duration_seconds", (), run_row, RUN_BUCKETS)
+    return samples
+
+
+def _zero_samples() -> Samples:
+    """Every series a dashboard expects, at 0: rates and ratios work before the first event."""
+    samples: Samples = {}
+    zero_hist = {"count": 0, "sum": 0, **{f"le_{i}": 0 for i in range(len(STEP_BUCKETS))}}
+    for action in all_actions():
+        for outcome in AttemptOutcome.values:
+            samples[("potaflow_step_attempts_total", (("action", action), ("outcome", outcome)))] = 0
+        _add_histogram(samples, "potaflow_step_duration_seconds", (("action", action),), zero_hist, STEP_BUCKETS)
+    return samples
+
+
+# -- counts that outlive their rows ----------------------------------------------
+def _series_key(name: str, labels: Labels) -> str:
+    return json.dumps([name, [list(pair) for pair in labels]], separators=(",", ":"))
+
+
+def baseline_samples() -> Samples:
+    """What deleted rows accounted for (``MetricBaseline``), as samples."""
+    samples: Samples = {}
+    for series, value in MetricBaseline.objects.values_list("series", "value"):
+        name, labels = json.loads(series)
+        samples[(name, tuple(tuple(pair) for pair in labels))] = value
+    return samples
+
+
+def carry_over(runs: QuerySet[Run]) -> None:
+    """Add what ``runs`` and their attempts account for to the baseline, before they are deleted.
+
+    Called (through the ``pre_delete`` hook below) inside the transaction that
+    deletes them, so a scrape sees either the rows or the baseline, never both
+    or neither, and a counter never goes down when retention prunes runs.
+    """
+    samples = counted_samples(runs, StepAttempt.objects.filter(step_run__run__in=runs), deleting=True)
+    for (name, labels), value in samples.items():
+        if not value:
+            continue
+        key = _series_key(name, labels)
+        if MetricBaseline.objects.filter(series=key).update(value=F("value") + value):
+            continue
+        try:
+            with transaction.atomic():
+                MetricBaseline.objects.create(series=key, value=value)
+        except IntegrityError:  # another deletion created it meanwhile
+            MetricBaseline.objects.filter(series=key).update(value=F("value") + value)
+
+
+# Origins (what ``.delete()`` was called on) whose runs were carried over already: one
+# ``carry_over`` per delete call, not one per run. Weak, so nothing outlives its delete.
+_carried: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def _runs_deleted_with(origin: Any) -> QuerySet[Run] | None:
+    """All runs a delete of ``origin`` removes, when that is known without Django's collector."""
+    from accounts.models import Organization
+
+    if isinstance(origin, QuerySet):
+        if origin.model is Run:
+            return origin.all()
+        if origin.model is Workflow:
+            return Run.objects.filter(workflow__in=origin.values("pk"))
+        return None
+    if isinstance(origin, Run):
+        return Run.objects.filter(pk=origin.pk)
+    if isinstance(origin, Workflow):
+        return Run.objects.filter(workflow_id=origin.pk)
+    if isinstance(origin, Organization):
+        return Run.objects.filter(workflow__organization_id=origin.pk)
+    return None
+
+
+@receiver(pre_delete, sender=Run, dispatch_uid="potaflow-metrics-carry-over-deleted-runs")
+def _carry_over_deleted_run(sender: type[Run], instance: Run, origin: Any = None, **kwargs: Any) -> None:
+    """Every way a run is deleted (retention, a deleted workflow or organization, the admin) keeps its counts.
+
+    Django sends ``pre_delete`` for every run before it deletes anything, in the
+    deleting transaction; the first signal of a delete carries all its runs over.
+    """
+    if origin is not None and _carried.get(id(origin)) is origin:
+        return
+    runs = _runs_deleted_with(origin)
+    if runs is not None:
+        try:
+            _carried[id(origin)] = origin
+        except TypeError:  # not weak-referenceable: carry this run alone
+            runs = None
+    carry_over(runs if runs is not None else Run.objects.filter(pk=instance.pk))
 
 
 # -- the scrape ------------------------------------------------------------------
+COUNTERS = (
+    (
+        "potaflow_events_accepted",
+        "Events recorded as runs, by trigger (webhook, schedule, manual, replay).",
+        ["trigger"],
+    ),
+    ("potaflow_runs_finished", "Runs that reached a final status.", ["status"]),
+    ("potaflow_runs_dead_lettered", "Failed runs that were dead-lettered.", []),
+    ("potaflow_runs_replayed", "Runs started as replays.", []),
+    ("potaflow_step_attempts", "Closed step attempts, by action type and outcome.", ["action", "outcome"]),
+)
+HISTOGRAMS = (
+    ("potaflow_step_duration_seconds", "Duration of closed step attempts, by action type.", ["action"], STEP_BUCKETS),
+    ("potaflow_run_duration_seconds", "Duration of finished runs (first step start to end).", [], RUN_BUCKETS),
+)
+
+
+@contextmanager
+def _one_snapshot() -> Iterator[None]:
+    """PostgreSQL: every query of the scrape reads the same snapshot (rows and baseline agree).
+
+    Not on SQLite (development): its transactions take the write lock at BEGIN here.
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+def database_samples() -> tuple[Samples, RunCounts, float | None]:
+    """Counter and histogram samples (rows + baseline), the live run counts and the oldest run's age."""
+    with _one_snapshot():
+        samples = _zero_samples()
+        for source in (counted_samples(Run.objects.all(), StepAttempt.objects.all()), baseline_samples()):
+            for key, value in source.items():
+                samples[key] = samples.get(key, 0) + value
+        counts = run_counts()
+        age = oldest_unfinished_run_age()
+    return samples, counts, age
+
+
 class DatabaseCollector:
     """The database-derived families (and the broker's queue length), computed at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        counts = run_counts()
-        accepted = CounterMetricFamily(
-            "potaflow_events_accepted", "Events recorded as runs, by trigger (webhook, schedule, manual, replay).",
-            labels=["trigger"],
-        )  # fmt: skip
-        for trigger, n in sorted(counts.by_trigger.items()):
-            accepted.add_metric([trigger], n)
-        yield accepted
-
-        finished = CounterMetricFamily("potaflow_runs_finished", "Runs that reached a final status.", labels=["status"])
-        for status in FINISHED_STATUSES:
-            finished.add_metric([status], counts.by_status.get(status, 0))
-        yield finished
-        yield CounterMetricFamily(
-            "potaflow_runs_dead_lettered", "Failed runs that were dead-lettered.", value=counts.dead_lettered
-        )
-        yield CounterMetricFamily("potaflow_runs_replayed", "Runs started as replays.", value=counts.replayed)
+        samples, counts, age = database_samples()
+        for name, documentation, label_names in COUNTERS:
+            family = CounterMetricFamily(name, documentation, labels=label_names)
+            for (sample, labels), value in sorted(samples.items()):
+                if sample == f"{name}_total":
+                    family.add_metric([dict(labels)[label] for label in label_names], value)
+            yield family
+        for name, documentation, label_names, buckets in HISTOGRAMS:
+            family = HistogramMetricFamily(name, documentation, labels=label_names)
+            for sample, labels in sorted(samples):
+                if sample != f"{name}_count":
+                    continue
+                bounds = [*(_le(b) for b in buckets), "+Inf"]
+                cumulative = [(le, samples[(f"{name}_bucket", tuple(sorted((*labels, ("le", le)))))]) for le in bounds]
+                family.add_metric(
+                    [dict(labels)[label] for label in label_names], cumulative, samples[(f"{name}_sum", labels)]
+                )
+            yield family
 
         unfinished = GaugeMetricFamily("potaflow_runs_unfinished", "Runs not finished yet.", labels=["status"])
         for status in UNFINISHED_RUN_STATUSES:
@@ -244,36 +399,9 @@ class DatabaseCollector:
         yield GaugeMetricFamily(
             "potaflow_oldest_unfinished_run_age_seconds",
             "Age of the oldest queued or running run (0 when there is none).",
-            value=oldest_unfinished_run_age() or 0.0,
+            value=age or 0.0,
         )
-
-        yield from self._attempts()
-        run_hist = run_duration_histogram()
-        family = HistogramMetricFamily("potaflow_run_duration_seconds", "Duration of finished runs.")
-        family.add_metric([], run_hist.buckets, run_hist.sum_seconds)
-        yield family
         yield from self._broker()
-
-    def _attempts(self) -> Iterator[Metric]:
-        counts = attempt_counts()
-        actions = sorted(set(all_actions()) | {action for action, _ in counts})
-        attempts = CounterMetricFamily(
-            "potaflow_step_attempts", "Closed step attempts, by action type and outcome.", labels=["action", "outcome"]
-        )
-        for action in actions:
-            for outcome in AttemptOutcome.values:
-                attempts.add_metric([action, outcome], counts.get((action, outcome), 0))
-        yield attempts
-
-        histograms = step_duration_histograms()
-        durations = HistogramMetricFamily(
-            "potaflow_step_duration_seconds", "Duration of closed step attempts, by action type.", labels=["action"]
-        )
-        empty = HistogramData(buckets=[(_le(b), 0.0) for b in STEP_BUCKETS] + [("+Inf", 0.0)], sum_seconds=0.0)
-        for action in sorted(set(actions) | set(histograms)):
-            data = histograms.get(action, empty)
-            durations.add_metric([action], data.buckets, data.sum_seconds)
-        yield durations
 
     def _broker(self) -> Iterator[Metric]:
         from potaflow.broker import probe_queue

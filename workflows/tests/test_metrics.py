@@ -9,13 +9,14 @@ from datetime import timedelta
 
 import pytest
 from celery import current_app
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from potaflow.testing.worker import IsolatedBroker
-from workflows.models import AttemptOutcome, Run, RunStatus, StepAttempt, StepRun, TriggerType
-from workflows.services import run_accept, workflow_create
+from workflows.models import AttemptOutcome, MetricBaseline, Run, RunStatus, StepAttempt, StepRun, TriggerType
+from workflows.services import run_accept, workflow_create, workflow_delete
 
 REASONS = ("signature", "size", "rate", "inactive", "invalid")
 STEPS = [{"key": "t", "action_type": "transform", "config": {"value": "{{ trigger.body }}"}}]
@@ -235,3 +236,77 @@ def test_a_run_accepted_through_the_service_is_counted_once(hook_wf):
     run_accept(workflow=hook_wf, trigger="webhook", payload={"body": {}}, idempotency_key="k")
     run_accept(workflow=hook_wf, trigger="webhook", payload={"body": {}}, idempotency_key="k")
     assert value(scrape(), "potaflow_events_accepted_total", trigger="webhook") == before + 1
+
+
+# -- counters outlive the rows they count ------------------------------------------------
+GAUGES = ("potaflow_runs_unfinished", "potaflow_oldest_unfinished_run_age_seconds", "potaflow_broker_queue_length")
+
+
+def counters(samples: dict) -> dict:
+    """Counter and histogram samples (what must never go down), without the intake ones counted in memory."""
+    return {
+        key: v
+        for key, v in samples.items()
+        if key[0] not in GAUGES and not key[0].startswith(("potaflow_events_rejected", "potaflow_webhook_intake"))
+    }
+
+
+def history(wf, n: int) -> list[Run]:
+    """``n`` finished runs, each with a failed and a succeeded attempt, plus one queued run."""
+    runs = []
+    for i in range(n):
+        run = make_run(wf, (RunStatus.SUCCEEDED, RunStatus.FAILED)[i % 2], dead=bool(i % 2), duration=1 + i)
+        step = StepRun.objects.create(run=run, position=0, key="call", action_type="http.request")
+        now = timezone.now()
+        StepAttempt.objects.create(
+            step_run=step, number=1, outcome=AttemptOutcome.RETRYABLE_ERROR, started_at=now, duration_ms=100 * i
+        )
+        StepAttempt.objects.create(
+            step_run=step, number=2, outcome=AttemptOutcome.SUCCEEDED, started_at=now, duration_ms=2000
+        )
+        runs.append(run)
+    make_run(wf, RunStatus.QUEUED, created_ago=60)
+    return runs
+
+
+def test_counters_keep_their_values_when_retention_deletes_runs(hook_wf):
+    runs = history(hook_wf, 6)
+    before = scrape()
+    with transaction.atomic():  # as a retention batch does
+        deleted, _ = Run.objects.filter(pk__in=[r.pk for r in runs[:4]]).delete()
+    assert deleted > 4 and Run.objects.count() == 3
+    after = scrape()
+    assert counters(after) == counters(before)
+    assert value(after, "potaflow_events_accepted_total", trigger="manual") == 7
+    assert value(after, "potaflow_step_attempts_total", action="http.request", outcome="retryable_error") == 6
+    assert value(after, "potaflow_step_duration_seconds_count", action="http.request") == 12
+    assert value(after, "potaflow_run_duration_seconds_count") == 6
+    assert value(after, "potaflow_runs_unfinished", status="queued") == 1
+
+    # New events count on top of what was carried over, and later deletions add up.
+    make_run(hook_wf, RunStatus.SUCCEEDED, duration=1)
+    Run.objects.get(pk=runs[4].pk).delete()  # one run, deleted on its own (the admin)
+    later = scrape()
+    assert value(later, "potaflow_events_accepted_total", trigger="manual") == 8
+    assert value(later, "potaflow_runs_finished_total", status="succeeded") == 4
+    assert value(later, "potaflow_runs_dead_lettered_total") == 3
+    assert MetricBaseline.objects.filter(series__contains="potaflow_events_accepted_total").get().value == 5
+
+
+def test_deleting_a_workflow_keeps_its_counts_and_conservation(org, hook_wf):
+    history(hook_wf, 3)
+    other = workflow_create(organization=org, name="Other", trigger_type=TriggerType.MANUAL)
+    make_run(other, RunStatus.SUCCEEDED, duration=2)
+    before = scrape()
+    workflow_delete(workflow=hook_wf)
+    after = scrape()
+    assert Run.objects.count() == 1
+    accepted = value(after, "potaflow_events_accepted_total", trigger="manual")
+    assert accepted == value(before, "potaflow_events_accepted_total", trigger="manual") == 5
+    # Its queued run will never finish: it counts as failed, so accepted = finished + unfinished still.
+    failed = "potaflow_runs_finished_total"
+    assert value(after, failed, status="failed") == value(before, failed, status="failed") + 1
+    assert value(after, "potaflow_runs_unfinished", status="queued") == 0
+    finished = sum(value(after, failed, status=s) for s in ("succeeded", "failed", "filtered"))
+    assert accepted == finished
+    assert value(after, "potaflow_run_duration_seconds_count") == value(before, "potaflow_run_duration_seconds_count")
