@@ -22,7 +22,8 @@ from .metrics import oldest_unfinished_run_age, run_counts
 from .models import UNFINISHED_RUN_STATUSES, Run, RunStatus, Workflow
 from .schedules import FIRE_TASK
 
-# Set by the retention work (a run older than N days in that status is deleted); absent = kept forever.
+# Set by the retention work (a run older than N days in that status is deleted; 0 = forever).
+# Read with getattr: absent (before that work is deployed) means kept forever too.
 RETENTION_SETTINGS = {
     "succeeded": "POTAFLOW_RETAIN_SUCCEEDED_DAYS",
     "failed": "POTAFLOW_RETAIN_FAILED_DAYS",

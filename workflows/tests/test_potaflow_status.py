@@ -58,6 +58,7 @@ def busy(org):
 
 def test_the_summary_counts_runs_dead_letters_and_lists_schedules(busy, settings):
     settings.POTAFLOW_RETAIN_SUCCEEDED_DAYS = 30
+    settings.POTAFLOW_RETAIN_FILTERED_DAYS = 0
     text = status()
     assert "Last hour:    5 run(s) created: queued 1, running 1, succeeded 2, failed 1, filtered 0" in text
     assert "Unfinished:   queued 1, running 1; oldest accepted 30 min ago" in text
@@ -69,6 +70,7 @@ def test_the_summary_counts_runs_dead_letters_and_lists_schedules(busy, settings
     assert "Paused" not in schedules
     assert "succeeded  runs kept 30 day(s)  [POTAFLOW_RETAIN_SUCCEEDED_DAYS]" in text
     assert "failed     runs kept forever (not configured)  [POTAFLOW_RETAIN_FAILED_DAYS]" in text
+    assert "filtered   runs kept forever  [POTAFLOW_RETAIN_FILTERED_DAYS]" in text
 
 
 def test_the_json_report_has_the_same_facts(busy):

@@ -58,6 +58,6 @@ def render(report: StatusReport) -> list[str]:
     lines.append("Retention in force:")
     for status, entry in report.retention.items():
         days = entry["days"]
-        kept = f"{days} day(s)" if days is not None else "forever (not configured)"
+        kept = f"{days} day(s)" if days else ("forever (not configured)" if days is None else "forever")
         lines.append(f"  {status:<10} runs kept {kept}  [{entry['setting']}]")
     return lines
