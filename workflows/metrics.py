@@ -13,9 +13,12 @@ Runs are written by web processes and finished by workers on any host; the
 database is the one place that sees them all, so any web process answers
 for the whole installation, nothing is lost when a process restarts, and no
 worker needs an HTTP port. All run figures come from **one** grouped query
-(one snapshot), so ``accepted = finished + unfinished`` holds exactly in
-every scrape. The cost is one aggregate over the runs and one over the
-attempts per scrape, bounded by retention.
+in one snapshot, so ``accepted = finished + unfinished`` holds exactly in
+every scrape. Rows deleted later (retention, a deleted workflow) would make
+counters go down; before they go, what they counted is carried into
+``MetricBaseline`` (``carry_over``, from a ``pre_delete`` hook) and a scrape
+reports rows + baseline. The cost is a few aggregates over the run and
+attempt tables per scrape, bounded by retention.
 
 **The web process, counted where it happens** — what leaves no row:
 ``potaflow_events_rejected_total{reason}`` (a refused webhook creates no run)

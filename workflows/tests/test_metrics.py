@@ -94,7 +94,6 @@ def make_run(wf, status, *, trigger="manual", dead=False, created_ago=0.0, durat
     run = Run.objects.create(
         workflow=wf,
         workflow_version=wf.version,
-        definition={},
         trigger=trigger,
         status=status,
         dead_lettered=dead,
