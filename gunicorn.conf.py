@@ -9,11 +9,32 @@ thread for a bounded time and /healthz keeps answering. For an internet-facing
 deployment still put a buffering reverse proxy (nginx, a cloud load balancer)
 in front: it absorbs slow clients entirely.
 
+Prometheus multiprocess mode: a scrape reaches one worker, but the counters
+only the web process knows (webhook refusals, intake latency:
+``workflows.metrics``) must add up over all of them. Each worker writes its
+counts to files in ``PROMETHEUS_MULTIPROC_DIR`` (default
+``$POTAFLOW_VAR_DIR/prometheus``), emptied when gunicorn starts (a previous
+run's counts would be added again), and a worker that exits is marked dead.
+It is set here, in the master, before any worker imports prometheus_client,
+which reads it once at import. One folder per host and per gunicorn master.
+
 Every value can be changed through the environment (documented in .env.example);
 command-line flags win over this file.
 """
 
 import os
+from pathlib import Path
+from typing import Any
+
+import environ
+from prometheus_client import multiprocess
+
+BASE_DIR = Path(__file__).resolve().parent
+# .env first, as potaflow.settings reads it, so the master and the workers agree on the folder.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", str(Path(os.environ.get("POTAFLOW_VAR_DIR") or BASE_DIR / "var") / "prometheus")
+)
 
 # gunicorn reads this module itself; settings.py is not loaded here.
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
@@ -34,3 +55,16 @@ limit_request_field_size = 8190
 accesslog = "-"
 # Masks /hooks/<token> and secret query values: the token is the capability to trigger runs.
 logger_class = "potaflow.gunicorn_logging.RedactingLogger"
+
+
+def on_starting(server: Any) -> None:
+    """Empty the multiprocess folder before the first worker starts."""
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited: its live gauges stop counting (its counters and histograms stay summed)."""
+    multiprocess.mark_process_dead(worker.pid)

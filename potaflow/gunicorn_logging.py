@@ -1,23 +1,65 @@
-"""gunicorn's access log without capabilities in it.
+"""gunicorn's own logs: capabilities masked, and JSON lines when the rest is.
 
 ``RedactingLogger`` writes ``/hooks/[redacted]`` instead of a webhook token
 and ``[redacted]`` for the values of sensitive query parameters
 (``POTAFLOW_REDACT_QUERY``), in every atom an access-log format may use that
-holds a URL (request line, path, query, referer). Wired by ``logger_class``
-in gunicorn.conf.py, which the Procfile, the Dockerfile and compose use.
+holds a URL (request line, path, query, referer). With ``LOG_FORMAT=json``
+(the default when ``DEBUG`` is off, as in settings) its error and access
+lines are JSON objects like every other PotaFlow line
+(``potaflow.structured_logging``); an access line also carries ``method``,
+``path``, ``status`` and ``duration_ms``. Wired by ``logger_class`` in gunicorn.conf.py, which the Procfile, the
+Dockerfile and compose use.
 """
 
+import logging
+import os
 from typing import Any
 
 from gunicorn.glogging import Logger
 
 from potaflow.log_redaction import redact_url_text, sensitive_query_names
+from potaflow.structured_logging import JsonFormatter
+
+
+def log_format(environ: dict[str, str] | None = None) -> str:
+    """``LOG_FORMAT``, or its default as settings derive it (json unless DEBUG is on)."""
+    environ = os.environ if environ is None else environ
+    explicit = (environ.get("LOG_FORMAT") or "").strip().lower()
+    if explicit:
+        return explicit
+    debug = (environ.get("DEBUG") or "true").strip().lower() in ("1", "true", "yes", "on", "y")
+    return "plain" if debug else "json"
+
+
+class AccessJsonFormatter(JsonFormatter):
+    """JSON access lines with the request's facts as fields (atoms already redacted)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        atoms = record.args if isinstance(record.args, dict) else {}
+        if atoms:
+            record.method = atoms.get("m")
+            record.path = atoms.get("U")
+            record.status = atoms.get("s")
+            try:
+                record.duration_ms = round(int(atoms.get("D", 0)) / 1000, 3)
+            except (TypeError, ValueError):
+                record.duration_ms = None
+        return super().format(record)
 
 
 class RedactingLogger(Logger):
     """gunicorn's logger with webhook tokens and secret query values masked in the access log."""
 
     URL_ATOMS = ("r", "U", "q", "f", "{referer}i")
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if log_format() != "json":
+            return
+        for log, formatter in ((self.error_log, JsonFormatter("web")), (self.access_log, AccessJsonFormatter("web"))):
+            for handler in log.handlers:
+                if getattr(handler, "_gunicorn", False):
+                    handler.setFormatter(formatter)
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
         atoms = super().atoms(resp, req, environ, request_time)

@@ -199,8 +199,8 @@ POTAFLOW_TRUSTED_PROXIES = env.list(
     if POTAFLOW_BEHIND_PROXY
     else [],
 )
-# The healthcheck must answer over plain HTTP inside the container network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# The healthcheck and Prometheus' scrape answer over plain HTTP inside the container network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 
 # ---------------------------------------------------------------------------
 # REST API: JWT (simplejwt), one error shape, throttled auth endpoints
@@ -401,15 +401,35 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # ---------------------------------------------------------------------------
-# Logging: plain lines on stdout, one stream for all three processes
+# Operations: metrics, health (see README "Operating PotaFlow")
 # ---------------------------------------------------------------------------
+# When set, GET /metrics requires "Authorization: Bearer <token>" (401 otherwise).
+POTAFLOW_METRICS_TOKEN = env("POTAFLOW_METRICS_TOKEN", default="")
+# /healthz?strict answers 503 when the oldest unfinished run is older than this (seconds).
+POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS = env.int("POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS", default=1800)
+
+# ---------------------------------------------------------------------------
+# Logging: one stream for all three processes, JSON lines in production
+# (potaflow.structured_logging: run_id, step, attempt... on engine lines)
+# ---------------------------------------------------------------------------
+LOG_FORMAT = env("LOG_FORMAT", default="plain" if DEBUG else "json").strip().lower()
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not json or plain.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    # Request warnings name the path: webhook tokens and secret query values are masked.
-    "filters": {"redact": {"()": "potaflow.log_redaction.RedactingFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"()": "potaflow.structured_logging.PlainFormatter"},
+        "json": {"()": "potaflow.structured_logging.JsonFormatter"},
+    },
+    "filters": {
+        # Webhook tokens and secret query values are masked in every line.
+        "redact": {"()": "potaflow.log_redaction.RedactingFilter"},
+        "context": {"()": "potaflow.structured_logging.ContextFilter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

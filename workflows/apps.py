@@ -6,6 +6,7 @@ class WorkflowsConfig(AppConfig):
     verbose_name = "Workflows"
 
     def ready(self) -> None:
-        # System checks, and the beat-side signal that stamps schedule firings
-        # (connected in every process, beat included, not only where tasks run).
-        from . import checks, tasks  # noqa: F401
+        # System checks, the beat-side signal that stamps schedule firings, and the
+        # hook that keeps /metrics counters when runs are deleted (connected in every
+        # process, beat and workers included, not only where tasks or views run).
+        from . import checks, metrics, tasks  # noqa: F401

@@ -54,6 +54,8 @@ from integrations.errors import PermanentError, RetryableError, RunFiltered
 from integrations.models import Credential
 from integrations.registry import UnknownAction, get_action
 from integrations.services import credential_reveal, credential_secret_values
+from potaflow.structured_logging import bind as bind_log_context
+from potaflow.structured_logging import log_context
 
 from . import recording, templating
 from .leases import keeper
@@ -95,11 +97,13 @@ def run_step(
     becomes the claim token; ``may_be_redelivery`` says the broker may be
     handing it out again (see the module docstring for who may claim what).
     """
-    claim = _claim(run_id, position, may_be_redelivery=may_be_redelivery, force=force, message_id=message_id)
-    if isinstance(claim, StepOutcome):
-        return claim
-    with keeper.holding(claim.step_run.pk, claim.number):
-        return _execute(claim)
+    # Every line logged while handling this step carries these labels (potaflow.structured_logging).
+    with log_context(run_id=str(run_id), step=None, attempt=None, workflow_id=None, organization_id=None):
+        claim = _claim(run_id, position, may_be_redelivery=may_be_redelivery, force=force, message_id=message_id)
+        if isinstance(claim, StepOutcome):
+            return claim
+        with keeper.holding(claim.step_run.pk, claim.number):
+            return _execute(claim)
 
 
 # -- claiming ------------------------------------------------------------------
@@ -119,6 +123,12 @@ def _claim(
             logger.warning("dropping message for run %s step %s: it does not exist (deleted?)", run_id, position)
             return STOP
         run = step_run.run
+        bind_log_context(
+            step=step_run.key,
+            attempt=step_run.attempts or None,
+            workflow_id=run.workflow_id,
+            organization_id=run.workflow.organization_id,
+        )
         if run.is_finished:
             logger.info("dropping message for run %s step %s: the run is already %s", run_id, position, run.status)
             return STOP
@@ -153,6 +163,7 @@ def _claim(
 
         step_run.status = StepRunStatus.RUNNING
         step_run.attempts += 1
+        bind_log_context(attempt=step_run.attempts)
         step_run.claim_token = message_id
         step_run.started_at = now
         step_run.finished_at = None

@@ -305,3 +305,20 @@ class StepAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} ({self.outcome or 'running'})"
+
+
+class MetricBaseline(models.Model):
+    """What deleted runs and attempts had added to a ``/metrics`` counter or histogram series.
+
+    ``/metrics`` derives its counters from rows at scrape time; retention (or a
+    deleted workflow) removes rows, and a counter that goes down reads to
+    Prometheus as a restart. Before runs are deleted, what they account for is
+    added here (``workflows.metrics.carry_over``, in the deleting
+    transaction), and a scrape reports rows + baseline.
+    """
+
+    series = models.CharField(max_length=512, unique=True, help_text='JSON ["sample name", [["label", "value"], ...]].')
+    value = models.FloatField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.series} = {self.value:g}"

@@ -16,7 +16,9 @@ delivery id (or a digest of the signed message), never an unsigned header,
 so a captured message replayed with a fresh ``Idempotency-Key`` is the same
 event. Without a secret, ``Idempotency-Key`` (or ``webhook-id``) names it.
 Stored headers and query parameters are redacted (``workflows.redaction``)
-after the signature was checked on the raw request.
+after the signature was checked on the raw request. ``metrics.observe_intake``
+counts each refusal by the status it got and times accepted answers
+(``/metrics``: a refused event leaves no row to count later).
 """
 
 import base64
@@ -30,7 +32,7 @@ from django.http import HttpRequest, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import intake, ratelimit, redaction, signatures, storable
+from . import intake, metrics, ratelimit, redaction, signatures, storable
 from .models import RunTrigger, TriggerType, Workflow
 from .services import PayloadInvalid, run_accept
 
@@ -43,6 +45,7 @@ def _error(status: int, detail: str) -> JsonResponse:
 
 @csrf_exempt
 @require_POST
+@metrics.observe_intake
 def hook(request: HttpRequest, token: str) -> JsonResponse:
     workflow = Workflow.objects.filter(webhook_token=token, is_active=True, trigger_type=TriggerType.WEBHOOK).first()
     if workflow is None:

@@ -122,7 +122,11 @@ def test_make_run_serves_admin_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         )
     try:
         health = _wait_for_health(base_url, proc, log_path)
-        assert health == {"status": "ok", "database": "ok", "broker": "ok"}
+        assert {k: health[k] for k in ("status", "database", "broker")} == {
+            "status": "ok",
+            "database": "ok",
+            "broker": "ok",
+        }
         assert (var_dir / "potaflow.sqlite3").exists(), "the embedded default is SQLite in POTAFLOW_VAR_DIR"
         assert (var_dir / "broker" / "queue").is_dir(), "the embedded default is the filesystem broker"
         _wait_for_line(log_path, r"worker\.1 .*celery@\S+ ready", timeout=60)

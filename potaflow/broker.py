@@ -1,0 +1,47 @@
+"""What the web process can ask the broker: is it there, how fast, how much is waiting.
+
+Used by ``/healthz`` (round-trip time), ``/metrics`` (queue length) and
+``manage.py potaflow_status`` (queue depth). One short-lived connection per
+probe, with tight timeouts, so a broker that hangs slows a health check or a
+scrape by about two seconds, never indefinitely.
+
+The queue length is what waits in the broker for a free worker: messages a
+worker has already reserved (a retry's countdown, the one message each pool
+child prefetches) are no longer in the queue and are not counted. Through
+kombu's ``queue_declare(passive=True)`` it works the same on Redis (``LLEN``
+over the priority lists), the filesystem transport (files in the folder) and
+RabbitMQ; a queue that does not exist yet (Redis deletes an empty list) is 0.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from kombu.exceptions import ChannelError
+
+from .celery import app as celery_app
+
+CONNECT_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class QueueProbe:
+    queue: str
+    length: int
+    round_trip_ms: float
+
+
+def probe_queue(queue: str | None = None) -> QueueProbe:
+    """Connect, then time one request for the queue's length (raises when the broker is down)."""
+    name = queue or celery_app.conf.task_default_queue
+    with celery_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=CONNECT_TIMEOUT)
+        channel = conn.default_channel  # connected (Redis answers a PING here)
+        started = time.perf_counter()
+        try:
+            length = channel.queue_declare(queue=name, passive=True).message_count
+        except ChannelError:
+            length = 0  # never declared, or an empty Redis list (deleted when it emptied)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+    return QueueProbe(queue=name, length=int(length), round_trip_ms=round(elapsed_ms, 3))

@@ -1,0 +1,115 @@
+"""What an operator wants to know at a glance (``manage.py potaflow_status``).
+
+Queue depth, runs created in the last hour by status, what is unfinished now
+and how old, dead letters, the schedules due next and the retention settings
+in force. Reads only; each part is independent, so a broker that is down
+still leaves the rest of the report.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from croniter import croniter
+from django.conf import settings
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from .metrics import oldest_unfinished_run_age, run_counts
+from .models import UNFINISHED_RUN_STATUSES, Run, RunStatus, Workflow
+from .schedules import FIRE_TASK
+
+# Set by the retention work (a run older than N days in that status is deleted; 0 = forever).
+# Read with getattr: absent (before that work is deployed) means kept forever too.
+RETENTION_SETTINGS = {
+    "succeeded": "POTAFLOW_RETAIN_SUCCEEDED_DAYS",
+    "failed": "POTAFLOW_RETAIN_FAILED_DAYS",
+    "filtered": "POTAFLOW_RETAIN_FILTERED_DAYS",
+}
+RECENT = timedelta(hours=1)
+
+
+@dataclass
+class DueSchedule:
+    at: datetime
+    workflow_id: int | None
+    workflow: str
+    cron: str
+    timezone: str
+
+
+@dataclass
+class StatusReport:
+    at: datetime
+    queue: str = ""
+    queue_length: int | None = None
+    broker_rtt_ms: float | None = None
+    broker_error: str = ""
+    recent_by_status: dict[str, int] = field(default_factory=dict)
+    unfinished_by_status: dict[str, int] = field(default_factory=dict)
+    oldest_unfinished_age_seconds: float | None = None
+    dead_lettered_total: int = 0
+    dead_lettered_recent: int = 0
+    schedules: list[DueSchedule] = field(default_factory=list)
+    retention: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = self.at.isoformat()
+        for entry in data["schedules"]:
+            entry["at"] = entry["at"].isoformat()
+        return data
+
+
+def status_report(*, now: datetime | None = None, schedules: int = 5) -> StatusReport:
+    """Gather the report (the broker is asked with short timeouts; see ``potaflow.broker``)."""
+    from potaflow.broker import probe_queue
+
+    now = now or timezone.now()
+    report = StatusReport(at=now)
+    try:
+        probe = probe_queue()
+        report.queue, report.queue_length, report.broker_rtt_ms = probe.queue, probe.length, probe.round_trip_ms
+    except Exception as exc:  # noqa: BLE001 - the report says the broker is down and goes on
+        report.broker_error = f"{type(exc).__name__}: {exc}"
+
+    recent = run_counts(Run.objects.filter(created_at__gte=now - RECENT, created_at__lte=now))
+    report.recent_by_status = {status: recent.by_status.get(status, 0) for status in RunStatus.values}
+    report.dead_lettered_recent = recent.dead_lettered
+    everything = run_counts()
+    report.unfinished_by_status = {s: everything.by_status.get(s, 0) for s in UNFINISHED_RUN_STATUSES}
+    report.dead_lettered_total = everything.dead_lettered
+    report.oldest_unfinished_age_seconds = oldest_unfinished_run_age(now)
+    report.schedules = due_schedules(now=now, limit=schedules)
+    report.retention = retention_in_force()
+    return report
+
+
+def due_schedules(*, now: datetime, limit: int = 5) -> list[DueSchedule]:
+    """The next firing of each enabled schedule, soonest first."""
+    tasks = PeriodicTask.objects.filter(enabled=True, task=FIRE_TASK, crontab__isnull=False).select_related("crontab")
+    names = dict(Workflow.objects.values_list("pk", "name"))
+    due = []
+    for task in tasks:
+        c = task.crontab
+        cron = f"{c.minute} {c.hour} {c.day_of_month} {c.month_of_year} {c.day_of_week}"
+        tz = c.timezone if isinstance(c.timezone, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(str(c.timezone))
+        at = croniter(cron, now.astimezone(tz)).get_next(datetime)
+        workflow_id = _workflow_id(task)
+        due.append(DueSchedule(at, workflow_id, names.get(workflow_id, task.name), cron, str(tz)))
+    return sorted(due, key=lambda d: d.at)[:limit]
+
+
+def _workflow_id(task: PeriodicTask) -> int | None:
+    suffix = task.name.removeprefix("potaflow-workflow-")
+    return int(suffix) if suffix != task.name and suffix.isdigit() else None
+
+
+def retention_in_force() -> dict[str, dict[str, Any]]:
+    """Per finished status: the setting's name and its days (None: kept forever / not configured)."""
+    return {
+        status: {"setting": name, "days": getattr(settings, name, None)} for status, name in RETENTION_SETTINGS.items()
+    }
