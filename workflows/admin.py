@@ -31,7 +31,7 @@ from accounts.admin_mixins import OrganizationScopedAdmin
 from accounts.models import Role
 from integrations.models import Credential
 
-from . import portability, services
+from . import portability, recording, services
 from .admin_forms import (
     STEP_FIELDS,
     STEP_PATH_RE,
@@ -67,6 +67,11 @@ class _ParentPermissionsMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self.has_add_permission(request, obj)
+
+
+def _cut(label: str, value: Any) -> str:
+    """A stored value's label, saying when it was truncated to the storage cap."""
+    return f"{label} (truncated: too large to store)" if recording.is_truncated(value) else label
 
 
 # -- workflows -------------------------------------------------------------------------
@@ -600,11 +605,11 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
 
     @admin.display(description="Output")
     def output_json(self, step_run: StepRun) -> str:
-        return pretty_json(step_run.output, "output")
+        return pretty_json(step_run.output, _cut("output", step_run.output))
 
     @admin.display(description="Rendered config")
     def rendered_config_json(self, step_run: StepRun) -> str:
-        return pretty_json(step_run.rendered_config, "rendered config")
+        return pretty_json(step_run.rendered_config, _cut("rendered config", step_run.rendered_config))
 
     ordering = ("position",)
     extra = 0

@@ -31,7 +31,7 @@ from accounts.models import Membership, Organization, Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole
 from accounts.selectors import roles_at_least
 
-from . import portability, services
+from . import portability, recording, services
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
@@ -233,6 +233,13 @@ class StepAttemptSerializer(serializers.ModelSerializer):
 
 class StepRunSerializer(serializers.ModelSerializer):
     attempt_log = StepAttemptSerializer(many=True, read_only=True, help_text="Every attempt, oldest first.")
+    truncated = serializers.SerializerMethodField(
+        help_text="What was cut to POTAFLOW_STEP_OUTPUT_MAX_BYTES before it was stored (output, rendered_config); "
+        "a cut value is {_potaflow_truncated: true, size_bytes, preview}."
+    )
+
+    def get_truncated(self, step_run: StepRun) -> list[str]:
+        return [name for name in ("output", "rendered_config") if recording.is_truncated(getattr(step_run, name))]
 
     class Meta:
         model = StepRun
@@ -250,6 +257,7 @@ class StepRunSerializer(serializers.ModelSerializer):
             "duration_ms",
             "next_attempt_at",
             "reused",
+            "truncated",
             "attempt_log",
         ]
 
