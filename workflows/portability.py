@@ -16,6 +16,7 @@ reference name -> credential id). The imported workflow is inactive until
 someone activates it (it has no secret yet, and its credentials may need a look).
 """
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,6 +81,8 @@ def workflow_import(
     credentials: Mapping[str, Any] | None = None,
 ) -> Workflow:
     """Create an inactive workflow from a document; ``WorkflowInvalid`` lists every problem."""
+    # A copy: the steps keep references into it, and a template's document is shared by the process.
+    document = copy.deepcopy(document)
     fields, steps = check_document(organization, document, name=name, credentials=credentials)
     return workflow_create(organization=organization, created_by=created_by, is_active=False, steps=steps, **fields)
 
