@@ -363,6 +363,14 @@ POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", defau
 # A queued or retrying step whose message was lost is sent again after this long without progress.
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)
+# Retention (workflows.retention): days a finished run is kept, by status; 0 keeps it forever.
+# Dead-lettered runs are kept until replayed or deleted.
+POTAFLOW_RETAIN_SUCCEEDED_DAYS = env.int("POTAFLOW_RETAIN_SUCCEEDED_DAYS", default=7)
+POTAFLOW_RETAIN_FAILED_DAYS = env.int("POTAFLOW_RETAIN_FAILED_DAYS", default=30)
+POTAFLOW_RETAIN_FILTERED_DAYS = env.int("POTAFLOW_RETAIN_FILTERED_DAYS", default=3)
+POTAFLOW_PRUNE_INTERVAL_SECONDS = env.int("POTAFLOW_PRUNE_INTERVAL_SECONDS", default=600)
+POTAFLOW_PRUNE_BATCH_SIZE = env.int("POTAFLOW_PRUNE_BATCH_SIZE", default=500)
+POTAFLOW_PRUNE_MAX_RUNS = env.int("POTAFLOW_PRUNE_MAX_RUNS", default=20_000)
 # A running step's worker renews its lease every third of this; a lapsed lease means the worker died.
 POTAFLOW_STEP_LEASE_SECONDS = env.int("POTAFLOW_STEP_LEASE_SECONDS", default=15)
 POTAFLOW_STEP_TIMEOUT_MAX_SECONDS = env.float("POTAFLOW_STEP_TIMEOUT_MAX_SECONDS", default=300.0)
@@ -397,6 +405,10 @@ CELERY_BEAT_SCHEDULE = {
     "potaflow-flush-expired-tokens": {
         "task": "accounts.flush_expired_tokens",
         "schedule": float(POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS),
+    },
+    "potaflow-prune-runs": {
+        "task": "workflows.prune_runs",
+        "schedule": float(POTAFLOW_PRUNE_INTERVAL_SECONDS),
     },
 }
 

@@ -4,6 +4,7 @@ Writes go through ``workflows.services`` like everywhere else: the Step inline
 is validated as a whole definition (templates, step references, credentials)
 before anything is saved, and saving bumps the version and syncs the schedule.
 Runs are read-only history with two actions: "Replay" and "Run now".
+"New from template" imports a built-in template (``workflows.portability``).
 
 The product-UI polish (status badges, pretty JSON, cron preview, webhook URL
 with copy button, "Run now" with a payload, token rotation, errors on the
@@ -30,12 +31,13 @@ from accounts.admin_mixins import OrganizationScopedAdmin
 from accounts.models import Role
 from integrations.models import Credential
 
-from . import services
+from . import portability, recording, services
 from .admin_forms import (
     STEP_FIELDS,
     STEP_PATH_RE,
     PrettyJSONField,
     RunNowForm,
+    TemplateImportForm,
     action_choices,
     action_reference,
     action_schemas,
@@ -65,6 +67,11 @@ class _ParentPermissionsMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self.has_add_permission(request, obj)
+
+
+def _cut(label: str, value: Any) -> str:
+    """A stored value's label, saying when it was truncated to the storage cap."""
+    return f"{label} (truncated: too large to store)" if recording.is_truncated(value) else label
 
 
 # -- workflows -------------------------------------------------------------------------
@@ -409,6 +416,8 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         view = self.admin_site.admin_view
         return [
+            path("templates/", view(self.templates_view), name=f"{prefix}_templates"),
+            path("templates/<slug:slug>/", view(self.from_template_view), name=f"{prefix}_from_template"),
             path("<path:object_id>/run/", view(self.run_now_view), name=f"{prefix}_run_now"),
             path("<path:object_id>/rotate-token/", view(self.rotate_token_view), name=f"{prefix}_rotate_token"),
             *super().get_urls(),
@@ -442,6 +451,55 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 return HttpResponseRedirect(reverse("workflows:run-live", kwargs={"run_id": run.pk}))
         context = {**self.admin_site.each_context(request), "title": f"Run “{workflow}” now", "opts": self.opts}
         return render(request, "admin/workflows/workflow/run_now.html", {**context, "workflow": workflow, "form": form})
+
+    def templates_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "title": "New workflow from a template", "opts": self.opts}
+        return render(
+            request, "admin/workflows/workflow/templates.html", {**context, "templates": portability.templates()}
+        )
+
+    def from_template_view(self, request: HttpRequest, slug: str) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        template = portability.template(slug)
+        if template is None:
+            raise Http404("No such template.")
+        organizations = self.editable_organizations(request).order_by("name")
+        credentials = Credential.objects.filter(organization__in=organizations).select_related("organization")
+        form = TemplateImportForm(
+            request.POST or None,
+            initial={"name": template.document["workflow"]["name"], "organization": organizations.first()},
+            organizations=organizations,
+            references=template.credentials,
+            credentials=list(credentials.order_by("organization__name", "name")),
+        )
+        problems: list[str] = []
+        if request.method == "POST" and form.is_valid():
+            try:
+                workflow = portability.workflow_import(
+                    organization=form.cleaned_data["organization"],
+                    document=template.document,
+                    created_by=request.user,
+                    name=form.cleaned_data["name"],
+                    credentials=form.credential_mapping(),
+                )
+            except services.WorkflowInvalid as exc:
+                problems = [f"{field}: {message}" for field, messages in exc.errors.items() for message in messages]
+            else:
+                self.message_user(
+                    request,
+                    f"“{workflow}” created from the template, inactive: fill in its settings, then activate it.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:workflows_workflow_change", args=[workflow.pk]))
+        context = {**self.admin_site.each_context(request), "title": f"New from “{template.title}”", "opts": self.opts}
+        return render(
+            request,
+            "admin/workflows/workflow/from_template.html",
+            {**context, "template": template, "form": form, "problems": problems},
+        )
 
     def rotate_token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         workflow = self._editable_object(request, object_id)
@@ -548,11 +606,11 @@ class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
 
     @admin.display(description="Output")
     def output_json(self, step_run: StepRun) -> str:
-        return pretty_json(step_run.output, "output")
+        return pretty_json(step_run.output, _cut("output", step_run.output))
 
     @admin.display(description="Rendered config")
     def rendered_config_json(self, step_run: StepRun) -> str:
-        return pretty_json(step_run.rendered_config, "rendered config")
+        return pretty_json(step_run.rendered_config, _cut("rendered config", step_run.rendered_config))
 
     ordering = ("position",)
     extra = 0

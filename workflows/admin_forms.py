@@ -122,3 +122,41 @@ def attach_errors(
                     continue
             leftovers.append(f"{path}: {message}")
     return leftovers
+
+
+class TemplateImportForm(forms.Form):
+    """ "New from template": where, under which name, and which credential each reference uses.
+
+    The credential choices are those of the kind each reference asks for in the
+    organizations the user may edit; ``workflows.portability`` checks the
+    chosen one belongs to the chosen organization.
+    """
+
+    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    name = forms.CharField(max_length=150)
+
+    def __init__(self, *args: Any, organizations: Any, references: Sequence[dict], credentials: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["organization"].queryset = organizations
+        self.references = list(references)
+        for index, reference in enumerate(self.references):
+            choices = [
+                (credential.pk, f"{credential.organization.name}: {credential.name}")
+                for credential in credentials
+                if credential.kind == reference["kind"]
+            ]
+            self.fields[f"credential_{index}"] = forms.TypedChoiceField(
+                coerce=int,
+                label=f"Credential “{reference['name']}”",
+                choices=[("", "—")] + choices,
+                required=False,
+                help_text=f"A {reference['kind']} credential. Blank: your credential named "
+                f"“{reference['name']}” of that kind.",
+            )
+
+    def credential_mapping(self) -> dict[str, int]:
+        return {
+            reference["name"]: self.cleaned_data[f"credential_{index}"]
+            for index, reference in enumerate(self.references)
+            if self.cleaned_data.get(f"credential_{index}")
+        }

@@ -3,6 +3,10 @@
 - ``/api/workflows/``: CRUD with nested ``steps`` (a list replaces all steps,
   positions from list order); ``POST .../<id>/run/`` (manual run) and
   ``POST .../<id>/rotate-webhook-token/``.
+- ``GET /api/workflows/<id>/export/``: the workflow as a portable document
+  (``workflows.portability``: credentials by name and kind, never secrets);
+  ``POST /api/workflows/import/``: a new, inactive workflow from one.
+- ``/api/templates/``: the built-in templates (each an export document).
 - ``/api/runs/``: history, newest first, filters ``workflow``, ``status``,
   ``dead_lettered``, ``created_after``; ``/api/runs/<id>/`` with its steps;
   ``POST /api/runs/<id>/replay/`` (optional ``{"from_step": "<key>"}``).
@@ -27,8 +31,18 @@ from accounts.models import Membership, Organization, Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole
 from accounts.selectors import organization_ids_for, roles_at_least
 
-from . import services
-from .models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, RunTrigger, StepAttempt, StepRun, Workflow
+from . import portability, recording, services
+from .models import (
+    STEP_DEFAULTS,
+    InDoubtPolicy,
+    Run,
+    RunStatus,
+    RunTrigger,
+    StepAttempt,
+    StepRun,
+    TriggerType,
+    Workflow,
+)
 
 
 def _call(func, **kwargs: Any) -> Any:
@@ -142,6 +156,75 @@ def webhook_url(workflow: Workflow, request: Any = None) -> str:
     return settings.POTAFLOW_BASE_URL.rstrip("/") + path
 
 
+# -- export documents (for the schema: the service checks documents itself, reporting every problem) --
+class CredentialReferenceSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    kind = serializers.CharField()
+
+
+class ExportStepSerializer(StepSerializer):
+    position = None
+    credential = CredentialReferenceSerializer(
+        allow_null=True, required=False, help_text="The credential by name and kind (never its secret), or null."
+    )
+
+
+class ExportWorkflowSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField(required=False, allow_blank=True)
+    trigger_type = serializers.ChoiceField(choices=TriggerType.choices)
+    schedule = serializers.CharField(required=False, allow_blank=True)
+    timezone = serializers.CharField(required=False)
+    signature_scheme = serializers.CharField(required=False)
+    hmac_header = serializers.CharField(required=False, allow_blank=True)
+    hmac_algorithm = serializers.CharField(required=False)
+    hmac_encoding = serializers.CharField(required=False)
+    hmac_prefix = serializers.CharField(required=False, allow_blank=True)
+    webhook_secret_set = serializers.BooleanField(
+        required=False, help_text="Informative: the exported workflow had a webhook secret (never exported)."
+    )
+
+
+class ExportDocumentSerializer(serializers.Serializer):
+    potaflow_export = serializers.IntegerField(help_text=f"Format version: {portability.EXPORT_FORMAT}.")
+    exported_at = serializers.DateTimeField(required=False)
+    source = serializers.DictField(required=False, help_text="Informative: the exported workflow's id and version.")
+    template = serializers.DictField(required=False, help_text="Built-in templates: title and description.")
+    workflow = ExportWorkflowSerializer()
+    steps = ExportStepSerializer(many=True)
+
+
+class ImportOptionsSerializer(serializers.Serializer):
+    organization = serializers.IntegerField(
+        required=False, help_text="Where to create it: an organization where you are editor or above."
+    )
+    name = serializers.CharField(required=False, allow_blank=True, max_length=150, help_text="Overrides workflow.name.")
+    credentials = serializers.DictField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="Credential reference name -> id of one of your credentials of that kind "
+        "(default: your credential with the reference's name and kind).",
+    )
+
+
+class WorkflowImportSerializer(ExportDocumentSerializer):
+    import_options = ImportOptionsSerializer(required=False, help_text="Import options (not part of an export).")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["import"] = fields.pop("import_options")
+        return fields
+
+
+class TemplateSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    trigger_type = serializers.CharField()
+    credentials = CredentialReferenceSerializer(many=True, help_text="Credentials its steps refer to.")
+    document = ExportDocumentSerializer(help_text="POST it to /api/workflows/import/ to create the workflow.")
+
+
 class RunPayloadSerializer(serializers.Serializer):
     payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
 
@@ -162,6 +245,13 @@ class StepAttemptSerializer(serializers.ModelSerializer):
 
 class StepRunSerializer(serializers.ModelSerializer):
     attempt_log = StepAttemptSerializer(many=True, read_only=True, help_text="Every attempt, oldest first.")
+    truncated = serializers.SerializerMethodField(
+        help_text="What was cut to POTAFLOW_STEP_OUTPUT_MAX_BYTES before it was stored (output, rendered_config); "
+        "a cut value is {_potaflow_truncated: true, size_bytes, preview}."
+    )
+
+    def get_truncated(self, step_run: StepRun) -> list[str]:
+        return [name for name in ("output", "rendered_config") if recording.is_truncated(getattr(step_run, name))]
 
     class Meta:
         model = StepRun
@@ -179,6 +269,7 @@ class StepRunSerializer(serializers.ModelSerializer):
             "duration_ms",
             "next_attempt_at",
             "reused",
+            "truncated",
             "attempt_log",
         ]
 
@@ -282,6 +373,49 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         workflow = services.workflow_rotate_webhook_token(workflow=self.get_object())
         return Response(self.get_serializer(workflow).data)
 
+    @extend_schema(
+        request=None,
+        responses={200: ExportDocumentSerializer},
+        summary="Export the workflow as a document (credentials by name and kind, no secrets, no webhook token)",
+        description="A versioned JSON document (potaflow_export: 1) of the workflow's current definition: trigger "
+        "settings and steps, each step's credential as {name, kind}. POST it to /api/workflows/import/.",
+    )
+    @action(detail=True, methods=["get"])
+    def export(self, request: Request, pk: str | None = None) -> Response:
+        return Response(portability.workflow_export(self.get_object()))
+
+    @extend_schema(
+        request=WorkflowImportSerializer,
+        responses={
+            201: WorkflowSerializer,
+            400: OpenApiResponse(description="Every problem of the document at once, by document path."),
+        },
+        summary="Create an inactive workflow from an export document or a template",
+        description="The body is an export document (or a template's document), optionally with an `import` object "
+        "(organization, name, credentials). Credential references map to your organization's credentials by name "
+        "and kind unless `import.credentials` maps them. Every problem is reported at once, by document path "
+        "(`workflow.schedule`, `steps[1].credential`...). The workflow is created inactive: set its secret and "
+        "activate it.",
+    )
+    @action(detail=False, methods=["post"], url_path="import")
+    def import_document(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError({"document": ["An export document is a JSON object."]})
+        document = {key: value for key, value in request.data.items() if key != "import"}
+        options = ImportOptionsSerializer(data=request.data.get("import") or {})
+        if not options.is_valid():
+            raise serializers.ValidationError({"import": options.errors})
+        organization = self._organization_for_create(options.validated_data.get("organization"))
+        workflow = _call(
+            portability.workflow_import,
+            organization=organization,
+            document=document,
+            created_by=request.user,
+            name=options.validated_data.get("name") or None,
+            credentials=options.validated_data.get("credentials"),
+        )
+        return Response(WorkflowSerializer(workflow, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
 
 def _step_spec(data: dict[str, Any]) -> dict[str, Any]:
     spec = dict(data)
@@ -338,3 +472,32 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
         replay = _call(services.run_replay, run=run, from_step=body.validated_data.get("from_step") or None)
         replay = Run.objects.prefetch_related("step_runs__attempt_log").get(pk=replay.pk)
         return Response(RunDetailSerializer(replay, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class TemplateViewSet(viewsets.ViewSet):
+    """The built-in templates: read-only, the same for everyone signed in."""
+
+    lookup_field = "slug"
+    lookup_value_regex = "[a-z0-9-]+"
+
+    @staticmethod
+    def _data(template: portability.Template) -> dict[str, Any]:
+        return {
+            "slug": template.slug,
+            "title": template.title,
+            "description": template.description,
+            "trigger_type": template.trigger_type,
+            "credentials": template.credentials,
+            "document": template.document,
+        }
+
+    @extend_schema(responses={200: TemplateSerializer(many=True)}, summary="List the built-in workflow templates")
+    def list(self, request: Request) -> Response:
+        return Response([self._data(t) for t in portability.templates()])
+
+    @extend_schema(responses={200: TemplateSerializer}, summary="One built-in workflow template")
+    def retrieve(self, request: Request, slug: str | None = None) -> Response:
+        template = portability.template(slug or "")
+        if template is None:
+            raise exceptions.NotFound("No such template.")
+        return Response(self._data(template))

@@ -41,7 +41,7 @@ def dispatch(run_id: Any, *, force: bool = False) -> int:
     ``force`` (recovery) lets the first message take over a step whose lease lapsed.
     """
     try:
-        run = Run.objects.get(pk=run_id)
+        run = Run.objects.select_related("version").get(pk=run_id)
     except (Run.DoesNotExist, ValidationError):
         logger.warning("dispatch: run %s does not exist; nothing sent", run_id)
         return 0

@@ -116,7 +116,7 @@ def _claim(
         try:
             step_run = (
                 StepRun.objects.select_for_update(of=("self",))
-                .select_related("run__workflow")
+                .select_related("run__workflow", "run__version")
                 .get(run_id=run_id, position=position)
             )
         except (StepRun.DoesNotExist, ValidationError, ValueError):

@@ -1,9 +1,10 @@
 """Workflows, their steps, and the history of every run.
 
-A ``Workflow`` is one trigger followed by ordered ``Step`` rows. Each event
-becomes a ``Run`` holding a snapshot of the definition it executes (so an edit
-never changes a run in flight) and one ``StepRun`` per step: the history is
-the product, every attempt leaves its trace there.
+A ``Workflow`` is one trigger followed by ordered ``Step`` rows. Every saved
+definition is a ``WorkflowVersion`` row, stored once however many runs execute
+it. Each event becomes a ``Run`` pointing at the version it was accepted with
+(so an edit never changes a run in flight) and one ``StepRun`` per step: the
+history is the product, every attempt leaves its trace there.
 
 All writes go through ``workflows.services``; execution lives in ``workflows.engine``.
 """
@@ -134,6 +135,29 @@ class Step(models.Model):
         return f"{self.position}. {self.key} ({self.action_type})"
 
 
+class WorkflowVersion(models.Model):
+    """One definition of a workflow (its ``version`` number), shared by every run that executes it.
+
+    Runs used to copy the definition into their own row: a 2 MB definition cost
+    2 MB per webhook. Rows are written by ``workflows.services`` and never
+    changed; ``workflows.retention`` deletes the superseded ones no run uses.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField(default=dict, help_text="The workflow and steps runs of this version execute.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["workflow_id", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "number"], name="unique_workflow_version_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} v{self.number}"
+
+
 class RunTrigger(models.TextChoices):
     WEBHOOK = "webhook", "Webhook"
     SCHEDULE = "schedule", "Schedule"
@@ -158,7 +182,9 @@ class Run(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
     workflow_version = models.PositiveIntegerField()
-    definition = models.JSONField(default=dict, help_text="Snapshot of the workflow and steps this run executes.")
+    # The definition this run executes. RESTRICT: a version cannot go while a run
+    # uses it (deleting the workflow deletes both).
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.RESTRICT, related_name="runs")
     trigger = models.CharField(max_length=16, choices=RunTrigger.choices)
     payload = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
@@ -201,6 +227,11 @@ class Run(models.Model):
     def __str__(self) -> str:
         # Admin querysets select_related("workflow"), so the name costs no query per row there.
         return f"Run {str(self.pk)[:8]} of {self.workflow.name} ({self.status})"
+
+    @property
+    def definition(self) -> dict:
+        """The snapshot this run executes (its version's): query with ``select_related("version")``."""
+        return self.version.definition
 
     @property
     def is_finished(self) -> bool:

@@ -87,6 +87,11 @@ def cap_output(output: Any) -> Any:
     return {TRUNCATION_MARKER: True, "size_bytes": size, "preview": text[: max(limit - 200, 0)]}
 
 
+def is_truncated(value: Any) -> bool:
+    """Was this stored value cut by ``cap_output`` (the API and the admin say so)?"""
+    return isinstance(value, dict) and value.get(TRUNCATION_MARKER) is True
+
+
 def _storable_config(rendered: Any) -> Any:
     """The rendered config as stored (a template can render anything, even NUL)."""
     try:
@@ -114,7 +119,8 @@ class Attempt:
         return int((time.monotonic() - self.started) * 1000)
 
     def stored_config(self) -> Any:
-        return self.scrub(_storable_config(self.rendered))
+        # Capped like outputs: a template may render up to POTAFLOW_TEMPLATE_MAX_CHARS per string.
+        return self.scrub(cap_output(_storable_config(self.rendered)))
 
     def stored_request(self) -> Any:
         return self.scrub(_storable_config(self.request)) if self.request is not None else None

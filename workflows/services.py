@@ -2,7 +2,9 @@
 
 ``workflow_create``/``workflow_update``/``workflow_delete`` validate a whole
 definition (steps, action configs, templates, credentials, schedule) before
-writing anything, bump ``version`` and keep the beat schedule in sync.
+writing anything, bump ``version``, record that version's definition once (a
+``WorkflowVersion`` row every run of it points at) and keep the beat schedule
+in sync.
 ``run_accept`` records an event (the one entry point for webhooks, schedules
 and manual runs) and dispatches it after commit; ``run_replay`` starts a new
 run from the first step that did not succeed.
@@ -33,6 +35,7 @@ from .models import (
     StepRunStatus,
     TriggerType,
     Workflow,
+    WorkflowVersion,
     new_webhook_token,
 )
 from .validation import WORKFLOW_FIELDS, PayloadInvalid, ReplayNotAllowed, WorkflowInvalid, validate_definition
@@ -46,6 +49,7 @@ __all__ = [
     "run_replay",
     "run_schedule_fire",
     "workflow_create",
+    "workflow_current_version",
     "workflow_delete",
     "workflow_rotate_webhook_token",
     "workflow_update",
@@ -90,6 +94,7 @@ def workflow_create(
     with transaction.atomic():
         workflow.save()
         _write_steps(workflow, step_rows)
+        _record_version(workflow)
         schedules.schedule_sync(workflow)
     return workflow
 
@@ -124,6 +129,7 @@ def workflow_update(
             locked.save(update_fields=[*changed, "version", "updated_at"])
             if replace:
                 _write_steps(locked, step_rows)
+            _record_version(locked)
             schedules.schedule_sync(locked)
     workflow.refresh_from_db()
     return workflow
@@ -142,6 +148,7 @@ def workflow_rotate_webhook_token(*, workflow: Workflow) -> Workflow:
         workflow.webhook_token = new_webhook_token()
         workflow.version = locked.version + 1
         workflow.save(update_fields=["webhook_token", "version", "updated_at"])
+        _record_version(workflow)
     return workflow
 
 
@@ -173,6 +180,29 @@ def _write_steps(workflow: Workflow, rows: list[Step]) -> None:
         step.workflow = workflow
         step.position = position
     Step.objects.bulk_create(rows)
+
+
+def _record_version(workflow: Workflow) -> WorkflowVersion:
+    """Store the definition of the workflow's new version, once for all its runs."""
+    return WorkflowVersion.objects.create(
+        workflow=workflow, number=workflow.version, definition=workflow_definition(workflow)
+    )
+
+
+def workflow_current_version(workflow: Workflow) -> WorkflowVersion:
+    """The version row runs accepted now execute: one indexed lookup.
+
+    Created on the spot when missing (a workflow saved before versions were
+    stored, or whose version was bumped outside these services); a concurrent
+    creator wins the unique constraint and its row is used.
+    """
+    version = WorkflowVersion.objects.filter(workflow=workflow, number=workflow.version).first()
+    if version is not None:
+        return version
+    version, _ = WorkflowVersion.objects.get_or_create(
+        workflow=workflow, number=workflow.version, defaults={"definition": workflow_definition(workflow)}
+    )
+    return version
 
 
 # -- runs ----------------------------------------------------------------------
@@ -214,13 +244,14 @@ def run_accept(
         existing = Run.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
         if existing is not None:
             return existing, False
-    definition = workflow_definition(workflow)
+    version = workflow_current_version(workflow)
+    definition = version.definition
     try:
         with transaction.atomic():
             run = Run.objects.create(
                 workflow=workflow,
                 workflow_version=workflow.version,
-                definition=definition,
+                version=version,
                 trigger=trigger,
                 payload=dict(payload),
                 idempotency_key=idempotency_key or None,
@@ -262,7 +293,7 @@ def run_replay(*, run: Run, from_step: str | None = None) -> Run:
         replay = Run.objects.create(
             workflow_id=run.workflow_id,
             workflow_version=run.workflow_version,
-            definition=run.definition,
+            version=run.version,  # the original definition, even if the workflow changed since
             trigger=RunTrigger.REPLAY,
             payload=run.payload,
             replay_of=run,

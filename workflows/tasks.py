@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.signals import before_task_publish
 from django.conf import settings
 
-from . import dispatch, engine, services
+from . import dispatch, engine, retention, services
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +81,8 @@ def stamp_schedule_time(headers: dict | None = None, **kwargs: Any) -> None:
 @shared_task(name="workflows.recover_stalled_runs", ignore_result=True)
 def recover_stalled_runs() -> None:
     dispatch.recover_stalled_runs()
+
+
+@shared_task(name="workflows.prune_runs", ignore_result=True)
+def prune_runs() -> None:
+    retention.prune()

@@ -9,6 +9,7 @@ router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("api/workflows", api.WorkflowViewSet, basename="workflow")
 router.register("api/runs", api.RunViewSet, basename="run")
+router.register("api/templates", api.TemplateViewSet, basename="template")
 
 urlpatterns = [
     path("hooks/<str:token>", webhooks.hook, name="webhook"),

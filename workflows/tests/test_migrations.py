@@ -47,3 +47,37 @@ def test_existing_step_runs_become_one_attempt_each():
 def new_leaf():
     executor = MigrationExecutor(connection)
     return executor.loader.graph.leaf_nodes()
+
+
+def test_existing_runs_get_one_version_per_distinct_workflow_version():
+    old = migrate([("workflows", "0005_metric_baseline")])
+    Organization = old.get_model("accounts", "Organization")
+    Workflow = old.get_model("workflows", "Workflow")
+    Run = old.get_model("workflows", "Run")
+    org = Organization.objects.create(name="Old", slug="old")
+    wf = Workflow.objects.create(organization=org, name="W", webhook_token="v" * 43, version=2)
+    other = Workflow.objects.create(organization=org, name="X", webhook_token="x" * 43)
+    v1 = {"workflow": {"id": wf.pk, "name": "W", "version": 1}, "steps": [{"position": 0, "key": "a"}]}
+    v2 = {"workflow": {"id": wf.pk, "name": "W", "version": 2}, "steps": [{"position": 0, "key": "b"}]}
+    early = timezone.now() - timezone.timedelta(days=2)
+    runs = [
+        Run.objects.create(workflow=wf, workflow_version=1, definition=v1, trigger="manual", created_at=early),
+        Run.objects.create(workflow=wf, workflow_version=1, definition=v1, trigger="manual"),
+        Run.objects.create(workflow=wf, workflow_version=2, definition=v2, trigger="manual"),
+        Run.objects.create(workflow=other, workflow_version=1, definition={}, trigger="manual"),
+    ]
+
+    new = migrate([("workflows", "0008_drop_run_definition")])
+    Run = new.get_model("workflows", "Run")
+    WorkflowVersion = new.get_model("workflows", "WorkflowVersion")
+    versions = {(v.workflow_id, v.number): v for v in WorkflowVersion.objects.all()}
+    assert set(versions) == {(wf.pk, 1), (wf.pk, 2), (other.pk, 1)}
+    assert versions[(wf.pk, 1)].definition == v1 and versions[(wf.pk, 2)].definition == v2
+    assert versions[(wf.pk, 1)].created_at == early
+    assert [Run.objects.get(pk=r.pk).version_id for r in runs] == [
+        versions[(wf.pk, 1)].pk, versions[(wf.pk, 1)].pk, versions[(wf.pk, 2)].pk, versions[(other.pk, 1)].pk,
+    ]  # fmt: skip
+
+    back = migrate([("workflows", "0006_workflow_versions")])
+    assert back.get_model("workflows", "Run").objects.get(pk=runs[2].pk).definition == v2
+    migrate(new_leaf())

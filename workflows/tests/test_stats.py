@@ -7,7 +7,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from workflows.models import Run, RunStatus
-from workflows.services import workflow_create
+from workflows.services import workflow_create, workflow_current_version
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,8 @@ def add_run(workflow, status, *, seconds=None, age=timedelta(minutes=5), dead=Fa
     finished = created + timedelta(seconds=seconds) if seconds is not None else None
     return Run.objects.create(
         workflow=workflow,
-        workflow_version=1,
+        workflow_version=workflow.version,
+        version=workflow_current_version(workflow),
         trigger="manual",
         status=status,
         dead_lettered=dead,

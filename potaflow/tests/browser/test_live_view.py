@@ -8,7 +8,7 @@ import pytest
 from accounts.models import Membership, Organization, Role, User
 from potaflow.testing.worker import wait_for_run
 from workflows.models import Run, StepRun, TriggerType
-from workflows.services import workflow_create
+from workflows.services import workflow_create, workflow_current_version
 
 from .conftest import PASSWORD, admin_login
 
@@ -99,7 +99,9 @@ def test_the_live_view_stops_and_offers_to_log_in_when_the_session_ends(live_ser
         steps=[{"key": "shape", "action_type": "transform", "config": {"value": 1}}],
     )
     # A run that stays queued: written directly, so nothing is sent to a broker.
-    run = Run.objects.create(workflow=wf, workflow_version=wf.version, definition={"steps": []}, trigger="manual")
+    run = Run.objects.create(
+        workflow=wf, workflow_version=wf.version, version=workflow_current_version(wf), trigger="manual"
+    )
     StepRun.objects.create(run=run, position=0, key="shape", action_type="transform")
     admin_login(page, live_server, user.email)
     polls = []

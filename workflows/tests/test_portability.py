@@ -1,0 +1,213 @@
+"""Export documents, import (API, service, commands) and the template catalogue's shape."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from accounts.models import Role
+from integrations.services import credential_create
+from workflows import portability
+from workflows.models import TriggerType, Workflow
+from workflows.services import WorkflowInvalid, workflow_create
+from workflows.tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "a-webhook-secret-long-enough-1234"  # noqa: S105 - test value
+
+
+def client_for(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def slack(org, fernet_keys):
+    return credential_create(organization=org, name="team-slack", kind="slack_bot_token", secret={"token": "xoxb-123"})
+
+
+@pytest.fixture
+def source(org, slack):
+    return workflow_create(
+        organization=org,
+        name="Orders",
+        description="New orders to Slack",
+        trigger_type=TriggerType.WEBHOOK,
+        webhook_secret=SECRET,
+        signature_scheme="github",
+        steps=[
+            {"key": "gate", "action_type": "filter", "config": {"condition": "trigger.body.amount > 5"}},
+            {"key": "notify", "action_type": "slack.message", "credential": slack.pk, "max_retries": 5,
+             "config": {"channel": "#orders", "text": "Order {{ trigger.body.id }}"}},
+        ],
+    )  # fmt: skip
+
+
+def test_export_has_steps_and_credential_references_but_no_secret_or_token(editor, source, slack):
+    response = client_for(editor).get(f"/api/workflows/{source.pk}/export/")
+    assert response.status_code == 200
+    document = response.json()
+    text = json.dumps(document)
+    assert SECRET not in text and source.webhook_token not in text and "xoxb-123" not in text
+    assert document["potaflow_export"] == 1
+    assert document["workflow"] | {"webhook_secret_set": None} == {
+        "name": "Orders", "description": "New orders to Slack", "trigger_type": "webhook", "schedule": "",
+        "timezone": "UTC", "signature_scheme": "github", "hmac_header": "", "hmac_algorithm": "sha256",
+        "hmac_encoding": "hex", "hmac_prefix": "", "webhook_secret_set": None,
+    }  # fmt: skip
+    assert document["workflow"]["webhook_secret_set"] is True
+    assert [s["key"] for s in document["steps"]] == ["gate", "notify"]
+    assert document["steps"][1]["credential"] == {"name": "team-slack", "kind": "slack_bot_token"}
+    assert document["steps"][1]["max_retries"] == 5 and document["steps"][0]["credential"] is None
+
+
+def test_a_round_trip_into_another_organization_maps_credentials_by_name_and_kind(
+    source, other_org, outsider, fernet_keys
+):
+    theirs = credential_create(
+        organization=other_org, name="team-slack", kind="slack_bot_token", secret={"token": "xoxb-999"}
+    )
+    document = portability.workflow_export(source)
+    response = client_for(outsider).post("/api/workflows/import/", document, format="json")
+    assert response.status_code == 201, response.json()
+    imported = Workflow.objects.get(pk=response.json()["id"])
+    assert (imported.organization_id, imported.is_active, imported.webhook_secret) == (other_org.pk, False, "")
+    assert imported.webhook_token != source.webhook_token and imported.signature_scheme == "github"
+    steps = list(imported.steps.order_by("position"))
+    assert [s.key for s in steps] == ["gate", "notify"] and steps[1].credential_id == theirs.pk
+    again = portability.workflow_export(imported)
+    assert again["steps"] == document["steps"] and again["workflow"]["name"] == "Orders"
+
+
+def test_import_reports_every_problem_at_once_and_names_the_missing_credential(source, other_org, outsider):
+    document = portability.workflow_export(source)
+    document["workflow"]["schedule"] = "61 * * * *"
+    document["workflow"]["colour"] = "blue"
+    document["steps"][0]["config"] = {"condition": "{{ nope"}
+    document["steps"].append({"key": "bad", "action_type": "no.such"})
+    response = client_for(outsider).post("/api/workflows/import/", document, format="json")
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert set(errors) == {
+        "workflow.schedule", "workflow.colour", "steps[0].config.condition", "steps[1].credential",
+        "steps[2].action_type",
+    }, errors  # fmt: skip
+    assert "team-slack" in errors["steps[1].credential"][0] and "slack_bot_token" in errors["steps[1].credential"][0]
+    assert not Workflow.objects.filter(organization=other_org).exists()
+
+
+def test_a_reference_can_be_mapped_to_another_credential_and_the_name_overridden(source, org, editor, fernet_keys):
+    other = credential_create(organization=org, name="alerts", kind="slack_bot_token", secret={"token": "xoxb-7"})
+    smtp = credential_create(
+        organization=org,
+        name="mail",
+        kind="smtp",
+        secret={"host": "127.0.0.1", "port": 25, "security": "none", "from_email": "r@acme.test"},
+    )
+    document = portability.workflow_export(source)
+    client = client_for(editor)
+    wrong_kind = {**document, "import": {"credentials": {"team-slack": smtp.pk}}}
+    response = client.post("/api/workflows/import/", wrong_kind, format="json")
+    assert response.status_code == 400 and "needs kind slack_bot_token" in str(response.json()["errors"])
+    body = {**document, "import": {"name": "Orders (copy)", "credentials": {"team-slack": other.pk}}}
+    response = client.post("/api/workflows/import/", body, format="json")
+    assert response.status_code == 201, response.json()
+    imported = Workflow.objects.get(pk=response.json()["id"])
+    assert imported.name == "Orders (copy)" and imported.steps.get(key="notify").credential_id == other.pk
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ([1, 2], "document"),
+        ({"potaflow_export": 2, "workflow": {"name": "x", "trigger_type": "manual"}, "steps": []}, "potaflow_export"),
+        ({"potaflow_export": 1, "workflow": "x", "steps": []}, "workflow"),
+        ({"potaflow_export": 1, "workflow": {"name": "x", "trigger_type": "manual"}, "steps": {}}, "steps"),
+        ({"potaflow_export": 1, "workflow": {"name": 3, "trigger_type": "manual"}, "steps": []}, "workflow.name"),
+    ],
+)
+def test_malformed_documents_are_a_400_naming_the_field(editor, document, field):
+    response = client_for(editor).post("/api/workflows/import/", document, format="json")
+    assert response.status_code == 400 and field in response.json()["errors"], response.json()
+
+
+def test_viewers_export_but_only_editors_import(org, source):
+    viewer = make_user(org, Role.VIEWER, "v@example.com")
+    client = client_for(viewer)
+    document = client.get(f"/api/workflows/{source.pk}/export/").json()
+    assert client.post("/api/workflows/import/", document, format="json").status_code == 403
+
+
+def test_another_organizations_workflow_cannot_be_exported(source, outsider):
+    assert client_for(outsider).get(f"/api/workflows/{source.pk}/export/").status_code == 404
+
+
+def test_export_and_import_commands_round_trip_files(source, org, other_org, tmp_path, fernet_keys):
+    out = StringIO()
+    call_command("export_workflows", "--organization", org.slug, "--output", str(tmp_path), stdout=out)
+    (path,) = tmp_path.glob("*.json")
+    assert path.name == f"{source.pk}-orders.json" and "exported 1 workflow(s)" in out.getvalue()
+    assert SECRET not in path.read_text()
+
+    err = StringIO()
+    with pytest.raises(CommandError, match="1 document"):
+        call_command("import_workflows", str(path), "--organization", other_org.slug, stdout=StringIO(), stderr=err)
+    assert "steps[1].credential: No slack_bot_token credential named 'team-slack'" in err.getvalue()
+
+    credential_create(organization=other_org, name="team-slack", kind="slack_bot_token", secret={"token": "x"})
+    out = StringIO()
+    call_command("import_workflows", str(path), "--organization", other_org.slug, stdout=out)
+    assert "imported 1 workflow(s), skipped 0" in out.getvalue()
+    assert Workflow.objects.get(organization=other_org).is_active is False
+
+    listing = StringIO()
+    call_command("export_workflows", str(source.pk), stdout=listing)
+    assert [d["workflow"]["name"] for d in json.loads(listing.getvalue())] == ["Orders"]
+
+
+def test_templates_are_listed_and_each_is_a_valid_document(editor, org, fernet_keys):
+    response = client_for(editor).get("/api/templates/")
+    assert response.status_code == 200
+    listed = {t["slug"]: t for t in response.json()}
+    assert set(listed) == {
+        "webhook-slack", "daily-http-email", "webhook-sheets", "webhook-filter-forward", "github-push-slack",
+    }  # fmt: skip
+    assert listed["github-push-slack"]["document"]["workflow"]["signature_scheme"] == "github"
+    assert listed["daily-http-email"]["trigger_type"] == "schedule"
+    assert client_for(editor).get("/api/templates/webhook-slack/").json()["title"] == "Webhook → Slack message"
+    assert client_for(editor).get("/api/templates/nope/").status_code == 404
+    assert APIClient().get("/api/templates/").status_code == 401
+    kinds = {
+        "slack_bot_token": {"token": "x"},
+        "smtp": {"host": "127.0.0.1", "port": 25, "security": "none", "from_email": "r@acme.test"},
+        "google_service_account": None,
+    }
+    for template in portability.templates():
+        credentials = {}
+        for ref in template.credentials:
+            if kinds[ref["kind"]] is None:
+                from potaflow.testing.network import service_account_key
+
+                kinds[ref["kind"]] = {"key": service_account_key("https://oauth2.example.com/token")}
+            credential = credential_create(organization=org, name=f"{template.slug}-{ref['name']}",
+                                           kind=ref["kind"], secret=kinds[ref["kind"]])  # fmt: skip
+            credentials[ref["name"]] = credential.pk
+        body = {**template.document, "import": {"credentials": credentials}}
+        response = client_for(editor).post("/api/workflows/import/", body, format="json")
+        assert response.status_code == 201, (template.slug, response.json())
+        assert response.json()["is_active"] is False
+
+
+def test_a_template_without_its_credential_names_it(org):
+    with pytest.raises(WorkflowInvalid) as exc:
+        portability.workflow_import(organization=org, document=portability.template("webhook-slack").document)
+    assert exc.value.errors == {
+        "steps[0].credential": [
+            "No slack_bot_token credential named 'slack' in this organization: create it, "
+            "or map the reference to one of your credentials."
+        ]
+    }
