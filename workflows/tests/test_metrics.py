@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from potaflow.testing.worker import IsolatedBroker
 from workflows.models import AttemptOutcome, MetricBaseline, Run, RunStatus, StepAttempt, StepRun, TriggerType
-from workflows.services import run_accept, workflow_create, workflow_delete
+from workflows.services import run_accept, workflow_create, workflow_current_version, workflow_delete
 
 REASONS = ("signature", "size", "rate", "inactive", "invalid")
 STEPS = [{"key": "t", "action_type": "transform", "config": {"value": "{{ trigger.body }}"}}]
@@ -94,6 +94,7 @@ def make_run(wf, status, *, trigger="manual", dead=False, created_ago=0.0, durat
     run = Run.objects.create(
         workflow=wf,
         workflow_version=wf.version,
+        version=workflow_current_version(wf),
         trigger=trigger,
         status=status,
         dead_lettered=dead,
