@@ -10,7 +10,7 @@ handler404 = "potaflow.api.not_found"
 handler500 = "potaflow.api.server_error"
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/"), name="home"),  # `make run` prints the root URL
+    path("", RedirectView.as_view(url="/app/"), name="home"),  # `make run` prints the root URL: the member pages
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -18,4 +18,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("integrations.urls")),
     path("", include("workflows.urls")),
+    path("", include("webui.urls")),
 ]
