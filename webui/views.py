@@ -271,4 +271,6 @@ def run_replay(request: HttpRequest, run_id: Any) -> HttpResponse:
         return redirect("webui:run", run_id=run.pk)
     how = "with the current version" if version == "current" else "as it ran"
     messages.success(request, f"Replayed {how}: this is the new run.")
+    if request.POST.get("then") == "live":
+        return redirect("workflows:run-live", run_id=replay.pk)
     return redirect("webui:run", run_id=replay.pk)

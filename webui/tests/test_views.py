@@ -195,3 +195,21 @@ def test_schedule_preview_says_the_cron_in_words_with_the_next_firings(editor):
 def test_another_organizations_member_gets_404(outsider, workflow, failed_run, method, url):
     response = getattr(outsider, method)(url.format(wf=workflow.pk, run=failed_run.pk))
     assert response.status_code == 404
+
+
+def test_the_live_view_offers_replay_to_editors_and_opens_the_new_runs_live_view(editor, viewer, failed_run):
+    html = editor.get(f"/runs/{failed_run.pk}/live").content.decode()
+    assert 'id="pf-replay-current"' in html and f'href="/app/runs/{failed_run.pk}/"' in html
+    assert 'id="pf-replay"' not in viewer.get(f"/runs/{failed_run.pk}/live").content.decode()
+    response = editor.post(f"/app/runs/{failed_run.pk}/replay/", {"version": "original", "then": "live"})
+    replay = Run.objects.get(replay_of=failed_run)
+    assert response["Location"] == f"/runs/{replay.pk}/live"
+    assert "replayed →" in editor.get(f"/runs/{failed_run.pk}/live").content.decode()
+
+
+def test_a_run_that_is_not_failed_offers_no_replay(editor, workflow):
+    run, _ = run_accept(workflow=workflow, trigger="manual", payload={"body": {}})
+    assert 'id="pf-replay-current"' not in editor.get(f"/app/runs/{run.pk}/").content.decode()
+    response = editor.post(f"/app/runs/{run.pk}/replay/", {"version": "current"}, follow=True)
+    assert "cannot be replayed" in response.content.decode()
+    assert not Run.objects.filter(replay_of=run).exists()

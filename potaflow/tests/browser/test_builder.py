@@ -223,6 +223,9 @@ def test_an_editor_builds_tests_runs_breaks_fixes_and_replays(
     assert attempts.count() == 2
     assert "HTTP 503" in attempts.nth(0).inner_text() and "HTTP 503" in attempts.nth(1).inner_text()
     assert page.locator("#pf-dead").inner_text() == "dead letter"
+    page.get_by_role("link", name="Live view").click()
+    page.wait_for_selector('#pf-run-status[data-status="failed"]')
+    assert page.locator("#pf-replay").is_visible()  # the live view offers the replay too
 
     # Fix it, then replay with the current version from the failed run's page.
     page.goto(f"{base}/app/workflows/{workflow.pk}/")
