@@ -72,7 +72,12 @@ def run_rows(organization_id: int, *, workflow: str = "", status: str = "", dead
     runs = (
         Run.objects.filter(workflow__organization_id=organization_id)
         .select_related("workflow")
-        .annotate(replay_count=Count("replays"))
+        .annotate(
+            replay_count=Count("replays"),
+            latest_replay=Subquery(
+                Run.objects.filter(replay_of=OuterRef("pk")).order_by("-created_at").values("id")[:1]
+            ),
+        )
         .order_by("-created_at")
     )
     if workflow.isdigit():

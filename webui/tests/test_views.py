@@ -159,7 +159,8 @@ def test_replay_from_the_run_page_with_the_current_version(editor, viewer, workf
     html = editor.get(f"/app/runs/{failed_run.pk}/").content.decode()
     assert "replayed →" in html and f"/app/runs/{replay.pk}/" in html
     runs = editor.get("/app/runs/").content.decode()
-    assert "replayed (1)" in runs and "dead letter" in runs
+    assert re.search(rf'replayed → <a href="/app/runs/{replay.pk}/">run {str(replay.pk)[:8]}</a>', runs)
+    assert "dead letter" in runs
 
 
 def test_restore_a_version_from_the_builder(editor, viewer, workflow, failed_run):

@@ -59,6 +59,11 @@ def keep(shot_path: Path, name: str) -> None:
     shutil.copyfile(shot_path, DOCS / f"{name}.png")
 
 
+def fits(page) -> None:
+    """Nothing scrolls sideways at 1,280 px."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280, page.url
+
+
 def pick(page, field, path: str) -> None:
     """Open the data picker beside ``field`` and choose ``path`` in its tree."""
     field.locator("xpath=ancestor::div[contains(@class,'pf-templated')][1]").get_by_role(
@@ -188,7 +193,21 @@ def test_an_editor_builds_tests_runs_breaks_fixes_and_replays(
     assert json.loads(result.locator(".pf-would-body").inner_text()) == {"email": "ann@example.com"}
     assert page.locator('.pf-test-step[data-key="filter"]').get_attribute("data-status") == "ok"
     assert http_server.requests == []
+    fits(page)
     keep(shot(page, "builder-test-result"), "builder-test-result")
+    # The test's outputs feed the data picker, which works from the keyboard.
+    value = page.locator(".pf-step").nth(1).get_by_label("Body 1 value", exact=True)
+    value.focus()
+    value.press("End")
+    page.keyboard.press("Tab")  # to "Insert data"
+    page.keyboard.press("Enter")
+    passed = page.locator('.pf-picker button.pf-pick[data-path="steps.filter.output.passed"]')
+    assert passed.is_visible()
+    passed.focus()
+    page.keyboard.press("Enter")
+    assert value.input_value() == "{{ trigger.body.email }}{{ steps.filter.output.passed }}"
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Body 1 value"
+    value.fill("{{ trigger.body.email }}")
 
     # Activate, save, fire it with an HTTP client, watch it live.
     page.get_by_label("Active").check()
@@ -243,6 +262,23 @@ def test_an_editor_builds_tests_runs_breaks_fixes_and_replays(
     assert http_server.requests[-1].path == "/contacts"
     page.goto(f"{base}/app/runs/{broken_run}/")
     assert "replayed → run" in page.locator("#pf-replays").inner_text()
+    fits(page)
+
+    # The lists: last run, 24 h counts, replayed dead letters.
+    page.get_by_role("link", name="Runs", exact=True).click()
+    rows = page.locator("#pf-runs tbody tr")
+    assert rows.count() == 3
+    assert (
+        f"replayed → run {str(replay.pk)[:8]}" in rows.nth(1).inner_text() and "dead letter" in rows.nth(1).inner_text()
+    )
+    fits(page)
+    shot(page, "run-list")
+    page.get_by_role("link", name="Workflows", exact=True).click()
+    row = page.locator("#pf-workflows tbody tr").first
+    assert row.locator(".pf-status-succeeded").count() == 1
+    assert row.locator("td").nth(4).inner_text() == "3" and row.locator("td").nth(5).inner_text() == "1 failed"
+    fits(page)
+    keep(shot(page, "workflow-list"), "workflow-list")
 
 
 def test_a_viewer_sees_everything_and_changes_nothing_and_an_outsider_gets_404(live_server, browser, page, team, shot):

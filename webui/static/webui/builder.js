@@ -802,6 +802,7 @@
         return;
       }
       var res = r.body;
+      try { window.localStorage.setItem("pf-sample-" + wf.id, document.getElementById("pf-sample").value); } catch (e) { /* private mode */ }
       var words = {completed: "Every step went through.", filtered: "A filter stopped the run (later steps would be skipped).", error: "A step failed."};
       results.replaceChildren(el("p", {className: "pf-test-outcome", "data-outcome": res.outcome}, [el("strong", {}, [words[res.outcome] || res.outcome])]));
       var list = el("ol", {className: "pf-test-list"});
@@ -838,8 +839,11 @@
   document.getElementById("pf-wf-active").checked = !!wf.is_active;
   ["pf-wf-name", "pf-wf-description", "pf-wf-active"].forEach(function (id) { document.getElementById(id).disabled = !canEdit; });
   var sample = document.getElementById("pf-sample");
+  // The last sample tested here (this browser), else the latest real trigger body.
   var latestBody = data.sample.trigger && data.sample.trigger.body !== undefined ? data.sample.trigger.body : {};
-  sample.value = JSON.stringify(latestBody, null, 2);
+  var stored = null;
+  try { stored = wf.id ? window.localStorage.getItem("pf-sample-" + wf.id) : null; } catch (e) { stored = null; }
+  sample.value = stored || JSON.stringify(latestBody, null, 2);
   sample.readOnly = !canEdit;
   if (canEdit) {
     var addSelect = document.getElementById("pf-add-action");
