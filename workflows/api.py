@@ -405,10 +405,21 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
         return Response(RunDetailSerializer(replay, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
+class IsEditorSomewhere(IsAuthenticated):
+    """For checks only builders need: the editor role (or above) in at least one organization."""
+
+    message = "This needs the editor role in an organization."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return super().has_permission(request, view) and (
+            Membership.objects.filter(user=request.user, role__in=roles_at_least(Role.EDITOR)).exists()
+        )
+
+
 class TemplateCheckView(APIView):
     """The save-time template check, for one field (the builder calls it when a field loses focus)."""
 
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsEditorSomewhere]
 
     @extend_schema(
         request=TemplateCheckSerializer,
