@@ -64,6 +64,18 @@ def fits(page) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280, page.url
 
 
+def labelled(page) -> None:
+    """Every visible form control has an accessible name (a label or aria-label)."""
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+            .filter(e => e.offsetParent !== null)
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                         && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+            .map(e => e.outerHTML.slice(0, 120))"""
+    )
+    assert unnamed == [], unnamed
+
+
 def pick(page, field, path: str) -> None:
     """Open the data picker beside ``field`` and choose ``path`` in its tree."""
     field.locator("xpath=ancestor::div[contains(@class,'pf-templated')][1]").get_by_role(
@@ -140,6 +152,17 @@ def test_an_editor_builds_tests_runs_breaks_fixes_and_replays(
     page.keyboard.press("Escape")
     assert page.locator(".pf-picker").count() == 0
 
+    labelled(page)
+    fits(page)
+    # A template is checked when its field loses focus, by the validator saving uses.
+    url = card.locator('[data-path="steps[1].config.url"]')
+    url.fill("https://crm.example.com/{{ steps.nope.output }}")
+    url.press("Tab")
+    check = card.locator(".pf-inline-check").first
+    check.wait_for()
+    assert "references step 'nope'" in check.inner_text()
+    assert url.get_attribute("aria-invalid") == "true"
+
     # Reorder with the keyboard, duplicate and remove.
     page.get_by_role("button", name="Move step 2 up").focus()
     page.keyboard.press("Enter")
@@ -157,7 +180,6 @@ def test_an_editor_builds_tests_runs_breaks_fixes_and_replays(
     assert page.locator(".pf-step").count() == 2
 
     # The server's validation names the field; the page shows it there.
-    url = card.locator('[data-path="steps[1].config.url"]')
     url.fill("ftp://crm.example.com/contacts")
     page.get_by_role("button", name="Save").click()
     slot = page.locator('[data-error-for="steps[1].config.url"]')
@@ -310,6 +332,8 @@ def test_a_viewer_sees_everything_and_changes_nothing_and_an_outsider_gets_404(l
     assert page.get_by_role("button", name="Insert data").count() == 0
     assert page.get_by_label("Workflow name").is_disabled()
     assert page.locator('[data-path="steps[0].key"]').is_disabled()
+    labelled(page)
+    fits(page)
     page.wait_for_selector(".pf-cron-description")
     assert "02:00" in page.locator(".pf-cron-description").inner_text()
     assert page.locator("#pf-cron-preview li").count() == 3
