@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import views
+from . import org_views, views
 
 app_name = "webui"
 
@@ -19,4 +19,11 @@ urlpatterns = [
     path("app/runs/", views.run_list, name="runs"),
     path("app/runs/<uuid:run_id>/", views.run_page, name="run"),
     path("app/runs/<uuid:run_id>/replay/", views.run_replay, name="run-replay"),
+    path("app/credentials/", org_views.credential_list, name="credentials"),
+    path("app/credentials/new/", org_views.credential_form, name="credential-new"),
+    path("app/credentials/<int:pk>/", org_views.credential_form, name="credential"),
+    path("app/members/", org_views.member_list, name="members"),
+    path("app/members/add/", org_views.member_add, name="member-add"),
+    path("app/members/<int:pk>/role/", org_views.member_role, name="member-role"),
+    path("app/members/<int:pk>/remove/", org_views.member_remove, name="member-remove"),
 ]

@@ -214,3 +214,67 @@ def test_a_run_that_is_not_failed_offers_no_replay(editor, workflow):
     response = editor.post(f"/app/runs/{run.pk}/replay/", {"version": "current"}, follow=True)
     assert "cannot be replayed" in response.content.decode()
     assert not Run.objects.filter(replay_of=run).exists()
+
+
+# -- credentials and members -------------------------------------------------------------------
+@pytest.fixture
+def fernet_keys(settings):
+    from potaflow.testing.worker import TEST_FERNET_KEY
+
+    settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]
+    return settings
+
+
+@pytest.fixture
+def admin(org):
+    return member(org, Role.ADMIN, "admin@acme.test")
+
+
+def test_admins_create_and_change_credentials_with_write_only_secrets(admin, editor, outsider, fernet_keys):
+    from integrations.models import Credential
+    from integrations.services import credential_reveal
+
+    assert editor.get("/app/credentials/").status_code == 403
+    form = admin.get("/app/credentials/new/?kind=http_bearer").content.decode()
+    assert 'name="field_token"' in form and 'type="password"' in form and 'name="field_allowed_hosts"' in form
+    missing = admin.post("/app/credentials/new/", {"kind": "http_bearer", "name": "CRM", "field_token": "t0k3n-value"})
+    assert missing.status_code == 400 and "allowed_hosts is required" in missing.content.decode()
+    created = admin.post(
+        "/app/credentials/new/",
+        {"kind": "http_bearer", "name": "CRM", "field_token": "t0k3n-value", "field_allowed_hosts": "crm.example.com"},
+    )
+    assert created.status_code == 302
+    credential = Credential.objects.get(name="CRM")
+    assert credential.public_data["allowed_hosts"] == ["crm.example.com"]
+    listing = admin.get("/app/credentials/").content.decode()
+    assert "crm.example.com" in listing and "token: set" in listing and "t0k3n-value" not in listing
+    page = admin.get(f"/app/credentials/{credential.pk}/").content.decode()
+    assert "t0k3n-value" not in page and "leave blank to keep it" in page
+    # a blank secret keeps the stored one; public fields change
+    admin.post(
+        f"/app/credentials/{credential.pk}/",
+        {"name": "CRM", "field_token": "", "field_allowed_hosts": "crm.example.com, api.example.com"},
+    )
+    credential.refresh_from_db()
+    assert credential_reveal(credential)["token"] == "t0k3n-value"
+    assert credential.public_data["allowed_hosts"] == ["crm.example.com", "api.example.com"]
+    assert editor.get(f"/app/credentials/{credential.pk}/").status_code == 403
+    assert outsider.get(f"/app/credentials/{credential.pk}/").status_code == 404
+
+
+def test_admins_add_change_and_remove_members_and_the_last_owner_stays(org, admin, viewer):
+    User.objects.create_user(email="new@acme.test", password=PASSWORD)
+    assert "Add member" not in viewer.get("/app/members/").content.decode()
+    assert viewer.post("/app/members/add/", {"email": "new@acme.test", "role": "viewer"}).status_code == 403
+    admin.post("/app/members/add/", {"email": "new@acme.test", "role": "editor"})
+    added = Membership.objects.get(user__email="new@acme.test")
+    assert added.role == "editor"
+    admin.post(f"/app/members/{added.pk}/role/", {"role": "viewer"})
+    added.refresh_from_db()
+    assert added.role == "viewer"
+    # only an owner grants the owner role
+    assert admin.post(f"/app/members/{added.pk}/role/", {"role": "owner"}).status_code == 403
+    admin.post(f"/app/members/{added.pk}/remove/")
+    assert not Membership.objects.filter(pk=added.pk).exists()
+    html = admin.get("/app/members/").content.decode()
+    assert re.findall(r'<tr data-member="([^"]+)">', html) == ["admin@acme.test", "vi@acme.test"]

@@ -368,3 +368,55 @@ def test_a_viewer_sees_everything_and_changes_nothing_and_an_outsider_gets_404(l
         assert page.request.post(f"{base}{url}", headers={"X-CSRFToken": csrf}).status == 404, url
     assert "Nightly export" not in page.locator("main").inner_text()
     assert ARTIFACTS.exists()
+
+
+def test_an_owner_manages_members_and_credentials_and_the_picker_lists_only_the_right_kind(
+    live_server, browser, page, team, settings, shot
+):
+    from potaflow.testing.worker import TEST_FERNET_KEY
+
+    settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]
+    base = live_server.url
+    sign_in(page, base, "ada@engines.test")  # signed up through the API: an owner, not staff
+    page.get_by_role("link", name="Members").click()
+    page.get_by_label("Add a user by email").fill("olga@elsewhere.test")
+    page.get_by_label("as").select_option("editor")
+    page.get_by_role("button", name="Add member").click()
+    assert (
+        "olga@elsewhere.test joined Analytical Engines with the editor role."
+        in page.locator(".pf-messages").inner_text()
+    )
+    page.get_by_label("Role of olga@elsewhere.test").select_option("viewer")
+    page.locator('tr[data-member="olga@elsewhere.test"]').get_by_role("button", name="Change role").click()
+    assert page.locator('tr[data-member="olga@elsewhere.test"] td').nth(1).inner_text() == "Viewer"
+    labelled(page)
+    fits(page)
+
+    page.get_by_role("link", name="Credentials").click()
+    page.get_by_label("New credential of kind").select_option("http_bearer")
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_label("Name").fill("CRM token")
+    page.get_by_label("Token").fill("s3cret-bearer-token")
+    page.get_by_role("button", name="Create credential").click()
+    assert "allowed_hosts is required" in page.locator(".pf-field-error").inner_text()
+    page.get_by_label("Token").fill("s3cret-bearer-token")  # secrets are never sent back to the page
+    page.get_by_label("Allowed hosts").fill("crm.example.com")
+    page.get_by_role("button", name="Create credential").click()
+    row = page.locator("#pf-credentials tbody tr").first
+    assert "CRM token" in row.inner_text() and "crm.example.com" in row.inner_text()
+    assert "token: set" in row.inner_text() and "s3cret" not in page.content()
+    labelled(page)
+    fits(page)
+    shot(page, "credentials")
+
+    page.get_by_role("link", name="Workflows", exact=True).click()
+    page.get_by_role("link", name="New workflow").click()
+    page.wait_for_selector('#pf-builder[data-ready="true"]')
+    page.get_by_label("Add a step").select_option("slack.message")
+    page.get_by_role("button", name="Add step").click()
+    slack = page.locator(".pf-step").nth(0).get_by_label("Credential")
+    assert slack.locator("option").all_inner_texts() == ["Choose a credential"]  # no Slack token here
+    page.get_by_label("Add a step").select_option("http.request")
+    page.get_by_role("button", name="Add step").click()
+    http = page.locator(".pf-step").nth(1).get_by_label("Credential")
+    assert http.locator("option").all_inner_texts() == ["No credential", "CRM token (http_bearer)"]
