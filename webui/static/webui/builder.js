@@ -16,6 +16,7 @@
   var uid = 0;
   var steps = (wf.steps || []).map(fromSpec);
   var testOutputs = {};  // step key -> output from the latest test
+  var pendingMove = null;  // [from, to] of a drop, applied when the drag ends
   var secrets = {webhook_secret: null, webhook_secret_previous: null};
   var LONG_TEXT = {text: 1, html: 1, condition: 1};
   var LABELS = {url: "URL", html: "HTML", cc: "Cc", bcc: "Bcc", from_email: "From address", thread_ts: "Thread (ts)",
@@ -425,8 +426,12 @@
     renderSteps();
     status("Moved step " + s.key + " to position " + (to + 1) + ".");
     var card = document.getElementById("pf-card-" + s.uid);
-    var target = card && (card.querySelector(focusSelector) || card.querySelector(".pf-step-title"));
-    if (target && !target.disabled) target.focus(); else if (card) card.querySelector(".pf-step-key").focus();
+    if (!card) return;
+    // Keep the focus on the button that was used; at the top or bottom, on the one that still moves.
+    var target = card.querySelector(focusSelector);
+    if (!target || target.disabled) target = card.querySelector(focusSelector === ".pf-up" ? ".pf-down" : ".pf-up");
+    if (!target || target.disabled) target = card.querySelector(".pf-step-title");
+    target.focus();
   }
   function stepCard(step, index) {
     var action = data.actions[step.action_type] || {title: step.action_type, config_schema: {}};
@@ -434,8 +439,20 @@
     var keyId = nextId("pf-key");
     var head = el("div", {className: "pf-step-head"});
     if (canEdit) {
-      card.setAttribute("draggable", "true");
-      head.appendChild(el("span", {className: "pf-drag", title: "Drag to reorder", "aria-hidden": "true"}, ["⠿"]));
+      // Only the handle drags (inputs inside a draggable card could not select text); keyboard: Up/Down.
+      var handle = el("span", {className: "pf-drag", title: "Drag to reorder (or use Up/Down)", "aria-hidden": "true", draggable: "true"}, ["⠿"]);
+      handle.addEventListener("dragstart", function (e) {
+        e.dataTransfer.setData("text/plain", String(index)); e.dataTransfer.effectAllowed = "move"; card.classList.add("pf-dragging");
+      });
+      // The move happens once the drag has ended: redrawing during "drop" would remove the
+      // element being dragged before the browser has finished with it.
+      handle.addEventListener("dragend", function () {
+        card.classList.remove("pf-dragging");
+        var move = pendingMove;
+        pendingMove = null;
+        if (move) moveStep(move[0], move[1], ".pf-step-title");
+      });
+      head.appendChild(handle);
     }
     head.appendChild(el("h3", {className: "pf-step-title", tabindex: "-1"}, [
       el("span", {className: "pf-step-num"}, ["Step " + (index + 1)]), " ", action.title || step.action_type]));
@@ -522,17 +539,12 @@
     body.appendChild(el("div", {className: "pf-step-test", "aria-live": "polite"}));
     card.appendChild(body);
     if (canEdit) {
-      card.addEventListener("dragstart", function (e) {
-        if (e.target !== card) return;
-        e.dataTransfer.setData("text/plain", String(index)); e.dataTransfer.effectAllowed = "move"; card.classList.add("pf-dragging");
-      });
-      card.addEventListener("dragend", function () { card.classList.remove("pf-dragging"); });
       card.addEventListener("dragover", function (e) { e.preventDefault(); card.classList.add("pf-drop-target"); });
       card.addEventListener("dragleave", function () { card.classList.remove("pf-drop-target"); });
       card.addEventListener("drop", function (e) {
         e.preventDefault(); card.classList.remove("pf-drop-target");
         var from = parseInt(e.dataTransfer.getData("text/plain"), 10);
-        if (!isNaN(from)) moveStep(from, index, ".pf-step-title");
+        if (!isNaN(from)) pendingMove = [from, index];
       });
     }
     return card;

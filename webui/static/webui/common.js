@@ -1,4 +1,4 @@
-/* Shared by every member page: local times, auto-submitting selects. No inline handlers (CSP). */
+/* Shared by every member page: times in the browser's time zone. No inline handlers (CSP). */
 (function () {
   "use strict";
   var pad = function (n) { return (n < 10 ? "0" : "") + n; };
@@ -25,8 +25,5 @@
   }
   document.addEventListener("DOMContentLoaded", function () {
     localise();
-    document.querySelectorAll("select[data-autosubmit]").forEach(function (s) {
-      s.addEventListener("change", function () { s.form.submit(); });
-    });
   });
 })();
