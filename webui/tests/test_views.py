@@ -278,3 +278,10 @@ def test_admins_add_change_and_remove_members_and_the_last_owner_stays(org, admi
     assert not Membership.objects.filter(pk=added.pk).exists()
     html = admin.get("/app/members/").content.decode()
     assert re.findall(r'<tr data-member="([^"]+)">', html) == ["admin@acme.test", "vi@acme.test"]
+
+
+def test_a_run_that_failed_outside_any_step_still_says_why_first(editor, workflow):
+    run, _ = run_accept(workflow=workflow, trigger="manual", payload={"body": {}})
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, error="step 3 is missing from the run's definition")
+    html = editor.get(f"/app/runs/{run.pk}/").content.decode()
+    assert html.index("What went wrong") < html.index("step 3 is missing") < html.index("Steps</h2>")
