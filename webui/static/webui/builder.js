@@ -391,7 +391,7 @@
     if (action.credential_required) { label.appendChild(el("span", {className: "pf-req", "aria-hidden": "true"}, [" *"])); label.appendChild(el("span", {className: "pf-visually-hidden"}, [" (required)"])); }
     return el("div", {className: "pf-field"}, [label,
       el("p", {className: "pf-help"}, [options.length ? "Only credentials of kind " + kinds.join(" or ") + " are listed." :
-        "No " + kinds.join(" or ") + " credential in this organization yet: an admin adds one (admin or API)."]),
+        "No " + kinds.join(" or ") + " credential in this organization yet: an admin of the organization adds one under Credentials."]),
       select, el("p", {className: "pf-field-error pf-error", "data-error-for": path, role: "alert"})]);
   }
   function advanced(step, index) {
