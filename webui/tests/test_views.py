@@ -285,3 +285,33 @@ def test_a_run_that_failed_outside_any_step_still_says_why_first(editor, workflo
     Run.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, error="step 3 is missing from the run's definition")
     html = editor.get(f"/app/runs/{run.pk}/").content.decode()
     assert html.index("What went wrong") < html.index("step 3 is missing") < html.index("Steps</h2>")
+
+
+def test_no_member_page_has_inline_script_or_style(editor, workflow, failed_run):
+    """A strict Content-Security-Policy (script-src 'self', no unsafe-inline) keeps every page working."""
+    pages = [
+        "/app/workflows/",
+        "/app/workflows/new/",
+        f"/app/workflows/{workflow.pk}/",
+        "/app/runs/",
+        f"/app/runs/{failed_run.pk}/",
+        "/app/members/",
+    ]
+    for url in pages:
+        html = editor.get(url).content.decode()
+        assert not re.search(r"<script(?![^>]*(src=|application/json))", html), url
+        assert "style=" not in html and "<style" not in html and " onclick=" not in html, url
+    login = Client().get("/app/login/").content.decode()
+    assert "<script src=" in login and "style=" not in login
+
+
+def test_the_openapi_schema_has_the_test_endpoint_and_the_replay_version(editor):
+    schema = editor.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    test = schema["paths"]["/api/workflows/{id}/test/"]["post"]
+    components = schema["components"]["schemas"]
+    assert test["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/TestRunRequest")
+    assert test["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/TestResult")
+    assert set(components["TestRunRequest"]["properties"]) == {"payload", "steps", "send_step"}
+    version = components["ReplayRequest"]["properties"]["version"]["allOf"][0]["$ref"].rsplit("/", 1)[1]
+    assert components[version]["enum"] == ["original", "current"]
+    assert "/api/templates/check/" in schema["paths"]
