@@ -428,3 +428,37 @@ def test_an_owner_manages_members_and_credentials_and_the_picker_lists_only_the_
     page.get_by_role("button", name="Add step").click()
     http = page.locator(".pf-step").nth(1).get_by_label("Credential")
     assert http.locator("option").all_inner_texts() == ["No credential", "CRM token (http_bearer)"]
+    # A manual workflow with that credential, run with the sample body; then as a webhook, its URL rotated.
+    page.get_by_label("Workflow name").fill("Push to CRM")
+    page.get_by_role("button", name="Remove step 1").click()
+    page.locator('[data-path="steps[0].config.url"]').fill("https://crm.example.com/contacts")
+    http = page.locator(".pf-step").nth(0).get_by_label("Credential")
+    http.select_option(label="CRM token (http_bearer)")
+    page.get_by_label("Someone presses Run now (manual)").check()
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/app/workflows/*/?saved=1")
+    page.wait_for_selector('#pf-builder[data-ready="true"]')
+    workflow = Workflow.objects.get(name="Push to CRM")
+    assert workflow.trigger_type == "manual" and workflow.steps.get().credential.name == "CRM token"
+    page.get_by_label("Sample trigger body (JSON)").fill('{"n": 1}')
+    page.get_by_role("button", name="Run now with the sample body").click()
+    page.wait_for_url("**/app/runs/*/")
+    run = Run.objects.get(workflow=workflow)
+    assert page.url.endswith(f"/app/runs/{run.pk}/") and run.trigger == "manual" and run.payload["body"] == {"n": 1}
+
+    page.goto(f"{base}/app/workflows/{workflow.pk}/")
+    page.wait_for_selector('#pf-builder[data-ready="true"]')
+    page.get_by_label("A web request arrives (webhook)").check()
+    page.get_by_label("Active").check()  # so a 404 below is the rotation, not an inactive workflow
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_selector('#pf-builder[data-saved="2"]')
+    old_url = page.locator("#pf-webhook-url").input_value()
+    rotate = page.get_by_role("button", name="Rotate URL")
+    rotate.click()
+    assert "Really rotate?" in page.locator("#pf-rotate").inner_text()  # asks once more
+    page.locator("#pf-rotate").click()
+    page.wait_for_function(f"document.getElementById('pf-webhook-url').value !== {json.dumps(old_url)}")
+    new_url = page.locator("#pf-webhook-url").input_value()
+    workflow.refresh_from_db()
+    assert new_url.endswith(f"/hooks/{workflow.webhook_token}") and old_url != new_url and workflow.is_active
+    assert page.request.post(old_url, data={}).status == 404
