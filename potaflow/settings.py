@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "accounts",
     "integrations",
     "workflows",
+    "webui",
 ]
 
 MIDDLEWARE = [
@@ -148,7 +149,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+# Every member signs in on the member pages; the admin keeps its own staff-only login.
+LOGIN_URL = "webui:login"
 # Django's backend behind the login throttle (accounts.login_throttle): the API and the admin share it.
 AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
 

@@ -14,7 +14,7 @@ handler404 = "potaflow.api.not_found"
 handler500 = "potaflow.api.server_error"
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/"), name="home"),  # `make run` prints the root URL
+    path("", RedirectView.as_view(url="/app/"), name="home"),  # `make run` prints the root URL: the member pages
     # Before admin.site.urls: the same login view, answering a throttled attempt with a 429.
     path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
@@ -26,4 +26,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("integrations.urls")),
     path("", include("workflows.urls")),
+    path("", include("webui.urls")),
 ]

@@ -24,14 +24,16 @@ from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.models import Membership, Organization, Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole
 from accounts.selectors import organization_ids_for, roles_at_least
 
-from . import portability, recording, services
+from . import dry_run, portability, recording, services, templating
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
@@ -235,6 +237,55 @@ class RunAcceptedSerializer(serializers.Serializer):
 
 class ReplaySerializer(serializers.Serializer):
     from_step = serializers.CharField(required=False, allow_blank=True, help_text="Start at this step key.")
+    version = serializers.ChoiceField(
+        choices=[("original", "original"), ("current", "current")],
+        required=False,
+        default="original",
+        help_text='"original": the definition the run executed (as it ran); "current": the workflow as it is now '
+        "(fix a step, then replay), from the first step that did not succeed.",
+    )
+
+
+class TestRunSerializer(serializers.Serializer):
+    payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
+    steps = StepSerializer(many=True, required=False, help_text="Test these (unsaved) steps instead of the saved ones.")
+    send_step = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Key of one side-effecting step to send for real; the others are only previewed.",
+    )
+
+
+class TestStepResultSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    key = serializers.CharField()
+    action_type = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=["ok", "preview", "sent", "filtered", "error", "skipped"],
+        help_text="ok: ran (no side effects); preview: would send (see would_send); sent: sent for real.",
+    )
+    rendered_config = serializers.JSONField(allow_null=True)
+    output = serializers.JSONField(allow_null=True)
+    output_source = serializers.CharField(allow_null=True, help_text='"last successful run" when borrowed.')
+    would_send = serializers.JSONField(allow_null=True, help_text="What would be sent, secrets masked.")
+    error = serializers.CharField(allow_blank=True)
+
+
+class TestResultSerializer(serializers.Serializer):
+    trigger = serializers.JSONField()
+    outcome = serializers.ChoiceField(choices=["completed", "filtered", "error"])
+    sent = serializers.CharField(allow_null=True)
+    steps = TestStepResultSerializer(many=True)
+
+
+class TemplateCheckSerializer(serializers.Serializer):
+    template = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    earlier_steps = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+
+
+class TemplateCheckResultSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    error = serializers.CharField(allow_blank=True)
 
 
 class StepAttemptSerializer(serializers.ModelSerializer):
@@ -367,6 +418,27 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         run, _ = _call(services.run_accept, workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
         return Response({"run_id": str(run.pk)}, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        request=TestRunSerializer,
+        responses={200: TestResultSerializer},
+        summary="Test with sample data: render every step, run transform/filter, show what others would send",
+    )
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object()
+        body = TestRunSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        steps = [_step_spec(s) for s in data["steps"]] if "steps" in data else None
+        result = _call(
+            dry_run.dry_run,
+            workflow=workflow,
+            payload=data["payload"],
+            steps=steps,
+            send_step=data.get("send_step") or None,
+        )
+        return Response(result)
+
     @extend_schema(request=None, responses={200: WorkflowSerializer}, summary="Give the workflow a new webhook URL")
     @action(detail=True, methods=["post"], url_path="rotate-webhook-token")
     def rotate_webhook_token(self, request: Request, pk: str | None = None) -> Response:
@@ -469,7 +541,12 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
         run = self.get_object()
         body = ReplaySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        replay = _call(services.run_replay, run=run, from_step=body.validated_data.get("from_step") or None)
+        replay = _call(
+            services.run_replay,
+            run=run,
+            from_step=body.validated_data.get("from_step") or None,
+            version=body.validated_data["version"],
+        )
         replay = Run.objects.prefetch_related("step_runs__attempt_log").get(pk=replay.pk)
         return Response(RunDetailSerializer(replay, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
@@ -501,3 +578,36 @@ class TemplateViewSet(viewsets.ViewSet):
         if template is None:
             raise exceptions.NotFound("No such template.")
         return Response(self._data(template))
+
+
+class IsEditorSomewhere(IsAuthenticated):
+    """For checks only builders need: the editor role (or above) in at least one organization."""
+
+    message = "This needs the editor role in an organization."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return super().has_permission(request, view) and (
+            Membership.objects.filter(user=request.user, role__in=roles_at_least(Role.EDITOR)).exists()
+        )
+
+
+class TemplateCheckView(APIView):
+    """The save-time template check, for one field (the builder calls it when a field loses focus)."""
+
+    permission_classes = [IsEditorSomewhere]
+
+    @extend_schema(
+        request=TemplateCheckSerializer,
+        responses={200: TemplateCheckResultSerializer},
+        summary="Check one template as saving would",
+    )
+    def post(self, request: Request) -> Response:
+        body = TemplateCheckSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            templating.check_template(
+                body.validated_data["template"], earlier_steps=body.validated_data["earlier_steps"]
+            )
+        except templating.TemplateError as exc:
+            return Response({"valid": False, "error": exc.message})
+        return Response({"valid": True, "error": ""})

@@ -10,9 +10,12 @@ any reconnect logic, and it needs no JavaScript library. A 401/403/404 from
 ``live.json`` (session expired, access or run gone) stops the polling and
 offers a link to log in again; other failures are retried with a backoff.
 
-Both views use the admin session (a user must be logged in) and are scoped to
+Both views use the session of the member pages or the admin (a user must be
+signed in; the login link goes to ``/app/login/``, which every member can use) and are scoped to
 the user's organizations: another organization's run is a 404, exactly as in
-the API and the admin.
+the API and the admin. Editors get the Replay choice ("as it ran" or "with the
+current version") once the run has failed or was filtered; it posts to the
+member pages' replay view, which opens the new run's live view.
 """
 
 from typing import Any
@@ -25,7 +28,8 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from accounts.selectors import scope_to_user
+from accounts.models import Role
+from accounts.selectors import membership_for, scope_to_user
 
 from .admin_widgets import human_duration
 from .models import Run, StepRun
@@ -117,6 +121,8 @@ def run_live(request: HttpRequest, run_id: Any) -> HttpResponse:
         "state_url": reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
         "admin_url": reverse("admin:workflows_run_change", args=[run.pk]) if _admin_has_runs() else None,
         "poll_interval_ms": POLL_INTERVAL_MS,
+        "can_replay": _may_replay(request, run),
+        "replays": list(run.replays.order_by("created_at")),
     }
     return render(request, "workflows/run_live.html", context)
 
@@ -131,6 +137,12 @@ def run_live_state(request: HttpRequest, run_id: Any) -> JsonResponse:
     if run is None:
         return JsonResponse({"detail": "No run with this id in your organizations."}, status=404)
     return JsonResponse(run_state(run))
+
+
+def _may_replay(request: HttpRequest, run: Run) -> bool:
+    """Editors and above (the replay form posts to the member pages, which check it again)."""
+    membership = membership_for(request.user, run.workflow.organization_id)
+    return membership is not None and membership.has_role(Role.EDITOR)
 
 
 def _admin_has_runs() -> bool:

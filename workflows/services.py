@@ -267,15 +267,36 @@ def run_accept(
     return run, True
 
 
-def run_replay(*, run: Run, from_step: str | None = None) -> Run:
-    """A new run of the same definition and payload, reusing the outputs of the
-    steps before the first one that did not succeed (or before ``from_step``)."""
+REPLAY_VERSIONS = ("original", "current")
+
+
+def run_replay(*, run: Run, from_step: str | None = None, version: str = "original") -> Run:
+    """A new run of the same payload, reusing the outputs of the steps before the
+    first one that did not succeed (or before ``from_step``).
+
+    ``version="original"`` executes the definition the run executed (as it ran);
+    ``version="current"`` executes the workflow as it is now (fix a step, then
+    replay): steps are matched to the old run by key, and the outputs of the
+    leading steps that succeeded before are reused.
+    """
+    if version not in REPLAY_VERSIONS:
+        raise ReplayNotAllowed({"version": [f"version must be one of {', '.join(REPLAY_VERSIONS)}, not {version!r}."]})
     if run.status not in (RunStatus.FAILED, RunStatus.FILTERED):
         raise ReplayNotAllowed(
             {"status": [f"Only failed, dead-lettered or filtered runs can be replayed; this run is {run.status}."]}
         )
     previous = {sr.position: sr for sr in run.step_runs.all()}
-    steps = run.definition.get("steps", [])
+    if version == "current":
+        workflow = Workflow.objects.get(pk=run.workflow_id)
+        version_row = workflow_current_version(workflow)
+        definition = version_row.definition
+        # The current steps, each paired with the old step run of the same key: positions may have moved.
+        by_key = {sr.key: sr for sr in previous.values()}
+        previous = {s["position"]: by_key[s["key"]] for s in definition["steps"] if s["key"] in by_key}
+    else:
+        version_row = run.version  # the original definition, even if the workflow changed since
+        definition = version_row.definition
+    steps = definition.get("steps", [])
     if from_step:
         start = next((s["position"] for s in steps if s["key"] == from_step), None)
         if start is None:
@@ -292,13 +313,13 @@ def run_replay(*, run: Run, from_step: str | None = None) -> Run:
     with transaction.atomic():
         replay = Run.objects.create(
             workflow_id=run.workflow_id,
-            workflow_version=run.workflow_version,
-            version=run.version,  # the original definition, even if the workflow changed since
+            workflow_version=version_row.number,
+            version=version_row,
             trigger=RunTrigger.REPLAY,
             payload=run.payload,
             replay_of=run,
         )
-        todo = _create_step_runs(replay, run.definition, reuse={p: sr for p, sr in previous.items() if p < start})
+        todo = _create_step_runs(replay, definition, reuse={p: sr for p, sr in previous.items() if p < start})
     _dispatch_on_commit(replay, todo)
     return replay
 

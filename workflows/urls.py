@@ -17,5 +17,6 @@ urlpatterns = [
     path("runs/<uuid:run_id>/live", live.run_live, name="run-live"),
     path("runs/<uuid:run_id>/live.json", live.run_live_state, name="run-live-state"),
     path("api/stats/", stats.StatsView.as_view(), name="stats"),
+    path("api/templates/check/", api.TemplateCheckView.as_view(), name="template-check"),
     path("", include(router.urls)),
 ]

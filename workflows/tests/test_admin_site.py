@@ -23,9 +23,9 @@ def selected_organization(html: str) -> list[str]:
     return re.findall(r'<option value="(\d+)" selected>', select)
 
 
-def test_the_root_url_leads_to_the_admin(client):
+def test_the_root_url_leads_to_the_member_pages(client):
     response = client.get("/")
-    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert response.status_code == 302 and response["Location"] == "/app/"
 
 
 def test_the_sidebar_has_no_beat_or_token_blacklist_tables_but_keeps_groups(db):

@@ -92,7 +92,7 @@ def test_a_superuser_sees_any_run(run):
 def test_anonymous_visitors_are_sent_to_log_in_and_the_json_is_401(run):
     page, state_url = live_urls(run)
     response = Client().get(page)
-    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert response.status_code == 302 and response["Location"].startswith("/app/login/")
     response = Client().get(state_url)
     assert response.status_code == 401 and "detail" in response.json()
 
@@ -100,7 +100,7 @@ def test_anonymous_visitors_are_sent_to_log_in_and_the_json_is_401(run):
 def test_the_page_knows_to_stop_and_where_to_log_in_again(viewer, run):
     page, _ = live_urls(run)
     html = logged_in(viewer).get(page).content.decode()
-    assert f'id="pf-login-link" href="/admin/login/?next=/runs/{run.pk}/live"' in html
+    assert f'id="pf-login-link" href="/app/login/?next=/runs/{run.pk}/live"' in html
     assert '<p id="pf-access-lost" class="pf-error" hidden>' in html
     # 401, 403 and 404 stop the polling (the browser test watches it happen).
     assert "if (ACCESS_LOST[response.status]) { stop(response.status); return null; }" in html

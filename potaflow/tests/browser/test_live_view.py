@@ -116,7 +116,7 @@ def test_the_live_view_stops_and_offers_to_log_in_when_the_session_ends(live_ser
     assert "your session has ended" in page.locator("#pf-access-lost").inner_text()
     assert page.locator("#pf-poll-note").inner_text() == "Not updating (HTTP 401)."
     href = page.locator("#pf-login-link").get_attribute("href")
-    assert href == f"/admin/login/?next=/runs/{run.pk}/live"
+    assert href == f"/app/login/?next=/runs/{run.pk}/live"
     stopped_at = len(polls)
     page.wait_for_timeout(3000)
     assert len(polls) == stopped_at  # no retrying forever

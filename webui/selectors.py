@@ -1,0 +1,89 @@
+"""Reads for the member pages, all scoped to the signed-in user's organizations."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.http import Http404, HttpRequest
+from django.utils import timezone
+
+from accounts.models import Membership, Role
+from workflows.models import Run, RunStatus, Workflow
+
+
+def memberships(user) -> list[Membership]:
+    return list(Membership.objects.filter(user=user).select_related("organization").order_by("organization__name"))
+
+
+def current_membership(request: HttpRequest) -> Membership | None:
+    """The organization the pages show: ``?org=<id>`` (remembered in the session), else the last one, else the first."""
+    mine = memberships(request.user)
+    if not mine:
+        return None
+    wanted = request.GET.get("org") or request.session.get("pf_org")
+    chosen = next((m for m in mine if str(m.organization_id) == str(wanted)), mine[0])
+    request.session["pf_org"] = chosen.organization_id
+    return chosen
+
+
+def membership_in(user, organization_id: int) -> Membership:
+    """The user's membership in an object's organization; 404 when there is none (never 403)."""
+    membership = Membership.objects.filter(user=user, organization_id=organization_id).first()
+    if membership is None:
+        raise Http404("Not found in your organizations.")
+    return membership
+
+
+def workflow_for(user, pk: Any) -> tuple[Workflow, Membership]:
+    workflow = Workflow.objects.select_related("organization").filter(pk=pk).first() if str(pk).isdigit() else None
+    if workflow is None:
+        raise Http404("No such workflow in your organizations.")
+    return workflow, membership_in(user, workflow.organization_id)
+
+
+def run_for(user, run_id: Any) -> tuple[Run, Membership]:
+    run = Run.objects.select_related("workflow", "workflow__organization", "replay_of").filter(pk=run_id).first()
+    if run is None:
+        raise Http404("No such run in your organizations.")
+    return run, membership_in(user, run.workflow.organization_id)
+
+
+def can_edit(membership: Membership) -> bool:
+    return membership.has_role(Role.EDITOR)
+
+
+def workflow_rows(organization_id: int, search: str = "") -> QuerySet:
+    """Workflows with their last run and their runs and failures in the last 24 hours."""
+    since = timezone.now() - timedelta(hours=24)
+    latest = Run.objects.filter(workflow=OuterRef("pk")).order_by("-created_at")
+    rows = Workflow.objects.filter(organization_id=organization_id)
+    if search:
+        rows = rows.filter(Q(name__icontains=search) | Q(description__icontains=search))
+    return rows.annotate(
+        runs_24h=Count("runs", filter=Q(runs__created_at__gte=since)),
+        failures_24h=Count("runs", filter=Q(runs__created_at__gte=since, runs__status=RunStatus.FAILED)),
+        last_status=Subquery(latest.values("status")[:1]),
+        last_run_at=Subquery(latest.values("created_at")[:1]),
+        last_run_id=Subquery(latest.values("id")[:1]),
+    ).order_by("name", "id")
+
+
+def run_rows(organization_id: int, *, workflow: str = "", status: str = "", dead: str = "") -> QuerySet:
+    runs = (
+        Run.objects.filter(workflow__organization_id=organization_id)
+        .select_related("workflow")
+        .annotate(
+            replay_count=Count("replays"),
+            latest_replay=Subquery(
+                Run.objects.filter(replay_of=OuterRef("pk")).order_by("-created_at").values("id")[:1]
+            ),
+        )
+        .order_by("-created_at")
+    )
+    if workflow.isdigit():
+        runs = runs.filter(workflow_id=int(workflow))
+    if status in RunStatus.values:
+        runs = runs.filter(status=status)
+    if dead == "1":
+        runs = runs.filter(dead_lettered=True)
+    return runs

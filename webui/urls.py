@@ -1,0 +1,29 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+from django.views.generic import RedirectView
+
+from . import org_views, views
+
+app_name = "webui"
+
+urlpatterns = [
+    path("app/", RedirectView.as_view(pattern_name="webui:workflows"), name="home"),
+    path("app/login/", views.LoginView.as_view(), name="login"),
+    path("app/logout/", auth_views.LogoutView.as_view(next_page="webui:login"), name="logout"),
+    path("app/workflows/", views.workflow_list, name="workflows"),
+    path("app/workflows/new/", views.builder_new, name="builder-new"),
+    path("app/workflows/<int:pk>/", views.builder, name="builder"),
+    path("app/workflows/<int:pk>/active/", views.workflow_set_active, name="set-active"),
+    path("app/workflows/<int:pk>/versions/<int:number>/restore/", views.version_restore, name="version-restore"),
+    path("app/schedule-preview/", views.schedule_preview, name="schedule-preview"),
+    path("app/runs/", views.run_list, name="runs"),
+    path("app/runs/<uuid:run_id>/", views.run_page, name="run"),
+    path("app/runs/<uuid:run_id>/replay/", views.run_replay, name="run-replay"),
+    path("app/credentials/", org_views.credential_list, name="credentials"),
+    path("app/credentials/new/", org_views.credential_form, name="credential-new"),
+    path("app/credentials/<int:pk>/", org_views.credential_form, name="credential"),
+    path("app/members/", org_views.member_list, name="members"),
+    path("app/members/add/", org_views.member_add, name="member-add"),
+    path("app/members/<int:pk>/role/", org_views.member_role, name="member-role"),
+    path("app/members/<int:pk>/remove/", org_views.member_remove, name="member-remove"),
+]

@@ -1,0 +1,276 @@
+"""The member pages: sign-in, workflow list, builder, runs. Views only translate.
+
+Every organization member signs in here with the email and password of the
+API (Django's session auth; the admin stays staff-only). What they may do is
+their role in the object's organization: viewers read, editors build, test,
+run and replay. Another organization's ids answer 404. The builder page is a
+shell: its script edits the definition in the browser and saves through the
+API (``PUT /api/workflows/<id>/``, session-authenticated with the CSRF
+header), so saving goes through ``services.workflow_update`` with the API's
+error shape (``steps[1].config.url``).
+"""
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from integrations.models import Credential
+from integrations.registry import all_actions
+from workflows import dry_run, services, versions
+from workflows.admin_widgets import cron_description, human_duration, next_firings
+from workflows.api import WorkflowSerializer
+from workflows.models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, TriggerType, Workflow
+from workflows.schedules import ScheduleError, parse_cron
+from workflows.signatures import SignatureScheme
+from workflows.validation import ReplayNotAllowed, WorkflowInvalid, limits
+
+from . import selectors
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "webui/login.html"
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self) -> str:
+        return reverse("webui:workflows")
+
+
+def _base(request: HttpRequest, membership, **extra: Any) -> dict[str, Any]:
+    return {
+        "memberships": selectors.memberships(request.user),
+        "membership": membership,
+        "organization": membership.organization if membership else None,
+        "can_edit": bool(membership and selectors.can_edit(membership)),
+        **extra,
+    }
+
+
+@require_GET
+@login_required
+def workflow_list(request: HttpRequest) -> HttpResponse:
+    membership = selectors.current_membership(request)
+    if membership is None:
+        return render(request, "webui/no_organization.html", _base(request, None))
+    search = request.GET.get("q", "").strip()
+    rows = list(selectors.workflow_rows(membership.organization_id, search))
+    return render(
+        request, "webui/workflow_list.html", _base(request, membership, rows=rows, search=search, nav="workflows")
+    )
+
+
+@require_POST
+@login_required
+def workflow_set_active(request: HttpRequest, pk: int) -> HttpResponse:
+    workflow, membership = selectors.workflow_for(request.user, pk)
+    if not selectors.can_edit(membership):
+        raise PermissionDenied("Switching a workflow on or off needs the editor role.")
+    active = request.POST.get("active") == "1"
+    try:
+        services.workflow_update(workflow=workflow, is_active=active)
+    except WorkflowInvalid as exc:
+        messages.error(request, f"“{workflow.name}” cannot be switched: {exc}")
+    else:
+        messages.success(request, f"“{workflow.name}” is now {'active' if active else 'off'}.")
+    return redirect(reverse("webui:workflows") + f"?org={workflow.organization_id}")
+
+
+def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -> dict[str, Any]:
+    org_id = membership.organization_id
+    credentials = [
+        {"id": c.pk, "name": c.name, "kind": c.kind}
+        for c in Credential.objects.filter(organization_id=org_id).order_by("name")
+    ]
+    sample_trigger = None
+    outputs: dict[str, Any] = {}
+    if workflow is not None:
+        latest = Run.objects.filter(workflow=workflow).order_by("-created_at").values_list("payload", flat=True).first()
+        sample_trigger = latest
+        outputs = dry_run.last_outputs(workflow)
+        data = WorkflowSerializer(workflow, context={"request": request}).data
+    else:
+        data = {
+            "id": None,
+            "organization": org_id,
+            "name": "",
+            "description": "",
+            "is_active": False,
+            "trigger_type": TriggerType.WEBHOOK,
+            "signature_scheme": SignatureScheme.STANDARD,
+            "schedule": "",
+            "timezone": "UTC",
+            "steps": [],
+            "version": 0,
+        }
+    return {
+        "workflow": data,
+        "organization": org_id,
+        "actions": {name: action.describe() for name, action in sorted(all_actions().items())},
+        "expression_fields": {
+            name: list(getattr(action, "expression_fields", ())) for name, action in all_actions().items()
+        },
+        "credentials": credentials,
+        "can_edit": selectors.can_edit(membership),
+        "step_defaults": STEP_DEFAULTS,
+        "step_limits": limits(),
+        "in_doubt_choices": [["", "Action's default"], *[[v, label] for v, label in InDoubtPolicy.choices]],
+        "signature_schemes": [[v, label] for v, label in SignatureScheme.choices],
+        "sample": {"trigger": sample_trigger, "outputs": outputs},
+        "urls": {
+            "api_list": reverse("workflows:workflow-list"),
+            "api_detail": reverse("workflows:workflow-detail", args=[workflow.pk]) if workflow else None,
+            "test": reverse("workflows:workflow-test", args=[workflow.pk]) if workflow else None,
+            "rotate": reverse("workflows:workflow-rotate-webhook-token", args=[workflow.pk]) if workflow else None,
+            "run": reverse("workflows:workflow-run", args=[workflow.pk]) if workflow else None,
+            "check_template": reverse("workflows:template-check"),
+            "schedule_preview": reverse("webui:schedule-preview"),
+            "builder": reverse("webui:builder", args=[0]).rsplit("0/", 1)[0],
+            "run_page": reverse("webui:run", args=["00000000-0000-0000-0000-000000000000"]),
+        },
+    }
+
+
+@require_GET
+@login_required
+def builder(request: HttpRequest, pk: int) -> HttpResponse:
+    workflow, membership = selectors.workflow_for(request.user, pk)
+    history = versions.version_history(workflow)
+    recent = list(Run.objects.filter(workflow=workflow).order_by("-created_at")[:10])
+    context = _base(
+        request,
+        membership,
+        workflow=workflow,
+        builder_data=_builder_data(request, workflow, membership),
+        versions=history,
+        recent_runs=recent,
+        nav="workflows",
+    )
+    return render(request, "webui/builder.html", context)
+
+
+@require_GET
+@login_required
+def builder_new(request: HttpRequest) -> HttpResponse:
+    membership = selectors.current_membership(request)
+    if membership is None:
+        raise Http404("You belong to no organization.")
+    if not selectors.can_edit(membership):
+        raise PermissionDenied("Creating a workflow needs the editor role.")
+    context = _base(
+        request, membership, workflow=None, builder_data=_builder_data(request, None, membership), nav="workflows"
+    )
+    return render(request, "webui/builder.html", context)
+
+
+@require_POST
+@login_required
+def version_restore(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    workflow, membership = selectors.workflow_for(request.user, pk)
+    if not selectors.can_edit(membership):
+        raise PermissionDenied("Restoring a version needs the editor role.")
+    try:
+        restored = versions.version_restore(workflow=workflow, number=number)
+    except WorkflowInvalid as exc:
+        messages.error(request, f"Version {number} cannot be restored: {exc}")
+    else:
+        messages.success(request, f"Version {number}'s steps restored as version {restored.version}.")
+    return redirect("webui:builder", pk=workflow.pk)
+
+
+@require_GET
+@login_required
+def schedule_preview(request: HttpRequest) -> JsonResponse:
+    cron, tz = request.GET.get("cron", ""), request.GET.get("tz", "") or "UTC"
+    try:
+        parse_cron(cron)
+    except ScheduleError as exc:
+        return JsonResponse({"valid": False, "error": exc.message, "description": "", "next": []})
+    times = next_firings(cron, tz)
+    if not times:
+        return JsonResponse({"valid": False, "error": f"Unknown time zone {tz!r}.", "description": "", "next": []})
+    return JsonResponse(
+        {
+            "valid": True,
+            "error": "",
+            "description": cron_description(cron),
+            "next": [t.strftime("%a %Y-%m-%d %H:%M %Z") for t in times],
+        }
+    )
+
+
+@require_GET
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    membership = selectors.current_membership(request)
+    if membership is None:
+        return render(request, "webui/no_organization.html", _base(request, None))
+    filters = {k: request.GET.get(k, "") for k in ("workflow", "status", "dead")}
+    page = Paginator(selectors.run_rows(membership.organization_id, **filters), 50).get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    for run in page.object_list:
+        run.duration_text = human_duration(run.duration_ms)
+    workflows = Workflow.objects.filter(organization_id=membership.organization_id).order_by("name")
+    context = _base(
+        request,
+        membership,
+        page=page,
+        filters=filters,
+        workflows=workflows,
+        statuses=RunStatus.choices,
+        nav="runs",
+    )
+    return render(request, "webui/run_list.html", context)
+
+
+@require_GET
+@login_required
+def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run, membership = selectors.run_for(request.user, run_id)
+    steps = list(run.step_runs.order_by("position").prefetch_related("attempt_log"))
+    for step in steps:
+        step.duration_text = human_duration(step.duration_ms)
+        step.attempt_rows = [
+            {"attempt": attempt, "duration_text": human_duration(attempt.duration_ms)}
+            for attempt in step.attempt_log.all()
+        ]
+    failing = [s for s in steps if s.status == "failed"]
+    context = _base(
+        request,
+        membership,
+        run=run,
+        steps=steps,
+        failing=failing,
+        replays=list(run.replays.order_by("created_at")),
+        run_duration=human_duration(run.duration_ms),
+        replayable=run.status in (RunStatus.FAILED, RunStatus.FILTERED),
+        definition_changed=run.workflow_version != run.workflow.version,
+        state_url=reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
+        nav="runs",
+    )
+    return render(request, "webui/run_page.html", context)
+
+
+@require_POST
+@login_required
+def run_replay(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run, membership = selectors.run_for(request.user, run_id)
+    if not selectors.can_edit(membership):
+        raise PermissionDenied("Replaying needs the editor role.")
+    version = request.POST.get("version", "original")
+    try:
+        replay = services.run_replay(run=run, version=version)
+    except ReplayNotAllowed as exc:
+        messages.error(request, f"This run cannot be replayed: {exc}")
+        return redirect("webui:run", run_id=run.pk)
+    how = "with the current version" if version == "current" else "as it ran"
+    messages.success(request, f"Replayed {how}: this is the new run.")
+    if request.POST.get("then") == "live":
+        return redirect("workflows:run-live", run_id=replay.pk)
+    return redirect("webui:run", run_id=replay.pk)

@@ -1,0 +1,267 @@
+"""Test a workflow with sample data, without sending anything (unless asked, one step at a time).
+
+``dry_run`` walks the steps in order with the template context a real run
+would have (``trigger`` from the sample payload, ``steps.<key>.output`` from
+earlier steps): every config is rendered, actions without side effects
+(``transform``, ``filter``) run for real, and for the others it says what
+*would* be sent — method, URL, headers (secrets masked) and body for HTTP;
+recipients and subject for e-mail; channel and text for Slack; sheet and row
+for Sheets. ``send_step="<key>"`` sends that one step for real (its output,
+scrubbed of the credential's secrets, feeds the steps after it).
+
+A previewed step has no output; when a later step needs one, the output of
+that step's last successful run is used (said in ``output_source``), else
+the later step reports the missing value. Nothing is written to the database.
+"""
+
+import json
+import urllib.parse
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.utils import timezone
+
+from integrations import credential_hosts
+from integrations.actions.base import ActionContext
+from integrations.actions.http import _idempotency_header, _with_query, url_problem
+from integrations.errors import PermanentError, RetryableError, RunFiltered
+from integrations.registry import UnknownAction, get_action
+from integrations.services import credential_reveal, credential_secret_values
+
+from . import redaction, templating
+from .models import STEP_SPEC_FIELDS, Step, StepRun, StepRunStatus, Workflow
+from .recording import Scrubber
+from .validation import validate_definition
+
+MASK = "••••••"
+
+__all__ = ["dry_run", "sample_payload", "last_outputs"]
+
+
+def sample_payload(body: Any, *, method: str | None = "POST") -> dict[str, Any]:
+    """A trigger shaped like a webhook's, with ``body`` as its body."""
+    return {"method": method, "headers": {}, "query": {}, "content_type": "application/json", "body": body}
+
+
+def last_outputs(workflow: Workflow) -> dict[str, Any]:
+    """``{step key: output}`` of each step's latest successful execution in this workflow's runs."""
+    outputs: dict[str, Any] = {}
+    rows = (
+        StepRun.objects.filter(run__workflow=workflow, status=StepRunStatus.SUCCEEDED)
+        .order_by("key", "-run__created_at")
+        .distinct("key")
+        .values_list("key", "output")
+        if _supports_distinct_on()
+        else StepRun.objects.filter(run__workflow=workflow, status=StepRunStatus.SUCCEEDED)
+        .order_by("-run__created_at")
+        .values_list("key", "output")[:500]
+    )
+    for key, output in rows:
+        outputs.setdefault(key, output)
+    return outputs
+
+
+def _supports_distinct_on() -> bool:
+    from django.db import connection
+
+    return connection.features.can_distinct_on_fields
+
+
+def dry_run(
+    *,
+    workflow: Workflow,
+    payload: Any,
+    steps: Sequence[Mapping[str, Any]] | None = None,
+    send_step: str | None = None,
+) -> dict[str, Any]:
+    """Test ``workflow`` (or the unsaved ``steps`` for it) against ``payload`` (the trigger body).
+
+    Raises ``WorkflowInvalid`` when ``steps`` do not validate (as saving would).
+    Returns ``{"trigger": ..., "steps": [result, ...], "outcome": "...", "sent": key or None}``.
+    """
+    rows: list[Step] = (
+        validate_definition(workflow, steps) if steps is not None else list(workflow.steps.order_by("position"))
+    )
+    trigger = sample_payload(payload)
+    earlier = last_outputs(workflow) if workflow.pk else {}
+    context: dict[str, Any] = {
+        "trigger": trigger,
+        "steps": {},
+        "run": {"id": "test", "trigger": "test", "created_at": timezone.now().isoformat(), "started_at": None},
+        "workflow": {"id": workflow.pk, "name": workflow.name, "version": workflow.version},
+    }
+    results: list[dict[str, Any]] = []
+    outcome = "completed"
+    stopped = False
+    for position, row in enumerate(rows):
+        result: dict[str, Any] = {
+            "position": position,
+            "key": row.key,
+            "action_type": row.action_type,
+            "status": "skipped",
+            "rendered_config": None,
+            "output": None,
+            "output_source": None,
+            "would_send": None,
+            "error": "",
+        }
+        results.append(result)
+        if stopped:
+            continue
+        try:
+            _test_step(row, position, context, result, send=(row.key == send_step), workflow=workflow)
+        except RunFiltered as filtered:
+            result.update(status="filtered", output=filtered.output)
+            outcome, stopped = "filtered", True
+            continue
+        except (PermanentError, RetryableError) as exc:
+            result.update(status="error", error=exc.message)
+            outcome, stopped = "error", True
+            continue
+        if result["output"] is None and result["status"] == "preview" and row.key in earlier:
+            result.update(output=earlier[row.key], output_source="last successful run")
+        if result["output"] is not None or result["status"] in ("ok", "sent"):
+            context["steps"][row.key] = {"output": result["output"], "status": StepRunStatus.SUCCEEDED}
+    return {"trigger": trigger, "steps": results, "outcome": outcome, "sent": send_step}
+
+
+def _test_step(
+    row: Step, position: int, context: dict[str, Any], result: dict[str, Any], *, send: bool, workflow: Workflow
+) -> None:
+    try:
+        action = get_action(row.action_type)
+    except UnknownAction as exc:
+        raise PermanentError(str(exc)) from None
+    config = templating.prepare_config(action, row.config or {})
+    try:
+        rendered = templating.render_value(config, context)
+    except templating.TemplateError as exc:
+        raise PermanentError(f"template error: {exc.message}") from None
+    result["rendered_config"] = rendered
+    credential = row.credential if row.credential_id else None
+    secrets: tuple[str, ...] = ()
+    revealed = None
+    if credential is not None and (send or not action.has_side_effects):
+        revealed = credential_reveal(credential)
+        secrets = tuple(credential_secret_values(credential, revealed))
+    scrub = Scrubber(secrets)
+    if action.has_side_effects and not send:
+        result["status"] = "preview"
+        result["would_send"] = would_send(row.action_type, rendered, credential, action)
+        return
+    ctx = ActionContext(
+        run_id=f"test-{uuid.uuid4()}",
+        workflow_id=workflow.pk or 0,
+        organization_id=workflow.organization_id,
+        step_key=row.key,
+        idempotency_key=f"potaflow-test-{uuid.uuid4()}-{position}",
+        timeout_seconds=row.timeout_seconds,
+        credential=revealed,
+        credential_kind=credential.kind if credential is not None else None,
+        template_context=context,
+    )
+    if send and action.has_side_effects:
+        result["would_send"] = would_send(row.action_type, rendered, credential, action)
+    try:
+        output = action.run(rendered, ctx)
+    except RunFiltered as filtered:
+        raise RunFiltered(scrub(filtered.output)) from None
+    except (PermanentError, RetryableError) as exc:
+        raise type(exc)(scrub(exc.message)) from None
+    result["output"] = json.loads(json.dumps(scrub(output), default=str))
+    result["status"] = "sent" if action.has_side_effects else "ok"
+
+
+def would_send(action_type: str, config: Any, credential: Any, action: Any) -> dict[str, Any]:
+    """What a side-effecting step would send, secrets masked."""
+    if not isinstance(config, dict):
+        return {"summary": None}
+    if action_type == "http.request":
+        return _http_preview(config, credential)
+    if action_type == "email.send":
+        return {
+            "kind": "email",
+            "to": config.get("to"),
+            "cc": config.get("cc"),
+            "bcc": config.get("bcc"),
+            "from": config.get("from_email") or (credential.public_data.get("from_email") if credential else None),
+            "subject": config.get("subject"),
+            "text": config.get("text"),
+            "html": config.get("html"),
+        }
+    if action_type == "slack.message":
+        return {
+            "kind": "slack",
+            "channel": config.get("channel"),
+            "text": config.get("text"),
+            "blocks": config.get("blocks"),
+        }
+    if action_type == "sheets.append_row":
+        return {
+            "kind": "sheets",
+            "spreadsheet": config.get("spreadsheet"),
+            "worksheet": config.get("worksheet") or "(the first worksheet)",
+            "row": config.get("values"),
+        }
+    return {"kind": "other", "summary": action.request_summary(config), "config": config}
+
+
+def _http_preview(config: dict[str, Any], credential: Any) -> dict[str, Any]:
+    url = str(config.get("url", ""))
+    problem = url_problem(url)
+    full_url = url if problem else _with_query(url, config.get("query") or {})
+    sensitive = redaction.sensitive_header_names()
+    headers = {
+        str(k): (MASK if str(k).lower() in sensitive else str(v)) for k, v in (config.get("headers") or {}).items()
+    }
+    key_header = _idempotency_header(config)
+    if key_header:
+        headers[key_header] = "potaflow-<run>-<step> (the same on every retry)"
+    notes: list[str] = []
+    if credential is not None:
+        public = credential.public_data or {}
+        if credential.kind == "http_bearer":
+            headers["Authorization"] = f"Bearer {MASK}"
+        elif credential.kind == "http_basic":
+            headers["Authorization"] = f"Basic {MASK} ({public.get('username', '')})"
+        elif credential.kind == "http_header":
+            headers[str(public.get("header_name") or "X-Credential")] = MASK
+        if not problem:
+            try:
+                credential_hosts.check(public.get("allowed_hosts"), full_url)
+            except credential_hosts.NotAllowed as exc:
+                notes.append(f"would be refused: {exc}")
+    body = config.get("body")
+    body_type = config.get("body_type", "json")
+    if body is not None and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = {
+            "form": "application/x-www-form-urlencoded",
+            "raw": "text/plain; charset=utf-8",
+        }.get(body_type, "application/json")
+    if body is not None and body_type == "form" and isinstance(body, dict):
+        body_text = urllib.parse.urlencode(body, doseq=True)
+    elif body is not None and body_type == "raw" and isinstance(body, str):
+        body_text = body
+    elif body is not None:
+        body_text = json.dumps(body, indent=2, ensure_ascii=False)
+    else:
+        body_text = None
+    if problem:
+        notes.append(f"the URL {problem}")
+    return {
+        "kind": "http",
+        "method": str(config.get("method", "GET")).upper(),
+        "url": full_url,
+        "headers": headers,
+        "body": body_text,
+        "notes": notes,
+    }
+
+
+def step_specs(workflow: Workflow) -> list[dict[str, Any]]:
+    """The saved steps as specs (what ``dry_run(steps=...)`` and the services take)."""
+    return [
+        {**{f: getattr(s, f) for f in STEP_SPEC_FIELDS}, "credential": s.credential_id}
+        for s in workflow.steps.order_by("position")
+    ]
