@@ -199,17 +199,18 @@ def test_template_check_endpoint_uses_the_save_time_validator(editor, viewer):
 
 
 # -- versions -------------------------------------------------------------------------------------
-def test_version_history_lists_the_current_version_and_those_that_ran_and_restores_one(org):
+def test_version_history_lists_every_stored_version_with_its_runs_and_restores_one(org):
     wf = workflow_create(organization=org, name="W", steps=http_steps("https://one.example.com/"))
     run_accept(workflow=wf, trigger="manual", payload={"body": {}})
     workflow_update(workflow=wf, steps=http_steps("https://two.example.com/"))
     workflow_update(workflow=wf, name="W renamed")  # version 3, never ran
     history = versions.version_history(wf)
-    assert [(v.number, v.current, v.runs) for v in history] == [(3, True, 0), (1, False, 1)]
-    assert history[1].steps[2]["config"]["url"] == "https://one.example.com/"
+    assert [(v.number, v.current, v.runs) for v in history] == [(3, True, 0), (2, False, 0), (1, False, 1)]
+    assert history[2].steps[2]["config"]["url"] == "https://one.example.com/"
+    assert history[1].steps[2]["config"]["url"] == "https://two.example.com/"  # saved, never ran: still stored
 
     restored = versions.version_restore(workflow=wf, number=1)
     assert restored.version == 4
     assert wf.steps.get(key="notify").config["url"] == "https://one.example.com/"
     with pytest.raises(WorkflowInvalid):
-        versions.version_restore(workflow=wf, number=2)  # saved but never ran: unknown
+        versions.version_restore(workflow=wf, number=99)  # never stored
