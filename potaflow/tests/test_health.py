@@ -62,12 +62,13 @@ def test_healthz_is_200_when_database_and_broker_answer(client):
 
 def _run(org, status, age_seconds):
     from workflows.models import Run, TriggerType
-    from workflows.services import workflow_create
+    from workflows.services import workflow_create, workflow_current_version
 
     wf = workflow_create(organization=org, name=f"W {status} {age_seconds}", trigger_type=TriggerType.MANUAL)
     return Run.objects.create(
         workflow=wf,
         workflow_version=1,
+        version=workflow_current_version(wf),
         trigger="manual",
         status=status,
         created_at=timezone.now() - timedelta(seconds=age_seconds),

@@ -125,6 +125,13 @@ BODIES = {
     "replay": {},
     "run": {"payload": {"x": 1}},
     "rotate-webhook-token": {},
+    # An export document of one's own, imported into the victim's organization.
+    "import": {
+        "potaflow_export": 1,
+        "workflow": {"name": "Hijacked", "trigger_type": "manual"},
+        "steps": [],
+        "import": {"organization": None},  # filled with the victim organization's id below
+    },
 }
 # Endpoints without a path parameter that take no organization's ids (the auth flow, creating one's own org).
 NO_FOREIGN_IDS = {
@@ -133,7 +140,10 @@ NO_FOREIGN_IDS = {
     ("/api/auth/token/refresh/", "post"),
     ("/api/auth/logout/", "post"),
     ("/api/organizations/", "post"),
+    ("/api/templates/check/", "post"),  # checks a template string; reads and writes nothing
 }
+# The built-in templates: one catalog shipped with the code, the same for every organization.
+NOT_TENANT_DATA_PATHS = {"/api/templates/{slug}/"}
 
 
 def _api_operations() -> list[tuple[str, str]]:
@@ -167,7 +177,7 @@ def test_every_api_operation_on_another_organizations_id_is_a_404_without_effect
     before = _snapshot(tenants)
     swept = []
     for path, method in _api_operations():
-        if "{" not in path:
+        if "{" not in path or path in NOT_TENANT_DATA_PATHS:
             continue
         action = path.strip("/").split("/")[-1]
         resource = action if action in BODIES and not action.startswith("{") else path.strip("/").split("/")[-2]
@@ -203,7 +213,10 @@ def test_lists_filters_and_creates_never_reach_another_organization(tenants):
         elif method == "post":
             resource = path.strip("/").split("/")[-1]
             assert resource in BODIES, f"POST {path}: the tenant sweep does not know it; add it"
-            answer = client.post(path, {**BODIES[resource], "organization": victim_org.pk}, format="json")
+            body = {**BODIES[resource], "organization": victim_org.pk}
+            if "import" in body:
+                body["import"] = {"organization": victim_org.pk}
+            answer = client.post(path, body, format="json")
             assert answer.status_code in (400, 403, 404), (path, answer.status_code, answer.content[:300])
             assert MARK not in answer.content.decode()
         else:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from potaflow.testing.worker import broker_at
 from workflows.models import Run, TriggerType
-from workflows.services import workflow_create
+from workflows.services import workflow_create, workflow_current_version
 from workflows.status import status_report
 
 
@@ -24,6 +24,7 @@ def make_run(wf, status, *, ago=0, dead=False):
     return Run.objects.create(
         workflow=wf,
         workflow_version=1,
+        version=workflow_current_version(wf),
         trigger="manual",
         status=status,
         dead_lettered=dead,
@@ -69,7 +70,7 @@ def test_the_summary_counts_runs_dead_letters_and_lists_schedules(busy, settings
     assert "Nightly" in schedules and "30 2 * * *" in schedules
     assert "Paused" not in schedules
     assert "succeeded  runs kept 30 day(s)  [POTAFLOW_RETAIN_SUCCEEDED_DAYS]" in text
-    assert "failed     runs kept forever (not configured)  [POTAFLOW_RETAIN_FAILED_DAYS]" in text
+    assert "failed     runs kept 30 day(s)  [POTAFLOW_RETAIN_FAILED_DAYS]" in text  # the default
     assert "filtered   runs kept forever  [POTAFLOW_RETAIN_FILTERED_DAYS]" in text
 
 
@@ -80,7 +81,7 @@ def test_the_json_report_has_the_same_facts(busy):
     assert data["dead_lettered_total"] == 2
     assert data["queue_length"] >= 0 and data["broker_error"] == ""
     assert [s["workflow"] for s in data["schedules"]] == ["Every five"]
-    assert data["retention"]["filtered"] == {"setting": "POTAFLOW_RETAIN_FILTERED_DAYS", "days": None}
+    assert data["retention"]["filtered"] == {"setting": "POTAFLOW_RETAIN_FILTERED_DAYS", "days": 3}  # the default
 
 
 def test_the_next_firing_is_computed_in_the_schedule_time_zone(busy):
