@@ -35,6 +35,7 @@ from stack import (  # noqa: E402
     LOOPBACK,
     RedisServer,
     Service,
+    children_of,
     ensure_loopback,
     free_port,
     fresh_database,
@@ -57,6 +58,7 @@ __all__ = [
     "LOOPBACK",
     "BenchStack",
     "Sink",
+    "children_of",
     "emit",
     "machine",
     "percentile",
@@ -110,22 +112,22 @@ def wrk_path() -> str:
     sys.exit("wrk is not installed: `sudo apt-get install -y wrk` (Debian/Ubuntu) or `brew install wrk`")
 
 
+ANSWER = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+
+
 class Sink:
     """A keep-alive HTTP/1.1 server on loopback answering every POST with a small JSON (a fast API)."""
 
     def __init__(self) -> None:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # One write per answer and no Nagle delay (else 40 ms stalls against delayed ACKs).
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
-                body = b'{"ok":true}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(ANSWER)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -181,7 +183,16 @@ class BenchStack:
         """Database, redis, Django in this process (migrated)."""
         log(f"fresh database {redact(self.database_url)}, redis-server on {self.redis.url}, logs in {self.log_dir}")
         fresh_database(self.database_url, required_prefix=DB_PREFIX)
-        self.redis.start()
+        for attempt in range(3):  # a free port can be taken by another process before redis binds it
+            try:
+                self.redis.start()
+                break
+            except RuntimeError:
+                self.redis.stop()
+                if attempt == 2:
+                    raise
+                self.redis = RedisServer(free_port(), self.log_dir)
+                self.env["CELERY_BROKER_URL"] = self.redis.url
         os.environ.update(self.env)
         os.environ["LOG_LEVEL"] = "WARNING"
         import django
@@ -201,9 +212,11 @@ class BenchStack:
             }[kind]
         return argv
 
-    def start(self, kind: str, argv: list[str] | None = None, name: str | None = None) -> Service:
+    def start(
+        self, kind: str, argv: list[str] | None = None, name: str | None = None, env: dict[str, str] | None = None
+    ) -> Service:
         name = name or kind
-        service = Service(name, argv or self.command(kind), self.env, self.log_dir).start()
+        service = Service(name, argv or self.command(kind), env or self.env, self.log_dir).start()
         self.services[name] = service
         if kind == "web":
             self.wait_http(service)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import benchlib
-from benchlib import LOOPBACK, BenchStack, emit, log, table
+from benchlib import BenchStack, emit, log, table
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {"ratio": ">= 50 % of baseline", "p99_c32": "p99 <= 50 ms at c=32", "non2xx": "0 non-2xx"}
