@@ -32,13 +32,24 @@ def own_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size: shared (copy-on-write) pages divided among the processes sharing them."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settle", type=float, default=10, help="seconds idle before measuring [10]")
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
     args = parser.parse_args(argv)
     stack = BenchStack(args.database_url)
-    rows, totals = [], {}
+    rows, totals, pss = [], {}, {}
     try:
         stack.setup()
         for kind in ("web", "worker", "beat"):
@@ -49,14 +60,20 @@ def main(argv: list[str] | None = None) -> int:
             pids = [service.pid, *benchlib.children_of(service.pid)]
             parts = [round(own_rss_mb(pid), 1) for pid in pids]
             totals[name] = round(benchlib.rss_mb(service.pid), 1)
-            rows.append((name, len(pids), parts[0], " + ".join(str(p) for p in parts[1:]) or "-", totals[name]))
+            pss[name] = round(sum(pss_mb(pid) for pid in pids), 1)
+            rows.append(
+                (name, len(pids), parts[0], " + ".join(str(p) for p in parts[1:]) or "-", totals[name], pss[name])
+            )
     finally:
         stack.stop()
     total = round(sum(totals.values()), 1)
     print(f"\nMemory, idle after {args.settle:g} s (make run's configuration, {benchlib.machine()})")
-    table(rows, ("process", "processes", "main MiB", "children MiB", "total MiB"))
-    print(f"total {total} MiB; target: {TARGET}")
+    table(rows, ("process", "processes", "main MiB", "children MiB", "RSS total MiB", "PSS total MiB"))
+    pss_total = round(sum(pss.values()), 1)
+    print(f"RSS total {total} MiB (counts copy-on-write pages once per process), PSS total {pss_total} MiB")
+    print(f"target: {TARGET} (RSS)")
     emit("memory", "rss_idle_total_mib", total, "MiB", TARGET, **totals)
+    emit("memory", "pss_idle_total_mib", pss_total, "MiB", **pss)
     return 0
 
 
