@@ -51,10 +51,24 @@ def record(pid: int, seconds: int, out: Path, *, idle: bool = False) -> subproce
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # noqa: S603
 
 
+IDLE_LEAVES = (  # a thread waiting for work, not serving: left out of the shares
+    "_worker (concurrent/futures/thread.py",  # gthread's idle pool threads
+    "EpollSelector.select (selectors.py",  # gunicorn's accept loop
+    "Connection._recv (billiard/connection.py",  # a pool child waiting for its next task
+    "Condition.wait (threading.py",
+)
+
+
+def function_of(frame: str) -> str:
+    """``func (path:line)`` -> ``func (path)``: line numbers apart, one entry per function."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0]})" if where else frame
+
+
 def summarize(raw: Path, label: str, top: int = 15) -> str:
     own: Counter[str] = Counter()
     inside: Counter[str] = Counter()
-    total = 0
+    total = busy = keeper = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
@@ -62,14 +76,25 @@ def summarize(raw: Path, label: str, top: int = 15) -> str:
         n = int(count)
         total += n
         frames = stack.split(";")
-        own[frames[-1]] += n
-        for frame in set(frames):
+        if any("LeaseKeeper" in f for f in frames):
+            keeper += n  # the lease renewal thread (mostly asleep)
+            continue
+        if frames[-1].startswith(IDLE_LEAVES):
+            continue
+        busy += n
+        own[function_of(frames[-1])] += n
+        for frame in {function_of(f) for f in frames}:
             if any(p in frame for p in PROJECT):
                 inside[frame] += n
-    lines = [f"## {label}: {total} samples ({raw})", "self (own time, any code):"]
-    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    busy = busy or 1
+    lines = [
+        f"## {label}: {total} samples, {busy} busy (idle waits for work and the lease keeper thread,"
+        f" {keeper} samples, left out); shares of busy samples ({raw})",
+        "self (own time, any code):",
+    ]
+    lines += [f"  {100 * n / busy:5.1f}%  {f}" for f, n in own.most_common(top)]
     lines.append("total (time inside, project code):")
-    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inside.most_common(top)]
+    lines += [f"  {100 * n / busy:5.1f}%  {f}" for f, n in inside.most_common(top)]
     return "\n".join(lines)
 
 
@@ -79,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="wrk connections for the web profile [8]")
     parser.add_argument("--runs", type=int, default=3000, help="preloaded runs for the worker profile [3000]")
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
+    parser.add_argument("--summarize", type=Path, help="only summarize the raw stacks of an earlier run's folder")
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize / "web.txt", "gunicorn worker under webhook load"))
+        print(summarize(args.summarize / "worker.txt", "Celery pool child draining 1-step runs"))
+        return 0
     wrk = benchlib.wrk_path()
     py_spy()
     out = Path(tempfile.mkdtemp(prefix="potaflow-bench-profile-"))
