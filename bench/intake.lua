@@ -35,7 +35,9 @@ end
 
 function done(summary, latency, requests)
   local agg = {}
+  local next_index = 0
   for _, t in ipairs(threads) do
+    next_index = math.max(next_index, t:get("i"))
     for k, v in pairs(t:get("status")) do
       agg[tostring(k)] = (agg[tostring(k)] or 0) + v
     end
@@ -46,7 +48,7 @@ function done(summary, latency, requests)
   end
   local e = summary.errors
   io.write(string.format(
-    '{"wrk": {"requests": %d, "seconds": %.3f, "errors": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, "max_us": %d, "status": {%s}}}\n',
+    '{"wrk": {"requests": %d, "seconds": %.3f, "errors": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, "max_us": %d, "next": %d, "status": {%s}}}\n',
     summary.requests, summary.duration / 1e6, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max, table.concat(parts, ", ")))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max, next_index, table.concat(parts, ", ")))
 end

@@ -80,7 +80,7 @@ def run_wrk(wrk: str, url: str, data: Path, connections: int, duration: int) -> 
     for line in proc.stdout.splitlines():
         if line.startswith('{"wrk"'):
             result = json.loads(line)["wrk"]
-            USED[data] = USED.get(data, 0) + result["requests"] + connections
+            USED[data] = result["next"]  # past the highest index any thread reached
             return result
     raise RuntimeError(f"wrk gave no summary (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
