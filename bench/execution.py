@@ -220,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def stack_concurrency() -> str:
+    """The worker's pool size as the bench ran it (settings default: 2)."""
+    import os
+
+    return os.environ.get("POTAFLOW_WORKER_CONCURRENCY", "2")
+
+
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     base = results.get("baseline", {}).get("runs_per_s")
     rows = []
@@ -241,6 +248,16 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     )  # fmt: skip
     print(f"targets: 1-step {TARGETS['1-step']}; 5-step {TARGETS['5-step']}; overhead {TARGETS['overhead']}")
     print("gap = next step's attempt start - this attempt's finish; with a backlog it includes queue wait")
+    concurrency = int(stack_concurrency())
+    for name, r in results.items():
+        if r["steps_per_s"]:
+            wall = 1000 * concurrency / r["steps_per_s"]
+            r["wall_per_step_ms"] = round(wall, 1)
+            r["wall_minus_action_ms"] = round(wall - r["action_ms_p50"], 1) if "action_ms_p50" in r else None
+            print(
+                f"{name}: wall time per step per pool process = {concurrency} / steps/s = {wall:.1f} ms"
+                + (f"; minus the action's median = {r['wall_minus_action_ms']} ms" if "action_ms_p50" in r else "")
+            )
     for name, r in results.items():
         target = TARGETS.get(name, "")
         emit(
@@ -253,6 +270,15 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
             final=r["final"],
         )
         emit("execution", f"{name}.steps_per_s", r["steps_per_s"], "1/s")
+        if r.get("wall_per_step_ms") is not None:
+            emit(
+                "execution",
+                f"{name}.wall_per_step_ms",
+                r["wall_per_step_ms"],
+                "ms",
+                "" if name == "baseline" else TARGETS["overhead"] + " (minus the action)",
+                minus_action=r.get("wall_minus_action_ms"),
+            )
         if "in_attempt_overhead_ms_p50" in r:
             emit(
                 "execution",
