@@ -43,7 +43,7 @@ export HOST PORT
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint fmt migrate bench chaos install install-dev clean
+.PHONY: help run test test-fast lint fmt migrate bench bench-profile chaos install install-dev clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -95,13 +95,20 @@ fmt: install-dev ## fix what ruff can fix and format the code
 migrate: install ## apply database migrations
 	$(PY) manage.py migrate --noinput
 
-# bench/stack.py is a helper module; bench/chaos.py has its own target (it runs for minutes).
-bench: install ## run the benchmarks in bench/ (they print figures; see bench/README.md)
-	@set -e; found=0; for script in bench/*.py; do \
-		[ -e "$$script" ] || continue; \
-		case "$$script" in bench/stack.py|bench/chaos.py) continue;; esac; found=1; \
-		echo "== $$script"; $(PY) "$$script"; \
-	done; [ $$found = 1 ] || echo "No benchmark scripts in bench/ yet."
+# The performance suite (bench/README.md): each script starts its own stack (fresh PostgreSQL
+# database potaflow_bench*, own redis-server), warms up, prints a table and one JSON line per figure.
+# Options per script via BENCH_ARGS_<name> (command line or environment), e.g.
+# make bench BENCH_SCRIPTS="intake e2e" BENCH_ARGS_intake="--duration 10" BENCH_ARGS_e2e="--duration 30".
+BENCH_SCRIPTS ?= intake execution e2e growth memory sqlcount
+bench: install ## performance suite: intake, execution, end-to-end, growth, memory, SQL counts (needs wrk)
+	@command -v wrk >/dev/null || { echo "wrk is missing: sudo apt-get install -y wrk" >&2; exit 1; }
+	@set -e; for name in $(BENCH_SCRIPTS); do \
+		args=$$(printenv "BENCH_ARGS_$$name" || true); \
+		echo "== bench/$$name.py $$args"; $(PY) bench/$$name.py $$args; \
+	done
+
+bench-profile: install ## py-spy profiles: a web worker under intake load, a pool child draining runs
+	$(PY) bench/profile.py $(PROFILE_ARGS)
 
 # Own PostgreSQL database (potaflow_chaos) and own redis-server; extra options via CHAOS_ARGS.
 chaos: install ## chaos run: webhooks while worker, web and broker die; lost runs, duplicate effects, settle time

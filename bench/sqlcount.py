@@ -1,0 +1,112 @@
+"""SQL statements per webhook and per step (a profiling harness, not a timing benchmark).
+
+On a fresh PostgreSQL database (``potaflow_bench_sql``) and its own
+redis-server: one webhook (unsigned and signed) through Django's test client
+(the real URL, middleware and view), then each step of a 1-step and a 5-step
+run executed in this process with ``workflows.engine.run_step`` (what the
+Celery task calls), counting the statements on this thread's connection with
+``CaptureQueriesContext`` (DEBUG stays off). Statements of other threads (the
+step's lease keeper) are not counted. Prints the counts by kind and, with
+``--show``, the statements.
+
+    .venv/bin/python bench/sqlcount.py --show
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import secrets
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import benchlib
+from benchlib import BenchStack, emit, table
+
+DB = benchlib.DEFAULT_DB.rsplit("/", 1)[0] + "/potaflow_bench_sql"
+
+
+def kinds(queries: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(q["sql"].split(None, 1)[0].upper() for q in queries)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--show", action="store_true", help="print every statement (first 160 characters)")
+    parser.add_argument("--database-url", default=DB)
+    args = parser.parse_args(argv)
+    stack = BenchStack(args.database_url)
+    sink = benchlib.Sink()
+    rows: list[tuple] = []
+    shown: list[tuple[str, list[str]]] = []
+    try:
+        stack.setup()
+        from django.db import connection
+        from django.test import Client
+        from django.test.utils import CaptureQueriesContext
+
+        from workflows.engine import run_step
+        from workflows.models import Run
+
+        org = benchlib.create_org()
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        flows = {
+            "1-step unsigned": benchlib.create_workflow(org, "sql 1", benchlib.one_step_steps(sink.url)),
+            "1-step signed": benchlib.create_workflow(org, "sql 1s", benchlib.one_step_steps(sink.url), secret),
+            "5-step unsigned": benchlib.create_workflow(org, "sql 5", benchlib.five_step_steps(sink.url)),
+        }
+        client = Client(HTTP_HOST=benchlib.LOOPBACK)
+        for label, workflow in flows.items():
+            for attempt in ("first", "warm"):  # the first request pays for imports and caches
+                body = json.dumps(benchlib.event_body(1)).encode()
+                headers = {}
+                if workflow.webhook_secret:
+                    msg_id, now = f"msg_{uuid.uuid4().hex}", int(time.time())
+                    headers = {
+                        "HTTP_WEBHOOK_ID": msg_id,
+                        "HTTP_WEBHOOK_TIMESTAMP": str(now),
+                        "HTTP_WEBHOOK_SIGNATURE": benchlib.sign(workflow.webhook_secret, msg_id, now, body),
+                    }
+                with CaptureQueriesContext(connection) as ctx:
+                    response = client.post(
+                        f"/hooks/{workflow.webhook_token}", data=body, content_type="application/json", **headers
+                    )
+                assert response.status_code == 202, response.content
+                if attempt == "warm":
+                    rows.append((f"webhook {label}", len(ctx.captured_queries), dict(kinds(ctx.captured_queries))))
+                    shown.append((f"webhook {label}", [q["sql"] for q in ctx.captured_queries]))
+            run_id = response.json()["run_id"]
+            if label.endswith("signed") and "unsigned" not in label:
+                continue
+            run = Run.objects.get(pk=run_id)
+            for spec in run.definition["steps"]:
+                with CaptureQueriesContext(connection) as ctx:
+                    outcome = run_step(run_id, spec["position"], message_id=str(uuid.uuid4()))
+                name = f"{label} step {spec['position']} {spec['action_type']}"
+                rows.append((name, len(ctx.captured_queries), dict(kinds(ctx.captured_queries))))
+                shown.append((name, [q["sql"] for q in ctx.captured_queries]))
+                if not outcome.proceed:
+                    break
+            run.refresh_from_db()
+            rows.append((f"{label}: run ends", run.status, ""))
+    finally:
+        stack.stop()
+        sink.stop()
+    print(f"\nSQL statements (this thread's connection; {benchlib.machine()})")
+    table(rows, ("what", "statements", "by kind"))
+    for name, count, by_kind in rows:
+        if isinstance(count, int):
+            emit("sql", name.replace(" ", "_"), count, "statements", by_kind=by_kind)
+    if args.show:
+        for name, statements in shown:
+            print(f"\n-- {name}: {len(statements)}")
+            for sql in statements:
+                print("   ", sql[:160])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
