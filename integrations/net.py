@@ -131,7 +131,10 @@ def check_address(address: IPAddress, *, host: str, allow: AllowList | None = No
     allow = current_allow_list() if allow is None else allow
     if is_public_address(address) or allow.allows_host(host) or allow.allows_address(address):
         return
-    raise BlockedDestination(f"blocked destination: {host} resolves to {address}, which is not a public address")
+    raise BlockedDestination(
+        f"blocked destination: {host} resolves to {address}, which is not a public address "
+        "(an operator may allow it with POTAFLOW_ALLOW_PRIVATE_DESTINATIONS; web and worker read it at start)"
+    )
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:

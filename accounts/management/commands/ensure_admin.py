@@ -49,7 +49,10 @@ class Command(BaseCommand):
             elif password:
                 self._sync_password(user=user, password=password)
             else:
-                self.stdout.write(f"Admin user: {user.email} (exists)")
+                self.stdout.write(
+                    f"Admin user: {user.email} (exists; a new password: "
+                    f".venv/bin/python manage.py changepassword {user.email})"
+                )
             if user.is_superuser and not Membership.objects.filter(user=user).exists():
                 organization = organization_create(name=DEFAULT_ORGANIZATION_NAME, owner=user)
                 self.stdout.write(f"Organization {organization.name!r} created with {user.email} as owner.")
@@ -79,7 +82,10 @@ class Command(BaseCommand):
 
     def _sync_password(self, *, user: User, password: str) -> None:
         if user.check_password(password):
-            self.stdout.write(f"Admin user: {user.email} (exists)")
+            self.stdout.write(
+                f"Admin user: {user.email} (exists; a new password: "
+                f".venv/bin/python manage.py changepassword {user.email})"
+            )
             return
         self._warn_if_weak(email=user.email, password=password)
         user.set_password(password)
