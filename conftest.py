@@ -1,10 +1,10 @@
-"""Test-wide fixtures live in ``potaflow/testing/`` as pytest plugins, one module per concern."""
+"""Test-wide fixtures live in ``testing/`` as pytest plugins, one module per concern."""
 
 import pytest
 
 pytest_plugins = [
-    "potaflow.testing.network",  # socket guard (no traffic beyond loopback) + local protocol peers
-    "potaflow.testing.worker",  # a real Celery worker (and beat) subprocess against the test database
+    "testing.network",  # socket guard (no traffic beyond loopback) + local protocol peers
+    "testing.worker",  # a real Celery worker (and beat) subprocess against the test database
 ]
 
 

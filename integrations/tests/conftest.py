@@ -4,7 +4,7 @@ import pytest
 
 from accounts.models import Organization
 from integrations.actions.base import ActionContext
-from potaflow.testing.worker import TEST_FERNET_KEY
+from testing.worker import TEST_FERNET_KEY
 
 # pytest-django runs with DEBUG off, where an empty key list is refused (integrations.E001);
 # the worker subprocess decrypts with the same fixed TEST_FERNET_KEY.

@@ -11,7 +11,7 @@ from integrations.actions.http import HttpRequest
 from integrations.errors import PermanentError
 from integrations.models import Credential
 from integrations.services import credential_create, credential_reveal
-from potaflow.testing.network import Reply
+from testing.network import Reply
 
 from .conftest import make_ctx
 

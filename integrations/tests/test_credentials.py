@@ -11,7 +11,7 @@ from integrations.checks import check_fernet_keys
 from integrations.crypto import SecretDecryptionError
 from integrations.models import Credential
 from integrations.services import credential_create, credential_reveal, credential_secret_markers, credential_update
-from potaflow.testing.network import service_account_key
+from testing.network import service_account_key
 
 KEY_A = Fernet.generate_key().decode()
 KEY_B = Fernet.generate_key().decode()

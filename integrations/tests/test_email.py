@@ -7,7 +7,7 @@ import pytest
 
 from integrations.actions.email import SendEmail
 from integrations.errors import ConfigError, PermanentError, RetryableError
-from potaflow.testing.network import Reply, SMTPServer, free_port
+from testing.network import Reply, SMTPServer, free_port
 
 from .conftest import make_ctx
 

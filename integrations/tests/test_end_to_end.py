@@ -16,7 +16,7 @@ from django.test import Client
 
 from integrations import registry
 from integrations.services import credential_create
-from potaflow.testing.network import (
+from testing.network import (
     FakeGoogle,
     FakeSendGrid,
     FakeSlack,
@@ -26,7 +26,7 @@ from potaflow.testing.network import (
     service_account_key,
     worker_network_guard_env,
 )
-from potaflow.testing.worker import wait_for_run
+from testing.worker import wait_for_run
 from workflows.models import TriggerType
 from workflows.services import workflow_create
 
@@ -251,7 +251,7 @@ def test_a_plugin_action_is_listed_and_runs_in_a_workflow(stack, world):
 
 
 def test_the_worker_runs_under_the_socket_guard(stack, world):
-    from potaflow.testing import network
+    from testing import network
 
     registry.reset()
     run, (step,) = fire(world.acme, [{"key": "probe", "action_type": "acme.probe", "config": {}}], {})

@@ -10,7 +10,7 @@ import pytest
 from integrations import net
 from integrations.actions.http import HttpRequest
 from integrations.errors import ConfigError, PermanentError, RetryableError
-from potaflow.testing.network import RecordingHTTPServer, Reply, free_port
+from testing.network import RecordingHTTPServer, Reply, free_port
 
 from .conftest import make_ctx
 

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from integrations import net
-from potaflow.testing.network import RecordingHTTPServer, Reply
+from testing.network import RecordingHTTPServer, Reply
 
 
 @pytest.fixture

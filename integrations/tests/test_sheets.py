@@ -4,7 +4,7 @@ import pytest
 
 from integrations.actions.sheets import AppendRow
 from integrations.errors import ConfigError, PermanentError, RetryableError
-from potaflow.testing.network import RecordingHTTPServer, Reply, service_account_key
+from testing.network import RecordingHTTPServer, Reply, service_account_key
 
 from .conftest import make_ctx
 

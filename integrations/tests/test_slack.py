@@ -6,7 +6,7 @@ import pytest
 
 from integrations.actions.slack import SlackMessage
 from integrations.errors import ConfigError, PermanentError, RetryableError
-from potaflow.testing.network import Reply
+from testing.network import Reply
 
 from .conftest import make_ctx
 

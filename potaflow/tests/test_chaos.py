@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from potaflow.testing import network
+from testing import network
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from potaflow.testing.network import (
+from testing.network import (
     NetworkGuardViolation,
     RecordingHTTPServer,
     expected_guard_violations,

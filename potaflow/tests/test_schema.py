@@ -23,7 +23,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis import checks
 
 from accounts.models import Membership, Organization, Role, User
-from potaflow.testing.worker import TEST_FERNET_KEY
+from testing.worker import TEST_FERNET_KEY
 from workflows.models import TriggerType
 from workflows.services import run_accept, workflow_create
 

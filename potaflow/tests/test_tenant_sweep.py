@@ -30,7 +30,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import Membership, Organization, Role, User
 from integrations.services import credential_create
-from potaflow.testing.worker import TEST_FERNET_KEY
+from testing.worker import TEST_FERNET_KEY
 from workflows.models import TriggerType
 from workflows.services import run_accept, workflow_create
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from potaflow.testing import network
+from testing import network
 
 
 def test_a_subprocess_with_the_guard_env_refuses_and_reports(monkeypatch, tmp_path):

@@ -219,7 +219,7 @@ def test_a_run_that_is_not_failed_offers_no_replay(editor, workflow):
 # -- credentials and members -------------------------------------------------------------------
 @pytest.fixture
 def fernet_keys(settings):
-    from potaflow.testing.worker import TEST_FERNET_KEY
+    from testing.worker import TEST_FERNET_KEY
 
     settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]
     return settings

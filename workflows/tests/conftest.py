@@ -1,7 +1,7 @@
 import pytest
 
 from accounts.models import Membership, Organization, Role, User
-from potaflow.testing.worker import TEST_FERNET_KEY
+from testing.worker import TEST_FERNET_KEY
 from workflows.tests import handlers  # noqa: F401 - registers the test handlers in this process too
 
 
@@ -43,6 +43,6 @@ def calls_dir(tmp_path):
 
 @pytest.fixture
 def fernet_keys(settings):
-    """The key the test worker also uses (see potaflow.testing.worker)."""
+    """The key the test worker also uses (see testing.worker)."""
     settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]
     return settings

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from integrations.services import credential_create
-from potaflow.testing.network import Reply
+from testing.network import Reply
 from workflows import dry_run, versions
 from workflows.models import Run, RunStatus, StepRun, StepRunStatus, TriggerType
 from workflows.services import WorkflowInvalid, run_accept, run_replay, workflow_create, workflow_update

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from potaflow.testing.worker import (
+from testing.worker import (
     IsolatedBroker,
     is_filesystem_broker,
     start_beat,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from potaflow.testing.worker import wait_for_run
+from testing.worker import wait_for_run
 from workflows.models import StepRun
 from workflows.recording import TRUNCATION_MARKER
 from workflows.services import run_accept, run_replay, workflow_create
@@ -184,7 +184,7 @@ def test_step_runs_show_retrying_with_next_attempt(celery_worker, org, tmp_path)
         steps=[custom("flaky", "test.flaky", log, input={"fail_times": 1, "retry_after": 2.5})],
     )
     run, _ = run_accept(workflow=wf, trigger="manual", payload={})
-    from potaflow.testing.worker import wait_for
+    from testing.worker import wait_for
 
     step = wait_for(lambda: StepRun.objects.filter(run=run, status="retrying").first(), timeout=20, message="retrying")
     assert step.attempts == 1 and step.next_attempt_at is not None and "call 1 fails" in step.error

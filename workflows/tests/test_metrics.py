@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from potaflow.testing.worker import IsolatedBroker
+from testing.worker import IsolatedBroker
 from workflows.models import AttemptOutcome, MetricBaseline, Run, RunStatus, StepAttempt, StepRun, TriggerType
 from workflows.services import run_accept, workflow_create, workflow_current_version, workflow_delete
 
@@ -223,7 +223,7 @@ def test_the_broker_queue_length_counts_waiting_messages(db):
 
 
 def test_a_broker_that_does_not_answer_leaves_only_its_gauge_out(db, settings):
-    from potaflow.testing.worker import broker_at
+    from testing.worker import broker_at
 
     with broker_at("redis://127.0.0.1:1/0"):
         m = scrape()

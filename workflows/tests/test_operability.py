@@ -17,8 +17,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from potaflow.testing.network import free_port
-from potaflow.testing.worker import start_beat, subprocess_env, wait_for, wait_for_run
+from testing.network import free_port
+from testing.worker import start_beat, subprocess_env, wait_for, wait_for_run
 from workflows.models import Run, TriggerType
 from workflows.services import run_accept, workflow_create
 from workflows.tests import ops_handlers  # noqa: F401 - registers ops.* in this process (saving validates names)

@@ -190,7 +190,7 @@ def test_templates_are_listed_and_each_is_a_valid_document(editor, org, fernet_k
         credentials = {}
         for ref in template.credentials:
             if kinds[ref["kind"]] is None:
-                from potaflow.testing.network import service_account_key
+                from testing.network import service_account_key
 
                 kinds[ref["kind"]] = {"key": service_account_key("https://oauth2.example.com/token")}
             credential = credential_create(organization=org, name=f"{template.slug}-{ref['name']}",

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from potaflow.testing.worker import broker_at
+from testing.worker import broker_at
 from workflows.models import Run, TriggerType
 from workflows.services import workflow_create, workflow_current_version
 from workflows.status import status_report

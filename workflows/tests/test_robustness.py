@@ -9,7 +9,7 @@ from django.core.checks import run_checks
 from django.test import Client
 from rest_framework.test import APIClient
 
-from potaflow.testing.worker import broker_at
+from testing.worker import broker_at
 from workflows import policy, recording, services, templating
 from workflows.models import Run, RunStatus, StepRun, StepRunStatus, TriggerType, Workflow
 from workflows.services import (
@@ -152,7 +152,7 @@ def test_the_firing_time_comes_from_the_beat_header_not_the_clock():
 
 @pytest.mark.slow
 def test_a_late_or_redelivered_firing_is_the_same_run_at_the_scheduled_minute(celery_worker, org):
-    from potaflow.testing.worker import wait_for
+    from testing.worker import wait_for
     from workflows.tasks import fire_schedule
 
     wf = workflow_create(

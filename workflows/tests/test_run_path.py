@@ -15,8 +15,8 @@ from rest_framework.test import APIClient
 
 from accounts.models import Organization
 from integrations.services import credential_create
-from potaflow.testing.network import FakeSlack, RecordingHTTPServer, Reply, worker_network_guard_env
-from potaflow.testing.worker import (
+from testing.network import FakeSlack, RecordingHTTPServer, Reply, worker_network_guard_env
+from testing.worker import (
     IsolatedBroker,
     is_filesystem_broker,
     start_beat,

@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from integrations.services import credential_create
-from potaflow.testing.network import (
+from testing.network import (
     FakeGoogle,
     FakeSlack,
     RecordingHTTPServer,
@@ -23,7 +23,7 @@ from potaflow.testing.network import (
     service_account_key,
     worker_network_guard_env,
 )
-from potaflow.testing.worker import wait_for_run
+from testing.worker import wait_for_run
 from workflows import portability
 from workflows.models import STEP_SPEC_FIELDS, Run
 from workflows.services import run_schedule_fire, workflow_update

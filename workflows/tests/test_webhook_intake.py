@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from potaflow.testing.network import free_port
-from potaflow.testing.worker import subprocess_env
+from testing.network import free_port
+from testing.worker import subprocess_env
 from workflows.models import Run, TriggerType
 from workflows.services import workflow_create
 

@@ -4,7 +4,7 @@ import time
 import pytest
 from django.test import Client
 
-from potaflow.testing.worker import wait_for_run
+from testing.worker import wait_for_run
 from workflows.models import Run, TriggerType
 from workflows.services import workflow_create, workflow_rotate_webhook_token, workflow_update
 from workflows.tests.handlers import calls

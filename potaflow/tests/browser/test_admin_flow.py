@@ -8,8 +8,8 @@ import urllib.request
 import pytest
 
 from accounts.models import Membership, Organization, Role, User
-from potaflow.testing.network import Reply
-from potaflow.testing.worker import wait_for_run
+from testing.network import Reply
+from testing.worker import wait_for_run
 from workflows.models import Run, Workflow
 
 from .conftest import PASSWORD, admin_login

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from potaflow.testing.network import Reply, worker_network_guard_env
-from potaflow.testing.worker import wait_for_run
+from testing.network import Reply, worker_network_guard_env
+from testing.worker import wait_for_run
 from workflows.models import Run, Workflow
 
 from .conftest import ARTIFACTS
@@ -380,7 +380,7 @@ def test_a_viewer_sees_everything_and_changes_nothing_and_an_outsider_gets_404(l
 def test_an_owner_manages_members_and_credentials_and_the_picker_lists_only_the_right_kind(
     live_server, browser, page, team, settings, shot
 ):
-    from potaflow.testing.worker import TEST_FERNET_KEY
+    from testing.worker import TEST_FERNET_KEY
 
     settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]
     base = live_server.url

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 
 from accounts.models import Membership, Organization, Role, User
-from potaflow.testing.worker import wait_for_run
+from testing.worker import wait_for_run
 from workflows.models import Run, StepRun, TriggerType
 from workflows.services import workflow_create, workflow_current_version
 

@@ -5,6 +5,6 @@ runs (``POTAFLOW_HANDLER_MODULES`` would be too late: handler modules are
 imported lazily, on the first ``custom`` step). Never on a production path.
 """
 
-from potaflow.testing.socket_guard import install_from_environment
+from testing.socket_guard import install_from_environment
 
 install_from_environment()

@@ -79,7 +79,7 @@ def worker_network_guard_env() -> dict[str, str]:
     Django, Celery or any task), so the guard covers everything the worker does.
     """
     site = Path(__file__).resolve().parent / "worker_site"
-    base = Path(__file__).resolve().parent.parent.parent
+    base = Path(__file__).resolve().parent.parent
     return {GUARD_LOG_ENV: str(_guard_log_path), "PYTHONPATH": os.pathsep.join([str(site), str(base)])}
 
 

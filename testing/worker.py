@@ -3,7 +3,7 @@
 Usage in any test module (the plugin is listed in the root ``conftest.py``)::
 
     import pytest
-    from potaflow.testing.worker import wait_for_run
+    from testing.worker import wait_for_run
 
     pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ import pytest
 TEST_FERNET_KEY = "dGVzdC1rZXktZm9yLXBvdGFmbG93LXRlc3RzLW9ubHk="
 TEST_HANDLER_MODULES = ["workflows.tests.handlers"]
 WORKER_VISIBILITY_TIMEOUT = 6
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 # -- configuration shared by the test process and its subprocesses -----------------

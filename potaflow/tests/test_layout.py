@@ -1,0 +1,44 @@
+"""The product never depends on test code, and the image never holds it."""
+
+import ast
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+PRODUCT_PACKAGES = ["accounts", "integrations", "potaflow", "workflows", "webui"]
+
+
+def _product_modules() -> list[Path]:
+    return [
+        path
+        for package in PRODUCT_PACKAGES
+        for path in (BASE_DIR / package).rglob("*.py")
+        if "tests" not in path.relative_to(BASE_DIR).parts
+    ]
+
+
+def _imported_names(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def test_product_code_never_imports_the_test_kit_or_tests():
+    offenders = [
+        f"{path.relative_to(BASE_DIR)} imports {name}"
+        for path in _product_modules()
+        for name in _imported_names(path)
+        if name.split(".")[0] in {"testing", "pytest", "conftest"} or "tests" in name.split(".")
+    ]
+    assert len(_product_modules()) > 50
+    assert offenders == []
+
+
+def test_dockerignore_keeps_test_code_out_of_the_image():
+    patterns = {line.strip() for line in (BASE_DIR / ".dockerignore").read_text().splitlines()}
+    # `**/tests` covers every app's tests folder at any depth (Docker's own glob syntax).
+    assert {"testing", "**/tests", "bench", "conftest.py", "pytest.ini"} <= patterns
+    assert (BASE_DIR / "testing" / "worker.py").exists()
