@@ -84,9 +84,10 @@ test: install-dev ## run the whole test suite (pytest); extra args via PYTEST_AR
 test-fast: install-dev ## run the suite without the slow (process-starting) tests
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: install-dev ## ruff check + ruff format --check
+lint: install-dev ## ruff check + ruff format --check + mypy (config: pyproject.toml [tool.mypy])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 fmt: install-dev ## fix what ruff can fix and format the code
 	$(VENV)/bin/ruff check --fix .
@@ -115,5 +116,5 @@ chaos: install ## chaos run: webhooks while worker, web and broker die; lost run
 	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 clean: ## remove the virtualenv and caches (var/, the embedded database, is kept)
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -74,7 +74,8 @@ def _window(prefix: str, rate: Rate, now: float) -> tuple[str, int]:
 def _buckets(request: HttpRequest, email: str) -> list[tuple[str, Rate]]:
     address = client_ip(request)
     account = _digest(_normalize(email))
-    address_rate = parse_rate(api_settings.DEFAULT_THROTTLE_RATES["auth"])
+    # djangorestframework-stubs type the rates as numbers; DRF's rates are strings ("20/min").
+    address_rate = parse_rate(api_settings.DEFAULT_THROTTLE_RATES["auth"])  # type: ignore[arg-type]
     buckets = [(f"potaflow:login:addr:{_digest(address)}", address_rate)]
     if not cache.get(_known_key(account, address)):
         buckets.append((f"potaflow:login:acct:{account}", parse_rate(settings.POTAFLOW_LOGIN_ACCOUNT_RATE)))

@@ -9,6 +9,8 @@ Usage in a viewset, one line::
 (404), and ``OrgRole`` checks the caller's role in the object's organization.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from django.db.models import QuerySet
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
@@ -27,7 +29,10 @@ def OrgRole(*, read: str = Role.VIEWER, write: str = Role.EDITOR) -> type[BasePe
 
         def has_object_permission(self, request, view, obj) -> bool:
             field = getattr(view, "organization_field", "organization")
-            membership = membership_for(request.user, organization_id_of(obj, field))
+            organization_id = organization_id_of(obj, field)
+            if organization_id is None:  # not in any organization: nobody's role covers it
+                return False
+            membership = membership_for(request.user, organization_id)
             if membership is None:
                 return False
             needed = read if request.method in SAFE_METHODS else write
@@ -37,10 +42,21 @@ def OrgRole(*, read: str = Role.VIEWER, write: str = Role.EDITOR) -> type[BasePe
     return _OrgRole
 
 
-class OrganizationScopedMixin:
+if TYPE_CHECKING:
+    # What the mixin is mixed into (super().get_queryset(), self.request); a plain class at run time.
+    from rest_framework.generics import GenericAPIView
+
+    _ViewBase = GenericAPIView[Any]
+else:
+    _ViewBase = object
+
+
+class OrganizationScopedMixin(_ViewBase):
     """For viewsets: the queryset only ever holds the caller's organizations' objects."""
 
     organization_field = "organization"
 
-    def get_queryset(self) -> QuerySet:
-        return scope_to_user(super().get_queryset(), self.request.user, organization_field=self.organization_field)
+    def get_queryset(self) -> QuerySet[Any]:
+        # scope_to_user answers an anonymous user too (nothing); its annotation says User only.
+        user = self.request.user
+        return scope_to_user(super().get_queryset(), user, organization_field=self.organization_field)  # type: ignore[arg-type]

@@ -20,7 +20,8 @@ class AuthRateThrottle(SimpleRateThrottle):
     scope = "auth"
 
     def get_rate(self) -> str | None:
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        # djangorestframework-stubs type the rates as numbers; DRF's rates are strings ("20/min").
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)  # type: ignore[return-value]
 
     def get_ident(self, request: Request) -> str:
         return client_ip(request)

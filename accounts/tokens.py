@@ -5,7 +5,7 @@ this module holds the token class, the serializers' shared helpers and the
 authentication class that refuses access tokens of revoked families.
 """
 
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import JWTAuthentication
@@ -22,10 +22,11 @@ class FamilyRefreshToken(RefreshToken):
     """A refresh token that starts a new family (a login); rotation keeps the claim."""
 
     @classmethod
-    def for_user(cls, user: User) -> "FamilyRefreshToken":
+    # simplejwt's signature also admits its stateless TokenUser; a login here is always an accounts.User.
+    def for_user(cls, user: User) -> "FamilyRefreshToken":  # type: ignore[override]
         from . import services
 
-        token = super().for_user(user)
+        token = cast("FamilyRefreshToken", super().for_user(user))  # simplejwt builds cls(), this class
         token[FAMILY_CLAIM] = services.token_family_start(user=user)
         # The outstanding row was written before the claim was added: store the token as issued.
         OutstandingToken.objects.filter(jti=token["jti"]).update(token=str(token))
@@ -35,7 +36,8 @@ class FamilyRefreshToken(RefreshToken):
 def replayed_family(raw: str) -> str | None:
     """The family of ``raw`` when it is a genuine refresh token that was already used (blacklisted)."""
     try:
-        payload = UntypedToken(raw).payload  # signature and expiry checked; no blacklist check
+        # simplejwt annotates the argument as Token | None; it takes the encoded token (str or bytes).
+        payload = UntypedToken(raw).payload  # type: ignore[arg-type]  # signature, expiry checked; no blacklist check
     except TokenError:
         return None
     if payload.get("token_type") != "refresh" or not payload.get(FAMILY_CLAIM):
@@ -52,7 +54,7 @@ def lock_family(raw: str) -> str | None:
     of one family then run one after the other (SQLite serializes writers itself).
     """
     try:
-        payload = UntypedToken(raw).payload
+        payload = UntypedToken(raw).payload  # type: ignore[arg-type]  # the encoded token, as above
     except TokenError:
         return None  # simplejwt reports what is wrong with it
     family = payload.get(FAMILY_CLAIM)
@@ -72,8 +74,10 @@ def family_revoked(token: Token | dict[str, Any]) -> bool:
 class FamilyJWTAuthentication(JWTAuthentication):
     """simplejwt's bearer authentication; an access token of a revoked family is a 401 at once."""
 
-    def get_user(self, validated_token: Token) -> User:
-        user = super().get_user(validated_token)
+    def get_user(self, validated_token: Token) -> User:  # type: ignore[override]  # see below
+        # simplejwt's return type is an unbound TypeVar (AbstractBaseUser or TokenUser); with
+        # USER_ID_CLAIM on the user model it returns AUTH_USER_MODEL's instance, accounts.User.
+        user = cast(User, super().get_user(validated_token))
         if family_revoked(validated_token):
             raise InvalidToken({"detail": "Token has been revoked", "code": "token_not_valid"})
         return user

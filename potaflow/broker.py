@@ -36,11 +36,18 @@ def probe_queue(queue: str | None = None) -> QueueProbe:
     """Connect, then time one request for the queue's length (raises when the broker is down)."""
     name = queue or celery_app.conf.task_default_queue
     with celery_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=CONNECT_TIMEOUT)
+        # kombu takes seconds as floats here; celery-types' kombu stubs say int.
+        conn.ensure_connection(
+            max_retries=1,
+            interval_start=0,
+            interval_step=0.2,  # type: ignore[arg-type]
+            timeout=CONNECT_TIMEOUT,  # type: ignore[arg-type]
+        )
         channel = conn.default_channel  # connected (Redis answers a PING here)
         started = time.perf_counter()
         try:
-            length = channel.queue_declare(queue=name, passive=True).message_count
+            # Every transport's channel has queue_declare; the stubs' StdChannel base does not list it.
+            length = channel.queue_declare(queue=name, passive=True).message_count  # type: ignore[attr-defined]
         except ChannelError:
             length = 0  # never declared, or an empty Redis list (deleted when it emptied)
         elapsed_ms = (time.perf_counter() - started) * 1000

@@ -13,6 +13,7 @@ Dockerfile and compose use.
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from gunicorn.glogging import Logger
@@ -21,13 +22,13 @@ from potaflow.log_redaction import redact_url_text, sensitive_query_names
 from potaflow.structured_logging import JsonFormatter
 
 
-def log_format(environ: dict[str, str] | None = None) -> str:
+def log_format(environ: Mapping[str, str] | None = None) -> str:
     """``LOG_FORMAT``, or its default as settings derive it (json unless DEBUG is on)."""
-    environ = os.environ if environ is None else environ
-    explicit = (environ.get("LOG_FORMAT") or "").strip().lower()
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    explicit = (env.get("LOG_FORMAT") or "").strip().lower()
     if explicit:
         return explicit
-    debug = (environ.get("DEBUG") or "true").strip().lower() in ("1", "true", "yes", "on", "y")
+    debug = (env.get("DEBUG") or "true").strip().lower() in ("1", "true", "yes", "on", "y")
     return "plain" if debug else "json"
 
 

@@ -8,7 +8,7 @@ by email, change roles and remove members through ``accounts.services``
 (which keeps the last owner and the owner-only rules).
 """
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -19,13 +19,18 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import services as account_services
-from accounts.models import Membership, Role
+from accounts.models import Membership, Role, User
 from integrations import services as credential_services
 from integrations.credential_kinds import KINDS, Field
 from integrations.models import Credential, CredentialKind
 
 from . import selectors
 from .views import _base
+
+
+def _actor(request: HttpRequest) -> User:
+    """The signed-in user: every view that acts is behind ``login_required``."""
+    return cast(User, request.user)
 
 
 def _admin_membership(request: HttpRequest) -> Membership:
@@ -178,7 +183,7 @@ def member_add(request: HttpRequest) -> HttpResponse:
     email, role = request.POST.get("email", ""), request.POST.get("role", Role.VIEWER)
     try:
         account_services.membership_invite(
-            actor=request.user, organization=membership.organization, email=email, role=role
+            actor=_actor(request), organization=membership.organization, email=email, role=role
         )
     except ValidationError as exc:
         messages.error(request, " ".join(m for ms in _errors(exc).values() for m in ms))
@@ -201,7 +206,7 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
     target = _target(request, pk)
     role = request.POST.get("role", "")
     try:
-        account_services.membership_change_role(actor=request.user, membership=target, role=role)
+        account_services.membership_change_role(actor=_actor(request), membership=target, role=role)
     except ValidationError as exc:
         messages.error(request, " ".join(m for ms in _errors(exc).values() for m in ms))
     else:
@@ -214,7 +219,7 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
 def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
     target = _target(request, pk)
     try:
-        account_services.membership_remove(actor=request.user, membership=target)
+        account_services.membership_remove(actor=_actor(request), membership=target)
     except ValidationError as exc:
         messages.error(request, " ".join(m for ms in _errors(exc).values() for m in ms))
     else:

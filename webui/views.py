@@ -94,7 +94,7 @@ def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -
         latest = Run.objects.filter(workflow=workflow).order_by("-created_at").values_list("payload", flat=True).first()
         sample_trigger = latest
         outputs = dry_run.last_outputs(workflow)
-        data = WorkflowSerializer(workflow, context={"request": request}).data
+        data: dict[str, Any] = WorkflowSerializer(workflow, context={"request": request}).data
     else:
         data = {
             "id": None,
@@ -234,9 +234,10 @@ def run_list(request: HttpRequest) -> HttpResponse:
 def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
     run, membership = selectors.run_for(request.user, run_id)
     steps = list(run.step_runs.order_by("position").prefetch_related("attempt_log"))
+    # The template reads these two display attributes off each step (not model fields).
     for step in steps:
-        step.duration_text = human_duration(step.duration_ms)
-        step.attempt_rows = [
+        step.duration_text = human_duration(step.duration_ms)  # type: ignore[attr-defined]
+        step.attempt_rows = [  # type: ignore[attr-defined]
             {"attempt": attempt, "duration_text": human_duration(attempt.duration_ms)}
             for attempt in step.attempt_log.all()
         ]

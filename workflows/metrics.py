@@ -221,8 +221,8 @@ def counted_samples(runs: QuerySet[Run], attempts: QuerySet[StepAttempt], *, del
         **_bucket_counts("duration_ms", STEP_BUCKETS, lambda b: int(b * 1000)),
     ):
         labels = (("action", row["step_run__action_type"]),)
-        row["sum"] = (row["total_ms"] or 0) / 1000
-        _add_histogram(samples, "potaflow_step_duration_seconds", labels, row, STEP_BUCKETS)
+        histogram_row: dict[str, Any] = {**row, "sum": (row["total_ms"] or 0) / 1000}
+        _add_histogram(samples, "potaflow_step_duration_seconds", labels, histogram_row, STEP_BUCKETS)
 
     run_row = (
         runs.filter(status__in=FINISHED_STATUSES, started_at__isnull=False, finished_at__isnull=False)
@@ -328,7 +328,7 @@ def _carry_over_deleted_run(sender: type[Run], instance: Run, origin: Any = None
 
 
 # -- the scrape ------------------------------------------------------------------
-COUNTERS = (
+COUNTERS: tuple[tuple[str, str, list[str]], ...] = (
     (
         "potaflow_events_accepted",
         "Events recorded as runs, by trigger (webhook, schedule, manual, replay).",
@@ -339,7 +339,7 @@ COUNTERS = (
     ("potaflow_runs_replayed", "Runs started as replays.", []),
     ("potaflow_step_attempts", "Closed step attempts, by action type and outcome.", ["action", "outcome"]),
 )
-HISTOGRAMS = (
+HISTOGRAMS: tuple[tuple[str, str, list[str], tuple[float, ...]], ...] = (
     ("potaflow_step_duration_seconds", "Duration of closed step attempts, by action type.", ["action"], STEP_BUCKETS),
     ("potaflow_run_duration_seconds", "Duration of finished runs (first step start to end).", [], RUN_BUCKETS),
 )
@@ -384,16 +384,16 @@ class DatabaseCollector:
                     family.add_metric([dict(labels)[label] for label in label_names], value)
             yield family
         for name, documentation, label_names, buckets in HISTOGRAMS:
-            family = HistogramMetricFamily(name, documentation, labels=label_names)
+            histogram = HistogramMetricFamily(name, documentation, labels=label_names)
             for sample, labels in sorted(samples):
                 if sample != f"{name}_count":
                     continue
                 bounds = [*(_le(b) for b in buckets), "+Inf"]
                 cumulative = [(le, samples[(f"{name}_bucket", tuple(sorted((*labels, ("le", le)))))]) for le in bounds]
-                family.add_metric(
+                histogram.add_metric(
                     [dict(labels)[label] for label in label_names], cumulative, samples[(f"{name}_sum", labels)]
                 )
-            yield family
+            yield histogram
 
         unfinished = GaugeMetricFamily("potaflow_runs_unfinished", "Runs not finished yet.", labels=["status"])
         for status in UNFINISHED_RUN_STATUSES:

@@ -82,7 +82,7 @@ def expired_runs(now: datetime | None = None) -> QuerySet[Run]:
         # created_at first: the (status, created_at) index narrows the scan; a run finishes after it is created.
         condition = Q(status=status, created_at__lt=cutoff) & (Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True))
         if status == RunStatus.FAILED:
-            condition &= Q(dead_lettered=False) | Exists(Run.objects.filter(replay_of=OuterRef("pk")))
+            condition &= Q(dead_lettered=False) | Q(Exists(Run.objects.filter(replay_of=OuterRef("pk"))))
         expired |= condition
     return Run.objects.filter(expired)
 

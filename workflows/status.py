@@ -95,11 +95,14 @@ def due_schedules(*, now: datetime, limit: int = 5) -> list[DueSchedule]:
     due = []
     for task in tasks:
         c = task.crontab
+        if c is None:  # excluded by the query (crontab__isnull=False); narrows the type
+            continue
         cron = f"{c.minute} {c.hour} {c.day_of_month} {c.month_of_year} {c.day_of_week}"
         tz = c.timezone if isinstance(c.timezone, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(str(c.timezone))
         at = croniter(cron, now.astimezone(tz)).get_next(datetime)
         workflow_id = _workflow_id(task)
-        due.append(DueSchedule(at, workflow_id, names.get(workflow_id, task.name), cron, str(tz)))
+        name = task.name if workflow_id is None else names.get(workflow_id, task.name)
+        due.append(DueSchedule(at, workflow_id, name, cron, str(tz)))
     return sorted(due, key=lambda d: d.at)[:limit]
 
 

@@ -30,7 +30,7 @@ import string
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from django.conf import settings
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
@@ -233,7 +233,7 @@ class _JSONSandbox(ImmutableSandboxedEnvironment):
         return wrapped
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -478,7 +478,9 @@ def check_template(template: str, *, earlier_steps: Iterable[str]) -> None:
 
 def _referenced_step_keys(ast: nodes.Template) -> list[str]:
     keys: list[str] = []
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+    for found in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        # find_all's type is the common base (Expr); the nodes found are of the two types asked for.
+        node = cast("nodes.Getattr | nodes.Getitem", found)
         target = node.node
         if not (isinstance(target, nodes.Name) and target.name == "steps"):
             continue
