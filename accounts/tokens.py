@@ -13,6 +13,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken, Token, UntypedToken
 
+from . import services
 from .models import TokenFamily, User
 
 FAMILY_CLAIM = "fam"
@@ -24,8 +25,6 @@ class FamilyRefreshToken(RefreshToken):
     @classmethod
     # simplejwt's signature also admits its stateless TokenUser; a login here is always an accounts.User.
     def for_user(cls, user: User) -> "FamilyRefreshToken":  # type: ignore[override]
-        from . import services
-
         token = cast("FamilyRefreshToken", super().for_user(user))  # simplejwt builds cls(), this class
         token[FAMILY_CLAIM] = services.token_family_start(user=user)
         # The outstanding row was written before the claim was added: store the token as issued.

@@ -12,6 +12,8 @@ import logging
 import re
 from urllib.parse import unquote_plus
 
+from django.conf import settings
+
 HOOK_PATH = re.compile(r"(/hooks/)[^/?#\s\"']+")
 QUERY_PAIR = re.compile(r"([?&;]|^)([^&=;\s?#\"']+)=([^&;\s#\"']*)")
 REDACTED = "[redacted]"
@@ -19,8 +21,6 @@ REDACTED = "[redacted]"
 
 def sensitive_query_names() -> frozenset[str]:
     """``POTAFLOW_REDACT_QUERY`` lower-cased (empty when Django is not configured)."""
-    from django.conf import settings
-
     if not settings.configured:
         return frozenset()
     return frozenset(n.strip().lower() for n in settings.POTAFLOW_REDACT_QUERY if n.strip())

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
 from integrations import credential_hosts
@@ -63,8 +64,6 @@ def last_outputs(workflow: Workflow) -> dict[str, Any]:
 
 
 def _supports_distinct_on() -> bool:
-    from django.db import connection
-
     return connection.features.can_distinct_on_fields
 
 
