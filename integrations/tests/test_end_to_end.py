@@ -33,7 +33,7 @@ from workflows.services import workflow_create
 pytestmark = pytest.mark.slow
 
 PLUGIN = """
-from integrations.actions.base import Action
+from integrations.base import Action
 
 
 class Ping(Action):

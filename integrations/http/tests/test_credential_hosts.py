@@ -6,14 +6,13 @@ from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, User
-from integrations import credential_hosts
-from integrations.actions.http import HttpRequest
 from integrations.errors import PermanentError
+from integrations.http import credential_hosts
+from integrations.http.action import HttpRequest
 from integrations.models import Credential
 from integrations.services import credential_create, credential_reveal
+from integrations.tests.support import make_ctx
 from testing.network import Reply
-
-from .conftest import make_ctx
 
 pytestmark = pytest.mark.django_db
 
