@@ -1,8 +1,9 @@
 """The SSRF guard (``integrations.net``) for client libraries built on ``requests`` (google-auth, gspread).
 
 ``guarded_session()`` mounts a transport adapter that checks every request,
-each redirect hop included, and connects to the checked address. A module of
-its own so that ``requests`` loads only in a process that uses such a client.
+each redirect hop included, and connects to the checked address.
+(``integrations.net`` holds the policy, which ``http.request`` and SMTP use
+without ``requests``.)
 """
 
 import urllib.parse

@@ -18,7 +18,7 @@ from integrations.base import Action, ActionContext, is_single_expression
 from integrations.errors import ConfigError, PermanentError
 from integrations.template_syntax import is_template
 
-from . import credential_hosts
+from . import credential_hosts, transport
 from .credentials import KINDS
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -132,9 +132,6 @@ class HttpRequest(Action):
 
     # -- run ---------------------------------------------------------------
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-        # deferred: keeps idle memory down (urllib3 loads only in a process that sends requests)
-        from . import transport
-
         method = config.get("method", "GET").upper()
         problem = url_problem(config["url"])
         if problem:

@@ -1,6 +1,8 @@
-"""How ``http.request`` sends: urllib3 over ``pools`` (connections pinned to checked addresses).
+"""How ``http.request`` sends and reads: urllib3 over ``pools`` (connections pinned to checked addresses).
 
-Imported by the action on first use, so web and beat never load urllib3.
+The action (``action.py``) decides what to send and follows redirects; this
+module makes each request and turns the answer into the step's output or an
+error (``integrations.errors`` decides which answers are transient).
 """
 
 import json

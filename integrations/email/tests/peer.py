@@ -5,11 +5,16 @@ aiosmtpd SMTP server (AUTH, optional STARTTLS).
 
 from __future__ import annotations
 
+import email
+import email.policy
 import secrets
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from testing.http_server import RecordedRequest, RecordingHTTPServer, Reply, free_port
 
@@ -85,9 +90,6 @@ class ReceivedMail:
     login: str | None
 
     def message(self):
-        import email
-        import email.policy
-
         return email.message_from_bytes(self.data, policy=email.policy.default)
 
 
@@ -97,9 +99,6 @@ class SMTPServer:
     """
 
     def __init__(self, *, users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None) -> None:
-        from aiosmtpd.controller import Controller
-        from aiosmtpd.smtp import AuthResult
-
         self.messages: list[ReceivedMail] = []
         self.users = users if users is not None else {"mailer": "s3cret"}
         server = self
