@@ -1,14 +1,12 @@
 from django.db import models
 
+from . import registry
 
-class CredentialKind(models.TextChoices):
-    HTTP_BEARER = "http_bearer", "HTTP bearer token"
-    HTTP_BASIC = "http_basic", "HTTP basic auth"
-    HTTP_HEADER = "http_header", "HTTP header"
-    SLACK_BOT_TOKEN = "slack_bot_token", "Slack bot token"
-    SMTP = "smtp", "SMTP server"
-    SENDGRID_API_KEY = "sendgrid_api_key", "SendGrid API key"
-    GOOGLE_SERVICE_ACCOUNT = "google_service_account", "Google service account"
+# Every credential kind the integrations declare (``integrations/<name>/credentials.py``),
+# e.g. ``CredentialKind.SMTP == "smtp"``. The values are stored: never rename one.
+CredentialKind = models.TextChoices(  # type: ignore[misc]
+    "CredentialKind", [(kind.upper(), (kind, label)) for kind, label in registry.credential_kind_choices()]
+)
 
 
 class Credential(models.Model):
@@ -18,7 +16,7 @@ class Credential(models.Model):
 
     organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="credentials")
     name = models.CharField(max_length=100)
-    kind = models.CharField(max_length=32, choices=CredentialKind.choices)
+    kind = models.CharField(max_length=32, choices=registry.credential_kind_choices)
     secret_ciphertext = models.TextField(editable=False)
     public_data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,42 +1,61 @@
-"""The action registry: action type name -> ``Action`` instance.
+"""The registry: every integration's actions (type name -> ``Action``) and credential kinds.
 
-How to add an action type:
+An integration is one folder, ``integrations/<name>/``, holding everything about it:
 
-1. Built in: write ``integrations/actions/<name>.py`` with one ``Action``
-   subclass (see ``integrations.actions.base.Action`` for the contract) and
-   add its dotted path to ``BUILTIN_ACTIONS`` below.
-2. From another package (a plugin): expose the class in the
-   ``potaflow.actions`` entry-point group, e.g. in its pyproject.toml::
+- ``action.py``: one ``Action`` subclass per action type (the contract is the
+  docstring of ``integrations.base.Action``);
+- ``credentials.py``: its credential kinds, as ``integrations.base.KindSpec``
+  values (stored value, label, fields, checks, how it authenticates a request);
+- ``__init__.py``: exposes ``ACTIONS`` (the classes) and ``CREDENTIAL_KINDS``
+  (the specs, ``()`` for none);
+- ``tests/``: its tests, and ``tests/peer.py``, a local server speaking the
+  service's protocol for them (``testing.network`` turns it into a fixture).
 
-       [project.entry-points."potaflow.actions"]
-       "acme.ping" = "acme_potaflow.actions:Ping"
+How to add an integration (e.g. ``acme``):
 
-   It is discovered on first use and listed by ``GET /api/actions/``.
+1. Write ``integrations/acme/`` as above. Import a client library inside
+   ``run`` (with a comment "deferred: keeps idle memory down"), not at module
+   level, so processes that never use it do not load it. Classify a service's
+   answer with ``integrations.errors`` (``from_status``, ``parse_retry_after``)
+   and pass what it echoes through ``integrations.storable``.
+2. Add ``"integrations.acme"`` to ``INTEGRATIONS`` below.
+
+That is all: ``GET /api/actions/``, the admin, the credential forms and the
+``Credential.kind`` choices read this registry (the choices are a callable,
+so a new kind needs no migration). A kind's stored value (``"smtp"``) is in
+the database: never rename it.
+
+From another package (a plugin), expose an ``Action`` subclass in the
+``potaflow.actions`` entry-point group, e.g. in its pyproject.toml::
+
+    [project.entry-points."potaflow.actions"]
+    "acme.ping" = "acme_potaflow.actions:Ping"
+
+It is discovered on first use and listed by ``GET /api/actions/``.
 
 User input only ever names a registered action type, never an import path.
 """
 
 import logging
 import threading
+from importlib import import_module
 from importlib.metadata import entry_points
 
-from django.utils.module_loading import import_string
-
-from .actions.base import Action
+from .base import Action, KindSpec
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "potaflow.actions"
 
-BUILTIN_ACTIONS: dict[str, str] = {
-    "transform": "integrations.actions.transform.Transform",
-    "filter": "integrations.actions.filter.Filter",
-    "custom": "integrations.actions.custom.Custom",
-    "http.request": "integrations.actions.http.HttpRequest",
-    "slack.message": "integrations.actions.slack.SlackMessage",
-    "email.send": "integrations.actions.email.SendEmail",
-    "sheets.append_row": "integrations.actions.sheets.AppendRow",
-}
+# The integration packages, in the order the action list and the credential kinds are shown.
+INTEGRATIONS: tuple[str, ...] = (
+    "integrations.builtin",
+    "integrations.custom",
+    "integrations.http",
+    "integrations.slack",
+    "integrations.email",
+    "integrations.sheets",
+)
 
 
 class UnknownAction(LookupError):  # noqa: N818
@@ -45,13 +64,23 @@ class UnknownAction(LookupError):  # noqa: N818
 
 _lock = threading.Lock()
 _actions: dict[str, Action] | None = None
+_kinds: dict[str, KindSpec] | None = None
 
 
-def _load() -> dict[str, Action]:
+def _load_integrations() -> tuple[dict[str, Action], dict[str, KindSpec]]:
     actions: dict[str, Action] = {}
-    for name, path in BUILTIN_ACTIONS.items():
-        # Strict: a built-in that cannot be imported is a broken installation, not a warning.
-        actions[name] = import_string(path)()
+    kinds: dict[str, KindSpec] = {}
+    for path in INTEGRATIONS:
+        # Strict: a built-in integration that cannot be imported is a broken installation, not a warning.
+        package = import_module(path)
+        for cls in package.ACTIONS:
+            actions[cls.name] = cls()
+        for spec in package.CREDENTIAL_KINDS:
+            kinds[spec.kind] = spec
+    return actions, kinds
+
+
+def _load_plugins(actions: dict[str, Action]) -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             cls = ep.load()
@@ -66,7 +95,6 @@ def _load() -> dict[str, Action]:
             logger.error("plugin action %s (%s) clashes with an existing action", name, ep.value)
             continue
         actions[name] = cls()
-    return actions
 
 
 def all_actions() -> dict[str, Action]:
@@ -74,8 +102,25 @@ def all_actions() -> dict[str, Action]:
     if _actions is None:
         with _lock:
             if _actions is None:
-                _actions = _load()
+                actions, _ = _load_integrations()
+                _load_plugins(actions)
+                _actions = actions
     return _actions
+
+
+def credential_kinds() -> dict[str, KindSpec]:
+    """Every credential kind of the built-in integrations, by stored value."""
+    global _kinds
+    if _kinds is None:
+        with _lock:
+            if _kinds is None:
+                _kinds = _load_integrations()[1]
+    return _kinds
+
+
+def credential_kind_choices() -> list[tuple[str, str]]:
+    """``Credential.kind``'s choices (a callable, so that a new kind needs no migration)."""
+    return [(spec.kind, spec.label) for spec in credential_kinds().values()]
 
 
 def get_action(name: str) -> Action:

@@ -63,9 +63,11 @@ def credential_update(
 def credential_reveal(credential: Credential) -> dict[str, Any]:
     """The credential's fields in clear (public merged with decrypted secret ones).
 
-    The engine calls this to fill ``ActionContext.credential`` just before an
-    action runs (and the admin's credential form to prefill public fields);
-    nothing it returns may be stored or logged.
+    Callers: the engine, to fill ``ActionContext.credential`` just before an
+    action runs; a workflow's test run (``workflows.dry_run``), for the one
+    step it sends or the steps without side effects; the admin's credential
+    form, to validate a change against the stored secret fields. Nothing it
+    returns may be stored or logged.
     """
     return {**credential.public_data, **decrypt_json(credential.secret_ciphertext)}
 

@@ -113,9 +113,7 @@ def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -
         "workflow": data,
         "organization": org_id,
         "actions": {name: action.describe() for name, action in sorted(all_actions().items())},
-        "expression_fields": {
-            name: list(getattr(action, "expression_fields", ())) for name, action in all_actions().items()
-        },
+        "expression_fields": {name: list(action.expression_fields) for name, action in all_actions().items()},
         "credentials": credentials,
         "can_edit": selectors.can_edit(membership),
         "step_defaults": STEP_DEFAULTS,

@@ -23,10 +23,10 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from integrations import credential_hosts
-from integrations.actions.base import ActionContext
-from integrations.actions.http import _idempotency_header, _with_query, url_problem
+from integrations.base import ActionContext
 from integrations.errors import PermanentError, RetryableError, RunFiltered
+from integrations.http import credential_hosts
+from integrations.http.action import idempotency_header, url_problem, with_query
 from integrations.registry import UnknownAction, get_action
 from integrations.services import credential_reveal, credential_secret_values
 
@@ -209,12 +209,12 @@ def would_send(action_type: str, config: Any, credential: Any, action: Any) -> d
 def _http_preview(config: dict[str, Any], credential: Any) -> dict[str, Any]:
     url = str(config.get("url", ""))
     problem = url_problem(url)
-    full_url = url if problem else _with_query(url, config.get("query") or {})
+    full_url = url if problem else with_query(url, config.get("query") or {})
     sensitive = redaction.sensitive_header_names()
     headers = {
         str(k): (MASK if str(k).lower() in sensitive else str(v)) for k, v in (config.get("headers") or {}).items()
     }
-    key_header = _idempotency_header(config)
+    key_header = idempotency_header(config)
     if key_header:
         headers[key_header] = "potaflow-<run>-<step> (the same on every retry)"
     notes: list[str] = []

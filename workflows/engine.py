@@ -49,7 +49,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Organization
-from integrations.actions.base import Action, ActionContext
+from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError, RunFiltered
 from integrations.models import Credential
 from integrations.registry import UnknownAction, get_action

@@ -23,8 +23,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Organization, User
+from integrations import storable
 
-from . import dispatch, schedules, signatures, storable
+from . import dispatch, schedules, signatures
 from .models import (
     STEP_SPEC_FIELDS,
     Run,

@@ -39,6 +39,9 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 
+from integrations.base import Action
+from integrations.template_syntax import is_template, single_expression
+
 CONTEXT_NAMES = ("trigger", "steps", "run", "workflow")
 # ``"x" * n`` and ``a ** b`` build their result before anything else can look at
 # it: bound them so a template cannot exhaust the worker's memory or CPU.
@@ -49,8 +52,6 @@ MAX_POWER_BITS = 100_000  # ~30,000 decimal digits
 MAX_WIDTH = 10_000
 MAX_LIPSUM_PARAGRAPHS = 20
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
-
-_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 
 class TemplateError(Exception):
@@ -342,21 +343,6 @@ _env.filters["replace"] = _replace_filter
 _env.globals["lipsum"] = _lipsum
 
 
-def single_expression(value: str) -> str | None:
-    """The expression inside ``"{{ expr }}"`` when the string is only that, else None."""
-    match = _SINGLE_EXPRESSION.match(value)
-    if not match:
-        return None
-    expr = match.group("expr")
-    if "{{" in expr or "}}" in expr or "{%" in value or "{#" in value:
-        return None
-    return expr
-
-
-def is_template(value: str) -> bool:
-    return "{{" in value or "{%" in value or "{#" in value
-
-
 # -- rendering ---------------------------------------------------------------
 def render_value(value: Any, context: dict[str, Any], *, path: str = "config") -> Any:
     """Render every string inside ``value`` (dicts and lists recursively; keys are not templated).
@@ -514,9 +500,9 @@ def _check_static_limits(ast: nodes.Template) -> None:
                 raise TemplateError(f"lipsum: at most {MAX_LIPSUM_PARAGRAPHS} paragraphs (got {n:,})")
 
 
-def prepare_config(action: Any, config: dict[str, Any]) -> dict[str, Any]:
+def prepare_config(action: Action, config: dict[str, Any]) -> dict[str, Any]:
     """Read bare expressions in an action's ``expression_fields`` as ``{{ ... }}``."""
-    fields = getattr(action, "expression_fields", ())
+    fields = action.expression_fields
     if not fields:
         return config
     prepared = dict(config)

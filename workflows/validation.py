@@ -13,11 +13,12 @@ from typing import Any
 
 from django.conf import settings
 
+from integrations import storable
 from integrations.errors import ConfigError
 from integrations.models import Credential
 from integrations.registry import UnknownAction, all_actions, get_action
 
-from . import schedules, signatures, storable, templating
+from . import schedules, signatures, templating
 from .models import STEP_DEFAULTS, InDoubtPolicy, Step, TriggerType, Workflow
 
 STEP_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

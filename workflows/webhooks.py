@@ -32,7 +32,9 @@ from django.http import HttpRequest, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import intake, metrics, ratelimit, redaction, signatures, storable
+from integrations import storable
+
+from . import intake, metrics, ratelimit, redaction, signatures
 from .models import RunTrigger, TriggerType, Workflow
 from .services import PayloadInvalid, run_accept
 

@@ -1,5 +1,7 @@
 """Credential storage: encryption at rest, per-kind validation, key rotation."""
 
+import json
+
 import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -77,8 +79,6 @@ def test_an_unknown_kind_is_refused(keys, organization):
 
 
 def test_a_service_account_key_is_accepted_as_json_text_and_shows_its_email(keys, organization):
-    import json
-
     key = service_account_key("http://127.0.0.1:1/token")
     cred = credential_create(organization=organization, name="g", kind="google_service_account",
                              secret={"key": json.dumps(key)})  # fmt: skip

@@ -16,6 +16,7 @@ from django.test import Client
 
 from integrations import registry
 from integrations.services import credential_create
+from testing import network
 from testing.network import (
     FakeGoogle,
     FakeSendGrid,
@@ -33,7 +34,7 @@ from workflows.services import workflow_create
 pytestmark = pytest.mark.slow
 
 PLUGIN = """
-from integrations.actions.base import Action
+from integrations.base import Action
 
 
 class Ping(Action):
@@ -251,8 +252,6 @@ def test_a_plugin_action_is_listed_and_runs_in_a_workflow(stack, world):
 
 
 def test_the_worker_runs_under_the_socket_guard(stack, world):
-    from testing import network
-
     registry.reset()
     run, (step,) = fire(world.acme, [{"key": "probe", "action_type": "acme.probe", "config": {}}], {})
     assert step.output == {"refused_by": "NetworkGuardViolation"}

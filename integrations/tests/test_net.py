@@ -1,11 +1,11 @@
-"""net.guarded_session: the SSRF guard as a requests transport (used by google-auth and gspread)."""
+"""guarded_requests.guarded_session: the SSRF guard as a requests transport (used by google-auth and gspread)."""
 
 import ssl
 
 import pytest
 import requests
 
-from integrations import net
+from integrations import guarded_requests, net
 from testing.network import RecordingHTTPServer, Reply
 
 
@@ -24,7 +24,7 @@ def tls_server(tls_certificate):
 def test_https_keeps_the_host_name_for_sni_and_the_certificate_check(tls_server, tls_certificate, fake_dns):
     answers, _ = fake_dns
     answers["elsewhere.example"] = [["127.0.0.1"]]  # same address, a name the certificate does not cover
-    session = net.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
+    session = guarded_requests.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
     response = session.get(f"https://localhost:{tls_server.port}/", verify=str(tls_certificate[0]), timeout=5)
     assert response.text == "over tls"
     assert tls_server.requests[0].headers["host"] == f"localhost:{tls_server.port}"
@@ -38,7 +38,7 @@ def test_https_keeps_the_host_name_for_sni_and_the_certificate_check(tls_server,
 def test_every_redirect_hop_is_checked(http_server):
     http_server.route("GET", "/a", Reply(302, b"", {"Location": f"http://127.0.0.2:{http_server.port}/b"}))
     with RecordingHTTPServer(host="127.0.0.2", port=http_server.port) as internal:
-        session = net.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
+        session = guarded_requests.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
         with pytest.raises(net.BlockedDestination, match="blocked destination: 127.0.0.2"):
             session.get(f"{http_server.url}/a", timeout=5)
         assert internal.requests == []
@@ -46,7 +46,7 @@ def test_every_redirect_hop_is_checked(http_server):
 
 def test_redirects_are_limited(http_server):
     http_server.route("GET", "/loop", Reply(302, b"", {"Location": "/loop"}))
-    session = net.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
+    session = guarded_requests.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
     with pytest.raises(requests.TooManyRedirects):
         session.get(f"{http_server.url}/loop", timeout=5)
     assert len(http_server.requests) == net.MAX_REDIRECTS + 1
@@ -56,5 +56,5 @@ def test_environment_proxies_are_ignored(http_server, monkeypatch):
     # A proxy would resolve the name itself, after our check: it must not be used.
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.3:9")
     http_server.route("GET", "/", Reply(200, "direct"))
-    session = net.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
+    session = guarded_requests.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
     assert session.get(f"{http_server.url}/", timeout=5).text == "direct"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from django.db import connection
 
+from integrations.custom.handlers import handler
 from integrations.errors import PermanentError, RetryableError
-from integrations.handlers import handler
 
 
 def _log_call(data, ctx) -> int:

@@ -2,7 +2,7 @@
 
 import logging
 
-from integrations.handlers import handler
+from integrations.custom.handlers import handler
 
 logger = logging.getLogger("workflows.tests.ops_handlers")
 

@@ -2,7 +2,8 @@
 
 The credential decides the transport: an ``smtp`` credential sends through the
 organization's SMTP server, a ``sendgrid_api_key`` credential through SendGrid
-(``POTAFLOW_SENDGRID_API_URL``).
+(``POTAFLOW_SENDGRID_API_URL``). The ``sendgrid`` client library is imported on
+first use, so processes that never send through SendGrid do not carry it.
 """
 
 import json
@@ -18,16 +19,14 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
-from python_http_client import exceptions as sg_errors
-from sendgrid import SendGridAPIClient
 
-from integrations import net
+from integrations import errors, net
+from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError
 
-from .base import Action, ActionContext
-from .http import parse_retry_after
+from .credentials import SENDGRID_API_KEY, SMTP
 
-_addresses = {
+_ADDRESSES_SCHEMA = {
     "oneOf": [
         {"type": "string", "minLength": 1},
         {"type": "array", "items": {"type": "string", "minLength": 1}},
@@ -35,7 +34,8 @@ _addresses = {
 }
 
 
-def _as_list(value: Any) -> list[str]:
+def addresses(value: Any) -> list[str]:
+    """The addresses of a rendered ``to``/``cc``/``bcc``/``reply_to``: a list, or a comma-separated string."""
     if value is None or value == "":
         return []
     if isinstance(value, str):
@@ -77,7 +77,7 @@ class SendEmail(Action):
     name = "email.send"
     title = "Send email"
     description = "Send an email through an SMTP server or SendGrid (chosen by the credential)."
-    credential_kind = ("smtp", "sendgrid_api_key")
+    credential_kind = (SMTP.kind, SENDGRID_API_KEY.kind)
     credential_required = True
     config_schema = {
         "type": "object",
@@ -85,10 +85,10 @@ class SendEmail(Action):
         "anyOf": [{"required": ["text"]}, {"required": ["html"]}],
         "additionalProperties": False,
         "properties": {
-            "to": _addresses,
-            "cc": _addresses,
-            "bcc": _addresses,
-            "reply_to": _addresses,
+            "to": _ADDRESSES_SCHEMA,
+            "cc": _ADDRESSES_SCHEMA,
+            "bcc": _ADDRESSES_SCHEMA,
+            "reply_to": _ADDRESSES_SCHEMA,
             "from_email": {"type": "string", "description": "Overrides the credential's from address."},
             "subject": {"type": "string", "minLength": 1},
             "text": {"type": "string"},
@@ -102,12 +102,12 @@ class SendEmail(Action):
         return True
 
     def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {"to": _as_list(config.get("to")), "subject": config.get("subject")}
+        return {"to": addresses(config.get("to")), "subject": config.get("subject")}
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         if not ctx.credential:
             raise PermanentError("email.send needs an smtp or sendgrid_api_key credential")
-        to = _as_list(config.get("to"))
+        to = addresses(config.get("to"))
         if not to:
             raise PermanentError("config.to: no recipient after rendering")
         from_email = config.get("from_email") or ctx.credential.get("from_email")
@@ -115,9 +115,9 @@ class SendEmail(Action):
             raise PermanentError("no from address: set config.from_email or the credential's from_email")
         message = {
             "to": to,
-            "cc": _as_list(config.get("cc")),
-            "bcc": _as_list(config.get("bcc")),
-            "reply_to": _as_list(config.get("reply_to")),
+            "cc": addresses(config.get("cc")),
+            "bcc": addresses(config.get("bcc")),
+            "reply_to": addresses(config.get("reply_to")),
             "from_email": from_email,
             "subject": config["subject"],
             "text": config.get("text") or "",
@@ -128,9 +128,9 @@ class SendEmail(Action):
         message["message_id"] = stable_message_id(ctx.idempotency_key, domain)
         if not (message["text"] or message["html"]):
             raise PermanentError("config.text / config.html: the message has no body after rendering")
-        if ctx.credential_kind == "sendgrid_api_key":
+        if ctx.credential_kind == SENDGRID_API_KEY.kind:
             return _send_sendgrid(message, ctx)
-        if ctx.credential_kind == "smtp":
+        if ctx.credential_kind == SMTP.kind:
             return _send_smtp(message, ctx)
         raise PermanentError(f"email.send cannot use a {ctx.credential_kind} credential")
 
@@ -144,7 +144,7 @@ def _send_smtp(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     except net.BlockedDestination as exc:
         raise PermanentError(f"SMTP server {exc}; nothing was sent") from None
     except net.ResolutionError as exc:
-        raise (RetryableError if exc.temporary else PermanentError)(f"SMTP server: {exc}") from None
+        raise errors.from_resolution(f"SMTP server: {exc}", temporary=exc.temporary) from None
     security = cred.get("security", "starttls")
     backend = PinnedSMTPBackend(
         pinned_address=str(address),
@@ -252,6 +252,10 @@ def sendgrid_body(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _send_sendgrid(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    # deferred: keeps idle memory down (sendgrid loads only in a process that sends through it)
+    from python_http_client import exceptions as sg_errors
+    from sendgrid import SendGridAPIClient
+
     client = SendGridAPIClient(api_key=(ctx.credential or {})["api_key"], host=settings.POTAFLOW_SENDGRID_API_URL)
     client.client.timeout = ctx.timeout_seconds
     try:
@@ -259,14 +263,12 @@ def _send_sendgrid(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any
     except sg_errors.HTTPError as exc:
         detail = _sendgrid_errors(exc.body)
         text = f"SendGrid answered {exc.status_code}: {detail}"
-        if exc.status_code == 429 or exc.status_code >= 500:
-            headers = exc.headers or {}
-            retry_after = parse_retry_after(headers.get("Retry-After"))
-            reset = headers.get("X-RateLimit-Reset")  # SendGrid's 429: the epoch second the limit resets
-            if retry_after is None and reset and reset.isdigit():
-                retry_after = max(0.0, int(reset) - time.time())
-            raise RetryableError(text, retry_after=retry_after) from None
-        raise PermanentError(text) from None
+        headers = exc.headers or {}
+        retry_after = errors.parse_retry_after(headers.get("Retry-After"))
+        reset = headers.get("X-RateLimit-Reset")  # SendGrid's 429: the epoch second the limit resets
+        if retry_after is None and reset and reset.isdigit():
+            retry_after = max(0.0, int(reset) - time.time())
+        raise errors.from_status(exc.status_code, text, retry_after=retry_after) from None
     except (urllib.error.URLError, OSError) as exc:
         raise RetryableError(f"SendGrid unreachable: {exc}") from None
     return {

@@ -2,9 +2,8 @@
 
 from typing import Any
 
+from integrations.base import Action, ActionContext
 from integrations.errors import RunFiltered
-
-from .base import Action, ActionContext
 
 _FALSE_STRINGS = {"", "0", "false", "no", "off", "none", "null"}
 

@@ -5,11 +5,10 @@ import time
 
 import pytest
 
-from integrations.actions.email import SendEmail
+from integrations.email.action import SendEmail
 from integrations.errors import ConfigError, PermanentError, RetryableError
+from integrations.tests.support import make_ctx
 from testing.network import Reply, SMTPServer, free_port
-
-from .conftest import make_ctx
 
 action = SendEmail()
 

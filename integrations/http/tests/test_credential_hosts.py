@@ -3,17 +3,18 @@ step carrying it at a server of their choosing and read it back."""
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, User
-from integrations import credential_hosts
-from integrations.actions.http import HttpRequest
+from integrations.crypto import encrypt_json
 from integrations.errors import PermanentError
+from integrations.http import credential_hosts
+from integrations.http.action import HttpRequest
 from integrations.models import Credential
 from integrations.services import credential_create, credential_reveal
+from integrations.tests.support import make_ctx
 from testing.network import Reply
-
-from .conftest import make_ctx
 
 pytestmark = pytest.mark.django_db
 
@@ -137,8 +138,6 @@ def test_allowed_hosts_is_required_and_validated_for_http_kinds(organization):
 
 def test_a_credential_from_before_the_rule_is_refused_until_an_admin_sets_it(organization, http_server):
     """Existing credentials have no allowed_hosts: refused at save and at run time, saying why."""
-    from integrations.crypto import encrypt_json
-
     legacy = Credential.objects.create(
         organization=organization, name="old", kind="http_bearer", secret_ciphertext=encrypt_json({"token": "t"})
     )
@@ -163,8 +162,6 @@ def test_a_credential_from_before_the_rule_is_refused_until_an_admin_sets_it(org
 
 
 def test_the_admin_form_takes_allowed_hosts_as_text(organization):
-    from django.test import Client
-
     user = User.objects.create_user(email="admin@example.com", password="pw-long-enough-123", is_staff=True)
     Membership.objects.create(user=user, organization=organization, role=Role.ADMIN)
     client = Client()

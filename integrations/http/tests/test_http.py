@@ -8,11 +8,10 @@ import time
 import pytest
 
 from integrations import net
-from integrations.actions.http import HttpRequest
 from integrations.errors import ConfigError, PermanentError, RetryableError
+from integrations.http.action import HttpRequest
+from integrations.tests.support import make_ctx
 from testing.network import RecordingHTTPServer, Reply, free_port
-
-from .conftest import make_ctx
 
 action = HttpRequest()
 

@@ -1,11 +1,11 @@
-"""``custom``: call a Python handler registered in code (see ``integrations.handlers``)."""
+"""``custom``: call a Python handler registered in code (see ``integrations.custom.handlers``)."""
 
 from typing import Any
 
+from integrations.base import Action, ActionContext
 from integrations.errors import ConfigError, PermanentError
-from integrations.handlers import UnknownHandler, get_handler, handler_names
 
-from .base import Action, ActionContext
+from .handlers import UnknownHandler, get_handler, handler_names
 
 
 class Custom(Action):

@@ -4,7 +4,7 @@ Write them in any installed app's ``handlers.py`` (discovered automatically)
 or in a module listed in ``settings.POTAFLOW_HANDLER_MODULES``
 (env ``POTAFLOW_HANDLER_MODULES=myproject.hooks,other.module``)::
 
-    from integrations.handlers import handler
+    from integrations.custom.handlers import handler
     from integrations.errors import RetryableError
 
     @handler("crm.lookup")

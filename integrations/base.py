@@ -1,17 +1,25 @@
-"""The action contract. Every action type is one subclass of ``Action``."""
+"""The contract of an integration: its actions (``Action``) and credential kinds (``KindSpec``).
 
-from collections.abc import Mapping
+An integration is a folder ``integrations/<name>/`` whose package exposes
+``ACTIONS`` (``Action`` subclasses) and ``CREDENTIAL_KINDS`` (``KindSpec``
+values); ``integrations.registry`` lists the folders and says how to add one.
+"""
+
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import jsonschema
 
 from integrations.errors import ConfigError
+from integrations.template_syntax import single_expression
 
 
 @dataclass(frozen=True)
 class ActionContext:
     """What an action may know about the step it runs in (read-only).
+
+    ``run_id`` is the run's UUID as text (a test run's is ``"test-<uuid>"``).
 
     ``credential`` holds the decrypted secret fields of the step's credential
     (or None); ``credential_kind`` its kind. ``template_context`` is what the
@@ -48,6 +56,8 @@ class Action:
     - ``credential_required``: whether a step must have a credential.
     - ``has_side_effects``: False for actions that only compute (transform,
       filter): a worker dying in them leaves nothing in doubt.
+    - ``expression_fields``: config fields that hold an expression, where a
+      bare ``a > 1`` is read as ``{{ a > 1 }}`` (``filter``'s condition).
 
     ``repeat_is_safe(config)`` says whether running the step again after an
     attempt of unknown outcome (its worker died mid-call) cannot duplicate an
@@ -71,6 +81,7 @@ class Action:
     credential_kind: ClassVar[str | tuple[str, ...] | None] = None
     credential_required: ClassVar[bool] = False
     has_side_effects: ClassVar[bool] = True
+    expression_fields: ClassVar[tuple[str, ...]] = ()
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         raise NotImplementedError("Action subclasses must implement run(config, ctx)")
@@ -94,7 +105,7 @@ class Action:
         """Check ``config`` (unrendered, may hold templates) against the schema."""
         validator = jsonschema.Draft202012Validator(self.config_schema)
         for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
-            if _is_single_expression(error.instance) and error.validator in ("type", "enum", "format"):
+            if is_single_expression(error.instance) and error.validator in ("type", "enum", "format"):
                 continue  # a {{ expression }} gets its real type at run time
             path = ".".join(str(p) for p in error.absolute_path)
             where = f"config.{path}" if path else "config"
@@ -118,8 +129,54 @@ class Action:
         }
 
 
-def _is_single_expression(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    stripped = value.strip()
-    return stripped.startswith("{{") and stripped.endswith("}}") and stripped.count("{{") == 1
+def is_single_expression(value: Any) -> bool:
+    """Whether ``value`` is a string holding exactly one ``{{ expression }}`` (typed at run time)."""
+    return isinstance(value, str) and single_expression(value) is not None
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a credential kind. A ``secret`` field is encrypted at rest and never shown
+    again; the others are stored in ``Credential.public_data`` and may be displayed.
+    ``coerce`` (for ``type="hosts"`` and the like) cleans a value or raises ``ValueError``."""
+
+    name: str
+    secret: bool = False
+    required: bool = True
+    type: str = "string"  # string | integer | email | choice | json | hosts
+    choices: tuple[str, ...] = ()
+    default: Any = None
+    help: str = ""
+    coerce: Callable[[Any], Any] | None = None
+
+
+FieldErrors = dict[str, str]
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """A credential kind: its stored value (``kind``, never renamed: it is in the database),
+    its label, its fields and the checks across them.
+
+    - ``extra_checks``: functions ``(public, secret) -> {field: message}`` run after the fields.
+    - ``derived_public``: ``(public, secret) -> dict`` of public values computed from the
+      secret ones (e.g. a service account's address, shown so users know whom to share with).
+    - ``auth_headers``: ``(revealed fields) -> headers`` for kinds an action sends as HTTP
+      headers (how the credential authenticates a request).
+    """
+
+    kind: str
+    label: str
+    fields: tuple[Field, ...]
+    help: str = ""
+    extra_checks: tuple[Callable[[dict[str, Any], dict[str, Any]], FieldErrors], ...] = ()
+    derived_public: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    auth_headers: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
+
+    @property
+    def secret_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.secret)
+
+    @property
+    def public_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if not f.secret)

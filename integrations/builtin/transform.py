@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from .base import Action, ActionContext
+from integrations.base import Action, ActionContext
 
 
 class Transform(Action):

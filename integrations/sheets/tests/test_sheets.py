@@ -2,11 +2,10 @@
 
 import pytest
 
-from integrations.actions.sheets import AppendRow
 from integrations.errors import ConfigError, PermanentError, RetryableError
+from integrations.sheets.action import AppendRow
+from integrations.tests.support import make_ctx
 from testing.network import RecordingHTTPServer, Reply, service_account_key
-
-from .conftest import make_ctx
 
 action = AppendRow()
 SHEET = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"

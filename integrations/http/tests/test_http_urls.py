@@ -4,6 +4,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, User
+from integrations.errors import PermanentError
+from integrations.http.action import HttpRequest
+from integrations.tests.support import make_ctx
 
 pytestmark = pytest.mark.django_db
 
@@ -45,10 +48,6 @@ def test_a_templated_url_is_checked_when_rendered(editor_client):
 
 
 def test_a_malformed_rendered_url_fails_the_step_permanently():
-    from integrations.actions.http import HttpRequest
-    from integrations.errors import PermanentError
-    from integrations.tests.conftest import make_ctx
-
     for bad in ("http://[", "http://[::ffff:127.1]:8520/"):
         with pytest.raises(PermanentError, match="invalid URL"):
             HttpRequest().run({"url": bad}, make_ctx())

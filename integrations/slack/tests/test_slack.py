@@ -4,11 +4,10 @@ import json
 
 import pytest
 
-from integrations.actions.slack import SlackMessage
 from integrations.errors import ConfigError, PermanentError, RetryableError
+from integrations.slack.action import SlackMessage
+from integrations.tests.support import make_ctx
 from testing.network import Reply
-
-from .conftest import make_ctx
 
 action = SlackMessage()
 CRED = {"token": "xoxb-test-token"}

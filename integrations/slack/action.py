@@ -7,20 +7,27 @@ Base URL from ``POTAFLOW_SLACK_API_URL``. Slack answers API errors with HTTP
 JSON object (a proxy's HTML error page, an empty body) is classified by its
 HTTP status alone: 5xx, 429 and a puzzling 200 are retryable, other 4xx
 permanent.
+
+``slack_sdk`` is imported on first use, not when the registry loads, so that
+processes that never post to Slack (web, beat) do not carry it.
 """
 
+from __future__ import annotations
+
 import urllib.error
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
 
+from integrations import errors
+from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError
 from integrations.storable import storable
 
-from .base import Action, ActionContext
-from .http import parse_retry_after
+from .credentials import SLACK_BOT_TOKEN
+
+if TYPE_CHECKING:
+    from slack_sdk.errors import SlackApiError
 
 # https://api.slack.com/methods/chat.postMessage#errors: transient on Slack's side.
 RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable",
@@ -33,7 +40,7 @@ class SlackMessage(Action):
     name = "slack.message"
     title = "Slack message"
     description = "Post a message (text and/or Block Kit blocks) to a channel, optionally in a thread."
-    credential_kind = "slack_bot_token"
+    credential_kind = SLACK_BOT_TOKEN.kind
     credential_required = True
     config_schema = {
         "type": "object",
@@ -56,6 +63,10 @@ class SlackMessage(Action):
         token = (ctx.credential or {}).get("token")
         if not token:
             raise PermanentError("slack.message needs a slack_bot_token credential")
+        # deferred: keeps idle memory down (slack_sdk loads only in a process that posts to Slack)
+        from slack_sdk import WebClient
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
         client = WebClient(
             token=token,
             base_url=settings.POTAFLOW_SLACK_API_URL,
@@ -84,18 +95,18 @@ def _classify(exc: SlackApiError, channel: str) -> Exception:
     response = exc.response
     data = getattr(response, "data", None)
     status = getattr(response, "status_code", 0)
-    retry_after = parse_retry_after(_header(getattr(response, "headers", None), "Retry-After"))
+    retry_after = errors.parse_retry_after(_header(getattr(response, "headers", None), "Retry-After"))
     code = data.get("error") if isinstance(data, dict) else None
     if not isinstance(code, str) or code.startswith(_NOT_JSON):
         body = str(code or data or "").removeprefix(_NOT_JSON).strip()
         message = f"Slack answered HTTP {status} with a body that is not JSON: {body[:200]!r}"
-        if status == 429 or status >= 500 or 200 <= status < 300:
-            return RetryableError(message, retry_after=retry_after)
-        return PermanentError(message)
+        if 200 <= status < 300:  # a success status with a body that is not Slack's: puzzling, so retried
+            return RetryableError(message, retry_after=retry_after, status=status)
+        return errors.from_status(status, message, retry_after=retry_after)
     message = f"Slack error {code[:100]} (HTTP {status}) posting to {channel}"
-    if status == 429 or status >= 500 or code in RETRYABLE_ERRORS:
-        return RetryableError(message, retry_after=retry_after)
-    return PermanentError(message)
+    if code in RETRYABLE_ERRORS:  # transient on Slack's side, whatever the status (often 200)
+        return RetryableError(message, retry_after=retry_after, status=status)
+    return errors.from_status(status, message, retry_after=retry_after)
 
 
 def _header(headers: Any, name: str) -> str | None:
