@@ -7,12 +7,12 @@ Secret inputs are never pre-filled: leaving one empty keeps the stored value.
 Validation and encryption go through ``services`` like the API.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.html import escape, format_html_join
 
@@ -24,6 +24,22 @@ from . import services
 from .credential_kinds import KINDS, Field, KindSpec, clean_fields
 from .models import Credential, CredentialKind
 
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
+    from django_stubs_ext import StrOrPromise
+
+    _CredentialModelForm = forms.ModelForm[Credential]
+else:
+    _CredentialModelForm = forms.ModelForm  # not subscriptable at run time
+
+
+class _FieldOptions(TypedDict):
+    """The options every kind field passes to its form field."""
+
+    label: str
+    required: bool
+    help_text: str
+
 
 def form_field_name(kind: str, name: str) -> str:
     return f"{kind}__{name}"
@@ -31,12 +47,12 @@ def form_field_name(kind: str, name: str) -> str:
 
 def _form_field(spec: KindSpec, f: Field, *, editing: bool) -> forms.Field:
     label = f"{f.name.replace('_', ' ')}"
-    help_text = escape(f.help)  # the admin renders help text as HTML: "Bearer <token>" must show as typed
+    help_text: str = escape(f.help)  # the admin renders help text as HTML: "Bearer <token>" must show as typed
     if f.secret:
         help_text = (help_text + " " if help_text else "") + (
             "Write-only: leave empty to keep the stored value." if editing else "Write-only: never shown again."
         )
-    common = {"label": label, "required": False, "help_text": help_text}
+    common: _FieldOptions = {"label": label, "required": False, "help_text": help_text}
     if f.type == "json":
         return forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "autocomplete": "off"}), **common)
     if f.secret:
@@ -52,7 +68,7 @@ def _form_field(spec: KindSpec, f: Field, *, editing: bool) -> forms.Field:
     return forms.CharField(**common)
 
 
-class CredentialForm(forms.ModelForm):
+class CredentialForm(_CredentialModelForm):
     kinds: tuple[str, ...] = tuple(KINDS)
 
     class Meta:
@@ -72,11 +88,12 @@ class CredentialForm(forms.ModelForm):
                 self.fields[form_field_name(kind, f.name)] = field
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()  # a ModelForm's clean() checks uniqueness and returns cleaned_data
+        cleaned = self.cleaned_data
         kind = cleaned.get("kind") or (self.instance.kind if self.instance.pk else None)
         if not kind:
             return cleaned
-        data = {}
+        data: dict[str, Any] = {}
         for f in KINDS[kind].fields:
             value = cleaned.get(form_field_name(kind, f.name))
             if value not in (None, ""):
@@ -114,43 +131,49 @@ class CredentialAdmin(OrganizationScopedAdmin):
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self._has_role(request, Role.ADMIN)
 
-    def has_view_permission(self, request: HttpRequest, obj: Credential | None = None) -> bool:
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return self._has_role(request, Role.ADMIN, obj)
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Credential]:
         queryset = super().get_queryset(request)
-        if request.user.is_superuser:
+        user = request.user
+        if user.is_superuser:
             return queryset
-        return queryset.filter(organization_id__in=organization_ids_for(request.user, minimum_role=Role.ADMIN))
+        if not user.is_authenticated:  # the admin lets only staff in; this narrows the type
+            return queryset.none()
+        return queryset.filter(organization_id__in=organization_ids_for(user, minimum_role=Role.ADMIN))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Credential | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
         return fields + ["organization", "kind"] if obj else fields
 
-    def get_form(self, request: HttpRequest, obj: Credential | None = None, change: bool = False, **kwargs: Any):
+    def get_form(
+        self, request: HttpRequest, obj: Credential | None = None, change: bool = False, **kwargs: Any
+    ) -> type[CredentialForm]:
         kinds = (obj.kind,) if obj else tuple(KINDS)
         kwargs["fields"] = None  # the form's dynamic kind fields are added in __init__
         base = super().get_form(request, obj, change=change, **kwargs)
-        return type("ScopedCredentialForm", (base,), {"kinds": kinds})
+        # ``base`` is a subclass of ``form`` (CredentialForm) made by modelform_factory.
+        return cast(type[CredentialForm], type("ScopedCredentialForm", (base,), {"kinds": kinds}))
 
-    def get_fieldsets(self, request: HttpRequest, obj: Credential | None = None):
-        head = ["organization", "name", "kind"] + (["stored_fields", "created_at", "updated_at"] if obj else [])
-        fieldsets: list = [(None, {"fields": head})]
+    def get_fieldsets(self, request: HttpRequest, obj: Credential | None = None) -> "_FieldsetSpec":
+        head: _FieldOpts = {
+            "fields": ["organization", "name", "kind", "stored_fields", "created_at", "updated_at"]
+            if obj
+            else ["organization", "name", "kind"]
+        }
+        fieldsets: list[tuple[StrOrPromise | None, _FieldOpts]] = [(None, head)]
         kinds = (obj.kind,) if obj else tuple(KINDS)
         for kind in kinds:
             title = CredentialKind(kind).label
-            description = None if obj else f"Used only when kind is “{title}”."
-            fieldsets.append(
-                (
-                    title,
-                    {
-                        "fields": [form_field_name(kind, f.name) for f in KINDS[kind].fields],
-                        "description": description,
-                        # The change form's script shows only the chosen kind's fieldset.
-                        "classes": ["pf-kind", f"pf-kind-{kind}"],
-                    },
-                )
-            )
+            options: _FieldOpts = {
+                "fields": [form_field_name(kind, f.name) for f in KINDS[kind].fields],
+                # The change form's script shows only the chosen kind's fieldset.
+                "classes": ["pf-kind", f"pf-kind-{kind}"],
+            }
+            if not obj:
+                options["description"] = f"Used only when kind is “{title}”."
+            fieldsets.append((title, options))
         return fieldsets
 
     @admin.display(description="Fields")

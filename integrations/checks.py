@@ -1,5 +1,9 @@
 """System checks for integration settings (run by ``manage.py check`` and at startup)."""
 
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import Error, register
 from django.core.exceptions import ImproperlyConfigured
@@ -9,7 +13,7 @@ from .net import parse_allow_list
 
 
 @register()
-def check_fernet_keys(app_configs, **kwargs) -> list[Error]:
+def check_fernet_keys(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Error]:
     """integrations.E001: without a usable key no credential can be stored or used."""
     try:
         configured_keys()
@@ -19,7 +23,7 @@ def check_fernet_keys(app_configs, **kwargs) -> list[Error]:
 
 
 @register()
-def check_private_destinations(app_configs, **kwargs) -> list[Error]:
+def check_private_destinations(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Error]:
     """integrations.E002: a malformed allow-list entry would silently allow nothing (or too much)."""
 
     try:

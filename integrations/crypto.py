@@ -70,7 +70,8 @@ def decrypt_json(token: str) -> dict[str, Any]:
             "credential secret cannot be decrypted with the configured POTAFLOW_FERNET_KEYS "
             "(was a key removed before running rotate_credential_keys?)"
         ) from None
-    return json.loads(plain)
+    data: dict[str, Any] = json.loads(plain)  # always an object: encrypt_json's input
+    return data
 
 
 def rotate(token: str) -> str:

@@ -20,6 +20,7 @@ success) and ``from_resolution`` (DNS said "try again" or "no such name").
 
 import email.utils
 import time
+from typing import Any
 
 from integrations.storable import clean_text
 
@@ -45,7 +46,7 @@ class PermanentError(ActionError):
 
 
 class RunFiltered(Exception):  # noqa: N818 - a signal, not an error
-    def __init__(self, output: dict) -> None:
+    def __init__(self, output: dict[str, Any]) -> None:
         super().__init__("filtered")
         self.output = output
 

@@ -4,7 +4,8 @@ from . import registry
 
 # Every credential kind the integrations declare (``integrations/<name>/credentials.py``),
 # e.g. ``CredentialKind.SMTP == "smtp"``. The values are stored: never rename one.
-CredentialKind = models.TextChoices(  # type: ignore[misc]
+# The stubs type only the one-argument form of the functional API (members are known only at run time).
+CredentialKind = models.TextChoices(  # type: ignore[call-overload]
     "CredentialKind", [(kind.upper(), (kind, label)) for kind, label in registry.credential_kind_choices()]
 )
 

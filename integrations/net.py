@@ -144,7 +144,7 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         raise ResolutionError(f"cannot resolve {host!r}: invalid host name", temporary=False) from exc
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])  # a str for IPv4/IPv6; the stubs allow int
         if address not in addresses:
             addresses.append(address)
     if not addresses:

@@ -18,7 +18,10 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias, overload
+
+# A value a JSON column holds (what ``storable`` returns; an action's output is one).
+JSONValue: TypeAlias = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
 # -- input: refused -----------------------------------------------------------
 # Far deeper than any real webhook; well below Python's recursion limit, so
@@ -101,7 +104,13 @@ def _encodable(text: str) -> bool:
 
 
 # -- output: made storable ---------------------------------------------------
-def storable(value: Any) -> Any:
+@overload
+def storable(value: str) -> str: ...
+@overload
+def storable(value: Mapping[Any, Any]) -> dict[str, JSONValue]: ...
+@overload
+def storable(value: object) -> JSONValue: ...
+def storable(value: object) -> JSONValue:
     """``value`` as JSON a database column accepts, for outputs that echo a server's data.
 
     PostgreSQL's jsonb refuses ``\\u0000`` and strict JSON has no NaN/Infinity,

@@ -68,7 +68,8 @@ class PinnedSMTPBackend(EmailBackend):
 
         class Pinned(base):  # type: ignore[valid-type, misc]
             def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-                return super()._get_socket(address, port, timeout)
+                sock: socket.socket = super()._get_socket(address, port, timeout)
+                return sock
 
         return Pinned
 

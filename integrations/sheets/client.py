@@ -32,7 +32,7 @@ from gspread.http_client import HTTPClient
 from integrations import errors, guarded_requests, net
 from integrations.base import ActionContext
 from integrations.errors import PermanentError, RetryableError
-from integrations.storable import storable
+from integrations.storable import JSONValue, storable
 
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
 _NOT_AN_OBJECT = "Google answered HTTP 200 with a body that is not the JSON object the API documents"
@@ -75,11 +75,13 @@ def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     values = ["" if v is None else v for v in config["values"]]
     option = config.get("value_input_option") or "RAW"
     try:
-        credentials = ServiceAccountCredentials.from_service_account_info(key_info, scopes=SCOPES)
+        credentials = ServiceAccountCredentials.from_service_account_info(  # type: ignore[no-untyped-call]  # google-auth leaves it unannotated
+            key_info, scopes=SCOPES
+        )
     except (ValueError, KeyError) as exc:
         raise PermanentError(f"the service-account key is unusable: {exc}") from None
     allow = net.current_allow_list()
-    session = AuthorizedSession(
+    session = AuthorizedSession(  # type: ignore[no-untyped-call]  # google-auth leaves it unannotated
         credentials,
         auth_request=GoogleAuthRequest(guarded_requests.guarded_session(allow=allow)),
         refresh_timeout=ctx.timeout_seconds,
@@ -93,7 +95,12 @@ def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         worksheet = spreadsheet.worksheet(title) if title else spreadsheet.get_worksheet(0)
         if worksheet is None:
             raise PermanentError(f"spreadsheet {key} has no worksheet")
-        result = worksheet.append_row(values, value_input_option=option, insert_data_option="INSERT_ROWS")
+        result = worksheet.append_row(
+            values,
+            # A template may render any string; Google answers an unknown option with a 400.
+            value_input_option=option,  # type: ignore[arg-type]  # gspread's StrEnum; its values are these strings
+            insert_data_option=gspread.utils.InsertDataOption.insert_rows,
+        )
     except gspread.exceptions.WorksheetNotFound:
         titles = ", ".join(repr(w.title) for w in spreadsheet.worksheets())
         raise PermanentError(f"worksheet {title!r} not found in spreadsheet {key} (worksheets: {titles})") from None
@@ -127,8 +134,10 @@ def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         raise RetryableError(f"{_stage(credentials)}: {_NOT_AN_OBJECT} ({exc})") from None
     if not isinstance(result, dict):
         raise RetryableError(f"{_stage(credentials)} (values:append): {_NOT_AN_OBJECT}")
-    updates = result.get("updates") if isinstance(result.get("updates"), dict) else {}
-    return storable(
+    updates = result.get("updates")
+    if not isinstance(updates, dict):
+        updates = {}
+    output: dict[str, JSONValue] = storable(
         {
             "spreadsheet_id": key,
             "worksheet": worksheet.title,
@@ -137,6 +146,7 @@ def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
             "updated_cells": updates.get("updatedCells"),
         }
     )
+    return output
 
 
 def _not_shared(key: str, client_email: str) -> str:

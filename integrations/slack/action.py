@@ -15,6 +15,7 @@ processes that never post to Slack (web, beat) do not carry it.
 from __future__ import annotations
 
 import urllib.error
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from django.conf import settings
 from integrations import errors
 from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError
-from integrations.storable import storable
+from integrations.storable import JSONValue, storable
 
 from .credentials import SLACK_BOT_TOKEN
 
@@ -86,9 +87,10 @@ class SlackMessage(Action):
         except (urllib.error.URLError, TimeoutError, OSError, SlackClientError) as exc:
             raise RetryableError(f"Slack unreachable: {exc}") from None
         data = response.data if isinstance(response.data, dict) else {}
-        return storable(
+        output: dict[str, JSONValue] = storable(
             {"ok": True, "channel": data.get("channel"), "ts": data.get("ts"), "message": data.get("message", {})}
         )
+        return output
 
 
 def _classify(exc: SlackApiError, channel: str) -> Exception:
@@ -109,7 +111,7 @@ def _classify(exc: SlackApiError, channel: str) -> Exception:
     return errors.from_status(status, message, retry_after=retry_after)
 
 
-def _header(headers: Any, name: str) -> str | None:
+def _header(headers: Mapping[str, str | list[str]] | None, name: str) -> str | None:
     for key, value in (headers or {}).items():
         if key.lower() == name.lower():
             return value[0] if isinstance(value, list) else value

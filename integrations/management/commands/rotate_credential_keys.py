@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.crypto import SecretDecryptionError
@@ -10,7 +12,7 @@ class Command(BaseCommand):
         "Put the new key first, keep the old ones after it, run this, then remove the old keys."
     )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             count = credentials_rotate_keys()
         except SecretDecryptionError as exc:
