@@ -57,6 +57,4 @@ class OrganizationScopedMixin(_ViewBase):
     organization_field = "organization"
 
     def get_queryset(self) -> QuerySet[Any]:
-        # scope_to_user answers an anonymous user too (nothing); its annotation says User only.
-        user = self.request.user
-        return scope_to_user(super().get_queryset(), user, organization_field=self.organization_field)  # type: ignore[arg-type]
+        return scope_to_user(super().get_queryset(), self.request.user, organization_field=self.organization_field)

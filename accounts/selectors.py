@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 
 from .models import ROLE_RANK, Membership, Role, User
@@ -16,7 +17,9 @@ def organization_ids_for(user: User, *, minimum_role: str = Role.VIEWER) -> Quer
     return Membership.objects.filter(user=user, role__in=roles_at_least(minimum_role)).values("organization_id")
 
 
-def scope_to_user(queryset: QuerySet, user: User, *, organization_field: str = "organization") -> QuerySet:
+def scope_to_user(
+    queryset: QuerySet, user: User | AnonymousUser, *, organization_field: str = "organization"
+) -> QuerySet:
     """Restrict ``queryset`` to objects of the user's organizations.
 
     The one place that decides tenancy for reads: an object of another
@@ -27,7 +30,7 @@ def scope_to_user(queryset: QuerySet, user: User, *, organization_field: str = "
     return queryset.filter(**{f"{organization_field}__in": organization_ids_for(user)})
 
 
-def membership_for(user: User, organization_id: int) -> Membership | None:
+def membership_for(user: User | AnonymousUser, organization_id: int) -> Membership | None:
     if not user.is_authenticated:
         return None
     return Membership.objects.filter(user=user, organization_id=organization_id).first()

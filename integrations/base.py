@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import jsonschema
 
 from integrations.errors import ConfigError
+from integrations.storable import JSONValue
 from integrations.template_syntax import single_expression
 
 
@@ -22,7 +23,8 @@ class ActionContext:
     ``run_id`` is the run's UUID as text (a test run's is ``"test-<uuid>"``).
 
     ``credential`` holds the decrypted secret fields of the step's credential
-    (or None); ``credential_kind`` its kind. ``template_context`` is what the
+    (or None), each value of the type its kind's ``Field`` declares (checked when the
+    credential was saved); ``credential_kind`` its kind. ``template_context`` is what the
     config was rendered with (trigger, steps, run, workflow).
     ``idempotency_key`` is the same for every attempt of this step in this run
     (retries, redelivery, recovery) and new for a replay or another run: an
@@ -64,8 +66,10 @@ class Action:
     effect, e.g. because the destination drops repeats of the idempotency key.
     It decides the default of a step's ``on_in_doubt`` policy.
 
-    and implement ``run(config, ctx) -> dict`` which receives the *rendered*
-    config and returns a JSON-serialisable dict (the step's output). It raises
+    and implement ``run(config, ctx) -> JSONValue`` which receives the *rendered*
+    config (valid for the schema unless a ``{{ expression }}`` rendered otherwise) and
+    returns the step's output: a JSON value, an object for the actions that call a
+    service (``transform`` returns whatever it built). It raises
     ``RetryableError`` for transient failures and ``PermanentError`` for the
     rest (see ``integrations.errors``); anything else it raises is recorded as
     a permanent failure with the exception's type and message.
@@ -83,7 +87,7 @@ class Action:
     has_side_effects: ClassVar[bool] = True
     expression_fields: ClassVar[tuple[str, ...]] = ()
 
-    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> JSONValue:
         raise NotImplementedError("Action subclasses must implement run(config, ctx)")
 
     @classmethod
@@ -97,7 +101,7 @@ class Action:
     def repeat_is_safe(self, config: Mapping[str, Any]) -> bool:
         return not self.has_side_effects
 
-    def request_summary(self, config: dict[str, Any]) -> dict[str, Any] | None:
+    def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue] | None:
         """What an attempt sends, for its record: where to, never secrets or whole bodies."""
         return None
 

@@ -20,9 +20,8 @@ success) and ``from_resolution`` (DNS said "try again" or "no such name").
 
 import email.utils
 import time
-from typing import Any
 
-from integrations.storable import clean_text
+from integrations.storable import JSONValue, clean_text
 
 
 class ActionError(Exception):
@@ -46,7 +45,7 @@ class PermanentError(ActionError):
 
 
 class RunFiltered(Exception):  # noqa: N818 - a signal, not an error
-    def __init__(self, output: dict[str, Any]) -> None:
+    def __init__(self, output: dict[str, JSONValue]) -> None:
         super().__init__("filtered")
         self.output = output
 

@@ -4,6 +4,7 @@ from typing import Any
 
 from integrations.base import Action, ActionContext
 from integrations.errors import RunFiltered
+from integrations.storable import JSONValue
 
 _FALSE_STRINGS = {"", "0", "false", "no", "off", "none", "null"}
 
@@ -33,9 +34,9 @@ class Filter(Action):
     # Config fields that hold an expression: a bare "a > 1" is read as "{{ a > 1 }}".
     expression_fields = ("condition",)
 
-    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
         passed = truthy(config["condition"])
-        output = {"passed": passed, "condition": config["condition"]}
+        output: dict[str, JSONValue] = {"passed": passed, "condition": config["condition"]}
         if not passed:
             raise RunFiltered(output)
         return output

@@ -3,6 +3,7 @@
 from typing import Any
 
 from integrations.base import Action, ActionContext
+from integrations.storable import JSONValue
 
 
 class Transform(Action):
@@ -20,5 +21,6 @@ class Transform(Action):
         "additionalProperties": False,
     }
 
-    def run(self, config: dict[str, Any], ctx: ActionContext) -> Any:
-        return config["value"]
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> JSONValue:
+        value: JSONValue = config["value"]  # the rendered config is JSON
+        return value

@@ -1,9 +1,11 @@
 """``custom``: call a Python handler registered in code (see ``integrations.custom.handlers``)."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from integrations.base import Action, ActionContext
 from integrations.errors import ConfigError, PermanentError
+from integrations.storable import JSONValue
 
 from .handlers import UnknownHandler, get_handler, handler_names
 
@@ -36,16 +38,17 @@ class Custom(Action):
                 field="config.handler",
             ) from None
 
-    def repeat_is_safe(self, config: Any) -> bool:
+    def repeat_is_safe(self, config: Mapping[str, Any]) -> bool:
         try:
             return bool(getattr(get_handler(config.get("handler", "")), "potaflow_repeat_safe", False))
         except UnknownHandler:
             return False
 
-    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
+    def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue]:
         return {"handler": config.get("handler")}
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> Any:
+        # Any: whatever the handler returns; the engine fails the step when it is not storable JSON.
         try:
             func = get_handler(config["handler"])
         except UnknownHandler as exc:

@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 import urllib.error
+from collections.abc import Mapping
 from email.utils import make_msgid
 from functools import cached_property
 from typing import Any
@@ -23,6 +24,7 @@ from django.core.mail.backends.smtp import EmailBackend
 from integrations import errors, net
 from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError
+from integrations.storable import JSONValue
 
 from .credentials import SENDGRID_API_KEY, SMTP
 
@@ -98,14 +100,14 @@ class SendEmail(Action):
         },
     }
 
-    def repeat_is_safe(self, config: Any) -> bool:
+    def repeat_is_safe(self, config: Mapping[str, Any]) -> bool:
         # A repeat carries the same Message-ID, which mail systems use to drop duplicates.
         return True
 
-    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {"to": addresses(config.get("to")), "subject": config.get("subject")}
+    def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue]:
+        return {"to": [*addresses(config.get("to"))], "subject": config.get("subject")}
 
-    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
         if not ctx.credential:
             raise PermanentError("email.send needs an smtp or sendgrid_api_key credential")
         to = addresses(config.get("to"))
@@ -137,7 +139,7 @@ class SendEmail(Action):
 
 
 # -- SMTP --------------------------------------------------------------------
-def _send_smtp(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+def _send_smtp(message: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
     cred = ctx.credential or {}
     host, port = cred["host"], int(cred["port"])
     try:
@@ -252,7 +254,7 @@ def sendgrid_body(message: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _send_sendgrid(message: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+def _send_sendgrid(message: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
     # deferred: keeps idle memory down (sendgrid loads only in a process that sends through it)
     from python_http_client import exceptions as sg_errors
     from sendgrid import SendGridAPIClient

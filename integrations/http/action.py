@@ -16,6 +16,7 @@ from typing import Any
 from integrations import net
 from integrations.base import Action, ActionContext, is_single_expression
 from integrations.errors import ConfigError, PermanentError
+from integrations.storable import JSONValue
 from integrations.template_syntax import is_template
 
 from . import credential_hosts, transport
@@ -86,12 +87,12 @@ class HttpRequest(Action):
     # Methods that HTTP itself defines as idempotent (RFC 9110 §9.2.2).
     IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 
-    def repeat_is_safe(self, config: Any) -> bool:
+    def repeat_is_safe(self, config: Mapping[str, Any]) -> bool:
         """Safe when the destination can drop the repeat (idempotency key) or the method is idempotent."""
         method = str(config.get("method") or "GET").upper()
         return bool(idempotency_header(config)) or method in self.IDEMPOTENT_METHODS
 
-    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
+    def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue]:
         parts = urllib.parse.urlsplit(str(config.get("url", "")))
         return {
             "method": str(config.get("method", "GET")).upper(),
@@ -131,7 +132,7 @@ class HttpRequest(Action):
             raise ConfigError(f"config.url: {exc}", field="config.url") from None
 
     # -- run ---------------------------------------------------------------
-    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
         method = config.get("method", "GET").upper()
         problem = url_problem(config["url"])
         if problem:

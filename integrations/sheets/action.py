@@ -8,6 +8,7 @@ the SSRF guard and the configurable API base URLs).
 from typing import Any
 
 from integrations.base import Action, ActionContext
+from integrations.storable import JSONValue
 
 from .credentials import GOOGLE_SERVICE_ACCOUNT
 
@@ -36,10 +37,10 @@ class AppendRow(Action):
         },
     }
 
-    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
+    def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue]:
         return {"spreadsheet": config.get("spreadsheet"), "worksheet": config.get("worksheet")}
 
-    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
         # deferred: keeps idle memory down (gspread and google-auth load only where a row is appended)
         from . import client
 

@@ -57,10 +57,10 @@ class SlackMessage(Action):
         },
     }
 
-    def request_summary(self, config: dict[str, Any]) -> dict[str, Any]:
+    def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue]:
         return {"channel": config.get("channel")}
 
-    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
         token = (ctx.credential or {}).get("token")
         if not token:
             raise PermanentError("slack.message needs a slack_bot_token credential")
