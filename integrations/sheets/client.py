@@ -64,7 +64,7 @@ def spreadsheet_key(value: str) -> str:
     return value
 
 
-def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
     """Append ``config["values"]`` as the credential's service account; the step's output."""
     key_info = (ctx.credential or {}).get("key")
     if not key_info:
