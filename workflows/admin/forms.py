@@ -18,20 +18,13 @@ from django.utils.safestring import SafeString
 
 from integrations.registry import all_actions
 
-from .admin_widgets import pretty_json
+from ..models import STEP_POLICY_FIELDS
+from .widgets import pretty_json
 
 STEP_PATH_RE = re.compile(r"^steps\[(\d+)\](?:\.(\w+))?")
-STEP_FIELDS = (
-    "position",
-    "key",
-    "action_type",
-    "config",
-    "credential",
-    "max_retries",
-    "backoff_seconds",
-    "backoff_max_seconds",
-    "timeout_seconds",
-)
+# The Step inline's columns: the step's fields (``models.STEP_POLICY_FIELDS`` is the one list of the
+# retry policy), in the order the inline shows them.
+STEP_FIELDS = ("position", "key", "action_type", "config", "credential", *STEP_POLICY_FIELDS)
 # Fields a step-level validation error can be shown on (position has no errors of its own).
 STEP_FORM_FIELDS = set(STEP_FIELDS) - {"position"}
 

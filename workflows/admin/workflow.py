@@ -1,38 +1,38 @@
-"""The management UI for workflows and runs (organization-scoped for non-superusers).
+"""The workflow admin: a workflow with its Step inline, "Run now", templates and token rotation.
 
 Writes go through ``workflows.services`` like everywhere else: the Step inline
 is validated as a whole definition (templates, step references, credentials)
 before anything is saved, and saving bumps the version and syncs the schedule.
-Runs are read-only history with two actions: "Replay" and "Run now".
 "New from template" imports a built-in template (``workflows.portability``).
 
 The product-UI polish (status badges, pretty JSON, cron preview, webhook URL
 with copy button, "Run now" with a payload, token rotation, errors on the
-field they concern) uses ``admin_widgets`` (HTML pieces) and ``admin_forms``
-(forms, error placement) and the templates in ``templates/admin/workflows/``.
+field they concern) uses ``widgets`` (HTML pieces) and ``forms`` (forms, error
+placement) and the templates in ``templates/admin/workflows/``.
 """
 
-from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django_celery_beat import models as beat_models
+from django.utils.html import format_html
 
-from accounts.admin_mixins import OrganizationScopedAdmin
+from accounts.admin_mixins import OrganizationScopedAdmin, ParentPermissionsInlineMixin
 from accounts.models import Role
 from integrations.models import Credential
 
-from . import portability, recording, services
-from .admin_forms import (
+from .. import portability, selectors, services
+from ..api import webhook_url
+from ..models import RunStatus, Step, TriggerType, Workflow
+from ..signatures import SIGNING_FIELDS
+from .forms import (
     STEP_FIELDS,
     STEP_PATH_RE,
     PrettyJSONField,
@@ -43,35 +43,7 @@ from .admin_forms import (
     action_schemas,
     attach_errors,
 )
-from .admin_widgets import human_duration, pretty_json, schedule_preview, status_badge, webhook_url_field
-from .api import webhook_url
-from .models import Run, RunTrigger, Step, StepRun, Workflow
-from .signatures import SIGNING_FIELDS
-
-
-class _ParentPermissionsMixin:
-    """Inline permissions follow the parent admin's organization role checks."""
-
-    def _parent_admin(self):
-        return self.admin_site._registry[self.parent_model]
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._parent_admin().has_view_permission(request, obj)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        parent = self._parent_admin()
-        return parent.has_change_permission(request, obj) if obj else parent.has_add_permission(request)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.has_add_permission(request, obj)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.has_add_permission(request, obj)
-
-
-def _cut(label: str, value: Any) -> str:
-    """A stored value's label, saying when it was truncated to the storage cap."""
-    return f"{label} (truncated: too large to store)" if recording.is_truncated(value) else label
+from .widgets import schedule_preview, status_badge, webhook_url_field
 
 
 # -- workflows -------------------------------------------------------------------------
@@ -147,7 +119,7 @@ def _already_reported(path: str, step_forms: list[forms.Form]) -> bool:
     return bool(form.errors) and (field in form.errors or field not in form.fields)
 
 
-class StepInline(_ParentPermissionsMixin, admin.TabularInline):
+class StepInline(ParentPermissionsInlineMixin, admin.TabularInline):
     model = Step
     form = StepForm
     formset = StepFormSet
@@ -238,23 +210,12 @@ class WorkflowForm(forms.ModelForm):
 VIEWER_READONLY = ("organization", "name", "description", "is_active", "trigger_type", "schedule", "timezone")
 
 
-def start_manual_run(*, workflow: Workflow, body: Any, request: HttpRequest) -> Run:
-    """A manual run requested in the admin ("Run now", "Run again"): the same call as the API's.
-
-    Inactive workflows run too: "inactive" switches their webhook and schedule
-    off, and running one by hand is how it gets tried. Raises ``services.PayloadInvalid``.
-    """
-    payload = services.run_now_payload(body=body, user=request.user)
-    run, _ = services.run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=payload)
-    return run
-
-
 class LastRunStatusFilter(admin.SimpleListFilter):
     title = "last run"
     parameter_name = "last_run"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(s, s) for s in ("succeeded", "failed", "running", "queued", "filtered")] + [("never", "never run")]
+        return [(status, status) for status in RunStatus.values] + [("never", "never run")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "never":
@@ -320,18 +281,14 @@ class WorkflowAdmin(OrganizationScopedAdmin):
     actions = ["run_now_action"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        last = Run.objects.filter(workflow=OuterRef("pk")).order_by("-created_at")
-        since = timezone.now() - timedelta(hours=24)
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("organization")
-            .annotate(
-                last_run_status=Subquery(last.values("status")[:1]),
-                last_run_at=Subquery(last.values("created_at")[:1]),
-                runs_last_24h=Count("runs", filter=Q(runs__created_at__gte=since)),
-            )
-        )
+        return selectors.with_run_summary(super().get_queryset(request).select_related("organization"))
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Workflow | None:
+        workflow = super().get_object(request, object_id, from_field)
+        if workflow is not None:
+            # The "Webhook URL" row shows the absolute URL, which needs this request's host.
+            workflow.absolute_webhook_url = webhook_url(workflow, request)
+        return workflow
 
     def get_fieldsets(self, request: HttpRequest, obj: Workflow | None = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
@@ -339,41 +296,20 @@ class WorkflowAdmin(OrganizationScopedAdmin):
             # Read-only: no secret input, and only the saved trigger type's fields.
             keep = {
                 # No webhook URL for viewers: it is the capability to trigger runs.
-                "webhook": {"webhook_secret_status", "signature_scheme"},
-                "schedule": {"schedule", "schedule_preview", "timezone"},
+                TriggerType.WEBHOOK: {"webhook_secret_status", "signature_scheme"},
+                TriggerType.SCHEDULE: {"schedule", "schedule_preview", "timezone"},
             }
             trigger_fields = {"trigger_type", *keep.get(obj.trigger_type, set())}
             fieldsets = [
                 (name, {**opts, "fields": tuple(f for f in opts["fields"] if name != "Trigger" or f in trigger_fields)})
                 for name, opts in fieldsets
             ]
-        link = self._webhook_link_for(request)
-        return [
-            (name, {**opts, "fields": tuple(link if f == "webhook_link" else f for f in opts["fields"])})
-            for name, opts in fieldsets
-        ]
+        return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: Workflow | None = None) -> Any:
-        fields = tuple(self._webhook_link_for(request) if f == "webhook_link" else f for f in self.readonly_fields)
         if obj is not None and not self.has_change_permission(request, obj):
-            return (*fields, *VIEWER_READONLY)
-        return fields
-
-    def _webhook_link_for(self, request: HttpRequest) -> Any:
-        """The "Webhook URL" row as a callable bound to this request (the absolute URL needs its host).
-
-        get_fieldsets and get_readonly_fields must name the very same object, so
-        it is made once per request and kept on the request itself.
-        """
-        bound = getattr(request, "_pf_webhook_link", None)
-        if bound is None:
-
-            def webhook_link(workflow: Workflow) -> str:
-                return self.webhook_link(workflow, request)
-
-            webhook_link.short_description = "Webhook URL"
-            request._pf_webhook_link = bound = webhook_link
-        return bound
+            return (*self.readonly_fields, *VIEWER_READONLY)
+        return self.readonly_fields
 
     @admin.display(description="Last run", ordering="last_run_at")
     def last_run(self, workflow: Workflow) -> str:
@@ -387,11 +323,10 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         return workflow.runs_last_24h
 
     @admin.display(description="Webhook URL")
-    def webhook_link(self, workflow: Workflow, request: HttpRequest | None = None) -> str:
+    def webhook_link(self, workflow: Workflow) -> str:
         if not workflow.pk:
             return "Shown here once the workflow is saved."
-
-        return webhook_url_field(webhook_url(workflow, request))
+        return webhook_url_field(getattr(workflow, "absolute_webhook_url", None) or webhook_url(workflow))
 
     @admin.display(description="Signing")
     def webhook_secret_status(self, workflow: Workflow) -> str:
@@ -408,7 +343,6 @@ class WorkflowAdmin(OrganizationScopedAdmin):
 
     @admin.display(description="Actions and their config schemas")
     def action_reference(self, workflow: Workflow) -> str:
-
         return action_reference()
 
     # -- pages ---------------------------------------------------------------------
@@ -443,7 +377,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         form = RunNowForm(request.POST or None, initial={"payload": {}})
         if request.method == "POST" and form.is_valid():
             try:
-                run = start_manual_run(workflow=workflow, body=form.cleaned_data["payload"], request=request)
+                run = services.start_manual_run(workflow=workflow, body=form.cleaned_data["payload"], user=request.user)
             except services.PayloadInvalid as exc:
                 form.add_error("payload", exc.message)
             else:
@@ -549,219 +483,6 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         for workflow in queryset:
             if not self._has_role(request, Role.EDITOR, workflow):
                 continue
-            start_manual_run(workflow=workflow, body={}, request=request)  # {} is always storable
+            services.start_manual_run(workflow=workflow, body={}, user=request.user)  # {} is always storable
             started += 1
         self.message_user(request, f"Started {started} run(s).", messages.SUCCESS)
-
-
-# -- runs ---------------------------------------------------------------------------------
-class StepRunInline(_ParentPermissionsMixin, admin.TabularInline):
-    model = StepRun
-    fields = (
-        "position",
-        "key",
-        "action_type",
-        "status_badge",
-        "attempts",
-        "error_text",
-        "attempt_list",
-        "output_json",
-        "rendered_config_json",
-        "started_at",
-        "duration",
-        "next_attempt_at",
-        "reused",
-    )
-    readonly_fields = fields
-
-    @admin.display(description="Duration")
-    def duration(self, step_run: StepRun) -> str:
-        return human_duration(step_run.duration_ms)
-
-    @admin.display(description="Status")
-    def status_badge(self, step_run: StepRun) -> str:
-        return status_badge(step_run.status)
-
-    @admin.display(description="Error")
-    def error_text(self, step_run: StepRun) -> str:
-        return format_html('<span class="pf-error">{}</span>', step_run.error or "")
-
-    @admin.display(description="Every attempt")
-    def attempt_list(self, step_run: StepRun) -> str:
-        items = format_html_join(
-            "",
-            '<li data-outcome="{}">#{} {} · {}{}</li>',
-            (
-                (
-                    a.outcome or "running",
-                    a.number,
-                    a.get_outcome_display() if a.outcome else "running",
-                    human_duration(a.duration_ms),
-                    f" — {a.error}" if a.error else "",
-                )
-                for a in step_run.attempt_log.all()
-            ),
-        )
-        return format_html('<ol class="pf-attempts">{}</ol>', items)
-
-    @admin.display(description="Output")
-    def output_json(self, step_run: StepRun) -> str:
-        return pretty_json(step_run.output, _cut("output", step_run.output))
-
-    @admin.display(description="Rendered config")
-    def rendered_config_json(self, step_run: StepRun) -> str:
-        return pretty_json(step_run.rendered_config, _cut("rendered config", step_run.rendered_config))
-
-    ordering = ("position",)
-    extra = 0
-    can_delete = False
-
-    def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request).prefetch_related("attempt_log")
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(Run)
-class RunAdmin(OrganizationScopedAdmin):
-    organization_field = "workflow__organization"
-    inlines = [StepRunInline]
-    list_display = (
-        "short_id",
-        "status_badge",
-        "workflow",
-        "trigger",
-        "started_at",
-        "duration_display",
-        "attempts",
-        "dead_lettered",
-        "live_link",
-    )
-    list_display_links = ("short_id",)
-    list_filter = (
-        "status",
-        "dead_lettered",
-        "trigger",
-        ("workflow", admin.RelatedOnlyFieldListFilter),
-        ("created_at", admin.DateFieldListFilter),
-    )
-    list_select_related = ("workflow",)
-    search_fields = ("=id", "idempotency_key", "workflow__name")
-    date_hierarchy = "created_at"
-    fields = (  # the live view is the "Watch live" button above the form
-        "id",
-        "workflow",
-        "workflow_version",
-        "status_badge",
-        "dead_lettered",
-        "trigger",
-        "error",
-        "idempotency_key",
-        "replay_of",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "last_progress_at",
-        "payload_json",
-        "definition_json",
-    )
-    readonly_fields = fields  # a run is history: nothing on its page is editable
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return (
-            super().get_queryset(request).select_related("workflow").annotate(total_attempts=Sum("step_runs__attempts"))
-        )
-
-    @admin.display(description="Run", ordering="created_at")
-    def short_id(self, run: Run) -> str:
-        return str(run.pk)[:8]
-
-    @admin.display(description="Status", ordering="status")
-    def status_badge(self, run: Run) -> str:
-        return status_badge(run.status)
-
-    @admin.display(description="Attempts", ordering="total_attempts")
-    def attempts(self, run: Run) -> int:
-        return getattr(run, "total_attempts", None) or 0
-
-    @admin.display(description="Live")
-    def live_link(self, run: Run) -> str:
-        return format_html('<a href="{}">watch live</a>', reverse("workflows:run-live", kwargs={"run_id": run.pk}))
-
-    @admin.display(description="Trigger payload")
-    def payload_json(self, run: Run) -> str:
-        return pretty_json(run.payload, "payload", open=True)
-
-    @admin.display(description="Definition (snapshot)")
-    def definition_json(self, run: Run) -> str:
-        return pretty_json(run.definition, "definition")
-
-    actions = ["replay_action", "run_again_action"]
-
-    @admin.display(description="Duration")
-    def duration_display(self, run: Run) -> str:
-        return human_duration(run.duration_ms)
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_replay_permission(self, request: HttpRequest) -> bool:
-        return self._has_role(request, Role.EDITOR)
-
-    @admin.action(description="Replay (failed, dead-lettered or filtered runs)", permissions=["replay"])
-    def replay_action(self, request: HttpRequest, queryset: QuerySet) -> None:
-        replayed = 0
-        for run in queryset:
-            if not self._has_role(request, Role.EDITOR, run):
-                continue
-            try:
-                services.run_replay(run=run)
-                replayed += 1
-            except services.WorkflowInvalid as exc:
-                self.message_user(request, f"Run {run.pk}: {exc}", messages.WARNING)
-        self.message_user(request, f"Replayed {replayed} run(s).", messages.SUCCESS)
-
-    @admin.action(description="Run again with the same payload (a new manual run)", permissions=["replay"])
-    def run_again_action(self, request: HttpRequest, queryset: QuerySet) -> None:
-        """A new manual run of each run's workflow (its current definition) with the same trigger body.
-
-        Only the body is reused, as "Run now" would send it: the original
-        request's headers, query and method belonged to that delivery.
-        """
-        started = 0
-        for run in queryset.select_related("workflow"):
-            if not self._has_role(request, Role.EDITOR, run):
-                continue
-            try:
-                start_manual_run(workflow=run.workflow, body=(run.payload or {}).get("body"), request=request)
-            except services.PayloadInvalid as exc:
-                self.message_user(request, f"Run {run.pk}: {exc.message}", messages.WARNING)
-            else:
-                started += 1
-        self.message_user(request, f"Started {started} run(s).", messages.SUCCESS)
-
-
-# Beat's tables are driven by the workflows (schedules.schedule_sync): a PeriodicTask
-# edited by hand would drift from its workflow, so the workflow page is the only place.
-for _model in (
-    beat_models.PeriodicTask,
-    beat_models.IntervalSchedule,
-    beat_models.CrontabSchedule,
-    beat_models.SolarSchedule,
-    beat_models.ClockedSchedule,
-):
-    if admin.site.is_registered(_model):
-        admin.site.unregister(_model)
