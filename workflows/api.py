@@ -129,7 +129,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
 
     def get_webhook_url(self, workflow: Workflow) -> str | None:
         """The URL is the capability to trigger runs: editors and above only (``null`` for viewers)."""
-        if workflow.trigger_type != "webhook" or not self._may_trigger(workflow.organization_id):
+        if workflow.trigger_type != TriggerType.WEBHOOK or not self._may_trigger(workflow.organization_id):
             return None
         return webhook_url(workflow, self.context.get("request"))
 

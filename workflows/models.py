@@ -158,11 +158,12 @@ class WorkflowVersion(models.Model):
         return f"{self.workflow_id} v{self.number}"
 
 
-class RunTrigger(models.TextChoices):
-    WEBHOOK = "webhook", "Webhook"
-    SCHEDULE = "schedule", "Schedule"
-    MANUAL = "manual", "Manual"
-    REPLAY = "replay", "Replay"
+# What started a run: one of the workflow trigger types (a manual run is possible for every
+# workflow), or a replay of an earlier run. Built from TriggerType so the two never drift apart.
+RunTrigger = models.TextChoices(
+    "RunTrigger",
+    [(member.name, (member.value, member.label)) for member in TriggerType] + [("REPLAY", ("replay", "Replay"))],
+)
 
 
 class RunStatus(models.TextChoices):

@@ -10,6 +10,7 @@ by an index in the list's order (``Run.Meta.indexes``).
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
@@ -44,12 +45,15 @@ def _cut(label: str, value: Any) -> str:
     return f"{label} (truncated: too large to store)" if recording.is_truncated(value) else label
 
 
-class EstimatedCountPaginator(Paginator):
-    """Counts exactly while the list is small, and takes PostgreSQL's estimate once it is not.
+class RunListPaginator(Paginator):
+    """Page numbers over a large table: an estimated count, and a page's rows found by id first.
 
     ``COUNT(*)`` reads every matching row: 0.1 s or more at a million runs, on
     every page. Above ``EXACT_BELOW`` the admin shows the planner's estimate
     (the page links are then approximate: the last page may come out short).
+    A page's ids come from the list's index alone (``OFFSET`` over narrow index
+    entries), then only its rows are read and joined to their workflow:
+    ``OFFSET`` over the joined rows costs 3-4 times as much on deep pages.
     """
 
     EXACT_BELOW = 10_000
@@ -66,6 +70,22 @@ class EstimatedCountPaginator(Paginator):
             plan = cursor.fetchone()[0]
         estimate = int(plan[0]["Plan"]["Plan Rows"])
         return super().count if estimate < self.EXACT_BELOW else estimate
+
+    def page(self, number: Any) -> Any:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        ids = list(self.object_list.values_list("pk", flat=True)[bottom:top])
+        return self._get_page(self.object_list.filter(pk__in=ids), number, self)
+
+
+class RunChangeList(ChangeList):
+    """The run list selects only the columns it shows (a run's payload can be megabytes)."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+        return super().get_queryset(request, exclude_parameters).only(*RUN_LIST_COLUMNS)
 
 
 class WorkflowListFilter(admin.SimpleListFilter):
@@ -178,7 +198,7 @@ class RunAdmin(OrganizationScopedAdmin):
     )
     list_select_related = ("workflow",)
     list_per_page = 100
-    paginator = EstimatedCountPaginator
+    paginator = RunListPaginator
     show_full_result_count = False  # a second COUNT over the whole table on every filtered page
     search_fields = ("=id", "idempotency_key", "workflow__name")
     fields = (  # the live view is the "Watch live" button above the form
@@ -204,11 +224,8 @@ class RunAdmin(OrganizationScopedAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("workflow")
 
-    def get_changelist_instance(self, request: HttpRequest) -> Any:
-        changelist = super().get_changelist_instance(request)
-        # Only the columns the list shows (a run's payload can be megabytes).
-        changelist.queryset = changelist.queryset.only(*RUN_LIST_COLUMNS)
-        return changelist
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return RunChangeList
 
     @admin.display(description="Run", ordering="created_at")
     def short_id(self, run: Run) -> str:
