@@ -56,3 +56,9 @@ def sole_organization(organizations: QuerySet) -> Organization | None:
     """
     choices = list(organizations.order_by("pk")[:2])
     return choices[0] if len(choices) == 1 else None
+
+
+def colleagues_of(user: User) -> QuerySet:
+    """The users who share an organization with ``user`` (``user`` included)."""
+    members = Membership.objects.filter(organization_id__in=organization_ids_for(user))
+    return User.objects.filter(pk__in=members.values("user_id"))

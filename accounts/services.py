@@ -33,8 +33,8 @@ MANAGER_ROLES = (Role.ADMIN, Role.OWNER)
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner; make someone else owner first."
 
 
-def _normalize_email(email: str) -> str:
-    # Emails are stored lower-case (UserManager), so every lookup must be too.
+def normalize_email(email: str) -> str:
+    """Emails are stored lower-case (UserManager), so every lookup must be too."""
     return User.objects.normalize_email(email.strip()).lower()
 
 
@@ -72,7 +72,7 @@ def user_register(*, email: str, password: str, organization_name: str) -> tuple
     Argon2 time before returning. Django's password validators run against the
     would-be user, so the "too similar to the email" rule applies too.
     """
-    email = _normalize_email(email)
+    email = normalize_email(email)
     try:
         validate_password(password, user=User(email=email))
     except ValidationError as exc:
@@ -131,7 +131,7 @@ def _ensure_another_owner(membership: Membership) -> None:
 
 def membership_invitee(*, organization: Organization, email: str) -> User:
     """The active user ``email`` names, provided they are not a member of ``organization`` yet."""
-    user = User.objects.filter(email__iexact=_normalize_email(email), is_active=True).first()
+    user = User.objects.filter(email__iexact=normalize_email(email), is_active=True).first()
     if user is None:
         raise ValidationError({"email": ["No active user with this email; they must register first."]})
     if Membership.objects.filter(user=user, organization=organization).exists():
@@ -265,7 +265,7 @@ def admin_ensure(*, email: str, password: str, organization_name: str = "Default
     (``weak_password``), never refused. A superuser without an organization gets
     one (``organization_name``, as owner) so the organization-scoped admin and API work.
     """
-    email = _normalize_email(email)
+    email = normalize_email(email)
     user = User.objects.filter(email__iexact=email).first()
     generated = None
     weak: list[str] = []
