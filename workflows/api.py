@@ -31,9 +31,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Membership, Organization, Role
+from accounts.models import Organization, Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole
-from accounts.selectors import organization_ids_for, organizations_for, roles_at_least, sole_organization
+from accounts.selectors import organization_ids_for, organizations_for, sole_organization
 
 from . import dry_run, portability, recording, services, templating
 from .models import (
@@ -589,7 +589,7 @@ class IsEditorSomewhere(IsAuthenticated):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return super().has_permission(request, view) and (
-            Membership.objects.filter(user=request.user, role__in=roles_at_least(Role.EDITOR)).exists()
+            organization_ids_for(request.user, minimum_role=Role.EDITOR).exists()
         )
 
 
