@@ -25,7 +25,7 @@ from . import services
 from .admin_login import ThrottledAdminAuthenticationForm
 from .admin_mixins import OrganizationScopedAdmin
 from .models import Membership, Organization, Role, User
-from .selectors import organization_ids_for
+from .selectors import colleagues_of
 
 
 # ---------------------------------------------------------------------------
@@ -37,7 +37,7 @@ class UserCreationForm(AdminUserCreationForm):
         fields = ("email",)
 
     def clean_email(self) -> str:
-        email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
+        email = services.normalize_email(self.cleaned_data["email"])
         if User.objects.filter(email__iexact=email).exists():
             raise ValidationError("A user with this email already exists.")
         return email
@@ -74,8 +74,7 @@ class UserAdmin(DjangoUserAdmin):
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
             return queryset
-        colleagues = Membership.objects.filter(organization_id__in=organization_ids_for(request.user))
-        return queryset.filter(pk__in=colleagues.values("user_id"))
+        return queryset.filter(pk__in=colleagues_of(request.user).values("pk"))
 
     def get_fieldsets(self, request: HttpRequest, obj: Model | None = None) -> Any:
         if obj is not None and not request.user.is_superuser:

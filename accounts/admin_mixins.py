@@ -10,7 +10,7 @@ from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
 from .models import Membership, Organization, Role
-from .selectors import organization_id_of, roles_at_least, scope_to_user
+from .selectors import organization_id_of, roles_at_least, scope_to_user, sole_organization
 
 
 class OrganizationScopedAdminMixin:
@@ -67,9 +67,9 @@ class OrganizationScopedAdminMixin:
         """Preselect the organization on an add page when the user can pick exactly one."""
         initial = super().get_changeform_initial_data(request)
         if self.organization_field == "organization" and "organization" not in initial:
-            choices = list(self.editable_organizations(request).values_list("pk", flat=True)[:2])
-            if len(choices) == 1:
-                initial["organization"] = choices[0]
+            only = sole_organization(self.editable_organizations(request))
+            if only is not None:
+                initial["organization"] = only.pk
         return initial
 
     def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
@@ -81,3 +81,23 @@ class OrganizationScopedAdminMixin:
 
 class OrganizationScopedAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     pass
+
+
+class ParentPermissionsInlineMixin:
+    """Inline permissions follow the parent admin's organization role checks."""
+
+    def _parent_admin(self) -> OrganizationScopedAdminMixin:
+        return self.admin_site._registry[self.parent_model]
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._parent_admin().has_view_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        parent = self._parent_admin()
+        return parent.has_change_permission(request, obj) if obj else parent.has_add_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self.has_add_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self.has_add_permission(request, obj)

@@ -2,19 +2,18 @@
 
 Views are thin: they validate input with a serializer and call ``services``;
 the membership rules live there. Django's ``ValidationError`` from a service
-becomes DRF's (400), ``PermissionDenied`` is a 403 (DRF maps it itself).
+becomes a 400 in ``potaflow.api.exception_handler``, ``PermissionDenied`` a 403
+(DRF maps it itself).
 """
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, mixins, serializers, status, viewsets
-from rest_framework.exceptions import AuthenticationFailed, Throttled, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -34,17 +33,6 @@ from .permissions import OrganizationScopedMixin, OrgRole
 from .selectors import membership_for, scope_to_user
 from .throttles import AuthRateThrottle
 from .tokens import FAMILY_CLAIM, FamilyRefreshToken, lock_family, replayed_family
-
-T = TypeVar("T")
-
-
-def _call_service(func: Callable[..., T], **kwargs: Any) -> T:
-    """Run a service, turning Django's ValidationError into DRF's (a 400 in the one error shape)."""
-    try:
-        return func(**kwargs)
-    except DjangoValidationError as exc:
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        raise ValidationError(detail) from exc
 
 
 # ---------------------------------------------------------------------------
@@ -203,8 +191,7 @@ class RegisterView(generics.GenericAPIView):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        _call_service(
-            services.user_register,
+        services.user_register(
             email=data["email"],
             password=data["password"],
             organization_name=data["organization"],
@@ -322,18 +309,14 @@ class OrganizationViewSet(
     def create(self, request: Request) -> Response:
         payload = OrganizationUpdateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        organization = _call_service(
-            services.organization_create, name=payload.validated_data["name"], owner=request.user
-        )
+        organization = services.organization_create(name=payload.validated_data["name"], owner=request.user)
         return Response(self.get_serializer(organization).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         organization = self.get_object()
         payload = OrganizationUpdateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        organization = _call_service(
-            services.organization_rename, organization=organization, name=payload.validated_data["name"]
-        )
+        organization = services.organization_rename(organization=organization, name=payload.validated_data["name"])
         return Response(self.get_serializer(organization).data)
 
 
@@ -380,8 +363,7 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         organization = self.get_organization()  # an outsider's 404 comes before any validation
         payload = MemberInviteSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        membership = _call_service(
-            services.membership_invite,
+        membership = services.membership_invite(
             actor=request.user,
             organization=organization,
             email=payload.validated_data["email"],
@@ -393,8 +375,7 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         membership = self.get_object()
         payload = MemberRoleSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        membership = _call_service(
-            services.membership_change_role,
+        membership = services.membership_change_role(
             actor=request.user,
             membership=membership,
             role=payload.validated_data["role"],
@@ -402,5 +383,5 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return Response(self.get_serializer(membership).data)
 
     def destroy(self, request: Request, organization_pk: int, pk: str) -> Response:
-        _call_service(services.membership_remove, actor=request.user, membership=self.get_object())
+        services.membership_remove(actor=request.user, membership=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 
-from .models import ROLE_RANK, Membership, Role, User
+from .models import ROLE_RANK, Membership, Organization, Role, User
 
 
 def roles_at_least(minimum: str) -> list[str]:
@@ -44,3 +44,24 @@ def organization_id_of(obj: Any, organization_field: str = "organization") -> in
         if target is None:
             return None
     return getattr(target, "pk", target)
+
+
+def organizations_for(user: User, *, minimum_role: str = Role.VIEWER) -> QuerySet:
+    """The organizations where ``user`` holds at least ``minimum_role``."""
+    return Organization.objects.filter(pk__in=organization_ids_for(user, minimum_role=minimum_role))
+
+
+def sole_organization(organizations: QuerySet) -> Organization | None:
+    """The one organization in ``organizations``, or None when there are several or none.
+
+    "Default to the only organization": what the API (workflows, credentials)
+    and the admin's add pages use when the caller does not name one.
+    """
+    choices = list(organizations.order_by("pk")[:2])
+    return choices[0] if len(choices) == 1 else None
+
+
+def colleagues_of(user: User) -> QuerySet:
+    """The users who share an organization with ``user`` (``user`` included)."""
+    members = Membership.objects.filter(organization_id__in=organization_ids_for(user))
+    return User.objects.filter(pk__in=members.values("user_id"))

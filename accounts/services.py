@@ -13,7 +13,9 @@ Errors are Django's own: ``PermissionDenied`` (the actor's role is too low) and
 ``ValidationError`` (the request itself is impossible, e.g. the last owner).
 """
 
+import secrets
 import uuid
+from dataclasses import dataclass, field
 
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
@@ -31,8 +33,8 @@ MANAGER_ROLES = (Role.ADMIN, Role.OWNER)
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner; make someone else owner first."
 
 
-def _normalize_email(email: str) -> str:
-    # Emails are stored lower-case (UserManager), so every lookup must be too.
+def normalize_email(email: str) -> str:
+    """Emails are stored lower-case (UserManager), so every lookup must be too."""
     return User.objects.normalize_email(email.strip()).lower()
 
 
@@ -70,7 +72,7 @@ def user_register(*, email: str, password: str, organization_name: str) -> tuple
     Argon2 time before returning. Django's password validators run against the
     would-be user, so the "too similar to the email" rule applies too.
     """
-    email = _normalize_email(email)
+    email = normalize_email(email)
     try:
         validate_password(password, user=User(email=email))
     except ValidationError as exc:
@@ -129,7 +131,7 @@ def _ensure_another_owner(membership: Membership) -> None:
 
 def membership_invitee(*, organization: Organization, email: str) -> User:
     """The active user ``email`` names, provided they are not a member of ``organization`` yet."""
-    user = User.objects.filter(email__iexact=_normalize_email(email), is_active=True).first()
+    user = User.objects.filter(email__iexact=normalize_email(email), is_active=True).first()
     if user is None:
         raise ValidationError({"email": ["No active user with this email; they must register first."]})
     if Membership.objects.filter(user=user, organization=organization).exists():
@@ -236,3 +238,62 @@ def tokens_flush_expired() -> dict[str, int]:
     lifetime = jwt_settings.REFRESH_TOKEN_LIFETIME
     families, _ = TokenFamily.objects.filter(last_rotated_at__lte=now - lifetime).delete()
     return {"tokens": tokens, "families": families}
+
+
+@dataclass(frozen=True)
+class AdminEnsured:
+    """What ``admin_ensure`` did, for the ``ensure_admin`` command to say.
+
+    ``outcome``: ``created`` (with ``generated_password`` when none was given),
+    ``other_superuser`` (no password given and another superuser exists: that
+    one is the admin), ``exists`` (password unchanged), ``password_updated``.
+    """
+
+    user: User
+    outcome: str
+    email: str  # the requested admin address, normalized
+    generated_password: str | None = None
+    weak_password: list[str] = field(default_factory=list)
+    organization: Organization | None = None
+
+
+@transaction.atomic
+def admin_ensure(*, email: str, password: str, organization_name: str = "Default") -> AdminEnsured:
+    """The admin user of a first ``make run``: created, or its password kept in line with ``password``.
+
+    A password given by the operator is only warned about when weak
+    (``weak_password``), never refused. A superuser without an organization gets
+    one (``organization_name``, as owner) so the organization-scoped admin and API work.
+    """
+    email = normalize_email(email)
+    user = User.objects.filter(email__iexact=email).first()
+    generated = None
+    weak: list[str] = []
+    if user is None:
+        existing = User.objects.filter(is_superuser=True).order_by("pk").first()
+        if existing is not None and not password:
+            user, outcome = existing, "other_superuser"
+        else:
+            generated = None if password else secrets.token_urlsafe(15)
+            weak = [] if generated else _password_weaknesses(email=email, password=password)
+            user = User.objects.create_superuser(email=email, password=password or generated)
+            outcome = "created"
+    elif password and not user.check_password(password):
+        weak = _password_weaknesses(email=user.email, password=password)
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        outcome = "password_updated"
+    else:
+        outcome = "exists"
+    organization = None
+    if user.is_superuser and not Membership.objects.filter(user=user).exists():
+        organization = organization_create(name=organization_name, owner=user)
+    return AdminEnsured(user, outcome, email, generated, weak, organization)
+
+
+def _password_weaknesses(*, email: str, password: str) -> list[str]:
+    try:
+        validate_password(password, user=User(email=email))
+    except ValidationError as exc:
+        return list(exc.messages)
+    return []

@@ -1,7 +1,8 @@
 """Growth: how list pages and beat behave as the tables grow.
 
 (b) runs lists (default): ``GET /api/runs/?workflow=<id>`` (first page and a
-deep page) and the admin run list (first page and a deep page) with 1k, 100k
+deep page: keyset pages, so the deep page is the ``?cursor=`` DRF would put in
+a ``next`` link at 90 % of the list) and the admin run list (first page and a deep page) with 1k, 100k
 (and, with ``--max-runs 1000000``, 1M) runs in the table, bulk-inserted with
 ``generate_series`` (not through the services layer), then ANALYZE. Each
 page is requested ``--requests`` times in a row by a logged-in superuser
@@ -23,10 +24,12 @@ firings became runs.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import benchlib
 from benchlib import BenchStack, emit, log, percentile, table
@@ -71,19 +74,34 @@ def insert_runs(workflow_id: int, start: int, stop: int) -> float:
     with connection.cursor() as cur:
         cur.execute(
             """
-            INSERT INTO workflows_run (id, workflow_id, workflow_version, definition, trigger, payload, status,
+            INSERT INTO workflows_run (id, workflow_id, workflow_version, version_id, trigger, payload, status,
                                        dead_lettered, error, created_at, started_at, finished_at, last_progress_at)
-            SELECT gen_random_uuid(), %s, 1, '{}'::jsonb, 'webhook',
+            SELECT gen_random_uuid(), %s, 1,
+                   (SELECT id FROM workflows_workflowversion WHERE workflow_id = %s AND number = 1), 'webhook',
                    jsonb_build_object('body', jsonb_build_object('n', g)),
                    (ARRAY['succeeded','succeeded','succeeded','failed','filtered'])[1 + g %% 5], false, '',
                    now() - make_interval(secs => g * 2.5), now() - make_interval(secs => g * 2.5 - 0.1),
                    now() - make_interval(secs => g * 2.5 - 0.2), now() - make_interval(secs => g * 2.5 - 0.2)
             FROM generate_series(%s, %s) g
             """,
-            [workflow_id, start, stop - 1],
+            [workflow_id, workflow_id, start, stop - 1],
         )
         cur.execute("ANALYZE workflows_run")
     return time.monotonic() - began
+
+
+def deep_cursor(workflow_id: int, fraction: float) -> str:
+    """The ``cursor`` of the API runs list positioned ``fraction`` of the way down (newest first).
+
+    DRF's CursorPagination encodes ``p=<created_at of the last row seen>``, as
+    ``str()`` of the datetime; walking 18,000 ``next`` links to get there would
+    measure the walk, not the page.
+    """
+    from workflows.models import Run
+
+    runs = Run.objects.filter(workflow_id=workflow_id).order_by("-created_at", "-id")
+    position = runs.values_list("created_at", flat=True)[int(runs.count() * fraction)]
+    return base64.b64encode(urlencode({"p": str(position)}).encode()).decode()
 
 
 def timed_get(session: Any, url: str, n: int) -> dict[str, Any]:
@@ -121,11 +139,12 @@ def runs_lists(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, An
         seconds = insert_runs(workflow.pk, have, size)
         have = size
         log(f"{size} runs in the table (inserted in {seconds:.1f} s)")
-        deep_api = max(1, int(size / 50 * 0.9))
+        deep_api = max(1, int(size / 50 * 0.9))  # the page number the same position would have (50 a page)
         deep_admin = max(1, int(size / 100 * 0.9))
+        cursor = quote(deep_cursor(workflow.pk, 0.9))
         pages = {
             "api first page": f"/api/runs/?workflow={workflow.pk}",
-            f"api page {deep_api}": f"/api/runs/?workflow={workflow.pk}&page={deep_api}",
+            f"api page ~{deep_api} (cursor)": f"/api/runs/?workflow={workflow.pk}&cursor={cursor}",
             "admin first page": "/admin/workflows/run/",
             f"admin page {deep_admin}": f"/admin/workflows/run/?p={deep_admin}",
         }

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Organization, Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole
-from accounts.selectors import organization_ids_for
+from accounts.selectors import organization_ids_for, organizations_for, sole_organization
 
 from . import registry, services
 from .credential_kinds import KINDS
@@ -52,9 +52,7 @@ class CredentialSerializer(serializers.ModelSerializer):
         super().__init__(*args, **kwargs)
         request = self.context.get("request")
         if request is not None and request.user.is_authenticated:
-            self.fields["organization"].queryset = Organization.objects.filter(
-                pk__in=organization_ids_for(request.user, minimum_role=Role.ADMIN)
-            )
+            self.fields["organization"].queryset = organizations_for(request.user, minimum_role=Role.ADMIN)
 
     def get_secret_set(self, credential: Credential) -> dict[str, bool]:
         return services.credential_secret_markers(credential)
@@ -67,10 +65,9 @@ class CredentialSerializer(serializers.ModelSerializer):
                 raise ValidationError({"kind": ["The kind of a credential cannot change; create a new one."]})
             return attrs
         if "organization" not in attrs:
-            choices = list(self.fields["organization"].queryset[:2])
-            if len(choices) != 1:
+            attrs["organization"] = sole_organization(self.fields["organization"].queryset)
+            if attrs["organization"] is None:
                 raise ValidationError({"organization": ["This field is required (you administer several or none)."]})
-            attrs["organization"] = choices[0]
         return attrs
 
     def create(self, validated_data: dict[str, Any]) -> Credential:

@@ -2,13 +2,16 @@
 
 Every error body is ``{"detail": "<sentence>", "errors": {field: [messages]}}``;
 ``errors`` is present only for validation errors (non-field problems sit under
-``non_field_errors``).
+``non_field_errors``). Views call services and let their errors through: the
+exception handler turns the domain's validation errors (``WorkflowInvalid``
+and its kinds, Django's ``ValidationError``) into DRF's, a 400 in this shape.
 """
 
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
@@ -16,8 +19,22 @@ from rest_framework import exceptions, parsers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from workflows.validation import WorkflowInvalid
+
+
+def domain_error(exc: Exception) -> exceptions.ValidationError | None:
+    """The DRF ValidationError (400) a domain validation error stands for, with the same field names."""
+    if isinstance(exc, WorkflowInvalid):
+        return exceptions.ValidationError(exc.errors)
+    if isinstance(exc, DjangoValidationError):
+        return exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+    return None
+
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    exc = domain_error(exc) or exc
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

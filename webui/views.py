@@ -25,9 +25,9 @@ from django.views.decorators.http import require_GET, require_POST
 from integrations.models import Credential
 from integrations.registry import all_actions
 from workflows import dry_run, services, versions
-from workflows.admin_widgets import cron_description, human_duration, next_firings
+from workflows.admin.widgets import cron_description, human_duration, next_firings
 from workflows.api import WorkflowSerializer
-from workflows.models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, TriggerType, Workflow
+from workflows.models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, StepRunStatus, TriggerType, Workflow
 from workflows.schedules import ScheduleError, parse_cron
 from workflows.signatures import SignatureScheme
 from workflows.validation import ReplayNotAllowed, WorkflowInvalid, limits
@@ -239,7 +239,7 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
             {"attempt": attempt, "duration_text": human_duration(attempt.duration_ms)}
             for attempt in step.attempt_log.all()
         ]
-    failing = [s for s in steps if s.status == "failed"]
+    failing = [s for s in steps if s.status == StepRunStatus.FAILED]
     context = _base(
         request,
         membership,

@@ -29,24 +29,17 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accounts.models import Role
-from accounts.selectors import membership_for, scope_to_user
+from accounts.selectors import membership_for
 
-from .admin_widgets import human_duration
+from .admin.widgets import human_duration
 from .models import Run, StepRun
+from .selectors import runs_visible_to
 
 POLL_INTERVAL_MS = 1000
 
 
-def visible_runs(request: HttpRequest):
-    """Runs the user may see: every run for a superuser, their organizations' otherwise."""
-    runs = Run.objects.select_related("workflow", "workflow__organization")
-    if request.user.is_superuser:
-        return runs
-    return scope_to_user(runs, request.user, organization_field="workflow__organization")
-
-
 def _get_run(request: HttpRequest, run_id: Any) -> Run:
-    run = visible_runs(request).filter(pk=run_id).first()
+    run = runs_visible_to(request.user).filter(pk=run_id).first()
     if run is None:
         raise Http404("No run with this id in your organizations.")
     return run
@@ -133,7 +126,7 @@ def run_live_state(request: HttpRequest, run_id: Any) -> JsonResponse:
     # A JSON endpoint answers 401 in the API's error shape rather than redirecting to a login page.
     if not request.user.is_authenticated:
         return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
-    run = visible_runs(request).filter(pk=run_id).first()
+    run = runs_visible_to(request.user).filter(pk=run_id).first()
     if run is None:
         return JsonResponse({"detail": "No run with this id in your organizations."}, status=404)
     return JsonResponse(run_state(run))

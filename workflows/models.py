@@ -158,11 +158,12 @@ class WorkflowVersion(models.Model):
         return f"{self.workflow_id} v{self.number}"
 
 
-class RunTrigger(models.TextChoices):
-    WEBHOOK = "webhook", "Webhook"
-    SCHEDULE = "schedule", "Schedule"
-    MANUAL = "manual", "Manual"
-    REPLAY = "replay", "Replay"
+# What started a run: one of the workflow trigger types (a manual run is possible for every
+# workflow), or a replay of an earlier run. Built from TriggerType so the two never drift apart.
+RunTrigger = models.TextChoices(
+    "RunTrigger",
+    [(member.name, (member.value, member.label)) for member in TriggerType] + [("REPLAY", ("replay", "Replay"))],
+)
 
 
 class RunStatus(models.TextChoices):
@@ -200,11 +201,14 @@ class Run(models.Model):
     last_progress_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["workflow", "-created_at"], name="run_workflow_created_idx"),
-            models.Index(fields=["status", "-created_at"], name="run_status_created_idx"),
-            models.Index(fields=["-created_at"], name="run_created_idx"),
+            # The run lists (API keyset pages, the admin) order by -created_at, -id; each
+            # filter they offer has an index in that order, so a page reads only its rows.
+            models.Index(fields=["-created_at", "-id"], name="run_created_id_idx"),
+            models.Index(fields=["workflow", "-created_at", "-id"], name="run_workflow_created_id_idx"),
+            models.Index(fields=["status", "-created_at", "-id"], name="run_status_created_id_idx"),
+            models.Index(fields=["trigger", "-created_at", "-id"], name="run_trigger_created_id_idx"),
             models.Index(
                 fields=["dead_lettered", "-created_at"],
                 name="run_dead_letter_idx",

@@ -422,3 +422,13 @@ def run_schedule_fire(*, workflow_id: int, fired_at: Any) -> Run | None:
         idempotency_key=f"schedule:{minute.isoformat()}",
     )
     return run
+
+
+def start_manual_run(*, workflow: Workflow, body: Any, user: User | None = None) -> Run:
+    """A manual run ("Run now", "Run again" in the admin; the API's run endpoint), its payload shaped as a webhook's.
+
+    Inactive workflows run too: "inactive" switches their webhook and schedule
+    off, and running one by hand is how it gets tried. Raises ``PayloadInvalid``.
+    """
+    run, _ = run_accept(workflow=workflow, trigger=RunTrigger.MANUAL, payload=run_now_payload(body=body, user=user))
+    return run

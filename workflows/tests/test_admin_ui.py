@@ -7,7 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Role, User
-from workflows.admin_widgets import cron_description, human_duration, next_firings, schedule_preview, status_badge
+from workflows.admin.widgets import cron_description, human_duration, next_firings, schedule_preview, status_badge
 from workflows.models import Run, RunStatus, TriggerType, Workflow
 from workflows.services import run_accept, workflow_create
 from workflows.tests.conftest import make_user

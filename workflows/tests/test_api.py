@@ -3,6 +3,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Organization, Role
+from workflows.api import RunPagination
 from workflows.models import Run, RunStatus, StepRun, StepRunStatus, TriggerType
 from workflows.services import run_accept, workflow_create
 from workflows.tests.conftest import make_user
@@ -80,7 +81,7 @@ def test_outsiders_get_404_for_foreign_ids(outsider, wf):
     assert client.post(f"/api/workflows/{wf.pk}/run/", {}, format="json").status_code == 404
     assert client.get(f"/api/runs/{run.pk}/").status_code == 404
     assert client.post(f"/api/runs/{run.pk}/replay/", {}, format="json").status_code == 404
-    assert client.get("/api/runs/").json()["count"] == 0
+    assert client.get("/api/runs/").json()["results"] == []
     assert client.get("/api/runs/not-a-uuid/").status_code == 404
 
 
@@ -166,3 +167,23 @@ def test_a_member_of_two_orgs_sees_both(org, other_org, wf):
     Membership.objects.create(user=both, organization=other_org, role=Role.VIEWER)
     workflow_create(organization=other_org, name="Theirs", steps=[])
     assert client_for(both).get("/api/workflows/").json()["count"] == 2
+
+
+def test_runs_list_pages_by_cursor_without_a_count(viewer, wf, monkeypatch):
+    """Keyset pages: following ``next`` visits every run once, newest first, and no page counts the table."""
+    monkeypatch.setattr(RunPagination, "page_size", 2)
+    now = timezone.now()
+    runs = [run_accept(workflow=wf, trigger="manual", payload={})[0] for _ in range(5)]
+    for age, run in enumerate(runs):  # the last two share a created_at: the id orders them
+        Run.objects.filter(pk=run.pk).update(created_at=now - timezone.timedelta(minutes=min(age, 3)))
+    client = client_for(viewer)
+    page = client.get("/api/runs/", {"workflow": wf.pk}).json()
+    assert "count" not in page and page["previous"] is None
+    seen, pages = [r["id"] for r in page["results"]], 1
+    while page["next"]:
+        assert "cursor=" in page["next"] and "page=" not in page["next"]
+        page = client.get(page["next"]).json()
+        seen += [r["id"] for r in page["results"]]
+        pages += 1
+    assert seen == [str(r.pk) for r in Run.objects.filter(workflow=wf).order_by("-created_at", "-id")]
+    assert (len(seen), pages) == (5, 3)

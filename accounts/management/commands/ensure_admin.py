@@ -12,19 +12,14 @@ The admin is ``POTAFLOW_ADMIN_EMAIL`` (default ``admin@example.com``):
 
 The admin also gets an organization ("Default", owner) when it belongs to
 none, so the organization-scoped admin and API are usable at once.
-Idempotent: ``make run`` calls it on every start.
+Idempotent: ``make run`` calls it on every start. The writes are
+``accounts.services.admin_ensure``; this command says what it did.
 """
 
-import secrets
-
 from django.conf import settings
-from django.contrib.auth.password_validation import validate_password
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
-from accounts.models import Membership, User
-from accounts.services import organization_create
+from accounts.services import admin_ensure
 
 DEFAULT_ORGANIZATION_NAME = "Default"
 
@@ -33,68 +28,38 @@ class Command(BaseCommand):
     help = "Create the admin user from POTAFLOW_ADMIN_EMAIL/POTAFLOW_ADMIN_PASSWORD (or generate a password once)."
 
     def handle(self, *args, **options) -> None:
-        email = User.objects.normalize_email(settings.POTAFLOW_ADMIN_EMAIL.strip()).lower()
-        password = settings.POTAFLOW_ADMIN_PASSWORD
-        with transaction.atomic():
-            user = User.objects.filter(email__iexact=email).first()
-            if user is None:
-                existing = User.objects.filter(is_superuser=True).order_by("pk").first()
-                if existing is not None and not password:
-                    self.stdout.write(
-                        f"Admin user: {existing.email} (exists; POTAFLOW_ADMIN_EMAIL={email} not created)"
-                    )
-                    user = existing
-                else:
-                    user = self._create(email=email, password=password)
-            elif password:
-                self._sync_password(user=user, password=password)
-            else:
-                self.stdout.write(
-                    f"Admin user: {user.email} (exists; a new password: "
-                    f".venv/bin/python manage.py changepassword {user.email})"
-                )
-            if user.is_superuser and not Membership.objects.filter(user=user).exists():
-                organization = organization_create(name=DEFAULT_ORGANIZATION_NAME, owner=user)
-                self.stdout.write(f"Organization {organization.name!r} created with {user.email} as owner.")
-
-    def _create(self, *, email: str, password: str) -> User:
-        generated = not password
-        if generated:
-            password = secrets.token_urlsafe(15)
-        else:
-            self._warn_if_weak(email=email, password=password)
-        user = User.objects.create_superuser(email=email, password=password)
-        if generated:
+        result = admin_ensure(
+            email=settings.POTAFLOW_ADMIN_EMAIL,
+            password=settings.POTAFLOW_ADMIN_PASSWORD,
+            organization_name=DEFAULT_ORGANIZATION_NAME,
+        )
+        user = result.user
+        if result.weak_password:
+            # The operator chose this password explicitly: warn, do not refuse.
+            warning = "POTAFLOW_ADMIN_PASSWORD is weak: " + " ".join(result.weak_password)
+            self.stderr.write(self.style.WARNING(warning))
+        if result.outcome == "other_superuser":
+            self.stdout.write(f"Admin user: {user.email} (exists; POTAFLOW_ADMIN_EMAIL={result.email} not created)")
+        elif result.outcome == "created" and result.generated_password:
             line = "=" * 72
             self.stdout.write(
                 self.style.WARNING(
                     f"\n{line}\n"
-                    f"  Admin user created: {email}\n"
-                    f"  Generated password: {password}\n"
+                    f"  Admin user created: {user.email}\n"
+                    f"  Generated password: {result.generated_password}\n"
                     "  It is shown only this once. Write it down (or set POTAFLOW_ADMIN_PASSWORD;\n"
-                    f"  `python manage.py changepassword {email}` resets it).\n"
+                    f"  `python manage.py changepassword {user.email}` resets it).\n"
                     f"{line}\n"
                 )
             )
+        elif result.outcome == "created":
+            self.stdout.write(f"Admin user created: {user.email} (password from POTAFLOW_ADMIN_PASSWORD)")
+        elif result.outcome == "password_updated":
+            self.stdout.write(f"Admin user: {user.email} (password updated from POTAFLOW_ADMIN_PASSWORD)")
         else:
-            self.stdout.write(f"Admin user created: {email} (password from POTAFLOW_ADMIN_PASSWORD)")
-        return user
-
-    def _sync_password(self, *, user: User, password: str) -> None:
-        if user.check_password(password):
             self.stdout.write(
                 f"Admin user: {user.email} (exists; a new password: "
                 f".venv/bin/python manage.py changepassword {user.email})"
             )
-            return
-        self._warn_if_weak(email=user.email, password=password)
-        user.set_password(password)
-        user.save(update_fields=["password"])
-        self.stdout.write(f"Admin user: {user.email} (password updated from POTAFLOW_ADMIN_PASSWORD)")
-
-    def _warn_if_weak(self, *, email: str, password: str) -> None:
-        # The operator chose this password explicitly: warn, do not refuse.
-        try:
-            validate_password(password, user=User(email=email))
-        except ValidationError as exc:
-            self.stderr.write(self.style.WARNING("POTAFLOW_ADMIN_PASSWORD is weak: " + " ".join(exc.messages)))
+        if result.organization is not None:
+            self.stdout.write(f"Organization {result.organization.name!r} created with {user.email} as owner.")

@@ -1,0 +1,86 @@
+"""Reads of workflows and runs, scoped to what a user may see: the API, the admin, the live view and stats use these.
+
+Tenancy itself is decided in ``accounts.selectors.scope_to_user``; a
+superuser sees every organization's workflows and runs here (the admin and the
+live view), while the API scopes superusers like everyone else.
+"""
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.selectors import scope_to_user
+
+from .models import Run, RunStatus, Workflow
+
+STATS_WINDOW = timedelta(hours=24)
+
+
+def workflows_visible_to(user: User) -> QuerySet:
+    """Every workflow for a superuser, their organizations' otherwise."""
+    workflows = Workflow.objects.all()
+    return workflows if user.is_superuser else scope_to_user(workflows, user)
+
+
+def runs_visible_to(user: User) -> QuerySet:
+    """Runs (with their workflow and organization) the user may see: every run for a superuser."""
+    runs = Run.objects.select_related("workflow", "workflow__organization")
+    return runs if user.is_superuser else scope_to_user(runs, user, organization_field="workflow__organization")
+
+
+def with_run_summary(workflows: QuerySet, *, now: datetime | None = None) -> QuerySet:
+    """Annotate each workflow with its last run (``last_run_status``, ``last_run_at``) and ``runs_last_24h``."""
+    last = Run.objects.filter(workflow=OuterRef("pk")).order_by("-created_at")
+    since = (now or timezone.now()) - timedelta(hours=24)
+    return workflows.annotate(
+        last_run_status=Subquery(last.values("status")[:1]),
+        last_run_at=Subquery(last.values("created_at")[:1]),
+        runs_last_24h=Count("runs", filter=Q(runs__created_at__gte=since)),
+    )
+
+
+def _percentile(durations: QuerySet, count: int, fraction: float) -> int | None:
+    """Nearest-rank percentile of an ordered duration queryset of ``count`` rows, in ms."""
+    if count == 0:
+        return None
+    index = max(math.ceil(fraction * count), 1) - 1
+    value = durations[index : index + 1].values_list("duration", flat=True).first()
+    return int(value.total_seconds() * 1000) if value is not None else None
+
+
+def run_stats(runs: QuerySet, *, now: Any = None) -> dict[str, Any]:
+    """Aggregate ``runs`` (already scoped) created in the 24 h before ``now``.
+
+    Percentiles are computed in the database by ordering on the duration and
+    reading one row at the rank (nearest-rank method), so the same code runs on
+    PostgreSQL and SQLite and never loads a day of runs into memory.
+    """
+    now = now or timezone.now()
+    since = now - STATS_WINDOW
+    window = runs.filter(created_at__gte=since, created_at__lte=now)
+    counts = dict(window.order_by().values_list("status").annotate(n=Count("pk")))
+    by_status = {status: counts.get(status, 0) for status in RunStatus.values}
+    decided = by_status[RunStatus.SUCCEEDED] + by_status[RunStatus.FAILED]
+    durations = (
+        window.filter(started_at__isnull=False, finished_at__isnull=False)
+        .annotate(duration=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField()))
+        .order_by("duration", "pk")
+    )
+    finished = durations.count()
+    return {
+        "window_start": since,
+        "window_end": now,
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        "dead_lettered": window.filter(dead_lettered=True).count(),
+        "success_rate": round(by_status[RunStatus.SUCCEEDED] / decided, 4) if decided else None,
+        "duration_ms": {
+            "count": finished,
+            "p50": _percentile(durations, finished, 0.50),
+            "p95": _percentile(durations, finished, 0.95),
+        },
+    }
