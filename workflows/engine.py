@@ -33,10 +33,13 @@ Claim rules for a message about step N:
 Every attempt is a ``StepAttempt`` row, opened in the claiming transaction
 before anything is sent and closed by ``workflows.recording``.
 
-The common claim -- a ``pending`` step of an unfinished run, no tenant limit
-to count against -- is one statement on PostgreSQL (``_claim_pending``: a
-conditional UPDATE that also opens the attempt and starts the run); every
-other case, and SQLite, goes through ``_claim``'s locking transaction. The
+The common claim -- a ``pending`` step of an unfinished run -- is one
+statement on PostgreSQL (``_claim_pending``: a conditional UPDATE that also
+opens the attempt and starts the run; with a per-organization limit, that
+statement counts the running steps after locking the organization's row, in
+one short transaction). Every other case (and SQLite, and a claim that
+matched nothing) goes through ``_claim``'s locking transaction, which also
+says why: duplicate, not due, take-over, or deferred at the limit. The
 definition a run executes is its ``WorkflowVersion``'s, immutable, so each
 worker process reads it once per version (``definition_of``).
 """
@@ -139,7 +142,7 @@ WITH claimed AS (
            finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s
       FROM workflows_run AS r
      WHERE s.run_id = %(run)s AND s.position = %(position)s AND s.status = 'pending'
-       AND r.id = s.run_id AND r.status IN ('queued', 'running')
+       AND r.id = s.run_id AND r.status IN ('queued', 'running'){below_limit}
     RETURNING s.id, s.key, s.attempts
 ), opened AS (
     INSERT INTO workflows_stepattempt
@@ -157,12 +160,30 @@ WITH claimed AS (
 )
 SELECT claimed.id, claimed.key, claimed.attempts, started.* FROM claimed, started
 """
+# With a per-organization limit: the organization's row is locked first (in the
+# same transaction), so claims of one organization count one after the other,
+# and the claim only matches while its running steps are below the limit.
+_LOCK_ORGANIZATION_SQL = """
+SELECT o.id FROM workflows_run AS r
+  JOIN workflows_workflow AS w ON w.id = r.workflow_id
+  JOIN accounts_organization AS o ON o.id = w.organization_id
+ WHERE r.id = %(run)s
+   FOR UPDATE OF o
+"""
+_BELOW_LIMIT = """
+       AND (SELECT count(*) FROM workflows_steprun AS busy
+              JOIN workflows_run AS busy_run ON busy_run.id = busy.run_id
+              JOIN workflows_workflow AS busy_wf ON busy_wf.id = busy_run.workflow_id
+             WHERE busy.status = 'running' AND busy.lease_expires_at > %(now)s
+               AND busy_wf.organization_id = %(organization)s) < %(limit)s"""
+_CLAIM_PENDING = _CLAIM_PENDING_SQL.format(below_limit="")
+_CLAIM_PENDING_BELOW_LIMIT = _CLAIM_PENDING_SQL.format(below_limit=_BELOW_LIMIT)
 
 
 def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | None:
     """Claim a pending step in one statement; None when that does not apply (``_claim`` decides then)."""
-    if connection.vendor != "postgresql" or org_step_limit(_organization_count()):
-        return None  # SQLite has no data-modifying CTEs; a tenant limit needs _claim's count under lock
+    if connection.vendor != "postgresql":
+        return None  # SQLite has no data-modifying CTEs
     try:
         run_uuid = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
     except ValueError:
@@ -178,9 +199,21 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         "pid": os.getpid(),
         "cached": list(_definitions),  # the definition comes with the claim unless this process has it
     }
+    limit = org_step_limit(_organization_count())
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_PENDING_SQL, params)
-        row = cursor.fetchone()
+        if not limit:
+            cursor.execute(_CLAIM_PENDING, params)
+            row = cursor.fetchone()
+        else:
+            # No row: not pending, no such run, or at the limit -- _claim tells them apart.
+            with transaction.atomic():
+                cursor.execute(_LOCK_ORGANIZATION_SQL, params)
+                locked = cursor.fetchone()
+                if locked is None:
+                    return None
+                params.update(organization=locked[0], limit=limit)
+                cursor.execute(_CLAIM_PENDING_BELOW_LIMIT, params)
+                row = cursor.fetchone()
     if row is None:
         return None
     (step_pk, key, attempts, workflow_id, organization_id, version_id, number, trigger, payload, created, started) = (

@@ -4,9 +4,12 @@ In-process (``engine.run_step``, what the Celery task calls), counting this
 thread's statements; the http action calls a local server.
 """
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from testing.network import Reply
 from workflows import engine
@@ -110,3 +113,26 @@ def test_the_template_context_still_offers_earlier_outputs_to_the_action(org, si
     assert not isinstance(lazy, dict)
     assert dict(lazy) == {"a": {"output": 5, "status": "succeeded"}}
     assert engine.build_context(run)["steps"] == {"a": {"output": 5, "status": "succeeded"}}
+
+
+def test_with_a_tenant_limit_the_claim_counts_under_the_organizations_lock(org, other_org, settings):
+    settings.POTAFLOW_ORG_MAX_RUNNING_STEPS = 1
+    one_step = [{"key": "a", "action_type": "transform", "config": {"value": 1}}]
+    busy_wf = workflow_create(organization=org, name="Busy", steps=one_step)
+    other_wf = workflow_create(organization=other_org, name="Other", steps=one_step)
+    holding, _ = run_accept(workflow=busy_wf, trigger="manual", payload={})
+    StepRun.objects.filter(run=holding).update(
+        status=StepRunStatus.RUNNING, attempts=1, lease_expires_at=timezone.now() + timedelta(seconds=60)
+    )
+    waiting, _ = run_accept(workflow=busy_wf, trigger="manual", payload={})
+    elsewhere, _ = run_accept(workflow=other_wf, trigger="manual", payload={})
+
+    outcome, _ = statements(waiting, 0, "m-waiting")
+    assert outcome.retry_in is not None  # deferred: its organization is at its limit
+    assert StepRun.objects.get(run=waiting).status == StepRunStatus.PENDING
+    assert not StepAttempt.objects.filter(step_run__run=waiting).exists()
+
+    outcome, claimed = statements(elsewhere, 0, "m-elsewhere")
+    assert outcome == engine.STOP and Run.objects.get(pk=elsewhere.pk).status == RunStatus.SUCCEEDED
+    assert any("FOR UPDATE" in sql and "accounts_organization" in sql for sql in claimed), claimed
+    assert len(claimed) <= 6, claimed  # BEGIN, lock, claim, COMMIT, record (+ a warm-up read)
