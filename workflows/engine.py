@@ -135,6 +135,9 @@ def run_step(
 # A pending step of an unfinished run: claimed, its attempt opened and its run
 # started in one statement (one round trip, one commit). The conditional UPDATE
 # is the claim: of two messages for the same step, the second matches no row.
+# Only a queued run is written (running, started_at); for a later step the run's
+# last_progress_at is the previous step's recording, and a running step keeps
+# the sweeper away from the run anyway (its lease says whether it is alive).
 _CLAIM_PENDING_SQL = """
 WITH claimed AS (
     UPDATE workflows_steprun AS s
@@ -149,16 +152,18 @@ WITH claimed AS (
            (step_run_id, number, outcome, started_at, error, response_excerpt, worker_host, worker_pid)
     SELECT id, attempts, '', %(now)s, '', '', %(host)s, %(pid)s FROM claimed
 ), started AS (
-    UPDATE workflows_run AS r
-       SET last_progress_at = %(now)s, status = 'running',
-           started_at = CASE WHEN r.status = 'queued' THEN %(now)s ELSE r.started_at END
-      FROM workflows_workflow AS w JOIN workflows_workflowversion AS v ON v.workflow_id = w.id
-     WHERE r.id = %(run)s AND w.id = r.workflow_id AND v.id = r.version_id AND EXISTS (SELECT 1 FROM claimed)
-    RETURNING r.workflow_id, w.organization_id, r.version_id, r.workflow_version, r.trigger, r.payload,
-              r.created_at, r.started_at,
-              CASE WHEN r.version_id = ANY(%(cached)s::bigint[]) THEN NULL ELSE v.definition END
+    UPDATE workflows_run
+       SET status = 'running', started_at = %(now)s, last_progress_at = %(now)s
+     WHERE id = %(run)s AND status = 'queued' AND EXISTS (SELECT 1 FROM claimed)
 )
-SELECT claimed.id, claimed.key, claimed.attempts, started.* FROM claimed, started
+SELECT claimed.id, claimed.key, claimed.attempts,
+       r.workflow_id, w.organization_id, r.version_id, r.workflow_version, r.trigger, r.payload,
+       r.created_at, COALESCE(r.started_at, %(now)s),
+       CASE WHEN r.version_id = ANY(%(cached)s::bigint[]) THEN NULL ELSE v.definition END
+  FROM claimed, workflows_run AS r
+  JOIN workflows_workflow AS w ON w.id = r.workflow_id
+  JOIN workflows_workflowversion AS v ON v.id = r.version_id
+ WHERE r.id = %(run)s
 """
 # With a per-organization limit: the organization's row is locked first (in the
 # same transaction), so claims of one organization count one after the other,
