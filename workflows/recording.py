@@ -268,7 +268,8 @@ WITH done AS (
        SET last_progress_at = %(now)s{complete_sets}
      WHERE r.id = %(run)s AND EXISTS (SELECT 1 FROM done)
 )
-SELECT EXISTS (SELECT 1 FROM done), {complete}
+SELECT EXISTS (SELECT 1 FROM done), {complete},
+       (SELECT status IN ('queued', 'running') FROM workflows_run WHERE id = %(run)s)  -- before this statement
 """
 _OTHERS_SUCCEEDED = (
     "NOT EXISTS (SELECT 1 FROM workflows_steprun AS o"
@@ -304,11 +305,11 @@ def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime) -> boo
     }
     with connection.cursor() as cursor:
         cursor.execute(_RECORD_SUCCESS_LAST_STEP if last else _RECORD_SUCCESS_STEP, params)
-        owned, complete = cursor.fetchone()
+        owned, complete, was_unfinished = cursor.fetchone()
     if not owned:
         _superseded(attempt, AttemptOutcome.SUCCEEDED)
         return True
-    if complete:
+    if complete and was_unfinished:
         logger.info("run %s succeeded", attempt.run.pk)
     return bool(complete)
 
