@@ -17,7 +17,7 @@ app = Celery("baseline", broker=os.environ["CELERY_BROKER_URL"])
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
+    worker_prefetch_multiplier=int(os.environ.get("POTAFLOW_WORKER_PREFETCH_MULTIPLIER", "1")),
     task_serializer="json",
     accept_content=["json"],
     task_ignore_result=True,

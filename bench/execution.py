@@ -17,6 +17,7 @@ and one JSON line per figure.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600, help="longest wait for a drain, seconds [600]")
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
     parser.add_argument("--only", choices=["1-step", "5-step", "baseline"], action="append")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VAL", help="for the workers (PotaFlow's and the baseline's)"
+    )
     parser.add_argument("--profile-worker", type=int, default=0, help="print the worker pids and wait N s")
     return parser.parse_args(argv)
 
@@ -187,7 +191,9 @@ def baseline(stack: BenchStack, sink: benchlib.Sink, runs: int, args: argparse.N
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     only = set(args.only or ["1-step", "5-step", "baseline"])
-    stack = BenchStack(args.database_url)
+    extra = dict(item.split("=", 1) for item in args.env)
+    os.environ.update(extra)  # stack_concurrency() reads POTAFLOW_WORKER_CONCURRENCY from here
+    stack = BenchStack(args.database_url, extra_env=extra)
     results: dict[str, dict[str, Any]] = {}
     sink = benchlib.Sink()
     try:
@@ -222,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def stack_concurrency() -> str:
     """The worker's pool size as the bench ran it (settings default: 2)."""
-    import os
-
     return os.environ.get("POTAFLOW_WORKER_CONCURRENCY", "2")
 
 

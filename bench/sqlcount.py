@@ -9,7 +9,13 @@ Celery task calls), counting the statements on this thread's connection with
 step's lease keeper) are not counted. Prints the counts by kind and, with
 ``--show``, the statements.
 
+``--time N``: then N more runs of each workflow executed step by step in this
+process, printing the median wall time and this process's CPU time per
+``run_step`` (claim + render + action + record, no broker): steadier than
+throughput on a shared machine, and comparable across commits.
+
     .venv/bin/python bench/sqlcount.py --show
+    .venv/bin/python bench/sqlcount.py --time 300
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import base64
 import json
 import secrets
+import statistics
 import time
 import uuid
 from collections import Counter
@@ -37,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--show", action="store_true", help="print every statement (first 160 characters)")
     parser.add_argument("--database-url", default=DB)
+    parser.add_argument("--time", type=int, default=0, metavar="N", help="also time run_step over N runs per workflow")
     args = parser.parse_args(argv)
     stack = BenchStack(args.database_url)
     sink = benchlib.Sink()
@@ -92,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                     break
             run.refresh_from_db()
             rows.append((f"{label}: run ends", run.status, ""))
+        if args.time:
+            timed = {label: time_steps(wf, args.time) for label, wf in flows.items() if "signed" not in label.split()}
     finally:
         stack.stop()
         sink.stop()
@@ -100,12 +110,50 @@ def main(argv: list[str] | None = None) -> int:
     for name, count, by_kind in rows:
         if isinstance(count, int):
             emit("sql", name.replace(" ", "_"), count, "statements", by_kind=by_kind)
+    if args.time:
+        print(f"\nrun_step in this process, {args.time} runs per workflow after 10 warm ones (ms per step)")
+        table(
+            [(label, t["steps"], t["wall_ms_p50"], t["wall_ms_p99"], t["cpu_ms_p50"]) for label, t in timed.items()],
+            ("workflow", "steps", "wall p50", "wall p99", "CPU p50"),
+        )
+        for label, t in timed.items():
+            emit("sql", f"{label.replace(' ', '_')}.run_step_wall_ms", t["wall_ms_p50"], "ms", p99=t["wall_ms_p99"])
+            emit("sql", f"{label.replace(' ', '_')}.run_step_cpu_ms", t["cpu_ms_p50"], "ms")
     if args.show:
         for name, statements in shown:
             print(f"\n-- {name}: {len(statements)}")
             for sql in statements:
                 print("   ", sql[:160])
     return 0
+
+
+def time_steps(workflow: Any, runs: int) -> dict[str, Any]:
+    """Wall and CPU milliseconds per run_step over ``runs`` runs (10 more first, not counted)."""
+    from workflows.engine import run_step
+    from workflows.models import RunTrigger
+    from workflows.services import run_accept
+
+    walls: list[float] = []
+    cpus: list[float] = []
+    for n in range(runs + 10):
+        run, _ = run_accept(
+            workflow=workflow, trigger=RunTrigger.WEBHOOK, payload={"body": benchlib.event_body(n, 256)}
+        )
+        for spec in run.definition["steps"]:
+            wall, cpu = time.perf_counter(), time.process_time()
+            outcome = run_step(str(run.pk), spec["position"], message_id=str(uuid.uuid4()))
+            if n >= 10:
+                walls.append(1000 * (time.perf_counter() - wall))
+                cpus.append(1000 * (time.process_time() - cpu))
+            if not outcome.proceed:
+                break
+    walls.sort()
+    return {
+        "steps": len(walls),
+        "wall_ms_p50": round(statistics.median(walls), 2),
+        "wall_ms_p99": round(walls[int(0.99 * (len(walls) - 1))], 2),
+        "cpu_ms_p50": round(statistics.median(cpus), 2),
+    }
 
 
 if __name__ == "__main__":

@@ -296,7 +296,9 @@ else:
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Messages a worker holds per pool process (unacknowledged: a lost worker's come
+# back after the visibility timeout, or sooner through the sweeper).
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("POTAFLOW_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -32,12 +32,25 @@ Claim rules for a message about step N:
 
 Every attempt is a ``StepAttempt`` row, opened in the claiming transaction
 before anything is sent and closed by ``workflows.recording``.
+
+The common claim -- a ``pending`` step of an unfinished run -- is one
+statement on PostgreSQL (``_claim_pending``: a conditional UPDATE that also
+opens the attempt and starts the run; with a per-organization limit, that
+statement counts the running steps after locking the organization's row, in
+one short transaction). Every other case (and SQLite, and a claim that
+matched nothing) goes through ``_claim``'s locking transaction, which also
+says why: duplicate, not due, take-over, or deferred at the limit. The
+definition a run executes is its ``WorkflowVersion``'s, immutable, so each
+worker process reads it once per version (``definition_of``).
 """
 
+import json
 import logging
 import os
 import random
 import time
+import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,7 +58,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -59,7 +72,17 @@ from potaflow.structured_logging import log_context
 
 from . import recording, templating
 from .leases import keeper
-from .models import AttemptOutcome, InDoubtPolicy, Run, RunStatus, StepAttempt, StepRun, StepRunStatus
+from .models import (
+    AttemptOutcome,
+    InDoubtPolicy,
+    Run,
+    RunStatus,
+    StepAttempt,
+    StepRun,
+    StepRunStatus,
+    Workflow,
+    WorkflowVersion,
+)
 from .policy import in_doubt_policy, lease_seconds, org_step_limit, policy, retry_delay, time_limit
 from .recording import Attempt, Scrubber
 
@@ -99,7 +122,9 @@ def run_step(
     """
     # Every line logged while handling this step carries these labels (potaflow.structured_logging).
     with log_context(run_id=str(run_id), step=None, attempt=None, workflow_id=None, organization_id=None):
-        claim = _claim(run_id, position, may_be_redelivery=may_be_redelivery, force=force, message_id=message_id)
+        claim = _claim_pending(run_id, position, message_id=message_id)
+        if claim is None:
+            claim = _claim(run_id, position, may_be_redelivery=may_be_redelivery, force=force, message_id=message_id)
         if isinstance(claim, StepOutcome):
             return claim
         with keeper.holding(claim.step_run.pk, claim.number):
@@ -107,6 +132,151 @@ def run_step(
 
 
 # -- claiming ------------------------------------------------------------------
+# A pending step of an unfinished run: claimed, its attempt opened and its run
+# started in one statement (one round trip, one commit). The conditional UPDATE
+# is the claim: of two messages for the same step, the second matches no row.
+# Only a queued run is written (running, started_at); for a later step the run's
+# last_progress_at is the previous step's recording, and a running step keeps
+# the sweeper away from the run anyway (its lease says whether it is alive).
+_CLAIM_PENDING_SQL = """
+WITH claimed AS (
+    UPDATE workflows_steprun AS s
+       SET status = 'running', attempts = s.attempts + 1, claim_token = %(token)s, started_at = %(now)s,
+           finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s
+      FROM workflows_run AS r
+     WHERE s.run_id = %(run)s AND s.position = %(position)s AND s.status = 'pending'
+       AND r.id = s.run_id AND r.status IN ('queued', 'running'){below_limit}
+    RETURNING s.id, s.key, s.attempts
+), opened AS (
+    INSERT INTO workflows_stepattempt
+           (step_run_id, number, outcome, started_at, error, response_excerpt, worker_host, worker_pid)
+    SELECT id, attempts, '', %(now)s, '', '', %(host)s, %(pid)s FROM claimed
+), started AS (
+    UPDATE workflows_run
+       SET status = 'running', started_at = %(now)s, last_progress_at = %(now)s
+     WHERE id = %(run)s AND status = 'queued' AND EXISTS (SELECT 1 FROM claimed)
+)
+SELECT claimed.id, claimed.key, claimed.attempts,
+       r.workflow_id, w.organization_id, r.version_id, r.workflow_version, r.trigger, r.payload,
+       r.created_at, COALESCE(r.started_at, %(now)s),
+       CASE WHEN r.version_id = ANY(%(cached)s::bigint[]) THEN NULL ELSE v.definition END
+  FROM claimed, workflows_run AS r
+  JOIN workflows_workflow AS w ON w.id = r.workflow_id
+  JOIN workflows_workflowversion AS v ON v.id = r.version_id
+ WHERE r.id = %(run)s
+"""
+# With a per-organization limit: the organization's row is locked first (in the
+# same transaction), so claims of one organization count one after the other,
+# and the claim only matches while its running steps are below the limit.
+_LOCK_ORGANIZATION_SQL = """
+SELECT o.id FROM workflows_run AS r
+  JOIN workflows_workflow AS w ON w.id = r.workflow_id
+  JOIN accounts_organization AS o ON o.id = w.organization_id
+ WHERE r.id = %(run)s
+   FOR UPDATE OF o
+"""
+_BELOW_LIMIT = """
+       AND (SELECT count(*) FROM workflows_steprun AS busy
+              JOIN workflows_run AS busy_run ON busy_run.id = busy.run_id
+              JOIN workflows_workflow AS busy_wf ON busy_wf.id = busy_run.workflow_id
+             WHERE busy.status = 'running' AND busy.lease_expires_at > %(now)s
+               AND busy_wf.organization_id = %(organization)s) < %(limit)s"""
+_CLAIM_PENDING = _CLAIM_PENDING_SQL.format(below_limit="")
+_CLAIM_PENDING_BELOW_LIMIT = _CLAIM_PENDING_SQL.format(below_limit=_BELOW_LIMIT)
+
+
+def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | None:
+    """Claim a pending step in one statement; None when that does not apply (``_claim`` decides then)."""
+    if connection.vendor != "postgresql":
+        return None  # SQLite has no data-modifying CTEs
+    try:
+        run_uuid = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+    except ValueError:
+        return None  # not a run id: _claim drops the message with its log line
+    now = timezone.now()
+    params = {
+        "run": run_uuid,
+        "position": position,
+        "token": message_id,
+        "now": now,
+        "lease": now + timedelta(seconds=lease_seconds()),
+        "host": recording.WORKER_HOST,
+        "pid": os.getpid(),
+        "cached": list(_definitions),  # the definition comes with the claim unless this process has it
+    }
+    limit = org_step_limit(_organization_count())
+    with connection.cursor() as cursor:
+        if not limit:
+            cursor.execute(_CLAIM_PENDING, params)
+            row = cursor.fetchone()
+        else:
+            # No row: not pending, no such run, or at the limit -- _claim tells them apart.
+            with transaction.atomic():
+                cursor.execute(_LOCK_ORGANIZATION_SQL, params)
+                locked = cursor.fetchone()
+                if locked is None:
+                    return None
+                params.update(organization=locked[0], limit=limit)
+                cursor.execute(_CLAIM_PENDING_BELOW_LIMIT, params)
+                row = cursor.fetchone()
+    if row is None:
+        return None
+    (step_pk, key, attempts, workflow_id, organization_id, version_id, number, trigger, payload, created, started) = (
+        row[:11]
+    )
+    if row[11] is not None:
+        _remember_definition(
+            version_id, WorkflowVersion._meta.get_field("definition").from_db_value(row[11], None, connection)
+        )
+    run = Run(
+        id=run_uuid,
+        workflow_id=workflow_id,
+        version_id=version_id,
+        workflow_version=number,
+        trigger=trigger,
+        payload=Run._meta.get_field("payload").from_db_value(payload, None, connection),
+        status=RunStatus.RUNNING,
+        created_at=created,
+        started_at=started,
+        last_progress_at=now,
+    )
+    run.workflow = Workflow(id=workflow_id, organization_id=organization_id)
+    run.version = WorkflowVersion(id=version_id, workflow_id=workflow_id, number=number)
+    run.version.definition = definition_of(version_id)
+    step_run = StepRun(
+        id=step_pk,
+        run=run,
+        position=position,
+        key=key,
+        status=StepRunStatus.RUNNING,
+        attempts=attempts,
+        claim_token=message_id,
+        started_at=now,
+        lease_expires_at=params["lease"],
+    )
+    bind_log_context(step=key, attempt=attempts, workflow_id=workflow_id, organization_id=organization_id)
+    return Attempt(step_run=step_run, run=run)
+
+
+_definitions: dict[int, dict] = {}
+DEFINITION_CACHE_SIZE = 256
+
+
+def definition_of(version_id: int) -> dict:
+    """The definition of a ``WorkflowVersion``, read once per process (versions never change)."""
+    definition = _definitions.get(version_id)
+    if definition is None:
+        definition = WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
+        _remember_definition(version_id, definition)
+    return definition
+
+
+def _remember_definition(version_id: int, definition: dict) -> None:
+    if len(_definitions) >= DEFINITION_CACHE_SIZE:
+        _definitions.pop(next(iter(_definitions)))  # the oldest: a worker runs few versions at a time
+    _definitions[version_id] = definition
+
+
 def _claim(
     run_id: Any, position: int, *, may_be_redelivery: bool, force: bool, message_id: str
 ) -> Attempt | StepOutcome:
@@ -332,7 +502,7 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             raise PermanentError(str(exc)) from None
         credential, credential_kind, secrets = _credential_for(run, spec, action)
         attempt.scrub = Scrubber(tuple(secrets))
-        context = build_context(run)
+        context = build_context(run, spec)
         config = templating.prepare_config(action, spec.get("config") or {})
         try:
             attempt.rendered = templating.render_value(config, context)
@@ -407,14 +577,16 @@ def _retry_or_give_up(
     return StepOutcome(retry_in=delay)
 
 
-def build_context(run: Run) -> dict[str, Any]:
-    """The template context: trigger payload, earlier outputs, run and workflow."""
-    steps = {
-        key: {"output": output, "status": StepRunStatus.SUCCEEDED}
-        for key, output in run.step_runs.filter(status=StepRunStatus.SUCCEEDED)
-        .order_by("position")
-        .values_list("key", "output")
-    }
+def build_context(run: Run, spec: dict | None = None) -> dict[str, Any]:
+    """The template context: trigger payload, earlier outputs, run and workflow.
+
+    The earlier outputs are read when the step's config mentions ``steps``
+    (or no ``spec`` is given); otherwise they are read only if the action looks
+    at ``ActionContext.template_context["steps"]``.
+    """
+    steps: Mapping[str, Any] = EarlierOutputs(run)
+    if spec is None or references_earlier_steps(spec):
+        steps = dict(steps)
     workflow = run.definition.get("workflow", {})
     return {
         "trigger": run.payload,
@@ -431,6 +603,38 @@ def build_context(run: Run) -> dict[str, Any]:
             "version": run.workflow_version,
         },
     }
+
+
+def references_earlier_steps(spec: dict) -> bool:
+    """Can the step's config read earlier outputs? A template names ``steps`` to do so."""
+    return "steps" in json.dumps(spec.get("config") or {})
+
+
+class EarlierOutputs(Mapping):
+    """``steps.<key>`` -> ``{"output", "status"}`` of the run's succeeded steps, read on first use."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._loaded: dict[str, Any] | None = None
+
+    def _data(self) -> dict[str, Any]:
+        if self._loaded is None:
+            self._loaded = {
+                key: {"output": output, "status": StepRunStatus.SUCCEEDED}
+                for key, output in self._run.step_runs.filter(status=StepRunStatus.SUCCEEDED)
+                .order_by("position")
+                .values_list("key", "output")
+            }
+        return self._loaded
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
 
 
 def _action_or_none(spec: dict | None) -> Action | None:

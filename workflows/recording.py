@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -238,11 +238,85 @@ def record_success(attempt: Attempt, output: Any) -> bool:
     """Store the output; True when the chain stops here (the run is complete, or another attempt owns it)."""
     now = timezone.now()
     stored = attempt.scrub(cap_output(output))
+    if connection.vendor == "postgresql":
+        return _record_success_at_once(attempt, stored, now)
     with transaction.atomic():
         if not _finish_attempt(attempt, StepRunStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, now, output=stored):
             return True
         Run.objects.filter(pk=attempt.run.pk).update(last_progress_at=now)
         return finish_if_complete(attempt.run)
+
+
+# A succeeded attempt in one statement (one round trip, one commit): the step
+# row if the attempt still owns it, then its attempt row and its run. Only the
+# run's last step can complete it (steps run in order; a replay reuses a
+# prefix), so only then is "every other step succeeded" checked.
+_RECORD_SUCCESS_SQL = """
+WITH done AS (
+    UPDATE workflows_steprun
+       SET status = 'succeeded', rendered_config = %(config)s::jsonb, error = '', finished_at = %(now)s,
+           duration_ms = %(duration)s, next_attempt_at = NULL, lease_expires_at = NULL, output = %(output)s::jsonb
+     WHERE id = %(step)s AND status = 'running' AND attempts = %(number)s
+    RETURNING id
+), closed AS (
+    UPDATE workflows_stepattempt
+       SET outcome = 'succeeded', finished_at = %(now)s, duration_ms = %(duration)s, error = '',
+           request = %(request)s::jsonb, response_status = %(status)s, response_excerpt = %(excerpt)s
+     WHERE step_run_id IN (SELECT id FROM done) AND number = %(number)s
+), progressed AS (
+    UPDATE workflows_run AS r
+       SET last_progress_at = %(now)s{complete_sets}
+     WHERE r.id = %(run)s AND EXISTS (SELECT 1 FROM done)
+)
+SELECT EXISTS (SELECT 1 FROM done), {complete},
+       (SELECT status IN ('queued', 'running') FROM workflows_run WHERE id = %(run)s)  -- before this statement
+"""
+_OTHERS_SUCCEEDED = (
+    "NOT EXISTS (SELECT 1 FROM workflows_steprun AS o"
+    " WHERE o.run_id = %(run)s AND o.id <> %(step)s AND o.status <> 'succeeded')"
+)
+_RECORD_SUCCESS_STEP = _RECORD_SUCCESS_SQL.format(complete_sets="", complete="false")
+_RECORD_SUCCESS_LAST_STEP = _RECORD_SUCCESS_SQL.format(
+    complete_sets=f"""
+         , status = CASE WHEN r.status IN ('queued', 'running') AND {_OTHERS_SUCCEEDED}
+                         THEN 'succeeded' ELSE r.status END
+         , finished_at = CASE WHEN r.status IN ('queued', 'running') AND {_OTHERS_SUCCEEDED}
+                              THEN %(now)s ELSE r.finished_at END
+         , started_at = COALESCE(r.started_at, %(now)s)""",
+    complete=_OTHERS_SUCCEEDED,
+)
+
+
+def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime) -> bool:
+    status, excerpt = _response_facts(stored)
+    positions = [s.get("position") for s in attempt.run.definition.get("steps", [])]
+    last = not positions or attempt.step_run.position >= max(p for p in positions if p is not None)
+    params = {
+        "step": attempt.step_run.pk,
+        "number": attempt.number,
+        "run": attempt.run.pk,
+        "now": now,
+        "duration": attempt.elapsed_ms(),
+        "config": _json_or_null(attempt.stored_config()),
+        "output": _json_or_null(stored),
+        "request": _json_or_null(attempt.stored_request()),
+        "status": status,
+        "excerpt": attempt.scrub(excerpt),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_SUCCESS_LAST_STEP if last else _RECORD_SUCCESS_STEP, params)
+        owned, complete, was_unfinished = cursor.fetchone()
+    if not owned:
+        _superseded(attempt, AttemptOutcome.SUCCEEDED)
+        return True
+    if complete and was_unfinished:
+        logger.info("run %s succeeded", attempt.run.pk)
+    return bool(complete)
+
+
+def _json_or_null(value: Any) -> str | None:
+    """A JSONField's value as the database gets it: None is SQL NULL, anything else JSON text."""
+    return None if value is None else json.dumps(value)
 
 
 def record_filtered(attempt: Attempt, output: Any) -> None:

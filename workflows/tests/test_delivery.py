@@ -6,6 +6,7 @@ import signal
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from testing.worker import (
@@ -195,10 +196,11 @@ def test_a_step_past_its_hard_time_limit_is_rerun_by_the_sweeper_then_dead_lette
         name="Hung",
         steps=[{"key": "t", "action_type": "transform", "config": {"value": 1}, "max_retries": 0}],
     )
-    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
-    long_ago = timezone.now() - timedelta(seconds=policy.time_limit(None) + 1)
-    StepRun.objects.filter(run=run).update(status="running", attempts=1, started_at=long_ago, claim_token="gone")
-    Run.objects.filter(pk=run.pk).update(status="running", last_progress_at=long_ago)
+    with transaction.atomic():  # its message is sent on commit: the session worker finds it set up
+        run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+        long_ago = timezone.now() - timedelta(seconds=policy.time_limit(None) + 1)
+        StepRun.objects.filter(run=run).update(status="running", attempts=1, started_at=long_ago, claim_token="gone")
+        Run.objects.filter(pk=run.pk).update(status="running", last_progress_at=long_ago)
     # What the sweeper's forced message does (run in this process: the engine, not a mock).
     assert engine.run_step(run.pk, 0, force=True, message_id="sweeper-1") == engine.STOP
     run.refresh_from_db()

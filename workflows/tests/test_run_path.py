@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -433,10 +434,13 @@ def test_the_sweeper_ignores_a_running_step_whose_lease_is_live(org, transaction
     wf = workflow_create(
         organization=org, name="W", steps=[{"key": "t", "action_type": "transform", "config": {"value": 1}}]
     )
-    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
-    now = timezone.now()
-    StepRun.objects.filter(run=run).update(status="running", attempts=1, lease_expires_at=now + timedelta(seconds=30))
-    Run.objects.filter(pk=run.pk).update(status="running", last_progress_at=now - timedelta(seconds=600))
+    with transaction.atomic():  # its message is sent on commit: the session worker finds it set up
+        run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+        now = timezone.now()
+        StepRun.objects.filter(run=run).update(
+            status="running", attempts=1, lease_expires_at=now + timedelta(seconds=30)
+        )
+        Run.objects.filter(pk=run.pk).update(status="running", last_progress_at=now - timedelta(seconds=600))
     assert dispatch.recover_stalled_runs(stalled_after=0) == []
 
 
@@ -445,21 +449,22 @@ def test_a_redelivered_message_does_not_take_over_while_its_attempt_still_runs(o
     wf = workflow_create(
         organization=org, name="W", steps=[{"key": "t", "action_type": "transform", "config": {"value": 1}}]
     )
-    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
-    step = run.step_runs.get()
-    now = timezone.now()
     busy = subprocess.Popen(["sleep", "30"])  # stands for the pool child still running the attempt
     try:
-        StepRun.objects.filter(pk=step.pk).update(
-            status="running",
-            attempts=1,
-            claim_token="msg-1",
-            started_at=now,
-            lease_expires_at=now + timedelta(seconds=30),
-        )
-        StepAttempt.objects.create(
-            step_run=step, number=1, started_at=now, worker_host=WORKER_HOST, worker_pid=busy.pid
-        )
+        with transaction.atomic():  # its message is sent on commit: the session worker finds it set up
+            run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+            step = run.step_runs.get()
+            now = timezone.now()
+            StepRun.objects.filter(pk=step.pk).update(
+                status="running",
+                attempts=1,
+                claim_token="msg-1",
+                started_at=now,
+                lease_expires_at=now + timedelta(seconds=30),
+            )
+            StepAttempt.objects.create(
+                step_run=step, number=1, started_at=now, worker_host=WORKER_HOST, worker_pid=busy.pid
+            )
         assert engine.run_step(run.pk, 0, may_be_redelivery=True, message_id="msg-1") == engine.STOP
         step.refresh_from_db()
         assert (step.status, step.attempts) == ("running", 1)  # left to the attempt that is alive
@@ -492,18 +497,19 @@ def test_a_lost_attempt_is_timed_out_only_if_its_worker_renewed_past_the_hard_li
             }
         ],
     )
-    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
-    now = timezone.now()
-    started = now - timedelta(seconds=120)  # long ago: the message waited in a backlog, or the step hung
-    last_renewal = started + timedelta(seconds=30 if renewed_past_limit else 5)  # hard limit: 1 + 15 s
-    StepRun.objects.filter(run=run).update(
-        status="running",
-        attempts=1,
-        claim_token="gone",
-        started_at=started,
-        lease_expires_at=last_renewal + timedelta(seconds=15),
-    )
-    StepAttempt.objects.create(step_run=run.step_runs.get(), number=1, started_at=started)
+    with transaction.atomic():  # its message is sent on commit: the session worker finds it set up
+        run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+        now = timezone.now()
+        started = now - timedelta(seconds=120)  # long ago: the message waited in a backlog, or the step hung
+        last_renewal = started + timedelta(seconds=30 if renewed_past_limit else 5)  # hard limit: 1 + 15 s
+        StepRun.objects.filter(run=run).update(
+            status="running",
+            attempts=1,
+            claim_token="gone",
+            started_at=started,
+            lease_expires_at=last_renewal + timedelta(seconds=15),
+        )
+        StepAttempt.objects.create(step_run=run.step_runs.get(), number=1, started_at=started)
     engine.run_step(run.pk, 0, force=True, message_id="sweeper-1")
     lost = StepAttempt.objects.get(step_run__run=run, number=1)
     assert lost.outcome == outcome
