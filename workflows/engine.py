@@ -59,6 +59,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import JSONField, Model
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -122,9 +123,10 @@ def run_step(
     """
     # Every line logged while handling this step carries these labels (potaflow.structured_logging).
     with log_context(run_id=str(run_id), step=None, attempt=None, workflow_id=None, organization_id=None):
-        claim = _claim_pending(run_id, position, message_id=message_id)
-        if claim is None:
-            claim = _claim(run_id, position, may_be_redelivery=may_be_redelivery, force=force, message_id=message_id)
+        pending = _claim_pending(run_id, position, message_id=message_id)
+        claim = pending or _claim(
+            run_id, position, may_be_redelivery=may_be_redelivery, force=force, message_id=message_id
+        )
         if isinstance(claim, StepOutcome):
             return claim
         with keeper.holding(claim.step_run.pk, claim.number):
@@ -194,7 +196,7 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
     except ValueError:
         return None  # not a run id: _claim drops the message with its log line
     now = timezone.now()
-    params = {
+    params: dict[str, Any] = {
         "run": run_uuid,
         "position": position,
         "token": message_id,
@@ -225,16 +227,14 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         row[:11]
     )
     if row[11] is not None:
-        _remember_definition(
-            version_id, WorkflowVersion._meta.get_field("definition").from_db_value(row[11], None, connection)
-        )
+        _remember_definition(version_id, _json_from_db(WorkflowVersion, "definition", row[11]))
     run = Run(
         id=run_uuid,
         workflow_id=workflow_id,
         version_id=version_id,
         workflow_version=number,
         trigger=trigger,
-        payload=Run._meta.get_field("payload").from_db_value(payload, None, connection),
+        payload=_json_from_db(Run, "payload", payload),
         status=RunStatus.RUNNING,
         created_at=created,
         started_at=started,
@@ -258,11 +258,19 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
     return Attempt(step_run=step_run, run=run)
 
 
-_definitions: dict[int, dict] = {}
+def _json_from_db(model: type[Model], field: str, value: Any) -> Any:
+    """A JSON column read by raw SQL, decoded as the ORM would (its decoder, psycopg's text form)."""
+    json_field = model._meta.get_field(field)
+    assert isinstance(json_field, JSONField)  # noqa: S101 - a programming error, not input
+    # None: no key transform applies to a whole column (django-stubs type the argument as an Expression).
+    return json_field.from_db_value(value, None, connection)  # type: ignore[arg-type]
+
+
+_definitions: dict[int, dict[str, Any]] = {}
 DEFINITION_CACHE_SIZE = 256
 
 
-def definition_of(version_id: int) -> dict:
+def definition_of(version_id: int) -> dict[str, Any]:
     """The definition of a ``WorkflowVersion``, read once per process (versions never change)."""
     definition = _definitions.get(version_id)
     if definition is None:
@@ -271,7 +279,7 @@ def definition_of(version_id: int) -> dict:
     return definition
 
 
-def _remember_definition(version_id: int, definition: dict) -> None:
+def _remember_definition(version_id: int, definition: dict[str, Any]) -> None:
     if len(_definitions) >= DEFINITION_CACHE_SIZE:
         _definitions.pop(next(iter(_definitions)))  # the oldest: a worker runs few versions at a time
     _definitions[version_id] = definition
@@ -359,7 +367,7 @@ def _claim(
     return Attempt(step_run=step_run, run=run)
 
 
-def _spec_for(run: Run, position: int) -> dict | None:
+def _spec_for(run: Run, position: int) -> dict[str, Any] | None:
     return next((s for s in run.definition.get("steps", []) if s["position"] == position), None)
 
 
@@ -401,7 +409,7 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def _close_lost_attempt(run: Run, step_run: StepRun, spec: dict | None, now: datetime) -> StepOutcome | None:
+def _close_lost_attempt(run: Run, step_run: StepRun, spec: dict[str, Any] | None, now: datetime) -> StepOutcome | None:
     """Record what became of the attempt a dead worker held; STOP when the step must not run again."""
     action = _action_or_none(spec)
     # Timed out only if its worker was still renewing the lease past the hard time limit
@@ -493,6 +501,7 @@ def _execute(attempt: Attempt) -> StepOutcome:
 def _attempt(attempt: Attempt) -> StepOutcome:
     run, step_run = attempt.run, attempt.step_run
     spec = _spec_for(run, step_run.position)
+    output: object  # what the action returned, or OUT_OF_MEMORY
     try:
         if spec is None:
             raise PermanentError(f"step {step_run.position} is missing from the run's definition")
@@ -555,7 +564,7 @@ def _attempt(attempt: Attempt) -> StepOutcome:
 
 def _retry_or_give_up(
     attempt: Attempt,
-    spec: dict | None,
+    spec: dict[str, Any] | None,
     message: str,
     retry_after: float | None,
     outcome: str,
@@ -577,7 +586,7 @@ def _retry_or_give_up(
     return StepOutcome(retry_in=delay)
 
 
-def build_context(run: Run, spec: dict | None = None) -> dict[str, Any]:
+def build_context(run: Run, spec: dict[str, Any] | None = None) -> dict[str, Any]:
     """The template context: trigger payload, earlier outputs, run and workflow.
 
     The earlier outputs are read when the step's config mentions ``steps``
@@ -605,12 +614,12 @@ def build_context(run: Run, spec: dict | None = None) -> dict[str, Any]:
     }
 
 
-def references_earlier_steps(spec: dict) -> bool:
+def references_earlier_steps(spec: dict[str, Any]) -> bool:
     """Can the step's config read earlier outputs? A template names ``steps`` to do so."""
     return "steps" in json.dumps(spec.get("config") or {})
 
 
-class EarlierOutputs(Mapping):
+class EarlierOutputs(Mapping[str, Any]):
     """``steps.<key>`` -> ``{"output", "status"}`` of the run's succeeded steps, read on first use."""
 
     def __init__(self, run: Run) -> None:
@@ -637,14 +646,16 @@ class EarlierOutputs(Mapping):
         return len(self._data())
 
 
-def _action_or_none(spec: dict | None) -> Action | None:
+def _action_or_none(spec: dict[str, Any] | None) -> Action | None:
     try:
         return get_action((spec or {}).get("action_type", ""))
     except UnknownAction:
         return None
 
 
-def _credential_for(run: Run, spec: dict, action: Action) -> tuple[dict | None, str | None, list[str]]:
+def _credential_for(
+    run: Run, spec: dict[str, Any], action: Action
+) -> tuple[dict[str, Any] | None, str | None, list[str]]:
     """The step's credential in clear, its kind, and its secret values (to scrub from what is stored)."""
     credential_id = spec.get("credential_id")
     if credential_id is None:

@@ -18,7 +18,7 @@ HARD_LIMIT_GRACE_SECONDS = 15.0
 RETRY_AFTER_CAP_SECONDS = 3600.0
 
 
-def policy(spec: dict | None, field: str) -> float:
+def policy(spec: dict[str, Any] | None, field: str) -> float:
     """A step's retry/time setting from its definition snapshot, or the default."""
     value = (spec or {}).get(field)
     number = float(STEP_DEFAULTS[field] if value is None else value)
@@ -28,12 +28,12 @@ def policy(spec: dict | None, field: str) -> float:
     return number
 
 
-def soft_time_limit(spec: dict | None) -> float:
+def soft_time_limit(spec: dict[str, Any] | None) -> float:
     """Seconds after which Celery interrupts an attempt (recorded as timed out, retried)."""
     return policy(spec, "timeout_seconds") + SOFT_LIMIT_GRACE_SECONDS
 
 
-def time_limit(spec: dict | None) -> float:
+def time_limit(spec: dict[str, Any] | None) -> float:
     """Seconds after which Celery kills an attempt of this step (hard time limit)."""
     return policy(spec, "timeout_seconds") + HARD_LIMIT_GRACE_SECONDS
 
@@ -43,7 +43,7 @@ def lease_seconds() -> float:
     return float(settings.POTAFLOW_STEP_LEASE_SECONDS)
 
 
-def in_doubt_policy(spec: dict | None, action: Any, config: dict | None) -> str:
+def in_doubt_policy(spec: dict[str, Any] | None, action: Any, config: dict[str, Any] | None) -> str:
     """``retry`` or ``dead_letter``: the step's own choice, else what the action makes safe."""
     chosen = (spec or {}).get("on_in_doubt") or ""
     if chosen in InDoubtPolicy.values:
@@ -76,10 +76,10 @@ def backoff_delay(*, attempt: int, backoff_seconds: float, backoff_max_seconds: 
     """Exponential backoff with +-20 % jitter: attempt 1 waits ~backoff, then x2 each time, capped."""
     base = backoff_seconds * (2 ** max(attempt - 1, 0))
     jittered = base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
-    return max(0.0, min(jittered, backoff_max_seconds))
+    return float(max(0.0, min(jittered, backoff_max_seconds)))
 
 
-def retry_delay(spec: dict | None, attempt: int, retry_after: float | None) -> float:
+def retry_delay(spec: dict[str, Any] | None, attempt: int, retry_after: float | None) -> float:
     """Seconds before the next attempt: the destination's Retry-After wins, else backoff; capped."""
     if retry_after is not None:
         delay = max(float(retry_after), 0.0)

@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Value
+from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -109,7 +109,7 @@ class Attempt:
     started: float = field(default_factory=time.monotonic)
     scrub: Scrubber = NO_SECRETS
     rendered: Any = None
-    request: dict | None = None
+    request: dict[str, Any] | None = None
 
     @property
     def number(self) -> int:
@@ -177,7 +177,7 @@ def _response_facts(output: Any) -> tuple[int | None, str]:
     return status, clean_text(text[:RESPONSE_EXCERPT_CHARS])
 
 
-def _owned(attempt: Attempt):
+def _owned(attempt: Attempt) -> QuerySet[StepRun]:
     """The step, if this attempt still owns it (a newer claim changes status or attempts)."""
     return StepRun.objects.filter(pk=attempt.step_run.pk, status=StepRunStatus.RUNNING, attempts=attempt.number)
 
