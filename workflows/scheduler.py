@@ -179,6 +179,7 @@ class HeapDatabaseScheduler(DatabaseScheduler):
         heapq.heappush(self._queue, (when, entry.token, entry))
 
     def _send_cron(self, entries: list[CronEntry], now: float) -> None:
+        began = time.monotonic()
         sent_at = datetime.fromtimestamp(now, UTC)
         batches: dict[float, list[CronEntry]] = defaultdict(list)
         sent: list[CronEntry] = []
@@ -207,7 +208,12 @@ class HeapDatabaseScheduler(DatabaseScheduler):
             entry.next_at = self._next_after(entry, now)
             self._push(entry, entry.next_at)
         self._save_sent([entry.id for entry in sent], sent_at)
-        logger.info("Scheduler: sent %d schedule firing(s) in %d message(s)", len(sent), messages)
+        logger.info(
+            "Scheduler: sent %d schedule firing(s) in %d message(s) (%.0f ms, saved included)",
+            len(sent),
+            messages,
+            (time.monotonic() - began) * 1000,
+        )
 
     def _send_batch(self, workflow_ids: list[int], scheduled_at: str) -> bool:
         try:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
@@ -48,23 +49,25 @@ def schedule(org, name, cron="* * * * *", tz="UTC", **fields):
     )
 
 
-def sent_messages(broker: IsolatedBroker) -> list[tuple[str, list, dict]]:
-    """(task name, args, kwargs) of every message in the broker's default queue, oldest first."""
+def sent_messages(broker: IsolatedBroker) -> list[tuple[str, str, list, dict]]:
+    """(queue, task name, args, kwargs) of every message in the default and the schedules queue, oldest first."""
     client = redis.Redis.from_url(broker.url)
     out = []
-    for raw in reversed(client.lrange("celery", 0, -1)):  # LPUSH: newest first
-        message = json.loads(raw)
-        args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        out.append((message["headers"]["task"], args, kwargs))
-    client.delete("celery")
+    for queue in ("celery", settings.POTAFLOW_SCHEDULE_QUEUE):
+        for raw in reversed(client.lrange(queue, 0, -1)):  # LPUSH: newest first
+            message = json.loads(raw)
+            args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            out.append((queue, message["headers"]["task"], args, kwargs))
+        client.delete(queue)
     return out
 
 
 def firings(messages) -> dict[str, list[int]]:
     """scheduled_at -> workflow ids, from the fire_schedules batches."""
     out: dict[str, list[int]] = {}
-    for task, _args, kwargs in messages:
+    for queue, task, _args, kwargs in messages:
         if task == FIRE_BATCH_TASK:
+            assert queue == settings.POTAFLOW_SCHEDULE_QUEUE
             out.setdefault(kwargs["scheduled_at"], []).extend(kwargs["workflow_ids"])
     return out
 
@@ -147,7 +150,7 @@ def test_a_tick_sends_the_due_firings_in_batches_with_their_minute_and_saves_the
     assert list(firings(messages)) == [iso(minute)]
     assert sorted(firings(messages)[iso(minute)]) == sorted(w.pk for w in workflows)
     assert len(messages) == 3  # 10 workflows, 4 a message
-    assert [task for task, _args, _kwargs in messages] == [FIRE_BATCH_TASK] * 3
+    assert [task for _queue, task, _args, _kwargs in messages] == [FIRE_BATCH_TASK] * 3
     updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
     assert len(updates) == 1 and "last_run_at" in updates[0]
     rows = PeriodicTask.objects.filter(name__in=[w.periodic_task_name for w in workflows])
@@ -286,3 +289,23 @@ def test_real_beat_fires_each_schedule_once_a_minute_and_stops_one_disabled_whil
     assert sorted(r.workflow_id for r in runs) == sorted(w.pk for w in keep)
     assert {r.payload["fired_at"] for r in runs} == {minute} and minute.endswith(":00+00:00")
     assert not Run.objects.filter(workflow=pause).exists()
+
+
+@pytest.mark.slow
+def test_a_backlog_of_steps_does_not_hold_back_a_minutes_firings(celery_worker, org, tmp_path):
+    from workflows.services import run_accept
+    from workflows.tasks import fire_schedules
+
+    slow = workflow_create(
+        organization=org,
+        name="Slow",
+        steps=[{"key": "slow", "action_type": "custom", "config": {"handler": "test.slow", "input": {
+            "log": str(tmp_path) + "/slow-{{ run.id }}.jsonl", "seconds": 1.5}}}],
+    )  # fmt: skip
+    backlog = [run_accept(workflow=slow, trigger="manual", payload={})[0] for _ in range(12)]  # ~9 s for 2 processes
+    cron = schedule(org, "cron")
+    fire_schedules.apply_async(kwargs={"workflow_ids": [cron.pk], "scheduled_at": "2026-03-01T09:15:00+00:00"})
+    run = wait_for(lambda: Run.objects.filter(workflow=cron).first(), timeout=30, message="the firing's run")
+    waiting = Run.objects.filter(pk__in=[r.pk for r in backlog], status="queued").count()
+    assert waiting >= 4, "the firing waited behind the backlog of steps"
+    assert run.payload["fired_at"] == "2026-03-01T09:15:00+00:00"
