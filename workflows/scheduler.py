@@ -127,7 +127,7 @@ class HeapDatabaseScheduler(DatabaseScheduler):
         self._loaded = False
         self._changed_at: Any = None
         self.clock = time.time  # epoch seconds; the tests set their own
-        self.batch_size = max(1, int(getattr(settings, "POTAFLOW_SCHEDULE_BATCH_SIZE", 500)))
+        self.batch_size = max(1, int(getattr(settings, "POTAFLOW_SCHEDULE_BATCH_SIZE", 5000)))
         super().__init__(*args, **kwargs)
 
     # -- the schedule as django-celery-beat and Celery see it ------------------------------

@@ -422,20 +422,36 @@ def run_schedule_fire(*, workflow_id: int, fired_at: Any) -> Run | None:
     return run
 
 
+# Firings recorded per transaction by run_schedule_fire_many.
+SCHEDULE_RECORD_CHUNK = 500
+
+
 def run_schedule_fire_many(*, workflow_ids: Sequence[int], fired_at: Any) -> list[Run]:
     """Beat's firings of one scheduled minute for many workflows: ``run_schedule_fire`` in bulk.
 
-    The same runs (payload, idempotency key, a run per workflow and minute,
-    dispatched after commit) in a fixed number of statements per batch, so
-    10,000 schedules due the same minute become runs within seconds. A firing
-    whose run exists is skipped; if a concurrent delivery of the same firings
-    wins the race, the batch is taken one firing at a time.
+    The same runs (payload, idempotency key, a run per workflow and minute) in
+    a fixed number of statements per ``SCHEDULE_RECORD_CHUNK`` firings, each
+    chunk committed; all of them are recorded before any is dispatched, so
+    publishing (a message per run) does not delay recording the rest of the
+    minute's firings. A firing whose run exists is skipped; if a concurrent
+    delivery of the same firings wins the race, that chunk is taken one firing
+    at a time.
     """
+    ids = list(dict.fromkeys(workflow_ids))
+    recorded: list[tuple[Run, list[int] | None]] = []
+    for start in range(0, len(ids), SCHEDULE_RECORD_CHUNK):
+        recorded.extend(_record_schedule_firings(ids[start : start + SCHEDULE_RECORD_CHUNK], fired_at))
+    for run, positions in recorded:
+        if positions is not None:
+            _dispatch_on_commit(run, positions)
+    return [run for run, _positions in recorded]
+
+
+def _record_schedule_firings(workflow_ids: list[int], fired_at: Any) -> list[tuple[Run, list[int] | None]]:
+    """Record (commit) the runs of these firings; each with the positions to dispatch (None: already sent)."""
     key = _schedule_key(fired_at)
-    workflows = list(
-        Workflow.objects.filter(pk__in=list(workflow_ids), is_active=True, trigger_type=TriggerType.SCHEDULE)
-    )
-    if len(workflows) < len(set(workflow_ids)):
+    workflows = list(Workflow.objects.filter(pk__in=workflow_ids, is_active=True, trigger_type=TriggerType.SCHEDULE))
+    if len(workflows) < len(workflow_ids):
         ignored = sorted(set(workflow_ids) - {w.pk for w in workflows})
         logger.info("schedule firings for workflows %s ignored: missing, inactive or not scheduled", ignored)
     done = set(Run.objects.filter(workflow__in=workflows, idempotency_key=key).values_list("workflow_id", flat=True))
@@ -445,7 +461,8 @@ def run_schedule_fire_many(*, workflow_ids: Sequence[int], fired_at: Any) -> lis
     versions = {
         v.workflow_id: v for v in WorkflowVersion.objects.filter(workflow__in=todo, number=F("workflow__version"))
     }
-    runs, step_runs, positions = [], [], {}
+    recorded: list[tuple[Run, list[int] | None]] = []
+    step_runs = []
     for workflow in todo:
         version = versions.get(workflow.pk)
         if version is None or version.number != workflow.version:
@@ -462,18 +479,15 @@ def run_schedule_fire_many(*, workflow_ids: Sequence[int], fired_at: Any) -> lis
         step_runs.extend(
             StepRun(run=run, position=s["position"], key=s["key"], action_type=s["action_type"]) for s in steps
         )
-        runs.append(run)
-        positions[run.pk] = [s["position"] for s in steps]
+        recorded.append((run, [s["position"] for s in steps]))
     try:
         with transaction.atomic():
-            Run.objects.bulk_create(runs)
+            Run.objects.bulk_create([run for run, _positions in recorded])
             StepRun.objects.bulk_create(step_runs)
     except IntegrityError:
         logger.info("schedule firings at %s raced with another delivery; recording them one by one", key)
-        return [run for w in todo if (run := run_schedule_fire(workflow_id=w.pk, fired_at=fired_at)) is not None]
-    for run in runs:
-        _dispatch_on_commit(run, positions[run.pk])
-    return runs
+        return [(run, None) for w in todo if (run := run_schedule_fire(workflow_id=w.pk, fired_at=fired_at))]
+    return recorded
 
 
 def _schedule_key(fired_at: Any) -> str:

@@ -268,6 +268,19 @@ def test_run_schedule_fire_many_costs_the_same_statements_for_3_or_30_workflows(
     assert counts[0] == counts[1] <= 8
 
 
+@pytest.mark.django_db
+def test_run_schedule_fire_many_records_in_chunks_of_a_transaction_each(org, monkeypatch):
+    from workflows import services
+
+    monkeypatch.setattr(services, "SCHEDULE_RECORD_CHUNK", 4)
+    workflows = [schedule(org, f"c{i}") for i in range(10)]
+    with CaptureQueriesContext(connection) as queries:
+        runs = run_schedule_fire_many(workflow_ids=[w.pk for w in workflows], fired_at=datetime.now(UTC))
+    assert len(runs) == Run.objects.filter(workflow__in=workflows).count() == 10
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 6  # 3 chunks x (runs, step runs)
+
+
 # -- the real beat and worker processes ----------------------------------------------------------------
 @pytest.mark.slow
 def test_real_beat_fires_each_schedule_once_a_minute_and_stops_one_disabled_while_it_runs(celery_worker, org):
