@@ -340,16 +340,15 @@ class HeapDatabaseScheduler(DatabaseScheduler):
             previous = self._entries.get(model.pk)
             try:
                 entry = self._build(model, previous)
+                if isinstance(entry, CronEntry):
+                    entry.next_at = self._next_after(entry, entry.last_run_at.timestamp())
             except Exception:  # noqa: BLE001 - as DatabaseScheduler: a bad row is skipped, not fatal
                 logger.exception("beat: cannot schedule %s; skipped", model.name)
                 self._entries.pop(model.pk, None)
                 continue
             self._entries[model.pk] = entry
-            if isinstance(entry, CronEntry):
-                entry.next_at = self._next_after(entry, entry.last_run_at.timestamp())
-                self._push(entry, entry.next_at)
-            else:
-                self._push(entry, now)  # ModelEntry.is_due() decides at the next tick
+            # A ModelEntry's is_due() decides at the next tick.
+            self._push(entry, entry.next_at if isinstance(entry, CronEntry) else now)
 
     def _build(self, model: PeriodicTask, previous: Any) -> Any:
         if not is_plain_crontab(model):
