@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--schedules", default="", help="comma-separated schedule counts, e.g. 10,1000,10000")
     parser.add_argument("--minutes", type=int, default=2, help="minute boundaries measured per schedule count [2]")
     parser.add_argument("--no-runs", action="store_true", help="skip the runs-list part")
+    parser.add_argument(
+        "--settle-timeout", type=float, default=300, help="most seconds to wait for beat's start-up catch-up [300]"
+    )
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
     return parser.parse_args(argv)
 
@@ -163,7 +166,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def schedules(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from workflows.models import Run, Workflow
+    from workflows.models import UNFINISHED_RUN_STATUSES, Run, Workflow
     from workflows.services import workflow_create
 
     org = benchlib.create_org("bench-schedules@example.com")
@@ -184,6 +187,14 @@ def schedules(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, Any
         have = size
         log(f"{size} schedules (created in {time.monotonic() - began:.0f} s); starting beat")
         beat = stack.start("beat", name=f"beat-{size}")
+        # Schedules created before the last minute boundary fire as soon as beat starts (their
+        # minute passed): let those runs finish first, so the measured minutes start idle.
+        settle_deadline = time.monotonic() + args.settle_timeout
+        unfinished = Run.objects.filter(workflow__organization=org, status__in=UNFINISHED_RUN_STATUSES)
+        time.sleep(3)
+        while time.monotonic() < settle_deadline and unfinished.exists():
+            time.sleep(2)
+        log(f"  catch-up at beat start: {Run.objects.filter(workflow__organization=org).count()} runs so far")
         # Measure from the next minute boundary on, for --minutes boundaries.
         now = dt.datetime.now(dt.UTC)
         first = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)

@@ -30,8 +30,9 @@ What you get:
   The worker is restarted only when the requested environment differs from
   the running one. ``POTAFLOW_HANDLER_MODULES`` in it is appended to the test
   handler modules (``workflows.tests.handlers``).
-- ``start_beat(env=None)``: a ``celery beat`` subprocess with the
-  DatabaseScheduler, for the test that needs schedules to fire; stop it with ``.stop()``.
+- ``start_beat(env=None)``: a ``celery beat`` subprocess with the scheduler
+  the settings name (``CELERY_BEAT_SCHEDULER``, as in production), for the
+  test that needs schedules to fire; stop it with ``.stop()``.
 - ``broker_at(url)``: a context manager pointing this process's producers at
   another broker URL (a closed port to test a broker that is down).
 - ``wait_for_run(run_id, statuses, timeout)``: polls the database until the run
@@ -265,7 +266,6 @@ class BeatProcess(CeleryProcess):
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "celery", "-A", "potaflow", "beat", "--loglevel=INFO",
-            "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
             "--max-interval", "1",
         ]  # fmt: skip
 
@@ -279,7 +279,7 @@ def start_worker(env: Mapping[str, str] | None = None) -> WorkerProcess:
 
 
 def start_beat(env: Mapping[str, str] | None = None) -> BeatProcess:
-    """Celery beat with the DatabaseScheduler against the test database; call ``.stop()``."""
+    """Celery beat with the settings' scheduler against the test database; call ``.stop()``."""
     return BeatProcess(env).start()  # type: ignore[return-value]
 
 

@@ -3,8 +3,9 @@
 One ``PeriodicTask`` per schedule workflow, named ``potaflow-workflow-<id>``,
 calling ``workflows.fire_schedule(workflow_id=...)`` on a ``CrontabSchedule``
 in the workflow's time zone. The service layer calls ``schedule_sync`` after
-every create/update and ``schedule_remove`` on delete; beat (DatabaseScheduler)
-notices ``save()``/``delete()`` by itself.
+every create/update and ``schedule_remove`` on delete; beat (``workflows.scheduler``,
+a django-celery-beat ``DatabaseScheduler``) notices ``save()``/``delete()`` by itself
+and sends the due firings of a minute as ``workflows.fire_schedules`` batches.
 """
 
 import json
@@ -17,6 +18,8 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from .models import TriggerType, Workflow
 
 FIRE_TASK = "workflows.fire_schedule"
+# What beat's scheduler (workflows.scheduler) sends instead: the due firings of one minute, many workflows a message.
+FIRE_BATCH_TASK = "workflows.fire_schedules"
 
 
 class ScheduleError(ValueError):

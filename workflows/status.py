@@ -89,20 +89,27 @@ def status_report(*, now: datetime | None = None, schedules: int = 5) -> StatusR
 
 
 def due_schedules(*, now: datetime, limit: int = 5) -> list[DueSchedule]:
-    """The next firing of each enabled schedule, soonest first."""
+    """The next firing of each enabled schedule, soonest first.
+
+    The next time is computed once per crontab row (schedules share them), not
+    once per schedule: 10,000 schedules on a few crontabs cost a few croniter calls.
+    """
     tasks = PeriodicTask.objects.filter(enabled=True, task=FIRE_TASK, crontab__isnull=False).select_related("crontab")
     names = dict(Workflow.objects.values_list("pk", "name"))
+    nexts: dict[int, tuple[datetime, str, str]] = {}
     due = []
     for task in tasks:
         c = task.crontab
         if c is None:  # excluded by the query (crontab__isnull=False); narrows the type
             continue
-        cron = f"{c.minute} {c.hour} {c.day_of_month} {c.month_of_year} {c.day_of_week}"
-        tz = c.timezone if isinstance(c.timezone, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(str(c.timezone))
-        at = croniter(cron, now.astimezone(tz)).get_next(datetime)
+        if c.pk not in nexts:
+            cron = f"{c.minute} {c.hour} {c.day_of_month} {c.month_of_year} {c.day_of_week}"
+            tz = c.timezone if isinstance(c.timezone, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(str(c.timezone))
+            nexts[c.pk] = (croniter(cron, now.astimezone(tz)).get_next(datetime), cron, str(tz))
+        at, cron, tz_name = nexts[c.pk]
         workflow_id = _workflow_id(task)
         name = task.name if workflow_id is None else names.get(workflow_id, task.name)
-        due.append(DueSchedule(at, workflow_id, name, cron, str(tz)))
+        due.append(DueSchedule(at, workflow_id, name, cron, tz_name))
     return sorted(due, key=lambda d: d.at)[:limit]
 
 

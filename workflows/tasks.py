@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.signals import before_task_publish
 from django.conf import settings
 
-from . import dispatch, engine, retention, services
+from . import dispatch, engine, retention, schedules, services
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,25 @@ def fire_schedule(self, workflow_id: int) -> None:
     services.run_schedule_fire(workflow_id=workflow_id, fired_at=scheduled_time(self.request))
 
 
+@shared_task(name=schedules.FIRE_BATCH_TASK, acks_late=True, ignore_result=True)
+def fire_schedules(workflow_ids: list[int], scheduled_at: str) -> None:
+    """Beat's batch of the firings due at ``scheduled_at`` (workflows.scheduler)."""
+    services.run_schedule_fire_many(workflow_ids=workflow_ids, fired_at=_minute(scheduled_at))
+
+
+def _minute(raw: Any) -> datetime:
+    """An ISO time from beat, to the minute; now when it is missing or malformed."""
+    when = None
+    if isinstance(raw, str):
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            logger.warning("schedule firing: ignoring a malformed scheduled time %r", raw)
+    if when is None or when.tzinfo is None:
+        when = datetime.now(tz=UTC)
+    return when.astimezone(UTC).replace(second=0, microsecond=0)
+
+
 def scheduled_time(request: Any) -> datetime:
     """The minute a cron firing was for: from the header beat's message carries, else now.
 
@@ -60,15 +79,7 @@ def scheduled_time(request: Any) -> datetime:
     raw = getattr(request, SCHEDULED_AT_HEADER, None) or (getattr(request, "headers", None) or {}).get(
         SCHEDULED_AT_HEADER
     )
-    when = None
-    if isinstance(raw, str):
-        try:
-            when = datetime.fromisoformat(raw)
-        except ValueError:
-            logger.warning("fire_schedule: ignoring a malformed %s header %r", SCHEDULED_AT_HEADER, raw)
-    if when is None or when.tzinfo is None:
-        when = datetime.now(tz=UTC)
-    return when.astimezone(UTC).replace(second=0, microsecond=0)
+    return _minute(raw)
 
 
 @before_task_publish.connect(sender="workflows.fire_schedule", dispatch_uid="potaflow-stamp-schedule-time")
