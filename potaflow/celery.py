@@ -20,6 +20,12 @@ from django.conf import settings
 from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "potaflow.settings")
+# Celery's Django fixup runs Django's system checks when a worker imports its
+# task modules, and ignores what they find; the URL checks import every URLconf,
+# and with it the admin, the API, DRF and drf-spectacular (~20 MiB per worker
+# process, bench/README.md "Memory"). `manage.py check` and every web process
+# still run them. `celery worker --skip-checks` sets the same variable.
+os.environ.setdefault("CELERY_SKIP_CHECKS", "true")
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,10 @@ from accounts.admin_login import login as admin_login
 from .health import healthz
 from .metrics import metrics
 
+# SimpleAdminConfig (settings.INSTALLED_APPS): the admin modules load here, in
+# the processes that serve URLs; workflows.admin then hides beat's tables.
+admin.autodiscover()
+
 # Unknown URLs and crashes under /api/ answer in the API's error shape (potaflow.api).
 handler400 = "potaflow.api.bad_request"
 handler404 = "potaflow.api.not_found"
