@@ -58,7 +58,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
+from accounts.models import Organization
 from integrations.registry import all_actions
+from potaflow.broker import probe_queue
 
 from .models import (
     UNFINISHED_RUN_STATUSES,
@@ -292,8 +294,6 @@ _carried: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
 def _runs_deleted_with(origin: Any) -> QuerySet[Run] | None:
     """All runs a delete of ``origin`` removes, when that is known without Django's collector."""
-    from accounts.models import Organization
-
     if isinstance(origin, QuerySet):
         if origin.model is Run:
             return origin.all()
@@ -407,8 +407,6 @@ class DatabaseCollector:
         yield from self._broker()
 
     def _broker(self) -> Iterator[Metric]:
-        from potaflow.broker import probe_queue
-
         try:
             probe = probe_queue()
         except Exception as exc:  # noqa: BLE001 - any broker failure: leave the gauge out of this scrape

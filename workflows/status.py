@@ -18,6 +18,8 @@ from django.conf import settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from potaflow.broker import probe_queue
+
 from .metrics import oldest_unfinished_run_age, run_counts
 from .models import UNFINISHED_RUN_STATUSES, Run, RunStatus, Workflow
 from .schedules import FIRE_TASK
@@ -66,8 +68,6 @@ class StatusReport:
 
 def status_report(*, now: datetime | None = None, schedules: int = 5) -> StatusReport:
     """Gather the report (the broker is asked with short timeouts; see ``potaflow.broker``)."""
-    from potaflow.broker import probe_queue
-
     now = now or timezone.now()
     report = StatusReport(at=now)
     try:

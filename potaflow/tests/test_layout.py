@@ -42,3 +42,29 @@ def test_dockerignore_keeps_test_code_out_of_the_image():
     # `**/tests` covers every app's tests folder at any depth (Docker's own glob syntax).
     assert {"testing", "**/tests", "bench", "conftest.py", "pytest.ini"} <= patterns
     assert (BASE_DIR / "testing" / "worker.py").exists()
+
+
+def _explained(lines: list[str], lineno: int) -> bool:
+    """An import is explained by a comment on its line or in the comment block above its import group."""
+    if "#" in lines[lineno - 1]:
+        return True
+    index = lineno - 2
+    while index >= 0 and lines[index].strip().startswith(("import ", "from ")):
+        index -= 1  # the same group of imports shares one comment
+    return index >= 0 and lines[index].strip().startswith("#")
+
+
+def test_every_import_inside_a_function_says_why():
+    """Issue 9: an import inside a function is a cycle broken or memory kept down, and says which."""
+    unexplained = []
+    for path in _product_modules():
+        if "migrations" in path.parts:
+            continue
+        lines = path.read_text().splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import | ast.ImportFrom) and not _explained(lines, node.lineno):
+                    unexplained.append(f"{path.relative_to(BASE_DIR)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert sorted(set(unexplained)) == []
