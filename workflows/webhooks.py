@@ -33,7 +33,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from . import intake, metrics, ratelimit, redaction, signatures, storable
-from .models import RunTrigger, TriggerType, Workflow
+from .models import RunTrigger
 from .services import PayloadInvalid, run_accept
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -47,9 +47,10 @@ def _error(status: int, detail: str) -> JsonResponse:
 @require_POST
 @metrics.observe_intake
 def hook(request: HttpRequest, token: str) -> JsonResponse:
-    workflow = Workflow.objects.filter(webhook_token=token, is_active=True, trigger_type=TriggerType.WEBHOOK).first()
-    if workflow is None:
+    target = intake.webhook_target(token)
+    if target is None:
         return _error(404, "No active webhook workflow has this URL.")
+    workflow, version = target
 
     decision = ratelimit.take(workflow.pk)
     if not decision.allowed:
@@ -90,7 +91,9 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
         "body": parsed,
     }
     try:
-        run, created = run_accept(workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key)
+        run, created = run_accept(
+            workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key, version=version
+        )
     except PayloadInvalid as exc:
         return _error(400, f"The request cannot be stored: {exc.message}")
     if not created:

@@ -2,11 +2,14 @@ import json
 import time
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from testing.worker import wait_for_run
-from workflows.models import Run, TriggerType
-from workflows.services import workflow_create, workflow_rotate_webhook_token, workflow_update
+from workflows import intake
+from workflows.models import Run, StepRun, TriggerType, Workflow
+from workflows.services import workflow_create, workflow_delete, workflow_rotate_webhook_token, workflow_update
 from workflows.tests.handlers import calls
 from workflows.webhooks import sign
 
@@ -64,6 +67,51 @@ def test_a_rotated_token_retires_the_old_url(hook_wf):
     workflow_rotate_webhook_token(workflow=hook_wf)
     assert Client().post(old, data="{}", content_type="application/json").status_code == 404
     assert Client().post(url(hook_wf), data="{}", content_type="application/json").status_code == 202
+
+
+def post(path, **headers):
+    return Client().post(path, data="{}", content_type="application/json", headers=headers)
+
+
+@pytest.mark.django_db
+def test_an_edited_workflow_runs_its_new_definition_from_the_next_event(hook_wf):
+    first = Run.objects.get(pk=post(url(hook_wf)).json()["run_id"])  # the cached definition is version 1's
+    workflow_update(workflow=hook_wf, steps=[{"key": "renamed", "action_type": "transform", "config": {"value": 1}}])
+    second = Run.objects.get(pk=post(url(hook_wf)).json()["run_id"])
+    assert (first.version.number, second.version.number) == (1, 2)
+    assert [s["key"] for s in second.definition["steps"]] == ["renamed"]
+    assert list(StepRun.objects.filter(run=second).values_list("key", flat=True)) == ["renamed"]
+    assert [s["key"] for s in Run.objects.get(pk=first.pk).definition["steps"]] == ["t"]
+
+
+@pytest.mark.django_db
+def test_disabling_rotating_or_deleting_takes_effect_at_the_next_event(hook_wf):
+    assert post(url(hook_wf)).status_code == 202  # workflow and definition now cached where they can be
+    workflow_update(workflow=hook_wf, is_active=False)
+    assert post(url(hook_wf)).status_code == 404
+    workflow_update(workflow=hook_wf, is_active=True)
+    old = url(hook_wf)
+    assert post(old).status_code == 202
+    workflow_rotate_webhook_token(workflow=hook_wf)
+    assert post(old).status_code == 404
+    assert post(url(hook_wf)).status_code == 202
+    workflow_delete(workflow=Workflow.objects.get(pk=hook_wf.pk))
+    assert post(url(hook_wf)).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_webhook_reads_the_workflow_and_its_definition_in_one_query(hook_wf):
+    intake.versions.clear()
+    with CaptureQueriesContext(connection) as cold:
+        assert post(url(hook_wf)).status_code == 202
+    with CaptureQueriesContext(connection) as warm:
+        assert post(url(hook_wf), **{"Idempotency-Key": "evt_1"}).status_code == 202
+    reads = [q["sql"] for q in warm.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(reads) == 1 and "workflows_workflowversion" in reads[0]  # the workflow joined to its version
+    # The first event of a version also reads its definition; the steps table is never read.
+    assert len([q for q in cold.captured_queries if q["sql"].startswith("SELECT")]) == 2
+    assert not any('workflows_step"' in q["sql"] for q in [*cold.captured_queries, *warm.captured_queries])
+    assert [q["sql"].split()[0] for q in warm.captured_queries if q["sql"].startswith("INSERT")] == ["INSERT"] * 2
 
 
 @pytest.mark.django_db
