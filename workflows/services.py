@@ -47,6 +47,7 @@ __all__ = [
     "WorkflowInvalid",
     "run_accept",
     "run_now_payload",
+    "run_payload",
     "run_replay",
     "run_schedule_fire",
     "workflow_create",
@@ -426,16 +427,28 @@ def _dispatch_on_commit(run: Run, positions: list[int]) -> None:
     transaction.on_commit(send)
 
 
+def run_payload(
+    *,
+    body: Any,
+    method: str | None = None,
+    headers: Mapping[str, Any] | None = None,
+    query: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What templates see as ``trigger``: the one payload shape of webhook, scheduled and manual runs.
+
+    ``method``, ``headers`` and ``query`` come from a request (none for schedules
+    and manual runs); ``extra`` is what the trigger knows besides (a webhook's
+    ``content_type``, a schedule's ``fired_at``, who asked for a manual run).
+    """
+    return {"method": method, "headers": dict(headers or {}), "query": dict(query or {}), "body": body, **extra}
+
+
 def run_now_payload(*, body: Any, user: User | None = None) -> dict[str, Any]:
     """The payload of a manual run: the same shape as a webhook's."""
-    return {
-        "method": None,
-        "headers": {},
-        "query": {},
-        "body": body,
-        "requested_by": user.email if user is not None else None,
-        "requested_at": timezone.now().isoformat(),
-    }
+    return run_payload(
+        body=body, requested_by=user.email if user is not None else None, requested_at=timezone.now().isoformat()
+    )
 
 
 def run_schedule_fire(*, workflow_id: int, fired_at: Any) -> Run | None:
@@ -450,7 +463,7 @@ def run_schedule_fire(*, workflow_id: int, fired_at: Any) -> Run | None:
         return None
     minute = fired_at.replace(second=0, microsecond=0)
     body = {"fired_at": fired_at.isoformat(), "schedule": workflow.schedule, "timezone": workflow.timezone}
-    payload = {"method": None, "headers": {}, "query": {}, "body": body, "fired_at": fired_at.isoformat()}
+    payload = run_payload(body=body, fired_at=fired_at.isoformat())
     run, _ = run_accept(
         workflow=workflow,
         trigger=RunTrigger.SCHEDULE,

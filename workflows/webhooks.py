@@ -34,7 +34,7 @@ from django.views.decorators.http import require_POST
 
 from . import intake, metrics, ratelimit, redaction, signatures, storable
 from .models import RunTrigger
-from .services import PayloadInvalid, run_accept
+from .services import PayloadInvalid, run_accept, run_payload
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -83,13 +83,13 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
         return _error(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters.")
 
-    payload = {
-        "method": request.method,
-        "headers": redaction.redact_headers(request.headers),
-        "query": redaction.redact_query(_query(request.GET)),
-        "content_type": content_type,
-        "body": parsed,
-    }
+    payload = run_payload(
+        body=parsed,
+        method=request.method,
+        headers=redaction.redact_headers(request.headers),
+        query=redaction.redact_query(_query(request.GET)),
+        content_type=content_type,
+    )
     try:
         run, created = run_accept(
             workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key, version=version

@@ -1,5 +1,6 @@
 import json
 import time
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
@@ -9,7 +10,14 @@ from django.test.utils import CaptureQueriesContext
 from testing.worker import wait_for_run
 from workflows import intake
 from workflows.models import Run, StepRun, TriggerType, Workflow
-from workflows.services import workflow_create, workflow_delete, workflow_rotate_webhook_token, workflow_update
+from workflows.services import (
+    run_now_payload,
+    run_schedule_fire,
+    workflow_create,
+    workflow_delete,
+    workflow_rotate_webhook_token,
+    workflow_update,
+)
 from workflows.tests.handlers import calls
 from workflows.webhooks import sign
 
@@ -23,6 +31,10 @@ def hook_wf(org):
 
 def url(wf):
     return f"/hooks/{wf.webhook_token}"
+
+
+def post(path, **headers):
+    return Client().post(path, data="{}", content_type="application/json", headers=headers)
 
 
 @pytest.mark.django_db
@@ -41,6 +53,24 @@ def test_json_body_is_accepted_with_202_and_recorded(hook_wf):
     assert run.payload["query"] == {"source": "crm", "tag": ["a", "b"]}
     assert run.payload["headers"]["x-trace"] == "abc"
     assert run.payload["headers"]["authorization"] == "[redacted]"
+
+
+@pytest.mark.django_db
+def test_webhook_schedule_and_manual_payloads_have_one_shape(hook_wf, org):
+    webhook = Run.objects.get(pk=post(url(hook_wf) + "?a=1").json()["run_id"]).payload
+    cron = workflow_create(
+        organization=org, name="Cron", trigger_type=TriggerType.SCHEDULE, schedule="* * * * *", steps=STEPS
+    )
+    scheduled = run_schedule_fire(workflow_id=cron.pk, fired_at=datetime(2026, 1, 1, 9, 30, tzinfo=UTC)).payload
+    manual = run_now_payload(body={"x": 1})
+    common = {"method", "headers", "query", "body"}
+    assert common <= set(webhook) and common <= set(scheduled) and common <= set(manual)
+    assert (webhook["method"], webhook["query"], webhook["body"], webhook["content_type"]) == (
+        "POST", {"a": "1"}, {}, "application/json"
+    )  # fmt: skip
+    assert (scheduled["method"], scheduled["headers"], scheduled["query"]) == (None, {}, {})
+    assert scheduled["fired_at"] == "2026-01-01T09:30:00+00:00" == scheduled["body"]["fired_at"]
+    assert (manual["method"], manual["headers"], manual["query"], manual["body"]) == (None, {}, {}, {"x": 1})
 
 
 @pytest.mark.django_db
@@ -67,10 +97,6 @@ def test_a_rotated_token_retires_the_old_url(hook_wf):
     workflow_rotate_webhook_token(workflow=hook_wf)
     assert Client().post(old, data="{}", content_type="application/json").status_code == 404
     assert Client().post(url(hook_wf), data="{}", content_type="application/json").status_code == 202
-
-
-def post(path, **headers):
-    return Client().post(path, data="{}", content_type="application/json", headers=headers)
 
 
 @pytest.mark.django_db
