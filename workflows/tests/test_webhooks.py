@@ -137,7 +137,8 @@ def test_a_webhook_reads_the_workflow_and_its_definition_in_one_query(hook_wf):
     # The first event of a version also reads its definition; the steps table is never read.
     assert len([q for q in cold.captured_queries if q["sql"].startswith("SELECT")]) == 2
     assert not any('workflows_step"' in q["sql"] for q in [*cold.captured_queries, *warm.captured_queries])
-    assert [q["sql"].split()[0] for q in warm.captured_queries if q["sql"].startswith("INSERT")] == ["INSERT"] * 2
+    if connection.vendor == "postgresql":  # the run and its step runs in one statement
+        assert [q["sql"].split()[0] for q in warm.captured_queries] == ["SELECT", "WITH"]
 
 
 @pytest.mark.django_db
@@ -194,7 +195,7 @@ def test_the_same_idempotency_key_twice_gives_one_run(hook_wf, header):
     assert first.status_code == 202 and second.status_code == 200
     assert second.json() == {"run_id": first.json()["run_id"], "duplicate": True}
     assert other.status_code == 202 and other.json()["run_id"] != first.json()["run_id"]
-    assert Run.objects.count() == 2
+    assert Run.objects.count() == 2 and StepRun.objects.count() == 2  # a duplicate writes no step run either
 
 
 @pytest.mark.django_db
