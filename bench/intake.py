@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import subprocess
 import tempfile
@@ -38,6 +39,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--keep-web", type=int, default=0, help="keep the web up N s after the load (profiling)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VAL",
+        help="environment for web and the baseline (repeatable), e.g. POTAFLOW_WEB_THREADS=8",
+    )
     return parser.parse_args(argv)
 
 
@@ -85,12 +93,47 @@ def run_wrk(wrk: str, url: str, data: Path, connections: int, duration: int) -> 
     raise RuntimeError(f"wrk gave no summary (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
-def measure(wrk: str, label: str, url: str, data: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU of each process so far (from /proc; a process gone is left out)."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
+def serving_pids(stack: BenchStack, service: Any) -> dict[str, list[int]]:
+    """The processes a request costs CPU in: the web process tree, this database's PostgreSQL
+    backends (not the server's shared background processes) and the bench's redis-server."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        backends = [row[0] for row in cur.fetchall()]
+    return {
+        "web": [service.pid, *benchlib.children_of(service.pid)],
+        "postgres": backends,
+        "redis": [stack.redis.service.pid],
+    }
+
+
+def measure(wrk: str, label: str, url: str, data: Path, args: argparse.Namespace, pids: Any) -> list[dict[str, Any]]:
+    """wrk at each concurrency; ``pids()`` names the processes whose CPU is counted per request."""
     results = []
     for c in [int(x) for x in args.concurrency.split(",")]:
         if args.warmup:
             run_wrk(wrk, url, data, c, args.warmup)
+        before = {kind: cpu_seconds(found) for kind, found in pids().items()}
         r = run_wrk(wrk, url, data, c, args.duration)
+        # Processes that appeared during the run (a new database connection) count from zero.
+        after = {kind: cpu_seconds(found) for kind, found in pids().items()}
+        cpu = {kind: sum(t - before[kind].get(pid, 0.0) for pid, t in after[kind].items()) for kind in after}
         statuses = {int(k): v for k, v in r["status"].items()}
         ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
         accepted = statuses.get(202, 0) if label != "baseline" else ok
@@ -108,8 +151,13 @@ def measure(wrk: str, label: str, url: str, data: Path, args: argparse.Namespace
             "statuses": statuses,
             "socket_errors": r["errors"],
             "seconds": r["seconds"],
+            "cpu_ms_per_request": {k: round(1000 * v / max(ok, 1), 3) for k, v in cpu.items()},
         }
-        log(f"{label} c={c}: {row['accepted_per_s']}/s p99 {row['p99_ms']} ms non-2xx {non2xx}")
+        row["cpu_ms_per_request"]["total"] = round(sum(row["cpu_ms_per_request"].values()), 3)
+        log(
+            f"{label} c={c}: {row['accepted_per_s']}/s p99 {row['p99_ms']} ms non-2xx {non2xx}"
+            f" CPU ms/request {row['cpu_ms_per_request']}"
+        )
         results.append(row)
     return results
 
@@ -117,7 +165,7 @@ def measure(wrk: str, label: str, url: str, data: Path, args: argparse.Namespace
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = benchlib.wrk_path()
-    stack = BenchStack(args.database_url)
+    stack = BenchStack(args.database_url, extra_env=dict(item.split("=", 1) for item in args.env))
     work = Path(tempfile.mkdtemp(prefix="potaflow-bench-intake-"))
     rows: list[dict[str, Any]] = []
     rss: dict[str, Any] = {}
@@ -133,11 +181,12 @@ def main(argv: list[str] | None = None) -> int:
 
         web = stack.start("web")
         rss["web_idle_mib"] = round(benchlib.rss_mb(web.pid), 1)
+        pids = lambda: serving_pids(stack, web)  # noqa: E731
         rows += measure(
-            wrk, "potaflow-unsigned", f"{stack.base_url}/hooks/{plain.webhook_token}", work / "unsigned.lua", args
+            wrk, "potaflow-unsigned", f"{stack.base_url}/hooks/{plain.webhook_token}", work / "unsigned.lua", args, pids
         )
         rows += measure(
-            wrk, "potaflow-signed", f"{stack.base_url}/hooks/{signed.webhook_token}", work / "signed.lua", args
+            wrk, "potaflow-signed", f"{stack.base_url}/hooks/{signed.webhook_token}", work / "signed.lua", args, pids
         )
         rss["web_after_load_mib"] = round(benchlib.rss_mb(web.pid), 1)
         if args.keep_web:
@@ -156,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             stack.env |= {"BENCH_BASELINE_DSN": stack.database_url, "BENCH_BASELINE_REDIS": stack.redis.url}
             argv_web = [a if a != "potaflow.wsgi:application" else "baseline_app:app" for a in stack.command("web")]
             argv_web += ["--pythonpath", str(HERE)]
-            stack.start("web", argv_web, name="baseline")
-            rows += measure(wrk, "baseline", f"{stack.base_url}/hooks/baseline", work / "unsigned.lua", args)
+            baseline = stack.start("web", argv_web, name="baseline")
+            pids = lambda: serving_pids(stack, baseline)  # noqa: E731
+            rows += measure(wrk, "baseline", f"{stack.base_url}/hooks/baseline", work / "unsigned.lua", args, pids)
             stack.stop_service("baseline")
     finally:
         stack.stop()
@@ -172,13 +222,20 @@ def report(rows: list[dict[str, Any]], rss: dict[str, Any], args: argparse.Names
     for r in rows:
         ratio = round(r["accepted_per_s"] / base[r["c"]], 2) if base.get(r["c"]) and r["target"] != "baseline" else None
         r["ratio_to_baseline"] = ratio
+        cpu = r["cpu_ms_per_request"]
         out.append(
             (r["target"], r["c"], r["accepted_per_s"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["non_2xx"],
-             r["duplicates_200"], "" if ratio is None else f"{ratio:.0%}")
+             r["duplicates_200"], "" if ratio is None else f"{ratio:.0%}",
+             f"{cpu['total']:.2f} ({cpu['web']:.2f} + {cpu['postgres']:.2f} + {cpu['redis']:.2f})")
         )  # fmt: skip
     print(f"\nIntake ({args.duration} s per row, wrk, gunicorn.conf.py defaults, {benchlib.machine()})")
-    table(out, ("target", "c", "accepted/s", "p50 ms", "p95 ms", "p99 ms", "non-2xx", "dup 200", "÷ baseline"))
+    header = ("target", "c", "accepted/s", "p50 ms", "p95 ms", "p99 ms", "non-2xx", "dup 200", "÷ baseline")
+    table(out, (*header, "CPU ms/request (web + postgres + redis)"))
     print(f"targets: {TARGETS['ratio']}; {TARGETS['p99_c32']}; {TARGETS['non2xx']}")
+    print(
+        "CPU per request: user + system time of the web processes, this database's PostgreSQL backends and"
+        " the bench's redis-server over the measured run, per 2xx (less noisy than rates on a shared machine)"
+    )
     print(f"web RSS: {rss}")
     for r in rows:
         name = f"{r['target']}.c{r['c']}"
@@ -200,6 +257,7 @@ def report(rows: list[dict[str, Any]], rss: dict[str, Any], args: argparse.Names
             p95=r["p95_ms"],
         )
         emit("intake", f"{name}.non_2xx", r["non_2xx"], "", TARGETS["non2xx"], statuses=r["statuses"])
+        emit("intake", f"{name}.cpu_ms_per_request", r["cpu_ms_per_request"]["total"], "ms", **r["cpu_ms_per_request"])
     for key, value in rss.items():
         emit("intake", f"rss.{key}", value, "MiB")
 

@@ -105,10 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3000, help="preloaded runs for the worker profile [3000]")
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
     parser.add_argument("--summarize", type=Path, help="only summarize the raw stacks of an earlier run's folder")
+    parser.add_argument("--web-only", action="store_true", help="profile the web worker only")
     args = parser.parse_args(argv)
     if args.summarize:
         print(summarize(args.summarize / "web.txt", "gunicorn worker under webhook load"))
-        print(summarize(args.summarize / "worker.txt", "Celery pool child draining 1-step runs"))
+        if (args.summarize / "worker.txt").exists():
+            print(summarize(args.summarize / "worker.txt", "Celery pool child draining 1-step runs"))
         return 0
     wrk = benchlib.wrk_path()
     py_spy()
@@ -119,23 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.setup()
         org = benchlib.create_org()
-        hook = benchlib.create_workflow(org, "profile intake", benchlib.one_step_steps(sink.url))
-        intake.lua_data(out / "unsigned.lua", intake.make_requests(None, 1))
-        web = stack.start("web")
-        url = f"{stack.base_url}/hooks/{hook.webhook_token}"
-        intake.run_wrk(wrk, url, out / "unsigned.lua", args.concurrency, 3)  # warm-up
-        target = benchlib.children_of(web.pid)[0]
-        load = threading.Thread(
-            target=intake.run_wrk, args=(wrk, url, out / "unsigned.lua", args.concurrency, args.seconds + 4)
-        )
-        load.start()
-        time.sleep(1)
-        log(f"py-spy on gunicorn worker {target} for {args.seconds} s under wrk c={args.concurrency}")
-        spy = record(target, args.seconds, out / "web.txt")
-        spy.wait(args.seconds + 60)
-        load.join(args.seconds + 60)
-        stack.stop_service("web")
-        reports.append(summarize(out / "web.txt", f"gunicorn worker, webhooks at c={args.concurrency}"))
+        reports.append(profile_web(stack, org, sink, wrk, out, args))
+        if args.web_only:
+            return print_reports(reports, out)
 
         flow = benchlib.create_workflow(org, "profile execution", benchlib.one_step_steps(sink.url))
         execution.preload(flow, args.runs)
@@ -150,9 +138,36 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.stop()
         sink.stop()
+    return print_reports(reports, out)
+
+
+def print_reports(reports: list[str], out: Path) -> int:
     print("\n\n".join(reports))
     print(f"\nraw stacks in {out} (flame graphs: e.g. flamegraph.pl {out}/web.txt > web.svg)")
     return 0
+
+
+def profile_web(
+    stack: BenchStack, org: object, sink: benchlib.Sink, wrk: str, out: Path, args: argparse.Namespace
+) -> str:
+    """py-spy on one gunicorn worker (all its threads) while wrk sends unsigned webhooks."""
+    hook = benchlib.create_workflow(org, "profile intake", benchlib.one_step_steps(sink.url))
+    intake.lua_data(out / "unsigned.lua", intake.make_requests(None, 1))
+    web = stack.start("web")
+    url = f"{stack.base_url}/hooks/{hook.webhook_token}"
+    intake.run_wrk(wrk, url, out / "unsigned.lua", args.concurrency, 3)  # warm-up
+    target = benchlib.children_of(web.pid)[0]
+    load = threading.Thread(
+        target=intake.run_wrk, args=(wrk, url, out / "unsigned.lua", args.concurrency, args.seconds + 4)
+    )
+    load.start()
+    time.sleep(1)
+    log(f"py-spy on gunicorn worker {target} for {args.seconds} s under wrk c={args.concurrency}")
+    spy = record(target, args.seconds, out / "web.txt")
+    spy.wait(args.seconds + 60)
+    load.join(args.seconds + 60)
+    stack.stop_service("web")
+    return summarize(out / "web.txt", f"gunicorn worker, webhooks at c={args.concurrency}")
 
 
 if __name__ == "__main__":

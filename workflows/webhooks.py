@@ -35,8 +35,8 @@ from django.views.decorators.http import require_POST
 from integrations import storable
 
 from . import intake, metrics, ratelimit, redaction, signatures
-from .models import RunTrigger, TriggerType, Workflow
-from .services import PayloadInvalid, run_accept
+from .models import RunTrigger
+from .services import PayloadInvalid, run_accept, run_payload
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -49,9 +49,10 @@ def _error(status: int, detail: str) -> JsonResponse:
 @require_POST
 @metrics.observe_intake
 def hook(request: HttpRequest, token: str) -> JsonResponse:
-    workflow = Workflow.objects.filter(webhook_token=token, is_active=True, trigger_type=TriggerType.WEBHOOK).first()
-    if workflow is None:
+    target = intake.webhook_target(token)
+    if target is None:
         return _error(404, "No active webhook workflow has this URL.")
+    workflow, version = target
 
     decision = ratelimit.take(workflow.pk)
     if not decision.allowed:
@@ -84,15 +85,17 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
         return _error(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters.")
 
-    payload = {
-        "method": request.method,
-        "headers": redaction.redact_headers(request.headers),
-        "query": redaction.redact_query(_query(request.GET)),
-        "content_type": content_type,
-        "body": parsed,
-    }
+    payload = run_payload(
+        body=parsed,
+        method=request.method,
+        headers=redaction.redact_headers(request.headers),
+        query=redaction.redact_query(_query(request.GET)),
+        content_type=content_type,
+    )
     try:
-        run, created = run_accept(workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key)
+        run, created = run_accept(
+            workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key, version=version
+        )
     except PayloadInvalid as exc:
         return _error(400, f"The request cannot be stored: {exc.message}")
     if not created:

@@ -1,12 +1,23 @@
 import json
 import time
+from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from testing.worker import wait_for_run
-from workflows.models import Run, TriggerType
-from workflows.services import workflow_create, workflow_rotate_webhook_token, workflow_update
+from workflows import intake
+from workflows.models import Run, StepRun, TriggerType, Workflow
+from workflows.services import (
+    run_now_payload,
+    run_schedule_fire,
+    workflow_create,
+    workflow_delete,
+    workflow_rotate_webhook_token,
+    workflow_update,
+)
 from workflows.tests.handlers import calls
 from workflows.webhooks import sign
 
@@ -20,6 +31,10 @@ def hook_wf(org):
 
 def url(wf):
     return f"/hooks/{wf.webhook_token}"
+
+
+def post(path, **headers):
+    return Client().post(path, data="{}", content_type="application/json", headers=headers)
 
 
 @pytest.mark.django_db
@@ -38,6 +53,24 @@ def test_json_body_is_accepted_with_202_and_recorded(hook_wf):
     assert run.payload["query"] == {"source": "crm", "tag": ["a", "b"]}
     assert run.payload["headers"]["x-trace"] == "abc"
     assert run.payload["headers"]["authorization"] == "[redacted]"
+
+
+@pytest.mark.django_db
+def test_webhook_schedule_and_manual_payloads_have_one_shape(hook_wf, org):
+    webhook = Run.objects.get(pk=post(url(hook_wf) + "?a=1").json()["run_id"]).payload
+    cron = workflow_create(
+        organization=org, name="Cron", trigger_type=TriggerType.SCHEDULE, schedule="* * * * *", steps=STEPS
+    )
+    scheduled = run_schedule_fire(workflow_id=cron.pk, fired_at=datetime(2026, 1, 1, 9, 30, tzinfo=UTC)).payload
+    manual = run_now_payload(body={"x": 1})
+    common = {"method", "headers", "query", "body"}
+    assert common <= set(webhook) and common <= set(scheduled) and common <= set(manual)
+    assert (webhook["method"], webhook["query"], webhook["body"], webhook["content_type"]) == (
+        "POST", {"a": "1"}, {}, "application/json"
+    )  # fmt: skip
+    assert (scheduled["method"], scheduled["headers"], scheduled["query"]) == (None, {}, {})
+    assert scheduled["fired_at"] == "2026-01-01T09:30:00+00:00" == scheduled["body"]["fired_at"]
+    assert (manual["method"], manual["headers"], manual["query"], manual["body"]) == (None, {}, {}, {"x": 1})
 
 
 @pytest.mark.django_db
@@ -64,6 +97,48 @@ def test_a_rotated_token_retires_the_old_url(hook_wf):
     workflow_rotate_webhook_token(workflow=hook_wf)
     assert Client().post(old, data="{}", content_type="application/json").status_code == 404
     assert Client().post(url(hook_wf), data="{}", content_type="application/json").status_code == 202
+
+
+@pytest.mark.django_db
+def test_an_edited_workflow_runs_its_new_definition_from_the_next_event(hook_wf):
+    first = Run.objects.get(pk=post(url(hook_wf)).json()["run_id"])  # the cached definition is version 1's
+    workflow_update(workflow=hook_wf, steps=[{"key": "renamed", "action_type": "transform", "config": {"value": 1}}])
+    second = Run.objects.get(pk=post(url(hook_wf)).json()["run_id"])
+    assert (first.version.number, second.version.number) == (1, 2)
+    assert [s["key"] for s in second.definition["steps"]] == ["renamed"]
+    assert list(StepRun.objects.filter(run=second).values_list("key", flat=True)) == ["renamed"]
+    assert [s["key"] for s in Run.objects.get(pk=first.pk).definition["steps"]] == ["t"]
+
+
+@pytest.mark.django_db
+def test_disabling_rotating_or_deleting_takes_effect_at_the_next_event(hook_wf):
+    assert post(url(hook_wf)).status_code == 202  # workflow and definition now cached where they can be
+    workflow_update(workflow=hook_wf, is_active=False)
+    assert post(url(hook_wf)).status_code == 404
+    workflow_update(workflow=hook_wf, is_active=True)
+    old = url(hook_wf)
+    assert post(old).status_code == 202
+    workflow_rotate_webhook_token(workflow=hook_wf)
+    assert post(old).status_code == 404
+    assert post(url(hook_wf)).status_code == 202
+    workflow_delete(workflow=Workflow.objects.get(pk=hook_wf.pk))
+    assert post(url(hook_wf)).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_webhook_reads_the_workflow_and_its_definition_in_one_query(hook_wf):
+    intake.versions.clear()
+    with CaptureQueriesContext(connection) as cold:
+        assert post(url(hook_wf)).status_code == 202
+    with CaptureQueriesContext(connection) as warm:
+        assert post(url(hook_wf), **{"Idempotency-Key": "evt_1"}).status_code == 202
+    reads = [q["sql"] for q in warm.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(reads) == 1 and "workflows_workflowversion" in reads[0]  # the workflow joined to its version
+    # The first event of a version also reads its definition; the steps table is never read.
+    assert len([q for q in cold.captured_queries if q["sql"].startswith("SELECT")]) == 2
+    assert not any('workflows_step"' in q["sql"] for q in [*cold.captured_queries, *warm.captured_queries])
+    if connection.vendor == "postgresql":  # the run and its step runs in one statement
+        assert [q["sql"].split()[0] for q in warm.captured_queries] == ["SELECT", "WITH"]
 
 
 @pytest.mark.django_db
@@ -120,7 +195,7 @@ def test_the_same_idempotency_key_twice_gives_one_run(hook_wf, header):
     assert first.status_code == 202 and second.status_code == 200
     assert second.json() == {"run_id": first.json()["run_id"], "duplicate": True}
     assert other.status_code == 202 and other.json()["run_id"] != first.json()["run_id"]
-    assert Run.objects.count() == 2
+    assert Run.objects.count() == 2 and StepRun.objects.count() == 2  # a duplicate writes no step run either
 
 
 @pytest.mark.django_db
