@@ -43,6 +43,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import celery.schedules
+from celery import Celery
 from celery.beat import ScheduleEntry
 from celery.utils.time import remaining
 from django.conf import settings
@@ -67,7 +69,15 @@ LOAD_CHUNK = 2_000
 class CronEntry(ScheduleEntry):
     """A plain crontab ``PeriodicTask`` row: ``next_at`` is its next occurrence (epoch seconds)."""
 
-    def __init__(self, model: PeriodicTask, schedule: Any, app: Any) -> None:
+    # Always set here (ScheduleEntry's types allow None for entries built field by field).
+    name: str
+    task: str
+    last_run_at: datetime
+    schedule: celery.schedules.crontab
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+
+    def __init__(self, model: PeriodicTask, crontab_id: int, schedule: celery.schedules.crontab, app: Celery) -> None:
         headers = json.loads(model.headers or "{}")
         headers["periodic_task_name"] = model.name
         options = {
@@ -88,7 +98,7 @@ class CronEntry(ScheduleEntry):
         )
         self.id = model.pk
         self.date_changed = model.date_changed
-        self.crontab_id = model.crontab_id
+        self.crontab_id = crontab_id
         self.next_at = 0.0
         self.token = 0
 
@@ -101,6 +111,20 @@ class CronEntry(ScheduleEntry):
             return None  # a queue, routing or header of its own: sent as it is
         workflow_id = self.kwargs["workflow_id"]
         return workflow_id if isinstance(workflow_id, int) else None
+
+
+class BeatModelEntry(ModelEntry):
+    """django-celery-beat's ``ModelEntry`` with what the heap keeps on it (set by ``HeapDatabaseScheduler``)."""
+
+    id: int
+    date_changed: datetime
+    token: int
+    name: str
+    last_run_at: datetime  # ModelEntry.__init__ always sets it (the row's, else date_changed or now)
+
+
+# What the heap holds, by PeriodicTask id.
+HeapEntry = CronEntry | BeatModelEntry
 
 
 def is_plain_crontab(model: PeriodicTask) -> bool:
@@ -118,14 +142,14 @@ class HeapDatabaseScheduler(DatabaseScheduler):
     """``DatabaseScheduler`` with entries in a heap by due time and incremental reloads (see module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._entries: dict[int, Any] = {}  # PeriodicTask id -> CronEntry or ModelEntry
-        self._queue: list[tuple[float, int, Any]] = []  # (when, token, entry)
+        self._entries: dict[int, HeapEntry] = {}  # PeriodicTask id -> its entry
+        self._queue: list[tuple[float, int, HeapEntry]] = []  # (when, token, entry)
         self._tokens = itertools.count(1)
-        self._crontabs: dict[int, tuple] = {}  # id -> the fields its schedule was built from
-        self._schedules: dict[int, Any] = {}  # id -> TzAwareCrontab, shared by its entries
+        self._crontabs: dict[int, tuple[Any, ...]] = {}  # id -> the fields its schedule was built from
+        self._schedules: dict[int, celery.schedules.crontab] = {}  # id -> TzAwareCrontab, shared by its entries
         self._next_cache: dict[tuple[int, int], float] = {}
         self._loaded = False
-        self._changed_at: Any = None
+        self._changed_at: datetime | None = None
         self.clock = time.time  # epoch seconds; the tests set their own
         self.batch_size = max(1, int(getattr(settings, "POTAFLOW_SCHEDULE_BATCH_SIZE", 5000)))
         super().__init__(*args, **kwargs)
@@ -146,7 +170,7 @@ class HeapDatabaseScheduler(DatabaseScheduler):
         self._changed_at = None  # reload at the next tick
 
     @property
-    def schedule(self) -> dict[str, Any]:
+    def schedule(self) -> dict[str, ScheduleEntry]:  # type: ignore[override]  # read-only, as DatabaseScheduler's
         if not self._loaded:
             self._refresh()
         return {entry.name: entry for entry in self._entries.values()}
@@ -171,22 +195,29 @@ class HeapDatabaseScheduler(DatabaseScheduler):
         if due_cron:
             self._send_cron(due_cron, now)
         if not self._queue:
-            return self.max_interval
-        return max(0.0, min(self._queue[0][0] - self.clock(), self.max_interval))
+            return self._max_wait
+        return max(0.0, min(self._queue[0][0] - self.clock(), self._max_wait))
 
-    def _push(self, entry: Any, when: float) -> None:
+    @property
+    def _max_wait(self) -> float:
+        """``max_interval``, which celery-types types ``int | None``."""
+        assert self.max_interval is not None  # noqa: S101 - DatabaseScheduler.__init__ sets it (5 s by default)
+        return self.max_interval
+
+    def _push(self, entry: HeapEntry, when: float) -> None:
         entry.token = next(self._tokens)
         heapq.heappush(self._queue, (when, entry.token, entry))
 
     def _send_cron(self, entries: list[CronEntry], now: float) -> None:
         began = time.monotonic()
         sent_at = datetime.fromtimestamp(now, UTC)
-        batches: dict[float, list[CronEntry]] = defaultdict(list)
+        batches: dict[float, list[tuple[int, CronEntry]]] = defaultdict(list)  # occurrence -> (workflow id, entry)
         sent: list[CronEntry] = []
         for entry in entries:
             occurrence = self._latest_occurrence(entry, now)
-            if entry.workflow_id is not None:
-                batches[occurrence].append(entry)
+            workflow_id = entry.workflow_id
+            if workflow_id is not None:
+                batches[occurrence].append((workflow_id, entry))
             elif self._send_one(entry):
                 sent.append(entry)
             else:
@@ -196,11 +227,11 @@ class HeapDatabaseScheduler(DatabaseScheduler):
             scheduled_at = datetime.fromtimestamp(occurrence, UTC).isoformat()
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start : start + self.batch_size]
-                if self._send_batch([e.workflow_id for e in chunk], scheduled_at):
-                    sent.extend(chunk)
+                if self._send_batch([workflow_id for workflow_id, _entry in chunk], scheduled_at):
+                    sent.extend(entry for _workflow_id, entry in chunk)
                     messages += 1
                 else:
-                    for entry in chunk:
+                    for _workflow_id, entry in chunk:
                         self._push(entry, now + SEND_RETRY_SECONDS)
         for entry in sent:
             entry.last_run_at = sent_at
@@ -236,17 +267,17 @@ class HeapDatabaseScheduler(DatabaseScheduler):
             return False
         return True
 
-    def _tick_model_entry(self, entry: ModelEntry) -> None:
+    def _tick_model_entry(self, entry: BeatModelEntry) -> None:
         """django-celery-beat's own logic for the rows the fast path does not take."""
         now = self.clock()
         try:
             is_due, next_in = entry.is_due()
         except Exception:  # noqa: BLE001 - as Celery: one entry must not stop beat
-            is_due, next_in = self._is_due_failed(entry)
+            is_due, next_in = self._is_due_failed(entry)  # type: ignore[attr-defined]  # Celery's; not in celery-types
         if not is_due:
-            self._push(entry, now + (next_in if isinstance(next_in, int | float) else self.max_interval))
+            self._push(entry, now + (next_in if isinstance(next_in, int | float) else self._max_wait))
             return
-        new_entry = next(entry)
+        new_entry: BeatModelEntry = next(entry)  # ModelEntry.__next__: a new entry of the same class
         new_entry.id, new_entry.date_changed = entry.id, entry.date_changed
         self._entries[entry.id] = new_entry
         self.apply_entry(entry, producer=self.producer)
@@ -350,17 +381,17 @@ class HeapDatabaseScheduler(DatabaseScheduler):
             # A ModelEntry's is_due() decides at the next tick.
             self._push(entry, entry.next_at if isinstance(entry, CronEntry) else now)
 
-    def _build(self, model: PeriodicTask, previous: Any) -> Any:
-        if not is_plain_crontab(model):
-            entry = ModelEntry(model, app=self.app)
-            entry.id, entry.date_changed = model.pk, model.date_changed
-            return entry
+    def _build(self, model: PeriodicTask, previous: HeapEntry | None) -> HeapEntry:
         crontab = model.crontab
+        if crontab is None or not is_plain_crontab(model):
+            model_entry = BeatModelEntry(model, app=self.app)
+            model_entry.id, model_entry.date_changed = model.pk, model.date_changed
+            return model_entry
         spec = tuple(getattr(crontab, field) for field in CRONTAB_FIELDS)
         if self._crontabs.get(crontab.pk) != spec:
             self._crontabs[crontab.pk] = spec
             self._schedules[crontab.pk] = crontab.schedule
-        entry = CronEntry(model, self._schedules[crontab.pk], self.app)
+        entry = CronEntry(model, crontab.pk, self._schedules[crontab.pk], self.app)
         if model.last_run_at is not None and previous is not None and previous.last_run_at > entry.last_run_at:
             entry.last_run_at = previous.last_run_at  # an edit saved an older last_run_at than beat's
         return entry

@@ -17,6 +17,7 @@ the payload/replay errors are part of this module's interface.
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -536,7 +537,7 @@ def start_manual_run(*, workflow: Workflow, body: Any, user: User | None = None)
 SCHEDULE_RECORD_CHUNK = 500
 
 
-def run_schedule_fire_many(*, workflow_ids: Sequence[int], fired_at: Any) -> list[Run]:
+def run_schedule_fire_many(*, workflow_ids: Sequence[int], fired_at: datetime) -> list[Run]:
     """Beat's firings of one scheduled minute for many workflows: ``run_schedule_fire`` in bulk.
 
     The same runs (payload, idempotency key, a run per workflow and minute) in
@@ -557,7 +558,7 @@ def run_schedule_fire_many(*, workflow_ids: Sequence[int], fired_at: Any) -> lis
     return [run for run, _positions in recorded]
 
 
-def _record_schedule_firings(workflow_ids: list[int], fired_at: Any) -> list[tuple[Run, list[int] | None]]:
+def _record_schedule_firings(workflow_ids: list[int], fired_at: datetime) -> list[tuple[Run, list[int] | None]]:
     """Record (commit) the runs of these firings; each with the positions to dispatch (None: already sent)."""
     key = _schedule_key(fired_at)
     workflows = list(Workflow.objects.filter(pk__in=workflow_ids, is_active=True, trigger_type=TriggerType.SCHEDULE))
@@ -572,7 +573,7 @@ def _record_schedule_firings(workflow_ids: list[int], fired_at: Any) -> list[tup
         v.workflow_id: v for v in WorkflowVersion.objects.filter(workflow__in=todo, number=F("workflow__version"))
     }
     recorded: list[tuple[Run, list[int] | None]] = []
-    step_runs = []
+    step_runs: list[StepRun] = []
     for workflow in todo:
         version = versions.get(workflow.pk)
         if version is None or version.number != workflow.version:
@@ -596,16 +597,16 @@ def _record_schedule_firings(workflow_ids: list[int], fired_at: Any) -> list[tup
             StepRun.objects.bulk_create(step_runs)
     except IntegrityError:
         logger.info("schedule firings at %s raced with another delivery; recording them one by one", key)
-        return [(run, None) for w in todo if (run := run_schedule_fire(workflow_id=w.pk, fired_at=fired_at))]
+        return [(fired, None) for w in todo if (fired := run_schedule_fire(workflow_id=w.pk, fired_at=fired_at))]
     return recorded
 
 
-def _schedule_key(fired_at: Any) -> str:
+def _schedule_key(fired_at: datetime) -> str:
     """One run per workflow and scheduled minute."""
     return f"schedule:{fired_at.replace(second=0, microsecond=0).isoformat()}"
 
 
-def _schedule_payload(workflow: Workflow, fired_at: Any) -> dict[str, Any]:
+def _schedule_payload(workflow: Workflow, fired_at: datetime) -> dict[str, Any]:
     # Built from the workflow's validated schedule fields: always storable (see run_accept's check).
     body = {"fired_at": fired_at.isoformat(), "schedule": workflow.schedule, "timezone": workflow.timezone}
     return run_payload(body=body, fired_at=fired_at.isoformat())
