@@ -41,7 +41,7 @@ one short transaction). Every other case (and SQLite, and a claim that
 matched nothing) goes through ``_claim``'s locking transaction, which also
 says why: duplicate, not due, take-over, or deferred at the limit. The
 definition a run executes is its ``WorkflowVersion``'s, immutable, so each
-worker process reads it once per version (``definition_of``).
+worker process reads it once per version (``workflows.definitions``).
 """
 
 import json
@@ -72,6 +72,7 @@ from potaflow.structured_logging import bind as bind_log_context
 from potaflow.structured_logging import log_context
 
 from . import recording, templating
+from .definitions import definitions
 from .leases import keeper
 from .models import (
     AttemptOutcome,
@@ -204,7 +205,7 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         "lease": now + timedelta(seconds=lease_seconds()),
         "host": recording.WORKER_HOST,
         "pid": os.getpid(),
-        "cached": list(_definitions),  # the definition comes with the claim unless this process has it
+        "cached": definitions.known(),  # the definition comes with the claim unless this process has it
     }
     limit = org_step_limit(_organization_count())
     with connection.cursor() as cursor:
@@ -227,7 +228,9 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         row[:11]
     )
     if row[11] is not None:
-        _remember_definition(version_id, _json_from_db(WorkflowVersion, "definition", row[11]))
+        definition = definitions.remember(version_id, _json_from_db(WorkflowVersion, "definition", row[11]))
+    else:
+        definition = definitions.get(version_id)
     run = Run(
         id=run_uuid,
         workflow_id=workflow_id,
@@ -242,7 +245,7 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
     )
     run.workflow = Workflow(id=workflow_id, organization_id=organization_id)
     run.version = WorkflowVersion(id=version_id, workflow_id=workflow_id, number=number)
-    run.version.definition = definition_of(version_id)
+    run.version.definition = definition
     step_run = StepRun(
         id=step_pk,
         run=run,
@@ -264,25 +267,6 @@ def _json_from_db(model: type[Model], field: str, value: Any) -> Any:
     assert isinstance(json_field, JSONField)  # noqa: S101 - a programming error, not input
     # None: no key transform applies to a whole column (django-stubs type the argument as an Expression).
     return json_field.from_db_value(value, None, connection)  # type: ignore[arg-type]
-
-
-_definitions: dict[int, dict[str, Any]] = {}
-DEFINITION_CACHE_SIZE = 256
-
-
-def definition_of(version_id: int) -> dict[str, Any]:
-    """The definition of a ``WorkflowVersion``, read once per process (versions never change)."""
-    definition = _definitions.get(version_id)
-    if definition is None:
-        definition = WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
-        _remember_definition(version_id, definition)
-    return definition
-
-
-def _remember_definition(version_id: int, definition: dict[str, Any]) -> None:
-    if len(_definitions) >= DEFINITION_CACHE_SIZE:
-        _definitions.pop(next(iter(_definitions)))  # the oldest: a worker runs few versions at a time
-    _definitions[version_id] = definition
 
 
 def _claim(

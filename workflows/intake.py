@@ -5,9 +5,8 @@ Kept out of the view so each rule has one place and its own tests:
 
 - ``webhook_target``: the active webhook workflow of a token and its current
   ``WorkflowVersion`` in **one** query (the workflow row joined to its current
-  version's id), the version's definition from a per-process cache. Versions
-  never change once written (``workflows.services``), so a cached definition
-  is always the one the database holds; the workflow row itself is read on
+  version's id), the version's definition from the per-process cache
+  (``workflows.definitions``); the workflow row itself is read on
   every event, so disabling a workflow, rotating its token, deleting it or
   saving a new version takes effect at the next event. It is written as SQL
   because building the same two ORM queries cost more CPU than everything
@@ -24,16 +23,14 @@ Kept out of the view so each rule has one place and its own tests:
 from __future__ import annotations
 
 import functools
-import json
-import threading
-from collections import OrderedDict
 from io import BytesIO
-from typing import Any
+from typing import cast
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import HttpRequest
 
+from .definitions import definitions
 from .models import TriggerType, Workflow, WorkflowVersion
 from .signatures import SIGNING_FIELDS
 
@@ -44,10 +41,6 @@ WEBHOOK_FIELDS = frozenset(
     {"id", "organization_id", "name", "is_active", "trigger_type", "webhook_token", "version", "webhook_secret"}
     | set(SIGNING_FIELDS)
 )
-# Versions whose definition is kept per process, most recently used first; a larger
-# definition is read each time instead, so the cache stays small (at most about 16 MiB).
-VERSION_CACHE_SIZE = 256
-VERSION_CACHE_MAX_BYTES = 64 * 1024
 
 
 @functools.cache
@@ -55,54 +48,16 @@ def _lookup_sql() -> tuple[str, list[str]]:
     workflow = Workflow._meta
     version = WorkflowVersion._meta
     q = connection.ops.quote_name
-    fields = [f.attname for f in workflow.concrete_fields if f.attname in WEBHOOK_FIELDS]
-    columns = ", ".join(f"w.{q(workflow.get_field(name).column)}" for name in fields)
+    selected = [f for f in workflow.concrete_fields if f.attname in WEBHOOK_FIELDS]
+    fields = [f.attname for f in selected]
+    columns = ", ".join(f"w.{q(cast(str, f.column))}" for f in selected)  # a concrete field has its column
     sql = (
-        f"SELECT {columns}, v.{q(version.pk.column)}, v.{q('created_at')}"  # noqa: S608 - names from the models; values are parameters
+        f"SELECT {columns}, v.{q('id')}"  # noqa: S608 - names from the models; values are parameters
         f" FROM {q(workflow.db_table)} w LEFT JOIN {q(version.db_table)} v"
         f" ON v.{q('workflow_id')} = w.{q('id')} AND v.{q('number')} = w.{q('version')}"
         f" WHERE w.{q('webhook_token')} = %s AND w.{q('is_active')} = %s AND w.{q('trigger_type')} = %s"
     )
     return sql, fields
-
-
-class _VersionCache:
-    """Executable definitions by version id (thread-safe LRU; gunicorn serves requests on threads).
-
-    Keyed by the version's id *and* its ``created_at``: ids are not reused by the
-    database, and should one ever be (a database restored or recreated under a
-    running web process), the timestamp tells the rows apart.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._rows: OrderedDict[tuple[int, Any], tuple[Any, ...]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, version_id: int, created_at: Any) -> WorkflowVersion:
-        key = (version_id, created_at)
-        with self._lock:
-            values = self._rows.get(key)
-            if values is not None:
-                self._rows.move_to_end(key)
-        if values is None:
-            row = WorkflowVersion.objects.get(pk=version_id)
-            values = tuple(getattr(row, f.attname) for f in WorkflowVersion._meta.concrete_fields)
-            if len(json.dumps(row.definition)) <= VERSION_CACHE_MAX_BYTES:
-                with self._lock:
-                    self._rows[key] = values
-                    while len(self._rows) > self.size:
-                        self._rows.popitem(last=False)
-        # A fresh instance per request; the definition dict is shared and only ever read.
-        return WorkflowVersion.from_db(connection.alias, _VERSION_ATTNAMES, values)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._rows.clear()
-
-
-_VERSION_ATTNAMES = [f.attname for f in WorkflowVersion._meta.concrete_fields]
-versions = _VersionCache(VERSION_CACHE_SIZE)
 
 
 def webhook_target(token: str) -> tuple[Workflow, WorkflowVersion | None] | None:
@@ -118,10 +73,16 @@ def webhook_target(token: str) -> tuple[Workflow, WorkflowVersion | None] | None
     if row is None:
         return None
     workflow = Workflow.from_db(connection.alias, fields, row[: len(fields)])
-    version_id, version_created_at = row[len(fields) :]
+    version_id = row[len(fields)]
     if version_id is None:
         return workflow, None
-    return workflow, versions.get(version_id, version_created_at)
+    # The version's other fields stay deferred: run_accept reads its id, number and definition.
+    version = WorkflowVersion.from_db(
+        connection.alias,
+        ["id", "workflow_id", "number", "definition"],
+        (version_id, workflow.pk, workflow.version, definitions.get(version_id)),
+    )
+    return workflow, version
 
 
 class IntakeRefused(Exception):  # noqa: N818 - a refusal, named after what the sender sees
@@ -164,14 +125,15 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
 
 
 def _read_unsized(request: HttpRequest, limit: int, transfer_encoding: str) -> bytes:
-    if not request.environ.get("wsgi.input_terminated"):
+    # request.META is the WSGI environ itself (django.core.handlers.wsgi.WSGIRequest).
+    if not request.META.get("wsgi.input_terminated"):
         # The server hands the raw stream over without saying where the body ends
         # (Django's runserver): reading it could block or swallow chunk framing.
         raise LengthRequired(
             f"Transfer-Encoding: {transfer_encoding} is not supported by this server: "
             "send the body with a Content-Length header."
         )
-    stream = request.environ["wsgi.input"]
+    stream = request.META["wsgi.input"]
     parts: list[bytes] = []
     size = 0
     while True:

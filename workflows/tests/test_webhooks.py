@@ -8,7 +8,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from testing.worker import wait_for_run
-from workflows import intake
+from workflows.definitions import definitions
 from workflows.models import Run, StepRun, TriggerType, Workflow
 from workflows.services import (
     run_now_payload,
@@ -127,7 +127,7 @@ def test_disabling_rotating_or_deleting_takes_effect_at_the_next_event(hook_wf):
 
 @pytest.mark.django_db
 def test_a_webhook_reads_the_workflow_and_its_definition_in_one_query(hook_wf):
-    intake.versions.clear()
+    definitions.clear()
     with CaptureQueriesContext(connection) as cold:
         assert post(url(hook_wf)).status_code == 202
     with CaptureQueriesContext(connection) as warm:
