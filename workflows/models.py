@@ -143,7 +143,8 @@ class WorkflowVersion(models.Model):
     changed; ``workflows.retention`` deletes the superseded ones no run uses.
     """
 
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    # No index of its own: the unique (workflow, number) starts with it.
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions", db_index=False)
     number = models.PositiveIntegerField()
     definition = models.JSONField(default=dict, help_text="The workflow and steps runs of this version execute.")
     created_at = models.DateTimeField(default=timezone.now)
@@ -181,7 +182,8 @@ class Run(models.Model):
     # A UUID: run ids appear in public answers and in broker messages, and must
     # never collide with a stale message from an earlier database.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
+    # No index of its own: (workflow, created_at, id) and the idempotency key's unique index start with it.
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs", db_index=False)
     workflow_version = models.PositiveIntegerField()
     # The definition this run executes. RESTRICT: a version cannot go while a run
     # uses it (deleting the workflow deletes both).
@@ -258,9 +260,10 @@ class StepRunStatus(models.TextChoices):
 
 
 class StepRun(models.Model):
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
+    # No index of its own: the unique (run, position) starts with it. Nothing looks step runs up by key.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs", db_index=False)
     position = models.PositiveIntegerField()
-    key = models.SlugField(max_length=64)
+    key = models.SlugField(max_length=64, db_index=False)
     action_type = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=StepRunStatus.choices, default=StepRunStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -318,7 +321,8 @@ class StepAttempt(models.Model):
     whoever takes the step over, as ``in_doubt``, ``worker_lost`` or ``timed_out``.
     """
 
-    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="attempt_log")
+    # No index of its own: the unique (step_run, number) starts with it.
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="attempt_log", db_index=False)
     number = models.PositiveIntegerField()
     outcome = models.CharField(max_length=24, choices=AttemptOutcome.choices, blank=True)
     started_at = models.DateTimeField()
