@@ -166,7 +166,7 @@ def _step_as_spec(step: Step) -> dict[str, Any]:
     return {**{field: getattr(step, field) for field in STEP_SPEC_FIELDS}, "credential": step.credential}
 
 
-def _step_signatures(rows: Sequence[Step]) -> list[tuple]:
+def _step_signatures(rows: Sequence[Step]) -> list[tuple[Any, ...]]:
     """What makes two step lists the same definition (positions come from the order)."""
     # Config as canonical JSON: ``True == 1`` and ``1 == 1.0`` in Python, not in a definition.
     return [
@@ -298,7 +298,8 @@ def _insert_run_with_steps(run: Run, steps: list[StepRun]) -> bool:
             f"WITH run AS ({run_sql} {on_conflict} RETURNING 1), steps AS ({steps_sql}) SELECT count(*) FROM run",  # noqa: S608 - built from the models; values are parameters
             [*run_values, *steps_values],
         )
-        created = cursor.fetchone()[0] == 1
+        row = cursor.fetchone()
+        created = row is not None and bool(row[0] == 1)
     if created:
         _mark_saved([run, *steps], db)
     return created
@@ -317,7 +318,7 @@ def _insert_rows(rows: Sequence[Model], *, on_conflict: str = "") -> int:
     sql, values = _insert_statement(rows, db)
     with db.cursor() as cursor:
         cursor.execute(f"{sql} {on_conflict}", values)
-        written = cursor.rowcount
+        written = int(cursor.rowcount)
     _mark_saved(rows, db)
     return written
 
@@ -409,18 +410,18 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
     return replay
 
 
-def _first_step_to_redo(run: Run, steps: list[dict], previous: dict[int, StepRun]) -> int:
+def _first_step_to_redo(run: Run, steps: list[dict[str, Any]], previous: dict[int, StepRun]) -> int:
     for s in steps:
         prior = previous.get(s["position"])
         if prior is None or prior.status != StepRunStatus.SUCCEEDED:
-            return s["position"]
+            return int(s["position"])
         if (
             run.status == RunStatus.FILTERED
             and s["action_type"] == "filter"
             and isinstance(prior.output, dict)
             and prior.output.get("passed") is False
         ):
-            return s["position"]  # the filter that stopped the run is evaluated again
+            return int(s["position"])  # the filter that stopped the run is evaluated again
     return len(steps)
 
 

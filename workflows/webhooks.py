@@ -28,6 +28,7 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -55,7 +56,7 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
     workflow, version = target
 
     decision = ratelimit.take(workflow.pk)
-    if not decision.allowed:
+    if not decision.allowed and decision.limit is not None:  # a refusal always names its limit
         response = _error(
             429,
             f"Too many events for this workflow (at most {decision.limit.burst} per "
@@ -121,7 +122,10 @@ def parse_body(request: HttpRequest, body: bytes) -> tuple[Any, str]:
         return _query(QueryDict(body, encoding=request.encoding or "utf-8")), content_type
     if content_type == "multipart/form-data":
         fields = _query(request.POST)
-        files = {name: {"name": f.name, "size": f.size} for name, f in request.FILES.items()}
+        # One file per field name here (MultiValueDict.items() gives the last of each).
+        files = {
+            name: {"name": f.name, "size": f.size} for name, f in request.FILES.items() if isinstance(f, UploadedFile)
+        }
         return {**fields, **({"_files": files} if files else {})}, content_type
     try:
         return body.decode(request.encoding or "utf-8"), content_type
