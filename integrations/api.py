@@ -2,13 +2,13 @@
 
 Secrets go in under ``secret`` and never come back out: responses carry the
 non-secret fields (``public``) and, per secret field, whether it is set
-(``secret_set``). Views are thin; validation and encryption live in
-``services`` / ``credential_kinds``.
+(``secret_set``). Views are thin; validation, the rules of an update and
+encryption live in ``services`` / ``credential_kinds``, whose
+``CredentialInvalid`` ``potaflow.api.exception_handler`` turns into a 400.
 """
 
 from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
@@ -23,16 +23,6 @@ from accounts.selectors import organization_ids_for, organizations_for, sole_org
 from . import registry, services
 from .credential_kinds import KINDS
 from .models import Credential, CredentialKind
-
-
-def _django_errors(exc: DjangoValidationError) -> dict[str, Any]:
-    if hasattr(exc, "error_dict"):
-        errors = exc.message_dict
-        if "secret" not in errors and "kind" not in errors and "name" not in errors and "__all__" not in errors:
-            return {"secret": errors}  # per-kind field errors sit under "secret"
-        # The model's only cross-field rule is the unique name per organization.
-        return {("name" if k == "__all__" else k): v for k, v in errors.items()}
-    return {"non_field_errors": exc.messages}
 
 
 class CredentialSerializer(serializers.ModelSerializer):
@@ -58,36 +48,28 @@ class CredentialSerializer(serializers.ModelSerializer):
         return services.credential_secret_markers(credential)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if self.instance is not None:
-            if "organization" in attrs and attrs["organization"] != self.instance.organization:
-                raise ValidationError({"organization": ["A credential cannot move to another organization."]})
-            if "kind" in attrs and attrs["kind"] != self.instance.kind:
-                raise ValidationError({"kind": ["The kind of a credential cannot change; create a new one."]})
-            return attrs
-        if "organization" not in attrs:
+        if self.instance is None and "organization" not in attrs:
             attrs["organization"] = sole_organization(self.fields["organization"].queryset)
             if attrs["organization"] is None:
                 raise ValidationError({"organization": ["This field is required (you administer several or none)."]})
         return attrs
 
     def create(self, validated_data: dict[str, Any]) -> Credential:
-        try:
-            return services.credential_create(
-                organization=validated_data["organization"],
-                name=validated_data["name"],
-                kind=validated_data["kind"],
-                secret=validated_data["secret"],
-            )
-        except DjangoValidationError as exc:
-            raise ValidationError(_django_errors(exc)) from exc
+        return services.credential_create(
+            organization=validated_data["organization"],
+            name=validated_data["name"],
+            kind=validated_data["kind"],
+            secret=validated_data["secret"],
+        )
 
     def update(self, instance: Credential, validated_data: dict[str, Any]) -> Credential:
-        try:
-            return services.credential_update(
-                credential=instance, name=validated_data.get("name"), secret=validated_data.get("secret")
-            )
-        except DjangoValidationError as exc:
-            raise ValidationError(_django_errors(exc)) from exc
+        return services.credential_update(
+            credential=instance,
+            name=validated_data.get("name"),
+            secret=validated_data.get("secret"),
+            organization=validated_data.get("organization"),
+            kind=validated_data.get("kind"),
+        )
 
 
 class CredentialViewSet(

@@ -4,7 +4,8 @@ Every error body is ``{"detail": "<sentence>", "errors": {field: [messages]}}``;
 ``errors`` is present only for validation errors (non-field problems sit under
 ``non_field_errors``). Views call services and let their errors through: the
 exception handler turns the domain's validation errors (``WorkflowInvalid``
-and its kinds, Django's ``ValidationError``) into DRF's, a 400 in this shape.
+and its kinds, ``CredentialInvalid``, Django's ``ValidationError``) into DRF's,
+a 400 in this shape; Django's ``PermissionDenied`` is a 403 (DRF keeps its message).
 """
 
 from typing import Any
@@ -19,6 +20,7 @@ from rest_framework import exceptions, parsers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from integrations.services import CredentialInvalid
 from workflows.validation import WorkflowInvalid
 
 
@@ -26,6 +28,8 @@ def domain_error(exc: Exception) -> exceptions.ValidationError | None:
     """The DRF ValidationError (400) a domain validation error stands for, with the same field names."""
     if isinstance(exc, WorkflowInvalid):
         return exceptions.ValidationError(exc.errors)
+    if isinstance(exc, CredentialInvalid):
+        return exceptions.ValidationError(exc.api_errors)
     if isinstance(exc, DjangoValidationError):
         return exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}

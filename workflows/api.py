@@ -31,11 +31,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Organization, Role
+from accounts.models import Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole
-from accounts.selectors import organization_ids_for, organizations_for, sole_organization
+from accounts.selectors import organization_ids_for
 
-from . import dry_run, portability, recording, services, templating
+from . import dry_run, portability, recording, selectors, services, templating
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
@@ -359,28 +359,9 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
     filterset_fields = ["organization", "trigger_type", "is_active"]
     ordering_fields = ["name", "created_at", "updated_at"]
 
-    def _organization_for_create(self, requested: int | None) -> Organization:
-        """The organization named in the request, or the caller's only one where they are editor or above."""
-        editable = organizations_for(self.request.user, minimum_role=Role.EDITOR)
-        if requested is not None:
-            organization = editable.filter(pk=requested).first()
-            if organization is None:
-                raise serializers.ValidationError(
-                    {"organization": [f"You are not an editor (or above) of organization {requested}."]}
-                )
-            return organization
-        organization = sole_organization(editable)
-        if organization is not None:
-            return organization
-        if not editable.exists():
-            raise exceptions.PermissionDenied("Creating a workflow needs the editor role in an organization.")
-        raise serializers.ValidationError(
-            {"organization": ["You belong to several organizations: say which one this workflow is for."]}
-        )
-
     def perform_create(self, serializer: WorkflowSerializer) -> None:
         data = dict(serializer.validated_data)
-        organization = self._organization_for_create(data.pop("organization_id", None))
+        organization = selectors.organization_for_new_workflow(self.request.user, data.pop("organization_id", None))
         steps = [_step_spec(s) for s in data.pop("steps", [])]
         serializer.instance = services.workflow_create(
             organization=organization, created_by=self.request.user, steps=steps, **data
@@ -469,7 +450,9 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         options = ImportOptionsSerializer(data=request.data.get("import") or {})
         if not options.is_valid():
             raise serializers.ValidationError({"import": options.errors})
-        organization = self._organization_for_create(options.validated_data.get("organization"))
+        organization = selectors.organization_for_new_workflow(
+            self.request.user, options.validated_data.get("organization")
+        )
         workflow = portability.workflow_import(
             organization=organization,
             document=document,
