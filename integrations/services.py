@@ -42,7 +42,9 @@ def _refused(exc: ValidationError, *, kind_fields: bool) -> CredentialInvalid:
     return CredentialInvalid(errors, kind_fields=kind_fields and not {"secret", "kind"} & errors.keys())
 
 
-def _clean_fields(kind: str, data: dict[str, Any], **existing: dict[str, Any] | None) -> tuple[dict, dict]:
+def _clean_fields(
+    kind: str, data: dict[str, Any], **existing: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         return clean_fields(kind, data, **existing)
     except ValidationError as exc:

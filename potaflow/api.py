@@ -8,6 +8,7 @@ and its kinds, ``CredentialInvalid``, Django's ``ValidationError``) into DRF's,
 a 400 in this shape; Django's ``PermissionDenied`` is a 403 (DRF keeps its message).
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -64,7 +65,7 @@ def _summarise(errors: dict[str, Any]) -> str:
     return "Invalid input."
 
 
-def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """``handler400``: Django's refusals of a request body (too large, too many fields, unreadable multipart).
 
     They are raised while the body is parsed, outside DRF's exception handling,
@@ -104,7 +105,7 @@ class JSONParser(parsers.JSONParser):
     ``[`` repeated 50,000 times makes ``json`` raise ``RecursionError``: a 500.
     """
 
-    def parse(self, stream, media_type=None, parser_context=None):
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         try:
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
