@@ -5,7 +5,7 @@ they belong to; viewers may look, editors and above (``edit_role``) may change.
 An object of another organization is a 404, exactly as in the API.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin
 from django.db.models import Model, QuerySet
@@ -102,8 +102,9 @@ class OrganizationScopedAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
 class ParentPermissionsInlineMixin(_InlineBase):
     """Inline permissions follow the parent admin's organization role checks."""
 
-    def _parent_admin(self) -> "admin.ModelAdmin[Any]":
-        return self.admin_site._registry[self.parent_model]
+    def _parent_admin(self) -> OrganizationScopedAdminMixin:
+        # The inlines with this mixin sit on organization-scoped admins (it is what they defer to).
+        return cast(OrganizationScopedAdminMixin, self.admin_site._registry[self.parent_model])
 
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return self._parent_admin().has_view_permission(request, obj)
