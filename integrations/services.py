@@ -22,7 +22,7 @@ class CredentialInvalid(ValidationError):
     unique name per organization, is the ``name`` field's error.
     """
 
-    def __init__(self, errors: dict[str, list[str]], *, kind_fields: bool = False) -> None:
+    def __init__(self, errors: dict[str, Any], *, kind_fields: bool = False) -> None:
         super().__init__(errors)
         self.kind_fields = kind_fields
 
@@ -34,28 +34,21 @@ class CredentialInvalid(ValidationError):
         return {("name" if key == NON_FIELD_ERRORS else key): value for key, value in errors.items()}
 
 
-def _refused(exc: ValidationError, *, kind_fields: bool) -> CredentialInvalid:
-    if not hasattr(exc, "error_dict"):
-        return CredentialInvalid({NON_FIELD_ERRORS: exc.messages})
-    errors = exc.message_dict
-    # A refusal of the whole field set ("secret") or of the kind is about the credential, not one kind field.
-    return CredentialInvalid(errors, kind_fields=kind_fields and not {"secret", "kind"} & errors.keys())
-
-
 def _clean_fields(
     kind: str, data: dict[str, Any], **existing: dict[str, Any] | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         return clean_fields(kind, data, **existing)
     except ValidationError as exc:
-        raise _refused(exc, kind_fields=True) from exc
+        # A refusal of the whole field set ("secret") or of the kind is about the credential, not one kind field.
+        raise CredentialInvalid(exc.error_dict, kind_fields=not {"secret", "kind"} & exc.error_dict.keys()) from exc
 
 
 def _save(credential: Credential) -> Credential:
     try:
         credential.full_clean(exclude=["secret_ciphertext"])
     except ValidationError as exc:
-        raise _refused(exc, kind_fields=False) from exc
+        raise CredentialInvalid(exc.error_dict) from exc
     credential.save()
     return credential
 
