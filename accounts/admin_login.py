@@ -18,8 +18,8 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
             return super().clean()
         except LoginThrottled as exc:
             if self.request is not None:  # the admin's login view always passes it
-                # An ad-hoc attribute HttpRequest does not declare; ``login`` reads it for the status.
-                self.request.potaflow_login_wait = exc.wait  # type: ignore[attr-defined]
+                # ``login`` reads it for the status.
+                self.request.potaflow_login_wait = exc.wait  # type: ignore[attr-defined]  # ad-hoc, not declared
             raise ValidationError(str(exc), code="throttled") from exc
 
 

@@ -69,7 +69,7 @@ class MeSerializer(serializers.ModelSerializer):
     def get_memberships(self, user: User) -> list[dict[str, Any]]:
         memberships = user.memberships.select_related("organization").order_by("organization__name")
         # many=True builds a ListSerializer whose data is a list; the stubs type it as one object's ReturnDict.
-        return MyMembershipSerializer(memberships, many=True).data  # type: ignore[return-value]
+        return MyMembershipSerializer(memberships, many=True).data  # type: ignore[return-value]  # a list: many=True
 
 
 class RegisterSerializer(serializers.Serializer):

@@ -55,7 +55,7 @@ class CredentialSerializer(_CredentialSerializerBase):
         # ``fields`` holds this instance's copies of the declared fields: the organization one is declared above.
         organization = cast("serializers.PrimaryKeyRelatedField[Organization]", self.fields["organization"])
         # The stubs type the attribute as QuerySet | Manager and mypy then reads the Manager as a descriptor.
-        organization.queryset = self.organization_choices  # type: ignore[arg-type]
+        organization.queryset = self.organization_choices  # type: ignore[arg-type]  # stubs: Manager as descriptor
 
     def get_secret_set(self, credential: Credential) -> dict[str, bool]:
         return services.credential_secret_markers(credential)

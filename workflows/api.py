@@ -140,8 +140,8 @@ class WorkflowSerializer(serializers.ModelSerializer):
         if user is None or not user.is_authenticated:
             return False
         if "editable_organization_ids" not in self.context:  # once per response, not once per workflow
-            # DRF's context is the dict every serializer of the response shares; the stubs type it read-only.
-            self.context["editable_organization_ids"] = set(  # type: ignore[index]
+            # DRF's context is the dict every serializer of the response shares.
+            self.context["editable_organization_ids"] = set(  # type: ignore[index]  # stubs: a read-only Mapping
                 organization_ids_for(user, minimum_role=Role.EDITOR).values_list("organization_id", flat=True)
             )
         return organization_id in self.context["editable_organization_ids"]
@@ -162,8 +162,7 @@ class CredentialReferenceSerializer(serializers.Serializer):
 
 class ExportStepSerializer(StepSerializer):
     position = None  # type: ignore[assignment]  # None is how DRF drops an inherited field
-    # The export names a credential by name and kind where the API takes its id.
-    credential = CredentialReferenceSerializer(  # type: ignore[assignment]
+    credential = CredentialReferenceSerializer(  # type: ignore[assignment]  # by name and kind, not an id
         allow_null=True, required=False, help_text="The credential by name and kind (never its secret), or null."
     )
 
@@ -188,7 +187,7 @@ class ExportDocumentSerializer(serializers.Serializer):
     potaflow_export = serializers.IntegerField(help_text=f"Format version: {portability.EXPORT_FORMAT}.")
     exported_at = serializers.DateTimeField(required=False)
     # DRF's metaclass takes declared fields off the class: this one only shares the name of Field.source.
-    source = serializers.DictField(  # type: ignore[assignment]
+    source = serializers.DictField(  # type: ignore[assignment]  # a field, not Field.source
         required=False, help_text="Informative: the exported workflow's id and version."
     )
     template = serializers.DictField(required=False, help_text="Built-in templates: title and description.")

@@ -319,8 +319,8 @@ class WorkflowForm(_WorkflowModelForm):
         return value or self._stored_previous
 
     def _post_clean(self) -> None:
-        # Django's hook once the form's values are on the instance; the stubs leave it out.
-        super()._post_clean()  # type: ignore[misc]
+        # Django's hook once the form's values are on the instance.
+        super()._post_clean()  # type: ignore[misc]  # the stubs leave this Django hook out
         try:
             services.workflow_validate(workflow=self.instance, steps=[])
         except services.WorkflowInvalid as exc:

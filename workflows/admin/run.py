@@ -82,8 +82,8 @@ class RunListPaginator(Paginator):
         if top + self.orphans >= self.count:
             top = self.count
         ids = list(self._runs().values_list("pk", flat=True)[bottom:top])
-        # Django's hook for the Page class (what Paginator.page calls); the stubs leave it out.
-        return self._get_page(self._runs().filter(pk__in=ids), number, self)  # type: ignore[attr-defined]
+        # Django's hook for the Page class (what Paginator.page calls).
+        return self._get_page(self._runs().filter(pk__in=ids), number, self)  # type: ignore[attr-defined]  # not in stubs
 
 
 class RunChangeList(ChangeList):
