@@ -25,6 +25,7 @@ from . import services
 from .admin_login import ThrottledAdminAuthenticationForm
 from .admin_mixins import OrganizationScopedAdmin
 from .models import Membership, Organization, Role, User
+from .permissions import signed_in
 from .selectors import colleagues_of
 
 
@@ -74,7 +75,7 @@ class UserAdmin(DjangoUserAdmin):
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(pk__in=colleagues_of(request.user).values("pk"))
+        return queryset.filter(pk__in=colleagues_of(signed_in(request.user)).values("pk"))
 
     def get_fieldsets(self, request: HttpRequest, obj: Model | None = None) -> Any:
         if obj is not None and not request.user.is_superuser:
@@ -146,7 +147,8 @@ class MembershipAdminForm(forms.ModelForm):
         fields = ("organization", "role")
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         adding = self.instance.pk is None
         organization = cleaned.get("organization") if adding else self.instance.organization
         role = cleaned.get("role")
@@ -154,7 +156,7 @@ class MembershipAdminForm(forms.ModelForm):
             return cleaned
         try:
             services.membership_check(
-                actor=self.request.user,
+                actor=signed_in(self.request.user),
                 organization=organization,
                 current_role=None if adding else self.instance.role,
                 new_role=role,
@@ -194,12 +196,12 @@ class MembershipAdmin(OrganizationScopedAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         if not super().has_delete_permission(request, obj):
             return False
-        if obj is None:
+        if not isinstance(obj, Membership):  # None: the changelist asks whether any may be deleted
             return True
         try:
             if obj.user_id != request.user.pk:
                 services.membership_check(
-                    actor=request.user, organization=obj.organization, current_role=obj.role, new_role=None
+                    actor=signed_in(request.user), organization=obj.organization, current_role=obj.role, new_role=None
                 )
             services.membership_check_keeps_owner(membership=obj, new_role=None)
         except (PermissionDenied, ValidationError):
@@ -208,10 +210,10 @@ class MembershipAdmin(OrganizationScopedAdmin):
 
     def save_model(self, request: HttpRequest, obj: Membership, form: forms.ModelForm, change: bool) -> None:
         if change:
-            updated = services.membership_change_role(actor=request.user, membership=obj, role=obj.role)
+            updated = services.membership_change_role(actor=signed_in(request.user), membership=obj, role=obj.role)
         else:
             updated = services.membership_invite(
-                actor=request.user,
+                actor=signed_in(request.user),
                 organization=obj.organization,
                 email=form.cleaned_data["email"],
                 role=obj.role,
@@ -220,12 +222,12 @@ class MembershipAdmin(OrganizationScopedAdmin):
         obj.user = updated.user
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
-        services.membership_remove(actor=request.user, membership=obj)
+        services.membership_remove(actor=signed_in(request.user), membership=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for membership in queryset.select_related("user", "organization"):
             try:
-                services.membership_remove(actor=request.user, membership=membership)
+                services.membership_remove(actor=signed_in(request.user), membership=membership)
             except (PermissionDenied, ValidationError) as exc:
                 message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
                 self.message_user(request, f"{membership} was kept: {message}", messages.ERROR)

@@ -17,7 +17,9 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
         try:
             return super().clean()
         except LoginThrottled as exc:
-            self.request.potaflow_login_wait = exc.wait  # read by ``login`` for the status
+            if self.request is not None:  # the admin's login view always passes it
+                # ``login`` reads it for the status.
+                self.request.potaflow_login_wait = exc.wait  # type: ignore[attr-defined]  # ad-hoc, not declared
             raise ValidationError(str(exc), code="throttled") from exc
 
 

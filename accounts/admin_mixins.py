@@ -5,15 +5,28 @@ they belong to; viewers may look, editors and above (``edit_role``) may change.
 An object of another organization is a 404, exactly as in the API.
 """
 
+from typing import TYPE_CHECKING, Any, cast
+
 from django.contrib import admin
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
 from .models import Membership, Organization, Role
+from .permissions import signed_in
 from .selectors import organization_id_of, roles_at_least, scope_to_user, sole_organization
 
+if TYPE_CHECKING:
+    # What the mixins are mixed into (their super() calls, admin_site, parent_model); plain classes at run time.
+    from django.contrib.admin.options import InlineModelAdmin
 
-class OrganizationScopedAdminMixin:
+    _AdminBase = admin.ModelAdmin[Any]
+    _InlineBase = InlineModelAdmin[Any, Any]
+else:
+    _AdminBase = object
+    _InlineBase = object
+
+
+class OrganizationScopedAdminMixin(_AdminBase):
     organization_field = "organization"
     edit_role: str = Role.EDITOR
 
@@ -26,14 +39,17 @@ class OrganizationScopedAdminMixin:
             return True
         memberships = Membership.objects.filter(user=user, role__in=roles_at_least(minimum))
         if obj is not None:
-            memberships = memberships.filter(organization_id=organization_id_of(obj, self.organization_field))
+            organization_id = organization_id_of(obj, self.organization_field)
+            if organization_id is None:  # an object outside any organization: no membership covers it
+                return False
+            memberships = memberships.filter(organization_id=organization_id)
         return memberships.exists()
 
     def editable_organizations(self, request: HttpRequest) -> QuerySet:
         if request.user.is_superuser:
             return Organization.objects.all()
         return Organization.objects.filter(
-            memberships__user=request.user, memberships__role__in=roles_at_least(self.edit_role)
+            memberships__user=signed_in(request.user), memberships__role__in=roles_at_least(self.edit_role)
         )
 
     # -- ModelAdmin hooks --------------------------------------------------
@@ -63,9 +79,9 @@ class OrganizationScopedAdminMixin:
             kwargs["queryset"] = self.editable_organizations(request)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
-    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         """Preselect the organization on an add page when the user can pick exactly one."""
-        initial = super().get_changeform_initial_data(request)
+        initial: dict[str, Any] = super().get_changeform_initial_data(request)
         if self.organization_field == "organization" and "organization" not in initial:
             only = sole_organization(self.editable_organizations(request))
             if only is not None:
@@ -83,11 +99,12 @@ class OrganizationScopedAdmin(OrganizationScopedAdminMixin, admin.ModelAdmin):
     pass
 
 
-class ParentPermissionsInlineMixin:
+class ParentPermissionsInlineMixin(_InlineBase):
     """Inline permissions follow the parent admin's organization role checks."""
 
     def _parent_admin(self) -> OrganizationScopedAdminMixin:
-        return self.admin_site._registry[self.parent_model]
+        # The inlines with this mixin sit on organization-scoped admins (it is what they defer to).
+        return cast(OrganizationScopedAdminMixin, self.admin_site._registry[self.parent_model])
 
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return self._parent_admin().has_view_permission(request, obj)

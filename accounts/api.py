@@ -29,7 +29,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from . import services
 from .login_throttle import LoginThrottled
 from .models import Membership, Organization, Role, User
-from .permissions import OrganizationScopedMixin, OrgRole
+from .permissions import OrganizationScopedMixin, OrgRole, signed_in
 from .selectors import membership_for, scope_to_user
 from .throttles import AuthRateThrottle
 from .tokens import FAMILY_CLAIM, FamilyRefreshToken, lock_family, replayed_family
@@ -68,7 +68,8 @@ class MeSerializer(serializers.ModelSerializer):
     @extend_schema_field(MyMembershipSerializer(many=True))
     def get_memberships(self, user: User) -> list[dict[str, Any]]:
         memberships = user.memberships.select_related("organization").order_by("organization__name")
-        return MyMembershipSerializer(memberships, many=True).data
+        # many=True builds a ListSerializer whose data is a list; the stubs type it as one object's ReturnDict.
+        return MyMembershipSerializer(memberships, many=True).data  # type: ignore[return-value]  # a list: many=True
 
 
 class RegisterSerializer(serializers.Serializer):
@@ -255,7 +256,7 @@ class LogoutView(generics.GenericAPIView):
         except TokenError as exc:
             raise InvalidToken(exc.args[0]) from exc
         # Logging out ends the login: the family's access token stops working too.
-        family = UntypedToken(request.data["refresh"]).payload.get(FAMILY_CLAIM)
+        family = UntypedToken(serializer.initial_data["refresh"]).payload.get(FAMILY_CLAIM)
         if family:
             services.token_family_revoke(family=family, reason="logout")
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -273,7 +274,7 @@ class MeView(generics.RetrieveAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_object(self) -> User:
-        return self.request.user
+        return signed_in(self.request.user)
 
 
 class OrganizationUpdateSerializer(serializers.Serializer):
@@ -309,7 +310,7 @@ class OrganizationViewSet(
     def create(self, request: Request) -> Response:
         payload = OrganizationUpdateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        organization = services.organization_create(name=payload.validated_data["name"], owner=request.user)
+        organization = services.organization_create(name=payload.validated_data["name"], owner=signed_in(request.user))
         return Response(self.get_serializer(organization).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
@@ -364,7 +365,7 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         payload = MemberInviteSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         membership = services.membership_invite(
-            actor=request.user,
+            actor=signed_in(request.user),
             organization=organization,
             email=payload.validated_data["email"],
             role=payload.validated_data["role"],
@@ -376,12 +377,12 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         payload = MemberRoleSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         membership = services.membership_change_role(
-            actor=request.user,
+            actor=signed_in(request.user),
             membership=membership,
             role=payload.validated_data["role"],
         )
         return Response(self.get_serializer(membership).data)
 
     def destroy(self, request: Request, organization_pk: int, pk: str) -> Response:
-        services.membership_remove(actor=request.user, membership=self.get_object())
+        services.membership_remove(actor=signed_in(request.user), membership=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)

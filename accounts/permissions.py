@@ -11,11 +11,25 @@ Usage in a viewset, one line::
 
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from .models import Role
+from .models import Role, User
 from .selectors import membership_for, organization_id_of, scope_to_user
+
+
+def signed_in(user: User | AnonymousUser) -> User:
+    """The user of a request that passed authentication, as the ``User`` services act for.
+
+    For code behind ``IsAuthenticated``, ``OrgRole`` or the admin's staff
+    check, where an anonymous user never arrives; should one arrive, it is
+    refused (403) rather than acted for.
+    """
+    if not isinstance(user, User):
+        raise PermissionDenied
+    return user
 
 
 def OrgRole(*, read: str = Role.VIEWER, write: str = Role.EDITOR) -> type[BasePermission]:  # noqa: N802

@@ -2,13 +2,14 @@
 
 Secrets go in under ``secret`` and never come back out: responses carry the
 non-secret fields (``public``) and, per secret field, whether it is set
-(``secret_set``). Views are thin; validation and encryption live in
-``services`` / ``credential_kinds``.
+(``secret_set``). Views are thin; validation, the rules of an update and
+encryption live in ``services`` / ``credential_kinds``, whose
+``CredentialInvalid`` ``potaflow.api.exception_handler`` turns into a 400.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
@@ -17,25 +18,22 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import Organization, Role
-from accounts.permissions import OrganizationScopedMixin, OrgRole
+from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for, organizations_for, sole_organization
 
 from . import registry, services
 from .credential_kinds import KINDS
 from .models import Credential, CredentialKind
 
-
-def _django_errors(exc: DjangoValidationError) -> dict[str, Any]:
-    if hasattr(exc, "error_dict"):
-        errors = exc.message_dict
-        if "secret" not in errors and "kind" not in errors and "name" not in errors and "__all__" not in errors:
-            return {"secret": errors}  # per-kind field errors sit under "secret"
-        # The model's only cross-field rule is the unique name per organization.
-        return {("name" if k == "__all__" else k): v for k, v in errors.items()}
-    return {"non_field_errors": exc.messages}
+if TYPE_CHECKING:
+    _CredentialSerializerBase = serializers.ModelSerializer[Credential]
+    _CredentialViewSetBase = viewsets.GenericViewSet[Credential]
+else:  # DRF's classes are not subscriptable at run time
+    _CredentialSerializerBase = serializers.ModelSerializer
+    _CredentialViewSetBase = viewsets.GenericViewSet
 
 
-class CredentialSerializer(serializers.ModelSerializer):
+class CredentialSerializer(_CredentialSerializerBase):
     organization = serializers.PrimaryKeyRelatedField(queryset=Organization.objects.none(), required=False)
     kind = serializers.ChoiceField(choices=CredentialKind.choices)
     secret = serializers.DictField(write_only=True, help_text="The kind's fields (secret and public).")
@@ -46,48 +44,45 @@ class CredentialSerializer(serializers.ModelSerializer):
         model = Credential
         fields = ["id", "organization", "name", "kind", "secret", "public", "secret_set", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
-        validators: list = []  # the unique (organization, name) check happens in the service
+        validators: list[Any] = []  # the unique (organization, name) check happens in the service
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         request = self.context.get("request")
+        self.organization_choices: QuerySet[Organization] = Organization.objects.none()
         if request is not None and request.user.is_authenticated:
-            self.fields["organization"].queryset = organizations_for(request.user, minimum_role=Role.ADMIN)
+            self.organization_choices = organizations_for(signed_in(request.user), minimum_role=Role.ADMIN)
+        # ``fields`` holds this instance's copies of the declared fields: the organization one is declared above.
+        organization = cast("serializers.PrimaryKeyRelatedField[Organization]", self.fields["organization"])
+        # The stubs type the attribute as QuerySet | Manager and mypy then reads the Manager as a descriptor.
+        organization.queryset = self.organization_choices  # type: ignore[arg-type]  # stubs: Manager as descriptor
 
     def get_secret_set(self, credential: Credential) -> dict[str, bool]:
         return services.credential_secret_markers(credential)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if self.instance is not None:
-            if "organization" in attrs and attrs["organization"] != self.instance.organization:
-                raise ValidationError({"organization": ["A credential cannot move to another organization."]})
-            if "kind" in attrs and attrs["kind"] != self.instance.kind:
-                raise ValidationError({"kind": ["The kind of a credential cannot change; create a new one."]})
-            return attrs
-        if "organization" not in attrs:
-            attrs["organization"] = sole_organization(self.fields["organization"].queryset)
+        if self.instance is None and "organization" not in attrs:
+            attrs["organization"] = sole_organization(self.organization_choices)
             if attrs["organization"] is None:
                 raise ValidationError({"organization": ["This field is required (you administer several or none)."]})
         return attrs
 
     def create(self, validated_data: dict[str, Any]) -> Credential:
-        try:
-            return services.credential_create(
-                organization=validated_data["organization"],
-                name=validated_data["name"],
-                kind=validated_data["kind"],
-                secret=validated_data["secret"],
-            )
-        except DjangoValidationError as exc:
-            raise ValidationError(_django_errors(exc)) from exc
+        return services.credential_create(
+            organization=validated_data["organization"],
+            name=validated_data["name"],
+            kind=validated_data["kind"],
+            secret=validated_data["secret"],
+        )
 
     def update(self, instance: Credential, validated_data: dict[str, Any]) -> Credential:
-        try:
-            return services.credential_update(
-                credential=instance, name=validated_data.get("name"), secret=validated_data.get("secret")
-            )
-        except DjangoValidationError as exc:
-            raise ValidationError(_django_errors(exc)) from exc
+        return services.credential_update(
+            credential=instance,
+            name=validated_data.get("name"),
+            secret=validated_data.get("secret"),
+            organization=validated_data.get("organization"),
+            kind=validated_data.get("kind"),
+        )
 
 
 class CredentialViewSet(
@@ -97,7 +92,7 @@ class CredentialViewSet(
     mixins.RetrieveModelMixin,
     mixins.UpdateModelMixin,
     mixins.DestroyModelMixin,
-    viewsets.GenericViewSet,
+    _CredentialViewSetBase,
 ):
     """Credentials of the organizations where the caller is an admin or owner."""
 
@@ -107,12 +102,12 @@ class CredentialViewSet(
     filterset_fields = ["organization", "kind"]
     ordering_fields = ["name", "created_at"]
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Credential]:
         queryset = super().get_queryset()
         if self.action == "list":
             # Listing shows only what the caller may read; a lower role sees an empty list.
             queryset = queryset.filter(
-                organization_id__in=organization_ids_for(self.request.user, minimum_role=Role.ADMIN)
+                organization_id__in=organization_ids_for(signed_in(self.request.user), minimum_role=Role.ADMIN)
             )
         return queryset
 

@@ -3,6 +3,7 @@
 import base64
 from typing import Any
 
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
 from accounts.models import Organization
@@ -10,6 +11,46 @@ from accounts.models import Organization
 from .credential_kinds import clean_fields, spec_for
 from .crypto import decrypt_json, encrypt_json, rotate
 from .models import Credential
+
+
+class CredentialInvalid(ValidationError):
+    """A credential refused: one of its kind's fields, or the credential itself (name, kind, organization).
+
+    ``message_dict`` is flat, keyed by the offending field, as the forms show
+    it. ``api_errors`` names them as the API does: the kind's fields sit under
+    ``secret`` (the API takes them there) and the one cross-field rule, the
+    unique name per organization, is the ``name`` field's error.
+    """
+
+    def __init__(self, errors: dict[str, Any], *, kind_fields: bool = False) -> None:
+        super().__init__(errors)
+        self.kind_fields = kind_fields
+
+    @property
+    def api_errors(self) -> dict[str, Any]:
+        errors = self.message_dict
+        if self.kind_fields:
+            return {"secret": errors}
+        return {("name" if key == NON_FIELD_ERRORS else key): value for key, value in errors.items()}
+
+
+def _clean_fields(
+    kind: str, data: dict[str, Any], **existing: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        return clean_fields(kind, data, **existing)
+    except ValidationError as exc:
+        # A refusal of the whole field set ("secret") or of the kind is about the credential, not one kind field.
+        raise CredentialInvalid(exc.error_dict, kind_fields=not {"secret", "kind"} & exc.error_dict.keys()) from exc
+
+
+def _save(credential: Credential) -> Credential:
+    try:
+        credential.full_clean(exclude=["secret_ciphertext"])
+    except ValidationError as exc:
+        raise CredentialInvalid(exc.error_dict) from exc
+    credential.save()
+    return credential
 
 
 def credential_create(
@@ -22,9 +63,9 @@ def credential_create(
     """Validate the kind's fields, encrypt the secret ones and store the credential.
 
     ``secret`` holds all of the kind's fields (secret and public alike, as the
-    API accepts them); invalid input raises ``ValidationError`` keyed by field.
+    API accepts them); invalid input raises ``CredentialInvalid`` keyed by field.
     """
-    public, secret_fields = clean_fields(kind, secret)
+    public, secret_fields = _clean_fields(kind, secret)
     credential = Credential(
         organization=organization,
         name=name,
@@ -32,9 +73,7 @@ def credential_create(
         public_data=public,
         secret_ciphertext=encrypt_json(secret_fields),
     )
-    credential.full_clean(exclude=["secret_ciphertext"])
-    credential.save()
-    return credential
+    return _save(credential)
 
 
 def credential_update(
@@ -42,12 +81,23 @@ def credential_update(
     credential: Credential,
     name: str | None = None,
     secret: dict[str, Any] | None = None,
+    organization: Organization | None = None,
+    kind: str | None = None,
 ) -> Credential:
-    """Rename and/or change fields; omitted fields (secret ones included) keep their value."""
+    """Rename and/or change fields; omitted fields (secret ones included) keep their value.
+
+    ``organization`` and ``kind`` may be given only as they are: a credential
+    never moves to another organization (its workflows would use a foreign
+    secret) and never changes kind (its fields would no longer fit).
+    """
+    if organization is not None and organization != credential.organization:
+        raise CredentialInvalid({"organization": ["A credential cannot move to another organization."]})
+    if kind is not None and kind != credential.kind:
+        raise CredentialInvalid({"kind": ["The kind of a credential cannot change; create a new one."]})
     if name is not None:
         credential.name = name
     if secret is not None:
-        public, secret_fields = clean_fields(
+        public, secret_fields = _clean_fields(
             credential.kind,
             secret,
             existing_public=credential.public_data,
@@ -55,9 +105,7 @@ def credential_update(
         )
         credential.public_data = public
         credential.secret_ciphertext = encrypt_json(secret_fields)
-    credential.full_clean(exclude=["secret_ciphertext"])
-    credential.save()
-    return credential
+    return _save(credential)
 
 
 def credential_reveal(credential: Credential) -> dict[str, Any]:

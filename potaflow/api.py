@@ -4,9 +4,11 @@ Every error body is ``{"detail": "<sentence>", "errors": {field: [messages]}}``;
 ``errors`` is present only for validation errors (non-field problems sit under
 ``non_field_errors``). Views call services and let their errors through: the
 exception handler turns the domain's validation errors (``WorkflowInvalid``
-and its kinds, Django's ``ValidationError``) into DRF's, a 400 in this shape.
+and its kinds, ``CredentialInvalid``, Django's ``ValidationError``) into DRF's,
+a 400 in this shape; Django's ``PermissionDenied`` is a 403 (DRF keeps its message).
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +21,7 @@ from rest_framework import exceptions, parsers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from integrations.services import CredentialInvalid
 from workflows.validation import WorkflowInvalid
 
 
@@ -26,6 +29,8 @@ def domain_error(exc: Exception) -> exceptions.ValidationError | None:
     """The DRF ValidationError (400) a domain validation error stands for, with the same field names."""
     if isinstance(exc, WorkflowInvalid):
         return exceptions.ValidationError(exc.errors)
+    if isinstance(exc, CredentialInvalid):
+        return exceptions.ValidationError(exc.api_errors)
     if isinstance(exc, DjangoValidationError):
         return exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
@@ -60,7 +65,7 @@ def _summarise(errors: dict[str, Any]) -> str:
     return "Invalid input."
 
 
-def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """``handler400``: Django's refusals of a request body (too large, too many fields, unreadable multipart).
 
     They are raised while the body is parsed, outside DRF's exception handling,
@@ -100,7 +105,7 @@ class JSONParser(parsers.JSONParser):
     ``[`` repeated 50,000 times makes ``json`` raise ``RecursionError``: a 500.
     """
 
-    def parse(self, stream, media_type=None, parser_context=None):
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         try:
             return super().parse(stream, media_type, parser_context)
         except RecursionError:

@@ -16,7 +16,7 @@ Viewers read; editors and above write, run and replay. Another
 organization's ids are 404.
 """
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -29,13 +29,14 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
-from accounts.models import Organization, Role
-from accounts.permissions import OrganizationScopedMixin, OrgRole
-from accounts.selectors import organization_ids_for, organizations_for, sole_organization
+from accounts.models import Role
+from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
+from accounts.selectors import organization_ids_for
 
-from . import dry_run, portability, recording, services, templating
+from . import dry_run, portability, recording, selectors, services, templating
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
@@ -56,7 +57,7 @@ class StepSerializer(serializers.Serializer):
     action_type = serializers.CharField(max_length=64)
     config = serializers.JSONField(required=False, default=dict)
     credential = serializers.IntegerField(required=False, allow_null=True, default=None, source="credential_id")
-    max_retries = serializers.IntegerField(required=False, default=STEP_DEFAULTS["max_retries"])
+    max_retries = serializers.IntegerField(required=False, default=int(STEP_DEFAULTS["max_retries"]))
     backoff_seconds = serializers.FloatField(required=False, default=STEP_DEFAULTS["backoff_seconds"])
     backoff_max_seconds = serializers.FloatField(required=False, default=STEP_DEFAULTS["backoff_max_seconds"])
     timeout_seconds = serializers.FloatField(required=False, default=STEP_DEFAULTS["timeout_seconds"])
@@ -139,7 +140,8 @@ class WorkflowSerializer(serializers.ModelSerializer):
         if user is None or not user.is_authenticated:
             return False
         if "editable_organization_ids" not in self.context:  # once per response, not once per workflow
-            self.context["editable_organization_ids"] = set(
+            # DRF's context is the dict every serializer of the response shares.
+            self.context["editable_organization_ids"] = set(  # type: ignore[index]  # stubs: a read-only Mapping
                 organization_ids_for(user, minimum_role=Role.EDITOR).values_list("organization_id", flat=True)
             )
         return organization_id in self.context["editable_organization_ids"]
@@ -159,8 +161,8 @@ class CredentialReferenceSerializer(serializers.Serializer):
 
 
 class ExportStepSerializer(StepSerializer):
-    position = None
-    credential = CredentialReferenceSerializer(
+    position = None  # type: ignore[assignment]  # None is how DRF drops an inherited field
+    credential = CredentialReferenceSerializer(  # type: ignore[assignment]  # by name and kind, not an id
         allow_null=True, required=False, help_text="The credential by name and kind (never its secret), or null."
     )
 
@@ -184,7 +186,10 @@ class ExportWorkflowSerializer(serializers.Serializer):
 class ExportDocumentSerializer(serializers.Serializer):
     potaflow_export = serializers.IntegerField(help_text=f"Format version: {portability.EXPORT_FORMAT}.")
     exported_at = serializers.DateTimeField(required=False)
-    source = serializers.DictField(required=False, help_text="Informative: the exported workflow's id and version.")
+    # DRF's metaclass takes declared fields off the class: this one only shares the name of Field.source.
+    source = serializers.DictField(  # type: ignore[assignment]  # a field, not Field.source
+        required=False, help_text="Informative: the exported workflow's id and version."
+    )
     template = serializers.DictField(required=False, help_text="Built-in templates: title and description.")
     workflow = ExportWorkflowSerializer()
     steps = ExportStepSerializer(many=True)
@@ -359,41 +364,22 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
     filterset_fields = ["organization", "trigger_type", "is_active"]
     ordering_fields = ["name", "created_at", "updated_at"]
 
-    def _organization_for_create(self, requested: int | None) -> Organization:
-        """The organization named in the request, or the caller's only one where they are editor or above."""
-        editable = organizations_for(self.request.user, minimum_role=Role.EDITOR)
-        if requested is not None:
-            organization = editable.filter(pk=requested).first()
-            if organization is None:
-                raise serializers.ValidationError(
-                    {"organization": [f"You are not an editor (or above) of organization {requested}."]}
-                )
-            return organization
-        organization = sole_organization(editable)
-        if organization is not None:
-            return organization
-        if not editable.exists():
-            raise exceptions.PermissionDenied("Creating a workflow needs the editor role in an organization.")
-        raise serializers.ValidationError(
-            {"organization": ["You belong to several organizations: say which one this workflow is for."]}
-        )
-
-    def perform_create(self, serializer: WorkflowSerializer) -> None:
+    def perform_create(self, serializer: "BaseSerializer[Workflow]") -> None:
+        user = signed_in(self.request.user)
         data = dict(serializer.validated_data)
-        organization = self._organization_for_create(data.pop("organization_id", None))
+        organization = selectors.organization_for_new_workflow(user, data.pop("organization_id", None))
         steps = [_step_spec(s) for s in data.pop("steps", [])]
-        serializer.instance = services.workflow_create(
-            organization=organization, created_by=self.request.user, steps=steps, **data
-        )
+        serializer.instance = services.workflow_create(organization=organization, created_by=user, steps=steps, **data)
 
-    def perform_update(self, serializer: WorkflowSerializer) -> None:
+    def perform_update(self, serializer: "BaseSerializer[Workflow]") -> None:
+        workflow = cast(Workflow, serializer.instance)  # update() built the serializer around get_object()'s workflow
         data = dict(serializer.validated_data)
-        if "organization_id" in data and data.pop("organization_id") != serializer.instance.organization_id:
+        if "organization_id" in data and data.pop("organization_id") != workflow.organization_id:
             raise serializers.ValidationError({"organization": ["A workflow cannot move to another organization."]})
         steps = data.pop("steps", None)
         if steps is not None:
             steps = [_step_spec(s) for s in steps]
-        serializer.instance = services.workflow_update(workflow=serializer.instance, steps=steps, **data)
+        serializer.instance = services.workflow_update(workflow=workflow, steps=steps, **data)
 
     def perform_destroy(self, instance: Workflow) -> None:
         services.workflow_delete(workflow=instance)
@@ -408,7 +394,9 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         workflow = self.get_object()
         body = RunPayloadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        run = services.start_manual_run(workflow=workflow, body=body.validated_data["payload"], user=request.user)
+        run = services.start_manual_run(
+            workflow=workflow, body=body.validated_data["payload"], user=signed_in(request.user)
+        )
         return Response({"run_id": str(run.pk)}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -469,11 +457,13 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         options = ImportOptionsSerializer(data=request.data.get("import") or {})
         if not options.is_valid():
             raise serializers.ValidationError({"import": options.errors})
-        organization = self._organization_for_create(options.validated_data.get("organization"))
+        organization = selectors.organization_for_new_workflow(
+            signed_in(self.request.user), options.validated_data.get("organization")
+        )
         workflow = portability.workflow_import(
             organization=organization,
             document=document,
-            created_by=request.user,
+            created_by=signed_in(request.user),
             name=options.validated_data.get("name") or None,
             credentials=options.validated_data.get("credentials"),
         )
@@ -589,7 +579,7 @@ class IsEditorSomewhere(IsAuthenticated):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return super().has_permission(request, view) and (
-            organization_ids_for(request.user, minimum_role=Role.EDITOR).exists()
+            organization_ids_for(signed_in(request.user), minimum_role=Role.EDITOR).exists()
         )
 
 

@@ -29,6 +29,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accounts.models import Role
+from accounts.permissions import signed_in
 from accounts.selectors import membership_for
 
 from .admin.widgets import human_duration
@@ -39,7 +40,7 @@ POLL_INTERVAL_MS = 1000
 
 
 def _get_run(request: HttpRequest, run_id: Any) -> Run:
-    run = runs_visible_to(request.user).filter(pk=run_id).first()
+    run = runs_visible_to(signed_in(request.user)).filter(pk=run_id).first()
     if run is None:
         raise Http404("No run with this id in your organizations.")
     return run

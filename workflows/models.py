@@ -159,12 +159,19 @@ class WorkflowVersion(models.Model):
         return f"{self.workflow_id} v{self.number}"
 
 
-# What started a run: one of the workflow trigger types (a manual run is possible for every
-# workflow), or a replay of an earlier run. Built from TriggerType so the two never drift apart.
-RunTrigger = models.TextChoices(
-    "RunTrigger",
-    [(member.name, (member.value, member.label)) for member in TriggerType] + [("REPLAY", ("replay", "Replay"))],
-)
+class RunTrigger(models.TextChoices):
+    """What started a run: one of the workflow trigger types (a manual run is possible for every
+    workflow), or a replay of an earlier run.
+
+    A class rather than ``TextChoices("RunTrigger", [...])`` built from ``TriggerType``, so type
+    checkers know its members; each takes its value and label from ``TriggerType``, and a test
+    holds the two sets of members together.
+    """
+
+    WEBHOOK = TriggerType.WEBHOOK.value, TriggerType.WEBHOOK.label
+    SCHEDULE = TriggerType.SCHEDULE.value, TriggerType.SCHEDULE.label
+    MANUAL = TriggerType.MANUAL.value, TriggerType.MANUAL.label
+    REPLAY = "replay", "Replay"
 
 
 class RunStatus(models.TextChoices):

@@ -9,11 +9,12 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from accounts.models import User
-from accounts.selectors import scope_to_user
+from accounts.models import Organization, Role, User
+from accounts.selectors import organizations_for, scope_to_user, sole_organization
 
 from .models import Run, RunStatus, Workflow
 
@@ -30,6 +31,29 @@ def runs_visible_to(user: User) -> QuerySet:
     """Runs (with their workflow and organization) the user may see: every run for a superuser."""
     runs = Run.objects.select_related("workflow", "workflow__organization")
     return runs if user.is_superuser else scope_to_user(runs, user, organization_field="workflow__organization")
+
+
+def organization_for_new_workflow(user: User, requested: int | None) -> Organization:
+    """Where a new (created or imported) workflow goes: the organization named, or the user's only one.
+
+    Either way the user must be an editor (or above) there. Raises
+    ``ValidationError`` on ``organization`` (not an editor of the one named,
+    or several to choose from), ``PermissionDenied`` when they edit nowhere.
+    """
+    editable = organizations_for(user, minimum_role=Role.EDITOR)
+    if requested is not None:
+        organization = editable.filter(pk=requested).first()
+        if organization is None:
+            raise ValidationError({"organization": [f"You are not an editor (or above) of organization {requested}."]})
+        return organization
+    organization = sole_organization(editable)
+    if organization is not None:
+        return organization
+    if not editable.exists():
+        raise PermissionDenied("Creating a workflow needs the editor role in an organization.")
+    raise ValidationError(
+        {"organization": ["You belong to several organizations: say which one this workflow is for."]}
+    )
 
 
 def with_run_summary(workflows: QuerySet, *, now: datetime | None = None) -> QuerySet:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from accounts.models import Membership, Role
 from integrations.models import Credential
 from integrations.services import credential_create, credential_reveal
 
@@ -135,3 +136,16 @@ def test_the_action_catalogue_lists_every_action_with_schema_and_credential_kind
 
 def test_the_action_catalogue_needs_a_login(db, client):
     assert client.get("/api/actions/").status_code == 401
+
+
+def test_an_update_cannot_move_the_credential_or_change_its_kind(world):
+    cred = create(world).json()
+    Membership.objects.create(user=world.users["owner"], organization=world.globex, role=Role.OWNER)
+    client = world.client("owner")
+    response = client.patch(f"{URL}{cred['id']}/", {"organization": world.globex.pk}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"organization": ["A credential cannot move to another organization."]}
+    response = client.patch(f"{URL}{cred['id']}/", {"kind": "http_bearer"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"kind": ["The kind of a credential cannot change; create a new one."]}
+    assert Credential.objects.get(pk=cred["id"]).kind == "smtp"

@@ -10,20 +10,31 @@ rest on the workflow form.
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import models
+from django.forms.formsets import DELETION_FIELD_NAME
 from django.forms.models import BaseInlineFormSet
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from accounts.models import Organization
 from integrations.registry import all_actions
 
 from .. import services
 from ..models import STEP_POLICY_FIELDS, Step, Workflow
 from ..signatures import SIGNING_FIELDS
 from .widgets import pretty_json
+
+if TYPE_CHECKING:
+    _StepModelForm = forms.ModelForm[Step]
+    _WorkflowModelForm = forms.ModelForm[Workflow]
+    _StepFormSetBase = BaseInlineFormSet[Step, Workflow, forms.ModelForm[Step]]
+else:  # Django's form classes are not subscriptable at run time
+    _StepModelForm = _WorkflowModelForm = forms.ModelForm
+    _StepFormSetBase = BaseInlineFormSet
 
 STEP_PATH_RE = re.compile(r"^steps\[(\d+)\](?:\.(\w+))?")
 # The Step inline's columns: the step's fields (``models.STEP_POLICY_FIELDS`` is the one list of the
@@ -95,8 +106,8 @@ def action_reference() -> SafeString:
 def attach_errors(
     errors: dict[str, list[str]],
     *,
-    workflow_form: forms.Form | None,
-    step_forms: Sequence[forms.Form],
+    workflow_form: forms.BaseForm | None,
+    step_forms: Sequence[forms.BaseForm],
 ) -> list[str]:
     """Put each service error on the field it names; return those that fit nowhere.
 
@@ -129,12 +140,20 @@ class TemplateImportForm(forms.Form):
     chosen one belongs to the chosen organization.
     """
 
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    organization: "forms.ModelChoiceField[Organization]" = forms.ModelChoiceField(queryset=None, empty_label=None)
     name = forms.CharField(max_length=150)
 
-    def __init__(self, *args: Any, organizations: Any, references: Sequence[dict], credentials: Any, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        organizations: Any,
+        references: Sequence[dict[str, Any]],
+        credentials: Any,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["organization"].queryset = organizations
+        # ``fields`` holds this form's copies of the declared fields (the organization one is declared above).
+        cast("forms.ModelChoiceField[Organization]", self.fields["organization"]).queryset = organizations
         self.references = list(references)
         for index, reference in enumerate(self.references):
             choices = [
@@ -160,7 +179,7 @@ class TemplateImportForm(forms.Form):
 
 
 # -- the workflow page's forms ------------------------------------------------------------
-class StepForm(forms.ModelForm):
+class StepForm(_StepModelForm):
     action_type = forms.ChoiceField(choices=(), help_text="From the action registry.")
     config = PrettyJSONField(
         required=False,
@@ -176,12 +195,13 @@ class StepForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # A blank first choice: an untouched extra row must post "", or Django sees it as changed.
-        self.fields["action_type"].choices = [("", "— choose an action —"), *action_choices()]
+        action_type = cast(forms.ChoiceField, self.fields["action_type"])  # declared above
+        action_type.choices = [("", "— choose an action —"), *action_choices()]
         self.fields["position"].required = False
         self.fields["position"].help_text = "Order of execution (renumbered from 0 on save)."
 
 
-class StepFormSet(BaseInlineFormSet):
+class StepFormSet(_StepFormSetBase):
     def clean(self) -> None:
         """Validate the whole definition with the service, before anything is saved.
 
@@ -190,7 +210,7 @@ class StepFormSet(BaseInlineFormSet):
         round; a service message is dropped where the row's field already has an error.
         """
         super().clean()
-        ordered = self.ordered_forms()
+        ordered = self.step_forms()
         try:
             services.workflow_validate(workflow=self.instance, steps=self.step_specs())
         except services.WorkflowInvalid as exc:
@@ -204,25 +224,26 @@ class StepFormSet(BaseInlineFormSet):
             if leftovers:
                 raise ValidationError(leftovers) from None
 
-    def ordered_forms(self) -> list[forms.Form]:
-        """The step forms in execution order: ``step_specs()[i]`` comes from ``ordered_forms()[i]``.
+    def step_forms(self) -> "list[forms.ModelForm[Step]]":
+        """The step forms in execution order: ``step_specs()[i]`` comes from ``step_forms()[i]``.
 
         An untouched extra row is not a step; a row someone started is, even with errors.
         """
         rows = [
             form
             for index, form in enumerate(self.forms)
-            if (index < self.initial_form_count() or form.has_changed()) and not self._should_delete_form(form)
+            if (index < self.initial_form_count() or form.has_changed())
+            and not form.cleaned_data.get(DELETION_FIELD_NAME, False)
         ]
         position = lambda form: form.cleaned_data.get("position")  # noqa: E731
         rows.sort(key=lambda form: position(form) if position(form) is not None else 10_000)
         return rows
 
     def step_specs(self) -> list[dict[str, Any]]:
-        return [{f: form.cleaned_data.get(f) for f in STEP_FIELDS if f != "position"} for form in self.ordered_forms()]
+        return [{f: form.cleaned_data.get(f) for f in STEP_FIELDS if f != "position"} for form in self.step_forms()]
 
 
-def _already_reported(path: str, step_forms: list[forms.Form]) -> bool:
+def _already_reported(path: str, step_forms: Sequence[forms.BaseForm]) -> bool:
     """True when the service's ``steps[i].field`` message repeats an error the row's form already shows."""
     match = STEP_PATH_RE.match(path)
     if not match or int(match.group(1)) >= len(step_forms):
@@ -232,7 +253,7 @@ def _already_reported(path: str, step_forms: list[forms.Form]) -> bool:
     return bool(form.errors) and (field in form.errors or field not in form.fields)
 
 
-class WorkflowForm(forms.ModelForm):
+class WorkflowForm(_WorkflowModelForm):
     """Workflow fields, checked by the service; the webhook secret is write-only."""
 
     webhook_secret = forms.CharField(
@@ -270,7 +291,9 @@ class WorkflowForm(forms.ModelForm):
                 self.fields[name].required = False
 
     def _clean_choice(self, name: str) -> str:
-        return self.cleaned_data.get(name) or Workflow._meta.get_field(name).get_default()
+        field = Workflow._meta.get_field(name)
+        default = field.get_default() if isinstance(field, models.Field) else ""  # always a model field here
+        return self.cleaned_data.get(name) or default
 
     def clean_signature_scheme(self) -> str:
         return self._clean_choice("signature_scheme")
@@ -296,7 +319,8 @@ class WorkflowForm(forms.ModelForm):
         return value or self._stored_previous
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        # Django's hook once the form's values are on the instance.
+        super()._post_clean()  # type: ignore[misc]  # the stubs leave this Django hook out
         try:
             services.workflow_validate(workflow=self.instance, steps=[])
         except services.WorkflowInvalid as exc:

@@ -7,7 +7,7 @@ selected, an estimated count once the list is large, and every filter served
 by an index in the list's order (``Run.Meta.indexes``).
 """
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.admin_mixins import OrganizationScopedAdmin, ParentPermissionsInlineMixin
 from accounts.models import Role
+from accounts.permissions import signed_in
 
 from .. import recording, selectors, services
 from ..models import Run, StepRun
@@ -58,9 +59,12 @@ class RunListPaginator(Paginator):
 
     EXACT_BELOW = 10_000
 
+    def _runs(self) -> "QuerySet[Run]":
+        return cast("QuerySet[Run]", self.object_list)  # the run list's queryset (RunAdmin.paginator)
+
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
+        queryset = self._runs()
         connection = connections[queryset.db]
         if connection.vendor != "postgresql":
             return super().count
@@ -77,8 +81,9 @@ class RunListPaginator(Paginator):
         top = bottom + self.per_page
         if top + self.orphans >= self.count:
             top = self.count
-        ids = list(self.object_list.values_list("pk", flat=True)[bottom:top])
-        return self._get_page(self.object_list.filter(pk__in=ids), number, self)
+        ids = list(self._runs().values_list("pk", flat=True)[bottom:top])
+        # Django's hook for the Page class (what Paginator.page calls).
+        return self._get_page(self._runs().filter(pk__in=ids), number, self)  # type: ignore[attr-defined]  # not in stubs
 
 
 class RunChangeList(ChangeList):
@@ -94,8 +99,9 @@ class WorkflowListFilter(admin.SimpleListFilter):
     title = "workflow"
     parameter_name = "workflow__id__exact"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[int, str]]:
-        return [(w.pk, str(w)) for w in selectors.workflows_visible_to(request.user).only("name")]
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        # Query-string values: Django compares str(lookup) with the parameter anyway.
+        return [(str(w.pk), str(w)) for w in selectors.workflows_visible_to(signed_in(request.user)).only("name")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(workflow_id=self.value()) if self.value() else queryset
@@ -290,7 +296,7 @@ class RunAdmin(OrganizationScopedAdmin):
                 continue
             try:
                 services.start_manual_run(
-                    workflow=run.workflow, body=(run.payload or {}).get("body"), user=request.user
+                    workflow=run.workflow, body=(run.payload or {}).get("body"), user=signed_in(request.user)
                 )
             except services.PayloadInvalid as exc:
                 self.message_user(request, f"Run {run.pk}: {exc.message}", messages.WARNING)

@@ -11,11 +11,14 @@ field they concern) uses ``widgets`` (HTML pieces) and ``forms`` (forms, error
 placement) and the templates in ``templates/admin/workflows/``.
 """
 
-from typing import Any
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.forms.formsets import BaseFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
@@ -24,11 +27,13 @@ from django.utils.html import format_html
 
 from accounts.admin_mixins import OrganizationScopedAdmin, ParentPermissionsInlineMixin
 from accounts.models import Role
+from accounts.permissions import signed_in
 from integrations.models import Credential
 
 from .. import portability, selectors, services
 from ..api import webhook_url
 from ..models import RunStatus, Step, TriggerType, Workflow
+from ..validation import WORKFLOW_FIELDS
 from .forms import (
     STEP_FIELDS,
     RunNowForm,
@@ -40,6 +45,20 @@ from .forms import (
     action_schemas,
 )
 from .widgets import schedule_preview, status_badge, webhook_url_field
+
+
+class RunSummary(TypedDict):
+    """What ``selectors.with_run_summary`` annotates each workflow of the list with."""
+
+    last_run_status: str | None
+    last_run_at: datetime | None
+    runs_last_24h: int
+
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    SummarisedWorkflow = WithAnnotations[Workflow, RunSummary]
 
 
 class StepInline(ParentPermissionsInlineMixin, admin.TabularInline):
@@ -144,7 +163,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is not None and not self.has_change_permission(request, obj):
             # Read-only: no secret input, and only the saved trigger type's fields.
-            keep = {
+            keep: dict[str, set[str]] = {
                 # No webhook URL for viewers: it is the capability to trigger runs.
                 TriggerType.WEBHOOK: {"webhook_secret_status", "signature_scheme"},
                 TriggerType.SCHEDULE: {"schedule", "schedule_preview", "timezone"},
@@ -162,14 +181,15 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         return self.readonly_fields
 
     @admin.display(description="Last run", ordering="last_run_at")
-    def last_run(self, workflow: Workflow) -> str:
-        if not getattr(workflow, "last_run_status", None):
+    def last_run(self, workflow: "SummarisedWorkflow") -> str:
+        status = getattr(workflow, "last_run_status", None)
+        if not status:
             return "never"
         when = timezone.localtime(workflow.last_run_at).strftime("%Y-%m-%d %H:%M")
-        return format_html("{} {}", status_badge(workflow.last_run_status), when)
+        return format_html("{} {}", status_badge(status), when)
 
     @admin.display(description="Runs (24 h)", ordering="runs_last_24h")
-    def runs_24h(self, workflow: Workflow) -> int:
+    def runs_24h(self, workflow: "SummarisedWorkflow") -> int:
         return workflow.runs_last_24h
 
     @admin.display(description="Webhook URL")
@@ -227,7 +247,9 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         form = RunNowForm(request.POST or None, initial={"payload": {}})
         if request.method == "POST" and form.is_valid():
             try:
-                run = services.start_manual_run(workflow=workflow, body=form.cleaned_data["payload"], user=request.user)
+                run = services.start_manual_run(
+                    workflow=workflow, body=form.cleaned_data["payload"], user=signed_in(request.user)
+                )
             except services.PayloadInvalid as exc:
                 form.add_error("payload", exc.message)
             else:
@@ -265,7 +287,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                 workflow = portability.workflow_import(
                     organization=form.cleaned_data["organization"],
                     document=template.document,
-                    created_by=request.user,
+                    created_by=signed_in(request.user),
                     name=form.cleaned_data["name"],
                     credentials=form.credential_mapping(),
                 )
@@ -301,16 +323,18 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         workflow: Workflow = form.instance  # webhook_secret: WorkflowForm kept the stored one when left empty
         step_formset = next((fs for fs in formsets if isinstance(fs, StepFormSet)), None)
         steps = step_formset.step_specs() if step_formset is not None else None
-        fields = {name: getattr(workflow, name) for name in services.WORKFLOW_FIELDS}
+        fields = {name: getattr(workflow, name) for name in WORKFLOW_FIELDS}
         if change:
             services.workflow_update(workflow=workflow, steps=steps, **fields)
         else:
             created = services.workflow_create(
-                organization=workflow.organization, created_by=request.user, steps=steps or [], **fields
+                organization=workflow.organization, created_by=signed_in(request.user), steps=steps or [], **fields
             )
             workflow.pk, workflow.version, workflow.webhook_token = created.pk, created.version, created.webhook_token
 
-    def construct_change_message(self, request: HttpRequest, form: Any, formsets: list, add: bool) -> list:
+    def construct_change_message(
+        self, request: HttpRequest, form: Any, formsets: "Iterable[BaseFormSet[Any]]", add: bool = False
+    ) -> list[dict[str, dict[str, list[str]]]]:
         # The steps were replaced as a whole by the service, not saved form by form.
         message = super().construct_change_message(request, form, [], add)
         if any(fs.has_changed() for fs in formsets):
@@ -333,6 +357,6 @@ class WorkflowAdmin(OrganizationScopedAdmin):
         for workflow in queryset:
             if not self._has_role(request, Role.EDITOR, workflow):
                 continue
-            services.start_manual_run(workflow=workflow, body={}, user=request.user)  # {} is always storable
+            services.start_manual_run(workflow=workflow, body={}, user=signed_in(request.user))  # {} is always storable
             started += 1
         self.message_user(request, f"Started {started} run(s).", messages.SUCCESS)

@@ -187,3 +187,9 @@ def test_runs_list_pages_by_cursor_without_a_count(viewer, wf, monkeypatch):
         pages += 1
     assert seen == [str(r.pk) for r in Run.objects.filter(workflow=wf).order_by("-created_at", "-id")]
     assert (len(seen), pages) == (5, 3)
+
+
+def test_create_without_the_editor_role_anywhere_is_a_403_saying_so(viewer):
+    response = client_for(viewer).post("/api/workflows/", {"name": "X"}, format="json")
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Creating a workflow needs the editor role in an organization."}
