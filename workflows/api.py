@@ -374,12 +374,13 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
     def perform_update(self, serializer: "BaseSerializer[Workflow]") -> None:
         workflow = cast(Workflow, serializer.instance)  # update() built the serializer around get_object()'s workflow
         data = dict(serializer.validated_data)
-        if "organization_id" in data and data.pop("organization_id") != workflow.organization_id:
-            raise serializers.ValidationError({"organization": ["A workflow cannot move to another organization."]})
+        organization_id = data.pop("organization_id", None)
         steps = data.pop("steps", None)
         if steps is not None:
             steps = [_step_spec(s) for s in steps]
-        serializer.instance = services.workflow_update(workflow=workflow, steps=steps, **data)
+        serializer.instance = services.workflow_update(
+            workflow=workflow, steps=steps, organization_id=organization_id, **data
+        )
 
     def perform_destroy(self, instance: Workflow) -> None:
         services.workflow_delete(workflow=instance)

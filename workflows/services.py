@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Model
 from django.utils import timezone
@@ -105,17 +106,25 @@ def workflow_create(
 
 
 def workflow_update(
-    *, workflow: Workflow, steps: Sequence[Mapping[str, Any]] | None = None, **changes: Any
+    *,
+    workflow: Workflow,
+    steps: Sequence[Mapping[str, Any]] | None = None,
+    organization_id: int | None = None,
+    **changes: Any,
 ) -> Workflow:
     """Change fields (``name``, ``is_active``, ``schedule``...) and/or replace all steps.
 
     ``steps=None`` keeps the steps; a list replaces them (positions from list order).
+    ``organization_id``, when given, must be the workflow's own: a workflow never
+    moves to another organization (its credentials and runs belong to this one).
     Submitting what is already stored (an admin page saved untouched) writes
     nothing and keeps the version: a version names a definition, not a save.
     """
     unknown = set(changes) - set(WORKFLOW_FIELDS)
     if unknown:
         raise TypeError(f"workflow_update got unknown fields: {sorted(unknown)}")
+    if organization_id is not None and organization_id != workflow.organization_id:
+        raise ValidationError({"organization": ["A workflow cannot move to another organization."]})
     with transaction.atomic():
         # Apply the changes to the locked row, not to the caller's instance: that
         # one may be stale (a token rotated since it was read must not come back).

@@ -193,3 +193,15 @@ def test_create_without_the_editor_role_anywhere_is_a_403_saying_so(viewer):
     response = client_for(viewer).post("/api/workflows/", {"name": "X"}, format="json")
     assert response.status_code == 403
     assert response.json() == {"detail": "Creating a workflow needs the editor role in an organization."}
+
+
+def test_a_workflow_cannot_move_to_another_organization(editor, wf, other_org):
+    Membership.objects.create(user=editor, organization=other_org, role=Role.EDITOR)
+    response = client_for(editor).patch(f"/api/workflows/{wf.pk}/", {"organization": other_org.pk}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"organization": ["A workflow cannot move to another organization."]}
+    wf.refresh_from_db()
+    assert wf.organization_id != other_org.pk
+    # Naming its own organization is no move.
+    same = client_for(editor).patch(f"/api/workflows/{wf.pk}/", {"organization": wf.organization_id}, format="json")
+    assert same.status_code == 200, same.json()
