@@ -24,7 +24,7 @@ from rest_framework_simplejwt.token_blacklist import models as blacklist_models
 from . import services
 from .admin_login import ThrottledAdminAuthenticationForm
 from .admin_mixins import OrganizationScopedAdmin
-from .models import Membership, Organization, Role, User
+from .models import Membership, Organization, Role, User, normalize_email
 from .permissions import signed_in
 from .selectors import colleagues_of
 
@@ -38,7 +38,7 @@ class UserCreationForm(AdminUserCreationForm):
         fields = ("email",)
 
     def clean_email(self) -> str:
-        email = services.normalize_email(self.cleaned_data["email"])
+        email = normalize_email(self.cleaned_data["email"])
         if User.objects.filter(email__iexact=email).exists():
             raise ValidationError("A user with this email already exists.")
         return email

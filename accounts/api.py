@@ -28,7 +28,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from . import services
 from .login_throttle import LoginThrottled
-from .models import Membership, Organization, Role, User
+from .models import Membership, Organization, Role, User, normalize_email
 from .permissions import OrganizationScopedMixin, OrgRole, signed_in
 from .selectors import membership_for, scope_to_user
 from .throttles import AuthRateThrottle
@@ -99,7 +99,7 @@ class EmailTokenObtainPairSerializer(TokenObtainPairSerializer):
     token_class = FamilyRefreshToken
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
-        attrs[self.username_field] = attrs[self.username_field].strip().lower()
+        attrs[self.username_field] = normalize_email(attrs[self.username_field])
         return super().validate(attrs)
 
 

@@ -29,6 +29,8 @@ from rest_framework.settings import api_settings
 
 from potaflow.client_ip import client_ip
 
+from .models import normalize_email
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])[a-z]*\s*$", re.I)
 
@@ -61,10 +63,6 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-def _normalize(email: str) -> str:
-    return email.strip().lower()
-
-
 def _window(prefix: str, rate: Rate, now: float) -> tuple[str, int]:
     """Fixed window: the key of the current one and the seconds left in it."""
     index = int(now // rate.seconds)
@@ -73,7 +71,7 @@ def _window(prefix: str, rate: Rate, now: float) -> tuple[str, int]:
 
 def _buckets(request: HttpRequest, email: str) -> list[tuple[str, Rate]]:
     address = client_ip(request)
-    account = _digest(_normalize(email))
+    account = _digest(normalize_email(email))
     # djangorestframework-stubs type the rates as numbers; DRF's rates are strings ("20/min").
     address_rate = parse_rate(api_settings.DEFAULT_THROTTLE_RATES["auth"])  # type: ignore[arg-type]
     buckets = [(f"potaflow:login:addr:{_digest(address)}", address_rate)]
@@ -103,7 +101,7 @@ def login_record(*, request: HttpRequest, email: str, succeeded: bool) -> None:
     if succeeded:
         days = settings.POTAFLOW_LOGIN_KNOWN_ADDRESS_DAYS
         if days > 0:
-            cache.set(_known_key(_digest(_normalize(email)), client_ip(request)), 1, days * 86400)
+            cache.set(_known_key(_digest(normalize_email(email)), client_ip(request)), 1, days * 86400)
         return
     now = time.time()
     for prefix, rate in _buckets(request, email):

@@ -6,13 +6,21 @@ from django.db import models
 from django.utils import timezone
 
 
+def normalize_email(email: str) -> str:
+    """How an address is stored and compared: trimmed, lower-cased (a login ignores case).
+
+    The one rule for the manager, services, the login serializer and the login throttle.
+    """
+    return BaseUserManager.normalize_email(email.strip()).lower()
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
     def _create_user(self, email: str, password: str | None, **extra) -> "User":
         if not email:
             raise ValueError("An email address is required.")
-        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user = self.model(email=normalize_email(email), **extra)
         user.set_password(password)
         user.save(using=self._db)
         return user

@@ -27,15 +27,10 @@ from django.utils.text import slugify
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from .models import Membership, Organization, Role, TokenFamily, User
+from .models import Membership, Organization, Role, TokenFamily, User, normalize_email
 
 MANAGER_ROLES = (Role.ADMIN, Role.OWNER)
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner; make someone else owner first."
-
-
-def normalize_email(email: str) -> str:
-    """Emails are stored lower-case (UserManager), so every lookup must be too."""
-    return User.objects.normalize_email(email.strip()).lower()
 
 
 def _unique_slug(name: str) -> str:
