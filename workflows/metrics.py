@@ -29,7 +29,7 @@ whichever worker answers the scrape; they are per host (sum them over
 instances) and restart from zero with gunicorn (Prometheus' ``rate()``
 handles resets).
 
-The gauge ``potaflow_broker_queue_length`` asks the broker at scrape time
+The gauge ``potaflow_broker_queue_length`` (one sample per queue the workers consume) asks the broker at scrape time
 (``potaflow.broker``); it is left out of a scrape when the broker does not answer.
 """
 
@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, QuerySet, Sum
 from django.db.models.signals import pre_delete
@@ -407,16 +408,19 @@ class DatabaseCollector:
         yield from self._broker()
 
     def _broker(self) -> Iterator[Metric]:
-        try:
-            probe = probe_queue()
-        except Exception as exc:  # noqa: BLE001 - any broker failure: leave the gauge out of this scrape
-            logger.warning("metrics: broker queue length unavailable: %s: %s", type(exc).__name__, exc)
-            return
-        yield GaugeMetricFamily(
-            "potaflow_broker_queue_length",
-            f"Messages waiting in the broker's {probe.queue!r} queue for a worker.",
-            value=probe.length,
+        # Every queue the workers consume: steps and sweeps in the default one, beat's
+        # firings in their own (settings.CELERY_TASK_QUEUES).
+        gauge = GaugeMetricFamily(
+            "potaflow_broker_queue_length", "Messages waiting in a broker queue for a worker.", labels=["queue"]
         )
+        for queue in settings.CELERY_TASK_QUEUES:
+            try:
+                probe = probe_queue(queue.name)
+            except Exception as exc:  # noqa: BLE001 - any broker failure: leave the gauge out of this scrape
+                logger.warning("metrics: broker queue length unavailable: %s: %s", type(exc).__name__, exc)
+                return
+            gauge.add_metric([probe.queue], probe.length)
+        yield gauge
 
 
 class _InProcessCollector:

@@ -216,10 +216,15 @@ def test_a_malformed_body_is_an_invalid_refusal(hook_wf):
 @pytest.mark.slow  # starts its own redis-server when the broker is Redis
 def test_the_broker_queue_length_counts_waiting_messages(db):
     with IsolatedBroker():
-        assert value(scrape(), "potaflow_broker_queue_length") == 0
+        assert value(scrape(), "potaflow_broker_queue_length", queue="celery") == 0
+        assert value(scrape(), "potaflow_broker_queue_length", queue="potaflow.schedules") == 0
         for _ in range(3):
             current_app.send_task("workflows.recover_stalled_runs")
-        assert value(scrape(), "potaflow_broker_queue_length") == 3
+        current_app.send_task("workflows.fire_schedules", args=([], "2026-12-01T00:00:00+00:00"))
+        samples = scrape()
+        assert value(samples, "potaflow_broker_queue_length", queue="celery") == 3
+        # beat's firings wait in their own queue (settings.CELERY_TASK_ROUTES), counted apart
+        assert value(samples, "potaflow_broker_queue_length", queue="potaflow.schedules") == 1
 
 
 def test_a_broker_that_does_not_answer_leaves_only_its_gauge_out(db, settings):
