@@ -4,13 +4,15 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.admin_login import login as admin_login
+from workflows.admin import hide_beat_tables
 
 from .health import healthz
 from .metrics import metrics
 
 # SimpleAdminConfig (settings.INSTALLED_APPS): the admin modules load here, in
-# the processes that serve URLs; workflows.admin then hides beat's tables.
+# the processes that serve URLs, and only then can beat's tables be hidden.
 admin.autodiscover()
+hide_beat_tables()
 
 # Unknown URLs and crashes under /api/ answer in the API's error shape (potaflow.api).
 handler400 = "potaflow.api.bad_request"

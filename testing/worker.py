@@ -475,7 +475,10 @@ def pytest_runtest_teardown(item, nextitem):
     """
     manager = getattr(item.config, "_potaflow_worker_manager", None)
     worker = manager.worker if manager is not None else None
-    uses_committed_rows = {"transactional_db", "live_server", "celery_worker"} & set(getattr(item, "fixturenames", ()))
+    marker = item.get_closest_marker("django_db")
+    uses_committed_rows = bool(
+        {"transactional_db", "live_server", "celery_worker"} & set(getattr(item, "fixturenames", ()))
+    ) or (marker is not None and marker.kwargs.get("transaction", False))
     if worker is not None and worker.alive and uses_committed_rows:
         _quiesce(worker)
     yield

@@ -10,20 +10,24 @@ from django_celery_beat import models as beat_models
 
 from . import run, workflow
 
-__all__ = ["run", "workflow"]
+__all__ = ["hide_beat_tables", "run", "workflow"]
 
-# Beat's tables are driven by the workflows (``schedules.schedule_sync``): not
-# editable by hand, since a PeriodicTask edited there would drift from its
-# workflow. ``admin.autodiscover()`` imports django_celery_beat's admin before
-# this one (INSTALLED_APPS order), so they are registered by now. This lives
-# with the admin rather than in ``apps.ready`` because the admin loads with the
-# URLs only (SimpleAdminConfig), which keeps it out of worker and beat.
-for _model in (
-    beat_models.PeriodicTask,
-    beat_models.IntervalSchedule,
-    beat_models.CrontabSchedule,
-    beat_models.SolarSchedule,
-    beat_models.ClockedSchedule,
-):
-    if admin.site.is_registered(_model):
-        admin.site.unregister(_model)
+
+def hide_beat_tables() -> None:
+    """Beat's tables are driven by the workflows (``schedules.schedule_sync``): not editable by hand.
+
+    A PeriodicTask edited there would drift from its workflow. Called by
+    ``potaflow.urls`` right after ``admin.autodiscover()`` has registered
+    django_celery_beat's admin (whatever imported which admin module first).
+    The admin loads with the URLs only (SimpleAdminConfig), which keeps it out
+    of worker and beat, so this cannot live in ``apps.ready``.
+    """
+    for model in (
+        beat_models.PeriodicTask,
+        beat_models.IntervalSchedule,
+        beat_models.CrontabSchedule,
+        beat_models.SolarSchedule,
+        beat_models.ClockedSchedule,
+    ):
+        if admin.site.is_registered(model):
+            admin.site.unregister(model)
