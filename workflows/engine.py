@@ -144,11 +144,11 @@ def run_step(
 _CLAIM_PENDING_SQL = """
 WITH claimed AS (
     UPDATE workflows_steprun AS s
-       SET status = 'running', attempts = s.attempts + 1, claim_token = %(token)s, started_at = %(now)s,
+       SET status = %(step_running)s, attempts = s.attempts + 1, claim_token = %(token)s, started_at = %(now)s,
            finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s
       FROM workflows_run AS r
-     WHERE s.run_id = %(run)s AND s.position = %(position)s AND s.status = 'pending'
-       AND r.id = s.run_id AND r.status IN ('queued', 'running'){below_limit}
+     WHERE s.run_id = %(run)s AND s.position = %(position)s AND s.status = %(step_pending)s
+       AND r.id = s.run_id AND r.status IN (%(run_queued)s, %(run_running)s){below_limit}
     RETURNING s.id, s.key, s.attempts
 ), opened AS (
     INSERT INTO workflows_stepattempt
@@ -156,8 +156,8 @@ WITH claimed AS (
     SELECT id, attempts, '', %(now)s, '', '', %(host)s, %(pid)s FROM claimed
 ), started AS (
     UPDATE workflows_run
-       SET status = 'running', started_at = %(now)s, last_progress_at = %(now)s
-     WHERE id = %(run)s AND status = 'queued' AND EXISTS (SELECT 1 FROM claimed)
+       SET status = %(run_running)s, started_at = %(now)s, last_progress_at = %(now)s
+     WHERE id = %(run)s AND status = %(run_queued)s AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT claimed.id, claimed.key, claimed.attempts,
        r.workflow_id, w.organization_id, r.version_id, r.workflow_version, r.trigger, r.payload,
@@ -182,8 +182,15 @@ _BELOW_LIMIT = """
        AND (SELECT count(*) FROM workflows_steprun AS busy
               JOIN workflows_run AS busy_run ON busy_run.id = busy.run_id
               JOIN workflows_workflow AS busy_wf ON busy_wf.id = busy_run.workflow_id
-             WHERE busy.status = 'running' AND busy.lease_expires_at > %(now)s
+             WHERE busy.status = %(step_running)s AND busy.lease_expires_at > %(now)s
                AND busy_wf.organization_id = %(organization)s) < %(limit)s"""
+# Status values come from their TextChoices, as parameters (the SQL above names none).
+_STATUSES = {
+    "step_pending": StepRunStatus.PENDING.value,
+    "step_running": StepRunStatus.RUNNING.value,
+    "run_queued": RunStatus.QUEUED.value,
+    "run_running": RunStatus.RUNNING.value,
+}
 _CLAIM_PENDING = _CLAIM_PENDING_SQL.format(below_limit="")
 _CLAIM_PENDING_BELOW_LIMIT = _CLAIM_PENDING_SQL.format(below_limit=_BELOW_LIMIT)
 
@@ -206,6 +213,7 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         "host": recording.WORKER_HOST,
         "pid": os.getpid(),
         "cached": definitions.known(),  # the definition comes with the claim unless this process has it
+        **_STATUSES,
     }
     limit = org_step_limit(_organization_count())
     with connection.cursor() as cursor:

@@ -254,13 +254,13 @@ def record_success(attempt: Attempt, output: Any) -> bool:
 _RECORD_SUCCESS_SQL = """
 WITH done AS (
     UPDATE workflows_steprun
-       SET status = 'succeeded', rendered_config = %(config)s::jsonb, error = '', finished_at = %(now)s,
+       SET status = %(step_succeeded)s, rendered_config = %(config)s::jsonb, error = '', finished_at = %(now)s,
            duration_ms = %(duration)s, next_attempt_at = NULL, lease_expires_at = NULL, output = %(output)s::jsonb
-     WHERE id = %(step)s AND status = 'running' AND attempts = %(number)s
+     WHERE id = %(step)s AND status = %(step_running)s AND attempts = %(number)s
     RETURNING id
 ), closed AS (
     UPDATE workflows_stepattempt
-       SET outcome = 'succeeded', finished_at = %(now)s, duration_ms = %(duration)s, error = '',
+       SET outcome = %(attempt_succeeded)s, finished_at = %(now)s, duration_ms = %(duration)s, error = '',
            request = %(request)s::jsonb, response_status = %(status)s, response_excerpt = %(excerpt)s
      WHERE step_run_id IN (SELECT id FROM done) AND number = %(number)s
 ), progressed AS (
@@ -269,22 +269,34 @@ WITH done AS (
      WHERE r.id = %(run)s AND EXISTS (SELECT 1 FROM done)
 )
 SELECT EXISTS (SELECT 1 FROM done), {complete},
-       (SELECT status IN ('queued', 'running') FROM workflows_run WHERE id = %(run)s)  -- before this statement
+       -- the run's status before this statement (a CTE's writes are not visible here)
+       (SELECT status IN (%(run_queued)s, %(run_running)s) FROM workflows_run WHERE id = %(run)s)
 """
 _OTHERS_SUCCEEDED = (
     "NOT EXISTS (SELECT 1 FROM workflows_steprun AS o"
-    " WHERE o.run_id = %(run)s AND o.id <> %(step)s AND o.status <> 'succeeded')"
+    " WHERE o.run_id = %(run)s AND o.id <> %(step)s AND o.status <> %(step_succeeded)s)"
 )
 _RECORD_SUCCESS_STEP = _RECORD_SUCCESS_SQL.format(complete_sets="", complete="false")
 _RECORD_SUCCESS_LAST_STEP = _RECORD_SUCCESS_SQL.format(
     complete_sets=f"""
-         , status = CASE WHEN r.status IN ('queued', 'running') AND {_OTHERS_SUCCEEDED}
-                         THEN 'succeeded' ELSE r.status END
-         , finished_at = CASE WHEN r.status IN ('queued', 'running') AND {_OTHERS_SUCCEEDED}
+         , status = CASE WHEN r.status IN (%(run_queued)s, %(run_running)s) AND {_OTHERS_SUCCEEDED}
+                         THEN %(run_succeeded)s ELSE r.status END
+         , finished_at = CASE WHEN r.status IN (%(run_queued)s, %(run_running)s) AND {_OTHERS_SUCCEEDED}
                               THEN %(now)s ELSE r.finished_at END
          , started_at = COALESCE(r.started_at, %(now)s)""",
     complete=_OTHERS_SUCCEEDED,
 )
+
+
+# Status values come from their TextChoices, as parameters (the SQL above names none).
+_STATUSES = {
+    "step_running": StepRunStatus.RUNNING.value,
+    "step_succeeded": StepRunStatus.SUCCEEDED.value,
+    "attempt_succeeded": AttemptOutcome.SUCCEEDED.value,
+    "run_queued": RunStatus.QUEUED.value,
+    "run_running": RunStatus.RUNNING.value,
+    "run_succeeded": RunStatus.SUCCEEDED.value,
+}
 
 
 def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime) -> bool:
@@ -302,6 +314,7 @@ def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime) -> boo
         "request": _json_or_null(attempt.stored_request()),
         "status": status,
         "excerpt": attempt.scrub(excerpt),
+        **_STATUSES,
     }
     with connection.cursor() as cursor:
         cursor.execute(_RECORD_SUCCESS_LAST_STEP if last else _RECORD_SUCCESS_STEP, params)
