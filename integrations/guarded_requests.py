@@ -31,7 +31,9 @@ class GuardedAdapter(requests.adapters.HTTPAdapter):
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         parts = urllib.parse.urlsplit(request.url or "")
-        if parts.hostname and "Host" not in request.headers:
+        if parts.hostname:
+            # Always this URL's host: requests copies the previous request's headers
+            # onto a redirect, and a Host left from host A must not go to host B.
             request.headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
         kwargs["proxies"] = {}  # a proxy would resolve the name itself
         return super().send(request, *args, **kwargs)

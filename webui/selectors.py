@@ -22,7 +22,8 @@ def current_membership(request: HttpRequest) -> Membership | None:
         return None
     wanted = request.GET.get("org") or request.session.get("pf_org")
     chosen = next((m for m in mine if str(m.organization_id) == str(wanted)), mine[0])
-    request.session["pf_org"] = chosen.organization_id
+    if request.session.get("pf_org") != chosen.organization_id:  # a session write only when it changes
+        request.session["pf_org"] = chosen.organization_id
     return chosen
 
 

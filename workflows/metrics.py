@@ -196,15 +196,18 @@ def _add_histogram(
     samples[(f"{name}_sum", labels)] = float(row["sum"] or 0)
 
 
-def counted_samples(runs: QuerySet[Run], attempts: QuerySet[StepAttempt], *, deleting: bool = False) -> Samples:
+def counted_samples(
+    runs: QuerySet[Run], attempts: QuerySet[StepAttempt], *, deleting: bool = False, counts: RunCounts | None = None
+) -> Samples:
     """The counter and histogram samples these rows account for (see ``FAMILIES``).
 
     ``deleting``: the rows are about to be deleted and their counts carried over
     (``carry_over``); a run deleted before it finished then counts as failed, so
-    ``accepted = finished + unfinished`` keeps holding.
+    ``accepted = finished + unfinished`` keeps holding. ``counts``: ``run_counts(runs)``
+    when the caller has it already.
     """
     samples: Samples = {}
-    counts = run_counts(runs)
+    counts = counts if counts is not None else run_counts(runs)
     for trigger, n in counts.by_trigger.items():
         samples[("potaflow_events_accepted_total", (("trigger", trigger),))] = n
     abandoned = sum(counts.by_status.get(s, 0) for s in UNFINISHED_RUN_STATUSES) if deleting else 0
@@ -365,10 +368,11 @@ def database_samples() -> tuple[Samples, RunCounts, float | None]:
     """Counter and histogram samples (rows + baseline), the live run counts and the oldest run's age."""
     with _one_snapshot():
         samples = _zero_samples()
-        for source in (counted_samples(Run.objects.all(), StepAttempt.objects.all()), baseline_samples()):
+        counts = run_counts()  # one grouped query serves the counters and the unfinished gauge
+        counted = counted_samples(Run.objects.all(), StepAttempt.objects.all(), counts=counts)
+        for source in (counted, baseline_samples()):
             for key, value in source.items():
                 samples[key] = samples.get(key, 0) + value
-        counts = run_counts()
         age = oldest_unfinished_run_age()
     return samples, counts, age
 

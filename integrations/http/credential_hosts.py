@@ -32,7 +32,6 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-HTTP_KINDS = ("http_bearer", "http_basic", "http_header")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 

@@ -58,3 +58,15 @@ def test_environment_proxies_are_ignored(http_server, monkeypatch):
     http_server.route("GET", "/", Reply(200, "direct"))
     session = guarded_requests.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
     assert session.get(f"{http_server.url}/", timeout=5).text == "direct"
+
+
+def test_a_redirect_to_another_host_sends_that_hosts_name(http_server):
+    # localhost and 127.0.0.1 are two host names for one allowed address: the second hop
+    # must carry its own Host, not the one the first request was sent with.
+    with RecordingHTTPServer() as other:
+        other.route("GET", "/b", Reply(200, "moved"))
+        http_server.route("GET", "/a", Reply(302, b"", {"Location": f"http://127.0.0.1:{other.port}/b"}))
+        session = guarded_requests.guarded_session(allow=net.parse_allow_list(["127.0.0.1"]))
+        assert session.get(f"http://localhost:{http_server.port}/a", timeout=5).text == "moved"
+    assert http_server.requests[0].headers["host"] == f"localhost:{http_server.port}"
+    assert other.requests[0].headers["host"] == f"127.0.0.1:{other.port}"

@@ -315,3 +315,14 @@ def test_the_openapi_schema_has_the_test_endpoint_and_the_replay_version(editor)
     version = components["ReplayRequest"]["properties"]["version"]["allOf"][0]["$ref"].rsplit("/", 1)[1]
     assert components[version]["enum"] == ["original", "current"]
     assert "/api/templates/check/" in schema["paths"]
+
+
+def test_browsing_without_switching_organization_writes_no_session(editor):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assert editor.get("/app/workflows/").status_code == 200  # the organization is remembered once
+    with CaptureQueriesContext(connection) as page:
+        assert editor.get("/app/workflows/").status_code == 200
+    writes = [q["sql"] for q in page.captured_queries if "django_session" in q["sql"] and "UPDATE" in q["sql"]]
+    assert writes == []

@@ -315,3 +315,19 @@ def test_deleting_a_workflow_keeps_its_counts_and_conservation(org, hook_wf):
     finished = sum(value(after, failed, status=s) for s in ("succeeded", "failed", "filtered"))
     assert accepted == finished
     assert value(after, "potaflow_run_duration_seconds_count") == value(before, "potaflow_run_duration_seconds_count")
+
+
+def test_a_scrape_counts_the_runs_in_one_grouped_query(hook_wf):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from workflows.metrics import database_samples
+
+    run_accept(workflow=hook_wf, trigger="webhook", payload={"body": {}})
+    with CaptureQueriesContext(connection) as scrape_queries:
+        _samples, counts, _age = database_samples()
+    assert counts.by_trigger["webhook"] == 1
+    grouped = [
+        q for q in scrape_queries.captured_queries if 'FROM "workflows_run"' in q["sql"] and "GROUP BY" in q["sql"]
+    ]
+    assert len(grouped) == 1
