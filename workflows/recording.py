@@ -38,11 +38,11 @@ from .models import (
     StepRun,
     StepRunStatus,
 )
+from .redaction import REDACTED
 
 logger = logging.getLogger(__name__)
 
 TRUNCATION_MARKER = "_potaflow_truncated"
-REDACTED = "[redacted]"
 RESPONSE_EXCERPT_CHARS = 500
 WORKER_HOST = socket.gethostname()[:255]
 

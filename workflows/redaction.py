@@ -9,26 +9,20 @@ settings.py) are stored as ``[redacted]``.
 Signatures are verified on the raw request before anything is redacted.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 
-REDACTED = "[redacted]"
+# One marker and one list of sensitive query names for logs and stored payloads alike.
+from potaflow.log_redaction import REDACTED, sensitive_query_names
 
-
-def _names(values: Iterable[str]) -> frozenset[str]:
-    return frozenset(v.strip().lower() for v in values if v and v.strip())
+__all__ = ["REDACTED", "redact_headers", "redact_query", "sensitive_header_names", "sensitive_query_names"]
 
 
 def sensitive_header_names() -> frozenset[str]:
     """Header names (lower case) whose values are stored as ``[redacted]``."""
-    return _names(settings.POTAFLOW_REDACT_HEADERS)
-
-
-def sensitive_query_names() -> frozenset[str]:
-    """Query parameter names (lower case) whose values are stored as ``[redacted]``."""
-    return _names(settings.POTAFLOW_REDACT_QUERY)
+    return frozenset(name.strip().lower() for name in settings.POTAFLOW_REDACT_HEADERS if name and name.strip())
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
