@@ -69,18 +69,9 @@ def workflow_rows(organization_id: int, search: str = "") -> QuerySet:
     ).order_by("name", "id")
 
 
-def run_rows(organization_id: int, *, workflow: str = "", status: str = "", dead: str = "") -> QuerySet:
-    runs = (
-        Run.objects.filter(workflow__organization_id=organization_id)
-        .select_related("workflow")
-        .annotate(
-            replay_count=Count("replays"),
-            latest_replay=Subquery(
-                Run.objects.filter(replay_of=OuterRef("pk")).order_by("-created_at").values("id")[:1]
-            ),
-        )
-        .order_by("-created_at")
-    )
+def run_rows(organization_id: int, *, workflow: str = "", status: str = "", dead: str = "") -> QuerySet[Run]:
+    """The organization's runs, newest first, filtered; paged by ``RunListPaginator``, then ``with_replays``."""
+    runs = Run.objects.filter(workflow__organization_id=organization_id).order_by("-created_at", "-id")
     if workflow.isdigit():
         runs = runs.filter(workflow_id=int(workflow))
     if status in RunStatus.values:
@@ -88,3 +79,11 @@ def run_rows(organization_id: int, *, workflow: str = "", status: str = "", dead
     if dead == "1":
         runs = runs.filter(dead_lettered=True)
     return runs
+
+
+def with_replays(page_runs: QuerySet[Run]) -> QuerySet[Run]:
+    """A page's runs with their workflow, replay count and latest replay (for that page's rows only)."""
+    return page_runs.select_related("workflow").annotate(
+        replay_count=Count("replays"),
+        latest_replay=Subquery(Run.objects.filter(replay_of=OuterRef("pk")).order_by("-created_at").values("id")[:1]),
+    )

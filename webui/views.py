@@ -10,13 +10,13 @@ header), so saving goes through ``services.workflow_update`` with the API's
 error shape (``steps[1].config.url``).
 """
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -28,6 +28,7 @@ from workflows import dry_run, services, versions
 from workflows.admin.widgets import cron_description, human_duration, next_firings
 from workflows.api import WorkflowSerializer
 from workflows.models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, StepRunStatus, TriggerType, Workflow
+from workflows.pagination import RunListPaginator
 from workflows.schedules import ScheduleError, parse_cron
 from workflows.signatures import SignatureScheme
 from workflows.validation import ReplayNotAllowed, WorkflowInvalid, limits
@@ -210,8 +211,12 @@ def run_list(request: HttpRequest) -> HttpResponse:
     if membership is None:
         return render(request, "webui/no_organization.html", _base(request, None))
     filters = {k: request.GET.get(k, "") for k in ("workflow", "status", "dead")}
-    page = Paginator(selectors.run_rows(membership.organization_id, **filters), 50).get_page(request.GET.get("page"))
-    page.object_list = list(page.object_list)
+    page = RunListPaginator(selectors.run_rows(membership.organization_id, **filters), 50).get_page(
+        request.GET.get("page")
+    )
+    page.object_list = list(
+        selectors.with_replays(cast("QuerySet[Run]", page.object_list))
+    )  # the paginator's page of runs
     for run in page.object_list:
         run.duration_text = human_duration(run.duration_ms)
     workflows = Workflow.objects.filter(organization_id=membership.organization_id).order_by("name")

@@ -326,3 +326,14 @@ def test_browsing_without_switching_organization_writes_no_session(editor):
         assert editor.get("/app/workflows/").status_code == 200
     writes = [q["sql"] for q in page.captured_queries if "django_session" in q["sql"] and "UPDATE" in q["sql"]]
     assert writes == []
+
+
+def test_the_runs_page_groups_only_its_own_rows(editor, failed_run):
+    """Replay counts are computed for the page's rows, not grouped over every run of the organization."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as page:
+        assert editor.get("/app/runs/").status_code == 200
+    grouped = [q["sql"] for q in page.captured_queries if "GROUP BY" in q["sql"]]
+    assert grouped and all('"workflows_run"."id" IN' in sql for sql in grouped)

@@ -4,8 +4,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Role, User
-from workflows.admin.run import RunListPaginator
 from workflows.models import Run, RunStatus, StepRun, StepRunStatus, Workflow
+from workflows.pagination import RunListPaginator
 from workflows.services import run_accept, workflow_create
 from workflows.tests.conftest import make_user
 
