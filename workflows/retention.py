@@ -18,6 +18,9 @@ It also deletes superseded ``WorkflowVersion`` rows that no run uses any more
 (a definition edited many times would otherwise stay stored once per edit).
 A version is only deleted once a newer one has existed for
 ``VERSION_GRACE``, so a run being accepted with it right now is never refused.
+
+Insights' rollups are not the runs' and stay (their own retention,
+``POTAFLOW_INSIGHTS_HOURLY_DAYS`` / ``POTAFLOW_INSIGHTS_DAILY_DAYS``, is applied here too).
 """
 
 import logging
@@ -31,6 +34,7 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from .models import Run, RunStatus, StepAttempt, StepRun, WorkflowVersion
+from .ops.insights import prune_rollups
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class PruneReport:
     step_runs: int = 0
     attempts: int = 0
     versions: int = 0
+    rollups: int = 0  # Insights rollups past POTAFLOW_INSIGHTS_*_DAYS (never the ones of the runs deleted)
     capped: bool = False  # stopped at POTAFLOW_PRUNE_MAX_RUNS: more is left for the next pass
     dry_run: bool = False
 
@@ -59,6 +64,9 @@ class PruneReport:
             f"{verb} {self.total_runs} run(s) ({by_status}), {self.step_runs} step run(s), "
             f"{self.attempts} attempt(s), {self.versions} unused workflow version(s)"
         )
+        if self.rollups:
+            text += f", {self.rollups} expired Insights rollup row(s)"
+
         return text + ("; stopped at the per-pass cap, more remain" if self.capped else "")
 
 
@@ -142,6 +150,7 @@ def prune(
                 break
             _, deleted = WorkflowVersion.objects.filter(pk__in=ids).delete()
         report.versions += deleted.get(WorkflowVersion._meta.label, 0)
-    if report.total_runs or report.versions:
+    report.rollups = prune_rollups(now)
+    if report.total_runs or report.versions or report.rollups:
         logger.info("retention: %s", report.summary())
     return report

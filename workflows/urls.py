@@ -2,6 +2,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from . import api, live, stats, webhooks
+from .ops import insights_api
 
 app_name = "workflows"
 
@@ -17,6 +18,7 @@ urlpatterns = [
     path("runs/<uuid:run_id>/live", live.run_live, name="run-live"),
     path("runs/<uuid:run_id>/live.json", live.run_live_state, name="run-live-state"),
     path("api/stats/", stats.StatsView.as_view(), name="stats"),
+    path("api/insights/", insights_api.InsightsView.as_view(), name="insights"),
     path("api/templates/check/", api.TemplateCheckView.as_view(), name="template-check"),
     path("", include(router.urls)),
 ]
