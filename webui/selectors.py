@@ -8,7 +8,8 @@ from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from accounts.models import Membership, Role
-from workflows.models import Run, RunStatus, Workflow
+from accounts.selectors import roles_at_least
+from workflows.models import Run, RunStatus, StepRun, Workflow
 
 
 def memberships(user) -> list[Membership]:
@@ -86,4 +87,67 @@ def with_replays(page_runs: QuerySet[Run]) -> QuerySet[Run]:
     return page_runs.select_related("workflow").annotate(
         replay_count=Count("replays"),
         latest_replay=Subquery(Run.objects.filter(replay_of=OuterRef("pk")).order_by("-created_at").values("id")[:1]),
+    )
+
+
+def _specs(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every step spec of a definition's step list, nested ones included (branch paths, loops)."""
+    out: list[dict[str, Any]] = []
+    for spec in steps:
+        out.append(spec)
+        config = spec.get("config") or {}
+        if spec.get("action_type") == "branch":
+            for path in config.get("paths") or []:
+                out.extend(_specs(path.get("steps") or []))
+            out.extend(_specs(config.get("otherwise") or []))
+        elif spec.get("action_type") == "for_each":
+            out.extend(_specs(config.get("steps") or []))
+    return out
+
+
+def run_flow(run: Run, step_runs: list[StepRun]) -> dict[str, Any]:
+    """What the run page draws: the definition the run executed, each step instance's outcome (by its
+    path, ``lines[3]/append`` in loops), and the approvals it waits for."""
+    definition = run.definition or {}
+    specs = {s.get("key"): s for s in _specs([*(definition.get("steps") or []), *(definition.get("on_failure") or [])])}
+    instances = []
+    approvals = []
+    for step in step_runs:
+        path = getattr(step, "path", "") or step.key
+        last = list(step.attempt_log.all())[-1:] if step.attempts else []
+        instance = {
+            "key": step.key,
+            "path": path,
+            "status": step.status,
+            "attempts": step.attempts,
+            "outcome": last[0].outcome if last else "",
+            "loop_total": getattr(step, "loop_total", None),
+            "loop_finished": getattr(step, "loop_finished", None),
+            # Only what the drawing needs of an output: the path(s) a branch took.
+            "output": step.output if step.action_type == "branch" else None,
+        }
+        instances.append(instance)
+        spec = specs.get(step.key) or {}
+        if (
+            step.status == "waiting"
+            and step.action_type == "wait"
+            and (spec.get("config") or {}).get("kind") == "approval"
+        ):
+            approvals.append({"key": step.key, "path": path})
+    return {
+        "steps": definition.get("steps") or [],
+        "on_failure": definition.get("on_failure") or [],
+        "trigger": {"label": run.get_trigger_display(), "summary": f"{run.get_trigger_display().lower()} event"},
+        "instances": instances,
+        "status": run.status,
+        "approvals": approvals,
+    }
+
+
+def approvers(organization_id: int) -> list[str]:
+    """Who may approve or refuse a waiting run: the organization's editors, admins and owners."""
+    return list(
+        Membership.objects.filter(organization_id=organization_id, role__in=roles_at_least(Role.EDITOR))
+        .order_by("user__email")
+        .values_list("user__email", flat=True)
     )

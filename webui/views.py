@@ -245,6 +245,7 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
             for attempt in step.attempt_log.all()
         ]
     failing = [s for s in steps if s.status == StepRunStatus.FAILED]
+    flow = selectors.run_flow(run, steps)
     context = _base(
         request,
         membership,
@@ -256,6 +257,10 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
         replayable=run.status in (RunStatus.FAILED, RunStatus.FILTERED),
         definition_changed=run.workflow_version != run.workflow.version,
         state_url=reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
+        flow=flow,
+        approvals=flow["approvals"],
+        approvers=selectors.approvers(run.workflow.organization_id) if flow["approvals"] else [],
+        approve_url=f"{reverse('workflows:run-detail', args=[run.pk])}approve/",
         nav="runs",
     )
     return render(request, "webui/run_page.html", context)
