@@ -254,7 +254,8 @@ def test_a_scripted_day_agrees_with_stats_and_metrics_and_survives_pruning(celer
     per_workflow = api.get(f"/api/insights/?window=24h&workflow={ok.pk}").json()
     assert per_workflow["totals"]["runs"] == 10 and per_workflow["top_failing_steps"] == []
 
-    # Retention prunes every run a month on (hourly rollups kept that long here): Insights and /metrics keep their numbers.
+    # Retention prunes every run a month on (hourly rollups kept that long here):
+    # Insights and /metrics keep their numbers.
     settings.POTAFLOW_INSIGHTS_HOURLY_DAYS = 60
     pruned = retention.prune(now=now + timedelta(days=settings.POTAFLOW_RETAIN_FAILED_DAYS + 1))
     assert pruned.total_runs == len(runs) and not Run.objects.exists()

@@ -51,6 +51,8 @@ def test_insights_after_a_scripted_day(celery_worker, live_server, page, member,
     assert (
         page.locator("#pf-chart-runs canvas").count() == 1 and page.locator("#pf-chart-durations canvas").count() == 1
     )
+    path = shot(page, "insights")
+    shutil.copyfile(path, DOCS / "insights.png")
     # The table view holds the chart's numbers, hour by hour.
     page.get_by_text("Table view").first.click()
     rows = page.locator("#pf-table-runs tbody tr")
@@ -61,8 +63,6 @@ def test_insights_after_a_scripted_day(celery_worker, live_server, page, member,
     assert "boom: the remote said no" in failing.inner_text() and "Sync" in failing.inner_text()
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     assert serious_violations(page) == []
-    path = shot(page, "insights")
-    shutil.copyfile(path, DOCS / "insights.png")
 
     # One workflow, the 7-day window: by the day, from the same rollups; reachable by keyboard.
     page.get_by_label("Show").select_option(str(ok.pk))

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from accounts.models import Membership, Organization, Role, User
 from workflows.services import start_manual_run, workflow_create
@@ -60,7 +61,7 @@ def test_a_live_run_turns_green_box_by_box(celery_worker, live_server, page, edi
     while time.monotonic() < deadline:
         try:
             now = statuses(page)
-        except Exception:  # noqa: BLE001 - the page reloads itself once the run is final
+        except PlaywrightError:  # noqa: S112 - the page reloads itself once the run is final: read again
             continue
         if not seen or seen[-1] != now:
             seen.append(now)
