@@ -60,3 +60,6 @@ class PendingAuthorization(models.Model):
     class Meta:
         db_table = "integrations_pending_authorization"
         indexes = [models.Index(fields=["user", "created_at"], name="pending_auth_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for user {self.user_id} until {self.expires_at:%Y-%m-%d %H:%M}"

@@ -34,7 +34,8 @@ class ProviderConfig:
     token_url: str
     scopes: tuple[str, ...]
     revoke_url: str = ""
-    # Which token Disconnect revokes: the refresh token ends the whole grant (RFC 7009 §2.1); Slack takes the access token.
+    # Which token Disconnect revokes: the refresh token ends the whole grant (RFC 7009 §2.1);
+    # Slack's auth.revoke takes the access token.
     revoke_hint: str = "refresh_token"
     scope_separator: str = " "
     auth_method: str = "client_secret_basic"  # or client_secret_post (RFC 7591 names)

@@ -39,9 +39,8 @@ def connection_infos(credentials: Iterable[Credential]) -> dict[int, ConnectionI
     infos = {}
     for pk, credential in wanted.items():
         spec = connection_spec(credential.kind)
-        assert spec is not None  # filtered above
-        label, row = spec.label_for(credential.name), rows.get(pk)
-        base = {"label": label, "help": spec.help, "redirect_uri": redirect_uri()}
+        label, row = _label(credential), rows.get(pk)
+        base = {"label": label, "help": spec.help if spec else "", "redirect_uri": redirect_uri()}
         if row is None:
             infos[pk] = ConnectionInfo(status=ConnectionStatus.NOT_CONNECTED, **base)
             continue
