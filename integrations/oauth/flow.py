@@ -189,3 +189,10 @@ def connection_disconnect(credential: Credential) -> bool:
         revoked = client.revoke(config, tokens[hint], hint)
     Connection.objects.filter(pk=credential.pk).delete()
     return revoked
+
+
+def credential_delete(credential: Credential) -> None:
+    """Delete a credential; a connection's tokens are revoked at the provider first (best effort)."""
+    if connection_spec(credential.kind) is not None:
+        connection_disconnect(credential)
+    credential.delete()

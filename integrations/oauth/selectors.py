@@ -4,10 +4,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db.models import Count
+
+from integrations.credential_kinds import KINDS
 from integrations.models import Credential
 
 from .models import Connection, ConnectionStatus
-from .providers import redirect_uri
+from .providers import ConnectionSpec, NotConfigured, redirect_uri
 from .tokens import connection_spec, reconnect_message
 
 
@@ -32,33 +35,30 @@ class ConnectionInfo:
         return reconnect_message(self.label, self.problem) if self.status == ConnectionStatus.NEEDS_RECONNECT else ""
 
 
-def connection_infos(credentials: Iterable[Credential]) -> dict[int, ConnectionInfo]:
-    """The connection info of each connection among ``credentials`` (one query), by credential id."""
-    wanted = {c.pk: c for c in credentials if connection_spec(c.kind) is not None}
-    rows = {row.pk: row for row in Connection.objects.filter(pk__in=list(wanted))}
-    infos = {}
-    for pk, credential in wanted.items():
-        spec = connection_spec(credential.kind)
-        label, row = _label(credential), rows.get(pk)
-        base = {"label": label, "help": spec.help if spec else "", "redirect_uri": redirect_uri()}
-        if row is None:
-            infos[pk] = ConnectionInfo(status=ConnectionStatus.NOT_CONNECTED, **base)
-            continue
-        infos[pk] = ConnectionInfo(
-            status=row.status,
-            account=row.account,
-            scopes=tuple(row.scopes or ()),
-            expires_at=row.expires_at,
-            connected_at=row.connected_at,
-            refreshed_at=row.refreshed_at,
-            problem=row.problem,
-            **base,
-        )
-    return infos
-
-
 def connection_info(credential: Credential) -> ConnectionInfo | None:
-    return connection_infos([credential]).get(credential.pk)
+    """What may be shown about ``credential`` as a connection; None when it is typed in.
+
+    Reads ``credential.connection`` (load it with ``select_related("connection")``
+    for a list: no query per row).
+    """
+    spec = connection_spec(credential.kind)
+    if spec is None:
+        return None
+    base = {"label": _label(credential), "help": spec.help, "redirect_uri": redirect_uri()}
+    try:
+        row = credential.connection
+    except Connection.DoesNotExist:
+        return ConnectionInfo(status=ConnectionStatus.NOT_CONNECTED, **base)
+    return ConnectionInfo(
+        status=row.status,
+        account=row.account,
+        scopes=tuple(row.scopes or ()),
+        expires_at=row.expires_at,
+        connected_at=row.connected_at,
+        refreshed_at=row.refreshed_at,
+        problem=row.problem,
+        **base,
+    )
 
 
 def needing_reconnect(credential_ids: Iterable[int], organization_id: int) -> dict[int, str]:
@@ -75,3 +75,52 @@ def needing_reconnect(credential_ids: Iterable[int], organization_id: int) -> di
 def _label(credential: Credential) -> str:
     spec = connection_spec(credential.kind)
     return spec.label_for(credential.name) if spec else credential.name
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A *Connect* button: the kind it creates, its label, what to register, and why it is unavailable."""
+
+    kind: str
+    label: str
+    help: str
+    unavailable: str = ""
+
+
+def connect_buttons() -> list[Provider]:
+    """The providers with a *Connect* button (Slack, Google): app credentials set by staff, or why not."""
+    buttons = []
+    for kind, spec in KINDS.items():
+        connection = spec.connection
+        if not isinstance(connection, ConnectionSpec) or connection.label is None:
+            continue  # typed in, or the generic oauth2 (created with its fields first)
+        try:
+            connection.config({})
+        except NotConfigured as exc:
+            buttons.append(Provider(kind, connection.label, connection.help, unavailable=str(exc)))
+        else:
+            buttons.append(Provider(kind, connection.label, connection.help))
+    return buttons
+
+
+def typed_in_kinds() -> list[tuple[str, str]]:
+    """The kinds created with a form (every kind but Slack's and Google's connections, which Connect creates)."""
+    return [
+        (kind, spec.label)
+        for kind, spec in KINDS.items()
+        if not (isinstance(spec.connection, ConnectionSpec) and spec.connection.label is not None)
+    ]
+
+
+def connection_counts() -> dict[tuple[str, str], int]:
+    """Connections by (kind, status), every pair present (0 when none): ``potaflow_connections``."""
+    counts = {
+        (kind, status): 0
+        for kind, spec in KINDS.items()
+        if isinstance(spec.connection, ConnectionSpec)
+        for status in ConnectionStatus.values
+    }
+    rows = Credential.objects.filter(kind__in={kind for kind, _ in counts}).values_list("kind", "connection__status")
+    for kind, status in rows.order_by().annotate(n=Count("pk")).values_list("kind", "connection__status", "n"):
+        counts[(kind, status or ConnectionStatus.NOT_CONNECTED)] += n
+    return counts
