@@ -120,7 +120,12 @@ def connection_counts() -> dict[tuple[str, str], int]:
         if isinstance(spec.connection, ConnectionSpec)
         for status in ConnectionStatus.values
     }
-    rows = Credential.objects.filter(kind__in={kind for kind, _ in counts}).values_list("kind", "connection__status")
-    for kind, status in rows.order_by().annotate(n=Count("pk")).values_list("kind", "connection__status", "n"):
+    rows = (
+        Credential.objects.filter(kind__in={kind for kind, _ in counts})
+        .order_by()
+        .values_list("kind", "connection__status")
+        .annotate(n=Count("pk"))
+    )
+    for kind, status, n in rows:
         counts[(kind, status or ConnectionStatus.NOT_CONNECTED)] += n
     return counts
