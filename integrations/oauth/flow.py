@@ -68,7 +68,7 @@ def connect_start(*, user: User, organization: Organization, kind: str, credenti
     with transaction.atomic():
         PendingAuthorization.objects.filter(expires_at__lte=now).delete()
         keep = max(settings.POTAFLOW_OAUTH_MAX_PENDING - 1, 0)
-        older = PendingAuthorization.objects.filter(user=user).order_by("-created_at", "-pk").values_list("pk")[keep:]
+        older = PendingAuthorization.objects.filter(user=user).order_by("-created_at", "-pk").values_list("pk", flat=True)[keep:]
         PendingAuthorization.objects.filter(pk__in=list(older)).delete()
         PendingAuthorization.objects.create(
             state_hash=_hash(state),
@@ -86,7 +86,7 @@ def _spend(user: User, state: str) -> PendingAuthorization:
     """The pending authorization of ``state``, deleted (single use) if it is the user's own."""
     with transaction.atomic():
         pending = (
-            PendingAuthorization.objects.select_for_update()
+            PendingAuthorization.objects.select_for_update(of=("self",))
             .select_related("organization", "credential")
             .filter(state_hash=_hash(state))
             .first()
@@ -109,7 +109,7 @@ def _spend(user: User, state: str) -> PendingAuthorization:
             f"This connection attempt expired (after {settings.POTAFLOW_OAUTH_STATE_SECONDS} s, "
             "POTAFLOW_OAUTH_STATE_SECONDS): nothing was saved. Start again with Connect."
         )
-    if pending.organization_id not in organization_ids_for(user, minimum_role=Role.ADMIN):
+    if not organization_ids_for(user, minimum_role=Role.ADMIN).filter(organization_id=pending.organization_id).exists():
         raise ConnectRefused(f"You are no longer an admin of {pending.organization.name}: nothing was saved.")
     return pending
 
