@@ -29,7 +29,8 @@ from accounts.models import Organization, User
 from integrations import storable
 from integrations.oauth.selectors import needing_reconnect
 
-from . import dispatch, schedules, signatures
+from .execution import dispatch
+from .intake import signatures
 from .models import (
     STEP_SPEC_FIELDS,
     Run,
@@ -43,6 +44,7 @@ from .models import (
     WorkflowVersion,
     new_webhook_token,
 )
+from .scheduling import schedules
 from .validation import WORKFLOW_FIELDS, PayloadInvalid, ReplayNotAllowed, WorkflowInvalid, validate_definition
 
 __all__ = [
