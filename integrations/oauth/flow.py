@@ -68,7 +68,11 @@ def connect_start(*, user: User, organization: Organization, kind: str, credenti
     with transaction.atomic():
         PendingAuthorization.objects.filter(expires_at__lte=now).delete()
         keep = max(settings.POTAFLOW_OAUTH_MAX_PENDING - 1, 0)
-        older = PendingAuthorization.objects.filter(user=user).order_by("-created_at", "-pk").values_list("pk", flat=True)[keep:]
+        older = (
+            PendingAuthorization.objects.filter(user=user)
+            .order_by("-created_at", "-pk")
+            .values_list("pk", flat=True)[keep:]
+        )
         PendingAuthorization.objects.filter(pk__in=list(older)).delete()
         PendingAuthorization.objects.create(
             state_hash=_hash(state),

@@ -12,7 +12,7 @@ from django.utils import timezone
 from integrations.models import Connection, Credential, PendingAuthorization
 from integrations.oauth.tokens import stored_tokens
 
-from .support import BASE_URL, callback_path, connect, login, messages_of, start
+from .support import BASE_URL, callback_path, connect, messages_of, start
 
 CONNECT_SLACK = "/app/credentials/connect/slack_oauth/"
 CONNECT_GOOGLE = "/app/credentials/connect/google_oauth/"
