@@ -70,6 +70,10 @@ class OAuthServer:
         self.refresh_tokens: dict[str, Grant] = {}
         self.grants: list[Grant] = []
         self.revocations: list[dict[str, list[str]]] = []
+        self.oauth_defaults()
+
+    def oauth_defaults(self) -> None:
+        """The provider's own defaults (expiry, rotation), applied by ``init_oauth``."""
 
     # -- what the API side asks --------------------------------------------------------
     def token_state(self, token: str) -> str:

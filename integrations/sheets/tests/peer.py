@@ -77,13 +77,14 @@ class FakeGoogle(OAuthServer, RecordingHTTPServer):
     def __init__(self) -> None:
         RecordingHTTPServer.__init__(self)
         self.init_oauth()
-        self.expires_in = 3599
-        self.rotate = False
         self.sheets: dict[str, dict[str, list[list[Any]]]] = {}
         self.forbidden: set[str] = set()
         self.failures: list[Reply] = []  # injected Sheets replies (e.g. 429, 503)
         self.tokens: set[str] = set()
         self.assertions: list[dict[str, Any]] = []
+
+    def oauth_defaults(self) -> None:
+        self.expires_in, self.rotate = 3599, False
 
     @property
     def token_uri(self) -> str:

@@ -39,14 +39,14 @@ class FakeSlack(OAuthServer, RecordingHTTPServer):
     def __init__(self) -> None:
         RecordingHTTPServer.__init__(self)
         self.init_oauth()
-        self.expires_in = None
-        self.rotate = False
-        self.issue_refresh_tokens = False
         self.valid_tokens = {"xoxb-test-token"}
         self.channels = {"C0123456789": "general", "C0NOTMEMBER": "secret"}
         self.bot_member_of = {"C0123456789"}
         self.rate_limited: list[int] = []  # pending Retry-After values, consumed one per call
         self.posted: list[dict[str, Any]] = []
+
+    def oauth_defaults(self) -> None:
+        self.expires_in, self.rotate, self.issue_refresh_tokens = None, False, False
 
     @property
     def api_url(self) -> str:
