@@ -143,7 +143,7 @@ def builder(request: HttpRequest, pk: int) -> HttpResponse:
     workflow, membership = selectors.workflow_for(request.user, pk)
     history = versions.version_history(workflow)
     recent = list(Run.objects.filter(workflow=workflow).order_by("-created_at")[:10])
-    used = workflow.steps.exclude(credential_id=None).values_list("credential_id", flat=True)
+    used = workflow.steps.filter(credential__isnull=False).values_list("credential_id", flat=True)
     context = _base(
         request,
         membership,

@@ -68,7 +68,7 @@ def redirect_uri() -> str:
     Derived from the configured public origin, never from the request, so it
     is the registered one behind a TLS-terminating proxy too.
     """
-    return settings.POTAFLOW_BASE_URL.rstrip("/") + "/oauth/callback/"
+    return str(settings.POTAFLOW_BASE_URL).rstrip("/") + "/oauth/callback/"
 
 
 def require_app_credentials(

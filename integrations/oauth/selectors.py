@@ -44,12 +44,15 @@ def connection_info(credential: Credential) -> ConnectionInfo | None:
     spec = connection_spec(credential.kind)
     if spec is None:
         return None
-    base = {"label": _label(credential), "help": spec.help, "redirect_uri": redirect_uri()}
+    label, help_text, uri = _label(credential), spec.help, redirect_uri()
     try:
         row = credential.connection
     except Connection.DoesNotExist:
-        return ConnectionInfo(status=ConnectionStatus.NOT_CONNECTED, **base)
+        return ConnectionInfo(status=ConnectionStatus.NOT_CONNECTED, label=label, help=help_text, redirect_uri=uri)
     return ConnectionInfo(
+        label=label,
+        help=help_text,
+        redirect_uri=uri,
         status=row.status,
         account=row.account,
         scopes=tuple(row.scopes or ()),
@@ -57,11 +60,10 @@ def connection_info(credential: Credential) -> ConnectionInfo | None:
         connected_at=row.connected_at,
         refreshed_at=row.refreshed_at,
         problem=row.problem,
-        **base,
     )
 
 
-def needing_reconnect(credential_ids: Iterable[int], organization_id: int) -> dict[int, str]:
+def needing_reconnect(credential_ids: Iterable[int | None], organization_id: int) -> dict[int, str]:
     """Of these credentials (of one organization), those that need reconnecting, with the message to show."""
     ids = [i for i in credential_ids if isinstance(i, int)]
     if not ids:

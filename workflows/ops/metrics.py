@@ -410,8 +410,8 @@ class DatabaseCollector:
             "Connections (OAuth credentials) by kind and status; needs_reconnect: steps using them fail.",
             labels=["kind", "status"],
         )
-        for (kind, status), n in sorted(connection_counts().items()):
-            connections.add_metric([kind, status], n)
+        for (kind, state), n in sorted(connection_counts().items()):
+            connections.add_metric([kind, state], n)
         yield connections
         yield GaugeMetricFamily(
             "potaflow_oldest_unfinished_run_age_seconds",
