@@ -11,7 +11,7 @@ from accounts.models import Organization
 
 from .credential_kinds import clean_fields, spec_for
 from .crypto import decrypt_json, encrypt_json, rotate
-from .models import Credential
+from .models import Connection, Credential, PendingAuthorization
 from .oauth.tokens import ConnectionToken, is_connection_kind, open_connection
 
 
@@ -195,7 +195,9 @@ def credential_secret_markers(credential: Credential) -> dict[str, bool]:
 def credentials_rotate_keys(*, batch_size: int = 500) -> int:
     """Re-encrypt every credential with the first configured key; returns how many were rewritten.
 
-    Each row is locked while it is rewritten so a concurrent update is not lost.
+    A connection's tokens are rewritten with it, and so are the PKCE verifiers of
+    Connects in progress. Each row is locked while it is rewritten so a
+    concurrent update (a refresh) is not lost.
     """
     count = 0
     ids = list(Credential.objects.order_by("pk").values_list("pk", flat=True))
@@ -205,4 +207,11 @@ def credentials_rotate_keys(*, batch_size: int = 500) -> int:
                 new = rotate(credential.secret_ciphertext)
                 Credential.objects.filter(pk=credential.pk).update(secret_ciphertext=new)
                 count += 1
+            for row in Connection.objects.select_for_update().filter(pk__in=ids[start : start + batch_size]):
+                Connection.objects.filter(pk=row.pk).update(token_ciphertext=rotate(row.token_ciphertext))
+    with transaction.atomic():
+        for pending in PendingAuthorization.objects.select_for_update():
+            PendingAuthorization.objects.filter(pk=pending.pk).update(
+                verifier_ciphertext=rotate(pending.verifier_ciphertext)
+            )
     return count

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from django.db import connection as db_connection
 from django.utils import timezone
 
@@ -15,7 +16,7 @@ from integrations.errors import PermanentError, RetryableError
 from integrations.http.action import HttpRequest
 from integrations.models import Connection, Credential
 from integrations.oauth.tokens import stored_tokens
-from integrations.services import credential_create, credential_for_step
+from integrations.services import credential_create, credential_for_step, credentials_rotate_keys
 from integrations.slack.action import SlackMessage
 from integrations.tests.support import make_ctx
 from testing.network import Reply
@@ -186,3 +187,13 @@ def test_an_oauth2_token_goes_only_to_its_allowed_hosts(acme_id, oauth_app, http
     with pytest.raises(PermanentError, match="outside its allowed_hosts rule.*nothing was sent"):
         http.run({"url": f"{http_server.url}/steal"}, ctx)
     assert http_server.requests == []
+
+
+def test_rotating_the_keys_rewrites_the_tokens_too(acme_id, oauth_app, settings):
+    before = tokens(acme_id)
+    new_key = Fernet.generate_key().decode()
+    settings.POTAFLOW_FERNET_KEYS = [new_key, *settings.POTAFLOW_FERNET_KEYS]
+    credentials_rotate_keys()
+    settings.POTAFLOW_FERNET_KEYS = [new_key]  # the old key dropped
+    assert tokens(acme_id) == before
+    assert call_api(acme_id, oauth_app)["status"] == 200
