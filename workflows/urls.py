@@ -1,8 +1,9 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from . import api, live, stats, webhooks
-from .ops import insights_api
+from . import api, live
+from .intake import webhooks
+from .ops import insights_api, stats
 
 app_name = "workflows"
 

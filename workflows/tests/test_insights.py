@@ -16,10 +16,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from testing.worker import wait_for_run
-from workflows import retention
 from workflows.checks import insights_retention_check
 from workflows.models import RollupGrain, Run, RunRollup, RunStatus, StepFailureRollup, StepRun, StepRunStatus
 from workflows.ops import insights as ins
+from workflows.ops import retention
 from workflows.services import run_accept, workflow_create, workflow_current_version
 
 from .test_metrics import parse, value

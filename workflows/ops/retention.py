@@ -33,8 +33,8 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from .models import Run, RunStatus, StepAttempt, StepRun, WorkflowVersion
-from .ops.insights import prune_rollups
+from ..models import Run, RunStatus, StepAttempt, StepRun, WorkflowVersion
+from .insights import prune_rollups
 
 logger = logging.getLogger(__name__)
 
