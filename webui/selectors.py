@@ -123,6 +123,7 @@ def run_flow(run: Run, step_runs: list[StepRun]) -> dict[str, Any]:
             "outcome": last[0].outcome if last else "",
             "loop_total": getattr(step, "loop_total", None),
             "loop_finished": getattr(step, "loop_finished", None),
+            "iterations": _iterations(step),
             # Only what the drawing needs of an output: the path(s) a branch took.
             "output": step.output if step.action_type == "branch" else None,
         }
@@ -142,6 +143,14 @@ def run_flow(run: Run, step_runs: list[StepRun]) -> dict[str, Any]:
         "status": run.status,
         "approvals": approvals,
     }
+
+
+def _iterations(step: StepRun) -> list[dict[str, Any]] | None:
+    """A loop instance's iterations (index and status), where the engine keeps them (issue 19)."""
+    rows = getattr(step, "iterations", None)
+    if step.action_type != "for_each" or rows is None:
+        return None
+    return [{"index": i, "status": status} for i, status in rows.order_by("index").values_list("index", "status")]
 
 
 def approvers(organization_id: int) -> list[str]:

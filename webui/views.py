@@ -263,6 +263,7 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
         flow=flow,
         approvals=flow["approvals"],
         approvers=selectors.approvers(run.workflow.organization_id) if flow["approvals"] else [],
+        detail_url=reverse("workflows:run-detail", args=[run.pk]),
         approve_url=f"{reverse('workflows:run-detail', args=[run.pk])}approve/",
         nav="runs",
     )

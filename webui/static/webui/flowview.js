@@ -210,6 +210,10 @@
         indexes[i] = true;
         if (run.byPath[p].status === "failed") failed[i] = true;
       });
+      (inst && inst.iterations ? inst.iterations : []).forEach(function (it) {  // the engine's own record of each item
+        if (it.status !== "pending") indexes[it.index] = true;
+        if (it.status === "failed") failed[it.index] = true;
+      });
       var total = inst && inst.loop_total !== undefined && inst.loop_total !== null ? inst.loop_total : Object.keys(indexes).length;
       var done = inst && inst.loop_finished !== undefined && inst.loop_finished !== null ? inst.loop_finished : Object.keys(indexes).length;
       var nFailed = Object.keys(failed).length;

@@ -80,15 +80,17 @@
     });
 
     if (root.dataset.finished === "true") return;
-    var url = root.dataset.stateUrl;
+    // The run's instances as the API lists them (GET /api/runs/<id>/: path, status, attempts, loop).
+    var url = root.dataset.detailUrl;
     var note = document.getElementById("pf-poll-note");
     var count = data.instances.length;
+    var FINAL = {succeeded: 1, failed: 1, filtered: 1};
     function poll() {
       fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}, cache: "no-store"})
         .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
         .then(function (state) {
           var steps = state.steps || [];
-          if (state.finished || steps.length !== count || (state.status !== data.status && (state.status === "waiting" || data.status === "waiting"))) {
+          if (FINAL[state.status] || steps.length !== count || (state.status !== data.status && (state.status === "waiting" || data.status === "waiting"))) {
             window.location.reload();
             return;
           }
@@ -96,19 +98,23 @@
           var known = {};
           data.instances.forEach(function (i) { known[i.path || i.key] = i; });
           steps.forEach(function (s) {
-            var inst = known[s.path || s.key];
+            var path = s.path || s.key;
+            var inst = known[path];
             if (!inst) return;
             inst.status = s.status; inst.attempts = s.attempts;
-            if (s.loop_total !== undefined) { inst.loop_total = s.loop_total; inst.loop_finished = s.loop_finished; }
+            if (s.loop) {
+              inst.loop_total = s.loop.total; inst.loop_finished = s.loop.finished;
+              inst.iterations = (s.loop.iterations || []).map(function (it) { return {index: it.index, status: it.status}; });
+            }
             if (s.action_type === "branch") inst.output = s.output;
-            var card = cards().filter(function (c) { return c.dataset.path === (s.path || s.key); })[0];
+            var card = cards().filter(function (c) { return c.dataset.path === path; })[0];
             if (card && card.dataset.status !== s.status) {
               card.dataset.status = s.status;
               var badge = card.querySelector(".pf-steprun-head .pf-badge");
               if (badge) { badge.className = "pf-badge pf-status-" + s.status; badge.textContent = s.status; }
             }
-            var count = card ? card.querySelector(".pf-attempt-count") : null;
-            if (count) count.textContent = s.attempts + " attempt" + (s.attempts === 1 ? "" : "s");
+            var attempts = card ? card.querySelector(".pf-attempt-count") : null;
+            if (attempts) attempts.textContent = s.attempts + " attempt" + (s.attempts === 1 ? "" : "s");
           });
           if (state.status === "running") document.getElementById("pf-run-summary").textContent = "Running now — this page updates by itself.";
           var badge = document.getElementById("pf-run-status");
