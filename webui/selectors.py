@@ -105,6 +105,27 @@ def _specs(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def in_flow_order(run: Run, step_runs: list[StepRun]) -> list[StepRun]:
+    """Step instances in the order of the definition (depth first), a loop's iterations by index, the error
+    path last: ``route``, ``lines``, ``lines[0]/ratio``, ``lines[1]/ratio``..."""
+    definition = run.definition or {}
+    order = {
+        spec.get("key"): i
+        for i, spec in enumerate(_specs([*(definition.get("steps") or []), *(definition.get("on_failure") or [])]))
+    }
+
+    def key(step: StepRun) -> list[tuple[int, int]]:
+        parts = (getattr(step, "path", "") or step.key).split("/")
+        out = []
+        for scope in parts[:-1]:  # "lines[3]"
+            name, _, index = scope.partition("[")
+            out.append((order.get(name, len(order)), int(index.rstrip("]") or 0)))
+        out.append((order.get(step.key, len(order)), -1))
+        return out
+
+    return sorted(step_runs, key=key)
+
+
 def run_flow(run: Run, step_runs: list[StepRun]) -> dict[str, Any]:
     """What the run page draws: the definition the run executed, each step instance's outcome (by its
     path, ``lines[3]/append`` in loops), and the approvals it waits for."""

@@ -239,7 +239,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
     run, membership = selectors.run_for(request.user, run_id)
-    steps = list(run.step_runs.order_by("position").prefetch_related("attempt_log"))
+    steps = selectors.in_flow_order(run, list(run.step_runs.order_by("position").prefetch_related("attempt_log")))
     # The template reads these two display attributes off each step (not model fields).
     for step in steps:
         step.duration_text = human_duration(step.duration_ms)  # type: ignore[attr-defined]
