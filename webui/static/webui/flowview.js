@@ -297,6 +297,7 @@
     function takenPaths(step, ctx) {
       var inst = instanceFor(step, ctx);
       if (ctx.iterations && !inst) {
+        if (!ctx.iterations.length) return null;
         var names = [];
         ctx.iterations.forEach(function (i) {
           var it = run.byPath[ctx.loopKey + "[" + i + "]/" + step.key];
@@ -304,7 +305,7 @@
         });
         return names;
       }
-      if (!inst || ["succeeded", "failed"].indexOf(inst.status) < 0 && !inst.output) return [];
+      if (!inst || (["succeeded", "failed"].indexOf(inst.status) < 0 && !inst.output)) return null;  // not decided yet
       return takenFrom(inst);
     }
     function takenFrom(inst) {
