@@ -26,7 +26,7 @@
       });
       filterNote.replaceChildren();
       if (prefix !== null) {
-        filterNote.appendChild(document.createTextNode(" — " + label + " only "));
+        filterNote.appendChild(document.createTextNode("Showing " + label + " only. "));
         var all = document.createElement("button");
         all.type = "button"; all.className = "pf-button pf-small"; all.id = "pf-show-all-steps"; all.textContent = "Show all steps";
         all.addEventListener("click", function () { showIteration(null); draw(); all.remove(); });
