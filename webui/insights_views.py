@@ -32,7 +32,8 @@ def insights_page(request: HttpRequest) -> HttpResponse:
     membership = selectors.current_membership(request)
     if membership is None:
         return render(request, "webui/no_organization.html", _base(request, None))
-    window = request.GET.get("window") if request.GET.get("window") in WINDOWS else "24h"
+    asked = request.GET.get("window", "")
+    window = asked if asked in WINDOWS else "24h"
     workflows = list(Workflow.objects.filter(organization_id=membership.organization_id).order_by("name", "id"))
     workflow = None
     if request.GET.get("workflow", "").isdigit():

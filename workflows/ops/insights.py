@@ -236,16 +236,16 @@ def top_failing_steps(
                 "step": row["step_key"],
                 "action_type": row["action_type"],
                 "failures": 0,
-                "errors": [],
+                "top_errors": [],
             },
         )
         step["failures"] += row["n"]
-        step["errors"].append({"error": row["error"], "count": row["n"]})
+        step["top_errors"].append({"error": row["error"], "count": row["n"]})
     top = sorted(steps.values(), key=lambda s: (-s["failures"], s["workflow"], s["step"]))[:TOP_STEPS]
     names = dict(Workflow.objects.filter(pk__in={s["workflow"] for s in top}).values_list("pk", "name"))
     for step in top:
         step["workflow_name"] = names.get(step["workflow"])
-        step["errors"] = sorted(step["errors"], key=lambda e: (-e["count"], e["error"]))[:TOP_ERRORS]
+        step["top_errors"] = sorted(step["top_errors"], key=lambda e: (-e["count"], e["error"]))[:TOP_ERRORS]
     return top
 
 

@@ -5,6 +5,8 @@ endpoint and its schema. ``?workflow=<id>``: that workflow (another organization
 ``?organization=<id>``: that organization (yours only); neither: all your organizations.
 """
 
+from typing import cast
+
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -13,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import User
 from accounts.selectors import organization_ids_for
 
 from ..models import Workflow
@@ -51,7 +54,7 @@ class FailingStepSerializer(serializers.Serializer):
     step = serializers.CharField(help_text="The step's key.")
     action_type = serializers.CharField()
     failures = serializers.IntegerField(help_text="Failed step instances (a loop's iterations count one each).")
-    errors = ErrorCountSerializer(many=True, help_text="The most frequent error texts.")
+    top_errors = ErrorCountSerializer(many=True, help_text="The most frequent error texts.")
 
 
 class PeriodSerializer(serializers.Serializer):
@@ -108,7 +111,8 @@ class InsightsView(APIView):
         if window not in WINDOWS:
             raise serializers.ValidationError({"window": [f"Choose one of {', '.join(WINDOWS)}, not {window[:20]!r}."]})
         workflow_id, organization_id = _id(request, "workflow"), _id(request, "organization")
-        organizations = [row["organization_id"] for row in organization_ids_for(request.user)]
+        user = cast(User, request.user)  # IsAuthenticated (the default permission) let only users in
+        organizations = [row["organization_id"] for row in organization_ids_for(user)]
         if organization_id is not None:
             if organization_id not in organizations:
                 raise Http404("No organization with this id among yours.")

@@ -101,7 +101,7 @@ def test_every_status_change_is_counted_once_and_deleting_runs_subtracts_nothing
     Run.objects.all().delete()  # retention, a person in the admin: the history stays
     after = client_for(viewer).get("/api/insights/").json()
     assert after == before and after["totals"]["succeeded"] == 1
-    assert after["top_failing_steps"][0]["errors"] == [{"error": "HTTP 503 from api", "count": 1}]
+    assert after["top_failing_steps"][0]["top_errors"] == [{"error": "HTTP 503 from api", "count": 1}]
 
 
 @pytest.mark.django_db
@@ -250,7 +250,7 @@ def test_a_scripted_day_agrees_with_stats_and_metrics_and_survives_pruning(celer
         "push",
         4,
     )
-    assert "boom: the remote said no" in failing["errors"][0]["error"]
+    assert "boom: the remote said no" in failing["top_errors"][0]["error"]
     per_workflow = api.get(f"/api/insights/?window=24h&workflow={ok.pk}").json()
     assert per_workflow["totals"]["runs"] == 10 and per_workflow["top_failing_steps"] == []
 
