@@ -397,3 +397,49 @@ def test_a_definition_edited_as_json_renders_and_a_viewer_only_reads(live_server
         page.locator('#pf-panel [data-path="steps[1].config.paths[0].steps[2].config.url"]').input_value()
         == "https://pay.example.com/refunds"
     )
+
+
+def test_every_control_step_and_the_error_path_from_the_view(live_server, page, people):
+    """delay, wait, stop, an otherwise path, continue_on_error and the error path, all without JSON."""
+    base = live_server.url
+    sign_in(page, base, "ed@engines.test")
+    new_workflow(page, base)
+    panel = page.locator("#pf-panel")
+    add_on_view(page, page.get_by_role("button", name="Insert a step after trigger"), "stop", "stop")
+    panel.locator('[data-path$=".config.status"]').select_option("filtered")
+    panel.locator('[data-path$=".config.message"]').fill("nothing to do")
+    add_on_view(page, page.get_by_role("button", name="Insert a step after trigger"), "branch", "branch")
+    panel.get_by_label("An “otherwise” path").check()
+    panel.get_by_label("Name").first.fill("big")
+    panel.get_by_label("Take this path when").first.fill("trigger.body.amount > 100")
+    # The stop goes into the otherwise path, by the move menu.
+    page.locator('#pf-flow [data-step-key="stop"] .pf-node-main').focus()
+    page.locator('#pf-flow [data-step-key="stop"]').get_by_role("button", name="Move stop to…").click()
+    page.locator(".pf-move-menu").get_by_role("button", name="Path otherwise of branch").click()
+    big = page.locator('[data-path="branch/big"]')
+    add_on_view(page, big.get_by_role("button", name="Insert a step here"), "wait", "wait")
+    panel.locator('[data-path$=".config.kind"]').select_option("approval")
+    panel.locator('[data-path$=".config.timeout_seconds"]').fill("86400")
+    add_on_view(page, page.get_by_role("button", name="Insert a step after branch"), "delay", "delay")
+    panel.locator('[data-path$=".config.seconds"]').fill("172800")
+    add_on_view(page, page.get_by_role("button", name="Insert a step after delay"), "http", "http.request")
+    panel.locator('[data-path$=".config.url"]').fill("https://crm.example.com/remind")
+    panel.get_by_text("Advanced: retries").click()
+    panel.get_by_label("Continue the run when this step fails for good").check()
+    errors = page.locator(".pf-error-path")
+    add_on_view(page, errors.get_by_role("button", name="Insert a step here"), "slack", "slack.message")
+    panel.locator('[data-path^="on_failure[0]"][data-path$=".config.channel"]').fill("#oncall")
+    text = panel.locator('[data-path="on_failure[0].config.text"]')
+    pick(page, text, "failure.error")
+    doc = definition(page)
+    assert keys_of(doc["steps"]) == [("branch", {"big": ["wait"], "otherwise": ["stop"]}), "delay", "http_request"]
+    branch, delay, http = doc["steps"]
+    assert branch["config"]["otherwise"][0]["config"] == {"status": "filtered", "message": "nothing to do"}
+    wait = branch["config"]["paths"][0]["steps"][0]
+    assert wait["config"]["kind"] == "approval" and wait["config"]["timeout_seconds"] == 86400
+    assert delay["config"]["seconds"] == 172800
+    assert http["continue_on_error"] is True
+    (alert,) = doc["on_failure"]
+    assert alert["action_type"] == "slack.message" and alert["config"]["text"] == "{{ failure.error }}"
+    assert "continues on error" in page.locator('#pf-flow [data-step-key="http_request"]').inner_text()
+    assert page.locator('.pf-error-path [data-step-key="slack_message"]').count() == 1
