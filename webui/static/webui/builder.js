@@ -1183,6 +1183,7 @@
   function renderFlow() {
     var canvas = document.getElementById("pf-flow");
     if (!canvas) return;
+    clearTimeout(flowTimer);  // this drawing is the one a scheduled redraw would have made
     delete canvas.dataset.pending;
     if (mode !== "flow") { canvas.replaceChildren(); return; }
     // A redraw keeps the keyboard focus where it was (the same control of the same box).
