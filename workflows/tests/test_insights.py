@@ -7,6 +7,7 @@ and keep their history after retention prunes the runs.
 
 import importlib
 import math
+from pathlib import Path
 from datetime import UTC, timedelta
 
 import pytest
@@ -24,7 +25,10 @@ from workflows.services import run_accept, workflow_create, workflow_current_ver
 
 from .test_metrics import parse, value
 
-MIGRATION = importlib.import_module("workflows.migrations.0011_insights_rollups")
+# The migration that installs the triggers, whatever number it has once other migrations land.
+MIGRATION = importlib.import_module(
+    "workflows.migrations." + next((Path(__file__).parents[1] / "migrations").glob("*_insights_rollups.py")).stem
+)
 
 
 def client_for(user):
