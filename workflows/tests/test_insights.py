@@ -7,8 +7,8 @@ and keep their history after retention prunes the runs.
 
 import importlib
 import math
-from pathlib import Path
 from datetime import UTC, timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
