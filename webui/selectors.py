@@ -105,6 +105,22 @@ def _specs(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _branch_trails(steps: list[dict[str, Any]], trail: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """For each step key, the branch paths it sits on, outermost first: ``("route/order",)``."""
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in steps:
+        key = str(spec.get("key"))
+        out[key] = trail
+        config = spec.get("config") or {}
+        if spec.get("action_type") == "branch":
+            for path in config.get("paths") or []:
+                out.update(_branch_trails(path.get("steps") or [], (*trail, f"{key}/{path.get('name')}")))
+            out.update(_branch_trails(config.get("otherwise") or [], (*trail, f"{key}/otherwise")))
+        elif spec.get("action_type") == "for_each":
+            out.update(_branch_trails(config.get("steps") or [], trail))
+    return out
+
+
 def in_flow_order(run: Run, step_runs: list[StepRun]) -> list[StepRun]:
     """Step instances in the order of the definition (depth first), a loop's iterations by index, the error
     path last: ``route``, ``lines``, ``lines[0]/ratio``, ``lines[1]/ratio``..."""
@@ -123,7 +139,13 @@ def in_flow_order(run: Run, step_runs: list[StepRun]) -> list[StepRun]:
         out.append((order.get(step.key, len(order)), -1))
         return out
 
-    return sorted(step_runs, key=key)
+    trails = _branch_trails([*(definition.get("steps") or []), *(definition.get("on_failure") or [])])
+    ordered = sorted(step_runs, key=key)
+    for step in ordered:  # what the run page shows of each instance's place in the tree (display only)
+        path = getattr(step, "path", "") or step.key
+        step.trail = " › ".join((*trails.get(step.key, ()), path))  # type: ignore[attr-defined]
+        step.depth = min(len(trails.get(step.key, ())) + path.count("/"), 5)  # type: ignore[attr-defined]
+    return ordered
 
 
 def run_flow(run: Run, step_runs: list[StepRun]) -> dict[str, Any]:
