@@ -108,19 +108,43 @@ CREATE TRIGGER potaflow_insights_step_updated AFTER UPDATE OF {", ".join(STEP_CO
           AND ({", ".join("OLD." + c for c in STEP_COLUMNS)}) IS DISTINCT FROM ({", ".join("NEW." + c for c in STEP_COLUMNS)}))
     EXECUTE FUNCTION potaflow_insights_step_changed();
 
--- What finished before the triggers existed.
-DO $$
-DECLARE
-    r workflows_run;
-    s workflows_steprun;
-BEGIN
-    FOR r IN SELECT * FROM workflows_run WHERE status IN {FINAL} LOOP
-        PERFORM potaflow_insights_runs(r, 1);
-    END LOOP;
-    FOR s IN SELECT * FROM workflows_steprun WHERE status = 'failed' LOOP
-        PERFORM potaflow_insights_steps(s, 1);
-    END LOOP;
-END $$;
+-- A rebuild from the runs still stored, set-based (one pass, no per-row trigger): what finished
+-- before the triggers existed, and bulk loads (bench/growth.py) made with the triggers off. It
+-- replaces the rollups: history of runs pruned since is lost, so it is not for a live database.
+CREATE FUNCTION potaflow_insights_rebuild() RETURNS void LANGUAGE sql AS $$
+    DELETE FROM workflows_runrollup;
+    DELETE FROM workflows_stepfailurerollup;
+    INSERT INTO workflows_runrollup
+           (organization_id, workflow_id, grain, start, status, runs, dead_lettered, timed, duration_ms_sum, durations)
+    SELECT org, wf, g, start, status, sum(n), sum(dead), sum(timed), sum(ms_sum),
+           coalesce(jsonb_object_agg(bin, n) FILTER (WHERE bin IS NOT NULL), '{{}}'::jsonb)
+      FROM (SELECT w.organization_id AS org, r.workflow_id AS wf, g.g,
+                   date_trunc(g.g, r.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start, r.status,
+                   CASE WHEN d.ms IS NULL THEN NULL WHEN d.ms < 1 THEN '0'
+                        ELSE (floor(ln(d.ms) / ln({BASE}))::integer + 1)::text END AS bin,
+                   count(*) AS n, count(*) FILTER (WHERE r.dead_lettered) AS dead, count(d.ms) AS timed,
+                   coalesce(sum(d.ms), 0) AS ms_sum
+              FROM workflows_run r
+              JOIN workflows_workflow w ON w.id = r.workflow_id
+             CROSS JOIN (VALUES ('hour'), ('day')) AS g (g)
+             CROSS JOIN LATERAL (SELECT CASE WHEN r.started_at IS NOT NULL AND r.finished_at IS NOT NULL THEN
+                 greatest(floor(extract(epoch FROM r.finished_at - r.started_at) * 1000), 0)::bigint END AS ms) d
+             WHERE r.status IN {FINAL}
+             GROUP BY 1, 2, 3, 4, 5, 6) per_bucket
+     GROUP BY org, wf, g, start, status;
+    INSERT INTO workflows_stepfailurerollup
+           (organization_id, workflow_id, grain, start, step_key, action_type, error, failures)
+    SELECT w.organization_id, r.workflow_id, g.g, date_trunc(g.g, r.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           s.key, max(s.action_type), left(split_part(s.error, E'\\n', 1), 200), count(*)
+      FROM workflows_steprun s
+      JOIN workflows_run r ON r.id = s.run_id
+      JOIN workflows_workflow w ON w.id = r.workflow_id
+     CROSS JOIN (VALUES ('hour'), ('day')) AS g (g)
+     WHERE s.status = 'failed'
+     GROUP BY 1, 2, 3, 4, 5, 7;
+$$;
+
+SELECT potaflow_insights_rebuild();
 """
 
 PG_REVERSE = """
@@ -132,6 +156,7 @@ DROP FUNCTION IF EXISTS potaflow_insights_run_changed();
 DROP FUNCTION IF EXISTS potaflow_insights_step_changed();
 DROP FUNCTION IF EXISTS potaflow_insights_runs(workflows_run, integer);
 DROP FUNCTION IF EXISTS potaflow_insights_steps(workflows_steprun, integer);
+DROP FUNCTION IF EXISTS potaflow_insights_rebuild();
 """
 
 # SQLite (the embedded default): the same rules as plain trigger statements. LN and FLOOR are

@@ -262,3 +262,16 @@ def prune_rollups(now: datetime | None = None) -> int:
         for model in (RunRollup, StepFailureRollup):
             deleted += model.objects.filter(grain=grain, start__lt=cutoff).delete()[0]
     return deleted
+
+
+def rebuild_rollups() -> None:
+    """Recount every rollup from the runs still stored, in one set-based pass (PostgreSQL).
+
+    For bulk loads made with the triggers off (``bench/growth.py``); it replaces the rollups, so the
+    history of runs pruned since is lost: not for a live database. The triggers write the same rows
+    one run at a time (a test holds the two to the same result).
+    """
+    if connection.vendor != "postgresql":
+        raise NotImplementedError("rebuild_rollups is a PostgreSQL function (migration 0011_insights_rollups).")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT potaflow_insights_rebuild()")

@@ -171,6 +171,39 @@ def test_rollups_have_their_own_retention_and_its_minimum_is_checked(org, settin
     assert error.id == "workflows.E002" and "POTAFLOW_INSIGHTS_DAILY_DAYS" in error.msg and "60" in error.msg
 
 
+@pytest.mark.django_db
+def test_the_set_based_rebuild_gives_what_the_triggers_wrote(org):
+    from django.db import connection  # imported here: the test is PostgreSQL's only
+
+    if connection.vendor != "postgresql":
+        pytest.skip("potaflow_insights_rebuild() is a PostgreSQL function")
+    a = workflow_create(organization=org, name="A")
+    b = workflow_create(organization=org, name="B")
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    for i, (wf, status, ms, dead) in enumerate(
+        [(a, RunStatus.SUCCEEDED, 120, False), (a, RunStatus.SUCCEEDED, 0, False),
+         (a, RunStatus.FAILED, 5000, True), (b, RunStatus.FILTERED, None, False),
+         (b, RunStatus.SUCCEEDED, 99_999, False), (a, RunStatus.RUNNING, None, False)]
+    ):  # fmt: skip
+        run = add_run(wf, status, ms=ms, at=hour - timedelta(hours=i * 7), dead=dead)
+        if status == RunStatus.FAILED:
+            step = StepRun.objects.create(run=run, position=0, key="post", action_type="http.request")
+            StepRun.objects.filter(pk=step.pk).update(status=StepRunStatus.FAILED, error="HTTP 500\nmore")
+
+    def snapshot():
+        runs = RunRollup.objects.values_list(
+            "organization_id", "workflow_id", "grain", "start", "status", "runs", "dead_lettered", "timed",
+            "duration_ms_sum", "durations",
+        )  # fmt: skip
+        steps = StepFailureRollup.objects.values_list("workflow_id", "grain", "start", "step_key", "error", "failures")
+        return sorted(map(repr, runs)), sorted(map(repr, steps))
+
+    by_triggers = snapshot()
+    assert len(by_triggers[0]) >= 8 and len(by_triggers[1]) == 2  # 5 finished runs, by hour and by day
+    ins.rebuild_rollups()
+    assert snapshot() == by_triggers
+
+
 def test_percentiles_are_within_the_bucket_width():
     for exact in (1, 7, 99, 143, 1000, 59_999, 3_600_000):
         bucket = math.floor(math.log(exact) / math.log(ins.DURATION_BASE)) + 1  # as the triggers compute it
