@@ -125,7 +125,9 @@ OAUTH2 = KindSpec(
     ),
     help="Register PotaFlow at the provider with the redirect URL shown here, then Connect.",
     auth_headers=_bearer,
-    connection=ConnectionSpec(label=None, config=_config),
+    connection=ConnectionSpec(
+        label=None, config=_config, bound_fields=("client_id", "authorize_url", "token_url", "revocation_url")
+    ),
 )
 
 __all__ = ["OAUTH2", "clean_scopes", "clean_url", "redirect_uri"]

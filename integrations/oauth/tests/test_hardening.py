@@ -192,3 +192,64 @@ def _slow(peer, seconds: float):
         return peer.handle(request)
 
     return answer
+
+
+# -- the Django admin and edits of a connected credential --------------------------------------
+@pytest.fixture
+def staff_admin(world) -> Client:
+    world.users["admin"].is_staff = True
+    world.users["admin"].save(update_fields=["is_staff"])
+    return login(world.users["admin"])
+
+
+def test_the_admin_shows_a_connections_state_and_never_its_tokens(world, staff_admin, acme_id, slack_app):
+    connect(login(world.users["admin"]), CONNECT_SLACK, slack_app)
+    slack = Credential.objects.get(kind="slack_oauth")
+    tokens = [*stored_tokens(Connection.objects.get(pk=acme_id.pk)).values(),
+              *stored_tokens(Connection.objects.get(pk=slack.pk)).values()]  # fmt: skip
+    Connection.objects.filter(pk=acme_id.pk).update(status="needs_reconnect", problem="Acme ID answered invalid_grant")
+    page = staff_admin.get(f"/admin/integrations/credential/{slack.pk}/change/").content.decode()
+    assert "Connected; account Acme Workspace; scopes chat:write chat:write.public" in page
+    page = staff_admin.get(f"/admin/integrations/credential/{acme_id.pk}/change/").content.decode()
+    assert "Needs reconnect" in page and "reconnect “Acme ID” in Credentials" in page
+    listing = staff_admin.get("/admin/integrations/credential/").content.decode()
+    assert "account Acme Workspace" in listing
+    for html in (page, listing):
+        assert not [t for t in tokens if len(t) > 8 and t in html]
+
+
+@pytest.mark.parametrize("field", ["token_url", "revocation_url", "client_id", "authorize_url"])
+def test_a_connected_oauth2_credential_keeps_its_client_and_endpoints(world, acme_id, oauth_app, http_server, field):
+    """Otherwise the next refresh (or Disconnect) hands the refresh token and client secret to the new URL."""
+    new = "someone-else" if field == "client_id" else f"{http_server.url}/{field}"
+    response = world.client("admin").patch(f"/api/credentials/{acme_id.pk}/", {"secret": {field: new}}, format="json")
+    assert response.status_code == 400, response.content
+    assert "Disconnect it first" in " ".join(response.json()["errors"]["secret"][field])
+    assert Credential.objects.get(pk=acme_id.pk).public_data[field] == oauth_app.secret()[field]
+    # The client secret may be rotated, the allowed hosts and scopes changed: the tokens stay the client's.
+    fine = world.client("admin").patch(
+        f"/api/credentials/{acme_id.pk}/", {"secret": {"client_secret": "rotated", "scopes": ["read"]}}, format="json"
+    )
+    assert fine.status_code == 200, fine.content
+    # Disconnected, the fields may change (and Connect binds the new client).
+    login(world.users["admin"]).post(f"/app/credentials/{acme_id.pk}/disconnect/")
+    again = world.client("admin").patch(f"/api/credentials/{acme_id.pk}/", {"secret": {field: new}}, format="json")
+    assert again.status_code == 200, again.content
+    assert http_server.requests == []
+
+
+def test_the_admin_form_refuses_a_new_token_url_when_connected(staff_admin, acme_id, oauth_app, http_server):
+    fields = {f"oauth2__{k}": (" ".join(v) if isinstance(v, list) else v) for k, v in oauth_app.secret().items()}
+    fields.update(name="Acme ID", oauth2__token_url=f"{http_server.url}/token", oauth2__client_secret="")
+    response = staff_admin.post(f"/admin/integrations/credential/{acme_id.pk}/change/", fields)
+    assert response.status_code == 200  # the form again, with the error
+    assert "Disconnect it first" in str(response.context["adminform"].form.errors["oauth2__token_url"])
+    assert Credential.objects.get(pk=acme_id.pk).public_data["token_url"] == oauth_app.secret()["token_url"]
+
+
+def test_deleting_a_connection_in_the_admin_revokes_it_first(staff_admin, acme_id, oauth_app):
+    refresh_token = stored_tokens(Connection.objects.get(pk=acme_id.pk))["refresh_token"]
+    response = staff_admin.post(f"/admin/integrations/credential/{acme_id.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Credential.objects.filter(pk=acme_id.pk).exists()
+    assert oauth_app.revocations and oauth_app.revocations[-1]["token"] == [refresh_token]
