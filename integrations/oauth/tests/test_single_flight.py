@@ -1,5 +1,6 @@
 """Twenty steps, run at once by a real Celery worker, find the access token expired: the provider sees
-exactly one refresh and every run succeeds with the new token.
+exactly one refresh and every run succeeds with the new token. And a token refreshed in the middle
+of a step (after a 401) is scrubbed from what is recorded, as the first one is.
 
 The worker runs twenty pool processes (``POTAFLOW_WORKER_CONCURRENCY``) with no per-organization
 cap, each taking one of twenty runs. The local provider holds its answer to the refresh until the
@@ -8,6 +9,7 @@ other nineteen steps are queued on the connection's row lock in PostgreSQL (read
 refresh, and with rotating refresh tokens all but one would find theirs dead.
 """
 
+import json
 import time
 
 import pytest
@@ -16,9 +18,9 @@ from django.db import connection as db_connection
 from integrations.models import Connection
 from integrations.oauth.tokens import stored_tokens
 from integrations.services import credential_create
-from testing.network import worker_network_guard_env
+from testing.network import Reply, worker_network_guard_env
 from testing.worker import wait_for_run
-from workflows.models import TriggerType
+from workflows.models import StepAttempt, StepRun, TriggerType
 from workflows.services import run_accept, workflow_create
 
 from .support import connect, login
@@ -87,3 +89,38 @@ def test_twenty_steps_of_a_real_worker_on_an_expired_token_make_exactly_one_refr
     calls = {r.headers["authorization"] for r in oauth_app.requests if r.path == "/api/me"}
     assert calls == {f"Bearer {stored_tokens(row)['access_token']}"}  # each step used the one new token
     assert len([r for r in oauth_app.requests if r.path == "/api/me"]) == STEPS  # no 401, no retry
+
+
+def test_a_token_refreshed_mid_step_and_echoed_by_the_api_is_never_recorded(world, oauth_app, celery_worker):
+    """The API refuses the stored token (401), the step refreshes and retries, the API echoes the new one."""
+    credential = credential_create(organization=world.acme, name="Acme ID", kind="oauth2", secret=oauth_app.secret())
+    connect(login(world.users["admin"]), f"/app/credentials/{credential.pk}/connect/", oauth_app)
+    before = stored_tokens(Connection.objects.get(pk=credential.pk))
+
+    def echo(request):
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if oauth_app.token_state(token) != "valid":
+            return Reply(401, {"error": "invalid_token", "sent": request.headers.get("authorization")})
+        return Reply(200, {"you_sent": request.headers.get("authorization"), "token": token})
+
+    oauth_app.route("GET", "/api/echo", echo)
+    oauth_app.expire_access_tokens()  # at the provider only: PotaFlow finds out from the 401
+    workflow = workflow_create(
+        organization=world.acme,
+        name="Echo",
+        steps=[{"key": "echo", "action_type": "http.request", "credential": credential.pk,
+                "config": {"url": f"{oauth_app.url}/api/echo"}}],
+    )  # fmt: skip
+    run, _ = run_accept(workflow=workflow, trigger=TriggerType.MANUAL, payload={})
+    run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=60, worker=celery_worker)
+    assert run.status == "succeeded", run.step_runs.get().error
+    after = stored_tokens(Connection.objects.get(pk=credential.pk))
+    assert oauth_app.refreshes == 1 and after["access_token"] != before["access_token"]
+    step = run.step_runs.get()
+    assert step.output["body"] == {"you_sent": "Bearer [redacted]", "token": "[redacted]"}
+    recorded = json.dumps(
+        [*StepRun.objects.filter(run=run).values(), *StepAttempt.objects.filter(step_run__run=run).values()],
+        default=str,
+    )
+    leaked = [name for name, value in {**before, **after}.items() if len(value) > 8 and value in recorded]
+    assert leaked == []
