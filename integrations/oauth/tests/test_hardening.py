@@ -253,3 +253,12 @@ def test_deleting_a_connection_in_the_admin_revokes_it_first(staff_admin, acme_i
     assert response.status_code == 302
     assert not Credential.objects.filter(pk=acme_id.pk).exists()
     assert oauth_app.revocations and oauth_app.revocations[-1]["token"] == [refresh_token]
+
+
+def test_a_connection_needing_reconnect_does_not_claim_its_token_refreshes_by_itself(world, acme_id):
+    page = login(world.users["admin"]).get("/app/credentials/").content.decode()
+    assert "(refreshed by itself)" in page  # connected, with an expiry
+    Connection.objects.filter(pk=acme_id.pk).update(status="needs_reconnect", problem="invalid_grant")
+    page = login(world.users["admin"]).get("/app/credentials/").content.decode()
+    assert "Needs reconnect" in page and "reconnect “Acme ID” in Credentials" in page
+    assert "refreshed by itself" not in page and "token expires" not in page
