@@ -8,6 +8,7 @@
 - the Disconnect form needs its CSRF token; two callbacks racing with one state exchange the code once.
 """
 
+import json
 import logging
 import threading
 from datetime import timedelta
@@ -20,11 +21,13 @@ from gunicorn.config import Config
 
 from core.redaction import redact_url_text
 from integrations.errors import PermanentError
+from integrations.http.action import HttpRequest
 from integrations.models import Connection, Credential, PendingAuthorization
 from integrations.oauth.tokens import stored_tokens
 from integrations.services import credential_create
 from potaflow.gunicorn_logging import RedactingLogger
 from testing.network import Reply
+from workflows.dry_run import MASK, would_send
 
 from .support import callback_path, connect, login, messages_of, start
 from .test_connect import CONNECT_SLACK
@@ -262,3 +265,18 @@ def test_a_connection_needing_reconnect_does_not_claim_its_token_refreshes_by_it
     page = login(world.users["admin"]).get("/app/credentials/").content.decode()
     assert "Needs reconnect" in page and "reconnect “Acme ID” in Credentials" in page
     assert "refreshed by itself" not in page and "token expires" not in page
+
+
+def test_a_preview_of_an_http_request_with_a_connection_shows_the_masked_bearer(acme_id, oauth_app):
+    action = HttpRequest()
+    preview = would_send("http.request", {"url": f"{oauth_app.url}/api/me"}, acme_id, action)
+    assert preview["headers"]["Authorization"] == f"Bearer {MASK}"
+    tokens = stored_tokens(Connection.objects.get(pk=acme_id.pk))
+    assert tokens["access_token"] not in json.dumps(preview)
+
+
+@pytest.mark.parametrize("persona", ["viewer", "editor"])
+def test_viewers_and_editors_cannot_delete_a_connection_through_the_api(world, acme_id, oauth_app, persona):
+    response = world.client(persona).delete(f"/api/credentials/{acme_id.pk}/")
+    assert response.status_code in (403, 404)
+    assert Connection.objects.filter(pk=acme_id.pk).exists() and oauth_app.revocations == []
