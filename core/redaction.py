@@ -35,6 +35,9 @@ QUERY_PAIR = re.compile(r"([?&;]|^)([^&=;\s?#\"']+)=([^&;\s#\"']*)")
 REDACTED = "[redacted]"
 OAUTH_CALLBACK_PATH = "/oauth/callback/"
 OAUTH_CALLBACK_QUERY = frozenset({"code", "state"})
+# The callback's query percent-encoded inside another URL's parameter: the sign-in page's
+# ``?next=/oauth/callback/%3Fcode%3D...`` when a session ended during the consent.
+ENCODED_CALLBACK_QUERY = re.compile(r"(oauth(?:/|%2F)callback(?:/|%2F)?%3F)[^&\s#\"']*", re.IGNORECASE)
 
 
 def sensitive_query_names() -> frozenset[str]:
@@ -55,6 +58,7 @@ def redact_url_text(text: str, query_names: frozenset[str] | None = None) -> str
     names = sensitive_query_names() if query_names is None else query_names
     if OAUTH_CALLBACK_PATH in text:
         names = names | OAUTH_CALLBACK_QUERY
+    text = ENCODED_CALLBACK_QUERY.sub(r"\1" + REDACTED, text)
     text = HOOK_PATH.sub(r"\1" + REDACTED, text)
 
     def pair(match: re.Match) -> str:

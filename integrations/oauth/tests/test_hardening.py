@@ -50,7 +50,7 @@ def access_atoms(raw_uri: str, referer: str = "-") -> dict:
     return RedactingLogger(Config()).atoms(response, SimpleNamespace(headers=[]), environ, timedelta(seconds=0))
 
 
-def test_the_callbacks_code_and_state_are_masked_in_the_access_log_whatever_the_setting(settings):
+def test_the_callbacks_code_and_state_are_masked_in_the_access_log_whatever_the_setting(settings, db):
     settings.POTAFLOW_REDACT_QUERY = ["pin"]  # an operator's own list replaces the defaults (code among them)
     callback = "/oauth/callback/?code=C0DE-abcdef&state=ST4TE-abcdef"
     atoms = access_atoms(callback, referer=f"https://potaflow.example{callback}")
@@ -59,6 +59,13 @@ def test_the_callbacks_code_and_state_are_masked_in_the_access_log_whatever_the_
     assert atoms["q"] == "code=[redacted]&state=[redacted]"
     line = redact_url_text(f"GET {callback} 302")  # any other log line (structured logging, Django's)
     assert "C0DE" not in line and "ST4TE" not in line
+    # A session that ended during the consent: the sign-in page's ?next= carries the callback, encoded.
+    login_url = Client().get(callback)["Location"]
+    assert login_url.startswith("/app/login/?next=/oauth/callback/%3Fcode%3DC0DE")  # Django's login_required
+    atoms = access_atoms(login_url, referer=f"https://potaflow.example{login_url}")
+    logged = " ".join(str(atoms[k]) for k in ("r", "U", "q", "f"))
+    assert "C0DE-abcdef" not in logged and "ST4TE-abcdef" not in logged, logged
+    assert "next=/oauth/callback/%3F[redacted]" in atoms["q"]
     # Elsewhere "state" is an ordinary word and stays readable.
     assert access_atoms("/app/runs/?state=failed")["q"] == "state=failed"
 
