@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=int, default=2, help="minute boundaries measured per schedule count [2]")
     parser.add_argument("--no-runs", action="store_true", help="skip the runs-list part")
     parser.add_argument(
+        "--insights-workflows", type=int, default=200, help="then spread the runs over this many workflows [200]"
+    )
+    parser.add_argument(
         "--settle-timeout", type=float, default=300, help="most seconds to wait for beat's start-up catch-up [300]"
     )
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
@@ -178,7 +181,67 @@ def runs_lists(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, An
             r = timed_get(session, stack.base_url + path, args.requests)
             rows.append({"runs": size, "page": label, **r})
             log(f"  {label}: p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms {r['status']}")
+    if args.insights_workflows > 1:
+        rows += insights_spread(stack, session, workflow, args)
     stack.stop_service("web")
+    return rows
+
+
+def insights_spread(stack: BenchStack, session: Any, workflow: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The same runs spread over ``--insights-workflows`` workflows of the organization (its rollup rows
+    multiply by as many): Insights per organization and per workflow, over HTTP and in process
+    (``insights()`` alone: the database reads and the sums, without the web server's queueing)."""
+    from django.db import connection, transaction
+
+    from workflows.models import RunRollup
+    from workflows.ops.insights import WINDOWS, insights, rebuild_rollups
+
+    org_id = workflow.organization_id
+    n = args.insights_workflows
+    others = [
+        benchlib.create_workflow(
+            workflow.organization, f"bench growth {i}", benchlib.one_step_steps("http://127.0.0.1:9/unused")
+        )
+        for i in range(1, n)
+    ]
+    ids = [workflow.pk, *(w.pk for w in others)]
+    began = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL session_replication_role = replica")  # a bulk move: rollups rebuilt after
+        cur.execute(
+            "UPDATE workflows_run SET workflow_id = (%s::bigint[])[1 + abs(hashtext(id::text)) %% %s]", [ids, n]
+        )
+        cur.execute(
+            "UPDATE workflows_run r SET version_id = v.id FROM workflows_workflowversion v"
+            " WHERE v.workflow_id = r.workflow_id AND v.number = 1"
+        )
+    rebuild_rollups()
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE workflows_run")
+        cur.execute("ANALYZE workflows_runrollup")
+    rollups = RunRollup.objects.count()
+    log(f"runs spread over {n} workflows, rollups rebuilt ({rollups} rows) in {time.monotonic() - began:.0f} s")
+    runs = args.max_runs  # every run, spread
+    rows = []
+    for window in WINDOWS:
+        for scope, path, kwargs in (
+            ("workflow", f"/api/insights/?workflow={ids[-1]}&window={window}", {"workflow_id": ids[-1]}),
+            ("organization", f"/api/insights/?window={window}", {}),
+        ):
+            session.get(stack.base_url + path, timeout=120)
+            r = timed_get(session, stack.base_url + path, args.requests)
+            label = f"insights {scope} {window} ({n} workflows)"
+            rows.append({"runs": runs, "page": label, **r})
+            log(f"  {label}: p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms {r['status']}")
+            samples = []
+            for _ in range(args.requests * 3):
+                t0 = time.perf_counter()
+                insights(organization_ids=[org_id], window=window, **kwargs)
+                samples.append((time.perf_counter() - t0) * 1000)
+            label = f"insights() {scope} {window} ({n} workflows, in process)"
+            rows.append({"runs": runs, "page": label, "p50_ms": round(percentile(samples, 50), 1),
+                         "p99_ms": round(percentile(samples, 99), 1), "status": ["-"], "count": None})  # fmt: skip
+            log(f"  {label}: p50 {rows[-1]['p50_ms']} ms p99 {rows[-1]['p99_ms']} ms")
     return rows
 
 
