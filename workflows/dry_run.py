@@ -31,6 +31,7 @@ from integrations.registry import UnknownAction, get_action
 from integrations.services import credential_reveal, credential_secret_values
 
 from . import redaction, templating
+from .files.services import RunFileAccess
 from .models import STEP_SPEC_FIELDS, Step, StepRun, StepRunStatus, Workflow
 from .recording import Scrubber
 from .validation import validate_definition
@@ -159,6 +160,8 @@ def _test_step(
         credential=revealed,
         credential_kind=credential.kind if credential is not None else None,
         template_context=context,
+        raw_config=row.config or {},
+        files=RunFileAccess(organization_id=workflow.organization_id),  # a test run's files are detached: pruned
     )
     if send and action.has_side_effects:
         result["would_send"] = would_send(row.action_type, rendered, credential, action)

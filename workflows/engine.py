@@ -73,6 +73,7 @@ from potaflow.structured_logging import log_context
 
 from . import recording, templating
 from .definitions import definitions
+from .files.services import RunFileAccess
 from .leases import keeper
 from .models import (
     AttemptOutcome,
@@ -521,7 +522,11 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             credential=credential,
             credential_kind=credential_kind,
             template_context=context,
+            raw_config=config,
+            files=RunFileAccess(organization_id=run.workflow.organization_id, run_id=run.pk),
         )
+        if action.output_limit_setting:
+            attempt.output_limit = int(getattr(settings, action.output_limit_setting))
         output = action.run(attempt.rendered, ctx)
     except RunFiltered as filtered:
         recording.record_filtered(attempt, filtered.output)
