@@ -411,35 +411,45 @@ POTAFLOW_PARSE_MAX_CELL_CHARS = env.int("POTAFLOW_PARSE_MAX_CELL_CHARS", default
 POTAFLOW_PARSE_MAX_OUTPUT_BYTES = env.int("POTAFLOW_PARSE_MAX_OUTPUT_BYTES", default=16 * 1024 * 1024)
 # Files a step sends (email attachments together, a Slack upload, an HTTP body) are read into memory: at most this.
 POTAFLOW_SEND_FILE_MAX_BYTES = env.int("POTAFLOW_SEND_FILE_MAX_BYTES", default=25 * 1024 * 1024)
-_file_storage = urllib.parse.urlsplit(POTAFLOW_FILE_STORAGE.strip())
-if _file_storage.scheme == "s3":
-    if not _file_storage.netloc:
-        raise ImproperlyConfigured(
-            f"POTAFLOW_FILE_STORAGE={POTAFLOW_FILE_STORAGE!r} names no bucket (s3://bucket/prefix)."
-        )
-    STORAGES["potaflow_files"] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": _file_storage.netloc,
-            "location": _file_storage.path.strip("/"),
-            "endpoint_url": AWS_S3_ENDPOINT_URL,
-            "access_key": AWS_ACCESS_KEY_ID,
-            "secret_key": AWS_SECRET_ACCESS_KEY,
-            "region_name": AWS_S3_REGION_NAME,
-            "file_overwrite": True,  # keys are ids or paths a step chose: a retry writes the same object again
-            "default_acl": None,
-        },
-    }
-elif _file_storage.scheme in ("", "file"):
-    _files_dir = BASE_DIR / (_file_storage.path or VAR_DIR / "files")  # a relative folder: from the project
-    STORAGES["potaflow_files"] = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(_files_dir), "allow_overwrite": True, "base_url": None},
-    }
-else:
-    raise ImproperlyConfigured(
-        f"POTAFLOW_FILE_STORAGE={POTAFLOW_FILE_STORAGE!r}: use a folder, file:///folder or s3://bucket/prefix."
-    )
+
+
+def file_storage_settings(
+    value: str,
+    *,
+    endpoint_url: str | None = AWS_S3_ENDPOINT_URL,
+    access_key: str | None = AWS_ACCESS_KEY_ID,
+    secret_key: str | None = AWS_SECRET_ACCESS_KEY,
+    region_name: str | None = AWS_S3_REGION_NAME,
+) -> dict:
+    """The ``STORAGES`` entry a ``POTAFLOW_FILE_STORAGE`` value means (tests build theirs with it too)."""
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ImproperlyConfigured(f"POTAFLOW_FILE_STORAGE={value!r} names no bucket (s3://bucket/prefix).")
+        return {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": parts.netloc,
+                "location": parts.path.strip("/"),
+                "endpoint_url": endpoint_url,
+                "access_key": access_key,
+                "secret_key": secret_key,
+                "region_name": region_name,
+                "file_overwrite": True,  # keys are ids or paths a step chose: a retry writes the same object again
+                "default_acl": None,
+                "max_memory_size": 1024 * 1024,  # a download spills to a temporary file past 1 MiB
+            },
+        }
+    if parts.scheme in ("", "file"):
+        folder = BASE_DIR / (parts.path or VAR_DIR / "files")  # a relative folder: from the project
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder), "allow_overwrite": True, "base_url": None},
+        }
+    raise ImproperlyConfigured(f"POTAFLOW_FILE_STORAGE={value!r}: use a folder, file:///folder or s3://bucket/prefix.")
+
+
+STORAGES["potaflow_files"] = file_storage_settings(POTAFLOW_FILE_STORAGE)
 # A queued or retrying step whose message was lost is sent again after this long without progress.
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)

@@ -25,8 +25,10 @@ from django.views.decorators.http import require_GET, require_POST
 from integrations.models import Credential
 from integrations.registry import all_actions
 from workflows import dry_run, services, versions
+from workflows import selectors as workflow_selectors
 from workflows.admin.widgets import cron_description, human_duration, next_firings
 from workflows.api import WorkflowSerializer
+from workflows.files.download import file_response
 from workflows.models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, StepRunStatus, TriggerType, Workflow
 from workflows.pagination import RunListPaginator
 from workflows.schedules import ScheduleError, parse_cron
@@ -257,8 +259,20 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
         definition_changed=run.workflow_version != run.workflow.version,
         state_url=reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
         nav="runs",
+        files=list(workflow_selectors.run_files(run)),
     )
     return render(request, "webui/run_page.html", context)
+
+
+@require_GET
+@login_required
+def run_file(request: HttpRequest, run_id: Any, file_id: Any) -> HttpResponse:
+    """A run's file for a member of its organization (any role); 404 for everyone else."""
+    run, _membership = selectors.run_for(request.user, run_id)
+    row = workflow_selectors.run_file_for(run, file_id)
+    if row is None:
+        raise Http404("No such file in this run.")
+    return file_response(row)
 
 
 @require_POST
