@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from integrations.errors import PermanentError, RetryableError
@@ -62,6 +62,12 @@ def used_bytes(organization_id: int | None = None) -> int:
     """Bytes of files kept (one organization's, or everyone's): what the quota and the storage figure count."""
     rows = RunFile.objects.all() if organization_id is None else RunFile.objects.filter(organization_id=organization_id)
     return int(rows.aggregate(total=Sum("size"))["total"] or 0)
+
+
+def usage() -> tuple[int, int]:
+    """(bytes, files) kept in the file storage, every organization's: potaflow_status and /metrics."""
+    totals = RunFile.objects.aggregate(total=Sum("size"), files=Count("pk"))
+    return int(totals["total"] or 0), int(totals["files"] or 0)
 
 
 def check_quota(organization_id: int, incoming: int) -> None:
