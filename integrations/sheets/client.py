@@ -65,14 +65,14 @@ def spreadsheet_key(value: str) -> str:
 
 
 def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
-    """Append ``config["values"]`` as the credential's service account; the step's output."""
+    """Append ``config["rows"]`` as the credential's service account; the step's output."""
     key_info = (ctx.credential or {}).get("key")
     if not key_info:
         raise PermanentError("sheets.append_row needs a google_service_account credential")
     client_email = key_info.get("client_email", "?")
     _check_token_uri(key_info.get("token_uri", ""))
     key = spreadsheet_key(config["spreadsheet"])
-    values = ["" if v is None else v for v in config["values"]]
+    rows = config["rows"]  # made safe by the action (formulas from untrusted input are text)
     option = config.get("value_input_option") or "RAW"
     try:
         credentials = ServiceAccountCredentials.from_service_account_info(  # type: ignore[no-untyped-call]  # google-auth leaves it unannotated
@@ -95,8 +95,8 @@ def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValu
         worksheet = spreadsheet.worksheet(title) if title else spreadsheet.get_worksheet(0)
         if worksheet is None:
             raise PermanentError(f"spreadsheet {key} has no worksheet")
-        result = worksheet.append_row(
-            values,
+        result = worksheet.append_rows(
+            rows,
             # A template may render any string; Google answers an unknown option with a 400.
             value_input_option=option,  # type: ignore[arg-type]  # gspread's StrEnum; its values are these strings
             insert_data_option=gspread.utils.InsertDataOption.insert_rows,

@@ -28,6 +28,7 @@ from integrations.storable import JSONValue, storable
 from .credentials import SLACK_BOT_TOKEN
 
 if TYPE_CHECKING:
+    from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
 
 # https://api.slack.com/methods/chat.postMessage#errors: transient on Slack's side.
@@ -40,13 +41,16 @@ _NOT_JSON = "Received a response in a non-JSON format:"
 class SlackMessage(Action):
     name = "slack.message"
     title = "Slack message"
-    description = "Post a message (text and/or Block Kit blocks) to a channel, optionally in a thread."
+    description = (
+        "Post a message (text and/or Block Kit blocks) to a channel, optionally in a thread; "
+        "or upload a file there with the text as its comment."
+    )
     credential_kind = SLACK_BOT_TOKEN.kind
     credential_required = True
     config_schema = {
         "type": "object",
         "required": ["channel"],
-        "anyOf": [{"required": ["text"]}, {"required": ["blocks"]}],
+        "anyOf": [{"required": ["text"]}, {"required": ["blocks"]}, {"required": ["file"]}],
         "additionalProperties": False,
         "properties": {
             "channel": {"type": "string", "minLength": 1, "description": "Channel id (C0123...) or #name"},
@@ -54,6 +58,13 @@ class SlackMessage(Action):
             "blocks": {"type": "array", "items": {"type": "object"}, "description": "Block Kit blocks"},
             "thread_ts": {"type": "string", "description": "Reply in this thread"},
             "unfurl_links": {"type": "boolean"},
+            "file": {
+                "type": ["object", "string"],
+                "description": "Upload this file ({{ trigger.files.<field> }}) to the channel (needs its id); "
+                "text becomes its comment. At most POTAFLOW_SEND_FILE_MAX_BYTES.",
+            },
+            "filename": {"type": "string", "description": "The uploaded file's name (default: its own)"},
+            "title": {"type": "string", "description": "The uploaded file's title"},
         },
     }
 
@@ -74,6 +85,8 @@ class SlackMessage(Action):
             timeout=max(1, round(ctx.timeout_seconds)),
             retry_handlers=[],
         )
+        if config.get("file") not in (None, ""):
+            return _upload(client, config, ctx)
         kwargs: dict[str, Any] = {"channel": config["channel"]}
         for key in ("text", "blocks", "thread_ts", "unfurl_links"):
             if config.get(key) not in (None, ""):
@@ -91,6 +104,44 @@ class SlackMessage(Action):
             {"ok": True, "channel": data.get("channel"), "ts": data.get("ts"), "message": data.get("message", {})}
         )
         return output
+
+
+def _upload(client: WebClient, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
+    """Slack's external upload flow (``files_upload_v2``): files.getUploadURLExternal, the bytes
+    to the URL it gives, then files.completeUploadExternal sharing the file in the channel."""
+    # deferred: keeps idle memory down (as in run)
+    from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
+
+    channel = str(config["channel"])
+    if channel.startswith("#"):
+        raise PermanentError(f"config.channel: a file upload needs the channel's id (C0123...), not {channel!r}")
+    if ctx.files is None:
+        raise PermanentError("this step runs without access to files")
+    info, data = ctx.files.read(config["file"], field="config.file", limit=settings.POTAFLOW_SEND_FILE_MAX_BYTES,
+                                setting="POTAFLOW_SEND_FILE_MAX_BYTES")  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "channel": channel,
+        "content": data,
+        "filename": config.get("filename") or info.name,
+        "title": config.get("title") or config.get("filename") or info.name,
+    }
+    if config.get("text"):
+        kwargs["initial_comment"] = config["text"]
+    if config.get("thread_ts"):
+        kwargs["thread_ts"] = config["thread_ts"]
+    try:
+        response = client.files_upload_v2(**kwargs)
+    except SlackApiError as exc:
+        raise _classify(exc, channel) from None
+    except SlackRequestError as exc:  # the upload URL answered something other than 200
+        raise RetryableError(f"Slack file upload failed: {exc}") from None
+    except (urllib.error.URLError, TimeoutError, OSError, SlackClientError) as exc:
+        raise RetryableError(f"Slack unreachable: {exc}") from None
+    uploaded = response.get("file") or {}
+    return storable(
+        {"ok": True, "channel": channel, "file_id": uploaded.get("id"), "title": uploaded.get("title"),
+         "file": info.as_ref()}
+    )  # fmt: skip
 
 
 def _classify(exc: SlackApiError, channel: str) -> Exception:
