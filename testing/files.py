@@ -59,6 +59,17 @@ def storage_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="module")
+def file_storage_env(request: pytest.FixtureRequest, storage_kind: str) -> dict[str, str]:
+    """What a web or worker process needs to use the storage of ``storage_kind`` (stable per kind)."""
+    # Imported here: this plugin loads before Django is set up (conftest's pytest_plugins).
+    from testing.worker import test_var_dir
+
+    if storage_kind == "s3":
+        return request.getfixturevalue("s3_server").storage_env(BUCKET, PREFIX)
+    return {"POTAFLOW_FILE_STORAGE": str(test_var_dir() / "files")}
+
+
 @pytest.fixture
 def file_storage(request: pytest.FixtureRequest, storage_kind: str, settings: Any) -> StorageUnderTest:
     # Imported here: this plugin loads before Django is set up (conftest's pytest_plugins).

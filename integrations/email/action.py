@@ -14,6 +14,8 @@ import ssl
 import time
 import urllib.error
 from collections.abc import Mapping
+from email import encoders
+from email.mime.base import MIMEBase
 from email.utils import make_msgid
 from functools import cached_property
 from typing import Any
@@ -186,7 +188,7 @@ def _send_smtp(message: dict[str, Any], ctx: ActionContext) -> dict[str, JSONVal
     elif message["html"]:
         email.content_subtype = "html"
     for info, data in message["attachments"]:
-        email.attach(info.name, data, info.content_type or "application/octet-stream")
+        email.attach(_mime_attachment(info, data))
     where = f"SMTP {host}:{port}"
     try:
         email.send()
@@ -235,6 +237,19 @@ def _attachments(value: Any, ctx: ActionContext) -> list[tuple[FileInfo, bytes]]
         budget -= len(data)
         attached.append((info, data))
     return attached
+
+
+def _mime_attachment(info: FileInfo, data: bytes) -> MIMEBase:
+    """The file as a base64 part whatever its type: a text/* part would have its line endings
+    rewritten on the way (CRLF), and an attachment must arrive byte for byte."""
+    maintype, _, subtype = (info.content_type or "application/octet-stream").partition("/")
+    if not (maintype and subtype) or any(c in maintype + subtype for c in "\r\n;"):
+        maintype, subtype = "application", "octet-stream"
+    part = MIMEBase(maintype, subtype.strip())
+    part.set_payload(data)
+    encoders.encode_base64(part)
+    part.add_header("Content-Disposition", "attachment", filename=info.name)
+    return part
 
 
 def _attachment_refs(message: dict[str, Any]) -> list[JSONValue]:

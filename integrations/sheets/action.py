@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from integrations.base import Action, ActionContext
+from integrations.errors import PermanentError
 from integrations.storable import JSONValue
 from integrations.template_syntax import is_template
 
@@ -61,8 +62,14 @@ class AppendRow(Action):
             "rows": {
                 "type": "array",
                 "items": {"type": ["array", "object"]},
-                "description": "Many rows in one call: lists of values, or objects (their values in order), "
-                "e.g. {{ steps.parse.output.rows }}",
+                "description": "Many rows in one call: lists of values, or objects with columns naming "
+                "their keys in order, e.g. {{ steps.parse.output.rows }}",
+            },
+            "columns": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "For rows that are objects: the keys, in column order "
+                "(e.g. {{ steps.parse.output.columns }}); a stored object keeps no key order",
             },
             "value_input_option": {
                 "type": "string",
@@ -87,7 +94,13 @@ class AppendRow(Action):
 def safe_rows(config: dict[str, Any], ctx: ActionContext) -> list[list[Any]]:
     """The rows to append, with untrusted would-be formulas written as text when Sheets parses input."""
     if config.get("rows") not in (None, ""):
-        rows = [list(r.values()) if isinstance(r, dict) else list(r) for r in config["rows"]]
+        columns = config.get("columns")
+        if any(isinstance(r, dict) for r in config["rows"]) and not columns:
+            raise PermanentError(
+                "config.columns: the rows are objects, whose keys have no order once stored; name the columns "
+                "in order, e.g. {{ steps.parse.output.columns }}"
+            )
+        rows = [[r.get(c) for c in columns] if isinstance(r, dict) else list(r) for r in config["rows"]]
         untrusted = lambda index: True  # noqa: E731 - rows always come from data
     else:
         rows = [list(config["values"])]

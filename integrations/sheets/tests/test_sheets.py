@@ -199,9 +199,12 @@ def test_would_be_formulas_from_templates_are_written_as_text_and_the_authors_st
 
 def test_rows_from_a_parsed_file_are_appended_in_one_call_as_text(google):
     rows = [{"name": "Ada", "note": "=1+1"}, {"name": "Grace", "note": "ok"}]
-    out = action.run({"spreadsheet": SHEET, "worksheet": "Other", "rows": rows, "value_input_option": "USER_ENTERED"},
+    config = {"spreadsheet": SHEET, "worksheet": "Other", "rows": rows, "value_input_option": "USER_ENTERED"}
+    with pytest.raises(PermanentError, match="config.columns"):
+        action.run(config, ctx(google))
+    out = action.run({**config, "columns": ["note", "name"]},
                      ctx(google, raw_config={"rows": "{{ steps.parse.output.rows }}"}))  # fmt: skip
-    assert google.cells(SHEET, "Other") == [[("text", "Ada"), ("text", "=1+1")], [("text", "Grace"), ("text", "ok")]]
+    assert google.cells(SHEET, "Other") == [[("text", "=1+1"), ("text", "Ada")], [("text", "ok"), ("text", "Grace")]]
     assert out["updated_rows"] == 2 and len([r for r in google.requests if r.path.endswith(":append")]) == 1
 
 
