@@ -18,6 +18,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -266,7 +267,7 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 @require_GET
 @login_required
-def run_file(request: HttpRequest, run_id: Any, file_id: Any) -> HttpResponse:
+def run_file(request: HttpRequest, run_id: Any, file_id: Any) -> HttpResponseBase:
     """A run's file for a member of its organization (any role); 404 for everyone else."""
     run, _membership = selectors.run_for(request.user, run_id)
     row = workflow_selectors.run_file_for(run, file_id)

@@ -32,6 +32,10 @@ def as_text(value: Any) -> Any:
     return value
 
 
+def _always(index: int) -> bool:
+    return True
+
+
 def untrusted_cells(raw: Any) -> Callable[[int], bool]:
     """Which positions of ``values`` came from a template (untrusted) rather than the workflow's author:
     a literal list marks its literal strings trusted; anything rendered is untrusted."""
@@ -94,14 +98,14 @@ class AppendRow(Action):
 def safe_rows(config: dict[str, Any], ctx: ActionContext) -> list[list[Any]]:
     """The rows to append, with untrusted would-be formulas written as text when Sheets parses input."""
     if config.get("rows") not in (None, ""):
-        columns = config.get("columns")
+        columns: list[str] = list(config.get("columns") or [])
         if any(isinstance(r, dict) for r in config["rows"]) and not columns:
             raise PermanentError(
                 "config.columns: the rows are objects, whose keys have no order once stored; name the columns "
                 "in order, e.g. {{ steps.parse.output.columns }}"
             )
         rows = [[r.get(c) for c in columns] if isinstance(r, dict) else list(r) for r in config["rows"]]
-        untrusted = lambda index: True  # noqa: E731 - rows always come from data
+        untrusted: Callable[[int], bool] = _always  # rows always come from data
     else:
         rows = [list(config["values"])]
         untrusted = untrusted_cells(ctx.raw_config.get("values"))

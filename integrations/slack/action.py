@@ -138,10 +138,11 @@ def _upload(client: WebClient, config: dict[str, Any], ctx: ActionContext) -> di
     except (urllib.error.URLError, TimeoutError, OSError, SlackClientError) as exc:
         raise RetryableError(f"Slack unreachable: {exc}") from None
     uploaded = response.get("file") or {}
-    return storable(
+    output: dict[str, JSONValue] = storable(
         {"ok": True, "channel": channel, "file_id": uploaded.get("id"), "title": uploaded.get("title"),
          "file": info.as_ref()}
     )  # fmt: skip
+    return output
 
 
 def _classify(exc: SlackApiError, channel: str) -> Exception:
