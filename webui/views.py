@@ -30,10 +30,10 @@ from workflows import selectors as workflow_selectors
 from workflows.admin.widgets import cron_description, human_duration, next_firings
 from workflows.api import WorkflowSerializer
 from workflows.files.download import file_response
+from workflows.intake.signatures import SignatureScheme
 from workflows.models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, StepRunStatus, TriggerType, Workflow
 from workflows.pagination import RunListPaginator
-from workflows.schedules import ScheduleError, parse_cron
-from workflows.signatures import SignatureScheme
+from workflows.scheduling.schedules import ScheduleError, parse_cron
 from workflows.validation import ReplayNotAllowed, WorkflowInvalid, limits
 
 from . import selectors

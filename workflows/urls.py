@@ -1,8 +1,10 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from . import api, live, stats, webhooks
+from . import api, live
 from .files import download
+from .intake import webhooks
+from .ops import stats
 
 app_name = "workflows"
 

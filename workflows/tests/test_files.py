@@ -17,9 +17,9 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from workflows import retention
 from workflows.files import services as file_services
 from workflows.models import FileState, Run, RunFile, RunStatus, TriggerType
+from workflows.ops import retention
 from workflows.services import run_replay, workflow_create
 
 pytestmark = pytest.mark.django_db

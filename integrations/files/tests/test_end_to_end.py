@@ -26,8 +26,8 @@ from testing.network import (
 )
 from testing.web import start_web
 from testing.worker import wait_for, wait_for_run
-from workflows import retention
 from workflows.models import FileState, Run, RunFile, TriggerType
+from workflows.ops import retention
 from workflows.services import workflow_create
 
 pytestmark = pytest.mark.slow

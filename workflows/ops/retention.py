@@ -34,8 +34,8 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from .files import services as file_services
-from .models import Run, RunFile, RunStatus, StepAttempt, StepRun, WorkflowVersion
+from ..files import services as file_services
+from ..models import Run, RunFile, RunStatus, StepAttempt, StepRun, WorkflowVersion
 
 logger = logging.getLogger(__name__)
 
