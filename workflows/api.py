@@ -115,6 +115,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "hmac_algorithm",
             "hmac_encoding",
             "hmac_prefix",
+            "webhook_body_as_file",
             "schedule",
             "timezone",
             "version",
@@ -181,6 +182,7 @@ class ExportWorkflowSerializer(serializers.Serializer):
     hmac_algorithm = serializers.CharField(required=False)
     hmac_encoding = serializers.CharField(required=False)
     hmac_prefix = serializers.CharField(required=False, allow_blank=True)
+    webhook_body_as_file = serializers.BooleanField(required=False)
     webhook_secret_set = serializers.BooleanField(
         required=False, help_text="Informative: the exported workflow had a webhook secret (never exported)."
     )

@@ -81,6 +81,11 @@ class Workflow(models.Model):
     hmac_prefix = models.CharField(
         max_length=32, blank=True, help_text='hmac scheme: text before the digest, e.g. "sha256=".'
     )
+    webhook_body_as_file = models.BooleanField(
+        default=False,
+        help_text="Keep a webhook body that is not JSON, a form or text (an image, a PDF, a zip...) as a file, "
+        "trigger.files.body, streamed to the file storage (instead of base64 in trigger.body).",
+    )
     schedule = models.CharField(max_length=100, blank=True, help_text='5-field cron expression, e.g. "*/5 * * * *".')
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone of the schedule.")
     version = models.PositiveIntegerField(default=1, editable=False)

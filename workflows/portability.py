@@ -42,6 +42,7 @@ EXPORT_WORKFLOW_FIELDS = (
     "trigger_type",
     "schedule",
     "timezone",
+    "webhook_body_as_file",
     *(f for f in SIGNING_FIELDS if f != "webhook_secret_previous"),
 )
 EXPORT_STEP_FIELDS = STEP_SPEC_FIELDS

@@ -99,6 +99,20 @@ class StorageUploadHandler(FileUploadHandler):
         self.current = None
         return StoredUpload(row)
 
+    def receive_body(self, request: HttpRequest, body: bytes) -> RunFile:
+        """The whole request body as one file (``trigger.files.body``): ``body`` when it was read
+        already (a signature needed it), else streamed from the request as it arrives."""
+        disposition = request.headers.get("Content-Disposition", "")
+        name = next((part.split("=", 1)[1].strip().strip('"') for part in disposition.split(";")
+                     if part.strip().lower().startswith("filename=")), "") or "body"  # fmt: skip
+        self.new_file("body", name, request.content_type or "", len(body) or None)
+        chunks = [body] if body else iter(lambda: request.read(self.chunk_size), b"")
+        for chunk in chunks:
+            self.receive_data_chunk(chunk, 0)
+        upload = self.file_complete(0)
+        assert upload is not None  # noqa: S101 - new_file opened it
+        return upload.row
+
     def rows(self) -> list[RunFile]:
         return [writer.row for writer in self.writers]
 

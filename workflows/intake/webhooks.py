@@ -11,6 +11,16 @@ original run) -> ``run_accept`` (400 when a value cannot be stored: NUL,
 lone surrogates; NaN/Infinity and absurd nesting are already refused by the
 parser) -> 202 ``{"run_id": ...}`` once the run is committed.
 
+Files (``workflows.files``): a ``multipart/form-data`` request's files, and
+the whole body when the workflow keeps binary bodies as files
+(``webhook_body_as_file``), are streamed to the file storage as they arrive
+(``files.uploads``), after the request's size and the organization's quota
+were checked from ``Content-Length`` (413 naming the setting); the run's
+payload holds ``files.<field>`` references. A refused or failed request
+keeps none of its files; a repeated one keeps the first delivery's. A signed
+workflow's body is read whole first (its signature needs it), within the
+webhook limit.
+
 Idempotency: for a workflow that verifies signatures the key is the signed
 delivery id (or a digest of the signed message), never an unsigned header,
 so a captured message replayed with a fresh ``Idempotency-Key`` is the same
@@ -29,8 +39,10 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse, QueryDict
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -74,7 +86,7 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
         return response
 
     uploads = None
-    if _is_multipart(request):
+    if _is_multipart(request) or _body_is_a_file(request, workflow):
         try:
             file_uploads.check_declared(request, workflow.organization_id)
         except FileRefused as exc:
@@ -97,6 +109,7 @@ def _accept(
     # Unsigned multipart with a Content-Length streams its files to storage while it is parsed;
     # anything else is read first (within POTAFLOW_WEBHOOK_MAX_BYTES), a signature needing the whole body.
     body = b""
+    raw_file = uploads is not None and not _is_multipart(request)
     if uploads is None or workflow.webhook_secret or not request.META.get("CONTENT_LENGTH"):
         try:
             body = intake.read_body(request, settings.POTAFLOW_WEBHOOK_MAX_BYTES)
@@ -111,9 +124,18 @@ def _accept(
             return _refuse(uploads, 401, f"Invalid webhook signature ({workflow.signature_scheme}): {exc.message}.")
 
     try:
-        parsed, content_type, files = parse_body(request, body)
+        if raw_file and uploads is not None:
+            parsed, content_type = None, (request.content_type or "").lower()
+            files = {"body": file_services.info_of(uploads.receive_body(request, body)).as_ref()}
+        else:
+            parsed, content_type, files = parse_body(request, body)
     except FileRefused as exc:
         return _refuse(uploads, exc.status, exc.message)
+    except RequestDataTooBig:
+        return _refuse(uploads, 413, f"The form fields are over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+                                     "(POTAFLOW_MAX_BODY_BYTES).")  # fmt: skip
+    except (TooManyFieldsSent, TooManyFilesSent, MultiPartParserError) as exc:
+        return _refuse(uploads, 400, f"Unreadable multipart body: {exc}")
     except ValueError as exc:
         return _refuse(uploads, 400, str(exc))
     except OSError as exc:  # the file storage failed mid-upload (disk full, S3 unreachable)
@@ -157,6 +179,15 @@ def _refuse(uploads: file_uploads.StorageUploadHandler | None, status: int, deta
 
 def _is_multipart(request: HttpRequest) -> bool:
     return (request.content_type or "").lower() == "multipart/form-data"
+
+
+def _body_is_a_file(request: HttpRequest, workflow: Workflow) -> bool:
+    """The workflow keeps binary bodies as files, and this one is neither JSON, a form nor text."""
+    if not workflow.webhook_body_as_file:
+        return False
+    content_type = (request.content_type or "").lower()
+    structured = content_type in ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+    return not (structured or content_type.endswith("+json") or content_type.startswith("text/"))
 
 
 def parse_body(request: HttpRequest, body: bytes) -> tuple[Any, str, dict[str, Any]]:

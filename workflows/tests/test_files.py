@@ -275,3 +275,30 @@ def test_status_and_metrics_report_the_file_storage_used(file_storage, hook):
 def test_an_export_never_contains_files(uploaded, editor):
     document = api_as(editor).get(f"/api/workflows/{uploaded.workflow_id}/export/").content
     assert str(RunFile.objects.get().pk).encode() not in document and b"a,b" not in document
+
+
+# -- a raw body kept as a file (the workflow says so) ----------------------------------------
+def test_a_binary_body_is_a_file_when_the_workflow_says_so(file_storage, org, settings):
+    wf = workflow_create(organization=org, name="Scans", trigger_type=TriggerType.WEBHOOK, webhook_body_as_file=True)
+    pdf = b"%PDF-1.7\n" + bytes(range(256)) * 50
+    response = Client().post(f"/hooks/{wf.webhook_token}", data=pdf, content_type="application/pdf",
+                             HTTP_CONTENT_DISPOSITION='attachment; filename="scan 1.pdf"')  # fmt: skip
+    assert response.status_code == 202, response.content
+    run = Run.objects.get(pk=response.json()["run_id"])
+    ref = run.payload["files"]["body"]
+    assert (ref["name"], ref["size"], ref["content_type"]) == ("scan 1.pdf", len(pdf), "application/pdf")
+    assert ref["sha256"] == hashlib.sha256(pdf).hexdigest() and run.payload["body"] is None
+    assert list(file_storage.objects().values()) == [pdf]
+    # JSON and text stay bodies; over the file limit is refused and nothing is kept.
+    as_json = Client().post(f"/hooks/{wf.webhook_token}", data=b'{"a": 1}', content_type="application/json")
+    assert Run.objects.get(pk=as_json.json()["run_id"]).payload["body"] == {"a": 1}
+    settings.POTAFLOW_UPLOAD_MAX_BYTES = 100
+    refused = Client().post(f"/hooks/{wf.webhook_token}", data=pdf, content_type="application/pdf")
+    assert refused.status_code == 413 and "POTAFLOW_UPLOAD_MAX_BYTES" in refused.json()["detail"]
+    assert len(file_storage.objects()) == 1 and RunFile.objects.count() == 1
+
+
+def test_without_the_setting_a_binary_body_stays_base64_and_nothing_is_stored(file_storage, hook):
+    response = Client().post(f"/hooks/{hook.webhook_token}", data=b"\xff\xfe\x00", content_type="image/png")
+    assert Run.objects.get(pk=response.json()["run_id"]).payload["body"] == {"base64": "//4A"}
+    assert file_storage.objects() == {}
