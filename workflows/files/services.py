@@ -296,7 +296,7 @@ def delete_rows(rows: Iterable[RunFile]) -> int:
     deleted = []
     for row in rows:
         try:
-            storage.delete(row.key)
+            storage.delete(row.key, unfinished=row.state == FileState.UPLOADING)
         except Exception:  # noqa: BLE001 - storage trouble: the row stays, the next pass tries again
             logger.warning("could not delete file %s from the file storage", row.key, exc_info=True)
             continue

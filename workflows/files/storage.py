@@ -85,11 +85,12 @@ def describe() -> str:
     return f"local disk {storage.location}"
 
 
-def delete(key: str) -> None:
-    """Delete the object at ``key`` (nothing there is fine); an abandoned S3 multipart upload too."""
+def delete(key: str, *, unfinished: bool = False) -> None:
+    """Delete the object at ``key`` (nothing there is fine); for a write that never finished, its
+    S3 multipart upload too (one listing call, so only then)."""
     storage: Any = file_storage()
     storage.delete(key)
-    if is_s3():
+    if unfinished and is_s3():
         # A web process killed mid-upload leaves its multipart upload open: parts without an object.
         name = storage._normalize_name(key)  # the key with the storage's prefix, as S3File uses it
         for upload in storage.bucket.multipart_uploads.filter(Prefix=name):

@@ -302,3 +302,15 @@ def test_without_the_setting_a_binary_body_stays_base64_and_nothing_is_stored(fi
     response = Client().post(f"/hooks/{hook.webhook_token}", data=b"\xff\xfe\x00", content_type="image/png")
     assert Run.objects.get(pk=response.json()["run_id"]).payload["body"] == {"base64": "//4A"}
     assert file_storage.objects() == {}
+
+
+def test_the_body_as_file_switch_travels_in_an_export_and_files_never_do(file_storage, org, editor):
+    wf = workflow_create(organization=org, name="Scans", trigger_type=TriggerType.WEBHOOK, webhook_body_as_file=True)
+    document = api_as(editor).get(f"/api/workflows/{wf.pk}/export/").json()
+    assert document["workflow"]["webhook_body_as_file"] is True
+    imported = api_as(editor).post("/api/workflows/import/", document, format="json")
+    assert imported.status_code == 201, imported.content
+    assert imported.json()["webhook_body_as_file"] is True
+    document["workflow"]["webhook_body_as_file"] = "yes"
+    refused = api_as(editor).post("/api/workflows/import/", document, format="json")
+    assert refused.status_code == 400 and "must be true or false" in refused.json()["detail"]
