@@ -56,6 +56,7 @@ INTEGRATIONS: tuple[str, ...] = (
     "integrations.email",
     "integrations.sheets",
     "integrations.files",
+    "integrations.oauth",
 )
 
 

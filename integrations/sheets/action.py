@@ -13,7 +13,7 @@ from integrations.errors import PermanentError
 from integrations.storable import JSONValue
 from integrations.template_syntax import is_template
 
-from .credentials import GOOGLE_SERVICE_ACCOUNT
+from .credentials import GOOGLE_OAUTH, GOOGLE_SERVICE_ACCOUNT
 
 _CELL = {"type": ["string", "number", "boolean", "null"]}
 # What a spreadsheet reads as the start of a formula (OWASP "CSV injection"; Sheets also takes + - @).
@@ -49,10 +49,10 @@ class AppendRow(Action):
     name = "sheets.append_row"
     title = "Google Sheets: append row"
     description = (
-        "Append one row of values (or many rows) to a worksheet, as the service account of the credential. "
-        "Values from templates that start with =, +, -, @ are written as text, never as formulas."
+        "Append one row of values (or many rows) to a worksheet, as the credential's service account or "
+        "Google account. Values from templates that start with =, +, -, @ are written as text, never as formulas."
     )
-    credential_kind = GOOGLE_SERVICE_ACCOUNT.kind
+    credential_kind = (GOOGLE_SERVICE_ACCOUNT.kind, GOOGLE_OAUTH.kind)
     credential_required = True
     config_schema = {
         "type": "object",

@@ -14,8 +14,9 @@ processes that never post to Slack (web, beat) do not carry it.
 
 from __future__ import annotations
 
+import functools
 import urllib.error
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -25,15 +26,16 @@ from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError
 from integrations.storable import JSONValue, storable
 
-from .credentials import SLACK_BOT_TOKEN
+from .credentials import SLACK_BOT_TOKEN, SLACK_OAUTH
 
 if TYPE_CHECKING:
-    from slack_sdk import WebClient
     from slack_sdk.errors import SlackApiError
 
 # https://api.slack.com/methods/chat.postMessage#errors: transient on Slack's side.
 RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable",
                     "request_timeout"}  # fmt: skip
+# Slack's codes for a token it does not accept (any more): a connection refreshes once and retries once.
+UNAUTHORIZED_ERRORS = {"invalid_auth", "not_authed", "token_expired", "token_revoked", "account_inactive"}
 # What slack_sdk (3.x) puts in place of the error code when the body was not JSON.
 _NOT_JSON = "Received a response in a non-JSON format:"
 
@@ -45,7 +47,7 @@ class SlackMessage(Action):
         "Post a message (text and/or Block Kit blocks) to a channel, optionally in a thread; "
         "or upload a file there with the text as its comment."
     )
-    credential_kind = SLACK_BOT_TOKEN.kind
+    credential_kind = (SLACK_BOT_TOKEN.kind, SLACK_OAUTH.kind)
     credential_required = True
     config_schema = {
         "type": "object",
@@ -72,46 +74,73 @@ class SlackMessage(Action):
         return {"channel": config.get("channel")}
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
-        token = (ctx.credential or {}).get("token")
+        cred = ctx.credential or {}
+        token = cred.get("token") or cred.get("access_token")
         if not token:
-            raise PermanentError("slack.message needs a slack_bot_token credential")
+            raise PermanentError("slack.message needs a slack_bot_token credential or a Slack connection")
         # deferred: keeps idle memory down (slack_sdk loads only in a process that posts to Slack)
-        from slack_sdk import WebClient
-        from slack_sdk.errors import SlackApiError, SlackClientError
+        from slack_sdk.errors import SlackApiError
 
-        client = WebClient(
-            token=token,
-            base_url=settings.POTAFLOW_SLACK_API_URL,
-            timeout=max(1, round(ctx.timeout_seconds)),
-            retry_handlers=[],
-        )
-        if config.get("file") not in (None, ""):
-            return _upload(client, config, ctx)
-        kwargs: dict[str, Any] = {"channel": config["channel"]}
-        for key in ("text", "blocks", "thread_ts", "unfurl_links"):
-            if config.get(key) not in (None, ""):
-                kwargs[key] = config[key]
+        send: Callable[[str], dict[str, Any]]
+        upload = _upload_args(config, ctx) if config.get("file") not in (None, "") else None
+        if upload is not None:
+            send = functools.partial(_upload, kwargs=upload, ctx=ctx)
+        else:
+            kwargs: dict[str, Any] = {"channel": config["channel"]}
+            for key in ("text", "blocks", "thread_ts", "unfurl_links"):
+                if config.get(key) not in (None, ""):
+                    kwargs[key] = config[key]
+            send = functools.partial(_post, kwargs=kwargs, ctx=ctx)
         try:
-            response = client.chat_postMessage(**kwargs)
+            data = send(token)
         except SlackApiError as exc:
-            raise _classify(exc, config["channel"]) from None
-        except AttributeError as exc:  # slack_sdk validating JSON that is not an object ([...], "...")
-            raise RetryableError(f"Slack answered with JSON that is not a Slack API answer ({exc})") from None
-        except (urllib.error.URLError, TimeoutError, OSError, SlackClientError) as exc:
-            raise RetryableError(f"Slack unreachable: {exc}") from None
-        data = response.data if isinstance(response.data, dict) else {}
+            if ctx.connection is None or _error_code(exc) not in UNAUTHORIZED_ERRORS:
+                raise _classify(exc, config["channel"]) from None
+            token = ctx.connection.refreshed_after(token)  # once, single-flight; dead: "reconnect Slack"
+            try:
+                data = send(token)
+            except SlackApiError as again:
+                raise _classify(again, config["channel"]) from None
+        if upload is not None:
+            uploaded = data.get("file") or {}
+            shared: dict[str, JSONValue] = storable(
+                {"ok": True, "channel": config["channel"], "file_id": uploaded.get("id"),
+                 "title": uploaded.get("title"), "file": upload["file"]}
+            )  # fmt: skip
+            return shared
         output: dict[str, JSONValue] = storable(
             {"ok": True, "channel": data.get("channel"), "ts": data.get("ts"), "message": data.get("message", {})}
         )
         return output
 
 
-def _upload(client: WebClient, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
-    """Slack's external upload flow (``files_upload_v2``): files.getUploadURLExternal, the bytes
-    to the URL it gives, then files.completeUploadExternal sharing the file in the channel."""
-    # deferred: keeps idle memory down (as in run)
-    from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
+def _post(token: str, kwargs: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    """One chat.postMessage; Slack's API errors come out as ``SlackApiError``, the rest classified."""
+    # deferred: as in run
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError, SlackClientError
 
+    client = WebClient(
+        token=token,
+        base_url=settings.POTAFLOW_SLACK_API_URL,
+        timeout=max(1, round(ctx.timeout_seconds)),
+        retry_handlers=[],
+    )
+    try:
+        response = client.chat_postMessage(**kwargs)
+    except AttributeError as exc:  # slack_sdk validating JSON that is not an object ([...], "...")
+        raise RetryableError(f"Slack answered with JSON that is not a Slack API answer ({exc})") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise RetryableError(f"Slack unreachable: {exc}") from None
+    except SlackApiError:
+        raise  # Slack's answer: the caller decides (refresh, or classify)
+    except SlackClientError as exc:
+        raise RetryableError(f"Slack unreachable: {exc}") from None
+    return response.data if isinstance(response.data, dict) else {}
+
+
+def _upload_args(config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    """What files_upload_v2 sends, the file read once (within POTAFLOW_SEND_FILE_MAX_BYTES) for every try."""
     channel = str(config["channel"])
     if channel.startswith("#"):
         raise PermanentError(f"config.channel: a file upload needs the channel's id (C0123...), not {channel!r}")
@@ -124,25 +153,39 @@ def _upload(client: WebClient, config: dict[str, Any], ctx: ActionContext) -> di
         "content": data,
         "filename": config.get("filename") or info.name,
         "title": config.get("title") or config.get("filename") or info.name,
+        "file": info.as_ref(),
     }
     if config.get("text"):
         kwargs["initial_comment"] = config["text"]
     if config.get("thread_ts"):
         kwargs["thread_ts"] = config["thread_ts"]
+    return kwargs
+
+
+def _upload(token: str, kwargs: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    """Slack's external upload flow (``files_upload_v2``): files.getUploadURLExternal, the bytes to
+    the URL it gives, then files.completeUploadExternal sharing the file in the channel."""
+    # deferred: as in run
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
+
+    client = WebClient(token=token, base_url=settings.POTAFLOW_SLACK_API_URL,
+                       timeout=max(1, round(ctx.timeout_seconds)), retry_handlers=[])  # fmt: skip
     try:
-        response = client.files_upload_v2(**kwargs)
-    except SlackApiError as exc:
-        raise _classify(exc, channel) from None
+        response = client.files_upload_v2(**{k: v for k, v in kwargs.items() if k != "file"})
+    except SlackApiError:
+        raise  # Slack's answer: the caller decides (refresh, or classify)
     except SlackRequestError as exc:  # the upload URL answered something other than 200
         raise RetryableError(f"Slack file upload failed: {exc}") from None
     except (urllib.error.URLError, TimeoutError, OSError, SlackClientError) as exc:
         raise RetryableError(f"Slack unreachable: {exc}") from None
-    uploaded = response.get("file") or {}
-    output: dict[str, JSONValue] = storable(
-        {"ok": True, "channel": channel, "file_id": uploaded.get("id"), "title": uploaded.get("title"),
-         "file": info.as_ref()}
-    )  # fmt: skip
-    return output
+    return response.data if isinstance(response.data, dict) else {}
+
+
+def _error_code(exc: SlackApiError) -> str | None:
+    data = getattr(exc.response, "data", None)
+    code = data.get("error") if isinstance(data, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _classify(exc: SlackApiError, channel: str) -> Exception:
