@@ -2,7 +2,7 @@
 that fail most, per organization or per workflow, for the last 24 h / 7 d / 30 d beside the period before.
 
 Read from the rollup tables (``RunRollup``, ``StepFailureRollup``), never from the runs: the database
-writes them in the statement that finishes a run (migration ``0011_insights_rollups``), so a page
+writes them in the statement that finishes a run (migration ``*_insights_rollups``), so a page
 costs a few index range reads whatever the number of runs, and keeps its history after retention has
 pruned the runs. A run counts in the hour and the day (UTC) it was received in, as ``/api/stats/``
 counts runs by ``created_at``; only finished runs are counted (queued, running or waiting ones are
@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from ..models import RollupGrain, RunRollup, RunStatus, StepFailureRollup, Workflow
 
-DURATION_BASE = 1.05  # spelled as "1.05" in the triggers of migration 0011
+DURATION_BASE = 1.05  # spelled as "1.05" in the triggers of migration *_insights_rollups
 COUNTED_STATUSES = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.FILTERED.value)
 TOP_STEPS = 10
 TOP_ERRORS = 3
@@ -272,6 +272,6 @@ def rebuild_rollups() -> None:
     one run at a time (a test holds the two to the same result).
     """
     if connection.vendor != "postgresql":
-        raise NotImplementedError("rebuild_rollups is a PostgreSQL function (migration 0011_insights_rollups).")
+        raise NotImplementedError("rebuild_rollups is a PostgreSQL function (migration *_insights_rollups).")
     with connection.cursor() as cursor:
         cursor.execute("SELECT potaflow_insights_rebuild()")
