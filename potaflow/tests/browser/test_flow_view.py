@@ -391,6 +391,17 @@ def test_a_definition_edited_as_json_renders_and_a_viewer_only_reads(live_server
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     assert serious_violations(page) == []
     shutil.copyfile(shot(page, "flow-view"), DOCS / "flow-view.png")
+    # Wide flows scroll inside the view and zoom: out, in, and to fit its width.
+    page.get_by_role("button", name="Zoom out").click()
+    assert page.locator("#pf-zoom-level").inner_text() == "90 %"
+    page.get_by_role("button", name="Zoom in").click()
+    page.get_by_role("button", name="Fit").click()
+    fitted = page.evaluate(
+        "(() => { const c = document.getElementById('pf-flow'); const i = c.querySelector('.pf-flow-inner');"
+        " return [i.getBoundingClientRect().width, c.clientWidth]; })()"
+    )
+    assert fitted[0] <= fitted[1], fitted
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     # Clicking a box opens it in the side panel, with its form.
     page.locator('[data-step-key="pay"] .pf-node-main').click()
     assert (

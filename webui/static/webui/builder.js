@@ -1429,8 +1429,9 @@
     changed("Applied the JSON: " + everyStep().length + " step(s).");
     return true;
   }
-  function setZoom(z) {
-    zoom = Math.min(Math.max(Math.round(z * 10) / 10, 0.4), 1.5);
+  function setZoom(z, exact) {
+    // −/+ move in tenths; Fit takes the largest zoom (to the hundredth) at which the flow fits.
+    zoom = Math.min(Math.max(exact ? Math.floor(z * 100) / 100 : Math.round(z * 10) / 10, 0.3), 1.5);
     renderFlow();
   }
 
@@ -1455,9 +1456,9 @@
   document.getElementById("pf-zoom-out").addEventListener("click", function () { setZoom(zoom - 0.1); });
   document.getElementById("pf-zoom-fit").addEventListener("click", function () {
     var canvas = document.getElementById("pf-flow");
-    var inner = canvas.querySelector(".pf-flow-inner");
     zoom = 1; renderFlow();
-    setZoom(Math.min(1, (canvas.clientWidth - 8) / Math.max(inner.scrollWidth, 1)));
+    var inner = canvas.querySelector(".pf-flow-inner");  // the drawing at 100 %
+    setZoom(Math.min(1, (canvas.clientWidth - 8) / Math.max(inner.scrollWidth, 1)), true);
   });
   document.getElementById("pf-flow").addEventListener("wheel", function (e) {
     if (!e.ctrlKey) return;
