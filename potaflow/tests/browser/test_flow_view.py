@@ -390,7 +390,6 @@ def test_a_definition_edited_as_json_renders_and_a_viewer_only_reads(live_server
     assert page.locator('.pf-loop-frame [data-step-key="append"]').count() == 1
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     assert serious_violations(page) == []
-    shutil.copyfile(shot(page, "flow-view"), DOCS / "flow-view.png")
     # Wide flows scroll inside the view and zoom: out, in, and to fit its width.
     page.get_by_role("button", name="Zoom out").click()
     assert page.locator("#pf-zoom-level").inner_text() == "90 %"
@@ -402,6 +401,7 @@ def test_a_definition_edited_as_json_renders_and_a_viewer_only_reads(live_server
     )
     assert fitted[0] <= fitted[1], fitted
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    shutil.copyfile(shot(page, "flow-view"), DOCS / "flow-view.png")
     # Clicking a box opens it in the side panel, with its form.
     page.locator('[data-step-key="pay"] .pf-node-main').click()
     assert (
