@@ -625,12 +625,20 @@
     changed("Added step " + s.key + ".");
     return s;
   }
-  function actionSelect(id, label) {
-    var select = el("select", {id: id, "aria-label": label || null});
-    Object.keys(allActions()).forEach(function (name) {
-      select.appendChild(el("option", {value: name}, [(allActions()[name].title || name) + " (" + name + ")"]));
+  /* Actions first, then the flow control steps, each group in its own <optgroup>. */
+  function fillActions(select) {
+    var actions = allActions();
+    var names = Object.keys(actions);
+    [["Actions", names.filter(function (n) { return !CONTROL_ACTIONS[n]; }).sort()],
+      ["Flow control", names.filter(function (n) { return CONTROL_ACTIONS[n]; })]].forEach(function (group) {
+      var optgroup = el("optgroup", {label: group[0]});
+      group[1].forEach(function (name) { optgroup.appendChild(el("option", {value: name}, [(actions[name].title || name) + " (" + name + ")"])); });
+      select.appendChild(optgroup);
     });
     return select;
+  }
+  function actionSelect(id, label) {
+    return fillActions(el("select", {id: id, "aria-label": label || null}));
   }
   function allActions() {
     var out = {};
@@ -1466,10 +1474,7 @@
     setZoom(zoom + (e.deltaY < 0 ? 0.1 : -0.1));
   }, {passive: false});
   if (canEdit) {
-    var addSelect = document.getElementById("pf-add-action");
-    Object.keys(allActions()).forEach(function (name) {
-      addSelect.appendChild(el("option", {value: name}, [(allActions()[name].title || name) + " (" + name + ")"]));
-    });
+    var addSelect = fillActions(document.getElementById("pf-add-action"));
     document.getElementById("pf-add-step").addEventListener("click", function () {
       var s = addStep(steps, steps.length, addSelect.value);
       var first = document.querySelector("#pf-card-" + s.uid + " .pf-step-body input:not([type=hidden]), #pf-card-" + s.uid + " .pf-step-body select, #pf-card-" + s.uid + " .pf-step-body textarea");
