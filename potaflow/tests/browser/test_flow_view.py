@@ -228,6 +228,11 @@ def test_keyboard_moves_into_a_path_and_refused_moves_are_explained(live_server,
     assert page.locator('#pf-flow [data-step-key="notify"]').count() == 0
     page.get_by_role("button", name="Undo").click()
     assert keys_of(definition(page)["steps"]) == ["shape", ("route", {"vip": ["notify"], "otherwise": []})]
+    # And with the mouse: drag the box onto the "+" after the branch.
+    page.locator('#pf-flow [data-step-key="notify"] .pf-node-main').drag_to(
+        page.get_by_role("button", name="Insert a step after route")
+    )
+    assert keys_of(definition(page)["steps"]) == ["shape", ("route", {"vip": [], "otherwise": []}), "notify"]
 
 
 def test_the_view_and_the_form_editor_give_the_same_definition(live_server, page, people):
