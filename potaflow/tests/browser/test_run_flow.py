@@ -79,6 +79,7 @@ def test_a_live_run_turns_green_box_by_box(celery_worker, live_server, page, edi
     page.wait_for_selector('#pf-run[data-finished="true"]')
     assert statuses(page) == ("succeeded", "succeeded", "succeeded")
     assert page.locator('#pf-run-flow [data-step-key="trigger"]').count() == 1
+    assert page.locator("#pf-run-flow .pf-selected").count() == 0  # nothing is "being edited" on a run
     # A box opens its step's attempts.
     page.locator('#pf-run-flow [data-step-key="shape"] .pf-node-main').click()
     assert page.evaluate("document.activeElement.dataset.key") == "shape"
