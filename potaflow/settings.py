@@ -332,6 +332,12 @@ CELERY_BEAT_SCHEDULER = "workflows.scheduler:HeapDatabaseScheduler"
 # A worker process records a message's firings before dispatching any: 5,000 lets the default
 # two pool processes record 10,000 firings of a minute in parallel, one message each.
 POTAFLOW_SCHEDULE_BATCH_SIZE = env.int("POTAFLOW_SCHEDULE_BATCH_SIZE", default=5000)
+# Several beats may run (one per host, for availability): only the holder of a lease row in the
+# database sends (workflows/scheduling/leader.py). A standby takes over at most this many seconds
+# (plus a tick) after the leader stops renewing; keep it well under a minute, or a minute's firings
+# can be skipped at a takeover. POTAFLOW_BEAT_LEADER_ELECTION=false: every beat sends (one beat only!).
+POTAFLOW_BEAT_LEASE_SECONDS = env.int("POTAFLOW_BEAT_LEASE_SECONDS", default=20)
+POTAFLOW_BEAT_LEADER_ELECTION = env.bool("POTAFLOW_BEAT_LEADER_ELECTION", default=True)
 # Firings have a queue of their own, which every worker consumes with the default one: a
 # backlog of steps must not make a minute's firings wait (the scheduled minute is in the run
 # either way; this keeps "scheduled -> run recorded" short). Each queue has its own exchange
