@@ -324,3 +324,101 @@ class Postgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+DEPLOY_NGINX = Path(__file__).resolve().parent.parent / "deploy" / "nginx"
+
+
+class Nginx:
+    """nginx with the shipped ``deploy/nginx/potaflow.conf``, verbatim; only the two site files differ.
+
+    ``upstreams``: the web hosts ("host:port"); ``site``: server-context lines (listen, proxy_bind...).
+    """
+
+    def __init__(
+        self,
+        upstreams: Sequence[str],
+        *,
+        listen: str = "127.0.0.1",
+        port: int | None = None,
+        site_extra: Sequence[str] = (),
+        prefix: Sequence[str] = (),
+        folder: Path | None = None,
+        worker_connections: int = 1024,
+    ) -> None:
+        self.upstreams, self.listen = list(upstreams), listen
+        self.port = port or free_port()
+        self.site_extra, self.prefix = list(site_extra), list(prefix)
+        self.folder = folder or Path(tempfile.mkdtemp(prefix="potaflow-nginx-"))
+        self.worker_connections = worker_connections
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen}:{self.port}"
+
+    def write_config(self) -> Path:
+        conf = self.folder / "conf"
+        for sub in ("conf", "logs", "tmp"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        (self.folder / "tmp").chmod(0o777)  # nginx's workers drop to an unprivileged user when root
+        shutil.copy(DEPLOY_NGINX / "potaflow.conf", conf / "potaflow.conf")
+        (conf / "potaflow-upstream.conf").write_text(
+            "".join(f"server {u} max_fails=1 fail_timeout=10s;\n" for u in self.upstreams)
+        )
+        (conf / "potaflow-site.conf").write_text(
+            f"listen {self.listen}:{self.port};\n" + "".join(f"{line}\n" for line in self.site_extra)
+        )
+        tmp = self.folder / "tmp"
+        (conf / "nginx.conf").write_text(
+            f"pid {self.folder / 'nginx.pid'};\n"
+            f"error_log {self.folder / 'logs' / 'error.log'} warn;\n"
+            "worker_processes 1;\n"
+            f"events {{ worker_connections {self.worker_connections}; }}\n"
+            "http {\n"
+            "    access_log off;\n"
+            f"    client_body_temp_path {tmp}/body;\n"
+            f"    proxy_temp_path {tmp}/proxy;\n"
+            f"    fastcgi_temp_path {tmp}/fastcgi;\n"
+            f"    uwsgi_temp_path {tmp}/uwsgi;\n"
+            f"    scgi_temp_path {tmp}/scgi;\n"
+            "    include potaflow.conf;\n"
+            "}\n"
+        )
+        return conf / "nginx.conf"
+
+    def check(self) -> subprocess.CompletedProcess:
+        """``nginx -t`` on the written configuration."""
+        main = self.write_config()
+        return subprocess.run(  # noqa: S603 - Debian's nginx, our config
+            ["nginx", "-t", "-p", str(self.folder), "-c", str(main)], capture_output=True, text=True, check=False
+        )
+
+    def start(self, timeout: float = 20) -> Nginx:
+        if shutil.which("nginx") is None:
+            raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light)")
+        main = self.write_config()
+        self.proc = subprocess.Popen(  # noqa: S603 - Debian's nginx, our config
+            [*self.prefix, "nginx", "-p", str(self.folder), "-c", str(main), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.folder / "logs" / "stderr.log").open("wb"),
+            start_new_session=True,
+        )
+        _wait(lambda: _port_open(self.listen, self.port, self.prefix), timeout, "nginx", self.proc,
+              self.folder / "logs" / "stderr.log")  # fmt: skip
+        return self
+
+    def reload(self) -> None:
+        """New upstreams or site lines, without dropping connections (SIGHUP)."""
+        self.write_config()
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+    def __enter__(self) -> Nginx:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
