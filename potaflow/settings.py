@@ -342,6 +342,9 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("POTAFLOW_WORKER_MAX_RSS_MB", defau
 # Hard ceiling on a pool child's heap (MiB, RLIMIT_DATA): a step allocating
 # past it fails with a MemoryError naming this setting. 0: no ceiling.
 POTAFLOW_WORKER_MEMORY_LIMIT_MB = env.int("POTAFLOW_WORKER_MEMORY_LIMIT_MB", default=1024)
+# Each worker writes its memory and liveness to the database this often (workflows/ops/heartbeat.py);
+# /metrics reports potaflow_worker_resident_memory_bytes and potaflow_workers_alive from it.
+POTAFLOW_WORKER_HEARTBEAT_SECONDS = env.int("POTAFLOW_WORKER_HEARTBEAT_SECONDS", default=15)
 CELERY_TIMEZONE = "UTC"
 # django-celery-beat's DatabaseScheduler, kept in a heap by due time: 10,000 schedules firing
 # the same minute cost beat well under a second (workflows/scheduler.py).

@@ -391,3 +391,21 @@ class SchedulerLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.holder} (term {self.term}) until {self.expires_at:%H:%M:%S}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A Celery worker's last report of itself: it is alive, and how much memory it holds.
+
+    Workers serve no HTTP, so ``/metrics`` (any web process) reads their memory
+    from here: each worker's main process writes its row every
+    ``POTAFLOW_WORKER_HEARTBEAT_SECONDS`` (``workflows.ops.heartbeat``).
+    """
+
+    name = models.CharField(max_length=200, primary_key=True, help_text="Celery's node name, celery@<host>.")
+    pid = models.IntegerField()
+    rss_bytes = models.BigIntegerField(help_text="Resident memory of the main process and its pool children.")
+    processes = models.IntegerField(default=1)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.rss_bytes // 2**20} MiB at {self.seen_at:%H:%M:%S})"
