@@ -364,7 +364,7 @@ class Nginx:
         (self.folder / "tmp").chmod(0o777)  # nginx's workers drop to an unprivileged user when root
         shutil.copy(DEPLOY_NGINX / "potaflow.conf", conf / "potaflow.conf")
         (conf / "potaflow-upstream.conf").write_text(
-            "".join(f"server {u} max_fails=1 fail_timeout=10s;\n" for u in self.upstreams)
+            "".join(f"server {u} max_fails=1 fail_timeout=5s;\n" for u in self.upstreams)
         )
         (conf / "potaflow-site.conf").write_text(
             f"listen {self.listen}:{self.port};\n" + "".join(f"{line}\n" for line in self.site_extra)
