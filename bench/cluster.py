@@ -266,12 +266,18 @@ class HostProcess:
         return total
 
 
+class HostDied(RuntimeError):
+    """A server exited while we waited for it to be ready."""
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.3) -> float:  # noqa: ANN001
     started = time.monotonic()
     while True:
         try:
             if predicate():
                 return time.monotonic() - started
+        except HostDied:
+            raise
         except Exception:  # noqa: BLE001, S110 - not yet
             pass
         if time.monotonic() - started > timeout:
@@ -437,6 +443,7 @@ class Cluster:
         self.services: list[Any] = []
         self.env: dict[str, str] = {}
         self.db_direct = ""
+        self.tries: dict[str, int] = {}  # host -> starts that exited before ready (start_supervised)
 
     # -- bring up --------------------------------------------------------------------------
     def save_state(self) -> None:
@@ -581,7 +588,7 @@ class Cluster:
 
         def healthy() -> bool:
             if not self.procs[host].alive:
-                raise SystemExit(f"{host} exited:\n{self.procs[host].log()[-3000:]}")
+                raise HostDied(f"{host} exited:\n{self.procs[host].last_start_log()[-3000:]}")
             return http_get(url)[0] == 200
 
         return wait_until(healthy, READY_TIMEOUT, f"{host} /healthz")
@@ -589,7 +596,7 @@ class Cluster:
     def wait_worker(self, host: str) -> float:
         def ready() -> bool:
             if not self.procs[host].alive:
-                raise SystemExit(f"{host} exited:\n{self.procs[host].log()[-3000:]}")
+                raise HostDied(f"{host} exited:\n{self.procs[host].last_start_log()[-3000:]}")
             return " ready." in self.procs[host].last_start_log()
 
         return wait_until(ready, READY_TIMEOUT, f"{host} worker")
@@ -602,9 +609,32 @@ class Cluster:
 
     def revive_host(self, host: str) -> float:
         self.net.link(host, up=True)
-        self.procs[host].start()
-        return self.wait_web(host) if host.startswith("web") else (
-            self.wait_worker(host) if host.startswith("worker") else 0.0)  # fmt: skip
+        return self.start_supervised(host)
+
+    def start_supervised(self, host: str) -> float:
+        """Start a host's server and wait until it is ready, starting it again if it exits (as
+        systemd's Restart=always would, every 3 s). Returns seconds to ready; counts the tries.
+
+        Why: a worker host that vanished and comes back within the broker's heartbeat window finds
+        its old connection still open at RabbitMQ, which then refuses the new one its exclusive
+        remote-control queue (RESOURCE_LOCKED) until it notices the old one is dead.
+        """
+        started = time.monotonic()
+        tries = 0
+        while True:
+            tries += 1
+            self.procs[host].start()
+            try:
+                if host.startswith("web"):
+                    self.wait_web(host)
+                elif host.startswith("worker"):
+                    self.wait_worker(host)
+                self.tries[host] = self.tries.get(host, 0) + tries - 1
+                return time.monotonic() - started
+            except HostDied:
+                if time.monotonic() - started > READY_TIMEOUT:
+                    raise
+                time.sleep(3)
 
     def recorder_stats(self) -> dict[str, Any]:
         return json.loads(http_get(f"http://{self.net.hosts['recorder']}:{RECORDER_PORT}/", timeout=10)[1])
@@ -734,6 +764,7 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         ready = cluster.revive_host(host)
         faults[-1]["back_after_s"] = round(time.time() - at, 1)
         faults[-1]["restart_ready_s"] = round(ready, 1)
+        faults[-1]["restarts_refused"] = cluster.tries.get(host, 0)
         time.sleep(args.gap)
 
         # 2. A worker host cut from the database and the broker while a call is in flight.
@@ -762,8 +793,7 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.monotonic()
             cluster.procs[host].stop(timeout=60)
             stopped = time.monotonic() - t0
-            cluster.procs[host].start()
-            ready = cluster.wait_web(host) if host.startswith("web") else cluster.wait_worker(host)
+            ready = cluster.start_supervised(host)
             if host.startswith("web"):
                 # nginx skips a host for fail_timeout (5 s) after a failure, then tries it again: the
                 # next web host goes down only once the proxy routes to this one again.
@@ -780,7 +810,7 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         def guarded(original=original) -> None:  # noqa: ANN001
             try:
                 original()
-            except Exception as exc:  # noqa: BLE001 - reported, the run goes on to its report
+            except BaseException as exc:  # noqa: BLE001 - reported, the run goes on to its report
                 errors.append(f"{type(exc).__name__}: {exc}")
                 traceback.print_exc()
 

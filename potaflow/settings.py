@@ -378,7 +378,10 @@ if POTAFLOW_BROKER_IS_AMQP:
     CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
     CELERY_WORKER_DETECT_QUORUM_QUEUES = True  # quorum queues have no global QoS: per-consumer prefetch
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
-    CELERY_BROKER_HEARTBEAT = env.int("POTAFLOW_BROKER_HEARTBEAT", default=30)
+    # AMQP heartbeats (seconds): a worker host that vanished (no FIN) is noticed by RabbitMQ after
+    # about two missed beats; then its unacknowledged messages go to other workers, and its node
+    # name (exclusive remote-control queue) is free for the host when it comes back.
+    CELERY_BROKER_HEARTBEAT = env.int("POTAFLOW_BROKER_HEARTBEAT", default=15)
 else:
     _queue_kwargs, _exchange_type = {}, "direct"
 CELERY_TASK_QUEUES = (
