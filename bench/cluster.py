@@ -481,8 +481,9 @@ class Cluster:
             broker.start()
             broker_url = broker.url
         else:
-            redis = HostProcess(net, "db", "redis", ["redis-server", "--bind", db, "--port", "6379", "--save", "",
-                                "--appendonly", "no", "--protected-mode", "no"], dict(os.environ), self.log_dir)  # fmt: skip
+            argv = ["redis-server", "--bind", db, "--port", "6379", "--save", "", "--appendonly", "no",
+                    "--protected-mode", "no"]  # fmt: skip
+            redis = HostProcess(net, "db", "redis", argv, dict(os.environ), self.log_dir)
             self.procs["redis"] = redis.start()
             wait_until(lambda: run(*net.prefix("db"), "redis-cli", "-h", db, "ping", check=False, quiet=True)
                        .stdout.strip() == "PONG", 20, "redis-server")  # fmt: skip
@@ -547,6 +548,27 @@ class Cluster:
                            self.procs[h].log(), READY_TIMEOUT, f"{host} beat")  # fmt: skip
         wait_until(lambda: http_get(f"http://{net.hosts['recorder']}:{RECORDER_PORT}/")[0] == 200, 30, "recorder")
         log(f"hosts up in {time.monotonic() - started:.1f} s (after migrations)")
+
+    def start_prometheus(self) -> str:
+        """Prometheus (Debian's) in this namespace, scraping both web hosts every 5 s, with the alert rules."""
+        from testing.services import free_port
+
+        folder = self.dir / "prometheus"
+        folder.mkdir()
+        port = free_port()
+        targets = ", ".join(f'"{self.net.hosts[h]}:{WEB_PORT}"' for h in ("web1", "web2"))
+        (folder / "prometheus.yml").write_text(
+            "global: {scrape_interval: 5s, evaluation_interval: 5s}\n"
+            f"rule_files: [{BASE_DIR / 'deploy' / 'prometheus' / 'alerts.yml'}]\n"
+            f"scrape_configs:\n  - job_name: potaflow\n    static_configs: [{{targets: [{targets}]}}]\n"
+        )
+        argv = ["prometheus", f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+        with (self.log_dir / "prometheus.log").open("wb") as out:
+            self.prometheus = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_get(f"{url}/-/ready")[0] == 200, 60, "prometheus")
+        return url
 
     def migrate(self) -> None:
         env = {**self.env, "DATABASE_URL": self.db_direct, "POTAFLOW_PGBOUNCER": "false", "LOG_LEVEL": "WARNING"}
@@ -653,6 +675,10 @@ class Cluster:
 
     # -- tear down ---------------------------------------------------------------------------
     def down(self) -> None:
+        if getattr(self, "prometheus", None) is not None:
+            with contextlib.suppress(Exception):
+                os.killpg(self.prometheus.pid, signal.SIGKILL)
+                self.prometheus.wait(10)
         for proc in self.procs.values():
             with contextlib.suppress(Exception):
                 proc.kill()
@@ -713,6 +739,7 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     recorder_url = f"http://{net.hosts['recorder']}:{RECORDER_PORT}/effects"
     webhook, secret, schedules = create_workflows(recorder_url)
     schedules_created = time.time()
+    prometheus = cluster.start_prometheus() if args.dashboard else None
     sender_cfg = {
         "url": f"http://{net.hosts['proxy']}:{PROXY_PORT}/hooks/{webhook.webhook_token}",
         "secret": secret, "rate": args.rate, "tag": cluster.tag, "max_events": args.max_events,
@@ -730,10 +757,12 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     faults: list[dict[str, Any]] = []
     faults_lock = threading.Lock()
 
-    def note(kind: str, at: float, **figures: Any) -> None:
+    def note(kind: str, at: float, **figures: Any) -> dict[str, Any]:
+        fault = {"kind": kind, "at": at, **figures}
         with faults_lock:
-            faults.append({"kind": kind, "at": at, **figures})
+            faults.append(fault)
         log(f"fault {kind}: {json.dumps(figures, default=str)}")
+        return fault
 
     def beat_track() -> None:
         # Kill the leading beat ~10 s before a minute boundary: the minute passes with no leader.
@@ -748,8 +777,9 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         took = wait_until(lambda: SchedulerLease.objects.get(name="beat").holder.split(":", 1)[0] == standby,
                           120, "the standby beat's takeover", interval=0.2)  # fmt: skip
         new = SchedulerLease.objects.get(name="beat")
+        lease_seconds = int(cluster.env.get("POTAFLOW_BEAT_LEASE_SECONDS", 20))
         note("beat-host-killed", at, host=leader, standby=standby, takeover_s=round(took, 1),
-             terms=[lease.term, new.term], lease_seconds=int(cluster.env.get("POTAFLOW_BEAT_LEASE_SECONDS", 20)))  # fmt: skip
+             terms=[lease.term, new.term], lease_seconds=lease_seconds)  # fmt: skip
         time.sleep(5)
         cluster.net.link(leader, up=True)
         cluster.procs[leader].start()  # back as the standby
@@ -759,31 +789,31 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         host, mid_call = cluster.busy_worker(["worker1", "worker2", "worker3"])
         at = time.time()
         cluster.kill_host(host)
-        note("worker-host-killed", at, host=host, mid_call=mid_call)
+        fault = note("worker-host-killed", at, host=host, mid_call=mid_call)
         time.sleep(args.down_seconds)
         ready = cluster.revive_host(host)
-        faults[-1]["back_after_s"] = round(time.time() - at, 1)
-        faults[-1]["restart_ready_s"] = round(ready, 1)
-        faults[-1]["restarts_refused"] = cluster.tries.get(host, 0)
+        fault["back_after_s"] = round(time.time() - at, 1)
+        fault["restart_ready_s"] = round(ready, 1)
+        fault["restarts_refused"] = cluster.tries.get(host, 0)
         time.sleep(args.gap)
 
         # 2. A worker host cut from the database and the broker while a call is in flight.
         host, mid_call = cluster.busy_worker(["worker1", "worker2", "worker3"])
         at = time.time()
         net.firewall(host, "db", cut=True)
-        note("worker-host-cut", at, host=host, mid_call=mid_call, cut_s=args.cut_seconds)
+        fault = note("worker-host-cut", at, host=host, mid_call=mid_call, cut_s=args.cut_seconds)
         time.sleep(args.cut_seconds)
         net.firewall(host, "db", cut=False)
-        faults[-1]["ended_at"] = time.time()
+        fault["ended_at"] = time.time()
         time.sleep(args.gap)
 
         # 3. A web host killed: the proxy routes around it.
         at = time.time()
         cluster.kill_host("web1")
-        note("web-host-killed", at, host="web1")
+        fault = note("web-host-killed", at, host="web1")
         time.sleep(args.down_seconds)
-        ready = cluster.revive_host("web1")
-        faults[-1]["back_after_s"] = round(time.time() - at, 1)
+        cluster.revive_host("web1")
+        fault["back_after_s"] = round(time.time() - at, 1)
         time.sleep(args.gap)
 
         # 4. Rolling restart of every web and worker host, one at a time.
@@ -793,12 +823,16 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.monotonic()
             cluster.procs[host].stop(timeout=60)
             stopped = time.monotonic() - t0
+            refused = cluster.tries.get(host, 0)
             ready = cluster.start_supervised(host)
+            refused = cluster.tries.get(host, 0) - refused
             if host.startswith("web"):
                 # nginx skips a host for fail_timeout (5 s) after a failure, then tries it again: the
                 # next web host goes down only once the proxy routes to this one again.
                 time.sleep(FAIL_TIMEOUT + 1)
-            steps.append(f"{host} stop {stopped:.1f} s + ready {ready:.1f} s")
+            steps.append(
+                f"{host} stop {stopped:.1f} s + ready {ready:.1f} s" + (f" ({refused} refused)" if refused else "")
+            )
         note("rolling-restart", at, hosts=steps, took_s=round(time.time() - at, 1), ended_at=time.time())
 
     threads = [threading.Thread(target=beat_track, name="beat-track", daemon=True),
@@ -845,6 +879,14 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     lost = [e for e in accepted if final_status.get(e) not in FINAL]
     last_finish = runs.aggregate(m=Max("finished_at"))["m"]
     settle_s = round(max(0.0, last_finish.timestamp() - last_fault), 1) if last_finish and not lost else None
+
+    if prometheus:
+        from dashboard_page import snapshot
+
+        title = f"PotaFlow cluster run ({args.broker}): 2 web, 3 worker, 2 beat hosts; faults at " + ", ".join(
+            f"+{f['at'] - send_start:.0f}s {f['kind']}" for f in sorted(faults, key=lambda f: f["at"])
+        )
+        log(f"dashboard: {snapshot(prometheus, send_start - 30, time.time(), args.dashboard, title)}")
 
     stats = cluster.recorder_stats()
     applied = stats["applied"]
@@ -966,8 +1008,9 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
 
 def print_fault_report(report: dict[str, Any]) -> None:
     print()
-    print(f"PotaFlow cluster run ({report['broker']}, {'quick' if report['quick'] else 'full'}): "
-          f"2 web hosts behind nginx, 3 worker hosts, 2 beat hosts, db host (PostgreSQL + PgBouncer + broker)")  # fmt: skip
+    kind = "quick" if report["quick"] else "full"
+    print(f"PotaFlow cluster run ({report['broker']}, {kind}): 2 web hosts behind nginx, 3 worker hosts, "
+          "2 beat hosts, db host (PostgreSQL + PgBouncer + broker)")  # fmt: skip
     print()
     for fault in report["faults"]:
         figures = {k: v for k, v in fault.items() if k not in ("kind", "at")}
@@ -1006,9 +1049,9 @@ def throughput_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]
     net = cluster.net
     recorder_url = f"http://{net.hosts['recorder']}:{RECORDER_PORT}/effects"
     webhook, _secret, _schedules = create_workflows(recorder_url)
-    one_step = workflow_create(organization=webhook.organization, name="cluster: 1 step", steps=[
-        {"key": "deliver", "action_type": "http.request",
-         "config": {"method": "POST", "url": recorder_url, "body_type": "json", "body": {"event_id": "x"}}}])  # fmt: skip
+    config = {"method": "POST", "url": recorder_url, "body_type": "json", "body": {"event_id": "x"}}
+    one_step = workflow_create(organization=webhook.organization, name="cluster: 1 step",
+                               steps=[{"key": "deliver", "action_type": "http.request", "config": config}])  # fmt: skip
     rows = []
     for hosts in (1, 2, 3):
         names = [f"worker{i}" for i in range(1, hosts + 1)]
@@ -1054,6 +1097,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=None, help="bound on the fault phase [600; quick 300]")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VAL", help="extra environment, every host")
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--dashboard", type=Path, default=None, metavar="PNG",
+                        help="run Prometheus beside the cluster and draw the dashboard's panels into PNG")  # fmt: skip
     parser.add_argument("--role", choices=("recorder", "sender"), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
@@ -1106,7 +1151,8 @@ def main(argv: list[str] | None = None) -> int:
             report = throughput_run(cluster, args)
             for row in report["rows"]:
                 print(f"  {row['worker_hosts']} worker host(s): {row['runs_per_s']} runs/s, "
-                      f"{row['worker_cpu_ms_per_run']} ms worker CPU per run ({row['runs']} runs in {row['seconds']} s)")  # fmt: skip
+                      f"{row['worker_cpu_ms_per_run']} ms worker CPU per run "
+                      f"({row['runs']} runs in {row['seconds']} s)")  # fmt: skip
         else:
             report = fault_run(cluster, args)
             print_fault_report(report)
