@@ -26,7 +26,7 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 DASHBOARD = BASE_DIR / "deploy" / "grafana" / "potaflow.json"
 COLOURS = ["#2f6fdf", "#e0832f", "#2fa86b", "#c9384d", "#8a5cd6", "#7a7a7a", "#c7a12b", "#2bb5c7"]
-W, H = 400, 170  # one chart's drawing area
+W, H = 370, 150  # one chart's drawing area
 
 
 def query_range(prometheus: str, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
@@ -98,11 +98,12 @@ def render(prometheus: str, start: float, end: float, rate_window: str, title: s
                      f'<div class="keys">{keys}</div></section>')  # fmt: skip
     body = "".join(cells)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
-body {{ font: 13px system-ui, sans-serif; background: #111217; color: #ccccdc; margin: 16px; width: 1400px; }}
+body {{ font: 13px system-ui, sans-serif; background: #111217; color: #ccccdc; margin: 16px; width: 1410px; }}
 h1 {{ font-size: 18px; margin: 0 0 4px; }} .sub {{ color: #8e8e9e; margin-bottom: 8px; }}
 h2 {{ font-size: 14px; width: 100%; margin: 14px 0 4px; color: #d8d9da; border-bottom: 1px solid #2c2f36; }}
 main {{ display: flex; flex-wrap: wrap; gap: 8px; }}
-section {{ background: #181b1f; border: 1px solid #2c2f36; border-radius: 3px; padding: 6px 8px; width: 450px; }}
+section {{ background: #181b1f; border: 1px solid #2c2f36; border-radius: 3px; padding: 6px 8px;
+           width: 448px; box-sizing: border-box; }}
 h3 {{ font-size: 13px; margin: 0 0 4px; font-weight: 600; }}
 .grid {{ stroke: #2c2f36; }} .axis {{ fill: #8e8e9e; font-size: 10px; }} .empty {{ fill: #8e8e9e; }}
 .keys {{ display: flex; flex-wrap: wrap; gap: 4px 10px; font-size: 11px; }}
@@ -128,9 +129,13 @@ def screenshot(page_html: Path, png: Path) -> None:
 
 
 def snapshot(prometheus: str, start: float, end: float, png: Path, title: str, rate_window: str = "1m") -> Path:
-    page = png.with_suffix(".html")
-    page.write_text(render(prometheus, start, end, rate_window, title))
-    screenshot(page, png)
+    """Render the page (kept beside nothing: a temporary file) and screenshot it into ``png``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="potaflow-dashboard-") as folder:
+        page = Path(folder) / "dashboard.html"
+        page.write_text(render(prometheus, start, end, rate_window, title))
+        screenshot(page, png)
     return png
 
 

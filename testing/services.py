@@ -208,6 +208,8 @@ class RabbitMQ:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
             "RABBITMQ_PID_FILE": str(self.folder / "rabbitmq.pid"),
             "RABBITMQ_ALLOW_INPUT": "",
+            # Erlang distribution (rabbitmqctl's channel) on loopback only, not every interface.
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
 
     def start(self, timeout: float = 90) -> RabbitMQ:
@@ -225,8 +227,9 @@ class RabbitMQ:
             "log.file.level = warning\n"
         )
         cookie = self.folder / "home" / ".erlang.cookie"
-        cookie.write_text(os.urandom(16).hex().upper())
-        cookie.chmod(0o400)
+        if not cookie.exists():  # a restart keeps the node's cookie (and its data)
+            cookie.write_text(os.urandom(16).hex().upper())
+            cookie.chmod(0o400)
         wrapper = shutil.which("rabbitmq-server") or "rabbitmq-server"
         # Debian's /usr/sbin/rabbitmq-server drops to the rabbitmq user when run as root; the
         # real script keeps our user and our folders.
@@ -256,6 +259,14 @@ class RabbitMQ:
         except Exception:  # noqa: BLE001 - not up yet
             return False
         return True
+
+    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """``rabbitmqctl`` against this node (its name and cookie), e.g. ``ctl("close_all_connections", "why")``."""
+        script = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+        argv = [script if Path(script).exists() else "rabbitmqctl", "-n", self.node, *args]
+        return subprocess.run(  # noqa: S603 - Debian's rabbitmqctl
+            [*self.prefix, *argv], env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     def stop(self) -> None:
         _terminate(self.proc, timeout=20)
