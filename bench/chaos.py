@@ -392,6 +392,8 @@ def inject(kind: str, stack: Stack, recorder: Recorder, rng: random.Random) -> s
         return f"redis-server stopped and started again on port {stack.redis.port} (no persistence: queue lost)"
     if kind == "broker-flush":
         stack.redis.flushall()
+        if isinstance(stack.redis, RabbitBroker):
+            return "both queues purged on the broker (every queued message lost)"
         return "FLUSHALL on the broker (every queued message lost)"
     if kind == "broker-blip":
         killed = stack.redis.kill_clients()
