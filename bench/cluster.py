@@ -1094,6 +1094,28 @@ def throughput_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]
 
 
 # -- main -------------------------------------------------------------------------------------
+# binary -> the Debian package that brings it
+PACKAGES = {"ip": "iproute2", "unshare": "util-linux", "iptables": "iptables", "nginx": "nginx-light",
+            "pgbouncer": "pgbouncer", "psql": "postgresql", "prometheus": "prometheus",
+            "redis-server": "redis-server", "rabbitmq-server": "rabbitmq-server"}  # fmt: skip
+
+
+def ensure_packages(broker: str, dashboard: bool = False) -> None:
+    """Install (apt-get, as root) the Debian packages the hosts need, when missing: one command from a clone."""
+    wanted = ["ip", "unshare", "iptables", "nginx", "pgbouncer", "psql",
+              "rabbitmq-server" if broker == "amqp" else "redis-server"]  # fmt: skip
+    wanted += ["prometheus"] if dashboard else []
+    missing = sorted({PACKAGES[b] for b in wanted if shutil.which(b) is None})
+    if missing and shutil.which("apt-get"):
+        log(f"installing Debian packages: {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=False, capture_output=True, env=env)  # noqa: S607
+        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=False, capture_output=True, env=env)  # noqa: S603, S607
+        missing = sorted({PACKAGES[b] for b in wanted if shutil.which(b) is None})
+    if missing:
+        sys.exit(f"missing Debian packages: {' '.join(missing)} (apt-get install {' '.join(missing)})")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", choices=("redis", "amqp"), default="redis")
@@ -1144,13 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
         return role_sender(args)
     if os.geteuid() != 0:
         sys.exit("bench/cluster.py needs root: network namespaces, veth links and iptables (sudo)")
-    missing = [b for b in ("ip", "unshare", "iptables", "nginx", "pgbouncer", "psql") if shutil.which(b) is None]
-    missing += [
-        b for b in (["rabbitmq-server"] if args.broker == "amqp" else ["redis-server"]) if shutil.which(b) is None
-    ]
-    if missing:
-        sys.exit(f"missing: {', '.join(missing)} (Debian: apt-get install iproute2 util-linux iptables nginx-light "
-                 "pgbouncer postgresql redis-server rabbitmq-server)")  # fmt: skip
+    ensure_packages(args.broker, dashboard=args.dashboard is not None)
 
     def on_signal(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)

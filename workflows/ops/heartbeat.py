@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, close_old_connections
+from django.db import DatabaseError, InterfaceError, close_old_connections, connections
 from django.utils import timezone
 
 from ..models import WorkerHeartbeat
@@ -69,10 +69,13 @@ def start(name: str) -> threading.Event:
     def run() -> None:
         while True:
             try:
-                close_old_connections()
                 beat_once(name)
             except (DatabaseError, InterfaceError) as exc:  # the database is away: try next round
                 logger.warning("worker heartbeat: %s: %s", type(exc).__name__, exc)
+            finally:
+                # No connection kept between beats: the main process forks pool children (a child
+                # replaced after its task), and a child must not inherit an open database socket.
+                connections.close_all()
             if stop.wait(interval()):
                 return
 
