@@ -214,7 +214,7 @@ POTAFLOW_BEHIND_PROXY = env.bool("POTAFLOW_BEHIND_PROXY", default=False)
 if POTAFLOW_BEHIND_PROXY:
     # Only behind a proxy that sets this header itself; otherwise clients could spoof it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# Peers whose X-Forwarded-For is believed (addresses or networks); see potaflow/client_ip.py.
+# Peers whose X-Forwarded-For is believed (addresses or networks); see core/client_ip.py.
 # Behind a proxy the default is loopback and the private networks; otherwise nobody.
 POTAFLOW_TRUSTED_PROXIES = env.list(
     "POTAFLOW_TRUSTED_PROXIES",
@@ -252,7 +252,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "auth": env("POTAFLOW_AUTH_THROTTLE_RATE", default="20/min"),
     },
-    # DRF's own get_ident must never believe X-Forwarded-For; ours use potaflow.client_ip.
+    # DRF's own get_ident must never believe X-Forwarded-For; ours use core.client_ip.
     "NUM_PROXIES": 0,
 }
 # Failed logins (API and admin) are limited per client address at the "auth" rate above, and per
@@ -347,8 +347,8 @@ POTAFLOW_WORKER_MEMORY_LIMIT_MB = env.int("POTAFLOW_WORKER_MEMORY_LIMIT_MB", def
 POTAFLOW_WORKER_HEARTBEAT_SECONDS = env.int("POTAFLOW_WORKER_HEARTBEAT_SECONDS", default=15)
 CELERY_TIMEZONE = "UTC"
 # django-celery-beat's DatabaseScheduler, kept in a heap by due time: 10,000 schedules firing
-# the same minute cost beat well under a second (workflows/scheduler.py).
-CELERY_BEAT_SCHEDULER = "workflows.scheduler:HeapDatabaseScheduler"
+# the same minute cost beat well under a second (workflows/scheduling/scheduler.py).
+CELERY_BEAT_SCHEDULER = "workflows.scheduling.scheduler:HeapDatabaseScheduler"
 # Schedule workflows per workflows.fire_schedules message beat sends when they are due together.
 # A worker process records a message's firings before dispatching any: 5,000 lets the default
 # two pool processes record 10,000 firings of a minute in parallel, one message each.
@@ -408,7 +408,7 @@ POTAFLOW_MAX_BODY_BYTES = env.int("POTAFLOW_MAX_BODY_BYTES", default=2_621_440)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(POTAFLOW_MAX_BODY_BYTES, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
 # Seconds a client has to send a request body under gunicorn (potaflow/body_deadline.py); later: 408.
 POTAFLOW_WEB_BODY_TIMEOUT = env.float("POTAFLOW_WEB_BODY_TIMEOUT", default=20.0)
-# Per-workflow webhook intake limit, shared through the cache (workflows.ratelimit): N/s, N/min, N/h or off.
+# Per-workflow webhook intake limit, shared through the cache (workflows.intake.ratelimit): N/s, N/min, N/h or off.
 POTAFLOW_WEBHOOK_RATE = env("POTAFLOW_WEBHOOK_RATE", default="50/s")
 if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour))\s*", POTAFLOW_WEBHOOK_RATE.lower()):
     raise ImproperlyConfigured(
@@ -417,7 +417,7 @@ if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour
 # Most events accepted at once (default: the rate's N).
 POTAFLOW_WEBHOOK_BURST = env.int("POTAFLOW_WEBHOOK_BURST", default=0) or None
 # Header and query-parameter names whose values are stored as "[redacted]" in run payloads
-# (each replaces its default list; see workflows.redaction).
+# (each replaces its default list; see core.redaction).
 POTAFLOW_REDACT_HEADERS = env.list(
     "POTAFLOW_REDACT_HEADERS",
     default=[
@@ -438,7 +438,7 @@ POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", defau
 # A queued or retrying step whose message was lost is sent again after this long without progress.
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)
-# Retention (workflows.retention): days a finished run is kept, by status; 0 keeps it forever.
+# Retention (workflows.ops.retention): days a finished run is kept, by status; 0 keeps it forever.
 # Dead-lettered runs are kept until replayed or deleted.
 POTAFLOW_RETAIN_SUCCEEDED_DAYS = env.int("POTAFLOW_RETAIN_SUCCEEDED_DAYS", default=7)
 POTAFLOW_RETAIN_FAILED_DAYS = env.int("POTAFLOW_RETAIN_FAILED_DAYS", default=30)
@@ -469,6 +469,31 @@ POTAFLOW_GOOGLE_SHEETS_API_URL = env(
 POTAFLOW_GOOGLE_DRIVE_API_URL = env(
     "POTAFLOW_GOOGLE_DRIVE_API_URL", default="https://www.googleapis.com/drive/v3/files"
 )
+# Connections (integrations/oauth): the OAuth apps' credentials, set once by staff, never shown.
+POTAFLOW_SLACK_CLIENT_ID = env("POTAFLOW_SLACK_CLIENT_ID", default="")
+POTAFLOW_SLACK_CLIENT_SECRET = env("POTAFLOW_SLACK_CLIENT_SECRET", default="")
+POTAFLOW_SLACK_OAUTH_AUTHORIZE_URL = env(
+    "POTAFLOW_SLACK_OAUTH_AUTHORIZE_URL", default="https://slack.com/oauth/v2/authorize"
+)
+POTAFLOW_SLACK_OAUTH_SCOPES = env.list("POTAFLOW_SLACK_OAUTH_SCOPES", default=["chat:write", "chat:write.public"])
+POTAFLOW_GOOGLE_CLIENT_ID = env("POTAFLOW_GOOGLE_CLIENT_ID", default="")
+POTAFLOW_GOOGLE_CLIENT_SECRET = env("POTAFLOW_GOOGLE_CLIENT_SECRET", default="")
+POTAFLOW_GOOGLE_OAUTH_AUTHORIZE_URL = env(
+    "POTAFLOW_GOOGLE_OAUTH_AUTHORIZE_URL", default="https://accounts.google.com/o/oauth2/v2/auth"
+)
+POTAFLOW_GOOGLE_OAUTH_TOKEN_URL = env("POTAFLOW_GOOGLE_OAUTH_TOKEN_URL", default="https://oauth2.googleapis.com/token")
+POTAFLOW_GOOGLE_OAUTH_REVOKE_URL = env(
+    "POTAFLOW_GOOGLE_OAUTH_REVOKE_URL", default="https://oauth2.googleapis.com/revoke"
+)
+POTAFLOW_GOOGLE_USERINFO_URL = env(
+    "POTAFLOW_GOOGLE_USERINFO_URL", default="https://openidconnect.googleapis.com/v1/userinfo"
+)
+# How long a started Connect may take before its callback is refused (the state expires).
+POTAFLOW_OAUTH_STATE_SECONDS = env.int("POTAFLOW_OAUTH_STATE_SECONDS", default=600)
+# Connects a user may have pending at once (each Connect click is one; older ones are dropped beyond it).
+POTAFLOW_OAUTH_MAX_PENDING = env.int("POTAFLOW_OAUTH_MAX_PENDING", default=5)
+# An access token this close to its expiry is refreshed before a step uses it.
+POTAFLOW_OAUTH_REFRESH_MARGIN_SECONDS = env.int("POTAFLOW_OAUTH_REFRESH_MARGIN_SECONDS", default=120)
 POTAFLOW_ADMIN_EMAIL = env("POTAFLOW_ADMIN_EMAIL", default="admin@example.com")
 POTAFLOW_ADMIN_PASSWORD = env("POTAFLOW_ADMIN_PASSWORD", default="")
 
@@ -497,7 +522,7 @@ POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS = env.int("POTAFLOW_HEALTH_MAX_RUN_AGE_SECON
 
 # ---------------------------------------------------------------------------
 # Logging: one stream for all three processes, JSON lines in production
-# (potaflow.structured_logging: run_id, step, attempt... on engine lines)
+# (core.structured_logging: run_id, step, attempt... on engine lines)
 # ---------------------------------------------------------------------------
 LOG_FORMAT = env("LOG_FORMAT", default="plain" if DEBUG else "json").strip().lower()
 if LOG_FORMAT not in ("json", "plain"):
@@ -506,13 +531,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"()": "potaflow.structured_logging.PlainFormatter"},
-        "json": {"()": "potaflow.structured_logging.JsonFormatter"},
+        "plain": {"()": "core.structured_logging.PlainFormatter"},
+        "json": {"()": "core.structured_logging.JsonFormatter"},
     },
     "filters": {
         # Webhook tokens and secret query values are masked in every line.
-        "redact": {"()": "potaflow.log_redaction.RedactingFilter"},
-        "context": {"()": "potaflow.structured_logging.ContextFilter"},
+        "redact": {"()": "core.redaction.RedactingFilter"},
+        "context": {"()": "core.structured_logging.ContextFilter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}

@@ -36,7 +36,8 @@ from accounts.models import Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for
 
-from . import dry_run, portability, recording, selectors, services, templating
+from . import dry_run, portability, selectors, services, templating
+from .execution import recording
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,

@@ -13,8 +13,8 @@ from django.db import connection
 
 from testing.worker import IsolatedBroker
 from workflows.models import SchedulerLease
-from workflows.scheduler import HeapDatabaseScheduler
 from workflows.scheduling.leader import Leadership, try_acquire
+from workflows.scheduling.scheduler import HeapDatabaseScheduler
 from workflows.tests.test_schedules import (
     firings,
     iso,
