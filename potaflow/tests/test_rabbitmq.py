@@ -20,7 +20,8 @@ import pytest
 from accounts.models import Organization
 from testing.network import RecordingHTTPServer, Reply
 from testing.services import RabbitMQ
-from testing.worker import test_database_url, wait_for_run
+from testing.worker import test_database_url as database_url
+from testing.worker import wait_for_run
 from workflows.models import Run, StepAttempt
 from workflows.services import workflow_create
 
@@ -38,7 +39,7 @@ def in_process(code: str, broker_url: str, **env: str) -> dict:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "potaflow.settings",
         "CELERY_BROKER_URL": broker_url,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database_url(),
         "DEBUG": "true",
         "LOG_LEVEL": "ERROR",
         **env,
