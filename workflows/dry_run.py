@@ -224,7 +224,7 @@ def _http_preview(config: dict[str, Any], credential: Any) -> dict[str, Any]:
     notes: list[str] = []
     if credential is not None:
         public = credential.public_data or {}
-        if credential.kind == "http_bearer":
+        if credential.kind in ("http_bearer", "oauth2"):  # oauth2: the connection's access token
             headers["Authorization"] = f"Bearer {MASK}"
         elif credential.kind == "http_basic":
             headers["Authorization"] = f"Basic {MASK} ({public.get('username', '')})"
