@@ -78,6 +78,12 @@ def _terminate(proc: subprocess.Popen | None, timeout: float = 10) -> None:
         pass
 
 
+def _remove(server: object) -> None:
+    """A server's temporary folder, when it made one itself (a folder it was given is the caller's)."""
+    if getattr(server, "owned", False):
+        shutil.rmtree(server.folder, ignore_errors=True)  # type: ignore[attr-defined]
+
+
 class PgBouncer:
     """``pgbouncer`` in transaction pooling in front of one PostgreSQL server (any database name).
 
@@ -102,6 +108,7 @@ class PgBouncer:
         self.listen, self.port = listen, port or free_port(listen if not prefix else "127.0.0.1")
         self.pool_size, self.max_client_conn = pool_size, max_client_conn
         self.prefix = list(prefix)
+        self.owned = folder is None  # a temporary folder of its own: removed by stop()
         self.folder = folder or Path(tempfile.mkdtemp(prefix="potaflow-pgbouncer-"))
         self.proc: subprocess.Popen | None = None
 
@@ -157,6 +164,7 @@ class PgBouncer:
 
     def stop(self) -> None:
         _terminate(self.proc)
+        _remove(self)
 
     def __enter__(self) -> PgBouncer:
         return self.start()
@@ -185,6 +193,7 @@ class RabbitMQ:
         self.port = port or free_port()
         self.dist_port = free_port()
         self.prefix = list(prefix)
+        self.owned = folder is None
         self.folder = folder or Path(tempfile.mkdtemp(prefix="potaflow-rabbitmq-"))
         self.node = f"{name or f'potaflow-{os.getpid()}-{self.port}'}@localhost"
         self.proc: subprocess.Popen | None = None
@@ -276,6 +285,7 @@ class RabbitMQ:
             os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
+        _remove(self)
 
     def __enter__(self) -> RabbitMQ:
         return self.start()
@@ -291,6 +301,7 @@ class Postgres:
                  folder: Path | None = None, trust_network: str = "127.0.0.0/8") -> None:  # fmt: skip
         self.listen, self.port = listen, port or free_port()
         self.prefix = list(prefix)
+        self.owned = folder is None
         self.folder = folder or Path(tempfile.mkdtemp(prefix="potaflow-postgres-"))
         self.trust_network = trust_network
         self.proc: subprocess.Popen | None = None
@@ -329,6 +340,7 @@ class Postgres:
 
     def stop(self) -> None:
         _terminate(self.proc, timeout=20)
+        _remove(self)
 
     def __enter__(self) -> Postgres:
         return self.start()
@@ -360,6 +372,7 @@ class Nginx:
         self.upstreams, self.listen = list(upstreams), listen
         self.port = port or free_port()
         self.site_extra, self.prefix = list(site_extra), list(prefix)
+        self.owned = folder is None
         self.folder = folder or Path(tempfile.mkdtemp(prefix="potaflow-nginx-"))
         self.worker_connections = worker_connections
         self.proc: subprocess.Popen | None = None
@@ -372,7 +385,10 @@ class Nginx:
         conf = self.folder / "conf"
         for sub in ("conf", "logs", "tmp"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        (self.folder / "tmp").chmod(0o777)  # nginx's workers drop to an unprivileged user when root
+        # nginx's workers drop to an unprivileged user when started as root: they must reach tmp/ (request
+        # bodies over client_body_buffer_size are written there) through a folder mkdtemp made 0700.
+        self.folder.chmod(0o755)
+        (self.folder / "tmp").chmod(0o777)
         shutil.copy(DEPLOY_NGINX / "potaflow.conf", conf / "potaflow.conf")
         (conf / "potaflow-upstream.conf").write_text(
             "".join(f"server {u} max_fails=1 fail_timeout=5s;\n" for u in self.upstreams)
@@ -427,6 +443,7 @@ class Nginx:
 
     def stop(self) -> None:
         _terminate(self.proc)
+        _remove(self)
 
     def __enter__(self) -> Nginx:
         return self.start()
