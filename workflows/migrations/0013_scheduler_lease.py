@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("workflows", "0010_drop_redundant_indexes"),
+        ("workflows", "0012_workflow_webhook_body_as_file"),
     ]
 
     operations = [
