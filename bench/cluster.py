@@ -916,10 +916,10 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         taken = []
         for chain in by_step.values():
             for first, nxt in zip(chain, chain[1:], strict=False):
+                # The next attempt may run anywhere, the faulted host included once it is back.
                 if (
                     first["worker_host"] == fault["host"]
                     and first["started_at"].timestamp() <= fault["at"] + 1
-                    and nxt["worker_host"] != fault["host"]
                     and nxt["started_at"].timestamp() > fault["at"]
                 ):
                     taken.append((nxt["started_at"].timestamp() - fault["at"], first["outcome"] or "open", nxt))
@@ -928,6 +928,7 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
             fault["takeover_s_max"] = round(max(t for t, _, _ in taken), 1)
             fault["takeover_s_median"] = round(sorted(t for t, _, _ in taken)[len(taken) // 2], 1)
             fault["closed_as"] = dict(Counter(outcome for _, outcome, _ in taken))
+            fault["taken_by"] = dict(Counter(nxt["worker_host"] for _, _, nxt in taken))
     outcomes = Counter(a["outcome"] or "open" for a in attempts)
     chains = [
         [f"{a['worker_host']}#{a['number']}:{a['outcome'] or 'open'}@{a['started_at'].timestamp() - send_start:.1f}"
