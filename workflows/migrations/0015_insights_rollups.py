@@ -263,7 +263,7 @@ def remove_triggers(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0002_token_family"),
-        ("workflows", "0012_workflow_webhook_body_as_file"),
+        ("workflows", "0014_worker_heartbeat"),
     ]
 
     operations = [
