@@ -420,6 +420,39 @@ POTAFLOW_GOOGLE_DRIVE_API_URL = env(
 POTAFLOW_ADMIN_EMAIL = env("POTAFLOW_ADMIN_EMAIL", default="admin@example.com")
 POTAFLOW_ADMIN_PASSWORD = env("POTAFLOW_ADMIN_PASSWORD", default="")
 
+# ---------------------------------------------------------------------------
+# Accounts in the browser and system e-mail (accounts.mail): verification,
+# password reset, invitations and failure notices. EMAIL_URL is smtp://user:pass@host:port
+# (smtp+tls:// for STARTTLS, smtps:// for TLS), consolemail:// (the worker's log) or
+# filemail://<folder> (one file per message). Unset: files in $POTAFLOW_VAR_DIR/mail.
+# ---------------------------------------------------------------------------
+EMAIL_URL = env("EMAIL_URL", default="") or f"filemail://{VAR_DIR / 'mail'}"
+_email = environ.Env.email_url_config(EMAIL_URL)  # raises ImproperlyConfigured naming an unknown scheme
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _email["EMAIL_PORT"] or 25
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+if EMAIL_URL.startswith("filemail://"):
+    # filemail:///abs/folder or filemail://var/mail (relative to the project, as people write it).
+    _mail_folder = Path(EMAIL_URL.removeprefix("filemail://").split("?", 1)[0])
+    EMAIL_FILE_PATH = str(_mail_folder if _mail_folder.is_absolute() else BASE_DIR / _mail_folder)
+EMAIL_TIMEOUT = env.int("POTAFLOW_EMAIL_TIMEOUT", default=10)
+POTAFLOW_EMAIL_FROM = env("POTAFLOW_EMAIL_FROM", default="PotaFlow <potaflow@localhost>")
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = POTAFLOW_EMAIL_FROM
+# Who may create an account: open (anyone, through /app/signup/ or the API), invite (only
+# people holding an invitation) or closed (nobody; operators create users in the admin).
+POTAFLOW_SIGNUP = env("POTAFLOW_SIGNUP", default="open").strip().lower()
+if POTAFLOW_SIGNUP not in ("open", "invite", "closed"):
+    raise ImproperlyConfigured(f"POTAFLOW_SIGNUP={POTAFLOW_SIGNUP!r} is not open, invite or closed.")
+# Days an invitation link works; pending invitations an organization may have at once.
+POTAFLOW_INVITATION_DAYS = env.int("POTAFLOW_INVITATION_DAYS", default=7)
+POTAFLOW_MAX_PENDING_INVITATIONS = env.int("POTAFLOW_MAX_PENDING_INVITATIONS", default=50)
+# Lifetime of e-mail verification and password-reset links (Django's PASSWORD_RESET_TIMEOUT).
+PASSWORD_RESET_TIMEOUT = env.int("POTAFLOW_ACCOUNT_LINK_HOURS", default=24) * 3600
+
 CELERY_BEAT_SCHEDULE = {
     "potaflow-recover-stalled-runs": {
         "task": "workflows.recover_stalled_runs",

@@ -2,13 +2,24 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import org_views, views
+from . import account_views, org_views, views
 
 app_name = "webui"
 
 urlpatterns = [
     path("app/", RedirectView.as_view(pattern_name="webui:workflows"), name="home"),
-    path("app/login/", views.LoginView.as_view(), name="login"),
+    path("app/login/", account_views.LoginView.as_view(), name="login"),
+    path("app/signup/", account_views.signup, name="signup"),
+    path("app/verify/<str:uidb64>/<str:token>/", account_views.verify_email, name="verify-email"),
+    path("app/password-reset/", account_views.password_reset, name="password-reset"),
+    path(
+        "app/password-reset/<str:uidb64>/<str:token>/",
+        account_views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
+    path("app/invitations/<str:token>/", account_views.invitation, name="invitation"),
+    path("app/members/invite/", account_views.invitation_create, name="invitation-create"),
+    path("app/members/invitations/<int:pk>/revoke/", account_views.invitation_revoke, name="invitation-revoke"),
     path("app/logout/", auth_views.LogoutView.as_view(next_page="webui:login"), name="logout"),
     path("app/workflows/", views.workflow_list, name="workflows"),
     path("app/workflows/new/", views.builder_new, name="builder-new"),

@@ -13,7 +13,6 @@ error shape (``steps[1].config.url``).
 from typing import Any, cast
 
 from django.contrib import messages
-from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -34,14 +33,6 @@ from workflows.signatures import SignatureScheme
 from workflows.validation import ReplayNotAllowed, WorkflowInvalid, limits
 
 from . import selectors
-
-
-class LoginView(auth_views.LoginView):
-    template_name = "webui/login.html"
-    redirect_authenticated_user = True
-
-    def get_default_redirect_url(self) -> str:
-        return reverse("webui:workflows")
 
 
 def _base(request: HttpRequest, membership, **extra: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.api import REGISTERED
+from accounts import links, services
 from accounts.models import Membership, Organization, Role, TokenFamily, User
 
 from .conftest import client_for, make_user
@@ -30,6 +31,12 @@ def test_register_then_token_then_me(api):
     assert response.json() == {"detail": REGISTERED}
     organization = Organization.objects.get()
     assert (organization.name, organization.slug) == ("Alice Co", "alice-co")
+
+    # Not before the address is confirmed (the link the worker mails; accounts.links).
+    assert login(api).status_code == 401
+    user = User.objects.get()
+    assert services.email_verify(user=user, token="not-the-token") is False
+    assert services.email_verify(user=user, token=links.verification_tokens.make_token(user)) is True
 
     tokens = login(api)
     assert tokens.status_code == 200, tokens.json()
@@ -64,6 +71,7 @@ def test_registering_an_existing_email_answers_exactly_like_a_new_one(api):
     assert set(existing.headers) == set(new.headers)
     # Nothing changed for the existing account: one user, one organization, the first password.
     assert User.objects.count() == 1 and Organization.objects.count() == 1
+    services.email_mark_verified(user=User.objects.get())
     assert login(api).status_code == 200
 
 
@@ -113,6 +121,7 @@ def test_wrong_password_is_401(api):
 
 def test_login_ignores_the_email_case(api):
     assert register(api).status_code == 202
+    services.email_mark_verified(user=User.objects.get())
     assert login(api, email="  Alice@EXAMPLE.com").status_code == 200
 
 
