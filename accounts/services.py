@@ -195,6 +195,7 @@ def invitation_create(*, actor: User, organization: Organization, email: str, ro
             email=email,
             role=role,
             invited_by=actor,
+            created_at=now,
             expires_at=now + timedelta(days=settings.POTAFLOW_INVITATION_DAYS),
         )
         account_mail_later("invitation", invitation.pk)
