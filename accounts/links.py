@@ -9,12 +9,13 @@
   nothing; single use, expiry and revocation are the row's state.
 
 Nothing secret goes through the broker: the worker builds these links itself
-from ids (``accounts.tasks``).
+from ids (``accounts.tasks``). The paths are written out rather than reversed: the
+worker never loads the URL configuration (and the admin with it); a test holds
+them equal to the member pages' URLs.
 """
 
 from django.contrib.auth.tokens import PasswordResetTokenGenerator, default_token_generator
 from django.core import signing
-from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
 
@@ -47,11 +48,11 @@ def user_of(uidb64: str) -> User | None:
 
 
 def verification_path(user: User) -> str:
-    return reverse("webui:verify-email", args=[uid_of(user), verification_tokens.make_token(user)])
+    return f"/app/verify/{uid_of(user)}/{verification_tokens.make_token(user)}/"
 
 
 def reset_path(user: User) -> str:
-    return reverse("webui:password-reset-confirm", args=[uid_of(user), reset_tokens.make_token(user)])
+    return f"/app/password-reset/{uid_of(user)}/{reset_tokens.make_token(user)}/"
 
 
 def invitation_token(invitation: Invitation) -> str:
@@ -59,7 +60,7 @@ def invitation_token(invitation: Invitation) -> str:
 
 
 def invitation_path(invitation: Invitation) -> str:
-    return reverse("webui:invitation", args=[invitation_token(invitation)])
+    return f"/app/invitations/{invitation_token(invitation)}/"
 
 
 def invitation_of(token: str) -> Invitation | None:

@@ -417,6 +417,13 @@ POTAFLOW_GOOGLE_SHEETS_API_URL = env(
 POTAFLOW_GOOGLE_DRIVE_API_URL = env(
     "POTAFLOW_GOOGLE_DRIVE_API_URL", default="https://www.googleapis.com/drive/v3/files"
 )
+# Failure notices (workflows.notices): the first failed run of a burst at once, the rest as one
+# digest per interval; beat looks for digests that are due this often.
+POTAFLOW_FAILURE_NOTICE_INTERVAL_SECONDS = env.int("POTAFLOW_FAILURE_NOTICE_INTERVAL_SECONDS", default=3600)
+POTAFLOW_FAILURE_DIGEST_CHECK_SECONDS = env.int("POTAFLOW_FAILURE_DIGEST_CHECK_SECONDS", default=300)
+# Samples kept per workflow ("listen for a test event" and saved samples); a listen lasts this long.
+POTAFLOW_SAMPLES_PER_WORKFLOW = env.int("POTAFLOW_SAMPLES_PER_WORKFLOW", default=5)
+POTAFLOW_LISTEN_SECONDS = env.int("POTAFLOW_LISTEN_SECONDS", default=300)
 POTAFLOW_ADMIN_EMAIL = env("POTAFLOW_ADMIN_EMAIL", default="admin@example.com")
 POTAFLOW_ADMIN_PASSWORD = env("POTAFLOW_ADMIN_PASSWORD", default="")
 
@@ -465,6 +472,10 @@ CELERY_BEAT_SCHEDULE = {
     "potaflow-prune-runs": {
         "task": "workflows.prune_runs",
         "schedule": float(POTAFLOW_PRUNE_INTERVAL_SECONDS),
+    },
+    "potaflow-failure-digests": {
+        "task": "workflows.send_failure_digests",
+        "schedule": float(POTAFLOW_FAILURE_DIGEST_CHECK_SECONDS),
     },
 }
 

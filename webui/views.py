@@ -100,6 +100,7 @@ def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -
             "timezone": "UTC",
             "steps": [],
             "version": 0,
+            "notify_on_failure": True,
         }
     return {
         "workflow": data,

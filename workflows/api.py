@@ -92,6 +92,12 @@ class WorkflowSerializer(serializers.ModelSerializer):
     has_webhook_secret_previous = serializers.SerializerMethodField()
     webhook_url = serializers.SerializerMethodField()
     created_by = serializers.EmailField(source="created_by.email", read_only=True, default=None, allow_null=True)
+    notify_slack_credential = serializers.IntegerField(
+        source="notify_slack_credential_id",
+        required=False,
+        allow_null=True,
+        help_text="A slack_bot_token credential: failure notices go to notify_slack_channel instead of e-mail.",
+    )
 
     class Meta:
         model = Workflow
@@ -115,6 +121,9 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "schedule",
             "timezone",
             "version",
+            "notify_on_failure",
+            "notify_slack_channel",
+            "notify_slack_credential",
             "steps",
             "created_by",
             "created_at",

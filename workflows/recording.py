@@ -411,6 +411,8 @@ def fail_unattempted(run: Run, step_run: StepRun, message: str, *, dead_letter: 
 
 
 def fail_run(run: Run, step_run: StepRun, message: str, now: datetime, *, dead_letter: bool) -> None:
+    """Fail the run; once that is committed, the workflow's failure notice is queued (``workflows.notices``)."""
+    transaction.on_commit(lambda: _notice_later(run.pk))
     _skip_rest(run, step_run.position)
     Run.objects.filter(pk=run.pk).update(
         status=RunStatus.FAILED,
@@ -419,6 +421,16 @@ def fail_run(run: Run, step_run: StepRun, message: str, now: datetime, *, dead_l
         finished_at=now,
         last_progress_at=now,
     )
+
+
+def _notice_later(run_id: Any) -> None:
+    # Deferred: tasks imports the engine, which imports this module.
+    from .tasks import notify_run_failed
+
+    try:
+        notify_run_failed.delay(str(run_id))
+    except Exception:  # noqa: BLE001 - the failure is recorded; a notice lost to a broker outage is only logged
+        logger.exception("run %s failed; its failure notice could not be queued", run_id)
 
 
 def finish_if_complete(run: Run) -> bool:

@@ -42,7 +42,7 @@ from .models import (
     WorkflowVersion,
     new_webhook_token,
 )
-from .validation import WORKFLOW_FIELDS, PayloadInvalid, ReplayNotAllowed, WorkflowInvalid, validate_definition
+from .validation import UNVERSIONED_FIELDS, WORKFLOW_FIELDS, PayloadInvalid, ReplayNotAllowed, WorkflowInvalid, validate_definition
 
 __all__ = [
     "PayloadInvalid",
@@ -78,6 +78,9 @@ def workflow_create(
     schedule: str = "",
     timezone: str = "UTC",  # noqa: A002 - the field's name
     steps: Sequence[Mapping[str, Any]] = (),
+    notify_on_failure: bool = True,
+    notify_slack_channel: str = "",
+    notify_slack_credential_id: int | None = None,
     **signing: Any,
 ) -> Workflow:
     """``signing``: the fields of ``signatures.SIGNING_FIELDS`` (scheme, previous secret, hmac options)."""
@@ -95,6 +98,9 @@ def workflow_create(
         schedule=schedule,
         timezone=timezone,
         created_by=created_by,
+        notify_on_failure=notify_on_failure,
+        notify_slack_channel=notify_slack_channel,
+        notify_slack_credential_id=notify_slack_credential_id,
     )
     step_rows = validate_definition(workflow, steps)
     with transaction.atomic():
@@ -119,6 +125,8 @@ def workflow_update(
     moves to another organization (its credentials and runs belong to this one).
     Submitting what is already stored (an admin page saved untouched) writes
     nothing and keeps the version: a version names a definition, not a save.
+    Switching a workflow on or off and its failure-notice settings
+    (``UNVERSIONED_FIELDS``) are saved without a new version either.
     """
     unknown = set(changes) - set(WORKFLOW_FIELDS)
     if unknown:
@@ -138,12 +146,15 @@ def workflow_update(
             steps = [_step_as_spec(step) for step in stored]
         step_rows = validate_definition(locked, steps)
         replace = replace and _step_signatures(step_rows) != _step_signatures(stored)
-        if changed or replace:
+        if replace or set(changed) - UNVERSIONED_FIELDS:
             locked.version += 1
             locked.save(update_fields=[*changed, "version", "updated_at"])
             if replace:
                 _write_steps(locked, step_rows)
             _record_version(locked)
+            schedules.schedule_sync(locked)
+        elif changed:
+            locked.save(update_fields=[*changed, "updated_at"])
             schedules.schedule_sync(locked)
     workflow.refresh_from_db()
     return workflow

@@ -149,3 +149,17 @@ def test_sign_up_follows_the_policy(settings, api):
     )
     assert response.status_code == 403 and "POTAFLOW_SIGNUP=invite" in response.json()["detail"]
     assert not User.objects.exists()
+
+
+def test_mailed_paths_are_the_member_pages_urls(world):
+    """The worker writes the paths out (it never loads the URLconf): they must stay the pages' own."""
+    from django.urls import resolve  # noqa: PLC0415 - only this test
+
+    from workflows import notices  # noqa: PLC0415 - only this test
+
+    user = world.users["viewer"]
+    assert resolve(links.verification_path(user)).url_name == "verify-email"
+    assert resolve(links.reset_path(user)).url_name == "password-reset-confirm"
+    assert resolve(links.invitation_path(invite(world))).url_name == "invitation"
+    assert resolve(notices.RUN_PAGE.format("6f1c2b8e-0000-4000-8000-000000000000")).url_name == "run"
+    assert resolve(notices.RUN_LIST).url_name == "runs"

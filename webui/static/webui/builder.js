@@ -738,6 +738,7 @@
   function collect() {
     var body = {name: document.getElementById("pf-wf-name").value, description: document.getElementById("pf-wf-description").value,
       is_active: document.getElementById("pf-wf-active").checked, trigger_type: wf.trigger_type,
+      notify_on_failure: document.getElementById("pf-wf-notify").checked,
       schedule: wf.trigger_type === "schedule" ? (wf.schedule || "") : (wf.schedule || ""), timezone: wf.timezone || "UTC",
       signature_scheme: wf.signature_scheme || "standard", steps: steps.map(toSpec)};
     if (wf.trigger_type !== "schedule") body.schedule = "";
@@ -849,7 +850,8 @@
   document.getElementById("pf-wf-name").value = wf.name || "";
   document.getElementById("pf-wf-description").value = wf.description || "";
   document.getElementById("pf-wf-active").checked = !!wf.is_active;
-  ["pf-wf-name", "pf-wf-description", "pf-wf-active"].forEach(function (id) { document.getElementById(id).disabled = !canEdit; });
+  document.getElementById("pf-wf-notify").checked = wf.notify_on_failure !== false;
+  ["pf-wf-name", "pf-wf-description", "pf-wf-active", "pf-wf-notify"].forEach(function (id) { document.getElementById(id).disabled = !canEdit; });
   var sample = document.getElementById("pf-sample");
   // The last sample tested here (this browser), else the latest real trigger body.
   var latestBody = data.sample.trigger && data.sample.trigger.body !== undefined ? data.sample.trigger.body : {};
