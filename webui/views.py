@@ -118,6 +118,7 @@ def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -
             "api_list": reverse("workflows:workflow-list"),
             "api_detail": reverse("workflows:workflow-detail", args=[workflow.pk]) if workflow else None,
             "test": reverse("workflows:workflow-test", args=[workflow.pk]) if workflow else None,
+            "test_unsaved": reverse("workflows:workflow-test-unsaved"),
             "rotate": reverse("workflows:workflow-rotate-webhook-token", args=[workflow.pk]) if workflow else None,
             "run": reverse("workflows:workflow-run", args=[workflow.pk]) if workflow else None,
             "check_template": reverse("workflows:template-check"),

@@ -264,6 +264,14 @@ class TestRunSerializer(serializers.Serializer):
     )
 
 
+class UnsavedTestRunSerializer(serializers.Serializer):
+    organization = serializers.IntegerField(
+        required=False, help_text="Where the workflow will be created: an organization where you are editor or above."
+    )
+    payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
+    steps = StepSerializer(many=True, required=False, default=list)
+
+
 class TestStepResultSerializer(serializers.Serializer):
     position = serializers.IntegerField()
     key = serializers.CharField()
@@ -426,6 +434,26 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
             payload=data["payload"],
             steps=steps,
             send_step=data.get("send_step") or None,
+        )
+        return Response(result)
+
+    @extend_schema(
+        request=UnsavedTestRunSerializer,
+        responses={200: TestResultSerializer},
+        summary="Test steps that are not saved yet (a new workflow) with sample data",
+        description="As POST /api/workflows/<id>/test/, for the builder of a workflow that has no id yet: the steps "
+        "are validated as saving would (same errors), then rendered and previewed; nothing is written or sent.",
+    )
+    @action(detail=False, methods=["post"], url_path="test", url_name="test-unsaved")
+    def test_unsaved(self, request: Request) -> Response:
+        body = UnsavedTestRunSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        organization = selectors.organization_for_new_workflow(signed_in(request.user), data.get("organization"))
+        result = dry_run.dry_run(
+            workflow=Workflow(organization=organization, name="(not saved yet)"),
+            payload=data["payload"],
+            steps=[_step_spec(s) for s in data.get("steps", [])],
         )
         return Response(result)
 

@@ -214,6 +214,24 @@
     var first = panel.querySelector("summary, button");
     if (first) first.focus();
   }
+  // Every leaf of the data the picker shows, as {path, value} (the condition builder's field list).
+  function flatFields(stepIndex) {
+    var out = [];
+    function walk(path, value, depth) {
+      if ((isPlainObject(value) || Array.isArray(value)) && depth < 6) {
+        (Array.isArray(value) ? value.map(function (_, i) { return i; }).slice(0, 20) : Object.keys(value)).forEach(function (k) {
+          walk(pathPart(path, k), value[k], depth + 1);
+        });
+        if (Array.isArray(value) || !Object.keys(value).length) out.push({path: path, value: value});
+      } else out.push({path: path, value: value});
+    }
+    walk("trigger.body", triggerTree().body, 0);
+    steps.slice(0, stepIndex).forEach(function (s) {
+      var o = Object.prototype.hasOwnProperty.call(testOutputs, s.key) ? testOutputs[s.key] : data.sample.outputs[s.key];
+      if (o !== undefined && o !== null) walk("steps." + s.key + ".output", o, 0);
+    });
+    return out.slice(0, 500);
+  }
   function checkTemplate(input, stepIndex, bare) {
     var value = input.value;
     var msg = input.parentNode.parentNode.querySelector(":scope > .pf-inline-check") ||
@@ -348,6 +366,12 @@
         onchange: function () { setConfig(step, name, control.value === "" ? undefined : control.value); }});
       if (!required) control.appendChild(el("option", {value: ""}, [p.default !== undefined ? "Default (" + p.default + ")" : "—"]));
       p.enum.forEach(function (v) { control.appendChild(el("option", {value: v, selected: value === v}, [String(v)])); });
+    } else if (kind === "expr" && window.PotaflowConditions) {
+      // The condition builder (condition_builder.js): field, operator, value; or the expression itself.
+      control = el("div", {className: "pf-cond-field-wrap", "data-path": path});
+      window.PotaflowConditions.mount(control, {expression: value, disabled: !canEdit, label: labelText, dataPath: path,
+        fields: function () { return flatFields(index); },
+        onChange: function (expr) { setConfig(step, name, expr === "" && !required ? undefined : expr); }});
     } else if (kind === "text" || kind === "expr") {
       var input = textInput(value, {id: id, "data-path": path, "aria-describedby": help ? id + "-help" : null, required: required,
         placeholder: kind === "expr" ? "e.g. trigger.body.amount > 100" : null}, !!LONG_TEXT[name] && kind !== "expr");
@@ -754,7 +778,11 @@
     var request = wf.id ? api("PATCH", data.urls.api_detail, body) : api("POST", data.urls.api_list, body);
     return request.then(function (r) {
       if (r.ok) {
-        if (!wf.id) { window.location.href = data.urls.builder + r.body.id + "/?saved=1"; return; }
+        if (!wf.id) {
+          // The sample typed before the first save comes along to the saved workflow's page.
+          try { window.localStorage.setItem("pf-sample-" + r.body.id, document.getElementById("pf-sample").value); } catch (e) { /* private mode */ }
+          window.location.href = data.urls.builder + r.body.id + "/?saved=1"; return;
+        }
         var changed = r.body.version !== wf.version;
         wf = Object.assign(wf, r.body);
         secrets = {webhook_secret: null, webhook_secret_previous: null};
@@ -802,13 +830,14 @@
     var err = document.getElementById("pf-sample-error");
     if (payload === undefined) { err.textContent = "The sample body is not valid JSON."; return; }
     err.textContent = "";
-    if (!data.urls.test) { err.textContent = "Save the workflow first, then test it."; return; }
+    var testUrl = data.urls.test || data.urls.test_unsaved;  // a new workflow is tested unsaved
     var results = document.getElementById("pf-test-results");
     results.replaceChildren(el("p", {}, [sendStep ? "Sending " + sendStep + " for real…" : "Testing…"]));
     clearErrors();
     var body = {payload: payload, steps: steps.map(toSpec)};
+    if (!wf.id) body.organization = data.organization;
     if (sendStep) body.send_step = sendStep;
-    api("POST", data.urls.test, body).then(function (r) {
+    api("POST", testUrl, body).then(function (r) {
       if (!r.ok) {
         results.replaceChildren(el("p", {className: "pf-error"}, ["Cannot test: " + (r.body && r.body.detail)]));
         if (r.body && r.body.errors) showErrors(r.body.errors);
