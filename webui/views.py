@@ -119,6 +119,8 @@ def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -
             "api_detail": reverse("workflows:workflow-detail", args=[workflow.pk]) if workflow else None,
             "test": reverse("workflows:workflow-test", args=[workflow.pk]) if workflow else None,
             "test_unsaved": reverse("workflows:workflow-test-unsaved"),
+            "listen": reverse("workflows:workflow-listen", args=[workflow.pk]) if workflow else None,
+            "samples": reverse("workflows:workflow-samples", args=[workflow.pk]) if workflow else None,
             "rotate": reverse("workflows:workflow-rotate-webhook-token", args=[workflow.pk]) if workflow else None,
             "run": reverse("workflows:workflow-run", args=[workflow.pk]) if workflow else None,
             "check_template": reverse("workflows:template-check"),

@@ -35,7 +35,7 @@ from django.views.decorators.http import require_POST
 
 from integrations import storable
 
-from . import intake, metrics, ratelimit, redaction, signatures
+from . import intake, metrics, ratelimit, redaction, samples, signatures
 from .models import RunTrigger
 from .services import PayloadInvalid, run_accept, run_payload
 
@@ -93,6 +93,18 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
         query=redaction.redact_query(_query(request.GET)),
         content_type=content_type,
     )
+    if workflow.listening_until is not None:
+        try:
+            sample = samples.capture(workflow=workflow, payload=payload)
+        except storable.NotStorable as exc:
+            return _error(400, f"The request cannot be stored: {exc}.")
+        if sample is not None:
+            return JsonResponse(
+                {"captured": True, "sample": sample.name, "detail": "Kept as a test sample for the builder; not run."},
+                status=202,
+            )
+        if not workflow.is_active:
+            return _error(404, "No active webhook workflow has this URL.")
     try:
         run, created = run_accept(
             workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key, version=version

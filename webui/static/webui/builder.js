@@ -138,7 +138,9 @@
   }
   function triggerTree() {
     var body = samplePayload();
-    var base = isPlainObject(data.sample.trigger) ? clone(data.sample.trigger) : {method: "POST", headers: {}, query: {}};
+    // A sample chosen in the test panel (samples.js) brings its headers and query; else the latest run's.
+    var chosen = window.PotaflowSampleTrigger || data.sample.trigger;
+    var base = isPlainObject(chosen) ? clone(chosen) : {method: "POST", headers: {}, query: {}};
     if (body !== undefined) base.body = body;
     return base;
   }
@@ -631,6 +633,8 @@
       }}, ["Rotate URL"]));
       box.appendChild(el("div", {className: "pf-field"}, [el("label", {"for": "pf-webhook-url"}, ["Webhook URL"]), row, copyNote,
         el("p", {className: "pf-help"}, ["POST JSON, a form or any body here. Templates see trigger.body, trigger.headers, trigger.query."])]));
+    } else if (wf.id) {
+      box.appendChild(el("p", {className: "pf-help", id: "pf-webhook-hidden"}, ["Only editors see the webhook URL: it lets whoever holds it start runs."]));
     } else {
       box.appendChild(el("p", {className: "pf-help"}, ["The webhook URL appears once the workflow is saved."]));
     }
