@@ -129,8 +129,11 @@ def test_build_a_filter_with_the_condition_builder_and_see_it_in_the_json(page, 
     page.wait_for_selector("#pf-builder[data-ready=true]")
     page.get_by_label("Workflow name").fill("Big orders")
     page.locator("#pf-sample").fill(json.dumps({"amount": 150, "country": "FR", "tags": ["vip"]}))
-    page.locator("#pf-add-action").select_option("filter")
-    page.get_by_role("button", name="Add step").click()
+    page.get_by_role("button", name="+ Add a step").click()
+    page.get_by_label("Find an action").fill("condition")  # searchable, with one line per action
+    assert page.locator(".pf-action-choice").first.get_attribute("data-action") == "filter"
+    shot(page, "action-picker")
+    page.get_by_label("Find an action").press("Enter")
     card = page.locator(".pf-step").first
     card.get_by_label("Field of condition 1").fill("trigger.body.amount")
     card.get_by_label("Field of condition 1").press("Tab")  # the field's type (a number) picks the operators

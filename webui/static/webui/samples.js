@@ -113,7 +113,7 @@
     });
   }
   if (data.can_edit) {
-    var save = el("button", {type: "button", className: "pf-button pf-small", id: "pf-save-sample", onclick: saveSample}, ["Save as a named sample"]);
+    var save = el("button", {type: "button", className: "pf-button pf-small", id: "pf-save-sample", onclick: saveSample}, ["Keep as a named sample"]);
     sampleArea.parentNode.insertBefore(save, document.getElementById("pf-sample-error"));
   }
   load();
