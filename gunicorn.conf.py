@@ -11,7 +11,7 @@ in front: it absorbs slow clients entirely.
 
 Prometheus multiprocess mode: a scrape reaches one worker, but the counters
 only the web process knows (webhook refusals, intake latency:
-``workflows.metrics``) must add up over all of them. Each worker writes its
+``workflows.ops.metrics``) must add up over all of them. Each worker writes its
 counts to files in ``PROMETHEUS_MULTIPROC_DIR`` (default
 ``$POTAFLOW_VAR_DIR/prometheus``), emptied when gunicorn starts (a previous
 run's counts would be added again), and a worker that exits is marked dead.

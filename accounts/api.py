@@ -8,8 +8,8 @@ becomes a 400 in ``potaflow.api.exception_handler``, ``PermissionDenied`` a 403
 
 from typing import Any
 
-from django.db import transaction
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view

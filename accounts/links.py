@@ -27,7 +27,7 @@ INVITATION_SALT = "potaflow.invitation"
 class VerificationTokenGenerator(PasswordResetTokenGenerator):
     key_salt = "potaflow.accounts.links.VerificationTokenGenerator"
 
-    def _make_hash_value(self, user: User, timestamp: int) -> str:  # type: ignore[override]  # our User
+    def _make_hash_value(self, user: User, timestamp: int) -> str:
         return f"{user.pk}{user.email}{user.email_verified_at}{timestamp}"
 
 

@@ -50,7 +50,9 @@ def send(*, to: Sequence[str], subject: str, text: str) -> int:
     """Send one plain-text message to ``to`` (each sees only themselves when several: one message each)."""
     connection = get_connection(fail_silently=False)
     messages = [
-        EmailMessage(subject=subject, body=text, from_email=settings.POTAFLOW_EMAIL_FROM, to=[address], connection=connection)
+        EmailMessage(
+            subject=subject, body=text, from_email=settings.POTAFLOW_EMAIL_FROM, to=[address], connection=connection
+        )
         for address in dict.fromkeys(to)
     ]
     return connection.send_messages(messages) or 0

@@ -321,7 +321,11 @@ def membership_invitee(*, organization: Organization, email: str) -> User:
     user = User.objects.filter(email__iexact=normalize_email(email), is_active=True).first()
     if user is None:
         raise ValidationError(
-            {"email": ["No active user with this email: invite them by e-mail instead (an invitation creates the account)."]}
+            {
+                "email": [
+                    "No active user with this email: invite them by e-mail instead (an invitation creates the account)."
+                ]
+            }
         )
     if Membership.objects.filter(user=user, organization=organization).exists():
         raise ValidationError({"email": ["This user is already a member of the organization."]})

@@ -9,7 +9,7 @@ where the message went when the server uses a development backend (a folder,
 the worker's log), so ``make run`` works without a mail server.
 """
 
-from typing import Any, cast
+from typing import Any
 
 from django import forms
 from django.contrib import messages
@@ -27,6 +27,7 @@ from accounts.models import Invitation, Role, User, normalize_email
 from accounts.throttles import form_throttled
 
 from . import selectors
+
 
 def _too_many(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
     context["form_error"] = "Too many attempts from your address: wait a minute and try again."
@@ -183,7 +184,7 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
             return _too_many(request, "webui/invitation.html", context)
         try:
             if request.user.is_authenticated:
-                services.invitation_accept(invitation=invite, user=cast(User, request.user))
+                services.invitation_accept(invitation=invite, user=request.user)
             elif not has_account and form.is_valid():
                 user, _membership = services.invitation_signup(
                     invitation=invite, password=form.cleaned_data["password"], full_name=form.cleaned_data["full_name"]
@@ -215,9 +216,7 @@ def invitation_create(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("Sign in first.")
     email, role = request.POST.get("email", ""), request.POST.get("role", Role.VIEWER)
     try:
-        services.invitation_create(
-            actor=cast(User, request.user), organization=membership.organization, email=email, role=role
-        )
+        services.invitation_create(actor=request.user, organization=membership.organization, email=email, role=role)
     except ValidationError as exc:
         messages.error(request, " ".join(m for ms in exc.message_dict.values() for m in ms))
     else:
@@ -235,6 +234,6 @@ def invitation_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     if found is None:
         raise PermissionDenied("No such invitation.")
     selectors.membership_in(request.user, found.organization_id)  # 404 for another organization's
-    services.invitation_revoke(actor=cast(User, request.user), invitation=found)
+    services.invitation_revoke(actor=request.user, invitation=found)
     messages.success(request, f"The invitation of {found.email} was revoked: its link no longer works.")
     return redirect(reverse("webui:members") + f"?org={found.organization_id}")

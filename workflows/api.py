@@ -36,7 +36,8 @@ from accounts.models import Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for
 
-from . import dry_run, portability, recording, samples, selectors, services, templating
+from . import dry_run, portability, samples, selectors, services, templating
+from .execution import recording
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
@@ -492,7 +493,9 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
     def listen(self, request: Request, pk: str | None = None) -> Response:
         workflow = self.get_object()
         if workflow.trigger_type != TriggerType.WEBHOOK:
-            raise serializers.ValidationError({"trigger_type": ["Only a webhook workflow can listen for a test event."]})
+            raise serializers.ValidationError(
+                {"trigger_type": ["Only a webhook workflow can listen for a test event."]}
+            )
         until = samples.listen_start(workflow=workflow)
         return Response(
             {"listening_until": until, "webhook_url": webhook_url(workflow, request)}, status=status.HTTP_202_ACCEPTED
@@ -507,7 +510,10 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
     @extend_schema(
         methods=["POST"],
         request=SampleCreateSerializer,
-        responses={201: SampleSerializer, 400: OpenApiResponse(description="No name, or a body that cannot be stored.")},
+        responses={
+            201: SampleSerializer,
+            400: OpenApiResponse(description="No name, or a body that cannot be stored."),
+        },
         summary="Save a named sample (its trigger body); the oldest beyond POTAFLOW_SAMPLES_PER_WORKFLOW go",
     )
     @action(detail=True, methods=["get", "post"], url_path="samples")
@@ -516,7 +522,9 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         if request.method == "POST":
             body = SampleCreateSerializer(data=request.data)
             body.is_valid(raise_exception=True)
-            sample = samples.sample_save(workflow=workflow, name=body.validated_data["name"], body=body.validated_data["body"])
+            sample = samples.sample_save(
+                workflow=workflow, name=body.validated_data["name"], body=body.validated_data["body"]
+            )
             return Response(SampleSerializer(sample).data, status=status.HTTP_201_CREATED)
         data = SampleSerializer(samples.samples_of(workflow), many=True).data
         return Response({"listening_until": workflow.listening_until, "results": data})

@@ -99,8 +99,9 @@ def _run_link(run_id: uuid.UUID | None) -> str:
 
 def _notice(workflow: Workflow, run: Run) -> tuple[str, str]:
     subject = f"PotaFlow: “{workflow.name}” failed"
+    when = run.finished_at or timezone.now()
     text = (
-        f"A run of “{workflow.name}” ({workflow.organization.name}) failed at {run.finished_at or timezone.now():%Y-%m-%d %H:%M} UTC"
+        f"A run of “{workflow.name}” ({workflow.organization.name}) failed at {when:%Y-%m-%d %H:%M} UTC"
         f"{' and was dead-lettered' if run.dead_lettered else ''}:\n\n{run.error or 'no error recorded'}\n\n"
         f"See the run, and replay it once the cause is fixed:\n{_run_link(run.pk)}\n\n"
         f"More failures of this workflow in the next {_interval_words()} come as one digest, not one message each.\n"
@@ -161,7 +162,7 @@ def _post_to_slack(workflow: Workflow, text: str) -> None:
     from integrations.services import credential_reveal
 
     credential = Credential.objects.filter(
-        pk=workflow.notify_slack_credential_id, organization_id=workflow.organization_id
+        pk=workflow.notify_slack_credential_id or 0, organization_id=workflow.organization_id
     ).first()
     if credential is None:
         raise LookupError("the Slack credential of the failure notices is gone")

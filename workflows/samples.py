@@ -69,7 +69,11 @@ def sample_save(*, workflow: Workflow, name: str, body: Any) -> WorkflowSample:
 def _keep(workflow: Workflow, *, name: str, payload: dict[str, Any], source: str) -> WorkflowSample:
     sample = WorkflowSample.objects.create(workflow=workflow, name=name, payload=payload, source=source)
     keep = settings.POTAFLOW_SAMPLES_PER_WORKFLOW
-    stale = WorkflowSample.objects.filter(workflow=workflow).order_by("-created_at", "-id").values_list("pk", flat=True)[keep:]
+    stale = (
+        WorkflowSample.objects.filter(workflow=workflow)
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)[keep:]
+    )
     WorkflowSample.objects.filter(pk__in=list(stale)).delete()
     return sample
 

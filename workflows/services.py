@@ -28,7 +28,8 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from integrations import storable
 
-from . import dispatch, schedules, signatures
+from .execution import dispatch
+from .intake import signatures
 from .models import (
     STEP_SPEC_FIELDS,
     Run,
@@ -42,7 +43,15 @@ from .models import (
     WorkflowVersion,
     new_webhook_token,
 )
-from .validation import UNVERSIONED_FIELDS, WORKFLOW_FIELDS, PayloadInvalid, ReplayNotAllowed, WorkflowInvalid, validate_definition
+from .scheduling import schedules
+from .validation import (
+    UNVERSIONED_FIELDS,
+    WORKFLOW_FIELDS,
+    PayloadInvalid,
+    ReplayNotAllowed,
+    WorkflowInvalid,
+    validate_definition,
+)
 
 __all__ = [
     "PayloadInvalid",

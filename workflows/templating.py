@@ -323,7 +323,9 @@ def _compare(operator: str, a: Any, b: Any) -> bool:
         elif isinstance(b, dict):
             found = a in b
         else:
-            raise TemplateError(f"cannot look for {_describe(a)} in {_describe(b)} (in works on text, lists and objects)")
+            raise TemplateError(
+                f"cannot look for {_describe(a)} in {_describe(b)} (in works on text, lists and objects)"
+            )
         return found if operator == "in" else not found
     a, b = _numbers(a, b)
     try:

@@ -4,8 +4,8 @@ import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.api import REGISTERED
 from accounts import links, services
+from accounts.api import REGISTERED
 from accounts.models import Membership, Organization, Role, TokenFamily, User
 
 from .conftest import client_for, make_user

@@ -21,9 +21,7 @@ def invitations_url(world) -> str:
 
 
 def invite(world, email="newcomer@example.com", role="viewer", persona="owner"):
-    return services.invitation_create(
-        actor=world.users[persona], organization=world.acme, email=email, role=role
-    )
+    return services.invitation_create(actor=world.users[persona], organization=world.acme, email=email, role=role)
 
 
 def test_an_invitation_creates_the_account_once_and_its_link_is_then_used_up(world, django_capture_on_commit_callbacks):

@@ -78,7 +78,7 @@ def labelled(page) -> None:
 
 
 def add_step(page, action: str) -> None:
-    """"+ Add a step", then the action in the searchable list (action_picker.js)."""
+    """ "+ Add a step", then the action in the searchable list (action_picker.js)."""
     page.get_by_role("button", name="+ Add a step").click()
     page.locator(f'.pf-action-choice[data-action="{action}"]').click()
 
@@ -402,7 +402,8 @@ def test_an_owner_manages_members_and_credentials_and_the_picker_lists_only_the_
     assert "Invitation sent to olga@elsewhere.test as editor" in page.locator(".pf-messages").inner_text()
     # Olga accepts through her mailed link (test_accounts.py follows one in a browser).
     services.invitation_accept(
-        invitation=Invitation.objects.get(email="olga@elsewhere.test"), user=User.objects.get(email="olga@elsewhere.test")
+        invitation=Invitation.objects.get(email="olga@elsewhere.test"),
+        user=User.objects.get(email="olga@elsewhere.test"),
     )
     page.reload()
     page.get_by_label("Role of olga@elsewhere.test").select_option("viewer")

@@ -36,16 +36,19 @@ CANONICAL = [
     ('trigger.body.amount > 100 and trigger.body.country == "FR"', True),
     ('trigger.body.amount > 1000 or "vip" in trigger.body.tags', True),
     ('trigger.body.amount > 100 and (trigger.body.country == "DE" or trigger.body.country == "FR")', True),
-    ('trigger.body.amount > 1000 or (trigger.body.vip is false and trigger.body.note is empty)', True),
-    ('steps.lookup.output.status == 200', True),
+    ("trigger.body.amount > 1000 or (trigger.body.vip is false and trigger.body.note is empty)", True),
+    ("steps.lookup.output.status == 200", True),
     ('trigger.body.quote == "say \\"hi\\" \\\\ done"', True),
 ]
 # Written differently by hand: the builder reads them and writes them its own way.
 EQUIVALENT = [
     ("{{ trigger.body.amount>100 }}", "trigger.body.amount > 100"),
     ("trigger.body.name == 'Ann'", 'trigger.body.name == "Ann"'),
-    ('(trigger.body.amount > 100)', "trigger.body.amount > 100"),
-    ('trigger.body.a == 1 or trigger.body.b == 2 and trigger.body.c == 3', "trigger.body.a == 1 or (trigger.body.b == 2 and trigger.body.c == 3)"),
+    ("(trigger.body.amount > 100)", "trigger.body.amount > 100"),
+    (
+        "trigger.body.a == 1 or trigger.body.b == 2 and trigger.body.c == 3",
+        "trigger.body.a == 1 or (trigger.body.b == 2 and trigger.body.c == 3)",
+    ),
 ]
 # Too much for the builder: it keeps them as expressions.
 EXPRESSION_ONLY = [
@@ -108,8 +111,13 @@ def test_a_built_model_serializes_to_what_the_server_evaluates(js):
             {"field": "trigger.body.amount", "op": "gt", "value": "100"},
             {"field": "trigger.body.name", "op": "contains", "value": "n"},
             {"field": "trigger.body.note", "op": "empty", "value": "ignored"},
-            {"join": "any", "items": [{"field": "trigger.body.country", "op": "inlist", "value": "DE, FR"},
-                                      {"field": "trigger.body.code", "op": "matches", "value": "^X"}]},
+            {
+                "join": "any",
+                "items": [
+                    {"field": "trigger.body.country", "op": "inlist", "value": "DE, FR"},
+                    {"field": "trigger.body.code", "op": "matches", "value": "^X"},
+                ],
+            },
             {"field": "", "op": "eq", "value": "unfinished rows are left out"},
         ],
     }

@@ -31,7 +31,13 @@ def test_listen_capture_a_curl_event_and_pick_its_fields(page, live_server, shot
         name="Orders in",
         is_active=False,  # being built: not switched on yet
         trigger_type=TriggerType.WEBHOOK,
-        steps=[{"key": "notify", "action_type": "http.request", "config": {"method": "POST", "url": "https://example.com/x"}}],
+        steps=[
+            {
+                "key": "notify",
+                "action_type": "http.request",
+                "config": {"method": "POST", "url": "https://example.com/x"},
+            }
+        ],
     )
     sign_in(page, base, "lea@example.com")
     page.goto(f"{base}/app/workflows/{workflow.pk}/")
@@ -52,7 +58,9 @@ def test_listen_capture_a_curl_event_and_pick_its_fields(page, live_server, shot
     # The captured fields are in the data picker.
     url = page.locator(".pf-step").first.get_by_label("URL")
     url.fill("https://example.com/orders/")
-    url.locator("xpath=ancestor::div[contains(@class,'pf-templated')][1]").get_by_role("button", name="Insert data").click()
+    url.locator("xpath=ancestor::div[contains(@class,'pf-templated')][1]").get_by_role(
+        "button", name="Insert data"
+    ).click()
     page.locator(".pf-picker summary", has_text="order").click()  # nested fields start folded
     page.locator('.pf-picker button.pf-pick[data-path="trigger.body.order.id"]').click()
     assert url.input_value() == "https://example.com/orders/{{ trigger.body.order.id }}"

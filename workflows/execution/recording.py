@@ -27,18 +27,10 @@ from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.redaction import REDACTED
 from integrations.storable import clean_text, storable
 
-from .models import (
-    UNFINISHED_RUN_STATUSES,
-    AttemptOutcome,
-    Run,
-    RunStatus,
-    StepAttempt,
-    StepRun,
-    StepRunStatus,
-)
-from .redaction import REDACTED
+from ..models import UNFINISHED_RUN_STATUSES, AttemptOutcome, Run, RunStatus, StepAttempt, StepRun, StepRunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -425,7 +417,7 @@ def fail_run(run: Run, step_run: StepRun, message: str, now: datetime, *, dead_l
 
 def _notice_later(run_id: Any) -> None:
     # Deferred: tasks imports the engine, which imports this module.
-    from .tasks import notify_run_failed
+    from ..tasks import notify_run_failed
 
     try:
         notify_run_failed.delay(str(run_id))

@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from .models import Run, RunStatus, StepAttempt, StepRun, WorkflowVersion
+from ..models import Run, RunStatus, StepAttempt, StepRun, WorkflowVersion
 
 logger = logging.getLogger(__name__)
 
