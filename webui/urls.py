@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import account_views, org_views, views
+from . import account_views, org_views, views, workflow_views
 
 app_name = "webui"
 
@@ -25,6 +25,12 @@ urlpatterns = [
     path("app/workflows/new/", views.builder_new, name="builder-new"),
     path("app/workflows/<int:pk>/", views.builder, name="builder"),
     path("app/workflows/<int:pk>/active/", views.workflow_set_active, name="set-active"),
+    path("app/workflows/<int:pk>/duplicate/", workflow_views.workflow_duplicate, name="workflow-duplicate"),
+    path("app/workflows/<int:pk>/export/", workflow_views.workflow_export, name="workflow-export"),
+    path("app/workflows/<int:pk>/delete/", workflow_views.workflow_delete, name="workflow-delete"),
+    path("app/workflows/import/", workflow_views.workflow_import, name="workflow-import"),
+    path("app/templates/", workflow_views.template_gallery, name="templates"),
+    path("app/templates/<slug:slug>/use/", workflow_views.template_use, name="template-use"),
     path("app/workflows/<int:pk>/versions/<int:number>/restore/", views.version_restore, name="version-restore"),
     path("app/schedule-preview/", views.schedule_preview, name="schedule-preview"),
     path("app/runs/", views.run_list, name="runs"),
