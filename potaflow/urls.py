@@ -21,6 +21,7 @@ handler400 = "potaflow.api.bad_request"
 handler404 = "potaflow.api.not_found"
 handler500 = "potaflow.api.server_error"
 
+
 def favicon(request: HttpRequest) -> HttpResponseRedirect:
     """Browsers ask every site for /favicon.ico: the member pages' icon (it was a 404 on every page)."""
     return HttpResponseRedirect(static("webui/favicon.svg"))

@@ -19,11 +19,12 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from integrations.models import Credential
 from integrations.registry import all_actions
-from workflows import dry_run, services, versions
+from workflows import dry_run, live, services, versions
 from workflows.admin.widgets import cron_description, human_duration, next_firings
 from workflows.api import WorkflowSerializer
 from workflows.intake.signatures import SignatureScheme
@@ -256,6 +257,29 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
     return render(request, "webui/run_page.html", context)
 
 
+@require_GET
+@never_cache
+@login_required
+def run_live(request: HttpRequest, run_id: Any) -> HttpResponse:
+    """The live view in the member layout (``workflows.live`` serves its state and the admin's own)."""
+    run, membership = selectors.run_for(request.user, run_id)
+    state = live.run_state(run)
+    for step in state["steps"]:
+        step["duration_text"] = human_duration(step["duration_ms"])
+    context = _base(
+        request,
+        membership,
+        run=run,
+        state=state,
+        run_duration=human_duration(state["duration_ms"]),
+        state_url=reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
+        poll_interval_ms=live.POLL_INTERVAL_MS,
+        replays=list(run.replays.order_by("created_at")),
+        nav="runs",
+    )
+    return render(request, "webui/run_live.html", context)
+
+
 @require_POST
 @login_required
 def run_replay(request: HttpRequest, run_id: Any) -> HttpResponse:
@@ -271,5 +295,5 @@ def run_replay(request: HttpRequest, run_id: Any) -> HttpResponse:
     how = "with the current version" if version == "current" else "as it ran"
     messages.success(request, f"Replayed {how}: this is the new run.")
     if request.POST.get("then") == "live":
-        return redirect("workflows:run-live", run_id=replay.pk)
+        return redirect("webui:run-live", run_id=replay.pk)
     return redirect("webui:run", run_id=replay.pk)

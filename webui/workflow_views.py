@@ -155,7 +155,9 @@ def workflow_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def workflow_export(request: HttpRequest, pk: int) -> HttpResponse:
     workflow, _membership = selectors.workflow_for(request.user, pk)
-    response = JsonResponse(portability.workflow_export(workflow), json_dumps_params={"indent": 2, "ensure_ascii": False})
+    response = JsonResponse(
+        portability.workflow_export(workflow), json_dumps_params={"indent": 2, "ensure_ascii": False}
+    )
     filename = "".join(c if c.isalnum() or c in "-_" else "-" for c in workflow.name.lower()).strip("-") or "workflow"
     response["Content-Disposition"] = f'attachment; filename="{filename}.potaflow.json"'
     return response
@@ -203,7 +205,9 @@ def workflow_import(request: HttpRequest) -> HttpResponse:
         messages.error(request, "Choose an export file (.json) to import.")
         return redirect(back)
     if upload.size is not None and upload.size > MAX_IMPORT_BYTES:
-        messages.error(request, f"That file is {upload.size:,} bytes; an export document is at most {MAX_IMPORT_BYTES:,}.")
+        messages.error(
+            request, f"That file is {upload.size:,} bytes; an export document is at most {MAX_IMPORT_BYTES:,}."
+        )
         return redirect(back)
     try:
         document = json.loads(upload.read().decode("utf-8"))
@@ -218,5 +222,7 @@ def workflow_import(request: HttpRequest) -> HttpResponse:
         problems = "; ".join(f"{path}: {' '.join(msgs)}" for path, msgs in exc.errors.items())
         messages.error(request, f"“{upload.name}” was not imported: {problems}")
         return redirect(back)
-    messages.success(request, f"Imported “{workflow.name}” (switched off: set its secret if it had one, then switch it on).")
+    messages.success(
+        request, f"Imported “{workflow.name}” (switched off: set its secret if it had one, then switch it on)."
+    )
     return redirect("webui:builder", pk=workflow.pk)
