@@ -16,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.permissions import signed_in
 from integrations.models import Credential
 from workflows import portability, services
 from workflows.models import Run, RunStatus
@@ -101,12 +102,12 @@ def template_use(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         for ask in card["asks"]:
             steps[ask["step"]]["config"][ask["field"]] = values["asks"][f"{ask['step']}.{ask['field']}"].strip()
-        mapping = {ref["name"]: request.POST.get(f"credential_{ref['name']}", "") for ref in references}
+        mapping = {str(ref["name"]): request.POST.get(f"credential_{ref['name']}", "") for ref in references}
         try:
             workflow = portability.workflow_import(
                 organization=membership.organization,
                 document=document,
-                created_by=request.user,
+                created_by=signed_in(request.user),
                 name=values["name"].strip() or template.title,
                 credentials={k: v for k, v in mapping.items() if v},
             )
@@ -141,7 +142,7 @@ def workflow_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
         copy = portability.workflow_import(
             organization=workflow.organization,
             document=portability.workflow_export(workflow),
-            created_by=request.user,
+            created_by=signed_in(request.user),
             name=f"Copy of {workflow.name}"[:150],
         )
     except WorkflowInvalid as exc:
@@ -216,7 +217,7 @@ def workflow_import(request: HttpRequest) -> HttpResponse:
         return redirect(back)
     try:
         workflow = portability.workflow_import(
-            organization=membership.organization, document=document, created_by=request.user
+            organization=membership.organization, document=document, created_by=signed_in(request.user)
         )
     except WorkflowInvalid as exc:
         problems = "; ".join(f"{path}: {' '.join(msgs)}" for path, msgs in exc.errors.items())
