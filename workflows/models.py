@@ -277,6 +277,8 @@ class StepRunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"
+    # A filter whose condition was false: it ran, and it ended the run (which is filtered).
+    FILTERED = "filtered", "Filtered"
 
 
 class StepRun(models.Model):

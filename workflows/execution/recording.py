@@ -217,7 +217,7 @@ def _finish_attempt(
         "next_attempt_at": next_attempt_at,
         "lease_expires_at": None,
     }
-    if step_status == StepRunStatus.SUCCEEDED:
+    if step_status in (StepRunStatus.SUCCEEDED, StepRunStatus.FILTERED):
         fields["output"] = output
     if not _owned(attempt).update(**fields):
         _superseded(attempt, f"{outcome}: {error}" if error else outcome)
@@ -325,11 +325,12 @@ def _json_or_null(value: Any) -> str | None:
 
 
 def record_filtered(attempt: Attempt, output: Any) -> None:
-    """A filter step stopped the run: the step succeeded, the rest is skipped, the run is ``filtered``."""
+    """A filter step stopped the run: the step is ``filtered`` (its attempt succeeded), the rest is skipped,
+    the run is ``filtered``."""
     now = timezone.now()
     stored = attempt.scrub(cap_output(output))
     with transaction.atomic():
-        if not _finish_attempt(attempt, StepRunStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, now, output=stored):
+        if not _finish_attempt(attempt, StepRunStatus.FILTERED, AttemptOutcome.SUCCEEDED, now, output=stored):
             return
         _skip_rest(attempt.run, attempt.step_run.position)
         Run.objects.filter(pk=attempt.run.pk).update(status=RunStatus.FILTERED, finished_at=now, last_progress_at=now)
