@@ -505,9 +505,15 @@ LOGGING = {
         # Webhook tokens and secret query values are masked in every line.
         "redact": {"()": "core.redaction.RedactingFilter"},
         "context": {"()": "core.structured_logging.ContextFilter"},
+        # Beat's periodic housekeeping says nothing at idle (core/log_filters.py).
+        "housekeeping": {"()": "core.log_filters.HousekeepingFilter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["housekeeping", "context", "redact"],
+        }
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
