@@ -9,9 +9,9 @@ page, where its Replay button is.
 
 Who hears: the organization's editors, admins and owners (verified, active) by
 system e-mail (``accounts.mail``); or, when the workflow names a Slack channel
-and a ``slack_bot_token`` credential of its organization
-(``notify_slack_channel`` + ``notify_slack_credential``), that channel — the
-hook for Slack connections, posted by the ``slack.message`` action's own code.
+and a Slack credential or connection of its organization (a kind the
+``slack.message`` action accepts: ``notify_slack_channel`` +
+``notify_slack_credential``), that channel — posted by that action's own code.
 
 A notice never loops into a workflow: it is sent by this module, not by a run,
 and a notice that cannot be sent is logged, never notified about.
@@ -159,19 +159,21 @@ def _post_to_slack(workflow: Workflow, text: str) -> None:
     from integrations.base import ActionContext
     from integrations.models import Credential
     from integrations.registry import get_action
-    from integrations.services import credential_reveal
+    from integrations.services import credential_for_step
 
     credential = Credential.objects.filter(
         pk=workflow.notify_slack_credential_id or 0, organization_id=workflow.organization_id
     ).first()
     if credential is None:
         raise LookupError("the Slack credential of the failure notices is gone")
+    # A bot token or a Slack connection (its token refreshed if due), as a step would get it.
+    secret = credential_for_step(credential, timeout=30.0)
     ctx = ActionContext(
         run_id=f"notice-{uuid.uuid4()}",
         workflow_id=workflow.pk,
         organization_id=workflow.organization_id,
         step_key="failure_notice",
-        credential=credential_reveal(credential),
-        credential_kind=credential.kind,
+        credential=secret.fields,
+        credential_kind=secret.kind,
     )
     get_action("slack.message").run({"channel": workflow.notify_slack_channel, "text": text}, ctx)

@@ -215,7 +215,7 @@ def _resolve_credential(workflow: Workflow, value: Any, action, label: str, fiel
 
 
 def _check_notices(workflow: Workflow, add: Any) -> None:
-    """Slack failure notices need a slack_bot_token credential of the workflow's organization, and a channel."""
+    """Slack failure notices need a Slack credential (or connection) of the workflow's organization, and a channel."""
     credential_id = workflow.notify_slack_credential_id
     if credential_id is None:
         if workflow.notify_slack_channel.strip():
@@ -228,7 +228,7 @@ def _check_notices(workflow: Workflow, add: Any) -> None:
     )
     if kind is None:
         add("notify_slack_credential", f"No credential {credential_id} in this organization.")
-    elif kind != "slack_bot_token":
-        add("notify_slack_credential", f"Failure notices post with a slack_bot_token credential, not {kind}.")
+    elif kind not in (accepted := get_action("slack.message").accepted_credential_kinds()):
+        add("notify_slack_credential", f"Failure notices post with a {' or '.join(accepted)} credential, not {kind}.")
     if not workflow.notify_slack_channel.strip():
         add("notify_slack_channel", "Name the Slack channel for the failure notices, e.g. #alerts.")

@@ -84,3 +84,33 @@ def test_notices_off_and_toggling_settings_make_no_new_version(org, editor):
     assert (workflow.version, workflow.is_active, workflow.notify_on_failure) == (version, False, False)
     run = services.start_manual_run(workflow=workflow, body={})
     assert notices.run_failed(run.pk) == "nothing: notices are off for this workflow"
+
+
+@pytest.mark.django_db
+def test_a_slack_channel_gets_the_notice_when_one_is_set_up(org, editor, settings, fake_slack):
+    """The Slack hook: the slack.message action's own code, with the organization's Slack credential."""
+    from django.core import mail as outbox  # noqa: PLC0415 - only this test
+
+    from integrations.services import credential_create  # noqa: PLC0415 - only this test
+    from testing.worker import TEST_FERNET_KEY  # noqa: PLC0415 - only this test
+    from workflows.validation import WorkflowInvalid  # noqa: PLC0415 - only this test
+
+    settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]
+    settings.POTAFLOW_SLACK_API_URL = fake_slack.api_url
+    settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
+    bot = credential_create(organization=org, name="bot", kind="slack_bot_token", secret={"token": "xoxb-test-token"})
+    http = credential_create(
+        organization=org, name="api", kind="http_bearer", secret={"token": "t", "allowed_hosts": ["example.com"]}
+    )
+    workflow = services.workflow_create(organization=org, name="Sync", trigger_type=TriggerType.MANUAL)
+    with pytest.raises(WorkflowInvalid) as refused:
+        services.workflow_update(workflow=workflow, notify_slack_channel="#alerts", notify_slack_credential_id=http.pk)
+    assert "not http_bearer" in str(refused.value.errors["notify_slack_credential"])
+    services.workflow_update(workflow=workflow, notify_slack_channel="#alerts", notify_slack_credential_id=bot.pk)
+    run = services.start_manual_run(workflow=workflow, body={})
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, error="step 'x' failed: HTTP 500")
+    assert notices.run_failed(run.pk) == "notice sent"
+    (request,) = fake_slack.requests
+    assert request.json()["channel"] == "#alerts" and "HTTP 500" in request.json()["text"]
+    assert f"/app/runs/{run.pk}/" in request.json()["text"]
+    assert outbox.outbox == []  # Slack instead of e-mail

@@ -17,7 +17,11 @@ def test_admin_pages_fit_1280_px(page, live_server, shot):
         trigger_type=TriggerType.WEBHOOK,
         steps=[
             {"key": "shape_the_contact", "action_type": "transform", "config": {"value": {"email": "x"}}},
-            {"key": "post", "action_type": "http.request", "config": {"method": "POST", "url": "https://example.com/x"}},
+            {
+                "key": "post",
+                "action_type": "http.request",
+                "config": {"method": "POST", "url": "https://example.com/x"},
+            },
         ],
     )
     services.start_manual_run(workflow=workflow, body={"a": 1})
