@@ -462,6 +462,7 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         return Response(result)
 
     @extend_schema(
+        operation_id="workflows_test_unsaved",
         request=UnsavedTestRunSerializer,
         responses={200: TestResultSerializer},
         summary="Test steps that are not saved yet (a new workflow) with sample data",

@@ -256,6 +256,16 @@ class _JSONSandbox(ImmutableSandboxedEnvironment):
 
 # -- comparisons: webhook data is often text ------------------------------------------
 _SYMBOLS = {"eq": "==", "ne": "!=", "gt": ">", "gteq": ">=", "lt": "<", "lteq": "<=", "in": "in", "notin": "not in"}
+_PYTHON_OPERATORS = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "gt": lambda a, b: a > b,
+    "gteq": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lteq": lambda a, b: a <= b,
+    "in": lambda a, b: a in b,
+    "notin": lambda a, b: a not in b,
+}
 _ORDERING = {
     "gt": lambda a, b: a > b,
     "gteq": lambda a, b: a >= b,
@@ -307,8 +317,8 @@ def _compare(operator: str, a: Any, b: Any) -> bool:
     ``TemplateError`` naming both values.
     """
     if isinstance(a, Undefined) or isinstance(b, Undefined):
-        # The undefined rule (StrictUndefined): comparing with a missing value says which one is missing.
-        str(a if isinstance(a, Undefined) else b)
+        # A missing value: the undefined rule decides (the Undefined class's own operators), not this one.
+        return bool(_PYTHON_OPERATORS[operator](a, b))
     if operator == "eq":
         return _equal(a, b)
     if operator == "ne":

@@ -4,6 +4,7 @@ the builder); then duplicate, export, import (file upload) and delete, with the 
 import json
 
 from accounts.models import Membership, Organization, Role, User
+from workflows import services
 from workflows.models import Workflow
 
 from .test_builder import PASSWORD, fits, keep, labelled, sign_in
@@ -64,11 +65,20 @@ def test_use_a_template_then_duplicate_export_import_and_delete(page, live_serve
     page.get_by_role("button", name="Import", exact=True).click()
     assert "was not imported: potaflow_export" in page.locator(".pf-messages").inner_text()
 
+    # The live view of one of its runs is a member page: the member layout, member links only.
+    run = services.start_manual_run(workflow=workflow, body={"amount": 150})
+    page.goto(f"{base}/runs/{run.pk}/live")  # the old address sends members to theirs
+    page.wait_for_url(f"{base}/app/runs/{run.pk}/live/")
+    assert page.locator(".pf-top nav").is_visible() and page.locator('a[href^="/admin/"]').count() == 0
+    assert page.locator("#pf-step-0").get_attribute("data-key") == "only_large"
+    fits(page)
+    keep(shot(page, "live-view-member"), "live-view-member")
+
     # Delete, after a page that says what goes and how long runs are kept otherwise.
     page.goto(f"{base}/app/workflows/{workflow.pk}/")
     page.get_by_role("link", name="Delete workflow…").click()
     text = page.locator("#pf-delete").inner_text()
-    assert "its 0 runs" in text and "succeeded after 7 days" in text and "failed after 30 days" in text
+    assert "its 1 run " in text and "succeeded after 7 days" in text and "failed after 30 days" in text
     fits(page)
     shot(page, "workflow-delete")
     page.get_by_role("button", name="Delete the workflow and its runs").click()
