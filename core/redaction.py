@@ -15,6 +15,11 @@ list, see settings.py) are stored as ``[redacted]``. Signatures are verified
 on the raw request before anything is redacted.
 
 One marker (``REDACTED``) and one list of sensitive query names serve both.
+
+The OAuth redirect back (``/oauth/callback/?code=...&state=...``, see
+``integrations.oauth``) carries an authorization code and the state of a
+Connect: both are masked in logs whatever ``POTAFLOW_REDACT_QUERY`` holds (an
+operator's list replaces the defaults, and ``state`` is a common word elsewhere).
 """
 
 import logging
@@ -28,6 +33,11 @@ from django.conf import settings
 HOOK_PATH = re.compile(r"(/hooks/)[^/?#\s\"']+")
 QUERY_PAIR = re.compile(r"([?&;]|^)([^&=;\s?#\"']+)=([^&;\s#\"']*)")
 REDACTED = "[redacted]"
+OAUTH_CALLBACK_PATH = "/oauth/callback/"
+OAUTH_CALLBACK_QUERY = frozenset({"code", "state"})
+# The callback's query percent-encoded inside another URL's parameter: the sign-in page's
+# ``?next=/oauth/callback/%3Fcode%3D...`` when a session ended during the consent.
+ENCODED_CALLBACK_QUERY = re.compile(r"(oauth(?:/|%2F)callback(?:/|%2F)?%3F)[^&\s#\"']*", re.IGNORECASE)
 
 
 def sensitive_query_names() -> frozenset[str]:
@@ -37,9 +47,18 @@ def sensitive_query_names() -> frozenset[str]:
     return frozenset(n.strip().lower() for n in settings.POTAFLOW_REDACT_QUERY if n.strip())
 
 
+def query_names_for_path(path: str | None, query_names: frozenset[str] | None = None) -> frozenset[str]:
+    """The query names masked for a request to ``path``: the sensitive ones, and the OAuth callback's."""
+    names = sensitive_query_names() if query_names is None else query_names
+    return names | OAUTH_CALLBACK_QUERY if (path or "").startswith(OAUTH_CALLBACK_PATH) else names
+
+
 def redact_url_text(text: str, query_names: frozenset[str] | None = None) -> str:
     """Mask ``/hooks/<token>`` and the values of sensitive ``name=value`` pairs in a URL or log line."""
     names = sensitive_query_names() if query_names is None else query_names
+    if OAUTH_CALLBACK_PATH in text:
+        names = names | OAUTH_CALLBACK_QUERY
+    text = ENCODED_CALLBACK_QUERY.sub(r"\1" + REDACTED, text)
     text = HOOK_PATH.sub(r"\1" + REDACTED, text)
 
     def pair(match: re.Match) -> str:

@@ -37,6 +37,7 @@ urlpatterns = [
     path("app/runs/<uuid:run_id>/", views.run_page, name="run"),
     path("app/runs/<uuid:run_id>/replay/", views.run_replay, name="run-replay"),
     path("app/runs/<uuid:run_id>/live/", views.run_live, name="run-live"),
+    path("app/runs/<uuid:run_id>/files/<uuid:file_id>/", views.run_file, name="run-file"),
     path("app/credentials/", org_views.credential_list, name="credentials"),
     path("app/credentials/new/", org_views.credential_form, name="credential-new"),
     path("app/credentials/<int:pk>/", org_views.credential_form, name="credential"),

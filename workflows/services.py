@@ -87,6 +87,7 @@ def workflow_create(
     webhook_secret: str = "",
     schedule: str = "",
     timezone: str = "UTC",  # noqa: A002 - the field's name
+    webhook_body_as_file: bool = False,
     steps: Sequence[Mapping[str, Any]] = (),
     notify_on_failure: bool = True,
     notify_slack_channel: str = "",
@@ -107,6 +108,7 @@ def workflow_create(
         webhook_secret=webhook_secret,
         schedule=schedule,
         timezone=timezone,
+        webhook_body_as_file=webhook_body_as_file,
         created_by=created_by,
         notify_on_failure=notify_on_failure,
         notify_slack_channel=notify_slack_channel,

@@ -40,6 +40,7 @@ READ_CHUNK = 64 * 1024
 WEBHOOK_FIELDS = frozenset(
     {"id", "organization_id", "name", "is_active", "trigger_type", "webhook_token", "version", "webhook_secret"}
     | {"listening_until"}  # "listen for a test event": an inactive workflow's next event is captured (samples)
+    | {"webhook_body_as_file"}
     | set(SIGNING_FIELDS)
 )
 
