@@ -28,7 +28,8 @@ class VerificationTokenGenerator(PasswordResetTokenGenerator):
     key_salt = "potaflow.accounts.links.VerificationTokenGenerator"
 
     def _make_hash_value(self, user: User, timestamp: int) -> str:
-        return f"{user.pk}{user.email}{user.email_verified_at}{timestamp}"
+        # The password hash is in: a sign-up again with the address (a new password) voids older links.
+        return f"{user.pk}{user.email}{user.email_verified_at}{user.password}{timestamp}"
 
 
 verification_tokens = VerificationTokenGenerator()

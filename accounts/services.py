@@ -100,8 +100,16 @@ def user_register(*, email: str, password: str, organization_name: str) -> tuple
     except ValidationError as exc:
         raise ValidationError({"password": exc.messages}) from exc
     account_mail_later("signup", email)
-    if User.objects.filter(email__iexact=email).exists():
-        make_password(password)  # the time a new account's hashing takes
+    existing = User.objects.filter(email__iexact=email).first()
+    if existing is not None:
+        if existing.email_verified_at is None and existing.is_active:
+            # Nobody has proved this address yet: the latest sign-up's password is the one its new link
+            # confirms, and the older links stop working (the verification token hashes the password).
+            # Whoever signed up first with someone else's address cannot keep the account.
+            existing.set_password(password)
+            existing.save(update_fields=["password"])
+        else:
+            make_password(password)  # the time a new account's hashing takes
         return None
     try:
         with transaction.atomic():

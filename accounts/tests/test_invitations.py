@@ -161,3 +161,19 @@ def test_mailed_paths_are_the_member_pages_urls(world):
     assert resolve(links.invitation_path(invite(world))).url_name == "invitation"
     assert resolve(notices.RUN_PAGE.format("6f1c2b8e-0000-4000-8000-000000000000")).url_name == "run"
     assert resolve(notices.RUN_LIST).url_name == "runs"
+
+
+def test_signing_up_again_with_an_unconfirmed_address_takes_it_back_from_the_first_signer():
+    """Pre-hijacking: Mallory signs up with Erin's address first; Erin's own sign-up wins, Mallory's link dies."""
+    services.user_register(email="erin@example.com", password="mallory-horse-battery-1", organization_name="M")
+    user = User.objects.get()
+    mallorys_link = links.verification_tokens.make_token(user)
+    services.user_register(email="erin@example.com", password=STRONG, organization_name="Erin")
+    user.refresh_from_db()
+    assert user.check_password(STRONG) and not user.check_password("mallory-horse-battery-1")
+    assert services.email_verify(user=user, token=mallorys_link) is False
+    assert services.email_verify(user=user, token=links.verification_tokens.make_token(user)) is True
+    # Once confirmed, a sign-up with the address changes nothing.
+    services.user_register(email="erin@example.com", password="another-horse-battery-2", organization_name="X")
+    user.refresh_from_db()
+    assert user.check_password(STRONG)
