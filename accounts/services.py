@@ -24,6 +24,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -177,8 +178,10 @@ def invitation_create(*, actor: User, organization: Organization, email: str, ro
     """
     membership_check(actor=actor, organization=organization, current_role=None, new_role=role)
     email = normalize_email(email)
-    if not email or "@" not in email:
-        raise ValidationError({"email": ["Enter an e-mail address."]})
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ValidationError({"email": ["Enter a valid e-mail address."]}) from None
     if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
         raise ValidationError({"email": ["This address already belongs to a member of the organization."]})
     now = timezone.now()

@@ -177,3 +177,18 @@ def test_signing_up_again_with_an_unconfirmed_address_takes_it_back_from_the_fir
     services.user_register(email="erin@example.com", password="another-horse-battery-2", organization_name="X")
     user.refresh_from_db()
     assert user.check_password(STRONG)
+
+
+def test_a_user_an_operator_adds_in_the_admin_can_sign_in(client):
+    """Self sign-ups confirm their address by mail; an operator creating a user vouches for it."""
+    root = User.objects.create_superuser(email="root@example.com", password=STRONG)
+    client.force_login(root)
+    response = client.post(
+        "/admin/accounts/user/add/",
+        {"email": "Gina@Example.com", "usable_password": "true", "password1": STRONG, "password2": STRONG},
+    )
+    assert response.status_code == 302, response.content[:500]
+    gina = User.objects.get(email="gina@example.com")
+    assert gina.email_verified_at is not None
+    client.logout()
+    assert client.login(email="gina@example.com", password=STRONG)
