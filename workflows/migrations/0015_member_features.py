@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('integrations', '0002_credential_kind_choices_from_registry'),
-        ('workflows', '0012_workflow_webhook_body_as_file'),
+        ('workflows', '0014_worker_heartbeat'),
     ]
 
     operations = [
