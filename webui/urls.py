@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import account_views, connection_views, org_views, views, workflow_views
+from . import account_views, connection_views, insights_views, org_views, views, workflow_views
 
 app_name = "webui"
 
@@ -34,6 +34,7 @@ urlpatterns = [
     path("app/workflows/<int:pk>/versions/<int:number>/restore/", views.version_restore, name="version-restore"),
     path("app/schedule-preview/", views.schedule_preview, name="schedule-preview"),
     path("app/runs/", views.run_list, name="runs"),
+    path("app/insights/", insights_views.insights_page, name="insights"),
     path("app/runs/<uuid:run_id>/", views.run_page, name="run"),
     path("app/runs/<uuid:run_id>/replay/", views.run_replay, name="run-replay"),
     path("app/runs/<uuid:run_id>/live/", views.run_live, name="run-live"),

@@ -135,6 +135,7 @@ def test_build_a_filter_with_the_condition_builder_and_see_it_in_the_json(page, 
     sign_in(page, base, "cora@example.com")
     page.get_by_role("link", name="New workflow").click()
     page.wait_for_selector("#pf-builder[data-ready=true]")
+    page.get_by_role("button", name="Form").click()  # the form editor (the flow view is the visual engineer's)
     page.get_by_label("Workflow name").fill("Big orders")
     page.locator("#pf-sample").fill(json.dumps({"amount": 150, "country": "FR", "tags": ["vip"]}))
     page.get_by_role("button", name="+ Add a step").click()

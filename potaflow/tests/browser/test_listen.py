@@ -56,6 +56,7 @@ def test_listen_capture_a_curl_event_and_pick_its_fields(page, live_server, shot
     assert WorkflowSample.objects.get(workflow=workflow).payload["body"] == event
 
     # The captured fields are in the data picker.
+    page.get_by_role("button", name="Form").click()
     url = page.locator(".pf-step").first.get_by_label("URL")
     url.fill("https://example.com/orders/")
     url.locator("xpath=ancestor::div[contains(@class,'pf-templated')][1]").get_by_role(

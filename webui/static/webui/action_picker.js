@@ -6,11 +6,6 @@
   "use strict";
 
   var data = JSON.parse(document.getElementById("pf-builder-data").textContent);
-  var box = document.querySelector(".pf-add-step");
-  var select = document.getElementById("pf-add-action");
-  var addButton = document.getElementById("pf-add-step");
-  if (!box || !select || !addButton) return;
-
   var SVG = "http://www.w3.org/2000/svg";
   // Common first; anything else after, alphabetically; a handler written in Python last.
   var ORDER = ["http.request", "filter", "slack.message", "email.send", "transform", "sheets.append_row",
@@ -83,6 +78,13 @@
     return LAST.indexOf(name) >= 0 ? 1000 : 100;
   }
   var names = Object.keys(data.actions).sort(function (a, b) { return rank(a) - rank(b) || a.localeCompare(b); });
+  // For other pickers of the page (the flow view's insert menu): the same order and one-line descriptions.
+  window.PotaflowActions = {ordered: function () { return names.slice(); }, oneLine: oneLine};
+
+  var box = document.querySelector(".pf-add-step");
+  var select = document.getElementById("pf-add-action");
+  var addButton = document.getElementById("pf-add-step");
+  if (!box || !select || !addButton) return;
 
   // The builder's own select and button stay the way a step is added; the list drives them.
   Array.prototype.forEach.call(box.children, function (child) { child.hidden = true; });

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('integrations', '0002_credential_kind_choices_from_registry'),
-        ('workflows', '0014_worker_heartbeat'),
+        ('workflows', '0015_insights_rollups'),
     ]
 
     operations = [
