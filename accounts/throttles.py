@@ -1,5 +1,7 @@
 """Throttles for the anonymous auth endpoints (register, login, refresh, logout)."""
 
+from django.core.cache import cache
+from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
@@ -29,3 +31,23 @@ class AuthRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request: Request, view) -> str:
         # One bucket per endpoint, so a burst of logins does not lock a client out of refreshing.
         return self.cache_format % {"scope": f"{self.scope}:{type(view).__name__}", "ident": self.get_ident(request)}
+
+
+def form_throttled(request: HttpRequest, what: str) -> bool:
+    """The member pages' account forms (sign-up, reset, invitation): True when this client address
+    posted ``what`` more often than the "auth" rate (``POTAFLOW_AUTH_THROTTLE_RATE``) allows.
+
+    The same rate and client address as the API's auth endpoints, counted in the shared cache.
+    """
+    throttle = AuthRateThrottle()
+    number, period = throttle.parse_rate(throttle.rate)
+    if number is None or period is None:
+        return False
+    key = f"pf-account-form:{what}:{client_ip(request)}"
+    cache.add(key, 0, period)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, period)
+        count = 1
+    return count > number

@@ -36,7 +36,7 @@ from accounts.models import Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for
 
-from . import dry_run, portability, selectors, services, templating
+from . import dry_run, portability, samples, selectors, services, templating
 from .execution import recording
 from .files import links
 from .models import (
@@ -50,6 +50,7 @@ from .models import (
     StepRun,
     TriggerType,
     Workflow,
+    WorkflowSample,
 )
 
 
@@ -95,6 +96,12 @@ class WorkflowSerializer(serializers.ModelSerializer):
     has_webhook_secret_previous = serializers.SerializerMethodField()
     webhook_url = serializers.SerializerMethodField()
     created_by = serializers.EmailField(source="created_by.email", read_only=True, default=None, allow_null=True)
+    notify_slack_credential = serializers.IntegerField(
+        source="notify_slack_credential_id",
+        required=False,
+        allow_null=True,
+        help_text="A slack_bot_token credential: failure notices go to notify_slack_channel instead of e-mail.",
+    )
 
     class Meta:
         model = Workflow
@@ -119,6 +126,9 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "schedule",
             "timezone",
             "version",
+            "notify_on_failure",
+            "notify_slack_channel",
+            "notify_slack_credential",
             "steps",
             "created_by",
             "created_at",
@@ -258,6 +268,36 @@ class TestRunSerializer(serializers.Serializer):
         allow_blank=True,
         help_text="Key of one side-effecting step to send for real; the others are only previewed.",
     )
+
+
+class UnsavedTestRunSerializer(serializers.Serializer):
+    organization = serializers.IntegerField(
+        required=False, help_text="Where the workflow will be created: an organization where you are editor or above."
+    )
+    payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
+    steps = StepSerializer(many=True, required=False, default=list)
+
+
+class ListeningSerializer(serializers.Serializer):
+    listening_until = serializers.DateTimeField()
+    webhook_url = serializers.CharField()
+
+
+class SampleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WorkflowSample
+        fields = ["id", "name", "source", "created_at", "payload"]
+        read_only_fields = fields
+
+
+class SampleListSerializer(serializers.Serializer):
+    listening_until = serializers.DateTimeField(allow_null=True, help_text="Set while listening for a test event.")
+    results = SampleSerializer(many=True)
+
+
+class SampleCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    body = serializers.JSONField(help_text="The trigger body of the sample.")
 
 
 class TestStepResultSerializer(serializers.Serializer):
@@ -443,6 +483,75 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
             send_step=data.get("send_step") or None,
         )
         return Response(result)
+
+    @extend_schema(
+        operation_id="workflows_test_unsaved",
+        request=UnsavedTestRunSerializer,
+        responses={200: TestResultSerializer},
+        summary="Test steps that are not saved yet (a new workflow) with sample data",
+        description="As POST /api/workflows/<id>/test/, for the builder of a workflow that has no id yet: the steps "
+        "are validated as saving would (same errors), then rendered and previewed; nothing is written or sent.",
+    )
+    @action(detail=False, methods=["post"], url_path="test", url_name="test-unsaved")
+    def test_unsaved(self, request: Request) -> Response:
+        body = UnsavedTestRunSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        organization = selectors.organization_for_new_workflow(signed_in(request.user), data.get("organization"))
+        result = dry_run.dry_run(
+            workflow=Workflow(organization=organization, name="(not saved yet)"),
+            payload=data["payload"],
+            steps=[_step_spec(s) for s in data.get("steps", [])],
+        )
+        return Response(result)
+
+    @extend_schema(
+        request=None,
+        responses={202: ListeningSerializer, 400: OpenApiResponse(description="Not a webhook workflow.")},
+        summary="Listen for a test event: the next webhook is kept as a sample and NOT run",
+        description="For POTAFLOW_LISTEN_SECONDS (300) the next request to the webhook URL — even while the workflow "
+        "is inactive — is captured as a sample (GET .../samples/) instead of starting a run; its sender gets "
+        '202 {"captured": true}. Editors and above.',
+    )
+    @action(detail=True, methods=["post"])
+    def listen(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object()
+        if workflow.trigger_type != TriggerType.WEBHOOK:
+            raise serializers.ValidationError(
+                {"trigger_type": ["Only a webhook workflow can listen for a test event."]}
+            )
+        until = samples.listen_start(workflow=workflow)
+        return Response(
+            {"listening_until": until, "webhook_url": webhook_url(workflow, request)}, status=status.HTTP_202_ACCEPTED
+        )
+
+    @extend_schema(
+        methods=["GET"],
+        request=None,
+        responses={200: SampleListSerializer},
+        summary="The workflow's samples (captured test events and saved ones), newest first",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=SampleCreateSerializer,
+        responses={
+            201: SampleSerializer,
+            400: OpenApiResponse(description="No name, or a body that cannot be stored."),
+        },
+        summary="Save a named sample (its trigger body); the oldest beyond POTAFLOW_SAMPLES_PER_WORKFLOW go",
+    )
+    @action(detail=True, methods=["get", "post"], url_path="samples")
+    def samples(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object()
+        if request.method == "POST":
+            body = SampleCreateSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            sample = samples.sample_save(
+                workflow=workflow, name=body.validated_data["name"], body=body.validated_data["body"]
+            )
+            return Response(SampleSerializer(sample).data, status=status.HTTP_201_CREATED)
+        data = SampleSerializer(samples.samples_of(workflow), many=True).data
+        return Response({"listening_until": workflow.listening_until, "results": data})
 
     @extend_schema(request=None, responses={200: WorkflowSerializer}, summary="Give the workflow a new webhook URL")
     @action(detail=True, methods=["post"], url_path="rotate-webhook-token")

@@ -45,7 +45,14 @@ from .models import (
     new_webhook_token,
 )
 from .scheduling import schedules
-from .validation import WORKFLOW_FIELDS, PayloadInvalid, ReplayNotAllowed, WorkflowInvalid, validate_definition
+from .validation import (
+    UNVERSIONED_FIELDS,
+    WORKFLOW_FIELDS,
+    PayloadInvalid,
+    ReplayNotAllowed,
+    WorkflowInvalid,
+    validate_definition,
+)
 
 __all__ = [
     "PayloadInvalid",
@@ -82,6 +89,9 @@ def workflow_create(
     timezone: str = "UTC",  # noqa: A002 - the field's name
     webhook_body_as_file: bool = False,
     steps: Sequence[Mapping[str, Any]] = (),
+    notify_on_failure: bool = True,
+    notify_slack_channel: str = "",
+    notify_slack_credential_id: int | None = None,
     **signing: Any,
 ) -> Workflow:
     """``signing``: the fields of ``signatures.SIGNING_FIELDS`` (scheme, previous secret, hmac options)."""
@@ -100,6 +110,9 @@ def workflow_create(
         timezone=timezone,
         webhook_body_as_file=webhook_body_as_file,
         created_by=created_by,
+        notify_on_failure=notify_on_failure,
+        notify_slack_channel=notify_slack_channel,
+        notify_slack_credential_id=notify_slack_credential_id,
     )
     step_rows = validate_definition(workflow, steps)
     with transaction.atomic():
@@ -124,6 +137,8 @@ def workflow_update(
     moves to another organization (its credentials and runs belong to this one).
     Submitting what is already stored (an admin page saved untouched) writes
     nothing and keeps the version: a version names a definition, not a save.
+    Switching a workflow on or off and its failure-notice settings
+    (``UNVERSIONED_FIELDS``) are saved without a new version either.
     """
     unknown = set(changes) - set(WORKFLOW_FIELDS)
     if unknown:
@@ -143,12 +158,15 @@ def workflow_update(
             steps = [_step_as_spec(step) for step in stored]
         step_rows = validate_definition(locked, steps)
         replace = replace and _step_signatures(step_rows) != _step_signatures(stored)
-        if changed or replace:
+        if replace or set(changed) - UNVERSIONED_FIELDS:
             locked.version += 1
             locked.save(update_fields=[*changed, "version", "updated_at"])
             if replace:
                 _write_steps(locked, step_rows)
             _record_version(locked)
+            schedules.schedule_sync(locked)
+        elif changed:
+            locked.save(update_fields=[*changed, "updated_at"])
             schedules.schedule_sync(locked)
     workflow.refresh_from_db()
     return workflow

@@ -29,6 +29,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import Membership, Organization, Role, User
+from accounts.services import invitation_create
 from integrations.services import credential_create
 from testing.worker import TEST_FERNET_KEY
 from workflows.models import TriggerType
@@ -72,6 +73,9 @@ def tenants(settings):
     victim_run.status = "failed"
     victim_run.save(update_fields=["status"])
 
+    victim_invitation = invitation_create(
+        actor=victim, organization=victim_org, email="guest@example.com", role=Role.VIEWER
+    )  # its mail would go after commit: this test never commits
     attacker_org = Organization.objects.create(name="Mallory Inc", slug="mallory")
     attacker = User.objects.create_user(email="mallory@example.com", is_staff=True)
     Membership.objects.create(user=attacker, organization=attacker_org, role=Role.OWNER)
@@ -85,6 +89,7 @@ def tenants(settings):
     return {
         "organizations": victim_org,
         "members": victim_membership,
+        "invitations": victim_invitation,
         "users": victim,
         "credentials": victim_credential,
         "workflows": victim_workflow,
@@ -121,6 +126,10 @@ BODIES = {
     "credentials": {"name": "Hijacked", "secret": {"token": "x"}},
     "organizations": {"name": "Hijacked"},
     "members": {"email": "mallory@example.com", "role": "owner"},
+    "invitations": {"email": "mallory@example.com", "role": "owner"},
+    "listen": {},
+    "samples": {"name": "Hijacked", "body": {"x": 1}},
+    "test": {"payload": {"x": 1}, "steps": []},
     "runs": {},
     "replay": {},
     "run": {"payload": {"x": 1}},
