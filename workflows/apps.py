@@ -6,7 +6,14 @@ class WorkflowsConfig(AppConfig):
     verbose_name = "Workflows"
 
     def ready(self) -> None:
-        # System checks, the beat-side signal that stamps schedule firings, and the
-        # hook that keeps /metrics counters when runs are deleted (connected in every
-        # process, beat and workers included, not only where tasks or views run).
+        # Imported when the app is ready (models loaded): system checks, the beat-side signal that
+        # stamps schedule firings, the hook that keeps /metrics counters when runs are deleted (in
+        # every process, beat and workers included), and Insights' SQLite triggers, which step out
+        # of every migrate's way (workflows.ops.insights_triggers).
+        from django.db.models.signals import post_migrate, pre_migrate
+
         from . import checks, tasks  # noqa: F401
+        from .ops import insights_triggers
+
+        pre_migrate.connect(insights_triggers.drop_sqlite_triggers, sender=self, dispatch_uid="pf-insights-drop")
+        post_migrate.connect(insights_triggers.create_sqlite_triggers, sender=self, dispatch_uid="pf-insights-make")
