@@ -545,10 +545,28 @@ def _quiesce(worker: WorkerProcess) -> None:
         deadline = time.monotonic() + QUIESCE_SECONDS
         while time.monotonic() < deadline:
             if not StepRun.objects.filter(status="running", lease_expires_at__gt=timezone.now()).exists():
-                return
+                break
             time.sleep(0.1)
+        # A step that just finished may still be recording (its run's final update, Insights' triggers):
+        # wait until no other session of the test database is inside a statement or a transaction.
+        while time.monotonic() < deadline and _busy_sessions():
+            time.sleep(0.05)
     except Exception:  # noqa: BLE001 - best effort: the flush reports its own problems
         return
+
+
+def _busy_sessions() -> int:
+    from django.db import connection  # this plugin loads before Django is set up
+
+
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')"
+        )
+        return int(cursor.fetchone()[0])
 
 
 @pytest.fixture

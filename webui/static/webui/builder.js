@@ -20,6 +20,7 @@
   var pendingMove = null;  // [from, to] of a drop, applied when the drag ends
   var secrets = {webhook_secret: null, webhook_secret_previous: null};
   var LONG_TEXT = {text: 1, html: 1, condition: 1, message: 1};
+  var CONDITION_FIELDS = {condition: true, when: true};  // expression fields that are true/false
   // Flow control steps (issue 19) as the builder shows them when the server does not describe
   // them itself; the server's descriptions (GET /api/actions/) win when present.
   var STEP_LIST = {type: "array", items: {type: "object"}};
@@ -510,8 +511,9 @@
         onchange: function () { setConfig(step, name, control.value === "" ? undefined : control.value); }});
       if (!required) control.appendChild(el("option", {value: ""}, [p.default !== undefined ? "Default (" + p.default + ")" : "—"]));
       p.enum.forEach(function (v) { control.appendChild(el("option", {value: v, selected: value === v}, [String(v)])); });
-    } else if (kind === "expr" && window.PotaflowConditions) {
+    } else if (kind === "expr" && CONDITION_FIELDS[name] && window.PotaflowConditions) {
       // The condition builder (condition_builder.js): field, operator, value; or the expression itself.
+      // Only for conditions: a loop's items is an expression giving a list, typed with the data picker.
       control = el("div", {className: "pf-cond-field-wrap", "data-path": path});
       window.PotaflowConditions.mount(control, {expression: value, disabled: !canEdit, label: labelText, dataPath: path,
         fields: function () { return flatFields(loc); },
@@ -706,8 +708,26 @@
       var whenId = nextId("pf-pwhen");
       var when = textInput(p.when, {id: whenId, "data-path": base + ".when", className: "pf-path-when-input", placeholder: "e.g. trigger.body.amount > 100"});
       when.addEventListener("input", function () { p.when = when.value; flowSoon(); });
-      fs.appendChild(el("div", {className: "pf-field"}, [el("label", {"for": whenId}, ["Take this path when"]), templated(when, loc, true),
-        el("p", {className: "pf-field-error pf-error", "data-error-for": base + ".when", role: "alert"})]));
+      var whenField = el("div", {className: "pf-field"}, [el("label", {"for": whenId}, ["Take this path when"]), templated(when, loc, true),
+        el("p", {className: "pf-field-error pf-error", "data-error-for": base + ".when", role: "alert"})]);
+      if (canEdit && window.PotaflowConditions) {
+        // The condition builder edits the same expression: the input stays as the expert's view of it.
+        var whenBuilder = el("div", {className: "pf-when-builder", hidden: true});
+        var whenToggle = el("button", {type: "button", className: "pf-button pf-small pf-when-toggle", "aria-expanded": "false",
+          "aria-label": "Build the condition of path " + (p.name || i + 1), onclick: function () {
+            var opening = whenBuilder.hidden;
+            whenBuilder.hidden = !opening;
+            whenToggle.setAttribute("aria-expanded", String(opening));
+            if (!opening) return;
+            whenBuilder.replaceChildren();
+            window.PotaflowConditions.mount(whenBuilder, {expression: when.value, label: "Take this path when", dataPath: base + ".when",
+              fields: function () { return flatFields(loc); },
+              onChange: function (expr) { when.value = expr; p.when = expr; flowSoon(); }});
+          }}, ["Condition builder"]);
+        whenField.appendChild(whenToggle);
+        whenField.appendChild(whenBuilder);
+      }
+      fs.appendChild(whenField);
       if (canEdit) fs.appendChild(el("button", {type: "button", className: "pf-button pf-small pf-danger", "aria-label": "Remove path " + (p.name || i + 1),
         onclick: function () { c.paths.splice(i, 1); changed("Removed path " + p.name + " (and its steps)."); }}, ["Remove path"]));
       fs.appendChild(loc.shallow ? shallowNote(p.steps) : nestedList(p.steps, step, "path " + (p.name || i + 1)));
