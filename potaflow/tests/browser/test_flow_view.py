@@ -245,8 +245,11 @@ def test_the_view_and_the_form_editor_give_the_same_definition(live_server, page
     new_workflow(page, base, view="form")
     page.get_by_label("Workflow name").fill("Orders by size")
     page.get_by_label("Sample trigger body (JSON)").fill(json.dumps(SAMPLE))
-    page.locator("#pf-add-action").select_option("branch")
-    page.locator("#pf-add-step").click()
+    # "+ Add a step" opens the searchable action list (action_picker.js); Enter takes the first match.
+    page.get_by_role("button", name="+ Add a step").click()
+    page.get_by_label("Find an action").fill("branch")
+    assert page.locator(".pf-action-choice").first.get_attribute("data-action") == "branch"
+    page.get_by_label("Find an action").press("Enter")
     card = page.locator('.pf-step[data-key="branch"]')
     card.locator('[data-path="steps[0].config.paths[0].name"]').fill("vip")
     card.locator('[data-path="steps[0].config.paths[0].when"]').fill("trigger.body.amount > 100")
