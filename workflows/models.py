@@ -422,3 +422,113 @@ class MetricBaseline(models.Model):
 
     def __str__(self) -> str:
         return f"{self.series} = {self.value:g}"
+
+
+class RollupGrain(models.TextChoices):
+    """The width of an Insights bucket: hours for the last day, days beyond."""
+
+    HOUR = "hour", "Hour"
+    DAY = "day", "Day"
+
+
+class RunRollup(models.Model):
+    """Finished runs of one workflow, by the hour or day they were received in and by status.
+
+    What Insights reads instead of the runs: written by database triggers in
+    the very statement that finishes (or un-finishes) a run, whatever code
+    path does it (migration ``*_insights_rollups``), never when a run is
+    deleted, so the history outlives retention. ``durations`` counts the
+    rows' durations in log buckets (``workflows.ops.insights.DURATION_BASE``):
+    p50/p95 over any set of rows, to within 2.5 %.
+    """
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    # No foreign key: an organization's history keeps the runs of a workflow deleted since.
+    workflow_id = models.BigIntegerField()
+    grain = models.CharField(max_length=4, choices=RollupGrain.choices)
+    start = models.DateTimeField(help_text="Start (UTC) of the hour or day the runs were received in.")
+    status = models.CharField(max_length=16)
+    runs = models.IntegerField(default=0)
+    dead_lettered = models.IntegerField(default=0)
+    timed = models.IntegerField(default=0, help_text="Runs with a start and end time (the durations counted).")
+    duration_ms_sum = models.BigIntegerField(default=0)
+    durations = models.JSONField(default=dict, help_text='{"<log bucket>": runs}')
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workflow_id", "grain", "start", "status"], name="unique_run_rollup"),
+        ]
+        indexes = [models.Index(fields=["organization", "grain", "start"], name="run_rollup_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} {self.grain} {self.start:%Y-%m-%d %H:%M} {self.status}: {self.runs}"
+
+
+class StepFailureRollup(models.Model):
+    """Step instances that failed, by workflow, hour or day their run was received in, step key and error
+    (its first line, 200 characters): the "steps that fail most" of Insights. Written like ``RunRollup``."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    workflow_id = models.BigIntegerField()
+    grain = models.CharField(max_length=4, choices=RollupGrain.choices)
+    start = models.DateTimeField()
+    step_key = models.CharField(max_length=64)
+    action_type = models.CharField(max_length=64)
+    error = models.CharField(max_length=200)
+    failures = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow_id", "grain", "start", "step_key", "error"], name="unique_step_failure_rollup"
+            ),
+        ]
+        indexes = [models.Index(fields=["organization", "grain", "start"], name="step_failure_rollup_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} {self.step_key} {self.start:%Y-%m-%d %H:%M}: {self.failures}"
+
+
+class SchedulerLease(models.Model):
+    """Who may send schedule firings: one row per lease (``beat``), held by one beat process at a time.
+
+    A lease row rather than an advisory lock: a session lock lives on one
+    server connection, which PgBouncer's transaction pooling hands to other
+    clients between transactions, and it dies silently with a cut connection.
+    A row is renewed in single statements, works through any pooler, and its
+    ``expires_at`` (the database's clock, never a host's) tells a standby
+    when it may take over. ``term`` grows with every change of holder.
+    See ``workflows.scheduling.leader``.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.CharField(max_length=200, help_text="host:pid:random of the beat process holding it.")
+    term = models.BigIntegerField(default=1, help_text="Incremented at every change of holder.")
+    acquired_at = models.DateTimeField()
+    renewed_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder} (term {self.term}) until {self.expires_at:%H:%M:%S}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A Celery worker's last report of itself: it is alive, and how much memory it holds.
+
+    Workers serve no HTTP, so ``/metrics`` (any web process) reads their memory
+    from here: each worker's main process writes its row every
+    ``POTAFLOW_WORKER_HEARTBEAT_SECONDS`` (``workflows.ops.heartbeat``).
+    """
+
+    name = models.CharField(max_length=200, primary_key=True, help_text="Celery's node name, celery@<host>.")
+    pid = models.IntegerField()
+    rss_bytes = models.BigIntegerField(help_text="Resident memory of the main process and its pool children.")
+    processes = models.IntegerField(default=1)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.rss_bytes // 2**20} MiB at {self.seen_at:%H:%M:%S})"
