@@ -31,6 +31,8 @@ from urllib.parse import unquote_plus
 from django.conf import settings
 
 HOOK_PATH = re.compile(r"(/hooks/)[^/?#\s\"']+")
+# A signed download link (workflows.files.links) is a capability too: the file id stays, the signature goes.
+FILE_LINK_PATH = re.compile(r"(/files/[0-9a-fA-F-]{32,36})(?:[.:]|%3A)[^/?#\s\"']*", re.IGNORECASE)
 QUERY_PAIR = re.compile(r"([?&;]|^)([^&=;\s?#\"']+)=([^&;\s#\"']*)")
 REDACTED = "[redacted]"
 OAUTH_CALLBACK_PATH = "/oauth/callback/"
@@ -54,12 +56,14 @@ def query_names_for_path(path: str | None, query_names: frozenset[str] | None = 
 
 
 def redact_url_text(text: str, query_names: frozenset[str] | None = None) -> str:
-    """Mask ``/hooks/<token>`` and the values of sensitive ``name=value`` pairs in a URL or log line."""
+    """Mask ``/hooks/<token>``, the signature of ``/files/<file id>...`` download links and the values of
+    sensitive ``name=value`` pairs in a URL or log line."""
     names = sensitive_query_names() if query_names is None else query_names
     if OAUTH_CALLBACK_PATH in text:
         names = names | OAUTH_CALLBACK_QUERY
     text = ENCODED_CALLBACK_QUERY.sub(r"\1" + REDACTED, text)
     text = HOOK_PATH.sub(r"\1" + REDACTED, text)
+    text = FILE_LINK_PATH.sub(r"\1" + REDACTED, text)
 
     def pair(match: re.Match) -> str:
         if unquote_plus(match.group(2)).strip().lower() in names:

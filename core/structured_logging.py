@@ -127,7 +127,8 @@ class JsonFormatter(logging.Formatter):
         entry.update(context)
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRIBUTES and key not in entry and not key.startswith("_"):
-                entry[key] = value
+                # Django's request loggers pass the request itself (``<WSGIRequest: GET '/hooks/<token>'>``).
+                entry[key] = value if isinstance(value, int | float | bool | None) else redact_url_text(str(value))
         if record.exc_info:
             entry["exception"] = redact_url_text(self.formatException(record.exc_info))
         if record.stack_info:

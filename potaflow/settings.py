@@ -453,6 +453,9 @@ POTAFLOW_UPLOAD_MAX_FILES = env.int("POTAFLOW_UPLOAD_MAX_FILES", default=10)
 POTAFLOW_FILE_QUOTA_BYTES = env.int("POTAFLOW_FILE_QUOTA_BYTES", default=1024 * 1024 * 1024)
 # Lifetime of the download links the API hands out (signed; seconds).
 POTAFLOW_FILE_LINK_SECONDS = env.int("POTAFLOW_FILE_LINK_SECONDS", default=900)
+# Seconds a client has to send a body larger than DATA_UPLOAD_MAX_MEMORY_SIZE (a webhook's files, streamed to
+# storage as they arrive; potaflow/body_deadline.py); later: 408 and nothing kept. 0: no deadline.
+POTAFLOW_UPLOAD_BODY_TIMEOUT = env.float("POTAFLOW_UPLOAD_BODY_TIMEOUT", default=600.0)
 # An upload that never finished (its web process died mid-request) is deleted by the pruner after this long.
 POTAFLOW_UPLOAD_ABANDONED_SECONDS = env.int("POTAFLOW_UPLOAD_ABANDONED_SECONDS", default=3600)
 # file.parse bounds: rows, columns, characters per cell, and the size of its output (the rows as JSON,

@@ -12,4 +12,5 @@ application = BodyDeadline(
     django_application,
     seconds=settings.POTAFLOW_WEB_BODY_TIMEOUT,
     max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+    upload_seconds=settings.POTAFLOW_UPLOAD_BODY_TIMEOUT,
 )

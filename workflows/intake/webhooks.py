@@ -47,6 +47,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from core import redaction
+from core.request_body import body_expired
 from integrations import storable
 
 from ..files import services as file_services
@@ -88,10 +89,9 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
     uploads = None
     if _is_multipart(request) or _body_is_a_file(request, workflow):
         try:
-            file_uploads.check_declared(request, workflow.organization_id)
+            uploads = file_uploads.install(request, workflow.organization_id)  # Content-Length checked, reserved
         except FileRefused as exc:
             return _error(exc.status, exc.message)
-        uploads = file_uploads.install(request, workflow.organization_id)
     try:
         return _accept(request, workflow, version, uploads)
     except BaseException:
@@ -115,6 +115,8 @@ def _accept(
             body = intake.read_body(request, settings.POTAFLOW_WEBHOOK_MAX_BYTES)
         except intake.IntakeRefused as exc:
             return _refuse(uploads, exc.status, exc.message)
+        if body_expired(request.META):
+            return _refuse(uploads, 408, _expired_message(request))
 
     signed_key = None
     if workflow.webhook_secret:
@@ -140,6 +142,11 @@ def _accept(
         return _refuse(uploads, 400, str(exc))
     except OSError as exc:  # the file storage failed mid-upload (disk full, S3 unreachable)
         return _refuse(uploads, 503, f"The file storage could not take the upload: {exc}. Retry later.")
+    if body_expired(request.META):  # the body was cut at its deadline: what arrived is not the event
+        return _refuse(uploads, 408, _expired_message(request))
+    if uploads is not None and uploads.interrupted is not None:
+        cut = f"The body ended in the middle of file {uploads.interrupted!r} (before its closing boundary"
+        return _refuse(uploads, 400, f"{cut}, or before its Content-Length): nothing was kept.")
 
     key = signed_key or request.headers.get("Idempotency-Key") or request.headers.get("webhook-id") or None
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
@@ -162,6 +169,7 @@ def _accept(
             )
             if created and uploads is not None:
                 file_services.attach(uploads.rows(), run)
+                uploads.release()
     except PayloadInvalid as exc:
         return _refuse(uploads, 400, f"The request cannot be stored: {exc.message}")
     if not created:
@@ -169,6 +177,17 @@ def _accept(
             uploads.discard()  # the event was accepted before, with its own files
         return JsonResponse({"run_id": str(run.pk), "duplicate": True}, status=200)
     return JsonResponse({"run_id": str(run.pk)}, status=202)
+
+
+def _expired_message(request: HttpRequest) -> str:
+    if (
+        request.META.get("CONTENT_LENGTH")
+        and int(request.META["CONTENT_LENGTH"]) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    ):
+        limit, setting = settings.POTAFLOW_UPLOAD_BODY_TIMEOUT, "POTAFLOW_UPLOAD_BODY_TIMEOUT"
+    else:
+        limit, setting = settings.POTAFLOW_WEB_BODY_TIMEOUT, "POTAFLOW_WEB_BODY_TIMEOUT"
+    return f"Request body not received within {limit:g} seconds ({setting}): nothing was kept."
 
 
 def _refuse(uploads: file_uploads.StorageUploadHandler | None, status: int, detail: str) -> JsonResponse:
