@@ -35,6 +35,8 @@ class BodyDeadline:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
+        if environ.get("potaflow.request_buffered"):  # potaflow.web_worker read the whole request already
+            return self.app(environ, start_response)
         if sock is None or self.seconds <= 0 or not 0 < length <= self.max_bytes:
             return self.app(environ, start_response)
         body = self._read(environ["wsgi.input"], sock, length)

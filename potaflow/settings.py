@@ -356,6 +356,11 @@ POTAFLOW_MAX_BODY_BYTES = env.int("POTAFLOW_MAX_BODY_BYTES", default=2_621_440)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(POTAFLOW_MAX_BODY_BYTES, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
 # Seconds a client has to send a request body under gunicorn (potaflow/body_deadline.py); later: 408.
 POTAFLOW_WEB_BODY_TIMEOUT = env.float("POTAFLOW_WEB_BODY_TIMEOUT", default=20.0)
+# The web server reads every request whole before a thread takes it (potaflow/web_worker.py): the request line
+# and headers within this many seconds (later: 408), and at most this many connections per client address
+# (IPv6: per /64) per web process, POTAFLOW_TRUSTED_PROXIES excepted (more: 503). 0: no cap.
+POTAFLOW_WEB_HEADER_TIMEOUT = env.float("POTAFLOW_WEB_HEADER_TIMEOUT", default=10.0)
+POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS = env.int("POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS", default=50)
 # Per-workflow webhook intake limit, shared through the cache (workflows.ratelimit): N/s, N/min, N/h or off.
 POTAFLOW_WEBHOOK_RATE = env("POTAFLOW_WEBHOOK_RATE", default="50/s")
 if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour))\s*", POTAFLOW_WEBHOOK_RATE.lower()):
