@@ -409,6 +409,10 @@ POTAFLOW_ORG_MAX_RUNNING_STEPS = env.int("POTAFLOW_ORG_MAX_RUNNING_STEPS", defau
 POTAFLOW_TEMPLATE_MAX_ITERATIONS = env.int("POTAFLOW_TEMPLATE_MAX_ITERATIONS", default=100_000)
 POTAFLOW_TEMPLATE_CPU_SECONDS = env.float("POTAFLOW_TEMPLATE_CPU_SECONDS", default=1.0)
 POTAFLOW_TEMPLATE_MAX_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_CHARS", default=1_000_000)
+# Per template string, checked when it is saved, checked, imported and rendered: its length, and how deeply
+# brackets, blocks, filters and calls nest (the parser and the renderer recurse once per level).
+POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS", default=65_536)
+POTAFLOW_TEMPLATE_MAX_NESTING = env.int("POTAFLOW_TEMPLATE_MAX_NESTING", default=32)
 # How often beat deletes expired refresh tokens and token families (accounts.flush_expired_tokens).
 POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS = env.int("POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS", default=3600)
 POTAFLOW_HANDLER_MODULES = env.list("POTAFLOW_HANDLER_MODULES", default=[])

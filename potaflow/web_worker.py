@@ -285,8 +285,8 @@ class BufferingWorker(gthread.ThreadWorker):
         self.body_timeout = float(settings.POTAFLOW_WEB_BODY_TIMEOUT)
         self.max_body = int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         self.max_per_address = int(settings.POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS)
-        self.max_head = self.cfg.limit_request_line + 2 + self.cfg.limit_request_fields * (
-            self.cfg.limit_request_field_size + 2
+        self.max_head = (
+            self.cfg.limit_request_line + 2 + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2)
         )
         self.trusted = is_trusted_proxy
         application = self.wsgi
@@ -428,7 +428,9 @@ class BufferingWorker(gthread.ThreadWorker):
                 self._drop(conn)  # nothing was asked: nothing to answer
             elif conn.reason == "body":
                 seconds = f"{self.body_timeout:g}"
-                self._refuse(conn, Refusal("408 Request Timeout", f"Request body not received within {seconds} seconds."))
+                self._refuse(
+                    conn, Refusal("408 Request Timeout", f"Request body not received within {seconds} seconds.")
+                )
             else:
                 self._refuse(
                     conn,
