@@ -337,11 +337,18 @@ POTAFLOW_SCHEDULE_BATCH_SIZE = env.int("POTAFLOW_SCHEDULE_BATCH_SIZE", default=5
 # either way; this keeps "scheduled -> run recorded" short). Each queue has its own exchange
 # and routing key so that a message goes to one queue only.
 POTAFLOW_SCHEDULE_QUEUE = "potaflow.schedules"
+# Test runs (POST /api/workflows/<id>/test/) run on the workers too, in a queue of their own: a backlog of
+# steps does not keep a user waiting for a test, and the web threads never run one.
+POTAFLOW_TEST_QUEUE = "potaflow.tests"
 CELERY_TASK_QUEUES = (
     Queue("celery", Exchange("celery"), routing_key="celery"),
     Queue(POTAFLOW_SCHEDULE_QUEUE, Exchange(POTAFLOW_SCHEDULE_QUEUE), routing_key=POTAFLOW_SCHEDULE_QUEUE),
+    Queue(POTAFLOW_TEST_QUEUE, Exchange(POTAFLOW_TEST_QUEUE), routing_key=POTAFLOW_TEST_QUEUE),
 )
-CELERY_TASK_ROUTES = {"workflows.fire_schedules": {"queue": POTAFLOW_SCHEDULE_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "workflows.fire_schedules": {"queue": POTAFLOW_SCHEDULE_QUEUE},
+    "workflows.execute_test_run": {"queue": POTAFLOW_TEST_QUEUE},
+}
 CELERY_TASK_ALWAYS_EAGER = False
 
 # ---------------------------------------------------------------------------
@@ -413,6 +420,16 @@ POTAFLOW_TEMPLATE_MAX_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_CHARS", default=1_0
 # brackets, blocks, filters and calls nest (the parser and the renderer recurse once per level).
 POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS", default=65_536)
 POTAFLOW_TEMPLATE_MAX_NESTING = env.int("POTAFLOW_TEMPLATE_MAX_NESTING", default=32)
+# Test runs (workflows.dry_run, executed by a worker): unfinished ones per organization at once (more: 429);
+# seconds a step sent for real may take (the step's own timeout_seconds, capped); seconds the request waits
+# for the result before answering 202 with a URL to poll (at most a quarter of a web process's threads wait).
+POTAFLOW_TEST_RUN_MAX_CONCURRENT = env.int("POTAFLOW_TEST_RUN_MAX_CONCURRENT", default=2)
+POTAFLOW_TEST_RUN_TIMEOUT_SECONDS = env.float("POTAFLOW_TEST_RUN_TIMEOUT_SECONDS", default=30.0)
+POTAFLOW_TEST_RUN_WAIT_SECONDS = env.float("POTAFLOW_TEST_RUN_WAIT_SECONDS", default=10.0)
+POTAFLOW_TEST_RUN_WAITERS = max(1, env.int("POTAFLOW_WEB_THREADS", default=16) // 4)
+# Per user: test runs and template checks (the builder checks a field when it loses focus). Over: 429.
+POTAFLOW_TEST_RUN_RATE = env("POTAFLOW_TEST_RUN_RATE", default="30/min")
+POTAFLOW_TEMPLATE_CHECK_RATE = env("POTAFLOW_TEMPLATE_CHECK_RATE", default="120/min")
 # How often beat deletes expired refresh tokens and token families (accounts.flush_expired_tokens).
 POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS = env.int("POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS", default=3600)
 POTAFLOW_HANDLER_MODULES = env.list("POTAFLOW_HANDLER_MODULES", default=[])

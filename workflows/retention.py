@@ -30,9 +30,10 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from .models import Run, RunStatus, StepAttempt, StepRun, WorkflowVersion
+from .models import Run, RunStatus, StepAttempt, StepRun, TestRun, WorkflowVersion
 
 logger = logging.getLogger(__name__)
+TEST_RUN_RETENTION = timedelta(days=1)
 
 VERSION_GRACE = timedelta(hours=1)
 
@@ -142,6 +143,8 @@ def prune(
                 break
             _, deleted = WorkflowVersion.objects.filter(pk__in=ids).delete()
         report.versions += deleted.get(WorkflowVersion._meta.label, 0)
+    # Test runs (workflows.dry_run results) are read right after they finish: a day is plenty.
+    TestRun.objects.filter(created_at__lt=now - TEST_RUN_RETENTION).delete()
     if report.total_runs or report.versions:
         logger.info("retention: %s", report.summary())
     return report

@@ -7,7 +7,7 @@ import pytest
 from integrations.services import credential_create
 from testing.network import Reply
 from workflows import dry_run, versions
-from workflows.models import Run, RunStatus, StepRun, StepRunStatus, TriggerType
+from workflows.models import Run, RunStatus, StepRun, StepRunStatus, TestRun, TriggerType
 from workflows.services import WorkflowInvalid, run_accept, run_replay, workflow_create, workflow_update
 
 pytestmark = pytest.mark.django_db
@@ -159,7 +159,10 @@ def test_dry_run_of_unsaved_steps_validates_them_like_a_save(org):
     assert result["steps"][2]["would_send"]["url"] == "https://a.b/c"
 
 
-def test_test_endpoint_needs_the_editor_role_and_hides_other_organizations(org, editor, viewer, outsider):
+@pytest.mark.slow
+def test_test_endpoint_needs_the_editor_role_and_hides_other_organizations(
+    celery_worker, org, editor, viewer, outsider
+):
     from rest_framework.test import APIClient
 
     wf = workflow_create(organization=org, name="W", steps=http_steps("https://crm.example.com/c"))
@@ -170,9 +173,14 @@ def test_test_endpoint_needs_the_editor_role_and_hides_other_organizations(org, 
     client.force_authenticate(viewer)
     assert client.post(f"/api/workflows/{wf.pk}/test/", body, format="json").status_code == 403
     client.force_authenticate(editor)
-    response = client.post(f"/api/workflows/{wf.pk}/test/", body, format="json")
+    response = client.post(f"/api/workflows/{wf.pk}/test/", body, format="json")  # run by the worker
     assert response.status_code == 200
     assert response.json()["steps"][2]["would_send"]["url"] == "https://crm.example.com/c"
+    client.force_authenticate(outsider)  # another organization's test result is a 404 too
+    test = TestRun.objects.get(workflow=wf)
+    assert client.get(f"/api/workflows/{wf.pk}/test/{test.pk}/").status_code == 404
+    client.force_authenticate(editor)
+    assert client.get(f"/api/workflows/{wf.pk}/test/{test.pk}/").json() == response.json()
     bad = {**body, "steps": http_steps("ftp://x")}
     response = client.post(f"/api/workflows/{wf.pk}/test/", bad, format="json")
     assert response.status_code == 400 and "steps[2].config.url" in response.json()["errors"]
