@@ -13,7 +13,7 @@ a cloud load balancer; deploy/nginx/) in front: it also terminates TLS.
 
 Prometheus multiprocess mode: a scrape reaches one worker, but the counters
 only the web process knows (webhook refusals, intake latency:
-``workflows.metrics``) must add up over all of them. Each worker writes its
+``workflows.ops.metrics``) must add up over all of them. Each worker writes its
 counts to files in ``PROMETHEUS_MULTIPROC_DIR`` (default
 ``$POTAFLOW_VAR_DIR/prometheus``), emptied when gunicorn starts (a previous
 run's counts would be added again), and a worker that exits is marked dead.

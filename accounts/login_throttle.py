@@ -1,7 +1,7 @@
 """Login throttling: per client address and per account, shared by the API and the admin.
 
 Why both: a per-address limit alone is walked around with many addresses (a
-botnet, or a forged ``X-Forwarded-For`` before ``potaflow.client_ip``); a
+botnet, or a forged ``X-Forwarded-For`` before ``core.client_ip``); a
 per-account limit alone lets anyone lock a user out. So:
 
 - failed logins per client address are limited (``POTAFLOW_AUTH_THROTTLE_RATE``);
@@ -27,7 +27,7 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from rest_framework.settings import api_settings
 
-from potaflow.client_ip import client_ip
+from core.client_ip import client_ip
 
 from .models import normalize_email
 

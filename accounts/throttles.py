@@ -5,11 +5,11 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
-from potaflow.client_ip import client_ip
+from core.client_ip import client_ip
 
 
 class AuthRateThrottle(SimpleRateThrottle):
-    """Per client address (``potaflow.client_ip``: X-Forwarded-For only from trusted proxies) and per endpoint,
+    """Per client address (``core.client_ip``: X-Forwarded-For only from trusted proxies) and per endpoint,
     at ``DEFAULT_THROTTLE_RATES["auth"]`` (env ``POTAFLOW_AUTH_THROTTLE_RATE``).
 
     DRF binds ``THROTTLE_RATES`` when the class is defined; reading the rate at

@@ -3,7 +3,7 @@
 Simulates ``--days`` days of ``--runs-per-day`` runs of a workflow whose
 definition is ``--definition-kb`` KiB (accepted through ``run_accept``, the real
 path; steps recorded as succeeded/failed/filtered with one attempt each), with
-one pruning pass (``workflows.retention.prune``) and a plain ``VACUUM`` (what
+one pruning pass (``workflows.ops.retention.prune``) and a plain ``VACUUM`` (what
 autovacuum does) per simulated day. Prints, per day, the rows kept and the
 total relation size (heap + indexes + TOAST) of the run tables, then how much
 the per-run copy of the definition would have cost. Bounded in days and runs;
@@ -87,8 +87,8 @@ def main() -> None:
 
     from accounts.models import User
     from accounts.services import organization_create
-    from workflows import retention
     from workflows.models import Run, RunStatus, StepAttempt, StepRun, StepRunStatus, WorkflowVersion
+    from workflows.ops import retention
     from workflows.services import run_accept, workflow_create
 
     call_command("migrate", verbosity=0, interactive=False)

@@ -3,7 +3,7 @@
 On a fresh PostgreSQL database (``potaflow_bench_sql``) and its own
 redis-server: one webhook (unsigned and signed) through Django's test client
 (the real URL, middleware and view), then each step of a 1-step and a 5-step
-run executed in this process with ``workflows.engine.run_step`` (what the
+run executed in this process with ``workflows.execution.engine.run_step`` (what the
 Celery task calls), counting the statements on this thread's connection with
 ``CaptureQueriesContext`` (DEBUG stays off). Statements of other threads (the
 step's lease keeper) are not counted. Prints the counts by kind and, with
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         from django.test import Client
         from django.test.utils import CaptureQueriesContext
 
-        from workflows.engine import run_step
+        from workflows.execution.engine import run_step
         from workflows.models import Run
 
         org = benchlib.create_org()
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def time_steps(workflow: Any, runs: int) -> dict[str, Any]:
     """Wall and CPU milliseconds per run_step over ``runs`` runs (10 more first, not counted)."""
-    from workflows.engine import run_step
+    from workflows.execution.engine import run_step
     from workflows.models import RunTrigger
     from workflows.services import run_accept
 

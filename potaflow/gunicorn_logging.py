@@ -6,7 +6,7 @@ and ``[redacted]`` for the values of sensitive query parameters
 holds a URL (request line, path, query, referer). With ``LOG_FORMAT=json``
 (the default when ``DEBUG`` is off, as in settings) its error and access
 lines are JSON objects like every other PotaFlow line
-(``potaflow.structured_logging``); an access line also carries ``method``,
+(``core.structured_logging``); an access line also carries ``method``,
 ``path``, ``status`` and ``duration_ms``. Wired by ``logger_class`` in gunicorn.conf.py, which the Procfile, the
 Dockerfile and compose use.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from potaflow.log_redaction import redact_url_text, sensitive_query_names
-from potaflow.structured_logging import JsonFormatter
+from core.redaction import redact_url_text, sensitive_query_names
+from core.structured_logging import JsonFormatter
 
 
 def log_format(environ: Mapping[str, str] | None = None) -> str:

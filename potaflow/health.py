@@ -19,9 +19,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from workflows.metrics import oldest_unfinished_run_age
-
-from .broker import probe_queue
+from core.broker import probe_queue
+from workflows.ops.metrics import oldest_unfinished_run_age
 
 logger = logging.getLogger(__name__)
 

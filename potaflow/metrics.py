@@ -1,4 +1,4 @@
-"""``GET /metrics``: the Prometheus text format (the figures are ``workflows.metrics``).
+"""``GET /metrics``: the Prometheus text format (the figures are ``workflows.ops.metrics``).
 
 With ``POTAFLOW_METRICS_TOKEN`` set, a scrape must send
 ``Authorization: Bearer <token>`` (compared in constant time); anything else
@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from workflows.metrics import scrape_registry
+from workflows.ops.metrics import scrape_registry
 
 
 def _authorized(request: HttpRequest) -> bool:

@@ -196,7 +196,7 @@ POTAFLOW_BEHIND_PROXY = env.bool("POTAFLOW_BEHIND_PROXY", default=False)
 if POTAFLOW_BEHIND_PROXY:
     # Only behind a proxy that sets this header itself; otherwise clients could spoof it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# Peers whose X-Forwarded-For is believed (addresses or networks); see potaflow/client_ip.py.
+# Peers whose X-Forwarded-For is believed (addresses or networks); see core/client_ip.py.
 # Behind a proxy the default is loopback and the private networks; otherwise nobody.
 POTAFLOW_TRUSTED_PROXIES = env.list(
     "POTAFLOW_TRUSTED_PROXIES",
@@ -234,7 +234,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "auth": env("POTAFLOW_AUTH_THROTTLE_RATE", default="20/min"),
     },
-    # DRF's own get_ident must never believe X-Forwarded-For; ours use potaflow.client_ip.
+    # DRF's own get_ident must never believe X-Forwarded-For; ours use core.client_ip.
     "NUM_PROXIES": 0,
 }
 # Failed logins (API and admin) are limited per client address at the "auth" rate above, and per
@@ -326,8 +326,8 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("POTAFLOW_WORKER_MAX_RSS_MB", defau
 POTAFLOW_WORKER_MEMORY_LIMIT_MB = env.int("POTAFLOW_WORKER_MEMORY_LIMIT_MB", default=1024)
 CELERY_TIMEZONE = "UTC"
 # django-celery-beat's DatabaseScheduler, kept in a heap by due time: 10,000 schedules firing
-# the same minute cost beat well under a second (workflows/scheduler.py).
-CELERY_BEAT_SCHEDULER = "workflows.scheduler:HeapDatabaseScheduler"
+# the same minute cost beat well under a second (workflows/scheduling/scheduler.py).
+CELERY_BEAT_SCHEDULER = "workflows.scheduling.scheduler:HeapDatabaseScheduler"
 # Schedule workflows per workflows.fire_schedules message beat sends when they are due together.
 # A worker process records a message's firings before dispatching any: 5,000 lets the default
 # two pool processes record 10,000 firings of a minute in parallel, one message each.
@@ -368,7 +368,7 @@ POTAFLOW_WEB_BODY_TIMEOUT = env.float("POTAFLOW_WEB_BODY_TIMEOUT", default=20.0)
 # (IPv6: per /64) per web process, POTAFLOW_TRUSTED_PROXIES excepted (more: 503). 0: no cap.
 POTAFLOW_WEB_HEADER_TIMEOUT = env.float("POTAFLOW_WEB_HEADER_TIMEOUT", default=10.0)
 POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS = env.int("POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS", default=50)
-# Per-workflow webhook intake limit, shared through the cache (workflows.ratelimit): N/s, N/min, N/h or off.
+# Per-workflow webhook intake limit, shared through the cache (workflows.intake.ratelimit): N/s, N/min, N/h or off.
 POTAFLOW_WEBHOOK_RATE = env("POTAFLOW_WEBHOOK_RATE", default="50/s")
 if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour))\s*", POTAFLOW_WEBHOOK_RATE.lower()):
     raise ImproperlyConfigured(
@@ -377,7 +377,7 @@ if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour
 # Most events accepted at once (default: the rate's N).
 POTAFLOW_WEBHOOK_BURST = env.int("POTAFLOW_WEBHOOK_BURST", default=0) or None
 # Header and query-parameter names whose values are stored as "[redacted]" in run payloads
-# (each replaces its default list; see workflows.redaction).
+# (each replaces its default list; see core.redaction).
 POTAFLOW_REDACT_HEADERS = env.list(
     "POTAFLOW_REDACT_HEADERS",
     default=[
@@ -398,7 +398,7 @@ POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", defau
 # A queued or retrying step whose message was lost is sent again after this long without progress.
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)
-# Retention (workflows.retention): days a finished run is kept, by status; 0 keeps it forever.
+# Retention (workflows.ops.retention): days a finished run is kept, by status; 0 keeps it forever.
 # Dead-lettered runs are kept until replayed or deleted.
 POTAFLOW_RETAIN_SUCCEEDED_DAYS = env.int("POTAFLOW_RETAIN_SUCCEEDED_DAYS", default=7)
 POTAFLOW_RETAIN_FAILED_DAYS = env.int("POTAFLOW_RETAIN_FAILED_DAYS", default=30)
@@ -471,7 +471,7 @@ POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS = env.int("POTAFLOW_HEALTH_MAX_RUN_AGE_SECON
 
 # ---------------------------------------------------------------------------
 # Logging: one stream for all three processes, JSON lines in production
-# (potaflow.structured_logging: run_id, step, attempt... on engine lines)
+# (core.structured_logging: run_id, step, attempt... on engine lines)
 # ---------------------------------------------------------------------------
 LOG_FORMAT = env("LOG_FORMAT", default="plain" if DEBUG else "json").strip().lower()
 if LOG_FORMAT not in ("json", "plain"):
@@ -480,13 +480,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"()": "potaflow.structured_logging.PlainFormatter"},
-        "json": {"()": "potaflow.structured_logging.JsonFormatter"},
+        "plain": {"()": "core.structured_logging.PlainFormatter"},
+        "json": {"()": "core.structured_logging.JsonFormatter"},
     },
     "filters": {
         # Webhook tokens and secret query values are masked in every line.
-        "redact": {"()": "potaflow.log_redaction.RedactingFilter"},
-        "context": {"()": "potaflow.structured_logging.ContextFilter"},
+        "redact": {"()": "core.redaction.RedactingFilter"},
+        "context": {"()": "core.structured_logging.ContextFilter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}

@@ -279,7 +279,7 @@ class BufferingWorker(gthread.ThreadWorker):
         from django.conf import settings  # noqa: PLC0415 - only importable after the application loaded
 
         # client_ip needs configured settings too (after load_wsgi).
-        from potaflow.client_ip import is_trusted_proxy  # noqa: PLC0415
+        from core.client_ip import is_trusted_proxy  # noqa: PLC0415
 
         self.header_timeout = float(settings.POTAFLOW_WEB_HEADER_TIMEOUT)
         self.body_timeout = float(settings.POTAFLOW_WEB_BODY_TIMEOUT)

@@ -27,10 +27,10 @@ from integrations.registry import all_actions
 from workflows import dry_run, services, versions
 from workflows.admin.widgets import cron_description, human_duration, next_firings
 from workflows.api import WorkflowSerializer
+from workflows.intake.signatures import SignatureScheme
 from workflows.models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, StepRunStatus, TriggerType, Workflow
 from workflows.pagination import RunListPaginator
-from workflows.schedules import ScheduleError, parse_cron
-from workflows.signatures import SignatureScheme
+from workflows.scheduling.schedules import ScheduleError, parse_cron
 from workflows.validation import ReplayNotAllowed, WorkflowInvalid, limits
 
 from . import selectors

@@ -37,7 +37,8 @@ from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for
 from accounts.throttles import SettingRateThrottle
 
-from . import portability, recording, selectors, services, templating
+from . import portability, selectors, services, templating
+from .execution import recording
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,

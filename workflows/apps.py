@@ -9,4 +9,4 @@ class WorkflowsConfig(AppConfig):
         # System checks, the beat-side signal that stamps schedule firings, and the
         # hook that keeps /metrics counters when runs are deleted (connected in every
         # process, beat and workers included, not only where tasks or views run).
-        from . import checks, metrics, tasks  # noqa: F401
+        from . import checks, tasks  # noqa: F401

@@ -13,8 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Warning, register  # noqa: A004 - Django's names
 
+from .execution.policy import HARD_LIMIT_GRACE_SECONDS, max_retry_delay, visibility_margin
 from .models import STEP_DEFAULTS
-from .policy import HARD_LIMIT_GRACE_SECONDS, max_retry_delay, visibility_margin
 from .validation import limits
 
 

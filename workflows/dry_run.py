@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from core import redaction
 from integrations.base import ActionContext
 from integrations.errors import PermanentError, RetryableError, RunFiltered
 from integrations.http import credential_hosts
@@ -31,9 +32,9 @@ from integrations.http.action import idempotency_header, url_problem, with_query
 from integrations.registry import UnknownAction, get_action
 from integrations.services import credential_reveal, credential_secret_values
 
-from . import redaction, templating
+from . import templating
+from .execution.recording import Scrubber
 from .models import STEP_SPEC_FIELDS, Step, StepRun, StepRunStatus, Workflow
-from .recording import Scrubber
 from .validation import validate_definition
 
 MASK = "••••••"

@@ -6,7 +6,7 @@ it. Each event becomes a ``Run`` pointing at the version it was accepted with
 (so an edit never changes a run in flight) and one ``StepRun`` per step: the
 history is the product, every attempt leaves its trace there.
 
-All writes go through ``workflows.services``; execution lives in ``workflows.engine``.
+All writes go through ``workflows.services``; execution lives in ``workflows.execution.engine``.
 """
 
 import secrets
@@ -17,7 +17,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .signatures import HmacAlgorithm, HmacEncoding, SignatureScheme
+from .intake.signatures import HmacAlgorithm, HmacEncoding, SignatureScheme
 
 
 def new_webhook_token() -> str:
@@ -140,7 +140,7 @@ class WorkflowVersion(models.Model):
 
     Runs used to copy the definition into their own row: a 2 MB definition cost
     2 MB per webhook. Rows are written by ``workflows.services`` and never
-    changed; ``workflows.retention`` deletes the superseded ones no run uses.
+    changed; ``workflows.ops.retention`` deletes the superseded ones no run uses.
     """
 
     # No index of its own: the unique (workflow, number) starts with it.
@@ -359,7 +359,7 @@ class MetricBaseline(models.Model):
     ``/metrics`` derives its counters from rows at scrape time; retention (or a
     deleted workflow) removes rows, and a counter that goes down reads to
     Prometheus as a restart. Before runs are deleted, what they account for is
-    added here (``workflows.metrics.carry_over``, in the deleting
+    added here (``workflows.ops.metrics.carry_over``, in the deleting
     transaction), and a scrape reports rows + baseline.
     """
 

@@ -29,9 +29,9 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from integrations.models import Credential
 
+from .intake.signatures import SIGNING_FIELDS
 from .models import STEP_SPEC_FIELDS, Workflow
 from .services import workflow_create
-from .signatures import SIGNING_FIELDS
 from .validation import WorkflowInvalid, validate_definition
 
 EXPORT_FORMAT = 1

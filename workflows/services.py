@@ -30,7 +30,8 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from integrations import storable
 
-from . import dispatch, schedules, signatures
+from .execution import dispatch
+from .intake import signatures
 from .models import (
     STEP_SPEC_FIELDS,
     Run,
@@ -46,6 +47,7 @@ from .models import (
     WorkflowVersion,
     new_webhook_token,
 )
+from .scheduling import schedules
 from .validation import WORKFLOW_FIELDS, PayloadInvalid, ReplayNotAllowed, WorkflowInvalid, validate_definition
 
 __all__ = [

@@ -9,7 +9,10 @@ from celery import shared_task
 from celery.signals import before_task_publish
 from django.conf import settings
 
-from . import dispatch, engine, retention, schedules, services
+from . import services
+from .execution import dispatch, engine
+from .ops import retention
+from .scheduling import schedules
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def fire_schedule(self, workflow_id: int) -> None:
 
 @shared_task(name=schedules.FIRE_BATCH_TASK, acks_late=True, ignore_result=True)
 def fire_schedules(workflow_ids: list[int], scheduled_at: str) -> None:
-    """Beat's batch of the firings due at ``scheduled_at`` (workflows.scheduler)."""
+    """Beat's batch of the firings due at ``scheduled_at`` (workflows.scheduling.scheduler)."""
     services.run_schedule_fire_many(workflow_ids=workflow_ids, fired_at=_minute(scheduled_at))
 
 

@@ -1,7 +1,9 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from . import api, live, stats, webhooks
+from . import api, live
+from .intake import webhooks
+from .ops import stats
 
 app_name = "workflows"
 

@@ -18,8 +18,10 @@ from integrations.errors import ConfigError
 from integrations.models import Credential
 from integrations.registry import UnknownAction, all_actions, get_action
 
-from . import schedules, signatures, templating
+from . import templating
+from .intake import signatures
 from .models import STEP_DEFAULTS, InDoubtPolicy, Step, TriggerType, Workflow
+from .scheduling import schedules
 
 STEP_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_STEPS = 50

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from accounts.login_throttle import Rate, parse_rate
-from potaflow.client_ip import client_ip
+from core.client_ip import client_ip
 
 from .conftest import make_user
 

@@ -4,7 +4,11 @@ import ast
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-PRODUCT_PACKAGES = ["accounts", "integrations", "potaflow", "workflows", "webui"]
+PRODUCT_PACKAGES = ["accounts", "core", "integrations", "potaflow", "workflows", "webui"]
+# Lowest first: a module imports only its own layer and the ones below it. ``core`` is the shared
+# kit (client address, broker probe, structured logging, redaction); ``potaflow`` is only the
+# project shell (settings, URLs, the Celery app, web-server glue) that wires the apps together.
+LAYERS = ["core", "accounts", "integrations", "workflows", "webui", "potaflow"]
 
 
 def _product_modules() -> list[Path]:
@@ -68,3 +72,53 @@ def test_every_import_inside_a_function_says_why():
                 if isinstance(node, ast.Import | ast.ImportFrom) and not _explained(lines, node.lineno):
                     unexplained.append(f"{path.relative_to(BASE_DIR)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     assert sorted(set(unexplained)) == []
+
+
+def _absolute_imports(path: Path, base_dir: Path = BASE_DIR) -> list[tuple[int, str]]:
+    """Every module a file imports (relative imports resolved), with the line, in functions too."""
+    package = list(path.relative_to(base_dir).with_suffix("").parts)[:-1]
+    if path.name == "__init__.py":
+        package = list(path.relative_to(base_dir).parent.parts)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                found.append((node.lineno, ".".join(base + ([node.module] if node.module else []))))
+            elif node.module:
+                found.append((node.lineno, node.module))
+    return found
+
+
+def _layer_offenders(paths: list[Path], base_dir: Path = BASE_DIR) -> list[str]:
+    rank = {name: index for index, name in enumerate(LAYERS)}
+    offenders = []
+    for path in paths:
+        own = path.relative_to(base_dir).parts[0]
+        for lineno, module in _absolute_imports(path, base_dir):
+            top = module.split(".")[0]
+            if top in rank and rank[top] > rank[own]:
+                offenders.append(f"{path.relative_to(base_dir)}:{lineno} ({own}) imports {module} ({top})")
+    return offenders
+
+
+def test_no_module_imports_a_higher_layer():
+    """Issue 17: the shared kit sits under the apps and the project shell over them, never between."""
+    assert set(PRODUCT_PACKAGES) == set(LAYERS)
+    assert _layer_offenders(_product_modules()) == []
+
+
+def test_the_layer_check_finds_an_upward_import_relative_or_not(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "workflows" / "ops").mkdir(parents=True)
+    upward = tmp_path / "core" / "probe.py"
+    upward.write_text("def f():\n    from potaflow.celery import app  # deferred\n")
+    relative = tmp_path / "workflows" / "ops" / "probe.py"
+    relative.write_text("from ..models import Run\nfrom webui import views\n")
+    assert _layer_offenders([upward, relative], tmp_path) == [
+        "core/probe.py:2 (core) imports potaflow.celery (potaflow)",
+        "workflows/ops/probe.py:2 (workflows) imports webui (webui)",
+    ]
+    assert _absolute_imports(relative, tmp_path)[0] == (1, "workflows.models")

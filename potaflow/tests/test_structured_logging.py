@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from potaflow.structured_logging import (
+from core.structured_logging import (
     ContextFilter,
     JsonFormatter,
     PlainFormatter,

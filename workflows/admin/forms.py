@@ -24,8 +24,8 @@ from accounts.models import Organization
 from integrations.registry import all_actions
 
 from .. import services
+from ..intake.signatures import SIGNING_FIELDS
 from ..models import STEP_POLICY_FIELDS, Step, Workflow
-from ..signatures import SIGNING_FIELDS
 from .widgets import pretty_json
 
 if TYPE_CHECKING:

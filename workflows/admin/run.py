@@ -20,7 +20,8 @@ from accounts.admin_mixins import OrganizationScopedAdmin, ParentPermissionsInli
 from accounts.models import Role
 from accounts.permissions import signed_in
 
-from .. import recording, selectors, services
+from .. import selectors, services
+from ..execution import recording
 from ..models import Run, StepRun
 from ..pagination import RunListPaginator
 from .widgets import human_duration, pretty_json, status_badge

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from ..schedules import ScheduleError, parse_cron
+from ..scheduling.schedules import ScheduleError, parse_cron
 
 
 def status_badge(status: str) -> SafeString:

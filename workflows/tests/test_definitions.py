@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from workflows.definitions import DefinitionCache
+from workflows.execution.definitions import DefinitionCache
 from workflows.models import TriggerType, WorkflowVersion
 from workflows.services import workflow_create, workflow_current_version
 

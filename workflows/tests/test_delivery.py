@@ -17,7 +17,7 @@ from testing.worker import (
     wait_for,
     wait_for_run,
 )
-from workflows import dispatch, engine, policy
+from workflows.execution import dispatch, engine, policy
 from workflows.models import Run, StepRun, TriggerType
 from workflows.services import run_accept, workflow_create
 from workflows.tasks import recover_stalled_runs

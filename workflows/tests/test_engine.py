@@ -3,8 +3,8 @@
 import pytest
 
 from testing.worker import wait_for_run
+from workflows.execution.recording import TRUNCATION_MARKER
 from workflows.models import StepRun
-from workflows.recording import TRUNCATION_MARKER
 from workflows.services import run_accept, run_replay, workflow_create
 from workflows.tests.handlers import calls
 

@@ -321,7 +321,7 @@ def test_a_scrape_counts_the_runs_in_one_grouped_query(hook_wf):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from workflows.metrics import database_samples
+    from workflows.ops.metrics import database_samples
 
     run_accept(workflow=hook_wf, trigger="webhook", payload={"body": {}})
     with CaptureQueriesContext(connection) as scrape_queries:

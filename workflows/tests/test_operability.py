@@ -265,7 +265,7 @@ def test_a_step_in_the_worker_logs_json_lines_labelled_with_run_and_step(celery_
         assert entry["workflow_id"] == wf.pk and entry["organization_id"] == org.pk, entry
         assert entry["step"] in ("call", "say") and isinstance(entry["attempt"], int), entry
 
-    retry = next(e for e in entries if e["logger"] == "workflows.recording" and "retry in" in e["message"])
+    retry = next(e for e in entries if e["logger"] == "workflows.execution.recording" and "retry in" in e["message"])
     assert (retry["step"], retry["attempt"], retry["level"]) == ("call", 1, "INFO")
     said = next(e for e in entries if e["logger"] == "workflows.tests.ops_handlers")
     assert (said["step"], said["attempt"], said["level"]) == ("say", 1, "WARNING")

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from testing.worker import broker_at
 from workflows.models import Run, TriggerType
+from workflows.ops.status import status_report
 from workflows.services import workflow_create, workflow_current_version
-from workflows.status import status_report
 
 
 def status(*args: str) -> str:

@@ -9,8 +9,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from workflows import retention, tasks
+from workflows import tasks
 from workflows.models import Run, RunStatus, StepAttempt, StepRun, StepRunStatus, WorkflowVersion
+from workflows.ops import retention
 from workflows.services import run_accept, run_replay, workflow_create, workflow_current_version, workflow_update
 
 STEPS = [

@@ -10,7 +10,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from testing.worker import broker_at
-from workflows import policy, recording, services, templating
+from workflows import services, templating
+from workflows.execution import policy, recording
 from workflows.models import Run, RunStatus, StepRun, StepRunStatus, TriggerType, Workflow
 from workflows.services import (
     WorkflowInvalid,

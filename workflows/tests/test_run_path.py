@@ -25,9 +25,9 @@ from testing.worker import (
     wait_for,
     wait_for_run,
 )
-from workflows import dispatch, engine
+from workflows.execution import dispatch, engine
+from workflows.execution.recording import WORKER_HOST
 from workflows.models import Run, StepAttempt, StepRun
-from workflows.recording import WORKER_HOST
 from workflows.services import run_accept, run_replay, workflow_create
 from workflows.tests.handlers import calls
 

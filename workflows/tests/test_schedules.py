@@ -1,4 +1,4 @@
-"""Beat's heap scheduler (workflows.scheduler) and the bulk firing (services.run_schedule_fire_many).
+"""Beat's heap scheduler (workflows.scheduling.scheduler) and the bulk firing (services.run_schedule_fire_many).
 
 The scheduler runs in this process against the test database and a
 redis-server of its own (``IsolatedBroker``); what it sent is read back from
@@ -22,8 +22,8 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from testing.worker import IsolatedBroker, is_filesystem_broker, start_beat, wait_for
 from workflows.models import Run, TriggerType
-from workflows.scheduler import HeapDatabaseScheduler
-from workflows.schedules import FIRE_BATCH_TASK, FIRE_TASK
+from workflows.scheduling.scheduler import HeapDatabaseScheduler
+from workflows.scheduling.schedules import FIRE_BATCH_TASK, FIRE_TASK
 from workflows.services import (
     run_schedule_fire,
     run_schedule_fire_many,

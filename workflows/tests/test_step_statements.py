@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from testing.network import Reply
-from workflows import engine
+from workflows.execution import engine
 from workflows.models import Run, RunStatus, StepAttempt, StepRun, StepRunStatus
 from workflows.services import run_accept, workflow_create
 

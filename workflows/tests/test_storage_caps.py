@@ -5,9 +5,9 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import Role, User
-from workflows import engine
+from workflows.execution import engine
+from workflows.execution.recording import TRUNCATION_MARKER
 from workflows.models import Run
-from workflows.recording import TRUNCATION_MARKER
 from workflows.services import run_accept, workflow_create
 from workflows.tests.conftest import make_user
 

@@ -4,7 +4,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from workflows import engine, services
+from workflows import services
+from workflows.execution import engine
 from workflows.models import Run, RunStatus, StepRun, StepRunStatus, WorkflowVersion
 from workflows.services import run_accept, run_replay, workflow_create, workflow_update
 

@@ -328,7 +328,7 @@ def test_gunicorn_access_log_masks_the_webhook_token_and_secret_query_values(gun
 # -- 9: per-workflow rate limit ----------------------------------------------------------
 @pytest.mark.django_db
 def test_events_over_the_rate_are_429_with_retry_after_and_not_accepted(hook_wf, org, settings, caplog):
-    from workflows import ratelimit
+    from workflows.intake import ratelimit
 
     settings.POTAFLOW_WEBHOOK_RATE = "5/h"  # one window for the whole test
     settings.POTAFLOW_WEBHOOK_BURST = None
@@ -337,7 +337,7 @@ def test_events_over_the_rate_are_429_with_retry_after_and_not_accepted(hook_wf,
     def post(wf, key):
         return Client().post(url(wf), data="{}", content_type="application/json", headers={"Idempotency-Key": key})
 
-    with caplog.at_level("WARNING", logger="workflows.ratelimit"):
+    with caplog.at_level("WARNING", logger="workflows.intake.ratelimit"):
         answers = [post(hook_wf, f"e{i}") for i in range(8)]
     assert [a.status_code for a in answers] == [202] * 5 + [429] * 3
     refused = answers[5]
@@ -350,7 +350,7 @@ def test_events_over_the_rate_are_429_with_retry_after_and_not_accepted(hook_wf,
 
 
 def test_the_burst_sets_the_window():
-    from workflows.ratelimit import parse_rate
+    from workflows.intake.ratelimit import parse_rate
 
     limit = parse_rate("50/s", 100)
     assert limit.burst == 100 and limit.window_seconds == 2
@@ -363,7 +363,7 @@ def test_the_limit_is_atomic_across_concurrent_callers_on_a_shared_redis_cache(s
 
     from django.core.cache import cache
 
-    from workflows import ratelimit
+    from workflows.intake import ratelimit
 
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/10"}
@@ -403,7 +403,7 @@ def test_the_limit_fails_open_when_the_cache_is_down(hook_wf, settings, caplog):
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
     }
     settings.POTAFLOW_WEBHOOK_RATE = "1/h"
-    with caplog.at_level("ERROR", logger="workflows.ratelimit"):
+    with caplog.at_level("ERROR", logger="workflows.intake.ratelimit"):
         answers = [Client().post(url(hook_wf), data="{}", content_type="application/json") for _ in range(2)]
     assert [a.status_code for a in answers] == [202, 202]
     assert "the cache is unavailable" in caplog.text

@@ -8,7 +8,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from testing.worker import wait_for_run
-from workflows.definitions import definitions
+from workflows.execution.definitions import definitions
+from workflows.intake.webhooks import sign
 from workflows.models import Run, StepRun, TriggerType, Workflow
 from workflows.services import (
     run_now_payload,
@@ -19,7 +20,6 @@ from workflows.services import (
     workflow_update,
 )
 from workflows.tests.handlers import calls
-from workflows.webhooks import sign
 
 STEPS = [{"key": "t", "action_type": "transform", "config": {"value": "{{ trigger.body }}"}}]
 
@@ -158,7 +158,7 @@ def test_a_body_longer_than_its_content_length_claims_is_413(hook_wf, settings):
 
     from django.core.handlers.wsgi import WSGIRequest
 
-    from workflows.webhooks import hook
+    from workflows.intake.webhooks import hook
 
     body = b'{"x": "' + b"y" * 300 + b'"}'
     request = WSGIRequest(

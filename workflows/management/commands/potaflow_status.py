@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from workflows.status import StatusReport, status_report
+from workflows.ops.status import StatusReport, status_report
 
 
 def _duration(seconds: float) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from workflows import retention
+from workflows.ops import retention
 
 
 class Command(BaseCommand):

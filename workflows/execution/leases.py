@@ -19,7 +19,7 @@ from datetime import timedelta
 from django.db import close_old_connections
 from django.utils import timezone
 
-from .models import StepRun, StepRunStatus
+from ..models import StepRun, StepRunStatus
 from .policy import lease_seconds
 
 logger = logging.getLogger(__name__)

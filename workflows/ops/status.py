@@ -18,11 +18,11 @@ from django.conf import settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from potaflow.broker import probe_queue
+from core.broker import probe_queue
 
+from ..models import UNFINISHED_RUN_STATUSES, Run, RunStatus, Workflow
+from ..scheduling.schedules import FIRE_TASK
 from .metrics import oldest_unfinished_run_age, run_counts
-from .models import UNFINISHED_RUN_STATUSES, Run, RunStatus, Workflow
-from .schedules import FIRE_TASK
 
 # Set by the retention work (a run older than N days in that status is deleted; 0 = forever).
 # Read with getattr: absent (before that work is deployed) means kept forever too.
@@ -67,7 +67,7 @@ class StatusReport:
 
 
 def status_report(*, now: datetime | None = None, schedules: int = 5) -> StatusReport:
-    """Gather the report (the broker is asked with short timeouts; see ``potaflow.broker``)."""
+    """Gather the report (the broker is asked with short timeouts; see ``core.broker``)."""
     now = now or timezone.now()
     report = StatusReport(at=now)
     try:

@@ -11,6 +11,9 @@ child prefetches) are no longer in the queue and are not counted. Through
 kombu's ``queue_declare(passive=True)`` it works the same on Redis (``LLEN``
 over the priority lists), the filesystem transport (files in the folder) and
 RabbitMQ; a queue that does not exist yet (Redis deletes an empty list) is 0.
+
+The Celery app is the current one (``potaflow/__init__`` makes it so when
+Django loads its settings): the shared kit never imports the project package.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from celery import current_app as celery_app
 from kombu.exceptions import ChannelError
-
-from .celery import app as celery_app
 
 CONNECT_TIMEOUT = 2.0
 

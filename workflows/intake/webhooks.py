@@ -2,11 +2,11 @@
 
 The token (43 random URL-safe characters) is the capability; an unknown token
 or an inactive workflow is a 404. Order of checks: workflow (404) -> rate
-limit (429 with Retry-After, ``workflows.ratelimit``) -> size (413, from
+limit (429 with Retry-After, ``workflows.intake.ratelimit``) -> size (413, from
 Content-Length and from the bytes actually read; chunked bodies are read
-within the limit or refused with 411, ``workflows.intake``) -> signature when
+within the limit or refused with 411, ``workflows.intake.lookup``) -> signature when
 the workflow has a secret (401 naming the failed check,
-``workflows.signatures``) -> body parsing (400) -> idempotency (200 with the
+``workflows.intake.signatures``) -> body parsing (400) -> idempotency (200 with the
 original run) -> ``run_accept`` (400 when a value cannot be stored: NUL,
 lone surrogates; NaN/Infinity and absurd nesting are already refused by the
 parser) -> 202 ``{"run_id": ...}`` once the run is committed.
@@ -15,7 +15,7 @@ Idempotency: for a workflow that verifies signatures the key is the signed
 delivery id (or a digest of the signed message), never an unsigned header,
 so a captured message replayed with a fresh ``Idempotency-Key`` is the same
 event. Without a secret, ``Idempotency-Key`` (or ``webhook-id``) names it.
-Stored headers and query parameters are redacted (``workflows.redaction``)
+Stored headers and query parameters are redacted (``core.redaction``)
 after the signature was checked on the raw request. ``metrics.observe_intake``
 counts each refusal by the status it got and times accepted answers
 (``/metrics``: a refused event leaves no row to count later).
@@ -33,11 +33,14 @@ from django.http import HttpRequest, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from core import redaction
 from integrations import storable
 
-from . import intake, metrics, ratelimit, redaction, signatures
-from .models import RunTrigger
-from .services import PayloadInvalid, run_accept, run_payload
+from ..models import RunTrigger
+from ..ops import metrics
+from ..services import PayloadInvalid, run_accept, run_payload
+from . import lookup as intake
+from . import ratelimit, signatures
 
 MAX_IDEMPOTENCY_KEY = 255
 

@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from .models import WorkflowVersion
+from ..models import WorkflowVersion
 
 CACHE_SIZE = 256
 CACHE_MAX_BYTES = 64 * 1024

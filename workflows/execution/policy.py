@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .models import STEP_DEFAULTS, InDoubtPolicy
+from ..models import STEP_DEFAULTS, InDoubtPolicy
 
 # Soft/hard Celery time limits beyond the step's own timeout_seconds (which the
 # action enforces on its I/O): a hung handler is interrupted, never stuck forever.

@@ -12,7 +12,7 @@ The log context is how the engine labels its lines without every log call
 repeating them: ``engine.run_step`` opens ``log_context(run_id=..., step=...)``
 around a step and ``bind`` adds what becomes known while claiming it
 (``attempt``, ``workflow_id``, ``organization_id``). ``ContextFilter`` copies
-the context onto each record, so lines from ``workflows.recording``, the
+the context onto each record, so lines from ``workflows.execution.recording``, the
 actions and the libraries they call carry it too. It lives in a
 ``ContextVar``: each thread (and each asyncio task) has its own, so one
 step's labels never leak onto another's lines.
@@ -34,7 +34,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from .log_redaction import redact_url_text
+from .redaction import redact_url_text
 
 # The engine's labels, in the order they are written; all present (maybe null) on engine lines.
 ENGINE_FIELDS = ("run_id", "step", "attempt", "workflow_id", "organization_id")

@@ -30,7 +30,7 @@ instances) and restart from zero with gunicorn (Prometheus' ``rate()``
 handles resets).
 
 The gauge ``potaflow_broker_queue_length`` (one sample per queue the workers consume) asks the broker at scrape time
-(``potaflow.broker``); it is left out of a scrape when the broker does not answer.
+(``core.broker``); it is left out of a scrape when the broker does not answer.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
 from accounts.models import Organization
+from core.broker import probe_queue
 from integrations.registry import all_actions
-from potaflow.broker import probe_queue
 
-from .models import (
+from ..models import (
     UNFINISHED_RUN_STATUSES,
     AttemptOutcome,
     MetricBaseline,
@@ -80,7 +80,7 @@ logger = logging.getLogger(__name__)
 disable_created_metrics()
 
 REJECTION_REASONS = ("signature", "size", "rate", "inactive", "invalid")
-# The webhook view's answers, as rejection reasons (see workflows.webhooks for each check).
+# The webhook view's answers, as rejection reasons (see workflows.intake.webhooks for each check).
 REJECTION_BY_STATUS = {401: "signature", 413: "size", 429: "rate", 404: "inactive", 400: "invalid", 411: "invalid"}
 FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.FILTERED)
 

@@ -6,7 +6,7 @@ Kept out of the view so each rule has one place and its own tests:
 - ``webhook_target``: the active webhook workflow of a token and its current
   ``WorkflowVersion`` in **one** query (the workflow row joined to its current
   version's id), the version's definition from the per-process cache
-  (``workflows.definitions``); the workflow row itself is read on
+  (``workflows.execution.definitions``); the workflow row itself is read on
   every event, so disabling a workflow, rotating its token, deleting it or
   saving a new version takes effect at the next event. It is written as SQL
   because building the same two ORM queries cost more CPU than everything
@@ -30,8 +30,8 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import HttpRequest
 
-from .definitions import definitions
-from .models import TriggerType, Workflow, WorkflowVersion
+from ..execution.definitions import definitions
+from ..models import TriggerType, Workflow, WorkflowVersion
 from .signatures import SIGNING_FIELDS
 
 READ_CHUNK = 64 * 1024

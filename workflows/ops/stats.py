@@ -16,8 +16,8 @@ from rest_framework.views import APIView
 
 from accounts.selectors import scope_to_user
 
-from .models import Run, RunStatus, Workflow
-from .selectors import run_stats
+from ..models import Run, RunStatus, Workflow
+from ..selectors import run_stats
 
 # One count per run status, the fields named by RunStatus itself.
 ByStatusSerializer = type(

@@ -6,7 +6,7 @@ through the database). ``recover_stalled_runs`` is the sweeper beat runs every
 ``POTAFLOW_RECOVERY_INTERVAL_SECONDS``:
 
 - a ``running`` step whose lease lapsed (its worker died) is sent again with
-  ``force``: that message may take it over (see ``workflows.engine``);
+  ``force``: that message may take it over (see ``workflows.execution.engine``);
 - an unfinished run with no running step and no progress for
   ``POTAFLOW_STALLED_AFTER_SECONDS`` (a lost message: broker restarted empty,
   a web process that died between commit and send, a retry whose delayed
@@ -25,8 +25,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from ..models import UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
 from . import recording
-from .models import UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
 from .policy import lease_seconds, soft_time_limit, time_limit
 
 logger = logging.getLogger(__name__)

@@ -27,18 +27,10 @@ from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.redaction import REDACTED
 from integrations.storable import clean_text, storable
 
-from .models import (
-    UNFINISHED_RUN_STATUSES,
-    AttemptOutcome,
-    Run,
-    RunStatus,
-    StepAttempt,
-    StepRun,
-    StepRunStatus,
-)
-from .redaction import REDACTED
+from ..models import UNFINISHED_RUN_STATUSES, AttemptOutcome, Run, RunStatus, StepAttempt, StepRun, StepRunStatus
 
 logger = logging.getLogger(__name__)
 

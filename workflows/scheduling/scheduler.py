@@ -7,7 +7,7 @@ entry with a SELECT and an UPDATE. That is ~4.6 ms of beat CPU per due
 schedule, so 10,000 schedules firing the same minute took ~46 s of a core.
 
 This subclass keeps the tables and their meaning (``PeriodicTask`` rows written
-by ``workflows.schedules``, ``enabled``, ``last_run_at``, crontab time zones,
+by ``workflows.scheduling.schedules``, ``enabled``, ``last_run_at``, crontab time zones,
 ``PeriodicTasks.last_update`` as the change signal) and changes the mechanics:
 
 - entries sit in a heap by their next due time; one tick sends everything due;

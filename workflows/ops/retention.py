@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from .models import Run, RunStatus, StepAttempt, StepRun, TestRun, WorkflowVersion
+from ..models import Run, RunStatus, StepAttempt, StepRun, TestRun, WorkflowVersion
 
 logger = logging.getLogger(__name__)
 TEST_RUN_RETENTION = timedelta(days=1)

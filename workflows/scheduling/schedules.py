@@ -3,7 +3,7 @@
 One ``PeriodicTask`` per schedule workflow, named ``potaflow-workflow-<id>``,
 calling ``workflows.fire_schedule(workflow_id=...)`` on a ``CrontabSchedule``
 in the workflow's time zone. The service layer calls ``schedule_sync`` after
-every create/update and ``schedule_remove`` on delete; beat (``workflows.scheduler``,
+every create/update and ``schedule_remove`` on delete; beat (``workflows.scheduling.scheduler``,
 a django-celery-beat ``DatabaseScheduler``) notices ``save()``/``delete()`` by itself
 and sends the due firings of a minute as ``workflows.fire_schedules`` batches.
 """
@@ -15,10 +15,11 @@ from celery.schedules import crontab
 from croniter import croniter
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from .models import TriggerType, Workflow
+from ..models import TriggerType, Workflow
 
 FIRE_TASK = "workflows.fire_schedule"
-# What beat's scheduler (workflows.scheduler) sends instead: the due firings of one minute, many workflows a message.
+# What beat's scheduler (workflows.scheduling.scheduler) sends instead: the due firings of one
+# minute, many workflows a message.
 FIRE_BATCH_TASK = "workflows.fire_schedules"
 
 

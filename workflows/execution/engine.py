@@ -17,7 +17,7 @@ Claim rules for a message about step N:
   * the very message that claimed it came back (``may_be_redelivery``: its
     worker died and the broker handed the message out again); or
   * a sweeper's message (``force``) finds the step's lease lapsed (the worker
-    stopped renewing it, see ``workflows.leases``).
+    stopped renewing it, see ``workflows.execution.leases``).
   Taking over closes the lost attempt as ``in_doubt`` (the action may have
   had its effect), ``worker_lost`` (an action without side effects) or
   ``timed_out`` (past its hard time limit). An in-doubt attempt is retried
@@ -31,7 +31,7 @@ Claim rules for a message about step N:
 - ``failed``/``skipped`` or a finished run: dropped.
 
 Every attempt is a ``StepAttempt`` row, opened in the claiming transaction
-before anything is sent and closed by ``workflows.recording``.
+before anything is sent and closed by ``workflows.execution.recording``.
 
 The common claim -- a ``pending`` step of an unfinished run -- is one
 statement on PostgreSQL (``_claim_pending``: a conditional UPDATE that also
@@ -41,7 +41,7 @@ one short transaction). Every other case (and SQLite, and a claim that
 matched nothing) goes through ``_claim``'s locking transaction, which also
 says why: duplicate, not due, take-over, or deferred at the limit. The
 definition a run executes is its ``WorkflowVersion``'s, immutable, so each
-worker process reads it once per version (``workflows.definitions``).
+worker process reads it once per version (``workflows.execution.definitions``).
 """
 
 import json
@@ -63,18 +63,16 @@ from django.db.models import JSONField, Model
 from django.utils import timezone
 
 from accounts.models import Organization
+from core.structured_logging import bind as bind_log_context
+from core.structured_logging import log_context
 from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError, RunFiltered
 from integrations.models import Credential
 from integrations.registry import UnknownAction, get_action
 from integrations.services import credential_reveal, credential_secret_values
-from potaflow.structured_logging import bind as bind_log_context
-from potaflow.structured_logging import log_context
 
-from . import recording, templating
-from .definitions import definitions
-from .leases import keeper
-from .models import (
+from .. import templating
+from ..models import (
     AttemptOutcome,
     InDoubtPolicy,
     Run,
@@ -85,6 +83,9 @@ from .models import (
     Workflow,
     WorkflowVersion,
 )
+from . import recording
+from .definitions import definitions
+from .leases import keeper
 from .policy import in_doubt_policy, lease_seconds, org_step_limit, policy, retry_delay, time_limit
 from .recording import Attempt, Scrubber
 
@@ -122,7 +123,7 @@ def run_step(
     becomes the claim token; ``may_be_redelivery`` says the broker may be
     handing it out again (see the module docstring for who may claim what).
     """
-    # Every line logged while handling this step carries these labels (potaflow.structured_logging).
+    # Every line logged while handling this step carries these labels (core.structured_logging).
     with log_context(run_id=str(run_id), step=None, attempt=None, workflow_id=None, organization_id=None):
         pending = _claim_pending(run_id, position, message_id=message_id)
         claim = pending or _claim(
