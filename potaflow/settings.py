@@ -376,8 +376,8 @@ if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour
     )
 # Most events accepted at once (default: the rate's N).
 POTAFLOW_WEBHOOK_BURST = env.int("POTAFLOW_WEBHOOK_BURST", default=0) or None
-# Header and query-parameter names whose values are stored as "[redacted]" in run payloads
-# (each replaces its default list; see core.redaction).
+# Header and query-parameter names whose values are stored as "[redacted]" in run payloads and masked in
+# logs (each replaces its default list; entries are names, fnmatch patterns or !exemptions: core.redaction).
 POTAFLOW_REDACT_HEADERS = env.list(
     "POTAFLOW_REDACT_HEADERS",
     default=[
@@ -385,6 +385,17 @@ POTAFLOW_REDACT_HEADERS = env.list(
         *("x-access-token", "x-csrf-token", "x-amz-security-token"),
         # Checked before anything is stored, and kept out of payloads all the same:
         *("webhook-signature", "x-hub-signature", "x-hub-signature-256", "stripe-signature", "x-slack-signature"),
+        # GitLab: webhook secret, API token headers (docs.gitlab.com: webhooks; REST API authentication).
+        *("x-gitlab-token", "private-token", "job-token"),
+        # Shopify: Admin API token, webhook HMAC (shopify.dev: authentication; webhooks).
+        *("x-shopify-access-token", "x-shopify-hmac-sha256"),
+        # Twilio: request signature (its Auth Token is sent as Basic authorization, covered above).
+        "x-twilio-signature",
+        # Generic carriers: *-token, *-key, *secret*, *authorization*, *password*, *signature*, *session*...
+        *("*-token", "*_token", "*-key", "*_key", "*apikey*", "*secret*", "*authorization*", "*password*"),
+        *("*-signature", "*session*", "*-auth"),
+        # ...except these well-known names, which are not secrets (and the idempotency key is read by intake).
+        *("!idempotency-key", "!x-idempotency-key", "!sec-websocket-key"),
     ],
 )
 POTAFLOW_REDACT_QUERY = env.list(
@@ -392,6 +403,11 @@ POTAFLOW_REDACT_QUERY = env.list(
     default=[
         *("token", "access_token", "refresh_token", "id_token", "api_key", "apikey", "key", "secret"),
         *("client_secret", "password", "passwd", "auth", "signature", "sig", "code"),
+        # JWTs and sessions in URLs; GitLab's ?private_token=; AWS pre-signed URLs (X-Amz-Signature...).
+        *("access-token", "jwt", "session", "sessionid", "session_id", "sid", "private_token", "hmac"),
+        *("x-amz-signature", "x-amz-credential", "x-amz-security-token"),
+        # Generic, as for headers.
+        *("*_token", "*-token", "*_key", "*-key", "*secret*", "*password*", "*signature*"),
     ],
 )
 POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", default=64 * 1024)

@@ -13,7 +13,8 @@ sockets) reads each request itself, the way a buffering proxy does:
   else ``408`` and the connection is closed;
 - **the body** (``Content-Length`` or ``Transfer-Encoding: chunked``) must
   arrive within ``POTAFLOW_WEB_BODY_TIMEOUT`` of the headers (``408``) and is
-  at most ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes (``413``, read no further);
+  at most ``POTAFLOW_WEBHOOK_MAX_BYTES`` under ``/hooks/``,
+  ``DATA_UPLOAD_MAX_MEMORY_SIZE`` elsewhere (``413``, read no further);
   beyond ``SPOOL_BYTES`` it waits in a temporary file, not in memory;
 - **per address** (IPv6: per /64) at most
   ``POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS`` connections per worker process
@@ -77,9 +78,11 @@ class RequestFramer:
     the request is declared complete as it is and gunicorn's parser refuses it.
     """
 
-    def __init__(self, *, max_head: int, max_body: int) -> None:
+    def __init__(self, *, max_head: int, limits: Callable[[bytes], tuple[int, str]]) -> None:
         self.max_head = max_head
-        self.max_body = max_body
+        self.limits = limits  # request target -> (body limit, its setting)
+        self.max_body = 0
+        self.limit_setting = ""
         self.pending = bytearray()  # bytes not yet consumed by the framing
         self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by close()
         self.head_done = False
@@ -132,7 +135,9 @@ class RequestFramer:
         self.head_done = True
         lengths: list[str] = []
         codings: list[str] = []
-        version_11 = head.split(b"\r\n", 1)[0].rstrip().endswith(b"HTTP/1.1")
+        request_line = head.split(b"\r\n", 1)[0].split()
+        version_11 = request_line[-1:] == [b"HTTP/1.1"]
+        self.max_body, self.limit_setting = self.limits(request_line[1] if len(request_line) > 1 else b"")
         for line in head.split(b"\r\n")[1:]:
             name, sep, value = line.partition(b":")
             if not sep:
@@ -162,10 +167,7 @@ class RequestFramer:
             self._length = 0
 
     def _too_large(self, what: str) -> str:
-        return (
-            f"Request body too large ({what}): the limit is {self.max_body} bytes "
-            "(POTAFLOW_MAX_BODY_BYTES / POTAFLOW_WEBHOOK_MAX_BYTES)."
-        )
+        return f"Body too large: {what}, the limit is {self.max_body} bytes ({self.limit_setting})."
 
     def _frame_body(self) -> None:
         if self._length is not None:
@@ -217,7 +219,7 @@ class RequestFramer:
                 continue
             self.body_bytes += size
             if self.body_bytes > self.max_body:
-                raise Refusal("413 Payload Too Large", self._too_large(f"more than {self.max_body} bytes, chunked"))
+                raise Refusal("413 Payload Too Large", self._too_large(f"more than {self.max_body} bytes (chunked)"))
             self._chunk_left = size + 2
 
 
@@ -239,7 +241,7 @@ class BufferedConn(gthread.TConn):
         """Wait for the next request: ``idle_seconds`` for its first byte (None: the header deadline)."""
         if self.framer is not None:
             self.framer.close()
-        self.framer = RequestFramer(max_head=self.worker.max_head, max_body=self.worker.max_body)
+        self.framer = RequestFramer(max_head=self.worker.max_head, limits=self.worker.body_limit)
         self.got_bytes = False
         now = time.monotonic()
         if idle_seconds is None:
@@ -263,6 +265,7 @@ class BufferingWorker(gthread.ThreadWorker):
     header_timeout = 10.0
     body_timeout = 20.0
     max_body = 2_621_440
+    max_webhook_body = 1_048_576
     max_per_address = 50
     max_head = 0
 
@@ -284,6 +287,7 @@ class BufferingWorker(gthread.ThreadWorker):
         self.header_timeout = float(settings.POTAFLOW_WEB_HEADER_TIMEOUT)
         self.body_timeout = float(settings.POTAFLOW_WEB_BODY_TIMEOUT)
         self.max_body = int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        self.max_webhook_body = int(settings.POTAFLOW_WEBHOOK_MAX_BYTES)
         self.max_per_address = int(settings.POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS)
         self.max_head = (
             self.cfg.limit_request_line + 2 + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2)
@@ -297,6 +301,12 @@ class BufferingWorker(gthread.ThreadWorker):
             return application(environ, start_response)
 
         self.wsgi = buffered
+
+    def body_limit(self, target: bytes) -> tuple[int, str]:
+        """A request's body limit and its setting: webhooks have their own (``/hooks/``)."""
+        if target.startswith(b"/hooks/"):
+            return self.max_webhook_body, "POTAFLOW_WEBHOOK_MAX_BYTES"
+        return self.max_body, "POTAFLOW_MAX_BODY_BYTES"
 
     # -- addresses ---------------------------------------------------------------------
     @staticmethod
