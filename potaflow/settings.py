@@ -66,8 +66,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Content-Security-Policy with a per-request nonce; Cache-Control: no-store on the API.
+    # Content-Security-Policy with a per-request nonce; Cache-Control: no-store on the API and member pages.
     "potaflow.security_headers.SecurityHeadersMiddleware",
+    # A database that does not answer: 503 with Retry-After, counted (potaflow.database_errors).
+    "potaflow.database_errors.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -480,8 +482,13 @@ CELERY_BEAT_SCHEDULE = {
 # ---------------------------------------------------------------------------
 # Operations: metrics, health (see README "Operating PotaFlow")
 # ---------------------------------------------------------------------------
-# When set, GET /metrics requires "Authorization: Bearer <token>" (401 otherwise).
+# When set, GET /metrics requires "Authorization: Bearer <token>" (401 otherwise). Without a token, /metrics is
+# open only with POTAFLOW_METRICS_ALLOW_OPEN (default: DEBUG; set it true in production only when nothing but your
+# monitoring reaches the port); otherwise 403.
 POTAFLOW_METRICS_TOKEN = env("POTAFLOW_METRICS_TOKEN", default="")
+POTAFLOW_METRICS_ALLOW_OPEN = env.bool("POTAFLOW_METRICS_ALLOW_OPEN", default=DEBUG)
+# Seconds a client is told to wait (Retry-After) when the database does not answer (503).
+POTAFLOW_DB_RETRY_AFTER_SECONDS = env.int("POTAFLOW_DB_RETRY_AFTER_SECONDS", default=5)
 # /healthz?strict answers 503 when the oldest unfinished run is older than this (seconds).
 POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS = env.int("POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS", default=1800)
 
