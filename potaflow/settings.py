@@ -444,7 +444,9 @@ POTAFLOW_TEMPLATE_MAX_NESTING = env.int("POTAFLOW_TEMPLATE_MAX_NESTING", default
 POTAFLOW_TEST_RUN_MAX_CONCURRENT = env.int("POTAFLOW_TEST_RUN_MAX_CONCURRENT", default=2)
 POTAFLOW_TEST_RUN_TIMEOUT_SECONDS = env.float("POTAFLOW_TEST_RUN_TIMEOUT_SECONDS", default=30.0)
 POTAFLOW_TEST_RUN_WAIT_SECONDS = env.float("POTAFLOW_TEST_RUN_WAIT_SECONDS", default=10.0)
-POTAFLOW_TEST_RUN_WAITERS = max(1, env.int("POTAFLOW_WEB_THREADS", default=16) // 4)
+# Web threads per process that may wait for a test result, and that may check a template for the builder, at
+# once (each): a quarter of POTAFLOW_WEB_THREADS, so the others always answer (/healthz, intake).
+POTAFLOW_WEB_HEAVY_SLOTS = max(1, env.int("POTAFLOW_WEB_THREADS", default=16) // 4)
 # Per user: test runs and template checks (the builder checks a field when it loses focus). Over: 429.
 POTAFLOW_TEST_RUN_RATE = env("POTAFLOW_TEST_RUN_RATE", default="30/min")
 POTAFLOW_TEMPLATE_CHECK_RATE = env("POTAFLOW_TEMPLATE_CHECK_RATE", default="120/min")

@@ -114,14 +114,14 @@ def run_stats(runs: QuerySet, *, now: Any = None) -> dict[str, Any]:
 
 
 # Web threads that may wait for a test run's result at once (per process); the others answer 202 at once.
-_test_waiters = threading.BoundedSemaphore(settings.POTAFLOW_TEST_RUN_WAITERS)
+_test_waiters = threading.BoundedSemaphore(settings.POTAFLOW_WEB_HEAVY_SLOTS)
 TEST_RUN_POLL_SECONDS = (0.05, 0.1, 0.2, 0.3)
 
 
 def test_run_result(test_id: Any, *, wait_seconds: float = 0.0) -> TestRun:
     """The test run, waiting up to ``wait_seconds`` for it to finish (when a waiter slot of this process is free).
 
-    Waiting holds a web thread, so at most ``POTAFLOW_TEST_RUN_WAITERS`` (a
+    Waiting holds a web thread, so at most ``POTAFLOW_WEB_HEAVY_SLOTS`` (a
     quarter of the threads) wait at once; the rest get the unfinished row
     and the client polls.
     """

@@ -151,6 +151,9 @@ class _CpuWatchdog:
     @contextlib.contextmanager
     def watch(self, budget: RenderBudget) -> Iterator[None]:
         ident = threading.get_ident()
+        if ident in self.watched:  # nested: the outer watch ends it
+            yield
+            return
         clock = time.pthread_getcpuclockid(ident)
         with self.lock:
             self.watched[ident] = (clock, budget.cpu_deadline)
@@ -904,10 +907,55 @@ def iter_strings(value: Any, path: str = "config") -> Iterable[tuple[str, str]]:
             yield from iter_strings(v, f"{path}[{i}]")
 
 
+# Web threads of this process checking a template for the builder at once (POTAFLOW_WEB_HEAVY_SLOTS).
+check_slots = threading.BoundedSemaphore(settings.POTAFLOW_WEB_HEAVY_SLOTS)
+
+
+@contextlib.contextmanager
+def check_budget() -> Iterator[RenderBudget]:
+    """One CPU budget (``POTAFLOW_TEMPLATE_CPU_SECONDS``) for every ``check_template`` inside: a whole definition."""
+    with _budget_scope_unwatched() as budget:
+        yield budget
+
+
+@contextlib.contextmanager
+def _budget_scope_unwatched() -> Iterator[RenderBudget]:
+    budget = _budget.get()
+    if budget is not None:
+        yield budget
+        return
+    budget = RenderBudget.from_settings()
+    budget.start()
+    token = _budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _budget.reset(token)
+
+
 def check_template(template: str, *, earlier_steps: Iterable[str]) -> None:
-    """Raise ``TemplateError`` for a syntax error or a name that cannot exist at run time."""
+    """Raise ``TemplateError`` for a syntax error or a name that cannot exist at run time.
+
+    Parsing costs CPU in the web process (~10 microseconds a character): it
+    runs within the CPU budget of the enclosing ``check_budget`` (or its own),
+    watched like a render, so no request checks templates for more than
+    ``POTAFLOW_TEMPLATE_CPU_SECONDS``.
+    """
     if not is_template(template):
         return
+    with _budget_scope_unwatched() as budget:
+        message = (
+            f"checking the templates used more than {budget.cpu_seconds:g} s of CPU (POTAFLOW_TEMPLATE_CPU_SECONDS)"
+        )
+        try:
+            budget.check_cpu()
+            with _watchdog.watch(budget):
+                _check_template(template, earlier_steps)
+        except (CpuBudgetExceeded, TemplateLimitExceeded):
+            raise TemplateError(message) from None
+
+
+def _check_template(template: str, earlier_steps: Iterable[str]) -> None:
     try:
         ast = check_source(template)
     except TemplateSyntaxError as exc:
