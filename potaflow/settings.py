@@ -436,7 +436,7 @@ POTAFLOW_TEMPLATE_CPU_SECONDS = env.float("POTAFLOW_TEMPLATE_CPU_SECONDS", defau
 POTAFLOW_TEMPLATE_MAX_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_CHARS", default=1_000_000)
 # Per template string, checked when it is saved, checked, imported and rendered: its length, and how deeply
 # brackets, blocks, filters and calls nest (the parser and the renderer recurse once per level).
-POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS", default=65_536)
+POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS", default=32_768)
 POTAFLOW_TEMPLATE_MAX_NESTING = env.int("POTAFLOW_TEMPLATE_MAX_NESTING", default=32)
 # Test runs (workflows.dry_run, executed by a worker): unfinished ones per organization at once (more: 429);
 # seconds a step sent for real may take (the step's own timeout_seconds, capped); seconds the request waits
@@ -445,8 +445,8 @@ POTAFLOW_TEST_RUN_MAX_CONCURRENT = env.int("POTAFLOW_TEST_RUN_MAX_CONCURRENT", d
 POTAFLOW_TEST_RUN_TIMEOUT_SECONDS = env.float("POTAFLOW_TEST_RUN_TIMEOUT_SECONDS", default=30.0)
 POTAFLOW_TEST_RUN_WAIT_SECONDS = env.float("POTAFLOW_TEST_RUN_WAIT_SECONDS", default=10.0)
 # Web threads per process that may wait for a test result, and that may check a template for the builder, at
-# once (each): a quarter of POTAFLOW_WEB_THREADS, so the others always answer (/healthz, intake).
-POTAFLOW_WEB_HEAVY_SLOTS = max(1, env.int("POTAFLOW_WEB_THREADS", default=16) // 4)
+# once (each): an eighth of POTAFLOW_WEB_THREADS, so the others always answer (/healthz, intake).
+POTAFLOW_WEB_HEAVY_SLOTS = max(1, env.int("POTAFLOW_WEB_THREADS", default=16) // 8)
 # Per user: test runs and template checks (the builder checks a field when it loses focus). Over: 429.
 POTAFLOW_TEST_RUN_RATE = env("POTAFLOW_TEST_RUN_RATE", default="30/min")
 POTAFLOW_TEMPLATE_CHECK_RATE = env("POTAFLOW_TEMPLATE_CHECK_RATE", default="120/min")

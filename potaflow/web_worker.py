@@ -23,7 +23,8 @@ sockets) reads each request itself, the way a buffering proxy does:
 - a thread writing a response to a client that does not read gives up after
   ``POTAFLOW_WEB_BODY_TIMEOUT`` seconds without progress.
 
-Only then does a thread get the request: gunicorn's own parser reads it from
+``/healthz`` has a thread of its own, so a burst of requests never queues a
+health check. Only then does a thread get the request: gunicorn's own parser reads it from
 memory (its validation, chunked decoding and ``wsgi.input_terminated`` are
 unchanged), so a thread never waits on a client. The framing here decides
 only where a request ends; anything malformed is handed to the parser as it
@@ -42,6 +43,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from functools import partial
 from typing import Any
 
@@ -52,6 +54,7 @@ from gunicorn.workers import gthread
 SPOOL_BYTES = 256 * 1024
 READ_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions
+HEALTH_PATHS = frozenset({b"/healthz"})
 
 
 class Refusal(Exception):  # noqa: N818 - the answer itself
@@ -83,6 +86,7 @@ class RequestFramer:
         self.limits = limits  # request target -> (body limit, its setting)
         self.max_body = 0
         self.limit_setting = ""
+        self.target = b""
         self.pending = bytearray()  # bytes not yet consumed by the framing
         self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by close()
         self.head_done = False
@@ -137,7 +141,8 @@ class RequestFramer:
         codings: list[str] = []
         request_line = head.split(b"\r\n", 1)[0].split()
         version_11 = request_line[-1:] == [b"HTTP/1.1"]
-        self.max_body, self.limit_setting = self.limits(request_line[1] if len(request_line) > 1 else b"")
+        self.target = request_line[1] if len(request_line) > 1 else b""
+        self.max_body, self.limit_setting = self.limits(self.target)
         for line in head.split(b"\r\n")[1:]:
             name, sep, value = line.partition(b":")
             if not sep:
@@ -275,6 +280,7 @@ class BufferingWorker(gthread.ThreadWorker):
         self.waiting: set[BufferedConn] = set()
         self.trusted: Callable[[str], bool] = lambda _address: False
         self.buffering = not self.cfg.is_ssl
+        self.health_pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="potaflow-health")
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -428,6 +434,12 @@ class BufferingWorker(gthread.ThreadWorker):
         conn.initialized = True
         conn.data_ready = True
         conn.continue_sent = framer.expects_continue
+        if framer.target.split(b"?", 1)[0] in HEALTH_PATHS:
+            # Health checks have a thread of their own: a burst of requests never queues them (load balancers
+            # take a process out when they time out).
+            future = self.health_pool.submit(self.handle, conn)
+            future.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+            return
         self.enqueue_req(conn)
 
     def murder_pending(self) -> None:

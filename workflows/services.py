@@ -674,17 +674,22 @@ def test_run_start(
     if steps is not None:
         validate_definition(workflow, steps)
     limit = settings.POTAFLOW_TEST_RUN_MAX_CONCURRENT
+
+    def busy() -> int:
+        return TestRun.objects.filter(
+            organization_id=workflow.organization_id,
+            status__in=(TestRunStatus.QUEUED, TestRunStatus.RUNNING),
+            created_at__gte=test_run_stale_before(),
+        ).count()
+
+    # Refused at once when the organization is busy: a burst of tests must not queue on the lock below.
+    if limit > 0 and busy() >= limit:
+        raise TestRunLimited(limit)
     with transaction.atomic():
         # One organization's test starts take turns: the count and the insert cannot interleave.
         Organization.objects.select_for_update().filter(pk=workflow.organization_id).exists()
-        if limit > 0:
-            busy = TestRun.objects.filter(
-                organization_id=workflow.organization_id,
-                status__in=(TestRunStatus.QUEUED, TestRunStatus.RUNNING),
-                created_at__gte=test_run_stale_before(),
-            ).count()
-            if busy >= limit:
-                raise TestRunLimited(limit)
+        if limit > 0 and busy() >= limit:
+            raise TestRunLimited(limit)
         test = TestRun.objects.create(
             workflow=workflow,
             organization_id=workflow.organization_id,

@@ -797,8 +797,9 @@ def check_source(template: str) -> nodes.Template:
 
     Jinja's parser and compiler recurse once per level of brackets, unary
     operators, filters and blocks: ``(`` x 100 raised ``RecursionError`` (a 500).
-    The brackets are counted on the tokens before parsing, the tree's depth
-    after it, both against ``POTAFLOW_TEMPLATE_MAX_NESTING``.
+    The brackets are counted on the tokens before parsing (at most
+    ``POTAFLOW_TEMPLATE_MAX_NESTING``), the tree's depth after it (at most four
+    times that: a chain of filters or operators is one level each).
     """
     limit = settings.POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS
     if len(template) > limit:
@@ -820,11 +821,12 @@ def check_source(template: str) -> nodes.Template:
         ast = _env.parse(template)
     except RecursionError:
         raise _nesting_error() from None
-    # The tree's depth, without recursing (the compiler recurses once per level).
+    # The tree's depth, without recursing (the compiler recurses a few frames per level: 4 x the
+    # bracket limit stays far from Python's recursion limit, and allows long filter chains).
     stack: list[tuple[nodes.Node, int]] = [(ast, 1)]
     while stack:
         node, level = stack.pop()
-        if level > max_nesting * 2:
+        if level > max_nesting * 4:
             raise _nesting_error()
         stack.extend((child, level + 1) for child in node.iter_child_nodes())
     return ast
