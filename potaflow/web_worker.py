@@ -40,6 +40,7 @@ import ipaddress
 import json
 import selectors
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,8 @@ SPOOL_BYTES = 256 * 1024
 READ_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions
 HEALTH_PATHS = frozenset({b"/healthz"})
+SWITCH_INTERVAL = 0.001
+ACCEPT_BATCH = 64
 
 
 class Refusal(Exception):  # noqa: N818 - the answer itself
@@ -299,6 +302,9 @@ class BufferingWorker(gthread.ThreadWorker):
             self.cfg.limit_request_line + 2 + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2)
         )
         self.trusted = is_trusted_proxy
+        # A thread waiting on I/O (the health check, the main loop) gets the GIL back from a CPU-bound thread
+        # (a template check) after 1 ms instead of 5: measured, /healthz under 32 concurrent template checks.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         application = self.wsgi
 
         def buffered(environ: dict[str, Any], start_response: Any) -> Any:
@@ -341,12 +347,20 @@ class BufferingWorker(gthread.ThreadWorker):
         if not self.buffering:
             super().accept(listener)
             return
-        try:
-            client_sock, client_addr = listener.accept()
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
-                raise
-            return
+        # Every pending connection at once (up to a bound): under a burst, one per loop turn left the
+        # health check waiting in the backlog while the main loop competed for the GIL.
+        for _ in range(ACCEPT_BATCH):
+            if self.nr_conns >= self.worker_connections:
+                return
+            try:
+                client_sock, client_addr = listener.accept()
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                    raise
+                return
+            self._accepted(listener, client_sock, client_addr)
+
+    def _accepted(self, listener: Any, client_sock: socket.socket, client_addr: Any) -> None:
         self.nr_conns += 1
         conn = BufferedConn(self, self.cfg, client_sock, client_addr, listener.getsockname())
         count = self.per_address.get(conn.address_key, 0) + 1
