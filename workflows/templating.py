@@ -580,7 +580,7 @@ FILTER_BUDGETS: dict[str, str] = {
     "title": "length of the input (charged after)",
     "tojson": f"written size of the value (x6 at most when escaped; indent at most {MAX_WIDTH:,}), before dumping",
     "trim": "at most the input",
-    "truncate": "at most length + end (charged after)",
+    "truncate": "at most the input (Jinja requires end to fit in length)",
     "unique": "items of the input, per item",
     "upper": "length of the input (charged after)",
     "urlencode": "written size of the value, before encoding (x12 at most: charged after)",
