@@ -1,8 +1,10 @@
 """Services behind the builder: replay with the current version, test runs (dry_run), version history."""
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from integrations.services import credential_create
 from testing.network import Reply
@@ -222,3 +224,32 @@ def test_version_history_lists_every_stored_version_with_its_runs_and_restores_o
     assert wf.steps.get(key="notify").config["url"] == "https://one.example.com/"
     with pytest.raises(WorkflowInvalid):
         versions.version_restore(workflow=wf, number=99)  # never stored
+
+
+def test_template_checks_and_test_runs_are_throttled_per_user_naming_the_setting(editor, settings):
+    from rest_framework.test import APIClient
+
+    settings.POTAFLOW_TEMPLATE_CHECK_RATE = "2/min"
+    settings.POTAFLOW_TEST_RUN_RATE = "0/min"  # refused before any worker is asked
+    client = APIClient()
+    client.force_authenticate(editor)
+    answers = [client.post("/api/templates/check/", {"template": "{{ 1 }}"}, format="json") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert "POTAFLOW_TEMPLATE_CHECK_RATE" in answers[2].json()["detail"] and answers[2]["Retry-After"]
+    wf = workflow_create(organization=editor.memberships.first().organization, name="W", steps=[])
+    refused = client.post(f"/api/workflows/{wf.pk}/test/", {"payload": {}}, format="json")
+    assert refused.status_code == 429 and "POTAFLOW_TEST_RUN_RATE" in refused.json()["detail"]
+    assert not TestRun.objects.exists()
+
+
+def test_an_organization_has_at_most_its_concurrent_test_runs(org, editor, settings):
+    from workflows.services import TestRunLimited, test_run_start
+
+    settings.POTAFLOW_TEST_RUN_MAX_CONCURRENT = 2
+    wf = workflow_create(organization=org, name="W", steps=[])
+    for _ in range(2):
+        test_run_start(workflow=wf, user=editor, payload={})  # queued: no worker in this test
+    with pytest.raises(TestRunLimited, match="POTAFLOW_TEST_RUN_MAX_CONCURRENT"):
+        test_run_start(workflow=wf, user=editor, payload={})
+    TestRun.objects.update(created_at=timezone.now() - timedelta(hours=1))  # lost: no longer counted
+    test_run_start(workflow=wf, user=editor, payload={})
