@@ -24,6 +24,8 @@ from accounts.selectors import organization_ids_for, organizations_for, sole_org
 from . import registry, services
 from .credential_kinds import KINDS
 from .models import Credential, CredentialKind
+from .oauth.flow import credential_delete
+from .oauth.selectors import connection_info
 
 if TYPE_CHECKING:
     _CredentialSerializerBase = serializers.ModelSerializer[Credential]
@@ -39,10 +41,16 @@ class CredentialSerializer(_CredentialSerializerBase):
     secret = serializers.DictField(write_only=True, help_text="The kind's fields (secret and public).")
     public = serializers.JSONField(source="public_data", read_only=True)
     secret_set = serializers.SerializerMethodField()
+    status = serializers.SerializerMethodField(
+        help_text="A connection's state: not_connected, connected or needs_reconnect (null for a typed-in kind)."
+    )
+    expires_at = serializers.SerializerMethodField(help_text="When a connection's access token expires, if it does.")
+    connection = serializers.SerializerMethodField(help_text="A connection's account, scopes and dates; never a token.")
 
     class Meta:
         model = Credential
-        fields = ["id", "organization", "name", "kind", "secret", "public", "secret_set", "created_at", "updated_at"]
+        fields = ["id", "organization", "name", "kind", "secret", "public", "secret_set", "status", "expires_at",
+                  "connection", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = ["created_at", "updated_at"]
         validators: list[Any] = []  # the unique (organization, name) check happens in the service
 
@@ -59,6 +67,28 @@ class CredentialSerializer(_CredentialSerializerBase):
 
     def get_secret_set(self, credential: Credential) -> dict[str, bool]:
         return services.credential_secret_markers(credential)
+
+    def get_status(self, credential: Credential) -> str | None:
+        info = connection_info(credential)
+        return str(info.status) if info else None
+
+    def get_expires_at(self, credential: Credential) -> str | None:
+        info = connection_info(credential)
+        return info.expires_at.isoformat() if info and info.expires_at else None
+
+    def get_connection(self, credential: Credential) -> dict[str, Any] | None:
+        info = connection_info(credential)
+        if info is None:
+            return None
+        return {
+            "provider": info.label,
+            "account": info.account,
+            "scopes": list(info.scopes),
+            "connected_at": info.connected_at.isoformat() if info.connected_at else None,
+            "refreshed_at": info.refreshed_at.isoformat() if info.refreshed_at else None,
+            "problem": info.message,
+            "redirect_uri": info.redirect_uri,
+        }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if self.instance is None and "organization" not in attrs:
@@ -96,11 +126,14 @@ class CredentialViewSet(
 ):
     """Credentials of the organizations where the caller is an admin or owner."""
 
-    queryset = Credential.objects.select_related("organization")
+    queryset = Credential.objects.select_related("organization", "connection")
     serializer_class = CredentialSerializer
     permission_classes = [OrgRole(read=Role.ADMIN, write=Role.ADMIN)]
     filterset_fields = ["organization", "kind"]
     ordering_fields = ["name", "created_at"]
+
+    def perform_destroy(self, instance: Credential) -> None:
+        credential_delete(instance)
 
     def get_queryset(self) -> QuerySet[Credential]:
         queryset = super().get_queryset()

@@ -7,13 +7,32 @@ values); ``integrations.registry`` lists the folders and says how to add one.
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import jsonschema
 
 from integrations.errors import ConfigError
 from integrations.storable import JSONValue
 from integrations.template_syntax import single_expression
+
+
+class TokenSource(Protocol):
+    """The access token of a connection (an OAuth credential, ``integrations.oauth``).
+
+    ``ActionContext.connection`` holds one when the step's credential is a
+    connection; ``ActionContext.credential["access_token"]`` is then its current
+    token, refreshed before the step when it was about to expire. An action
+    whose call is refused as unauthorized (HTTP 401, Slack's ``invalid_auth``)
+    calls ``refreshed_after(token)`` once and retries once with what it returns:
+    the refresh is single-flight across every process, and a connection that
+    cannot be refreshed raises ``PermanentError`` ("reconnect <provider> in
+    Credentials") and is marked *needs reconnect*.
+    """
+
+    @property
+    def access_token(self) -> str: ...
+
+    def refreshed_after(self, rejected: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +45,7 @@ class ActionContext:
     (or None), each value of the type its kind's ``Field`` declares (checked when the
     credential was saved); ``credential_kind`` its kind. ``template_context`` is what the
     config was rendered with (trigger, steps, run, workflow).
+    ``connection``: the token source when the credential is a connection (see ``TokenSource``).
     ``idempotency_key`` is the same for every attempt of this step in this run
     (retries, redelivery, recovery) and new for a replay or another run: an
     action passes it to a destination that can drop repeats.
@@ -41,6 +61,7 @@ class ActionContext:
     credential: Mapping[str, Any] | None = None
     credential_kind: str | None = None
     template_context: Mapping[str, Any] = field(default_factory=dict)
+    connection: TokenSource | None = None
 
 
 class Action:
@@ -167,6 +188,8 @@ class KindSpec:
       secret ones (e.g. a service account's address, shown so users know whom to share with).
     - ``auth_headers``: ``(revealed fields) -> headers`` for kinds an action sends as HTTP
       headers (how the credential authenticates a request).
+    - ``connection``: for a *connection* (a kind connected through OAuth 2.0 rather than
+      typed in), its provider: an ``integrations.oauth.providers.ConnectionSpec``.
     """
 
     kind: str
@@ -176,6 +199,7 @@ class KindSpec:
     extra_checks: tuple[Callable[[dict[str, Any], dict[str, Any]], FieldErrors], ...] = ()
     derived_public: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     auth_headers: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
+    connection: Any = None
 
     @property
     def secret_fields(self) -> tuple[str, ...]:

@@ -31,3 +31,9 @@ class Credential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+
+# Connections' tables live with their machinery (integrations/oauth); imported here so the app loads them.
+from .oauth.models import Connection, ConnectionStatus, PendingAuthorization  # noqa: E402
+
+__all__ = ["Connection", "ConnectionStatus", "Credential", "CredentialKind", "PendingAuthorization"]

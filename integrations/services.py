@@ -1,6 +1,7 @@
 """Credential writes and the one read that decrypts (``credential_reveal``)."""
 
 import base64
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -10,7 +11,8 @@ from accounts.models import Organization
 
 from .credential_kinds import clean_fields, spec_for
 from .crypto import decrypt_json, encrypt_json, rotate
-from .models import Credential
+from .models import Connection, Credential, PendingAuthorization
+from .oauth.tokens import ConnectionToken, is_connection_kind, open_connection
 
 
 class CredentialInvalid(ValidationError):
@@ -147,6 +149,43 @@ def credential_secret_values(credential: Credential, revealed: dict[str, Any]) -
     return sorted(set(values), key=len, reverse=True)
 
 
+@dataclass
+class StepCredential:
+    """A credential as one step uses it: its fields in clear and, for a connection, its token source.
+
+    ``fields`` of a connection hold its public fields, ``access_token`` (the
+    current one) and ``account`` (the name shown for it). ``secret_values()`` is what the engine scrubs from whatever it
+    stores, tokens obtained by a refresh during the step included.
+    """
+
+    fields: dict[str, Any]
+    kind: str
+    connection: ConnectionToken | None = None
+    _secrets: list[str] = field(default_factory=list)
+
+    def secret_values(self) -> list[str]:
+        values = [*self._secrets, *(self.connection.secret_values() if self.connection else ())]
+        return sorted(set(values), key=len, reverse=True)
+
+
+def credential_for_step(credential: Credential, *, timeout: float) -> StepCredential:
+    """What a step's action receives for ``credential`` (the engine and a test run's sent step).
+
+    A connection's token is refreshed first when it is about to expire; a
+    connection that is not connected or needs reconnecting raises
+    ``PermanentError`` naming what to do ("reconnect Slack in Credentials").
+    """
+    revealed = credential_reveal(credential)
+    secrets = credential_secret_values(credential, revealed)
+    if not is_connection_kind(credential.kind):
+        return StepCredential(fields=revealed, kind=credential.kind, _secrets=secrets)
+    connection = open_connection(
+        credential_id=credential.pk, kind=credential.kind, name=credential.name, revealed=revealed, timeout=timeout
+    )
+    fields = {**revealed, "access_token": connection.access_token, "account": connection.account}
+    return StepCredential(fields=fields, kind=credential.kind, connection=connection, _secrets=secrets)
+
+
 def credential_secret_markers(credential: Credential) -> dict[str, bool]:
     """Which secret fields hold a value, without revealing them (for the API and admin)."""
     secret = decrypt_json(credential.secret_ciphertext)
@@ -156,7 +195,9 @@ def credential_secret_markers(credential: Credential) -> dict[str, bool]:
 def credentials_rotate_keys(*, batch_size: int = 500) -> int:
     """Re-encrypt every credential with the first configured key; returns how many were rewritten.
 
-    Each row is locked while it is rewritten so a concurrent update is not lost.
+    A connection's tokens are rewritten with it, and so are the PKCE verifiers of
+    Connects in progress. Each row is locked while it is rewritten so a
+    concurrent update (a refresh) is not lost.
     """
     count = 0
     ids = list(Credential.objects.order_by("pk").values_list("pk", flat=True))
@@ -166,4 +207,11 @@ def credentials_rotate_keys(*, batch_size: int = 500) -> int:
                 new = rotate(credential.secret_ciphertext)
                 Credential.objects.filter(pk=credential.pk).update(secret_ciphertext=new)
                 count += 1
+            for row in Connection.objects.select_for_update().filter(pk__in=ids[start : start + batch_size]):
+                Connection.objects.filter(pk=row.pk).update(token_ciphertext=rotate(row.token_ciphertext))
+    with transaction.atomic():
+        for pending in PendingAuthorization.objects.select_for_update():
+            PendingAuthorization.objects.filter(pk=pending.pk).update(
+                verifier_ciphertext=rotate(pending.verifier_ciphertext)
+            )
     return count

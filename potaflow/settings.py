@@ -463,6 +463,31 @@ POTAFLOW_GOOGLE_SHEETS_API_URL = env(
 POTAFLOW_GOOGLE_DRIVE_API_URL = env(
     "POTAFLOW_GOOGLE_DRIVE_API_URL", default="https://www.googleapis.com/drive/v3/files"
 )
+# Connections (integrations/oauth): the OAuth apps' credentials, set once by staff, never shown.
+POTAFLOW_SLACK_CLIENT_ID = env("POTAFLOW_SLACK_CLIENT_ID", default="")
+POTAFLOW_SLACK_CLIENT_SECRET = env("POTAFLOW_SLACK_CLIENT_SECRET", default="")
+POTAFLOW_SLACK_OAUTH_AUTHORIZE_URL = env(
+    "POTAFLOW_SLACK_OAUTH_AUTHORIZE_URL", default="https://slack.com/oauth/v2/authorize"
+)
+POTAFLOW_SLACK_OAUTH_SCOPES = env.list("POTAFLOW_SLACK_OAUTH_SCOPES", default=["chat:write", "chat:write.public"])
+POTAFLOW_GOOGLE_CLIENT_ID = env("POTAFLOW_GOOGLE_CLIENT_ID", default="")
+POTAFLOW_GOOGLE_CLIENT_SECRET = env("POTAFLOW_GOOGLE_CLIENT_SECRET", default="")
+POTAFLOW_GOOGLE_OAUTH_AUTHORIZE_URL = env(
+    "POTAFLOW_GOOGLE_OAUTH_AUTHORIZE_URL", default="https://accounts.google.com/o/oauth2/v2/auth"
+)
+POTAFLOW_GOOGLE_OAUTH_TOKEN_URL = env("POTAFLOW_GOOGLE_OAUTH_TOKEN_URL", default="https://oauth2.googleapis.com/token")
+POTAFLOW_GOOGLE_OAUTH_REVOKE_URL = env(
+    "POTAFLOW_GOOGLE_OAUTH_REVOKE_URL", default="https://oauth2.googleapis.com/revoke"
+)
+POTAFLOW_GOOGLE_USERINFO_URL = env(
+    "POTAFLOW_GOOGLE_USERINFO_URL", default="https://openidconnect.googleapis.com/v1/userinfo"
+)
+# How long a started Connect may take before its callback is refused (the state expires).
+POTAFLOW_OAUTH_STATE_SECONDS = env.int("POTAFLOW_OAUTH_STATE_SECONDS", default=600)
+# Connects a user may have pending at once (each Connect click is one; older ones are dropped beyond it).
+POTAFLOW_OAUTH_MAX_PENDING = env.int("POTAFLOW_OAUTH_MAX_PENDING", default=5)
+# An access token this close to its expiry is refreshed before a step uses it.
+POTAFLOW_OAUTH_REFRESH_MARGIN_SECONDS = env.int("POTAFLOW_OAUTH_REFRESH_MARGIN_SECONDS", default=120)
 POTAFLOW_ADMIN_EMAIL = env("POTAFLOW_ADMIN_EMAIL", default="admin@example.com")
 POTAFLOW_ADMIN_PASSWORD = env("POTAFLOW_ADMIN_PASSWORD", default="")
 

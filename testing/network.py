@@ -13,7 +13,7 @@
    fixtures: ``http_server`` (``testing.http_server.RecordingHTTPServer``),
    and each integration's fake from its own folder
    (``integrations/<name>/tests/peer.py``): ``fake_slack``, ``fake_sendgrid``,
-   ``fake_google``, ``smtp_server`` / ``smtp_starttls_server``.
+   ``fake_google``, ``fake_oauth`` (a generic OAuth 2.0 provider), ``smtp_server`` / ``smtp_starttls_server``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from integrations.email.tests.peer import FakeSendGrid, ReceivedMail, SMTPServer
+from integrations.oauth.tests.peer import FakeOAuthProvider
 from integrations.sheets.tests.peer import FakeGoogle, service_account_key
 from integrations.slack.tests.peer import FakeSlack
 
@@ -45,6 +46,7 @@ from .socket_guard import (
 __all__ = [
     "GUARD_LOG_ENV",
     "FakeGoogle",
+    "FakeOAuthProvider",
     "FakeSendGrid",
     "FakeSlack",
     "NetworkGuardViolation",
@@ -132,6 +134,12 @@ def fake_sendgrid() -> Iterator[FakeSendGrid]:
 @pytest.fixture
 def fake_google() -> Iterator[FakeGoogle]:
     with FakeGoogle() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_oauth() -> Iterator[FakeOAuthProvider]:
+    with FakeOAuthProvider() as server:
         yield server
 
 

@@ -23,6 +23,8 @@ from accounts.models import Membership, Role, User
 from integrations import services as credential_services
 from integrations.credential_kinds import KINDS, Field
 from integrations.models import Credential, CredentialKind
+from integrations.oauth import selectors as connection_selectors
+from integrations.oauth.providers import redirect_uri
 
 from . import selectors
 from .views import _base
@@ -90,12 +92,29 @@ def _errors(exc: ValidationError) -> dict[str, list[str]]:
 @login_required
 def credential_list(request: HttpRequest) -> HttpResponse:
     membership = _admin_membership(request)
-    credentials = Credential.objects.filter(organization_id=membership.organization_id).order_by("name")
+    credentials = (
+        Credential.objects.filter(organization_id=membership.organization_id)
+        .select_related("connection")
+        .order_by("name")
+    )
     rows = [
-        {"credential": c, "public": c.public_data, "secret_set": credential_services.credential_secret_markers(c)}
+        {
+            "credential": c,
+            "public": c.public_data,
+            "secret_set": credential_services.credential_secret_markers(c),
+            "connection": connection_selectors.connection_info(c),
+        }
         for c in credentials
     ]
-    context = _base(request, membership, rows=rows, kinds=CredentialKind.choices, nav="credentials")
+    context = _base(
+        request,
+        membership,
+        rows=rows,
+        kinds=connection_selectors.typed_in_kinds(),
+        providers=connection_selectors.connect_buttons(),
+        redirect_uri=redirect_uri(),
+        nav="credentials",
+    )
     return render(request, "webui/credentials.html", context)
 
 
@@ -142,7 +161,8 @@ def credential_form(request: HttpRequest, pk: int | None = None) -> HttpResponse
         credential=credential,
         kind=kind,
         kind_label=dict(CredentialKind.choices).get(kind, ""),
-        kinds=CredentialKind.choices,
+        kinds=connection_selectors.typed_in_kinds(),
+        redirect_uri=redirect_uri() if kind and KINDS[kind].connection is not None else "",
         name=name,
         name_errors=errors.get("name", []) + errors.get("__all__", []),
         rows=_field_rows(kind, values, errors, credential) if kind else [],

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import org_views, views
+from . import connection_views, org_views, views
 
 app_name = "webui"
 
@@ -22,6 +22,10 @@ urlpatterns = [
     path("app/credentials/", org_views.credential_list, name="credentials"),
     path("app/credentials/new/", org_views.credential_form, name="credential-new"),
     path("app/credentials/<int:pk>/", org_views.credential_form, name="credential"),
+    path("app/credentials/connect/<str:kind>/", connection_views.connect_new, name="connect-new"),
+    path("app/credentials/<int:pk>/connect/", connection_views.connect, name="connect"),
+    path("app/credentials/<int:pk>/disconnect/", connection_views.disconnect, name="disconnect"),
+    path("oauth/callback/", connection_views.callback, name="oauth-callback"),
     path("app/members/", org_views.member_list, name="members"),
     path("app/members/add/", org_views.member_add, name="member-add"),
     path("app/members/<int:pk>/role/", org_views.member_role, name="member-role"),

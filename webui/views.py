@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from integrations.models import Credential
+from integrations.oauth.selectors import needing_reconnect
 from integrations.registry import all_actions
 from workflows import dry_run, services, versions
 from workflows.admin.widgets import cron_description, human_duration, next_firings
@@ -142,10 +143,12 @@ def builder(request: HttpRequest, pk: int) -> HttpResponse:
     workflow, membership = selectors.workflow_for(request.user, pk)
     history = versions.version_history(workflow)
     recent = list(Run.objects.filter(workflow=workflow).order_by("-created_at")[:10])
+    used = workflow.steps.filter(credential__isnull=False).values_list("credential_id", flat=True)
     context = _base(
         request,
         membership,
         workflow=workflow,
+        reconnect_notices=list(needing_reconnect(list(used), workflow.organization_id).values()),
         builder_data=_builder_data(request, workflow, membership),
         versions=history,
         recent_runs=recent,

@@ -30,7 +30,7 @@ from integrations.errors import PermanentError, RetryableError, RunFiltered
 from integrations.http import credential_hosts
 from integrations.http.action import idempotency_header, url_problem, with_query
 from integrations.registry import UnknownAction, get_action
-from integrations.services import credential_reveal, credential_secret_values
+from integrations.services import StepCredential, credential_for_step
 
 from . import templating
 from .execution.recording import Scrubber
@@ -141,12 +141,10 @@ def _test_step(
         raise PermanentError(f"template error: {exc.message}") from None
     result["rendered_config"] = rendered
     credential = row.credential if row.credential_id else None
-    secrets: tuple[str, ...] = ()
-    revealed = None
+    opened: StepCredential | None = None
     if credential is not None and (send or not action.has_side_effects):
-        revealed = credential_reveal(credential)
-        secrets = tuple(credential_secret_values(credential, revealed))
-    scrub = Scrubber(secrets)
+        opened = credential_for_step(credential, timeout=row.timeout_seconds)
+    scrub = Scrubber(tuple(opened.secret_values()) if opened else ())
     if action.has_side_effects and not send:
         result["status"] = "preview"
         result["would_send"] = would_send(row.action_type, rendered, credential, action)
@@ -159,14 +157,19 @@ def _test_step(
         idempotency_key=f"potaflow-test-{uuid.uuid4()}-{position}",
         # A test holds a worker slot: its send is bounded by POTAFLOW_TEST_RUN_TIMEOUT_SECONDS too.
         timeout_seconds=min(row.timeout_seconds, settings.POTAFLOW_TEST_RUN_TIMEOUT_SECONDS),
-        credential=revealed,
+        credential=opened.fields if opened else None,
         credential_kind=credential.kind if credential is not None else None,
         template_context=context,
+        connection=opened.connection if opened else None,
     )
     if send and action.has_side_effects:
         result["would_send"] = would_send(row.action_type, rendered, credential, action)
     try:
-        output = action.run(rendered, ctx)
+        try:
+            output = action.run(rendered, ctx)
+        finally:
+            if opened is not None and opened.connection is not None:  # tokens a refresh brought in
+                scrub = Scrubber(tuple(opened.secret_values()))
     except RunFiltered as filtered:
         raise RunFiltered(scrub(filtered.output)) from None
     except (PermanentError, RetryableError) as exc:

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from accounts.models import Organization, User
 from integrations import storable
+from integrations.oauth.selectors import needing_reconnect
 
 from .execution import dispatch
 from .intake import signatures
@@ -414,6 +415,7 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
                 )
     else:
         start = _first_step_to_redo(run, steps, previous)
+    _refuse_dead_connections(run.workflow.organization_id, [s for s in steps if s["position"] >= start])
     with transaction.atomic():
         replay = Run.objects.create(
             workflow_id=run.workflow_id,
@@ -426,6 +428,13 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
         todo = _create_step_runs(replay, definition, reuse={p: sr for p, sr in previous.items() if p < start})
     _dispatch_on_commit(replay, todo)
     return replay
+
+
+def _refuse_dead_connections(organization_id: int, steps: list[dict[str, Any]]) -> None:
+    """A replay whose steps need a connection that needs reconnecting would only fail again: refused."""
+    dead = needing_reconnect([s.get("credential_id") for s in steps], organization_id)
+    if dead:
+        raise ReplayNotAllowed({"credential": [f"Cannot replay yet: {message}." for message in dead.values()]})
 
 
 def _first_step_to_redo(run: Run, steps: list[dict[str, Any]], previous: dict[int, StepRun]) -> int:

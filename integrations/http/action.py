@@ -16,6 +16,7 @@ from typing import Any
 from integrations import net
 from integrations.base import Action, ActionContext, is_single_expression
 from integrations.errors import ConfigError, PermanentError
+from integrations.oauth.credentials import OAUTH2
 from integrations.storable import JSONValue
 from integrations.template_syntax import is_template
 
@@ -55,7 +56,7 @@ class HttpRequest(Action):
         "Send an HTTP request and return status, headers and body (JSON parsed when JSON). "
         "Private, loopback and link-local destinations are refused unless allow-listed."
     )
-    credential_kind = tuple(spec.kind for spec in KINDS)
+    credential_kind = (*(spec.kind for spec in KINDS), OAUTH2.kind)
     credential_required = False
     config_schema = {
         "type": "object",
@@ -150,11 +151,32 @@ class HttpRequest(Action):
             except credential_hosts.NotAllowed as exc:
                 raise PermanentError(f"{exc}; nothing was sent") from None
         body = _encode_body(config, headers)
-        follow = config.get("follow_redirects", True)
         deadline = time.monotonic() + timeout
+        response, final_url, redirects = self._send(method, url, headers, body, auth_headers, deadline, config, ctx)
+        if response.status == 401 and ctx.connection is not None and auth_headers and final_url == url:
+            # The connection's token was refused: refresh once (single-flight) and send once more.
+            response.drain_conn()
+            response.release_conn()
+            token = ctx.connection.refreshed_after(ctx.connection.access_token)
+            auth_headers = _auth_headers(ctx, access_token=token)
+            response, final_url, redirects = self._send(method, url, headers, body, auth_headers, deadline, config, ctx)
+        return transport.result(response, final_url, redirects, config.get("expected_status"))
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        auth_headers: dict[str, str],
+        deadline: float,
+        config: dict[str, Any],
+        ctx: ActionContext,
+    ) -> tuple[Any, str, list[str]]:
+        """Send, following redirects hop by hop (each checked); the final answer, its URL and the hops."""
+        follow = config.get("follow_redirects", True)
         allow = net.current_allow_list()
         redirects: list[str] = []
-
         while True:
             response = transport.send(method, url, {**headers, **auth_headers}, body, deadline, allow)
             location = response.headers.get("Location")
@@ -174,7 +196,7 @@ class HttpRequest(Action):
                 redirects.append(next_url)
                 url = next_url
                 continue
-            return transport.result(response, url, redirects, config.get("expected_status"))
+            return response, url, redirects
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -207,17 +229,17 @@ def _credential_allows(ctx: ActionContext, url: str) -> bool:
     return True
 
 
-_AUTH_HEADERS = {spec.kind: spec.auth_headers for spec in KINDS}
+_AUTH_HEADERS = {spec.kind: spec.auth_headers for spec in (*KINDS, OAUTH2)}
 
 
-def _auth_headers(ctx: ActionContext) -> dict[str, str]:
+def _auth_headers(ctx: ActionContext, *, access_token: str | None = None) -> dict[str, str]:
     cred, kind = ctx.credential, ctx.credential_kind
     if not cred:
         return {}
     auth_headers = _AUTH_HEADERS.get(kind or "")
     if auth_headers is None:
         raise PermanentError(f"http.request cannot use a {kind} credential")
-    return auth_headers(cred)
+    return auth_headers({**cred, "access_token": access_token} if access_token else cred)
 
 
 def _encode_body(config: dict[str, Any], headers: dict[str, str]) -> bytes | None:

@@ -10,14 +10,14 @@ from typing import Any
 from integrations.base import Action, ActionContext
 from integrations.storable import JSONValue
 
-from .credentials import GOOGLE_SERVICE_ACCOUNT
+from .credentials import GOOGLE_OAUTH, GOOGLE_SERVICE_ACCOUNT
 
 
 class AppendRow(Action):
     name = "sheets.append_row"
     title = "Google Sheets: append row"
-    description = "Append one row of values to a worksheet, as the service account of the credential."
-    credential_kind = GOOGLE_SERVICE_ACCOUNT.kind
+    description = "Append one row of values to a worksheet, as the credential's service account or Google account."
+    credential_kind = (GOOGLE_SERVICE_ACCOUNT.kind, GOOGLE_OAUTH.kind)
     credential_required = True
     config_schema = {
         "type": "object",

@@ -25,6 +25,7 @@ from django.conf import settings
 from google.auth import exceptions as google_errors
 from google.auth.transport.requests import AuthorizedSession
 from google.auth.transport.requests import Request as GoogleAuthRequest
+from google.oauth2.credentials import Credentials as UserCredentials
 from google.oauth2.service_account import Credentials as ServiceAccountCredentials
 from gspread import urls as gspread_urls
 from gspread.http_client import HTTPClient
@@ -64,27 +65,55 @@ def spreadsheet_key(value: str) -> str:
     return value
 
 
+class _Unauthorized(Exception):  # noqa: N818 - a signal: the connection's token was refused (401)
+    pass
+
+
 def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
-    """Append ``config["values"]`` as the credential's service account; the step's output."""
-    key_info = (ctx.credential or {}).get("key")
+    """Append ``config["values"]`` as the service account or the connected Google account; the step's output.
+
+    A connection's token refused with a 401 is refreshed once (single-flight,
+    ``ctx.connection``) and the call made once more.
+    """
+    cred = ctx.credential or {}
+    if ctx.connection is not None:
+        account = str(cred.get("account") or "the connected Google account")
+        token = ctx.connection.access_token
+        try:
+            return _append(config, ctx, UserCredentials(token), who=account, connection=True)  # type: ignore[no-untyped-call]  # google-auth leaves it unannotated
+        except _Unauthorized:
+            token = ctx.connection.refreshed_after(token)
+        try:
+            return _append(config, ctx, UserCredentials(token), who=account, connection=True)  # type: ignore[no-untyped-call]  # as above
+        except _Unauthorized:
+            raise PermanentError("Google refused the connection's freshly refreshed token (401)") from None
+    key_info = cred.get("key")
     if not key_info:
-        raise PermanentError("sheets.append_row needs a google_service_account credential")
-    client_email = key_info.get("client_email", "?")
+        raise PermanentError("sheets.append_row needs a google_service_account credential or a Google connection")
     _check_token_uri(key_info.get("token_uri", ""))
-    key = spreadsheet_key(config["spreadsheet"])
-    values = ["" if v is None else v for v in config["values"]]
-    option = config.get("value_input_option") or "RAW"
     try:
         credentials = ServiceAccountCredentials.from_service_account_info(  # type: ignore[no-untyped-call]  # google-auth leaves it unannotated
             key_info, scopes=SCOPES
         )
     except (ValueError, KeyError) as exc:
         raise PermanentError(f"the service-account key is unusable: {exc}") from None
+    return _append(config, ctx, credentials, who=key_info.get("client_email", "?"), connection=False)
+
+
+def _append(
+    config: dict[str, Any], ctx: ActionContext, credentials: Any, *, who: str, connection: bool
+) -> dict[str, JSONValue]:
+    key = spreadsheet_key(config["spreadsheet"])
+    values = ["" if v is None else v for v in config["values"]]
+    option = config.get("value_input_option") or "RAW"
+    client_email = who
     allow = net.current_allow_list()
     session = AuthorizedSession(  # type: ignore[no-untyped-call]  # google-auth leaves it unannotated
         credentials,
         auth_request=GoogleAuthRequest(guarded_requests.guarded_session(allow=allow)),
         refresh_timeout=ctx.timeout_seconds,
+        # A connection's token is refreshed by integrations.oauth (single-flight), never by google-auth.
+        refresh_status_codes=() if connection else (401,),
     )
     guarded_requests.guarded_session(allow=allow, session=session)
     client = gspread.Client(auth=credentials, session=session, http_client=PotaflowHTTPClient)
@@ -107,9 +136,11 @@ def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValu
     except gspread.exceptions.SpreadsheetNotFound:
         raise PermanentError(f"spreadsheet {key} does not exist (Google answered 404)") from None
     except PermissionError:  # gspread turns the 403 of open_by_key into this
-        raise PermanentError(_not_shared(key, client_email)) from None
+        raise PermanentError(_not_shared(key, client_email, connection)) from None
     except gspread.exceptions.APIError as exc:
-        raise _classify(exc, key, client_email) from None
+        if connection and exc.response.status_code == 401:
+            raise _Unauthorized() from None
+        raise _classify(exc, key, client_email, connection) from None
     except google_errors.RefreshError as exc:
         if getattr(exc, "retryable", False):
             raise RetryableError(f"Google token exchange failed: {exc}") from None
@@ -149,18 +180,20 @@ def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValu
     return output
 
 
-def _not_shared(key: str, client_email: str) -> str:
+def _not_shared(key: str, client_email: str, connection: bool = False) -> str:
+    if connection:
+        return f"spreadsheet {key}: permission denied (403): {client_email} cannot edit it (share it with that account)"
     return (
         f"spreadsheet {key}: permission denied (403): the sheet is not shared with the service account "
         f"{client_email} (share it with that address as an editor)"
     )
 
 
-def _classify(exc: gspread.exceptions.APIError, key: str, client_email: str) -> Exception:
+def _classify(exc: gspread.exceptions.APIError, key: str, client_email: str, connection: bool) -> Exception:
     status = exc.response.status_code
     message = exc.error.get("message", "") if isinstance(exc.error, dict) else str(exc)
     if status == 403:
-        return PermanentError(_not_shared(key, client_email), status=status)
+        return PermanentError(_not_shared(key, client_email, connection), status=status)
     if status == 404:
         return PermanentError(f"spreadsheet {key} does not exist (Google answered 404)", status=status)
     retry_after = errors.parse_retry_after(exc.response.headers.get("Retry-After"))

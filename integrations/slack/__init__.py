@@ -1,7 +1,7 @@
-"""``slack.message``: post to a channel with a bot token (``slack_sdk``)."""
+"""``slack.message``: post to a channel with a bot token or a Slack connection (``slack_sdk``)."""
 
 from .action import SlackMessage
-from .credentials import SLACK_BOT_TOKEN
+from .credentials import SLACK_BOT_TOKEN, SLACK_OAUTH
 
 ACTIONS = (SlackMessage,)
-CREDENTIAL_KINDS = (SLACK_BOT_TOKEN,)
+CREDENTIAL_KINDS = (SLACK_BOT_TOKEN, SLACK_OAUTH)

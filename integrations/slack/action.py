@@ -25,7 +25,7 @@ from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError
 from integrations.storable import JSONValue, storable
 
-from .credentials import SLACK_BOT_TOKEN
+from .credentials import SLACK_BOT_TOKEN, SLACK_OAUTH
 
 if TYPE_CHECKING:
     from slack_sdk.errors import SlackApiError
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 # https://api.slack.com/methods/chat.postMessage#errors: transient on Slack's side.
 RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable",
                     "request_timeout"}  # fmt: skip
+# Slack's codes for a token it does not accept (any more): a connection refreshes once and retries once.
+UNAUTHORIZED_ERRORS = {"invalid_auth", "not_authed", "token_expired", "token_revoked", "account_inactive"}
 # What slack_sdk (3.x) puts in place of the error code when the body was not JSON.
 _NOT_JSON = "Received a response in a non-JSON format:"
 
@@ -41,7 +43,7 @@ class SlackMessage(Action):
     name = "slack.message"
     title = "Slack message"
     description = "Post a message (text and/or Block Kit blocks) to a channel, optionally in a thread."
-    credential_kind = SLACK_BOT_TOKEN.kind
+    credential_kind = (SLACK_BOT_TOKEN.kind, SLACK_OAUTH.kind)
     credential_required = True
     config_schema = {
         "type": "object",
@@ -61,36 +63,62 @@ class SlackMessage(Action):
         return {"channel": config.get("channel")}
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
-        token = (ctx.credential or {}).get("token")
+        cred = ctx.credential or {}
+        token = cred.get("token") or cred.get("access_token")
         if not token:
-            raise PermanentError("slack.message needs a slack_bot_token credential")
+            raise PermanentError("slack.message needs a slack_bot_token credential or a Slack connection")
         # deferred: keeps idle memory down (slack_sdk loads only in a process that posts to Slack)
-        from slack_sdk import WebClient
-        from slack_sdk.errors import SlackApiError, SlackClientError
+        from slack_sdk.errors import SlackApiError
 
-        client = WebClient(
-            token=token,
-            base_url=settings.POTAFLOW_SLACK_API_URL,
-            timeout=max(1, round(ctx.timeout_seconds)),
-            retry_handlers=[],
-        )
         kwargs: dict[str, Any] = {"channel": config["channel"]}
         for key in ("text", "blocks", "thread_ts", "unfurl_links"):
             if config.get(key) not in (None, ""):
                 kwargs[key] = config[key]
         try:
-            response = client.chat_postMessage(**kwargs)
+            data = _post(token, kwargs, ctx)
         except SlackApiError as exc:
-            raise _classify(exc, config["channel"]) from None
-        except AttributeError as exc:  # slack_sdk validating JSON that is not an object ([...], "...")
-            raise RetryableError(f"Slack answered with JSON that is not a Slack API answer ({exc})") from None
-        except (urllib.error.URLError, TimeoutError, OSError, SlackClientError) as exc:
-            raise RetryableError(f"Slack unreachable: {exc}") from None
-        data = response.data if isinstance(response.data, dict) else {}
+            if ctx.connection is None or _error_code(exc) not in UNAUTHORIZED_ERRORS:
+                raise _classify(exc, config["channel"]) from None
+            token = ctx.connection.refreshed_after(token)  # once, single-flight; dead: "reconnect Slack"
+            try:
+                data = _post(token, kwargs, ctx)
+            except SlackApiError as again:
+                raise _classify(again, config["channel"]) from None
         output: dict[str, JSONValue] = storable(
             {"ok": True, "channel": data.get("channel"), "ts": data.get("ts"), "message": data.get("message", {})}
         )
         return output
+
+
+def _post(token: str, kwargs: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    """One chat.postMessage; Slack's API errors come out as ``SlackApiError``, the rest classified."""
+    # deferred: as in run
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError, SlackClientError
+
+    client = WebClient(
+        token=token,
+        base_url=settings.POTAFLOW_SLACK_API_URL,
+        timeout=max(1, round(ctx.timeout_seconds)),
+        retry_handlers=[],
+    )
+    try:
+        response = client.chat_postMessage(**kwargs)
+    except AttributeError as exc:  # slack_sdk validating JSON that is not an object ([...], "...")
+        raise RetryableError(f"Slack answered with JSON that is not a Slack API answer ({exc})") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise RetryableError(f"Slack unreachable: {exc}") from None
+    except SlackApiError:
+        raise  # Slack's answer: the caller decides (refresh, or classify)
+    except SlackClientError as exc:
+        raise RetryableError(f"Slack unreachable: {exc}") from None
+    return response.data if isinstance(response.data, dict) else {}
+
+
+def _error_code(exc: SlackApiError) -> str | None:
+    data = getattr(exc.response, "data", None)
+    code = data.get("error") if isinstance(data, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _classify(exc: SlackApiError, channel: str) -> Exception:

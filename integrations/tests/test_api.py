@@ -125,7 +125,8 @@ def test_the_action_catalogue_lists_every_action_with_schema_and_credential_kind
     actions = {a["name"]: a for a in response.json()["actions"]}
     assert {"http.request", "slack.message", "email.send", "sheets.append_row", "custom", "filter",
             "transform"} <= set(actions)  # fmt: skip
-    assert actions["slack.message"]["credential_kind"] == "slack_bot_token"
+    assert actions["slack.message"]["credential_kind"] == ["slack_bot_token", "slack_oauth"]
+    assert "oauth2" in actions["http.request"]["credential_kind"]
     assert actions["email.send"]["credential_kind"] == ["smtp", "sendgrid_api_key"]
     assert actions["http.request"]["config_schema"]["required"] == ["url"]
     kinds = response.json()["credential_kinds"]

@@ -84,8 +84,8 @@ def _wait_for_health(base_url: str, proc: subprocess.Popen, log_path: Path) -> d
             last = (response.status_code, response.text)
             if response.status_code == 200:
                 return response.json()
-        except requests.ConnectionError as exc:
-            last = exc
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            last = exc  # not serving yet, or still importing Django on a loaded machine: ask again
         time.sleep(0.5)
     pytest.fail(f"/healthz never answered 200 within {START_TIMEOUT}s (last: {last}):\n{log_path.read_text()}")
 

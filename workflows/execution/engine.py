@@ -69,7 +69,7 @@ from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError, RunFiltered
 from integrations.models import Credential
 from integrations.registry import UnknownAction, get_action
-from integrations.services import credential_reveal, credential_secret_values
+from integrations.services import StepCredential, credential_for_step
 
 from .. import templating
 from ..models import (
@@ -502,8 +502,8 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             action = get_action(spec["action_type"])
         except UnknownAction as exc:
             raise PermanentError(str(exc)) from None
-        credential, credential_kind, secrets = _credential_for(run, spec, action)
-        attempt.scrub = Scrubber(tuple(secrets))
+        credential = _credential_for(run, spec, action)
+        attempt.scrub = Scrubber(tuple(credential.secret_values()) if credential else ())
         context = build_context(run, spec)
         config = templating.prepare_config(action, spec.get("config") or {})
         try:
@@ -519,11 +519,16 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             attempt=attempt.number,
             idempotency_key=idempotency_key(run.pk, step_run.position),
             timeout_seconds=policy(spec, "timeout_seconds"),
-            credential=credential,
-            credential_kind=credential_kind,
+            credential=credential.fields if credential else None,
+            credential_kind=credential.kind if credential else None,
             template_context=context,
+            connection=credential.connection if credential else None,
         )
-        output = action.run(attempt.rendered, ctx)
+        try:
+            output = action.run(attempt.rendered, ctx)
+        finally:
+            if credential is not None and credential.connection is not None:  # tokens a refresh brought in
+                attempt.scrub = Scrubber(tuple(credential.secret_values()))
     except RunFiltered as filtered:
         recording.record_filtered(attempt, filtered.output)
         return STOP
@@ -646,17 +651,14 @@ def _action_or_none(spec: dict[str, Any] | None) -> Action | None:
         return None
 
 
-def _credential_for(
-    run: Run, spec: dict[str, Any], action: Action
-) -> tuple[dict[str, Any] | None, str | None, list[str]]:
-    """The step's credential in clear, its kind, and its secret values (to scrub from what is stored)."""
+def _credential_for(run: Run, spec: dict[str, Any], action: Action) -> StepCredential | None:
+    """The step's credential in clear (a connection's token refreshed if due) and its secret values."""
     credential_id = spec.get("credential_id")
     if credential_id is None:
         if action.credential_required:
             raise PermanentError(f"the {action.name} action needs a credential and the step has none")
-        return None, None, []
+        return None
     credential = Credential.objects.filter(pk=credential_id, organization_id=run.workflow.organization_id).first()
     if credential is None:
         raise PermanentError(f"credential {credential_id} no longer exists")
-    revealed = credential_reveal(credential)
-    return revealed, credential.kind, credential_secret_values(credential, revealed)
+    return credential_for_step(credential, timeout=policy(spec, "timeout_seconds"))

@@ -62,6 +62,7 @@ from prometheus_client.utils import floatToGoString
 
 from accounts.models import Organization
 from core.broker import probe_queue
+from integrations.oauth.selectors import connection_counts
 from integrations.registry import all_actions
 
 from ..models import (
@@ -415,6 +416,14 @@ class DatabaseCollector:
         for status in UNFINISHED_RUN_STATUSES:
             unfinished.add_metric([status], counts.by_status.get(status, 0))
         yield unfinished
+        connections = GaugeMetricFamily(
+            "potaflow_connections",
+            "Connections (OAuth credentials) by kind and status; needs_reconnect: steps using them fail.",
+            labels=["kind", "status"],
+        )
+        for (kind, state), n in sorted(connection_counts().items()):
+            connections.add_metric([kind, state], n)
+        yield connections
         yield GaugeMetricFamily(
             "potaflow_oldest_unfinished_run_age_seconds",
             "Age of the oldest queued or running run (0 when there is none).",

@@ -1,4 +1,6 @@
-"""A local Google peer: the OAuth 2.0 JWT-bearer token exchange and the Sheets API v4
+"""A local Google peer: the OAuth 2.0 JWT-bearer token exchange, the OAuth 2.0 web-server
+flow (authorization code + PKCE, refresh, revocation, userinfo:
+https://developers.google.com/identity/protocols/oauth2/web-server) and the Sheets API v4
 (https://developers.google.com/identity/protocols/oauth2/service-account,
 https://developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/append).
 """
@@ -12,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
+from integrations.oauth.tests.peer import OAuthServer
 from testing.http_server import RecordedRequest, RecordingHTTPServer, Reply
 
 _rsa_cache: dict[str, Any] = {}
@@ -49,21 +52,39 @@ def _public_pem() -> bytes:
     )
 
 
-class FakeGoogle(RecordingHTTPServer):
+class FakeGoogle(OAuthServer, RecordingHTTPServer):
     """Token endpoint at ``/token`` (verifies the RS256 assertion against the generated
     key) and Sheets at ``/v4/spreadsheets``. ``sheets`` maps spreadsheet id ->
     {worksheet title -> rows}; ids in ``forbidden`` answer 403 (not shared).
+
+    As Google's authorization server (``OAuthServer``): consent at
+    ``/o/oauth2/v2/auth``, the code and refresh grants at the same ``/token``,
+    ``/revoke``, ``/v1/userinfo``. Like Google, a refresh answer carries no new
+    refresh token (``rotate`` off) and access tokens last ``expires_in`` = 3599 s.
     """
 
     SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
+    provider_name = "Google"
+    authorize_path = "/o/oauth2/v2/auth"
+    token_path = "/token"
+    revoke_path = "/revoke"
+    client_id = "1234-potaflow.apps.googleusercontent.com"
+    client_secret = "GOCSPX-google-client-secret"
+    token_prefix = "ya29.oauth-"
+    refresh_prefix = "1//refresh-"
+    email = "ada@example.com"
 
     def __init__(self) -> None:
-        super().__init__()
+        RecordingHTTPServer.__init__(self)
+        self.init_oauth()
         self.sheets: dict[str, dict[str, list[list[Any]]]] = {}
         self.forbidden: set[str] = set()
         self.failures: list[Reply] = []  # injected Sheets replies (e.g. 429, 503)
         self.tokens: set[str] = set()
         self.assertions: list[dict[str, Any]] = []
+
+    def oauth_defaults(self) -> None:
+        self.expires_in, self.rotate = 3599, False
 
     @property
     def token_uri(self) -> str:
@@ -80,9 +101,36 @@ class FakeGoogle(RecordingHTTPServer):
     def _google_error(self, code: int, message: str, status: str) -> Reply:
         return Reply(code, {"error": {"code": code, "message": message, "status": status}})
 
+    @property
+    def oauth_urls(self) -> dict[str, str]:
+        """The settings pointing PotaFlow's Google connection at this peer."""
+        return {
+            "POTAFLOW_GOOGLE_OAUTH_AUTHORIZE_URL": f"{self.url}{self.authorize_path}",
+            "POTAFLOW_GOOGLE_OAUTH_TOKEN_URL": f"{self.url}{self.token_path}",
+            "POTAFLOW_GOOGLE_OAUTH_REVOKE_URL": f"{self.url}{self.revoke_path}",
+            "POTAFLOW_GOOGLE_USERINFO_URL": f"{self.url}/v1/userinfo",
+            "POTAFLOW_GOOGLE_CLIENT_ID": self.client_id,
+            "POTAFLOW_GOOGLE_CLIENT_SECRET": self.client_secret,
+            "POTAFLOW_GOOGLE_SHEETS_API_URL": self.sheets_url,
+            "POTAFLOW_GOOGLE_DRIVE_API_URL": self.drive_url,
+        }
+
+    def _bearer_ok(self, request: RecordedRequest) -> bool:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        return token in self.tokens or self.token_state(token) == "valid"
+
     def handle(self, request: RecordedRequest) -> Reply:
         if request.path == "/token" and request.method == "POST":
+            if request.form().get("grant_type", [""])[0] in ("authorization_code", "refresh_token"):
+                return self.handle_token(request)
             return self._token(request)
+        if request.path == "/v1/userinfo":
+            if not self._bearer_ok(request):
+                return self._google_error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED")
+            return Reply(200, {"sub": "1000001", "email": self.email, "email_verified": True})
+        answer = self.handle_oauth(request)
+        if answer is not None:
+            return answer
         if request.path.startswith("/v4/spreadsheets/"):
             return self._sheets(request)
         return self._google_error(404, "Not found", "NOT_FOUND")
@@ -105,7 +153,7 @@ class FakeGoogle(RecordingHTTPServer):
         return Reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
 
     def _sheets(self, request: RecordedRequest) -> Reply:
-        if request.headers.get("authorization", "").removeprefix("Bearer ") not in self.tokens:
+        if not self._bearer_ok(request):
             return self._google_error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED")
         if self.failures:
             return self.failures.pop(0)

@@ -7,27 +7,85 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from integrations.oauth.tests.peer import OAuthServer
 from testing.http_server import RecordedRequest, RecordingHTTPServer, Reply
 
+# Slack's codes for the token answer's refusals (https://api.slack.com/methods/oauth.v2.access#errors).
+_SLACK_TOKEN_ERRORS = {"authorization_code": "invalid_code", "refresh_token": "invalid_refresh_token",
+                       "client": "invalid_client_id"}  # fmt: skip
 
-class FakeSlack(RecordingHTTPServer):
+
+class FakeSlack(OAuthServer, RecordingHTTPServer):
     """Speaks Slack's Web API conventions: HTTP 200 with ``{"ok": false, "error": code}``
     for API errors, HTTP 429 + ``Retry-After`` with ``error: ratelimited``.
+
+    And Slack's OAuth v2 (https://api.slack.com/authentication/oauth-v2): the
+    authorize page, ``oauth.v2.access`` (code, and refresh when token rotation
+    is on: ``rotate_tokens()``), ``auth.revoke``. Without rotation, as Slack by
+    default, a bot token never expires and comes without a refresh token.
     """
 
+    provider_name = "Slack"
+    authorize_path = "/oauth/v2/authorize"
+    token_path = "/api/oauth.v2.access"
+    revoke_path = "/api/auth.revoke"
+    client_id = "1111.2222"
+    client_secret = "slack-client-secret"
+    token_prefix = "xoxb-oauth-"
+    refresh_prefix = "xoxe-1-"
+    token_type = "bot"
+    team = {"id": "T0ACME", "name": "Acme Workspace"}
+
     def __init__(self) -> None:
-        super().__init__()
+        RecordingHTTPServer.__init__(self)
+        self.init_oauth()
         self.valid_tokens = {"xoxb-test-token"}
         self.channels = {"C0123456789": "general", "C0NOTMEMBER": "secret"}
         self.bot_member_of = {"C0123456789"}
         self.rate_limited: list[int] = []  # pending Retry-After values, consumed one per call
         self.posted: list[dict[str, Any]] = []
 
+    def oauth_defaults(self) -> None:
+        self.expires_in, self.rotate, self.issue_refresh_tokens = None, False, False
+
     @property
     def api_url(self) -> str:
         return f"{self.url}/api/"
 
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.url}{self.authorize_path}"
+
+    @property
+    def oauth_settings(self) -> dict[str, str]:
+        """The settings pointing PotaFlow's Slack connection at this peer."""
+        return {
+            "POTAFLOW_SLACK_API_URL": self.api_url,
+            "POTAFLOW_SLACK_OAUTH_AUTHORIZE_URL": self.authorize_url,
+            "POTAFLOW_SLACK_CLIENT_ID": self.client_id,
+            "POTAFLOW_SLACK_CLIENT_SECRET": self.client_secret,
+        }
+
+    def rotate_tokens(self, expires_in: int = 43200) -> None:
+        """Slack's token rotation on: expiring access tokens and single-use refresh tokens."""
+        self.expires_in, self.rotate, self.issue_refresh_tokens = expires_in, True, True
+
+    def token_error(self, error: str, description: str = "", status: int = 400, grant_type: str = "") -> Reply:
+        return Reply(200, {"ok": False, "error": _SLACK_TOKEN_ERRORS.get(grant_type, error)})
+
+    def extend_token_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        body["scope"] = body["scope"].replace(" ", ",")
+        return {"ok": True, **body, "bot_user_id": "U0BOT", "app_id": "A0APP", "team": self.team,
+                "enterprise": None, "is_enterprise_install": False}  # fmt: skip
+
+    def handle_revoke(self, request: RecordedRequest) -> Reply:
+        super().handle_revoke(request)
+        return Reply(200, {"ok": True, "revoked": True})
+
     def handle(self, request: RecordedRequest) -> Reply:
+        answer = self.handle_oauth(request)
+        if answer is not None:
+            return answer
         if request.path != "/api/chat.postMessage" or request.method != "POST":
             return Reply(404, {"ok": False, "error": "unknown_method"})
         if self.rate_limited:
@@ -35,8 +93,12 @@ class FakeSlack(RecordingHTTPServer):
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer "):
             return Reply(200, {"ok": False, "error": "not_authed"})
-        if auth.removeprefix("Bearer ") not in self.valid_tokens:
-            return Reply(200, {"ok": False, "error": "invalid_auth"})
+        token = auth.removeprefix("Bearer ")
+        if token not in self.valid_tokens:
+            state = self.token_state(token)
+            if state != "valid":
+                code = {"expired": "token_expired", "revoked": "token_revoked"}.get(state, "invalid_auth")
+                return Reply(200, {"ok": False, "error": code})
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             args = request.json()
