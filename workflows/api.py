@@ -430,7 +430,8 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
     def throttled(self, request: Request, wait: float | None) -> NoReturn:
         if self.action == "test":
             throttled_naming_the_setting(TestRunThrottle, "test runs", wait)
-        super().throttled(request, wait)
+        # DRF passes None when the wait is unknown (its stubs say float).
+        super().throttled(request, wait)  # type: ignore[arg-type]
         raise AssertionError("unreachable")  # DRF's throttled always raises
 
     @extend_schema(

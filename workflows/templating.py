@@ -456,11 +456,11 @@ def _check_str_method(owner: str | bytes, name: str, args: tuple, kwargs: dict[s
         tab = kwargs.get("tabsize", args[0] if args else 8)
         _check_width(tab, name)
         if _is_int(tab):
-            count = owner.count("\t" if isinstance(owner, str) else b"\t")
+            count = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
             budget.check_size(len(owner) + count * max(tab, 0), name)
-    elif name == "join" and args:
-        items = list(args[0]) if not isinstance(args[0], str | bytes) else list(args[0])
-        args = (items, *args[1:])
+    elif name == "join" and args and isinstance(args[0], list | tuple):
+        # (An iterator is not consumed here: the call's result is charged instead.)
+        items = args[0]
         budget.check_size(sum(_size(i) for i in items) + len(owner) * max(len(items) - 1, 0), "join")
     elif name == "replace" and len(args) >= 2:
         _check_replace(owner, args[0], args[1], args[2] if len(args) > 2 else kwargs.get("count"))
