@@ -16,13 +16,15 @@ Viewers read; editors and above write, run and replay. Another
 organization's ids are 404.
 """
 
+import uuid
 from typing import Any, NoReturn, cast
 
 from django import forms
 from django.conf import settings
 from django.urls import reverse
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
@@ -467,15 +469,16 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
 
     @extend_schema(
         request=None,
+        parameters=[OpenApiParameter("test_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
         responses={200: TestResultSerializer, 202: TestPendingSerializer},
         summary="The result of a test run (202 while it runs)",
     )
-    @action(detail=True, methods=["get"], url_path=r"test/(?P<test_id>[0-9a-fA-F-]{32,36})")
+    @action(detail=True, methods=["get"], url_path=r"test/(?P<test_id>[^/.]+)")
     def test_result(self, request: Request, pk: str | None = None, test_id: str | None = None) -> Response:
-        workflow = self.get_object()
+        workflow = self.get_object()  # first: another organization's workflow is a 404 whatever the test id
         try:
-            test = selectors.test_run_result(test_id)
-        except TestRun.DoesNotExist:
+            test = selectors.test_run_result(uuid.UUID(str(test_id)))
+        except (ValueError, TestRun.DoesNotExist):
             raise exceptions.NotFound("No such test run.") from None
         if test.workflow_id != workflow.pk:
             raise exceptions.NotFound("No such test run.")

@@ -622,6 +622,7 @@ def _pre_format(value: Any, *args: Any, **kwargs: Any) -> None:
 
 def _pre_indent(value: Any, width: Any = 4, *_args: Any, **kwargs: Any) -> None:
     width = kwargs.get("width", width)
+    _check_width(width, "indent")
     text = value if isinstance(value, str) else str(value)
     per_line = len(width) if isinstance(width, str) else (width if _is_int(width) else 0)
     _current_budget().check_size(len(text) + per_line * (text.count("\n") + 1), "indent")
@@ -629,6 +630,7 @@ def _pre_indent(value: Any, width: Any = 4, *_args: Any, **kwargs: Any) -> None:
 
 def _pre_wordwrap(value: Any, width: Any = 79, *args: Any, **kwargs: Any) -> None:
     width = kwargs.get("width", width)
+    _check_width(width, "wordwrap")
     wrapstring = kwargs.get("wrapstring", args[1] if len(args) > 1 else None)
     text = value if isinstance(value, str) else str(value)
     lines = len(text) // max(width if _is_int(width) else 1, 1) + text.count("\n") + 1
