@@ -440,7 +440,7 @@ POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS
 POTAFLOW_TEMPLATE_MAX_NESTING = env.int("POTAFLOW_TEMPLATE_MAX_NESTING", default=32)
 # Test runs (workflows.dry_run, executed by a worker): unfinished ones per organization at once (more: 429);
 # seconds a step sent for real may take (the step's own timeout_seconds, capped); seconds the request waits
-# for the result before answering 202 with a URL to poll (at most a quarter of a web process's threads wait).
+# for the result before answering 202 with a URL to poll (POTAFLOW_WEB_HEAVY_SLOTS threads at most wait).
 POTAFLOW_TEST_RUN_MAX_CONCURRENT = env.int("POTAFLOW_TEST_RUN_MAX_CONCURRENT", default=2)
 POTAFLOW_TEST_RUN_TIMEOUT_SECONDS = env.float("POTAFLOW_TEST_RUN_TIMEOUT_SECONDS", default=30.0)
 POTAFLOW_TEST_RUN_WAIT_SECONDS = env.float("POTAFLOW_TEST_RUN_WAIT_SECONDS", default=10.0)

@@ -91,7 +91,8 @@ class RequestFramer:
         self.limit_setting = ""
         self.target = b""
         self.pending = bytearray()  # bytes not yet consumed by the framing
-        self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by close()
+        self.memory = bytearray()  # the request's bytes, up to SPOOL_BYTES...
+        self.file: Any = None  # ...then all of them in a temporary file
         self.head_done = False
         self.expects_continue = False
         self.complete = False
@@ -103,7 +104,8 @@ class RequestFramer:
         self._in_trailers = False
 
     def close(self) -> None:
-        self.spool.close()
+        if self.file is not None:
+            self.file.close()
 
     def feed(self, data: bytes) -> bool:
         self.pending += data
@@ -115,11 +117,20 @@ class RequestFramer:
 
     def request_chunks(self) -> Iterator[bytes]:
         """The request's raw bytes, for gunicorn's parser."""
-        self.spool.seek(0)
-        return iter(partial(self.spool.read, READ_BYTES), b"")
+        if self.file is None:
+            return iter((bytes(self.memory),))
+        self.file.seek(0)
+        return iter(partial(self.file.read, READ_BYTES), b"")
 
     def _consume(self, count: int) -> None:
-        self.spool.write(self.pending[:count])
+        if self.file is not None:
+            self.file.write(self.pending[:count])
+        else:
+            self.memory += self.pending[:count]
+            if len(self.memory) > SPOOL_BYTES:
+                self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+                self.file.write(self.memory)
+                self.memory = bytearray()
         del self.pending[:count]
 
     def _finish(self) -> None:

@@ -685,7 +685,7 @@ class TemplateCheckView(APIView):
     def post(self, request: Request) -> Response:
         body = TemplateCheckSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        # Parsing is CPU work in a web thread: a quarter of the threads at most (POTAFLOW_WEB_HEAVY_SLOTS).
+        # Parsing is CPU work in a web thread: an eighth of the threads at most (POTAFLOW_WEB_HEAVY_SLOTS).
         if not templating.check_slots.acquire(timeout=2):
             raise exceptions.Throttled(wait=1, detail="The server is busy checking templates: retry in a second.")
         try:

@@ -5,6 +5,7 @@ superuser sees every organization's workflows and runs here (the admin and the
 live view), while the API scopes superusers like everyone else.
 """
 
+import itertools
 import math
 import threading
 import time
@@ -121,8 +122,8 @@ TEST_RUN_POLL_SECONDS = (0.05, 0.1, 0.2, 0.3)
 def test_run_result(test_id: Any, *, wait_seconds: float = 0.0) -> TestRun:
     """The test run, waiting up to ``wait_seconds`` for it to finish (when a waiter slot of this process is free).
 
-    Waiting holds a web thread, so at most ``POTAFLOW_WEB_HEAVY_SLOTS`` (a
-    quarter of the threads) wait at once; the rest get the unfinished row
+    Waiting holds a web thread, so at most ``POTAFLOW_WEB_HEAVY_SLOTS`` (an
+    eighth of the threads) wait at once; the rest get the unfinished row
     and the client polls.
     """
     test = TestRun.objects.get(pk=test_id)
@@ -132,7 +133,7 @@ def test_run_result(test_id: Any, *, wait_seconds: float = 0.0) -> TestRun:
         return test
     try:
         deadline = time.monotonic() + wait_seconds
-        for attempt in range(10**6):
+        for attempt in itertools.count():
             pause = TEST_RUN_POLL_SECONDS[min(attempt, len(TEST_RUN_POLL_SECONDS) - 1)]
             left = deadline - time.monotonic()
             if left <= 0:

@@ -112,7 +112,7 @@ def test_a_large_body_waits_in_a_temporary_file_not_in_memory():
     big = framer()
     big.limits = lambda target: (2_000_000, "POTAFLOW_MAX_BODY_BYTES")
     assert big.feed(b"POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1_000_000)
-    assert big.spool._rolled  # past SPOOL_BYTES: on disk
+    assert big.file is not None and not big.memory  # past SPOOL_BYTES: on disk
     assert isinstance(big.pending, bytearray) and not big.pending
     assert len(b"".join(big.request_chunks())) > 1_000_000
 
