@@ -5,6 +5,7 @@ import pytest
 pytest_plugins = [
     "testing.network",  # socket guard (no traffic beyond loopback) + local protocol peers
     "testing.worker",  # a real Celery worker (and beat) subprocess against the test database
+    "testing.files",  # the file storage under test (local disk, S3 on a local moto server)
 ]
 
 

@@ -15,6 +15,12 @@ list, see settings.py) are stored as ``[redacted]``. Signatures are verified
 on the raw request before anything is redacted.
 
 One marker (``REDACTED``) and one list of sensitive query names serve both.
+
+The OAuth redirect back (``/oauth/callback/?code=...&state=...``, see
+``integrations.oauth``) carries an authorization code and the state of a
+Connect: both are masked in logs whatever ``POTAFLOW_REDACT_QUERY`` holds (an
+operator's list replaces the defaults, and ``state`` is a common word elsewhere).
+
 A list entry is a name, a pattern (``*-token``, ``*secret*``: ``fnmatch``,
 case-insensitive) or an exemption (``!idempotency-key``: never redacted,
 whatever pattern matches it). The defaults and their sources are in
@@ -39,6 +45,11 @@ from django.conf import settings
 HOOK_PATH = re.compile(r"(/hooks/)[^/?#\s\"']+")
 QUERY_PAIR = re.compile(r"([?&;]|^)([^&=;\s?#\"']+)=([^&;\s#\"']*)")
 REDACTED = "[redacted]"
+OAUTH_CALLBACK_PATH = "/oauth/callback/"
+OAUTH_CALLBACK_QUERY = frozenset({"code", "state"})
+# The callback's query percent-encoded inside another URL's parameter: the sign-in page's
+# ``?next=/oauth/callback/%3Fcode%3D...`` when a session ended during the consent.
+ENCODED_CALLBACK_QUERY = re.compile(r"(oauth(?:/|%2F)callback(?:/|%2F)?%3F)[^&\s#\"']*", re.IGNORECASE)
 
 
 class SensitiveNames:
@@ -63,6 +74,13 @@ class SensitiveNames:
     def __bool__(self) -> bool:
         return bool(self.names or self.patterns)
 
+    def __or__(self, more: Iterable[str]) -> "SensitiveNames":
+        """These names and ``more`` (the OAuth callback's, for its path)."""
+        combined = SensitiveNames(())
+        combined.exempt, combined.patterns = self.exempt, self.patterns
+        combined.names = self.names | frozenset(n.lower() for n in more)
+        return combined
+
 
 @functools.lru_cache(maxsize=16)
 def _sensitive(entries: tuple[str, ...]) -> SensitiveNames:
@@ -76,9 +94,20 @@ def sensitive_query_names() -> SensitiveNames:
     return _sensitive(tuple(settings.POTAFLOW_REDACT_QUERY))
 
 
+def query_names_for_path(
+    path: str | None, query_names: "SensitiveNames | frozenset[str] | None" = None
+) -> "SensitiveNames | frozenset[str]":
+    """The query names masked for a request to ``path``: the sensitive ones, and the OAuth callback's."""
+    names = sensitive_query_names() if query_names is None else query_names
+    return names | OAUTH_CALLBACK_QUERY if (path or "").startswith(OAUTH_CALLBACK_PATH) else names
+
+
 def redact_url_text(text: str, query_names: SensitiveNames | frozenset[str] | None = None) -> str:
     """Mask ``/hooks/<token>`` and the values of sensitive ``name=value`` pairs in a URL or log line."""
     names = sensitive_query_names() if query_names is None else query_names
+    if OAUTH_CALLBACK_PATH in text:
+        names = names | OAUTH_CALLBACK_QUERY
+    text = ENCODED_CALLBACK_QUERY.sub(r"\1" + REDACTED, text)
     text = HOOK_PATH.sub(r"\1" + REDACTED, text)
 
     def pair(match: re.Match) -> str:
@@ -98,11 +127,7 @@ def _redacted_value(value: Any) -> Any:
     """A field as it may be written: numbers kept, anything else its text, redacted."""
     if isinstance(value, _PLAIN_TYPES):
         return value
-    if isinstance(value, str):
-        return redact_url_text(value)
-    if isinstance(value, Mapping | list | tuple):
-        return redact_url_text(str(value))
-    return redact_url_text(str(value))
+    return redact_url_text(value if isinstance(value, str) else str(value))
 
 
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:

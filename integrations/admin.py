@@ -5,6 +5,10 @@ kind's group is used, and the add page's script shows only that one); on
 change only the credential's own kind is shown.
 Secret inputs are never pre-filled: leaving one empty keeps the stored value.
 Validation and encryption go through ``services`` like the API.
+A connection shows its status, account, scopes and expiry; its tokens are
+neither shown nor editable (Connect and Disconnect live on the member
+credentials page), and a connected credential's client id and endpoints
+cannot change (``services.credential_refuse_rebinding``).
 """
 
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -22,7 +26,9 @@ from accounts.selectors import organization_ids_for
 
 from . import services
 from .credential_kinds import KINDS, Field, KindSpec, clean_fields
-from .models import Credential, CredentialKind
+from .models import ConnectionStatus, Credential, CredentialKind
+from .oauth.flow import credential_delete
+from .oauth.selectors import connection_info
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
@@ -103,12 +109,13 @@ class CredentialForm(_CredentialModelForm):
             # Validate now so errors show next to the fields; the service validates again on save.
 
             if self.instance.pk:
-                clean_fields(
+                public, _ = clean_fields(
                     kind,
                     data,
                     existing_public=self.instance.public_data,
                     existing_secret=services.credential_reveal(self.instance),
                 )
+                services.credential_refuse_rebinding(self.instance, public)
             else:
                 clean_fields(kind, data)
         except ValidationError as exc:
@@ -122,10 +129,11 @@ class CredentialForm(_CredentialModelForm):
 class CredentialAdmin(OrganizationScopedAdmin):
     form = CredentialForm
     edit_role = Role.ADMIN
-    list_display = ["name", "organization", "kind", "stored_fields", "updated_at"]
+    list_display = ["name", "organization", "kind", "stored_fields", "connection_state", "updated_at"]
     list_filter = ["kind"]
     search_fields = ["name"]
-    readonly_fields = ["stored_fields", "created_at", "updated_at"]
+    readonly_fields = ["stored_fields", "connection_state", "created_at", "updated_at"]
+    list_select_related = ["organization", "connection"]
 
     # Credentials are for admins and owners only, for reading as well.
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -157,11 +165,10 @@ class CredentialAdmin(OrganizationScopedAdmin):
         return cast(type[CredentialForm], type("ScopedCredentialForm", (base,), {"kinds": kinds}))
 
     def get_fieldsets(self, request: HttpRequest, obj: Credential | None = None) -> "_FieldsetSpec":
-        head: _FieldOpts = {
-            "fields": ["organization", "name", "kind", "stored_fields", "created_at", "updated_at"]
-            if obj
-            else ["organization", "name", "kind"]
-        }
+        shown = ["organization", "name", "kind", "stored_fields"]
+        if obj and connection_info(obj) is not None:
+            shown.append("connection_state")
+        head: _FieldOpts = {"fields": [*shown, "created_at", "updated_at"] if obj else ["organization", "name", "kind"]}
         fieldsets: list[tuple[StrOrPromise | None, _FieldOpts]] = [(None, head)]
         kinds = (obj.kind,) if obj else tuple(KINDS)
         for kind in kinds:
@@ -184,6 +191,31 @@ class CredentialAdmin(OrganizationScopedAdmin):
         rows = [(k, v) for k, v in obj.public_data.items()]
         rows += [(k, "set" if is_set else "not set") for k, is_set in services.credential_secret_markers(obj).items()]
         return format_html_join(", ", "{}: {}", rows)
+
+    @admin.display(description="Connection")
+    def connection_state(self, obj: Credential) -> str:
+        """A connection's status, account, scopes and token expiry (its tokens are never shown nor editable:
+        they come from Connect on the member credentials page, which also disconnects)."""
+        info = connection_info(obj) if obj.pk else None
+        if info is None:
+            return "-"
+        details = [str(ConnectionStatus(info.status).label)]
+        if info.account:
+            details.append(f"account {info.account}")
+        if info.scopes:
+            details.append("scopes " + " ".join(info.scopes))
+        if info.expires_at:
+            details.append(f"token expires {info.expires_at:%Y-%m-%d %H:%M} UTC (refreshed by itself)")
+        if info.message:
+            details.append(info.message)
+        return "; ".join(details)
+
+    def delete_model(self, request: HttpRequest, obj: Credential) -> None:
+        credential_delete(obj)  # a connection's tokens are revoked at the provider first, as through the API
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
+        for credential in queryset:
+            credential_delete(credential)
 
     def save_model(self, request: HttpRequest, obj: Credential, form: CredentialForm, change: bool) -> None:
         data = getattr(form, "kind_data", {})

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 import jsonschema
 
 from integrations.errors import ConfigError
+from integrations.file_access import FileAccess
 from integrations.storable import JSONValue
 from integrations.template_syntax import single_expression
 
@@ -44,7 +45,9 @@ class ActionContext:
     ``credential`` holds the decrypted secret fields of the step's credential
     (or None), each value of the type its kind's ``Field`` declares (checked when the
     credential was saved); ``credential_kind`` its kind. ``template_context`` is what the
-    config was rendered with (trigger, steps, run, workflow).
+    config was rendered with (trigger, steps, run, workflow); ``raw_config`` the config
+    before rendering (an action tells literal values from rendered, untrusted ones with it).
+    ``files`` reads and writes the organization's files (``integrations.file_access``).
     ``connection``: the token source when the credential is a connection (see ``TokenSource``).
     ``idempotency_key`` is the same for every attempt of this step in this run
     (retries, redelivery, recovery) and new for a replay or another run: an
@@ -61,6 +64,8 @@ class ActionContext:
     credential: Mapping[str, Any] | None = None
     credential_kind: str | None = None
     template_context: Mapping[str, Any] = field(default_factory=dict)
+    raw_config: Mapping[str, Any] = field(default_factory=dict)
+    files: FileAccess | None = None
     connection: TokenSource | None = None
 
 
@@ -81,6 +86,9 @@ class Action:
       filter): a worker dying in them leaves nothing in doubt.
     - ``expression_fields``: config fields that hold an expression, where a
       bare ``a > 1`` is read as ``{{ a > 1 }}`` (``filter``'s condition).
+    - ``output_limit_setting``: the setting bounding what the step's output may
+      weigh when stored, for actions whose output is the point (``file.parse``'s
+      rows); None: ``POTAFLOW_STEP_OUTPUT_MAX_BYTES`` like every other step.
 
     ``repeat_is_safe(config)`` says whether running the step again after an
     attempt of unknown outcome (its worker died mid-call) cannot duplicate an
@@ -107,6 +115,7 @@ class Action:
     credential_required: ClassVar[bool] = False
     has_side_effects: ClassVar[bool] = True
     expression_fields: ClassVar[tuple[str, ...]] = ()
+    output_limit_setting: ClassVar[str | None] = None
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> JSONValue:
         raise NotImplementedError("Action subclasses must implement run(config, ctx)")

@@ -55,6 +55,7 @@ INTEGRATIONS: tuple[str, ...] = (
     "integrations.slack",
     "integrations.email",
     "integrations.sheets",
+    "integrations.files",
     "integrations.oauth",
 )
 

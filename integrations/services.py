@@ -12,7 +12,7 @@ from accounts.models import Organization
 from .credential_kinds import clean_fields, spec_for
 from .crypto import decrypt_json, encrypt_json, rotate
 from .models import Connection, Credential, PendingAuthorization
-from .oauth.tokens import ConnectionToken, is_connection_kind, open_connection
+from .oauth.tokens import ConnectionToken, connection_spec, is_connection_kind, open_connection
 
 
 class CredentialInvalid(ValidationError):
@@ -105,9 +105,38 @@ def credential_update(
             existing_public=credential.public_data,
             existing_secret=decrypt_json(credential.secret_ciphertext),
         )
+        credential_refuse_rebinding(credential, public)
         credential.public_data = public
         credential.secret_ciphertext = encrypt_json(secret_fields)
     return _save(credential)
+
+
+def credential_refuse_rebinding(credential: Credential, public: dict[str, Any]) -> None:
+    """Refuse new values for a connected credential's ``bound_fields`` (its client id and endpoints).
+
+    Its tokens were issued to that client by that provider: with another token
+    or revocation URL the next refresh or Disconnect would hand the refresh
+    token and the client secret to whoever answers there. Disconnect first
+    (the tokens are revoked and forgotten), change the fields, Connect again.
+    Raises ``CredentialInvalid`` keyed by field (the API, the member form and the admin show it).
+    """
+    spec = connection_spec(credential.kind)
+    if spec is None or not spec.bound_fields or credential.pk is None:
+        return
+    changed = [f for f in spec.bound_fields if (public.get(f) or "") != (credential.public_data.get(f) or "")]
+    if not changed or not Connection.objects.filter(pk=credential.pk).exists():
+        return
+    label = spec.label_for(credential.name)
+    raise CredentialInvalid(
+        {
+            name: [
+                f"cannot change while {label} is connected: its tokens were issued to this client by this "
+                f"provider. Disconnect it first, then change {name} and Connect again."
+            ]
+            for name in changed
+        },
+        kind_fields=True,
+    )
 
 
 def credential_reveal(credential: Credential) -> dict[str, Any]:

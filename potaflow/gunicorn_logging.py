@@ -18,7 +18,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from core.redaction import RedactingFilter, redact_url_text, sensitive_query_names
+from core.redaction import RedactingFilter, query_names_for_path, redact_url_text
 from core.structured_logging import JsonFormatter
 
 
@@ -68,7 +68,8 @@ class RedactingLogger(Logger):
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
         atoms = super().atoms(resp, req, environ, request_time)
-        names = sensitive_query_names()
+        # The query atom ("q") has no path: the OAuth callback's code and state are known by "U".
+        names = query_names_for_path(atoms.get("U") if isinstance(atoms.get("U"), str) else None)
         for key in self.URL_ATOMS:
             if isinstance(atoms.get(key), str):
                 atoms[key] = redact_url_text(atoms[key], names)

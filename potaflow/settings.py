@@ -7,6 +7,7 @@ Redis. Every variable is documented in ``.env.example``.
 """
 
 import re
+import urllib.parse
 from datetime import timedelta
 from pathlib import Path
 
@@ -413,6 +414,72 @@ POTAFLOW_REDACT_QUERY = env.list(
     ],
 )
 POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", default=64 * 1024)
+# Files (workflows.files): where uploaded and produced files are kept, outside the database.
+# Empty: local disk under POTAFLOW_VAR_DIR/files; a path or file:///path: that folder;
+# s3://bucket/prefix: an S3-compatible bucket through django-storages (AWS_S3_ENDPOINT_URL,
+# AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_S3_REGION_NAME).
+POTAFLOW_FILE_STORAGE = env("POTAFLOW_FILE_STORAGE", default="")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default="") or None
+AWS_ACCESS_KEY_ID = env("AWS_ACCESS_KEY_ID", default="") or None
+AWS_SECRET_ACCESS_KEY = env("AWS_SECRET_ACCESS_KEY", default="") or None
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", default="") or None
+# Largest uploaded (or step-produced) file; largest multipart webhook request (files and fields);
+# files per request; bytes of files an organization may keep (0: no quota).
+POTAFLOW_UPLOAD_MAX_BYTES = env.int("POTAFLOW_UPLOAD_MAX_BYTES", default=25 * 1024 * 1024)
+POTAFLOW_UPLOAD_REQUEST_MAX_BYTES = env.int("POTAFLOW_UPLOAD_REQUEST_MAX_BYTES", default=100 * 1024 * 1024)
+POTAFLOW_UPLOAD_MAX_FILES = env.int("POTAFLOW_UPLOAD_MAX_FILES", default=10)
+POTAFLOW_FILE_QUOTA_BYTES = env.int("POTAFLOW_FILE_QUOTA_BYTES", default=1024 * 1024 * 1024)
+# Lifetime of the download links the API hands out (signed; seconds).
+POTAFLOW_FILE_LINK_SECONDS = env.int("POTAFLOW_FILE_LINK_SECONDS", default=900)
+# An upload that never finished (its web process died mid-request) is deleted by the pruner after this long.
+POTAFLOW_UPLOAD_ABANDONED_SECONDS = env.int("POTAFLOW_UPLOAD_ABANDONED_SECONDS", default=3600)
+# file.parse bounds: rows, columns, characters per cell, and the size of its output (the rows as JSON,
+# stored with the step instead of the POTAFLOW_STEP_OUTPUT_MAX_BYTES cap).
+POTAFLOW_PARSE_MAX_ROWS = env.int("POTAFLOW_PARSE_MAX_ROWS", default=50_000)
+POTAFLOW_PARSE_MAX_COLUMNS = env.int("POTAFLOW_PARSE_MAX_COLUMNS", default=200)
+POTAFLOW_PARSE_MAX_CELL_CHARS = env.int("POTAFLOW_PARSE_MAX_CELL_CHARS", default=10_000)
+POTAFLOW_PARSE_MAX_OUTPUT_BYTES = env.int("POTAFLOW_PARSE_MAX_OUTPUT_BYTES", default=16 * 1024 * 1024)
+# Files a step sends (email attachments together, a Slack upload, an HTTP body) are read into memory: at most this.
+POTAFLOW_SEND_FILE_MAX_BYTES = env.int("POTAFLOW_SEND_FILE_MAX_BYTES", default=25 * 1024 * 1024)
+
+
+def file_storage_settings(
+    value: str,
+    *,
+    endpoint_url: str | None = AWS_S3_ENDPOINT_URL,
+    access_key: str | None = AWS_ACCESS_KEY_ID,
+    secret_key: str | None = AWS_SECRET_ACCESS_KEY,
+    region_name: str | None = AWS_S3_REGION_NAME,
+) -> dict:
+    """The ``STORAGES`` entry a ``POTAFLOW_FILE_STORAGE`` value means (tests build theirs with it too)."""
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ImproperlyConfigured(f"POTAFLOW_FILE_STORAGE={value!r} names no bucket (s3://bucket/prefix).")
+        return {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": parts.netloc,
+                "location": parts.path.strip("/"),
+                "endpoint_url": endpoint_url,
+                "access_key": access_key,
+                "secret_key": secret_key,
+                "region_name": region_name,
+                "file_overwrite": True,  # keys are ids or paths a step chose: a retry writes the same object again
+                "default_acl": None,
+                "max_memory_size": 1024 * 1024,  # a download spills to a temporary file past 1 MiB
+            },
+        }
+    if parts.scheme in ("", "file"):
+        folder = BASE_DIR / (parts.path or VAR_DIR / "files")  # a relative folder: from the project
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder), "allow_overwrite": True, "base_url": None},
+        }
+    raise ImproperlyConfigured(f"POTAFLOW_FILE_STORAGE={value!r}: use a folder, file:///folder or s3://bucket/prefix.")
+
+
+STORAGES["potaflow_files"] = file_storage_settings(POTAFLOW_FILE_STORAGE)
 # A queued or retrying step whose message was lost is sent again after this long without progress.
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)

@@ -29,7 +29,8 @@ What you get:
 
   The worker is restarted only when the requested environment differs from
   the running one. ``POTAFLOW_HANDLER_MODULES`` in it is appended to the test
-  handler modules (``workflows.tests.handlers``).
+  handler modules (``workflows.tests.handlers``); ``POTAFLOW_WORKER_CONCURRENCY``
+  in it sets the pool size (default 2), for a test that needs many steps at once.
 - ``start_beat(env=None)``: a ``celery beat`` subprocess with the scheduler
   the settings name (``CELERY_BEAT_SCHEDULER``, as in production), for the
   test that needs schedules to fire; stop it with ``.stop()``.
@@ -248,10 +249,15 @@ class CeleryProcess:
 class WorkerProcess(CeleryProcess):
     kind = "worker"
 
+    @property
+    def concurrency(self) -> int:
+        """Pool processes: 2, or ``POTAFLOW_WORKER_CONCURRENCY`` of the extra environment (as in production)."""
+        return int(self.extra_env.get("POTAFLOW_WORKER_CONCURRENCY") or 2)
+
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "celery", "-A", "potaflow", "worker",
-            "--loglevel=INFO", "--concurrency=2", "--pool=prefork",
+            "--loglevel=INFO", f"--concurrency={self.concurrency}", "--pool=prefork",
             "--without-mingle", "--without-gossip", "--without-heartbeat",
             "--hostname", f"pytest-{uuid.uuid4().hex[:6]}@%h",
         ]  # fmt: skip

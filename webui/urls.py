@@ -19,6 +19,7 @@ urlpatterns = [
     path("app/runs/", views.run_list, name="runs"),
     path("app/runs/<uuid:run_id>/", views.run_page, name="run"),
     path("app/runs/<uuid:run_id>/replay/", views.run_replay, name="run-replay"),
+    path("app/runs/<uuid:run_id>/files/<uuid:file_id>/", views.run_file, name="run-file"),
     path("app/credentials/", org_views.credential_list, name="credentials"),
     path("app/credentials/new/", org_views.credential_form, name="credential-new"),
     path("app/credentials/<int:pk>/", org_views.credential_form, name="credential"),

@@ -18,6 +18,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -26,8 +27,10 @@ from integrations.models import Credential
 from integrations.oauth.selectors import needing_reconnect
 from integrations.registry import all_actions
 from workflows import dry_run, services, versions
+from workflows import selectors as workflow_selectors
 from workflows.admin.widgets import cron_description, human_duration, next_firings
 from workflows.api import WorkflowSerializer
+from workflows.files.download import file_response
 from workflows.intake.signatures import SignatureScheme
 from workflows.models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, StepRunStatus, TriggerType, Workflow
 from workflows.pagination import RunListPaginator
@@ -260,8 +263,20 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
         definition_changed=run.workflow_version != run.workflow.version,
         state_url=reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
         nav="runs",
+        files=list(workflow_selectors.run_files(run)),
     )
     return render(request, "webui/run_page.html", context)
+
+
+@require_GET
+@login_required
+def run_file(request: HttpRequest, run_id: Any, file_id: Any) -> HttpResponseBase:
+    """A run's file for a member of its organization (any role); 404 for everyone else."""
+    run, _membership = selectors.run_for(request.user, run_id)
+    row = workflow_selectors.run_file_for(run, file_id)
+    if row is None:
+        raise Http404("No such file in this run.")
+    return file_response(row)
 
 
 @require_POST

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.urls import reverse
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
@@ -41,10 +41,12 @@ from accounts.throttles import SettingRateThrottle
 
 from . import portability, selectors, services, templating
 from .execution import recording
+from .files import links
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
     Run,
+    RunFile,
     RunStatus,
     RunTrigger,
     StepAttempt,
@@ -117,6 +119,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "hmac_algorithm",
             "hmac_encoding",
             "hmac_prefix",
+            "webhook_body_as_file",
             "schedule",
             "timezone",
             "version",
@@ -183,6 +186,7 @@ class ExportWorkflowSerializer(serializers.Serializer):
     hmac_algorithm = serializers.CharField(required=False)
     hmac_encoding = serializers.CharField(required=False)
     hmac_prefix = serializers.CharField(required=False, allow_blank=True)
+    webhook_body_as_file = serializers.BooleanField(required=False)
     webhook_secret_set = serializers.BooleanField(
         required=False, help_text="Informative: the exported workflow had a webhook secret (never exported)."
     )
@@ -378,11 +382,30 @@ class RunSerializer(serializers.ModelSerializer):
         ]
 
 
+class RunFileSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField(
+        help_text="A signed link to the bytes, valid POTAFLOW_FILE_LINK_SECONDS (then 410: read the run again)."
+    )
+
+    def get_download_url(self, row: RunFile) -> str:
+        return links.download_url(row, self.context.get("request"))
+
+    class Meta:
+        model = RunFile
+        fields = ["id", "field", "origin", "name", "size", "content_type", "sha256", "created_at", "download_url"]
+
+
 class RunDetailSerializer(RunSerializer):
     steps = StepRunSerializer(many=True, read_only=True, source="step_runs")
+    files = serializers.SerializerMethodField(help_text="The run's files (uploads and files its steps wrote).")
+
+    @extend_schema_field(RunFileSerializer(many=True))
+    def get_files(self, run: Run) -> list[dict[str, Any]]:
+        rows = selectors.run_files(run)
+        return list(RunFileSerializer(rows, many=True, context=self.context).data)
 
     class Meta(RunSerializer.Meta):
-        fields = [*RunSerializer.Meta.fields, "steps"]
+        fields = [*RunSerializer.Meta.fields, "steps", "files"]
 
 
 # -- views -----------------------------------------------------------------------------

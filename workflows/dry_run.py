@@ -34,6 +34,7 @@ from integrations.services import StepCredential, credential_for_step
 
 from . import templating
 from .execution.recording import Scrubber
+from .files.services import RunFileAccess
 from .models import STEP_SPEC_FIELDS, Step, StepRun, StepRunStatus, Workflow
 from .validation import validate_definition
 
@@ -160,6 +161,8 @@ def _test_step(
         credential=opened.fields if opened else None,
         credential_kind=credential.kind if credential is not None else None,
         template_context=context,
+        raw_config=row.config or {},
+        files=RunFileAccess(organization_id=workflow.organization_id),  # a test run's files are detached: pruned
         connection=opened.connection if opened else None,
     )
     if send and action.has_side_effects:
@@ -226,7 +229,7 @@ def _http_preview(config: dict[str, Any], credential: Any) -> dict[str, Any]:
     notes: list[str] = []
     if credential is not None:
         public = credential.public_data or {}
-        if credential.kind == "http_bearer":
+        if credential.kind in ("http_bearer", "oauth2"):  # oauth2: the connection's access token
             headers["Authorization"] = f"Bearer {MASK}"
         elif credential.kind == "http_basic":
             headers["Authorization"] = f"Basic {MASK} ({public.get('username', '')})"

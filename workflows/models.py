@@ -81,6 +81,11 @@ class Workflow(models.Model):
     hmac_prefix = models.CharField(
         max_length=32, blank=True, help_text='hmac scheme: text before the digest, e.g. "sha256=".'
     )
+    webhook_body_as_file = models.BooleanField(
+        default=False,
+        help_text="Keep a webhook body that is not JSON, a form or text (an image, a PDF, a zip...) as a file, "
+        "trigger.files.body, streamed to the file storage (instead of base64 in trigger.body).",
+    )
     schedule = models.CharField(max_length=100, blank=True, help_text='5-field cron expression, e.g. "*/5 * * * *".')
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone of the schedule.")
     version = models.PositiveIntegerField(default=1, editable=False)
@@ -351,6 +356,55 @@ class StepAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} ({self.outcome or 'running'})"
+
+
+class FileOrigin(models.TextChoices):
+    UPLOAD = "upload", "Uploaded to a webhook"
+    STEP = "step", "Written by a step"
+    STORED = "stored", "Kept by file.store"
+
+
+class FileState(models.TextChoices):
+    UPLOADING = "uploading", "Being written"
+    READY = "ready", "Ready"
+
+
+class RunFile(models.Model):
+    """A file kept outside the database (``workflows.files``): its storage key and what it is.
+
+    The bytes live in the file storage (``POTAFLOW_FILE_STORAGE``) under ``key``,
+    which PotaFlow makes up (never the name a sender chose). A row is written
+    ``uploading`` *before* its bytes, so a process dying mid-write leaves a row
+    the pruner finds (``POTAFLOW_UPLOAD_ABANDONED_SECONDS``), never an object
+    nobody knows about. An upload or a step's file belongs to its run: deleting
+    the run detaches it (``run`` becomes null) and the pruner's next pass
+    deletes its bytes and row. ``stored`` files (``file.store``) are kept.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # SET_NULL, not CASCADE: the row must outlive a deletion until its bytes are deleted too.
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.SET_NULL, null=True, related_name="+")
+    run = models.ForeignKey(Run, on_delete=models.SET_NULL, null=True, blank=True, related_name="files")
+    origin = models.CharField(max_length=8, choices=FileOrigin.choices)
+    state = models.CharField(max_length=10, choices=FileState.choices, default=FileState.UPLOADING)
+    field = models.CharField(max_length=100, blank=True, help_text="The form field or step that gave it.")
+    name = models.CharField(max_length=255, help_text="As sent (shown, never used as a path).")
+    content_type = models.CharField(max_length=255, blank=True, help_text="As sent, not trusted.")
+    size = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    key = models.CharField(max_length=1024, unique=True, help_text="Where the bytes are in the file storage.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            # What the pruner looks for: writes that never finished, and files whose run is gone.
+            models.Index(fields=["created_at"], name="runfile_uploading_idx", condition=Q(state="uploading")),
+            models.Index(fields=["created_at"], name="runfile_detached_idx", condition=Q(run__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size} bytes)"
 
 
 class MetricBaseline(models.Model):

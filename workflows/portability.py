@@ -42,8 +42,11 @@ EXPORT_WORKFLOW_FIELDS = (
     "trigger_type",
     "schedule",
     "timezone",
+    "webhook_body_as_file",
     *(f for f in SIGNING_FIELDS if f != "webhook_secret_previous"),
 )
+# Switches (true/false), exported only when on: a document of a workflow without them stays as it was.
+EXPORT_SWITCHES = ("webhook_body_as_file",)
 EXPORT_STEP_FIELDS = STEP_SPEC_FIELDS
 TOP_LEVEL_KEYS = {"potaflow_export", "exported_at", "source", "template", "workflow", "steps"}
 CATALOG_DIR = Path(__file__).resolve().parent / "templates_catalog"
@@ -58,7 +61,11 @@ def workflow_export(workflow: Workflow) -> dict[str, Any]:
         "exported_at": timezone.now().isoformat(),
         "source": {"workflow_id": workflow.pk, "version": workflow.version},
         "workflow": {
-            **{field: getattr(workflow, field) for field in EXPORT_WORKFLOW_FIELDS},
+            **{
+                field: getattr(workflow, field)
+                for field in EXPORT_WORKFLOW_FIELDS
+                if field not in EXPORT_SWITCHES or getattr(workflow, field)
+            },
             "webhook_secret_set": bool(workflow.webhook_secret),
         },
         "steps": [
@@ -156,6 +163,11 @@ def _workflow_fields(raw: Any, add) -> dict[str, Any]:
             continue  # informative: the secret itself never travels
         if key not in EXPORT_WORKFLOW_FIELDS:
             add(f"workflow.{key}", f"Unknown workflow field {key!r}.")
+        elif key in EXPORT_SWITCHES:
+            if isinstance(value, bool):
+                fields[key] = value
+            else:
+                add(f"workflow.{key}", f"{key} must be true or false.")
         elif not isinstance(value, str):
             add(f"workflow.{key}", f"{key} must be a string.")
         else:

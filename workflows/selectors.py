@@ -20,7 +20,7 @@ from django.utils import timezone
 from accounts.models import Organization, Role, User
 from accounts.selectors import organizations_for, scope_to_user, sole_organization
 
-from .models import Run, RunStatus, TestRun, TestRunStatus, Workflow
+from .models import FileState, Run, RunFile, RunStatus, TestRun, TestRunStatus, Workflow
 
 STATS_WINDOW = timedelta(hours=24)
 
@@ -112,6 +112,35 @@ def run_stats(runs: QuerySet, *, now: Any = None) -> dict[str, Any]:
             "p95": _percentile(durations, finished, 0.95),
         },
     }
+
+
+def run_files(run: Run) -> QuerySet[RunFile]:
+    """The files a run owns (uploads and what its steps wrote), ready ones only, oldest first.
+
+    A replay shares its original's files (the same payload references them): listed on the
+    run that owns them, and on the replay once its original is gone (``hand_over_to_replays``).
+    """
+    referenced = _payload_file_ids(run.payload)
+    owned = Q(run=run)
+    if referenced:  # a replay's uploads: its original's, the same organization's
+        owned |= Q(pk__in=referenced, organization_id=run.workflow.organization_id)
+    return RunFile.objects.filter(owned, state=FileState.READY).order_by("created_at", "id")
+
+
+def _payload_file_ids(payload: Any) -> list[str]:
+    files = payload.get("files") if isinstance(payload, dict) else None
+    if not isinstance(files, dict):
+        return []
+    refs = [ref for value in files.values() for ref in (value if isinstance(value, list) else [value])]
+    return [ref["id"] for ref in refs if isinstance(ref, dict) and isinstance(ref.get("id"), str)][:100]
+
+
+def run_file_for(run: Run, file_id: Any) -> RunFile | None:
+    """One of ``run``'s files by id (None: not this run's, malformed, or not ready)."""
+    try:
+        return run_files(run).filter(pk=file_id).first()
+    except ValidationError:
+        return None
 
 
 # Web threads that may wait for a test run's result at once (per process); the others answer 202 at once.

@@ -87,6 +87,7 @@ def workflow_create(
     webhook_secret: str = "",
     schedule: str = "",
     timezone: str = "UTC",  # noqa: A002 - the field's name
+    webhook_body_as_file: bool = False,
     steps: Sequence[Mapping[str, Any]] = (),
     **signing: Any,
 ) -> Workflow:
@@ -104,6 +105,7 @@ def workflow_create(
         webhook_secret=webhook_secret,
         schedule=schedule,
         timezone=timezone,
+        webhook_body_as_file=webhook_body_as_file,
         created_by=created_by,
     )
     step_rows = validate_definition(workflow, steps)

@@ -2,6 +2,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from . import api, live
+from .files import download
 from .intake import webhooks
 from .ops import stats
 
@@ -16,6 +17,7 @@ router.register("api/templates", api.TemplateViewSet, basename="template")
 urlpatterns = [
     path("hooks/<str:token>", webhooks.hook, name="webhook"),
     path("hooks/<str:token>/", webhooks.hook),
+    path("files/<str:token>", download.download, name="file-download"),
     path("runs/<uuid:run_id>/live", live.run_live, name="run-live"),
     path("runs/<uuid:run_id>/live.json", live.run_live_state, name="run-live-state"),
     path("api/stats/", stats.StatsView.as_view(), name="stats"),

@@ -42,6 +42,7 @@ def limits() -> dict[str, tuple[float, float]]:
 
 WORKFLOW_FIELDS = (
     *("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone"),
+    "webhook_body_as_file",
     *signatures.SIGNING_FIELDS,
 )
 

@@ -6,6 +6,7 @@ organization's SMTP server, a ``sendgrid_api_key`` credential through SendGrid
 first use, so processes that never send through SendGrid do not carry it.
 """
 
+import base64
 import json
 import smtplib
 import socket
@@ -13,6 +14,8 @@ import ssl
 import time
 import urllib.error
 from collections.abc import Mapping
+from email import encoders
+from email.mime.base import MIMEBase
 from email.utils import make_msgid
 from functools import cached_property
 from typing import Any
@@ -24,6 +27,7 @@ from django.core.mail.backends.smtp import EmailBackend
 from integrations import errors, net
 from integrations.base import Action, ActionContext
 from integrations.errors import PermanentError, RetryableError
+from integrations.file_access import FileInfo
 from integrations.storable import JSONValue
 
 from .credentials import SENDGRID_API_KEY, SMTP
@@ -97,6 +101,12 @@ class SendEmail(Action):
             "text": {"type": "string"},
             "html": {"type": "string"},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "attachments": {
+                "type": "array",
+                "items": {"type": ["object", "string"]},
+                "description": "Files to attach: a list of file references ({{ trigger.files.<field> }}), "
+                "at most POTAFLOW_SEND_FILE_MAX_BYTES together",
+            },
         },
     }
 
@@ -129,6 +139,7 @@ class SendEmail(Action):
         }
         domain = from_email.rsplit("@", 1)[-1].strip(">") or "potaflow.local"
         message["message_id"] = stable_message_id(ctx.idempotency_key, domain)
+        message["attachments"] = _attachments(config.get("attachments"), ctx)
         if not (message["text"] or message["html"]):
             raise PermanentError("config.text / config.html: the message has no body after rendering")
         if ctx.credential_kind == SENDGRID_API_KEY.kind:
@@ -176,6 +187,8 @@ def _send_smtp(message: dict[str, Any], ctx: ActionContext) -> dict[str, JSONVal
         email.attach_alternative(message["html"], "text/html")
     elif message["html"]:
         email.content_subtype = "html"
+    for info, data in message["attachments"]:
+        email.attach(_mime_attachment(info, data))
     where = f"SMTP {host}:{port}"
     try:
         email.send()
@@ -205,7 +218,42 @@ def _send_smtp(message: dict[str, Any], ctx: ActionContext) -> dict[str, JSONVal
         "cc": message["cc"],
         "bcc_count": len(message["bcc"]),
         "subject": message["subject"],
+        "attachments": _attachment_refs(message),
     }
+
+
+def _attachments(value: Any, ctx: ActionContext) -> list[tuple[FileInfo, bytes]]:
+    """The rendered ``attachments`` (a list of file references) read within POTAFLOW_SEND_FILE_MAX_BYTES together."""
+    if value in (None, "", []):
+        return []
+    refs = value if isinstance(value, list) else [value]
+    if ctx.files is None:
+        raise PermanentError("this step runs without access to files")
+    budget = settings.POTAFLOW_SEND_FILE_MAX_BYTES
+    attached = []
+    for index, ref in enumerate(refs):
+        info, data = ctx.files.read(ref, field=f"config.attachments[{index}]", limit=budget,
+                                    setting="POTAFLOW_SEND_FILE_MAX_BYTES (all attachments together)")  # fmt: skip
+        budget -= len(data)
+        attached.append((info, data))
+    return attached
+
+
+def _mime_attachment(info: FileInfo, data: bytes) -> MIMEBase:
+    """The file as a base64 part whatever its type: a text/* part would have its line endings
+    rewritten on the way (CRLF), and an attachment must arrive byte for byte."""
+    maintype, _, subtype = (info.content_type or "application/octet-stream").partition("/")
+    if not (maintype and subtype) or any(c in maintype + subtype for c in "\r\n;"):
+        maintype, subtype = "application", "octet-stream"
+    part = MIMEBase(maintype, subtype.strip())
+    part.set_payload(data)
+    encoders.encode_base64(part)
+    part.add_header("Content-Disposition", "attachment", filename=info.name)
+    return part
+
+
+def _attachment_refs(message: dict[str, Any]) -> list[JSONValue]:
+    return [info.as_ref() for info, _data in message["attachments"]]
 
 
 def stable_message_id(idempotency_key: str, domain: str) -> str:
@@ -251,6 +299,16 @@ def sendgrid_body(message: dict[str, Any]) -> dict[str, Any]:
         body["custom_args"] = {"potaflow_message_id": message["message_id"]}
     if headers:
         body["headers"] = headers
+    if message.get("attachments"):
+        body["attachments"] = [
+            {
+                "content": base64.b64encode(data).decode(),
+                "filename": info.name,
+                "type": info.content_type or "application/octet-stream",
+                "disposition": "attachment",
+            }
+            for info, data in message["attachments"]
+        ]
     return body
 
 
@@ -284,6 +342,7 @@ def _send_sendgrid(message: dict[str, Any], ctx: ActionContext) -> dict[str, JSO
         "cc": message["cc"],
         "bcc_count": len(message["bcc"]),
         "subject": message["subject"],
+        "attachments": _attachment_refs(message),
     }
 
 

@@ -13,6 +13,9 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+import urllib3
+from django.conf import settings
+
 from integrations import net
 from integrations.base import Action, ActionContext, is_single_expression
 from integrations.errors import ConfigError, PermanentError
@@ -27,6 +30,7 @@ REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 _scalar = {"type": ["string", "number", "boolean"]}
+_FILE_REF = {"type": ["object", "string"], "description": "A file reference"}
 
 
 def url_problem(url: str) -> str | None:
@@ -67,8 +71,21 @@ class HttpRequest(Action):
             "url": {"type": "string", "minLength": 1},
             "query": {"type": "object", "additionalProperties": _scalar},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-            "body_type": {"type": "string", "enum": ["json", "form", "raw"], "default": "json"},
-            "body": {"description": "JSON value (json), object of scalars (form) or string (raw)"},
+            "body_type": {"type": "string", "enum": ["json", "form", "raw", "multipart", "file"], "default": "json"},
+            "body": {
+                "description": "JSON value (json), object of scalars (form, multipart fields), string (raw), "
+                "or a file reference (file: the file's bytes are the body)"
+            },
+            "files": {
+                "type": "object",
+                "additionalProperties": _FILE_REF,
+                "description": "multipart: form field -> file reference ({{ trigger.files.<field> }})",
+            },
+            "save_response_as_file": {
+                "type": ["boolean", "string"],
+                "description": "Keep the response body as a file of the run (true, or the file's name); "
+                "the output's file is its reference. At most POTAFLOW_UPLOAD_MAX_BYTES.",
+            },
             "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
             "expected_status": {
                 "type": "array",
@@ -115,6 +132,12 @@ class HttpRequest(Action):
                 raise ConfigError("config.body: a form body must be an object", field="config.body")
             if body_type == "raw" and not isinstance(body, str):
                 raise ConfigError("config.body: a raw body must be a string", field="config.body")
+            if body_type == "multipart" and not isinstance(body, dict):
+                raise ConfigError("config.body: multipart fields must be an object", field="config.body")
+        if body_type == "file" and body is None:
+            raise ConfigError("config.body: body_type file needs a file reference in body", field="config.body")
+        if config.get("files") and body_type != "multipart":
+            raise ConfigError("config.files: files are sent with body_type multipart", field="config.files")
 
     def validate_credential_use(self, config: Any, credential_public: Mapping[str, Any]) -> None:
         """A static URL outside the credential's ``allowed_hosts`` is refused when the step is saved."""
@@ -150,7 +173,7 @@ class HttpRequest(Action):
                 credential_hosts.check(ctx.credential.get("allowed_hosts"), url)
             except credential_hosts.NotAllowed as exc:
                 raise PermanentError(f"{exc}; nothing was sent") from None
-        body = _encode_body(config, headers)
+        body = _encode_body(config, headers, ctx)
         deadline = time.monotonic() + timeout
         response, final_url, redirects = self._send(method, url, headers, body, auth_headers, deadline, config, ctx)
         if response.status == 401 and ctx.connection is not None and auth_headers and final_url == url:
@@ -160,6 +183,12 @@ class HttpRequest(Action):
             token = ctx.connection.refreshed_after(ctx.connection.access_token)
             auth_headers = _auth_headers(ctx, access_token=token)
             response, final_url, redirects = self._send(method, url, headers, body, auth_headers, deadline, config, ctx)
+        save_as = config.get("save_response_as_file")
+        if save_as and ctx.files is not None:
+            name = save_as if isinstance(save_as, str) else ""
+            return transport.save_as_file(
+                response, final_url, redirects, config.get("expected_status"), ctx.files, name
+            )
         return transport.result(response, final_url, redirects, config.get("expected_status"))
 
     def _send(
@@ -242,11 +271,14 @@ def _auth_headers(ctx: ActionContext, *, access_token: str | None = None) -> dic
     return auth_headers({**cred, "access_token": access_token} if access_token else cred)
 
 
-def _encode_body(config: dict[str, Any], headers: dict[str, str]) -> bytes | None:
+def _encode_body(config: dict[str, Any], headers: dict[str, str], ctx: ActionContext) -> bytes | None:
+    body_type = config.get("body_type", "json")
+    has_type = any(k.lower() == "content-type" for k in headers)
+    if body_type in ("multipart", "file"):
+        return _file_body(config, headers, ctx, has_type)
     if "body" not in config or config["body"] is None:
         return None
-    body, body_type = config["body"], config.get("body_type", "json")
-    has_type = any(k.lower() == "content-type" for k in headers)
+    body = config["body"]
     if body_type == "form":
         if not isinstance(body, dict):
             raise PermanentError("config.body: a form body must be an object")
@@ -260,3 +292,30 @@ def _encode_body(config: dict[str, Any], headers: dict[str, str]) -> bytes | Non
     if not has_type:
         headers["Content-Type"] = "application/json"
     return json.dumps(body).encode()
+
+
+def _file_body(config: dict[str, Any], headers: dict[str, str], ctx: ActionContext, has_type: bool) -> bytes:
+    """A file as the raw body (``file``) or as multipart parts (``multipart``), read within
+    POTAFLOW_SEND_FILE_MAX_BYTES (all files together)."""
+    if ctx.files is None:
+        raise PermanentError("this step runs without access to files")
+    budget = settings.POTAFLOW_SEND_FILE_MAX_BYTES
+    if config.get("body_type") == "file":
+        info, data = ctx.files.read(config.get("body"), field="config.body", limit=budget,
+                                    setting="POTAFLOW_SEND_FILE_MAX_BYTES")  # fmt: skip
+        if not has_type:
+            headers["Content-Type"] = info.content_type or "application/octet-stream"
+        return data
+    fields: list[tuple[str, Any]] = []
+    for name, value in (config.get("body") or {}).items():
+        fields.append((str(name), value if isinstance(value, str) else json.dumps(value)))
+    for name, ref in (config.get("files") or {}).items():
+        info, data = ctx.files.read(ref, field=f"config.files.{name}", limit=budget,
+                                    setting="POTAFLOW_SEND_FILE_MAX_BYTES")  # fmt: skip
+        budget -= len(data)
+        fields.append((str(name), (info.name, data, info.content_type or "application/octet-stream")))
+    encoded, content_type = urllib3.encode_multipart_formdata(fields)
+    for key in [key for key in headers if key.lower() == "content-type"]:
+        del headers[key]  # the boundary is ours: a Content-Type set in headers is replaced
+    headers["Content-Type"] = content_type
+    return encoded

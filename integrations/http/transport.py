@@ -16,6 +16,7 @@ from django.conf import settings
 
 from integrations import errors, net
 from integrations.errors import PermanentError, RetryableError
+from integrations.file_access import FileAccess
 from integrations.storable import storable
 
 from . import pools
@@ -155,3 +156,53 @@ def _charset(content_type: str) -> str:
         if key.lower() == "charset" and value:
             return value.strip('"')
     return "utf-8"
+
+
+def save_as_file(
+    response: urllib3.BaseHTTPResponse,
+    url: str,
+    redirects: list[str],
+    expected: list[int] | None,
+    files: FileAccess,
+    name: str,
+) -> dict[str, Any]:
+    """A successful answer's body kept as a file of the run, streamed within POTAFLOW_UPLOAD_MAX_BYTES;
+    the output carries its reference instead of the body. An unsuccessful one fails as ``result`` says."""
+    status = response.status
+    if not (status in expected if expected else 200 <= status < 400):
+        return result(response, url, redirects, expected)
+    headers = {key.lower(): ", ".join(response.headers.getlist(key)) for key in response.headers}
+    content_type = headers.get("content-type", "")
+    try:
+        info = files.create(
+            name=name or _download_name(headers.get("content-disposition", ""), url),
+            content_type=content_type,
+            chunks=response.stream(64 * 1024, decode_content=True),
+            limit=settings.POTAFLOW_UPLOAD_MAX_BYTES,
+            setting="POTAFLOW_UPLOAD_MAX_BYTES",
+        )
+    except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+        response.close()
+        raise RetryableError(f"timed out reading the response from {url}: {exc}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        response.close()
+        raise RetryableError(f"connection error reading the response from {url}: {exc}") from None
+    except BaseException:
+        response.close()  # refused mid-body (too large): the rest stays unread, the connection is not reused
+        raise
+    finally:
+        response.release_conn()
+    output: dict[str, Any] = {"status": status, "headers": storable(headers), "file": info.as_ref(), "url": url}
+    if redirects:
+        output["redirects"] = redirects
+    return output
+
+
+def _download_name(disposition: str, url: str) -> str:
+    """The name a server suggests (Content-Disposition), else the URL's last path segment."""
+    for part in disposition.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "filename" and value.strip('"'):
+            return value.strip('"')
+    last = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+    return last or "download"

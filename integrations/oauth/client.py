@@ -62,6 +62,9 @@ def _session(config: ProviderConfig, timeout: float) -> "OAuth2Session":
         default_timeout=timeout,
     )
     guarded_requests.guarded_session(session=session)
+    # An OAuth endpoint that redirects is not followed: a 307/308 would carry the form body (the
+    # refresh token, the code, the client secret) to wherever it points, beyond the configured URL.
+    session.max_redirects = 0
     return session
 
 
@@ -90,6 +93,12 @@ def _call(config: ProviderConfig, what: str, call: Callable[[], Any]) -> dict[st
         raise ProviderUnreachable(f"{what} at {config.label}: {exc}; nothing was sent", retryable=False) from None
     except net.ResolutionError as exc:
         raise ProviderUnreachable(f"{what} at {config.label}: {exc}", retryable=exc.temporary) from None
+    except requests.TooManyRedirects:
+        raise ProviderUnreachable(
+            f"{what} at {config.label}: the endpoint answered with a redirect, which is not followed "
+            "(tokens and the client secret go only to the configured URL); nothing more was sent",
+            retryable=False,
+        ) from None
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
         raise ProviderUnreachable(f"{what} at {config.label}: HTTP {status}", retryable=True) from None

@@ -8,11 +8,13 @@ credential), then connects it. ``http.request`` sends
 ``Authorization: Bearer <access token>``.
 """
 
+import ipaddress
 import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from integrations import net
 from integrations.base import Field, KindSpec
 from integrations.http.credentials import ALLOWED_HOSTS
 
@@ -35,7 +37,27 @@ def clean_url(value: object) -> str:
         raise ValueError("must be an http:// or https:// URL with a host")
     if parts.username or parts.password or parts.fragment:
         raise ValueError("must not carry user info or a #fragment")
+    _refuse_private_literal(parts.hostname)
     return url
+
+
+def _refuse_private_literal(host: str) -> None:
+    """An IP literal that is not public (10.x, 169.254.169.254, ::1...) is refused when saved, unless allowed.
+
+    A host name is checked when it is used (``integrations.guarded_requests``: every request of the
+    OAuth client resolves and checks it), as for every destination.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    try:
+        net.check_address(address, host=host)
+    except net.BlockedDestination:
+        raise ValueError(
+            f"points at {host}, which is not a public address (an operator may allow it with "
+            "POTAFLOW_ALLOW_PRIVATE_DESTINATIONS)"
+        ) from None
 
 
 def clean_scopes(value: object) -> list[str]:
@@ -103,7 +125,9 @@ OAUTH2 = KindSpec(
     ),
     help="Register PotaFlow at the provider with the redirect URL shown here, then Connect.",
     auth_headers=_bearer,
-    connection=ConnectionSpec(label=None, config=_config),
+    connection=ConnectionSpec(
+        label=None, config=_config, bound_fields=("client_id", "authorize_url", "token_url", "revocation_url")
+    ),
 )
 
 __all__ = ["OAUTH2", "clean_scopes", "clean_url", "redirect_uri"]

@@ -57,6 +57,10 @@ class ConnectionSpec:
     config: Callable[[Mapping[str, Any]], ProviderConfig]
     # Shown next to Connect: what the admin registers at the provider (scopes, where).
     help: str = ""
+    # The credential's fields naming who issued its tokens and to which client (the generic kind's
+    # client id and endpoints): they cannot change while it is connected, or the refresh token and
+    # the client secret would go to an endpoint that did not issue them.
+    bound_fields: tuple[str, ...] = ()
 
     def label_for(self, credential_name: str) -> str:
         return self.label or f"“{credential_name}”"

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.redaction import REDACTED
 from integrations.credential_kinds import spec_for
 from integrations.crypto import decrypt_json, encrypt_json
 from integrations.errors import PermanentError, RetryableError
@@ -182,6 +183,13 @@ def open_connection(
     )
 
 
+def _masked(text: str, tokens: Mapping[str, str]) -> str:
+    """``text`` (a provider's answer quoted in an error) without any of ``tokens``: a provider may echo them."""
+    for value in sorted((v for v in tokens.values() if len(v) >= 8), key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
+
+
 def _refresh(
     credential_id: int, config: ProviderConfig, label: str, timeout: float, *, rejected: str | None
 ) -> dict[str, str]:
@@ -211,11 +219,11 @@ def _refresh(
                 answer = client.refresh(config, tokens["refresh_token"], timeout)
             except client.GrantRefused as exc:
                 if exc.error not in config.dead_grant_errors:
-                    raise PermanentError(f"refreshing the {label} token failed: {exc}") from None
-                dead = str(exc)
+                    raise PermanentError(f"refreshing the {label} token failed: {_masked(str(exc), tokens)}") from None
+                dead = _masked(str(exc), tokens)
             except client.ProviderUnreachable as exc:
                 error = RetryableError if exc.retryable else PermanentError
-                raise error(f"refreshing the {label} token failed: {exc}") from None
+                raise error(f"refreshing the {label} token failed: {_masked(str(exc), tokens)}") from None
             else:
                 tokens = _stored(answer, tokens["refresh_token"])
                 row.token_ciphertext = encrypt_json(tokens)

@@ -70,7 +70,7 @@ class _Unauthorized(Exception):  # noqa: N818 - a signal: the connection's token
 
 
 def append_row(config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
-    """Append ``config["values"]`` as the service account or the connected Google account; the step's output.
+    """Append ``config["rows"]`` as the service account or the connected Google account; the step's output.
 
     A connection's token refused with a 401 is refreshed once (single-flight,
     ``ctx.connection``) and the call made once more.
@@ -104,7 +104,7 @@ def _append(
     config: dict[str, Any], ctx: ActionContext, credentials: Any, *, who: str, connection: bool
 ) -> dict[str, JSONValue]:
     key = spreadsheet_key(config["spreadsheet"])
-    values = ["" if v is None else v for v in config["values"]]
+    rows = config["rows"]  # made safe by the action (formulas from untrusted input are text)
     option = config.get("value_input_option") or "RAW"
     client_email = who
     allow = net.current_allow_list()
@@ -124,8 +124,8 @@ def _append(
         worksheet = spreadsheet.worksheet(title) if title else spreadsheet.get_worksheet(0)
         if worksheet is None:
             raise PermanentError(f"spreadsheet {key} has no worksheet")
-        result = worksheet.append_row(
-            values,
+        result = worksheet.append_rows(
+            rows,
             # A template may render any string; Google answers an unknown option with a 400.
             value_input_option=option,  # type: ignore[arg-type]  # gspread's StrEnum; its values are these strings
             insert_data_option=gspread.utils.InsertDataOption.insert_rows,

@@ -14,8 +14,9 @@ processes that never post to Slack (web, beat) do not carry it.
 
 from __future__ import annotations
 
+import functools
 import urllib.error
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -42,13 +43,16 @@ _NOT_JSON = "Received a response in a non-JSON format:"
 class SlackMessage(Action):
     name = "slack.message"
     title = "Slack message"
-    description = "Post a message (text and/or Block Kit blocks) to a channel, optionally in a thread."
+    description = (
+        "Post a message (text and/or Block Kit blocks) to a channel, optionally in a thread; "
+        "or upload a file there with the text as its comment."
+    )
     credential_kind = (SLACK_BOT_TOKEN.kind, SLACK_OAUTH.kind)
     credential_required = True
     config_schema = {
         "type": "object",
         "required": ["channel"],
-        "anyOf": [{"required": ["text"]}, {"required": ["blocks"]}],
+        "anyOf": [{"required": ["text"]}, {"required": ["blocks"]}, {"required": ["file"]}],
         "additionalProperties": False,
         "properties": {
             "channel": {"type": "string", "minLength": 1, "description": "Channel id (C0123...) or #name"},
@@ -56,6 +60,13 @@ class SlackMessage(Action):
             "blocks": {"type": "array", "items": {"type": "object"}, "description": "Block Kit blocks"},
             "thread_ts": {"type": "string", "description": "Reply in this thread"},
             "unfurl_links": {"type": "boolean"},
+            "file": {
+                "type": ["object", "string"],
+                "description": "Upload this file ({{ trigger.files.<field> }}) to the channel (needs its id); "
+                "text becomes its comment. At most POTAFLOW_SEND_FILE_MAX_BYTES.",
+            },
+            "filename": {"type": "string", "description": "The uploaded file's name (default: its own)"},
+            "title": {"type": "string", "description": "The uploaded file's title"},
         },
     }
 
@@ -70,20 +81,33 @@ class SlackMessage(Action):
         # deferred: keeps idle memory down (slack_sdk loads only in a process that posts to Slack)
         from slack_sdk.errors import SlackApiError
 
-        kwargs: dict[str, Any] = {"channel": config["channel"]}
-        for key in ("text", "blocks", "thread_ts", "unfurl_links"):
-            if config.get(key) not in (None, ""):
-                kwargs[key] = config[key]
+        send: Callable[[str], dict[str, Any]]
+        upload = _upload_args(config, ctx) if config.get("file") not in (None, "") else None
+        if upload is not None:
+            send = functools.partial(_upload, kwargs=upload, ctx=ctx)
+        else:
+            kwargs: dict[str, Any] = {"channel": config["channel"]}
+            for key in ("text", "blocks", "thread_ts", "unfurl_links"):
+                if config.get(key) not in (None, ""):
+                    kwargs[key] = config[key]
+            send = functools.partial(_post, kwargs=kwargs, ctx=ctx)
         try:
-            data = _post(token, kwargs, ctx)
+            data = send(token)
         except SlackApiError as exc:
             if ctx.connection is None or _error_code(exc) not in UNAUTHORIZED_ERRORS:
                 raise _classify(exc, config["channel"]) from None
             token = ctx.connection.refreshed_after(token)  # once, single-flight; dead: "reconnect Slack"
             try:
-                data = _post(token, kwargs, ctx)
+                data = send(token)
             except SlackApiError as again:
                 raise _classify(again, config["channel"]) from None
+        if upload is not None:
+            uploaded = data.get("file") or {}
+            shared: dict[str, JSONValue] = storable(
+                {"ok": True, "channel": config["channel"], "file_id": uploaded.get("id"),
+                 "title": uploaded.get("title"), "file": upload["file"]}
+            )  # fmt: skip
+            return shared
         output: dict[str, JSONValue] = storable(
             {"ok": True, "channel": data.get("channel"), "ts": data.get("ts"), "message": data.get("message", {})}
         )
@@ -111,6 +135,49 @@ def _post(token: str, kwargs: dict[str, Any], ctx: ActionContext) -> dict[str, A
     except SlackApiError:
         raise  # Slack's answer: the caller decides (refresh, or classify)
     except SlackClientError as exc:
+        raise RetryableError(f"Slack unreachable: {exc}") from None
+    return response.data if isinstance(response.data, dict) else {}
+
+
+def _upload_args(config: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    """What files_upload_v2 sends, the file read once (within POTAFLOW_SEND_FILE_MAX_BYTES) for every try."""
+    channel = str(config["channel"])
+    if channel.startswith("#"):
+        raise PermanentError(f"config.channel: a file upload needs the channel's id (C0123...), not {channel!r}")
+    if ctx.files is None:
+        raise PermanentError("this step runs without access to files")
+    info, data = ctx.files.read(config["file"], field="config.file", limit=settings.POTAFLOW_SEND_FILE_MAX_BYTES,
+                                setting="POTAFLOW_SEND_FILE_MAX_BYTES")  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "channel": channel,
+        "content": data,
+        "filename": config.get("filename") or info.name,
+        "title": config.get("title") or config.get("filename") or info.name,
+        "file": info.as_ref(),
+    }
+    if config.get("text"):
+        kwargs["initial_comment"] = config["text"]
+    if config.get("thread_ts"):
+        kwargs["thread_ts"] = config["thread_ts"]
+    return kwargs
+
+
+def _upload(token: str, kwargs: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
+    """Slack's external upload flow (``files_upload_v2``): files.getUploadURLExternal, the bytes to
+    the URL it gives, then files.completeUploadExternal sharing the file in the channel."""
+    # deferred: as in run
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
+
+    client = WebClient(token=token, base_url=settings.POTAFLOW_SLACK_API_URL,
+                       timeout=max(1, round(ctx.timeout_seconds)), retry_handlers=[])  # fmt: skip
+    try:
+        response = client.files_upload_v2(**{k: v for k, v in kwargs.items() if k != "file"})
+    except SlackApiError:
+        raise  # Slack's answer: the caller decides (refresh, or classify)
+    except SlackRequestError as exc:  # the upload URL answered something other than 200
+        raise RetryableError(f"Slack file upload failed: {exc}") from None
+    except (urllib.error.URLError, TimeoutError, OSError, SlackClientError) as exc:
         raise RetryableError(f"Slack unreachable: {exc}") from None
     return response.data if isinstance(response.data, dict) else {}
 

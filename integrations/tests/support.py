@@ -69,3 +69,23 @@ def fake_dns(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return answers, calls
+
+
+def stored_file(organization, name: str, data: bytes, content_type: str = "application/octet-stream") -> dict:
+    """A ready file of ``organization`` in the storage under test; its reference (what templates give)."""
+    from integrations.file_access import FileInfo  # here: only the file tests need these
+    from workflows.files import services as file_services
+
+    row = file_services.write_file(
+        organization_id=organization.pk, origin="upload", name=name, content_type=content_type, chunks=[data],
+        limit=len(data) + 1, setting="POTAFLOW_UPLOAD_MAX_BYTES",
+    )  # fmt: skip
+    return FileInfo(str(row.pk), row.name, row.size, row.content_type, row.sha256).as_ref()
+
+
+def file_ctx(organization, credential=None, kind=None, **kwargs) -> ActionContext:
+    """``make_ctx`` with the organization's files (``ActionContext.files``), as the engine gives them."""
+    from workflows.files.services import RunFileAccess  # here: only the file tests need it
+
+    return make_ctx(credential, kind, organization_id=organization.pk,
+                    files=RunFileAccess(organization_id=organization.pk), **kwargs)  # fmt: skip

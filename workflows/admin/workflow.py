@@ -138,6 +138,7 @@ class WorkflowAdmin(OrganizationScopedAdmin):
                     "hmac_algorithm",
                     "hmac_encoding",
                     "hmac_prefix",
+                    "webhook_body_as_file",
                     "schedule",
                     "schedule_preview",
                     "timezone",

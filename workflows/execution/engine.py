@@ -72,6 +72,7 @@ from integrations.registry import UnknownAction, get_action
 from integrations.services import StepCredential, credential_for_step
 
 from .. import templating
+from ..files.services import RunFileAccess
 from ..models import (
     AttemptOutcome,
     InDoubtPolicy,
@@ -522,8 +523,12 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             credential=credential.fields if credential else None,
             credential_kind=credential.kind if credential else None,
             template_context=context,
+            raw_config=config,
+            files=RunFileAccess(organization_id=run.workflow.organization_id, run_id=run.pk),
             connection=credential.connection if credential else None,
         )
+        if action.output_limit_setting:
+            attempt.output_limit = int(getattr(settings, action.output_limit_setting))
         try:
             output = action.run(attempt.rendered, ctx)
         finally:

@@ -64,15 +64,16 @@ class Scrubber:
 NO_SECRETS = Scrubber()
 
 
-def cap_output(output: Any) -> Any:
-    """The output as storable JSON of at most POTAFLOW_STEP_OUTPUT_MAX_BYTES; mark what was cut.
+def cap_output(output: Any, limit: int | None = None) -> Any:
+    """The output as storable JSON of at most ``limit`` bytes (POTAFLOW_STEP_OUTPUT_MAX_BYTES by
+    default, an action's own setting when it has one); mark what was cut.
 
     Storable as ``integrations.storable`` makes it: NUL and lone surrogates
     become U+FFFD, NaN/Infinity the strings "NaN"/"Infinity", anything else
     that is not JSON its ``str()``.
     """
     text = json.dumps(storable(output))
-    limit = settings.POTAFLOW_STEP_OUTPUT_MAX_BYTES
+    limit = limit or settings.POTAFLOW_STEP_OUTPUT_MAX_BYTES
     size = len(text.encode())
     if size <= limit:
         return json.loads(text)
@@ -102,6 +103,7 @@ class Attempt:
     scrub: Scrubber = NO_SECRETS
     rendered: Any = None
     request: dict[str, Any] | None = None
+    output_limit: int | None = None  # the action's own bound on its stored output (Action.output_limit_setting)
 
     @property
     def number(self) -> int:
@@ -229,7 +231,7 @@ def _finish_attempt(
 def record_success(attempt: Attempt, output: Any) -> bool:
     """Store the output; True when the chain stops here (the run is complete, or another attempt owns it)."""
     now = timezone.now()
-    stored = attempt.scrub(cap_output(output))
+    stored = attempt.scrub(cap_output(output, attempt.output_limit))
     if connection.vendor == "postgresql":
         return _record_success_at_once(attempt, stored, now)
     with transaction.atomic():
@@ -327,7 +329,7 @@ def _json_or_null(value: Any) -> str | None:
 def record_filtered(attempt: Attempt, output: Any) -> None:
     """A filter step stopped the run: the step succeeded, the rest is skipped, the run is ``filtered``."""
     now = timezone.now()
-    stored = attempt.scrub(cap_output(output))
+    stored = attempt.scrub(cap_output(output, attempt.output_limit))
     with transaction.atomic():
         if not _finish_attempt(attempt, StepRunStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, now, output=stored):
             return

@@ -39,6 +39,7 @@ READ_CHUNK = 64 * 1024
 # (loaded on access), so a value that needs a database-specific conversion is never read raw.
 WEBHOOK_FIELDS = frozenset(
     {"id", "organization_id", "name", "is_active", "trigger_type", "webhook_token", "version", "webhook_secret"}
+    | {"webhook_body_as_file"}
     | set(SIGNING_FIELDS)
 )
 

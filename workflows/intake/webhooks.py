@@ -11,6 +11,16 @@ original run) -> ``run_accept`` (400 when a value cannot be stored: NUL,
 lone surrogates; NaN/Infinity and absurd nesting are already refused by the
 parser) -> 202 ``{"run_id": ...}`` once the run is committed.
 
+Files (``workflows.files``): a ``multipart/form-data`` request's files, and
+the whole body when the workflow keeps binary bodies as files
+(``webhook_body_as_file``), are streamed to the file storage as they arrive
+(``files.uploads``), after the request's size and the organization's quota
+were checked from ``Content-Length`` (413 naming the setting); the run's
+payload holds ``files.<field>`` references. A refused or failed request
+keeps none of its files; a repeated one keeps the first delivery's. A signed
+workflow's body is read whole first (its signature needs it), within the
+webhook limit.
+
 Idempotency: for a workflow that verifies signatures the key is the signed
 delivery id (or a digest of the signed message), never an unsigned header,
 so a captured message replayed with a fresh ``Idempotency-Key`` is the same
@@ -22,21 +32,28 @@ counts each refusal by the status it got and times accepted answers
 """
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 from typing import Any
 
 from django.conf import settings
-from django.core.files.uploadedfile import UploadedFile
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse, QueryDict
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from core import redaction
 from integrations import storable
 
-from ..models import RunTrigger
+from ..files import services as file_services
+from ..files import uploads as file_uploads
+from ..files.services import FileRefused
+from ..files.uploads import StoredUpload
+from ..models import RunTrigger, Workflow, WorkflowVersion
 from ..ops import metrics
 from ..services import PayloadInvalid, run_accept, run_payload
 from . import lookup as intake
@@ -68,53 +85,119 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
         response["Retry-After"] = str(decision.retry_after)
         return response
 
+    uploads = None
+    if _is_multipart(request) or _body_is_a_file(request, workflow):
+        try:
+            file_uploads.check_declared(request, workflow.organization_id)
+        except FileRefused as exc:
+            return _error(exc.status, exc.message)
+        uploads = file_uploads.install(request, workflow.organization_id)
     try:
-        body = intake.read_body(request, settings.POTAFLOW_WEBHOOK_MAX_BYTES)
-    except intake.IntakeRefused as exc:
-        return _error(exc.status, exc.message)
+        return _accept(request, workflow, version, uploads)
+    except BaseException:
+        if uploads is not None:
+            uploads.discard()  # a refused or failed event keeps none of its files
+        raise
+
+
+def _accept(
+    request: HttpRequest,
+    workflow: Workflow,
+    version: WorkflowVersion | None,
+    uploads: file_uploads.StorageUploadHandler | None,
+) -> JsonResponse:
+    # Unsigned multipart with a Content-Length streams its files to storage while it is parsed;
+    # anything else is read first (within POTAFLOW_WEBHOOK_MAX_BYTES), a signature needing the whole body.
+    body = b""
+    raw_file = uploads is not None and not _is_multipart(request)
+    if uploads is None or workflow.webhook_secret or not request.META.get("CONTENT_LENGTH"):
+        try:
+            body = intake.read_body(request, settings.POTAFLOW_WEBHOOK_MAX_BYTES)
+        except intake.IntakeRefused as exc:
+            return _refuse(uploads, exc.status, exc.message)
 
     signed_key = None
     if workflow.webhook_secret:
         try:
             signed_key = signatures.verify(signatures.Signing.of(workflow), request.headers, body)
         except signatures.SignatureInvalid as exc:
-            return _error(401, f"Invalid webhook signature ({workflow.signature_scheme}): {exc.message}.")
+            return _refuse(uploads, 401, f"Invalid webhook signature ({workflow.signature_scheme}): {exc.message}.")
 
     try:
-        parsed, content_type = parse_body(request, body)
+        if raw_file and uploads is not None:
+            parsed, content_type = None, (request.content_type or "").lower()
+            files = {"body": file_services.info_of(uploads.receive_body(request, body)).as_ref()}
+        else:
+            parsed, content_type, files = parse_body(request, body)
+    except FileRefused as exc:
+        return _refuse(uploads, exc.status, exc.message)
+    except RequestDataTooBig:
+        return _refuse(uploads, 413, f"The form fields are over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+                                     "(POTAFLOW_MAX_BODY_BYTES).")  # fmt: skip
+    except (TooManyFieldsSent, TooManyFilesSent, MultiPartParserError) as exc:
+        return _refuse(uploads, 400, f"Unreadable multipart body: {exc}")
     except ValueError as exc:
-        return _error(400, str(exc))
+        return _refuse(uploads, 400, str(exc))
+    except OSError as exc:  # the file storage failed mid-upload (disk full, S3 unreachable)
+        return _refuse(uploads, 503, f"The file storage could not take the upload: {exc}. Retry later.")
 
     key = signed_key or request.headers.get("Idempotency-Key") or request.headers.get("webhook-id") or None
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
-        return _error(400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters.")
+        return _refuse(uploads, 400, f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters.")
 
+    extra: dict[str, Any] = {"files": files} if uploads is not None else {}
     payload = run_payload(
         body=parsed,
         method=request.method,
         headers=redaction.redact_headers(request.headers),
         query=redaction.redact_query(_query(request.GET)),
         content_type=content_type,
+        **extra,
     )
     try:
-        run, created = run_accept(
-            workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key, version=version
-        )
+        # With files: the run and their attachment to it commit together (plain events: one statement, no BEGIN).
+        with transaction.atomic() if uploads is not None else contextlib.nullcontext():
+            run, created = run_accept(
+                workflow=workflow, trigger=RunTrigger.WEBHOOK, payload=payload, idempotency_key=key, version=version
+            )
+            if created and uploads is not None:
+                file_services.attach(uploads.rows(), run)
     except PayloadInvalid as exc:
-        return _error(400, f"The request cannot be stored: {exc.message}")
+        return _refuse(uploads, 400, f"The request cannot be stored: {exc.message}")
     if not created:
+        if uploads is not None:
+            uploads.discard()  # the event was accepted before, with its own files
         return JsonResponse({"run_id": str(run.pk), "duplicate": True}, status=200)
     return JsonResponse({"run_id": str(run.pk)}, status=202)
 
 
-def parse_body(request: HttpRequest, body: bytes) -> tuple[Any, str]:
-    """JSON, form or raw: what a template sees as ``trigger.body``."""
+def _refuse(uploads: file_uploads.StorageUploadHandler | None, status: int, detail: str) -> JsonResponse:
+    if uploads is not None:
+        uploads.discard()
+    return _error(status, detail)
+
+
+def _is_multipart(request: HttpRequest) -> bool:
+    return (request.content_type or "").lower() == "multipart/form-data"
+
+
+def _body_is_a_file(request: HttpRequest, workflow: Workflow) -> bool:
+    """The workflow keeps binary bodies as files, and this one is neither JSON, a form nor text."""
+    if not workflow.webhook_body_as_file:
+        return False
+    content_type = (request.content_type or "").lower()
+    structured = content_type in ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+    return not (structured or content_type.endswith("+json") or content_type.startswith("text/"))
+
+
+def parse_body(request: HttpRequest, body: bytes) -> tuple[Any, str, dict[str, Any]]:
+    """JSON, form or raw: what a template sees as ``trigger.body``; and ``trigger.files`` (multipart)."""
     content_type = (request.content_type or "").lower()
     if content_type == "application/json" or content_type.endswith("+json"):
         if not body.strip():
-            return None, content_type
+            return None, content_type, {}
         try:
-            return storable.loads(body.decode(request.encoding or "utf-8")), content_type
+            return storable.loads(body.decode(request.encoding or "utf-8")), content_type, {}
         except UnicodeDecodeError:
             raise ValueError("Malformed JSON body: it is not valid UTF-8.") from None
         except json.JSONDecodeError as exc:
@@ -122,18 +205,19 @@ def parse_body(request: HttpRequest, body: bytes) -> tuple[Any, str]:
         except (ValueError, LookupError) as exc:  # NaN/Infinity, too deep, too many digits, unknown charset
             raise ValueError(f"Malformed JSON body: {exc}.") from None
     if content_type == "application/x-www-form-urlencoded":
-        return _query(QueryDict(body, encoding=request.encoding or "utf-8")), content_type
+        return _query(QueryDict(body, encoding=request.encoding or "utf-8")), content_type, {}
     if content_type == "multipart/form-data":
-        fields = _query(request.POST)
-        # One file per field name here (MultiValueDict.items() gives the last of each).
-        files = {
-            name: {"name": f.name, "size": f.size} for name, f in request.FILES.items() if isinstance(f, UploadedFile)
-        }
-        return {**fields, **({"_files": files} if files else {})}, content_type
+        fields = _query(request.POST)  # the upload handler streams the files to storage meanwhile
+        files: dict[str, Any] = {}
+        for name, uploaded in request.FILES.lists():
+            refs = [file_services.info_of(f.row).as_ref() for f in uploaded if isinstance(f, StoredUpload)]
+            if refs:
+                files[name] = refs[0] if len(refs) == 1 else refs
+        return fields, content_type, files
     try:
-        return body.decode(request.encoding or "utf-8"), content_type
+        return body.decode(request.encoding or "utf-8"), content_type, {}
     except (UnicodeDecodeError, LookupError):  # not text in its charset, or an unknown charset
-        return {"base64": base64.b64encode(body).decode()}, content_type
+        return {"base64": base64.b64encode(body).decode()}, content_type, {}
 
 
 def _query(data: QueryDict) -> dict[str, Any]:

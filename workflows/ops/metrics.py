@@ -65,6 +65,7 @@ from core.broker import probe_queue
 from integrations.oauth.selectors import connection_counts
 from integrations.registry import all_actions
 
+from ..files import services as file_services
 from ..models import (
     UNFINISHED_RUN_STATUSES,
     AttemptOutcome,
@@ -429,6 +430,12 @@ class DatabaseCollector:
             "Age of the oldest queued or running run (0 when there is none).",
             value=age or 0.0,
         )
+        file_bytes, file_count = file_services.usage()
+        yield GaugeMetricFamily(
+            "potaflow_file_storage_bytes", "Bytes of files kept in the file storage (POTAFLOW_FILE_STORAGE).",
+            value=file_bytes,
+        )  # fmt: skip
+        yield GaugeMetricFamily("potaflow_file_storage_files", "Files kept in the file storage.", value=file_count)
         yield from self._broker()
 
     def _broker(self) -> Iterator[Metric]:

@@ -12,7 +12,11 @@ transaction each (ids selected with ``SKIP LOCKED`` so two pruners never wait
 on each other), up to ``POTAFLOW_PRUNE_MAX_RUNS`` per call: a backlog is worked
 off over several beat intervals instead of one long DELETE that locks the
 tables. Step runs and attempts go with their run; a replay of a deleted run
-keeps its history (``replay_of`` becomes null).
+keeps its history (``replay_of`` becomes null). A deleted run's files
+(``workflows.files``) are deleted in the same pass, bytes then rows, unless a
+replay that stays uses them: they move to the newest such replay. So are
+uploads abandoned mid-write (``POTAFLOW_UPLOAD_ABANDONED_SECONDS``) and the
+files of runs deleted any other way (a deleted workflow or organization).
 
 It also deletes superseded ``WorkflowVersion`` rows that no run uses any more
 (a definition edited many times would otherwise stay stored once per edit).
@@ -30,7 +34,8 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from ..models import Run, RunStatus, StepAttempt, StepRun, TestRun, WorkflowVersion
+from ..files import services as file_services
+from ..models import Run, RunFile, RunStatus, StepAttempt, StepRun, TestRun, WorkflowVersion
 
 logger = logging.getLogger(__name__)
 TEST_RUN_RETENTION = timedelta(days=1)
@@ -46,6 +51,7 @@ class PruneReport:
     step_runs: int = 0
     attempts: int = 0
     versions: int = 0
+    files: int = 0  # files deleted (bytes and rows): their run's, and abandoned uploads
     capped: bool = False  # stopped at POTAFLOW_PRUNE_MAX_RUNS: more is left for the next pass
     dry_run: bool = False
 
@@ -58,7 +64,7 @@ class PruneReport:
         by_status = ", ".join(f"{n} {status}" for status, n in sorted(self.runs.items())) or "none"
         text = (
             f"{verb} {self.total_runs} run(s) ({by_status}), {self.step_runs} step run(s), "
-            f"{self.attempts} attempt(s), {self.versions} unused workflow version(s)"
+            f"{self.attempts} attempt(s), {self.versions} unused workflow version(s), {self.files} file(s)"
         )
         return text + ("; stopped at the per-pass cap, more remain" if self.capped else "")
 
@@ -116,6 +122,7 @@ def prune(
         report.step_runs = StepRun.objects.filter(run__in=expired).count()
         report.attempts = StepAttempt.objects.filter(step_run__run__in=expired).count()
         report.versions = unused_versions(now).count()
+        report.files = RunFile.objects.filter(Q(run__in=expired) | file_services.garbage(now)).count()
         return report
 
     while report.total_runs < max_runs:
@@ -129,6 +136,7 @@ def prune(
             )
             if not batch:
                 break
+            file_services.hand_over_to_replays([pk for pk, _ in batch])  # a kept replay still uses them
             _, deleted = Run.objects.filter(pk__in=[pk for pk, _ in batch]).delete()
         report.runs.update(status for _, status in batch)
         report.step_runs += deleted.get(StepRun._meta.label, 0)
@@ -145,6 +153,9 @@ def prune(
         report.versions += deleted.get(WorkflowVersion._meta.label, 0)
     # Test runs (workflows.dry_run results) are read right after they finish: a day is plenty.
     TestRun.objects.filter(created_at__lt=now - TEST_RUN_RETENTION).delete()
-    if report.total_runs or report.versions:
+    # The deleted runs' files (detached by the deletion) and uploads abandoned mid-write: bytes, then rows.
+    while deleted_files := file_services.prune_files(limit=batch_size, now=now):
+        report.files += deleted_files
+    if report.total_runs or report.versions or report.files:
         logger.info("retention: %s", report.summary())
     return report

@@ -1,8 +1,8 @@
 """What an operator wants to know at a glance (``manage.py potaflow_status``).
 
 Queue depth, runs created in the last hour by status, what is unfinished now
-and how old, dead letters, the schedules due next and the retention settings
-in force. Reads only; each part is independent, so a broker that is down
+and how old, dead letters, the schedules due next, the retention settings
+in force and the file storage used (``workflows.files``). Reads only; each part is independent, so a broker that is down
 still leaves the rest of the report.
 """
 
@@ -20,6 +20,8 @@ from django_celery_beat.models import PeriodicTask
 
 from core.broker import probe_queue
 
+from ..files import services as file_services
+from ..files import storage as file_storage
 from ..models import UNFINISHED_RUN_STATUSES, Run, RunStatus, Workflow
 from ..scheduling.schedules import FIRE_TASK
 from .metrics import oldest_unfinished_run_age, run_counts
@@ -57,6 +59,9 @@ class StatusReport:
     dead_lettered_recent: int = 0
     schedules: list[DueSchedule] = field(default_factory=list)
     retention: dict[str, dict[str, Any]] = field(default_factory=dict)
+    file_storage: str = ""
+    file_bytes: int = 0
+    file_count: int = 0
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -85,6 +90,8 @@ def status_report(*, now: datetime | None = None, schedules: int = 5) -> StatusR
     report.oldest_unfinished_age_seconds = oldest_unfinished_run_age(now)
     report.schedules = due_schedules(now=now, limit=schedules)
     report.retention = retention_in_force()
+    report.file_storage = file_storage.describe()
+    report.file_bytes, report.file_count = file_services.usage()
     return report
 
 

@@ -5,6 +5,8 @@ aiosmtpd SMTP server (AUTH, optional STARTTLS).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import email.policy
 import secrets
@@ -78,8 +80,25 @@ class FakeSendGrid(RecordingHTTPServer):
                 "Unless a valid template_id is provided, the content parameter is required. There must be at least one defined content block.",  # noqa: E501 - SendGrid's wording
                 "content",
             )
+        for index, attachment in enumerate(mail.get("attachments") or []):
+            if not attachment.get("filename"):
+                return self._error(400, "The attachment filename parameter is required.",
+                                   f"attachments.{index}.filename")  # fmt: skip
+            try:
+                base64.b64decode(attachment.get("content") or "", validate=True)
+            except (binascii.Error, ValueError):
+                return self._error(400, "The attachment content must be base64 encoded.",
+                                   f"attachments.{index}.content")  # fmt: skip
         self.sent.append(mail)
         return Reply(202, b"", {"X-Message-Id": secrets.token_urlsafe(16)})
+
+    def attachments(self) -> list[tuple[str, str, bytes]]:
+        """(filename, type, bytes) of every attachment of every mail sent."""
+        return [
+            (a["filename"], a.get("type", ""), base64.b64decode(a["content"]))
+            for mail in self.sent
+            for a in mail.get("attachments") or []
+        ]
 
 
 @dataclass
@@ -91,6 +110,13 @@ class ReceivedMail:
 
     def message(self):
         return email.message_from_bytes(self.data, policy=email.policy.default)
+
+    def attachments(self) -> list[tuple[str, str, bytes]]:
+        """(filename, content type, bytes) of each attachment, as a mail reader decodes them."""
+        return [
+            (part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+            for part in self.message().iter_attachments()
+        ]
 
 
 class SMTPServer:

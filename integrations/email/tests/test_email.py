@@ -1,13 +1,14 @@
 """email.send over real SMTP (aiosmtpd, with AUTH and STARTTLS) and against a SendGrid peer."""
 
 import dataclasses
+import hashlib
 import time
 
 import pytest
 
 from integrations.email.action import SendEmail
 from integrations.errors import ConfigError, PermanentError, RetryableError
-from integrations.tests.support import make_ctx
+from integrations.tests.support import file_ctx, make_ctx, stored_file
 from testing.network import Reply, SMTPServer, free_port
 
 action = SendEmail()
@@ -216,3 +217,40 @@ def test_every_attempt_of_a_step_sends_the_same_message_id(sendgrid_url):
     assert [r.json()["headers"]["Message-ID"] for r in sendgrid_url.requests] == [first["message_id"]] * 2
     other = action.run(MESSAGE, dataclasses.replace(ctx, idempotency_key="potaflow-run-2-0"))
     assert other["message_id"] == "<potaflow-run-2-0@acme.test>"
+
+
+# -- attachments (issue 23) -----------------------------------------------------------
+def test_smtp_and_sendgrid_send_attachments_with_their_bytes(
+    file_storage, organization, allow_loopback, smtp_server, fake_sendgrid, settings
+):
+    settings.POTAFLOW_SENDGRID_API_URL = fake_sendgrid.url
+    pdf = bytes(range(256)) * 40
+    refs = [
+        stored_file(organization, "report.pdf", pdf, "application/pdf"),
+        stored_file(organization, "a.csv", b"a\n1\n"),
+    ]
+    config = {"to": "ada@example.com", "subject": "Files", "text": "see attached", "attachments": refs}
+    out = action.run(config, file_ctx(organization, smtp_cred(smtp_server), "smtp"))
+    (mail,) = smtp_server.messages
+    got = mail.attachments()
+    assert [(name, kind) for name, kind, _ in got] == [
+        ("report.pdf", "application/pdf"),
+        ("a.csv", "application/octet-stream"),
+    ]
+    assert hashlib.sha256(got[0][2]).hexdigest() == hashlib.sha256(pdf).hexdigest() == refs[0]["sha256"]
+    assert [a["id"] for a in out["attachments"]] == [r["id"] for r in refs]
+    sendgrid = {"api_key": "SG.test-key", "from_email": "robot@acme.test"}
+    action.run(config, file_ctx(organization, sendgrid, "sendgrid_api_key"))
+    (first, second) = fake_sendgrid.attachments()
+    assert first[:2] == ("report.pdf", "application/pdf") and hashlib.sha256(first[2]).hexdigest() == refs[0]["sha256"]
+    assert second[2] == b"a\n1\n"
+
+
+def test_attachments_over_their_limit_are_refused_naming_it(file_storage, organization, allow_loopback, smtp_server,
+                                                            settings):  # fmt: skip
+    settings.POTAFLOW_SEND_FILE_MAX_BYTES = 100
+    refs = [stored_file(organization, "a", b"x" * 60), stored_file(organization, "b", b"y" * 60)]
+    config = {"to": "ada@example.com", "subject": "Files", "text": "x", "attachments": refs}
+    with pytest.raises(PermanentError, match=r"config.attachments\[1\].*POTAFLOW_SEND_FILE_MAX_BYTES"):
+        action.run(config, file_ctx(organization, smtp_cred(smtp_server), "smtp"))
+    assert smtp_server.messages == []

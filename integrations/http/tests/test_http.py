@@ -2,6 +2,7 @@
 
 import base64
 import email.utils
+import hashlib
 import json
 import time
 
@@ -10,8 +11,9 @@ import pytest
 from integrations import net
 from integrations.errors import ConfigError, PermanentError, RetryableError
 from integrations.http.action import HttpRequest
-from integrations.tests.support import make_ctx
+from integrations.tests.support import file_ctx, make_ctx, stored_file
 from testing.network import RecordingHTTPServer, Reply, free_port
+from workflows.models import RunFile
 
 action = HttpRequest()
 
@@ -343,3 +345,39 @@ def test_the_allow_list_accepts_cidrs_ips_and_host_names():
         net.check_address(net.ipaddress.ip_address("10.2.0.1"), host="x", allow=allow)
     with pytest.raises(ValueError, match="neither"):
         net.parse_allow_list(["10.0.0.0/33x"])
+
+
+# -- files (issue 23) -----------------------------------------------------------------
+def test_a_file_goes_as_a_multipart_field_and_as_a_raw_body(file_storage, organization, allow_loopback, http_server):
+    data = bytes(range(256)) * 10
+    ref = stored_file(organization, "blob.bin", data, "application/x-thing")
+    http_server.route("POST", "/upload", Reply(201, {"ok": True}))
+    http_server.route("PUT", "/upload", Reply(204))
+    action.run({"method": "POST", "url": f"{http_server.url}/upload", "body_type": "multipart",
+                "body": {"note": "hello"}, "files": {"attachment": ref}}, file_ctx(organization))  # fmt: skip
+    multipart = http_server.requests[-1]
+    assert multipart.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert b'name="note"\r\n\r\nhello' in multipart.body
+    assert (
+        b'name="attachment"; filename="blob.bin"\r\nContent-Type: application/x-thing\r\n\r\n' + data in multipart.body
+    )
+    action.run({"method": "PUT", "url": f"{http_server.url}/upload", "body_type": "file", "body": ref},
+               file_ctx(organization))  # fmt: skip
+    raw = http_server.requests[-1]
+    assert raw.body == data and raw.headers["content-type"] == "application/x-thing"
+
+
+def test_a_response_is_saved_as_a_file_within_its_limit(file_storage, organization, allow_loopback, http_server,
+                                                        settings):  # fmt: skip
+    data = b"%PDF-" + bytes(range(256)) * 300
+    http_server.route("GET", "/files/report.pdf", Reply(200, data, {"Content-Type": "application/pdf"}))
+    out = action.run({"url": f"{http_server.url}/files/report.pdf", "save_response_as_file": True},
+                     file_ctx(organization))  # fmt: skip
+    assert out["file"]["name"] == "report.pdf" and out["file"]["size"] == len(data)
+    assert out["file"]["sha256"] == hashlib.sha256(data).hexdigest() and "body" not in out
+    assert list(file_storage.objects().values()) == [data]
+    settings.POTAFLOW_UPLOAD_MAX_BYTES = 1000
+    with pytest.raises(PermanentError, match="POTAFLOW_UPLOAD_MAX_BYTES"):
+        action.run({"url": f"{http_server.url}/files/report.pdf", "save_response_as_file": "again.pdf"},
+                   file_ctx(organization))  # fmt: skip
+    assert RunFile.objects.count() == 1 and len(file_storage.objects()) == 1

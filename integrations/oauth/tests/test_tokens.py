@@ -1,15 +1,12 @@
-"""Tokens that are never lost: proactive and reactive refresh, single-flight under the row lock
-(twenty threads, one refresh), rotation, dead grants -> needs_reconnect, a provider that is down.
+"""Tokens that are never lost: proactive and reactive refresh, rotation, dead grants -> needs_reconnect,
+a provider that is down (single-flight with twenty steps of a real worker: ``test_single_flight``).
 
 Real PostgreSQL row locks, real HTTP to the local authorization servers, the real actions."""
 
-import threading
-import time
 from datetime import timedelta
 
 import pytest
 from cryptography.fernet import Fernet
-from django.db import connection as db_connection
 from django.utils import timezone
 
 from integrations.errors import PermanentError, RetryableError
@@ -94,36 +91,6 @@ def test_the_old_refresh_token_is_kept_when_none_comes_back(world, pages, google
     after = tokens(credential)
     assert opened.fields["access_token"] == after["access_token"] != before["access_token"]
     assert after["refresh_token"] == before["refresh_token"]  # Google sends none: the old one stays
-
-
-@pytest.mark.django_db(transaction=True)
-def test_twenty_concurrent_steps_on_an_expired_token_make_exactly_one_refresh(acme_id, oauth_app):
-    oauth_app.expire_access_tokens()
-    expire_stored(acme_id)
-    # A provider taking its time to answer the refresh: every other step arrives while it is in flight.
-    oauth_app.on_refresh = lambda: time.sleep(0.5)
-    barrier = threading.Barrier(20)
-    results: list[object] = []
-
-    def step() -> None:
-        try:
-            Connection.objects.exists()  # this thread's database connection is open before the race
-            barrier.wait(timeout=10)
-            results.append(call_api(acme_id, oauth_app)["status"])
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            results.append(exc)
-        finally:
-            db_connection.close()
-
-    threads = [threading.Thread(target=step) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert results == [200] * 20
-    assert oauth_app.refreshes == 1
-    used = {r.headers["authorization"] for r in oauth_app.requests if r.path == "/api/me"}
-    assert used == {f"Bearer {tokens(acme_id)['access_token']}"}
 
 
 def test_a_dead_refresh_token_marks_the_connection_needs_reconnect(world, acme_id, oauth_app):

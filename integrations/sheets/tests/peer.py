@@ -82,6 +82,7 @@ class FakeGoogle(OAuthServer, RecordingHTTPServer):
         self.failures: list[Reply] = []  # injected Sheets replies (e.g. 429, 503)
         self.tokens: set[str] = set()
         self.assertions: list[dict[str, Any]] = []
+        self.input_options: dict[tuple[str, str], list[str]] = {}  # (sheet, worksheet) -> option of each row
 
     def oauth_defaults(self) -> None:
         self.expires_in, self.rotate = 3599, False
@@ -197,6 +198,7 @@ class FakeGoogle(OAuthServer, RecordingHTTPServer):
             rows = worksheets[title]
             start = len(rows) + 1
             rows.extend(values)
+            self.input_options.setdefault((sheet_id, title), []).extend([option] * len(values))
             width = max((len(r) for r in values), default=0)
             last_col = chr(ord("A") + max(width, 1) - 1)
             updated = f"{title}!A{start}:{last_col}{start + len(values) - 1}"
@@ -215,3 +217,29 @@ class FakeGoogle(OAuthServer, RecordingHTTPServer):
                 },
             )
         return self._google_error(404, "Not found", "NOT_FOUND")
+
+    def cells(self, sheet_id: str, title: str) -> list[list[tuple[str, Any]]]:
+        """Each stored cell as Sheets reads it: ("formula", "=..."), ("text", ...), ("number", ...).
+
+        RAW keeps strings as text. USER_ENTERED parses like typed input: a leading
+        apostrophe makes the rest text (the apostrophe is not shown), "=" starts a
+        formula, "+"/"-"/"@" followed by something that is not a number too.
+        """
+        options = self.input_options.get((sheet_id, title), [])
+        result = []
+        for row, option in zip(self.sheets[sheet_id][title], options, strict=False):
+            cells = []
+            for value in row:
+                if not isinstance(value, str) or option == "RAW":
+                    cells.append(("number" if isinstance(value, int | float) else "text", value))
+                elif value.startswith("'"):
+                    cells.append(("text", value[1:]))
+                elif value.startswith(("=", "+", "-", "@")):
+                    try:
+                        cells.append(("number", float(value)))
+                    except ValueError:
+                        cells.append(("formula", value))
+                else:
+                    cells.append(("text", value))
+            result.append(cells)
+        return result

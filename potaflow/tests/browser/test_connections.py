@@ -56,7 +56,9 @@ def consent(page, provider: str) -> None:
     page.wait_for_url("**/app/credentials/**")
 
 
-def test_an_admin_connects_slack_and_google_and_a_workflow_uses_them(page, live_server, celery_worker, apps, shot):
+def test_an_admin_connects_slack_and_google_and_a_workflow_uses_them(
+    page, live_server, celery_worker, apps, shot, settings
+):
     org = Organization.objects.create(name="Acme", slug="acme")
     admin = make_user("ada@example.com", password=PASSWORD)
     Membership.objects.create(user=admin, organization=org, role=Role.ADMIN)
@@ -78,6 +80,13 @@ def test_an_admin_connects_slack_and_google_and_a_workflow_uses_them(page, live_
     fits(page)
     labelled(page)
     shot(page, "connections-connected")
+    # Behind a TLS-terminating proxy the page shows the public redirect URL, whatever host served it
+    # (the README's screenshot, docs/credentials-connections.png, is this one).
+    settings.POTAFLOW_BASE_URL = "https://potaflow.example.com"
+    page.goto(f"{base}/app/credentials/")
+    assert page.locator("#pf-redirect-uri").inner_text() == "https://potaflow.example.com/oauth/callback/"
+    shot(page, "credentials-connections")
+    settings.POTAFLOW_BASE_URL = base
 
     slack_conn = Credential.objects.get(kind="slack_oauth")
     google_conn = Credential.objects.get(kind="google_oauth")

@@ -50,6 +50,7 @@ def render(report: StatusReport) -> list[str]:
     age = f"; oldest accepted {_duration(oldest)} ago" if oldest is not None else ""
     lines.append(f"Unfinished:   {_counts(report.unfinished_by_status)}{age}")
     lines.append(f"Dead letters: {report.dead_lettered_total} in total, {report.dead_lettered_recent} in the last hour")
+    lines.append(f"Files:        {report.file_count} file(s), {report.file_bytes} bytes in {report.file_storage}")
     lines.append("")
     lines.append("Schedules due next:" if report.schedules else "Schedules due next: none enabled")
     for due in report.schedules:

@@ -1,0 +1,4 @@
+from .action import ParseFile, StoreFile
+
+ACTIONS = (ParseFile, StoreFile)
+CREDENTIAL_KINDS = ()

