@@ -43,7 +43,7 @@ export HOST PORT
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint fmt migrate bench bench-profile chaos install install-dev clean
+.PHONY: help run test test-fast lint fmt migrate bench bench-profile chaos cluster install install-dev clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -114,6 +114,11 @@ bench-profile: install ## py-spy profiles: a web worker under intake load, a poo
 # Own PostgreSQL database (potaflow_chaos) and own redis-server; extra options via CHAOS_ARGS.
 chaos: install ## chaos run: webhooks while worker, web and broker die; lost runs, duplicate effects, settle time
 	$(PY) bench/chaos.py $(CHAOS_ARGS)
+
+# Linux network namespaces, so root (sudo make cluster); needs Debian's nginx, pgbouncer, postgresql,
+# redis-server / rabbitmq-server, iptables. Options via CLUSTER_ARGS, e.g. CLUSTER_ARGS="--quick --broker amqp".
+cluster: install ## cluster run on 11 namespace hosts (root): hosts killed, cut off, restarted; lost, duplicates, firings
+	$(PY) bench/cluster.py $(CLUSTER_ARGS)
 
 clean: ## remove the virtualenv and caches (var/, the embedded database, is kept)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts

@@ -107,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated fault kinds instead of the default plan, in order: "
         f"{', '.join(FAULT_KINDS)} (broker-blip: CLIENT KILL of every broker connection, data kept)",
     )
+    parser.add_argument(
+        "--broker", choices=("redis", "amqp"), default="redis", help="a redis-server or a rabbitmq-server of its own"
+    )
     parser.add_argument("--assert", dest="check", action="store_true", help="exit 1 when lost > 0 or duplicates > 0")
     args = parser.parse_args(argv)
     args.events = max(1, min(args.events, 20_000))
@@ -215,6 +218,45 @@ class Recorder:
         self.server.server_close()
 
 
+# -- the broker: Redis (default) or RabbitMQ ---------------------------------------------
+class RabbitBroker:
+    """A ``rabbitmq-server`` node of the script's own (testing.services.RabbitMQ), with RedisServer's faults.
+
+    Quorum queues are durable: a restarted node keeps its messages (Redis without
+    persistence loses them); a flush purges both of PotaFlow's queues; a blip
+    closes every client connection (``rabbitmqctl close_all_connections``).
+    """
+
+    def __init__(self, port: int, log_dir: Path) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from testing.services import RabbitMQ
+
+        self.port = port
+        self.node = RabbitMQ(port=port, folder=log_dir / "rabbitmq")
+        self.url = self.node.url
+
+    def start(self) -> None:
+        self.node.start()
+
+    def stop(self) -> None:
+        self.node.stop()
+
+    def flushall(self) -> None:
+        from kombu import Connection
+
+        with Connection(self.url, connect_timeout=5) as conn:
+            for queue in ("celery", "potaflow.schedules"):
+                try:
+                    conn.default_channel.queue_purge(queue)
+                except Exception:  # noqa: BLE001 - not declared yet: nothing to lose
+                    conn.close()
+                    conn.connect()
+
+    def kill_clients(self) -> int:
+        result = self.node.ctl("close_all_connections", "chaos: broker blip")
+        return len([line for line in result.stdout.splitlines() if line.strip()])
+
+
 # -- the sender: a Standard Webhooks client --------------------------------------------
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     key = base64.b64decode(secret.removeprefix("whsec_"))
@@ -271,7 +313,7 @@ class Sender:
 class Stack:
     """web, worker and beat as the Procfile starts them (``make run``), on our port, database and broker."""
 
-    def __init__(self, env: dict[str, str], web_port: int, redis: RedisServer, log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], web_port: int, redis: RedisServer | RabbitBroker, log_dir: Path) -> None:
         self.redis, self.web_port = redis, web_port
         env = {**env, "HOST": LOOPBACK, "PORT": str(web_port), "WEB_CONCURRENCY": "2"}
         web = procfile_command("web", env) or [
@@ -345,9 +387,13 @@ def inject(kind: str, stack: Stack, recorder: Recorder, rng: random.Random) -> s
         stack.redis.stop()
         time.sleep(BROKER_PAUSE)
         stack.redis.start()
+        if isinstance(stack.redis, RabbitBroker):
+            return f"rabbitmq-server stopped and started again on port {stack.redis.port} (quorum queues kept)"
         return f"redis-server stopped and started again on port {stack.redis.port} (no persistence: queue lost)"
     if kind == "broker-flush":
         stack.redis.flushall()
+        if isinstance(stack.redis, RabbitBroker):
+            return "both queues purged on the broker (every queued message lost)"
         return "FLUSHALL on the broker (every queued message lost)"
     if kind == "broker-blip":
         killed = stack.redis.kill_clients()
@@ -398,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     ensure_loopback(args.database_url, "--database-url")
     redis_port, web_port = free_port(), free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="potaflow-chaos-"))
-    redis = RedisServer(redis_port, log_dir)
+    redis: RedisServer | RabbitBroker = (
+        RabbitBroker(redis_port, log_dir) if args.broker == "amqp" else RedisServer(redis_port, log_dir)
+    )
     ensure_loopback(redis.url, "broker URL")
     # INFO: the engine's dispatch/recovery lines land in the logs, for inspection.
     extra = {"POTAFLOW_ALLOW_PRIVATE_DESTINATIONS": LOOPBACK, "LOG_LEVEL": "INFO", **args.extra_env}
@@ -424,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     keep_logs = args.keep
     try:
-        log(f"fresh database {redact(args.database_url)}, redis-server on port {redis_port}, logs in {log_dir}")
+        log(f"fresh database {redact(args.database_url)}, {args.broker} broker on port {redis_port}, logs in {log_dir}")
         fresh_database(args.database_url, required_prefix=DB_PREFIX)
         redis.start()
         import django
@@ -667,6 +715,7 @@ def build_report(
     statuses = Counter(str(status) for _, status, _, _ in results)
     return {
         "chaos": 1,
+        "broker": args.broker,
         "events": args.events,
         "sent": len(results),
         "accepted": len(accepted),

@@ -18,10 +18,12 @@ Django loads its settings): the shared kit never imports the project package.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 from celery import current_app as celery_app
+from django.conf import settings
 from kombu.exceptions import ChannelError
 
 CONNECT_TIMEOUT = 2.0
@@ -54,3 +56,18 @@ def probe_queue(queue: str | None = None) -> QueueProbe:
             length = 0  # never declared, or an empty Redis list (deleted when it emptied)
         elapsed_ms = (time.perf_counter() - started) * 1000
     return QueueProbe(queue=name, length=int(length), round_trip_ms=round(elapsed_ms, 3))
+
+
+def broker_countdown(seconds: float) -> float:
+    """A retry delay the broker can honour as given.
+
+    On RabbitMQ with quorum queues Celery sends a delayed message through its
+    native delayed delivery (the ``celery_delayed_*`` queues: the broker holds
+    it, no worker does), which counts whole seconds: it truncates 1.9 s to 1 s
+    and refuses anything under 1 s ("countdown must be a positive number", and
+    the step's message would be lost). So on amqp a delay is rounded up to whole
+    seconds; other brokers get it unchanged.
+    """
+    if seconds > 0 and getattr(settings, "POTAFLOW_BROKER_IS_AMQP", False):
+        return float(math.ceil(seconds))
+    return seconds

@@ -15,7 +15,7 @@ import resource
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun, worker_process_init
+from celery.signals import task_prerun, worker_process_init, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections
 
@@ -54,3 +54,25 @@ def retire_old_connections(task: Any = None, **kwargs: Any) -> None:
     if task is not None and getattr(task.request, "is_eager", False):
         return
     close_old_connections()
+
+
+_heartbeat: dict[str, Any] = {}
+
+
+@worker_ready.connect(dispatch_uid="potaflow-worker-heartbeat")
+def start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
+    # Imported here: the models are not loaded when this module is (it is imported by settings' users).
+    from workflows.ops import heartbeat
+
+    name = getattr(sender, "hostname", None) or f"celery@{os.uname().nodename}"
+    _heartbeat.update(name=name, stop=heartbeat.start(name))
+
+
+@worker_shutdown.connect(dispatch_uid="potaflow-worker-heartbeat-stop")
+def stop_heartbeat(**kwargs: Any) -> None:
+    # Imported here: as above.
+    from workflows.ops import heartbeat
+
+    if "stop" in _heartbeat:
+        _heartbeat["stop"].set()
+        heartbeat.forget(_heartbeat["name"])

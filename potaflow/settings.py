@@ -10,6 +10,7 @@ import re
 import urllib.parse
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -119,6 +120,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# DATABASE_URL points at PgBouncer in transaction pooling (README "Scaling out"): consecutive
+# transactions of one connection may run on different server connections, so nothing may rely
+# on session state. PotaFlow itself keeps none (single-statement claims and leases, no advisory
+# lock, no SET outside a transaction); this turns off what Django would keep: server-side cursors
+# (.iterator() outside a transaction) and prepared statements (off by default in Django 5).
+POTAFLOW_PGBOUNCER = env.bool("POTAFLOW_PGBOUNCER", default=False)
+if POTAFLOW_PGBOUNCER and DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("POTAFLOW_PGBOUNCER=true needs DATABASE_URL=postgres://... (PgBouncer's address).")
+if POTAFLOW_PGBOUNCER:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    if _db_options.get("server_side_binding") or _db_options.get("prepare_threshold") is not None:
+        raise ImproperlyConfigured(
+            "POTAFLOW_PGBOUNCER=true: prepared statements (server_side_binding, prepare_threshold) do not "
+            "survive transaction pooling in PgBouncer < 1.21; remove them from DATABASE_URL."
+        )
+    _db_options["prepare_threshold"] = None
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -327,6 +345,9 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("POTAFLOW_WORKER_MAX_RSS_MB", defau
 # Hard ceiling on a pool child's heap (MiB, RLIMIT_DATA): a step allocating
 # past it fails with a MemoryError naming this setting. 0: no ceiling.
 POTAFLOW_WORKER_MEMORY_LIMIT_MB = env.int("POTAFLOW_WORKER_MEMORY_LIMIT_MB", default=1024)
+# Each worker writes its memory and liveness to the database this often (workflows/ops/heartbeat.py);
+# /metrics reports potaflow_worker_resident_memory_bytes and potaflow_workers_alive from it.
+POTAFLOW_WORKER_HEARTBEAT_SECONDS = env.int("POTAFLOW_WORKER_HEARTBEAT_SECONDS", default=15)
 CELERY_TIMEZONE = "UTC"
 # django-celery-beat's DatabaseScheduler, kept in a heap by due time: 10,000 schedules firing
 # the same minute cost beat well under a second (workflows/scheduling/scheduler.py).
@@ -335,6 +356,12 @@ CELERY_BEAT_SCHEDULER = "workflows.scheduling.scheduler:HeapDatabaseScheduler"
 # A worker process records a message's firings before dispatching any: 5,000 lets the default
 # two pool processes record 10,000 firings of a minute in parallel, one message each.
 POTAFLOW_SCHEDULE_BATCH_SIZE = env.int("POTAFLOW_SCHEDULE_BATCH_SIZE", default=5000)
+# Several beats may run (one per host, for availability): only the holder of a lease row in the
+# database sends (workflows/scheduling/leader.py). A standby takes over at most this many seconds
+# (plus a tick) after the leader stops renewing; keep it well under a minute, or a minute's firings
+# can be skipped at a takeover. POTAFLOW_BEAT_LEADER_ELECTION=false: every beat sends (one beat only!).
+POTAFLOW_BEAT_LEASE_SECONDS = env.int("POTAFLOW_BEAT_LEASE_SECONDS", default=20)
+POTAFLOW_BEAT_LEADER_ELECTION = env.bool("POTAFLOW_BEAT_LEADER_ELECTION", default=True)
 # Firings have a queue of their own, which every worker consumes with the default one: a
 # backlog of steps must not make a minute's firings wait (the scheduled minute is in the run
 # either way; this keeps "scheduled -> run recorded" short). Each queue has its own exchange
@@ -343,10 +370,40 @@ POTAFLOW_SCHEDULE_QUEUE = "potaflow.schedules"
 # Test runs (POST /api/workflows/<id>/test/) run on the workers too, in a queue of their own: a backlog of
 # steps does not keep a user waiting for a test, and the web threads never run one.
 POTAFLOW_TEST_QUEUE = "potaflow.tests"
+# RabbitMQ (CELERY_BROKER_URL=amqp://...): quorum queues (replicated, durable, no message lost
+# with a node; a delivery limit instead of endless redelivery), publisher confirms (a publish
+# returns once the broker has the message), and topic exchanges because Celery's native delayed
+# delivery (how a retry's countdown works on quorum queues: the message waits in the broker's
+# celery_delayed_* queues, never held unacknowledged by a worker) only binds topic exchanges.
+# README "Scaling out" says what changes against Redis (prefetch, ETA, the schedules queue).
+POTAFLOW_BROKER_IS_AMQP = CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://"))
+if POTAFLOW_BROKER_IS_AMQP:
+    _queue_kwargs: dict[str, Any] = {"queue_arguments": {"x-queue-type": "quorum"}, "durable": True}
+    _exchange_type = "topic"
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_WORKER_DETECT_QUORUM_QUEUES = True  # quorum queues have no global QoS: per-consumer prefetch
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    # AMQP heartbeats (seconds): a worker host that vanished (no FIN) is noticed by RabbitMQ after
+    # about two missed beats; then its unacknowledged messages go to other workers, and its node
+    # name (exclusive remote-control queue) is free for the host when it comes back.
+    CELERY_BROKER_HEARTBEAT = env.int("POTAFLOW_BROKER_HEARTBEAT", default=15)
+else:
+    _queue_kwargs, _exchange_type = {}, "direct"
 CELERY_TASK_QUEUES = (
-    Queue("celery", Exchange("celery"), routing_key="celery"),
-    Queue(POTAFLOW_SCHEDULE_QUEUE, Exchange(POTAFLOW_SCHEDULE_QUEUE), routing_key=POTAFLOW_SCHEDULE_QUEUE),
-    Queue(POTAFLOW_TEST_QUEUE, Exchange(POTAFLOW_TEST_QUEUE), routing_key=POTAFLOW_TEST_QUEUE),
+    Queue("celery", Exchange("celery", type=_exchange_type), routing_key="celery", **_queue_kwargs),
+    Queue(
+        POTAFLOW_SCHEDULE_QUEUE,
+        Exchange(POTAFLOW_SCHEDULE_QUEUE, type=_exchange_type),
+        routing_key=POTAFLOW_SCHEDULE_QUEUE,
+        **_queue_kwargs,
+    ),
+    Queue(
+        POTAFLOW_TEST_QUEUE,
+        Exchange(POTAFLOW_TEST_QUEUE, type=_exchange_type),
+        routing_key=POTAFLOW_TEST_QUEUE,
+        **_queue_kwargs,
+    ),
 )
 CELERY_TASK_ROUTES = {
     "workflows.fire_schedules": {"queue": POTAFLOW_SCHEDULE_QUEUE},

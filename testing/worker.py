@@ -146,16 +146,46 @@ def test_database_url() -> str:
     return f"postgres://{auth}@{host}{port}/{quote(s['NAME'], safe='')}"
 
 
+_pgbouncer: Any = None
+
+
+def worker_database_url() -> tuple[str, dict[str, str]]:
+    """The worker's (and beat's) DATABASE_URL and what goes with it.
+
+    With ``POTAFLOW_TEST_PGBOUNCER=1`` (CI's PgBouncer leg) they reach the test
+    database through a ``pgbouncer`` of the session's own in transaction pooling
+    (``testing.services.PgBouncer``: two server connections, handed out in turn),
+    with ``POTAFLOW_PGBOUNCER=true``, as a deployment behind PgBouncer would.
+    """
+    global _pgbouncer  # noqa: PLW0603 - one PgBouncer per test session, started on first use
+    url = test_database_url()
+    if os.environ.get("POTAFLOW_TEST_PGBOUNCER", "") not in ("1", "true") or not url.startswith("postgres://"):
+        return url, {}
+    from django.db import connection  # noqa: PLC0415 - after Django's setup (pytest-django)
+
+    if _pgbouncer is None:
+        import atexit  # noqa: PLC0415 - only on this leg
+
+        from testing.services import PgBouncer  # noqa: PLC0415 - only on this leg
+
+        s = connection.settings_dict
+        _pgbouncer = PgBouncer(s.get("HOST") or "127.0.0.1", int(s.get("PORT") or 5432)).start()
+        atexit.register(_pgbouncer.stop)
+    return _pgbouncer.url(quote(connection.settings_dict["NAME"], safe="")), {"POTAFLOW_PGBOUNCER": "true"}
+
+
 def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     from django.conf import settings
 
     extra = dict(extra or {})
     handler_modules = TEST_HANDLER_MODULES + [m for m in extra.pop("POTAFLOW_HANDLER_MODULES", "").split(",") if m]
+    database_url, database_env = worker_database_url()
     env = dict(os.environ)
+    env.update(database_env)
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "potaflow.settings",
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": database_url,
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "POTAFLOW_VAR_DIR": str(test_var_dir()),
             "POTAFLOW_BROKER_VISIBILITY_TIMEOUT": str(WORKER_VISIBILITY_TIMEOUT),

@@ -424,6 +424,47 @@ class MetricBaseline(models.Model):
         return f"{self.series} = {self.value:g}"
 
 
+class SchedulerLease(models.Model):
+    """Who may send schedule firings: one row per lease (``beat``), held by one beat process at a time.
+
+    A lease row rather than an advisory lock: a session lock lives on one
+    server connection, which PgBouncer's transaction pooling hands to other
+    clients between transactions, and it dies silently with a cut connection.
+    A row is renewed in single statements, works through any pooler, and its
+    ``expires_at`` (the database's clock, never a host's) tells a standby
+    when it may take over. ``term`` grows with every change of holder.
+    See ``workflows.scheduling.leader``.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.CharField(max_length=200, help_text="host:pid:random of the beat process holding it.")
+    term = models.BigIntegerField(default=1, help_text="Incremented at every change of holder.")
+    acquired_at = models.DateTimeField()
+    renewed_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder} (term {self.term}) until {self.expires_at:%H:%M:%S}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A Celery worker's last report of itself: it is alive, and how much memory it holds.
+
+    Workers serve no HTTP, so ``/metrics`` (any web process) reads their memory
+    from here: each worker's main process writes its row every
+    ``POTAFLOW_WORKER_HEARTBEAT_SECONDS`` (``workflows.ops.heartbeat``).
+    """
+
+    name = models.CharField(max_length=200, primary_key=True, help_text="Celery's node name, celery@<host>.")
+    pid = models.IntegerField()
+    rss_bytes = models.BigIntegerField(help_text="Resident memory of the main process and its pool children.")
+    processes = models.IntegerField(default=1)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.rss_bytes // 2**20} MiB at {self.seen_at:%H:%M:%S})"
+
+
 class TestRunStatus(models.TextChoices):
     QUEUED = "queued", "queued"
     RUNNING = "running", "running"

@@ -9,6 +9,8 @@ from celery import shared_task
 from celery.signals import before_task_publish
 from django.conf import settings
 
+from core.broker import broker_countdown
+
 from . import services
 from .execution import dispatch, engine
 from .ops import retention
@@ -43,7 +45,7 @@ def execute_step(self, run_id: str, position: int, force: bool = False) -> None:
     )
     if outcome.retry_in is not None:
         # Same message again later (same id and arguments), with the rest of the chain attached.
-        raise self.retry(countdown=outcome.retry_in, max_retries=None)
+        raise self.retry(countdown=broker_countdown(outcome.retry_in), max_retries=None)
     if not outcome.proceed:
         self.request.chain = None  # stop the chain: the run is finished or someone else has it
 

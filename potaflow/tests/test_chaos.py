@@ -1,4 +1,6 @@
-"""Reduced chaos run: ``bench/chaos.py`` with 200 events must lose no run and duplicate no effect.
+"""Reduced chaos run: ``bench/chaos.py`` with 200 events must lose no run and duplicate no effect,
+on Redis and on RabbitMQ (a ``rabbitmq-server`` node of its own: its restart keeps the quorum
+queues' messages, its "flush" purges both queues, its "blip" closes every client connection).
 
 The script starts its own stack (gunicorn, Celery worker and beat, a
 ``redis-server`` of its own on a free port, database ``potaflow_chaos_ci_<pid>``
@@ -52,16 +54,18 @@ def _last_json_line(output: str) -> dict:
     raise AssertionError(f"bench/chaos.py printed no JSON report:\n{output[-6000:]}")
 
 
-def test_no_run_lost_and_no_effect_duplicated_under_faults():
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed: the chaos run starts one of its own")
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_no_run_lost_and_no_effect_duplicated_under_faults(broker):
+    server = "rabbitmq-server" if broker == "amqp" else "redis-server"
+    if shutil.which(server) is None:
+        pytest.skip(f"{server} is not installed: the chaos run starts one of its own")
     if not _postgres_reachable():
         pytest.skip(f"PostgreSQL is not reachable at {DATABASE_URL.rsplit('/', 1)[0]}")
     guard = network.worker_network_guard_env()  # the script, web, worker and beat refuse non-loopback traffic
     command = [
         sys.executable, str(BASE_DIR / "bench" / "chaos.py"),
         "--events", "200", "--assert", "--settle-timeout", str(SETTLE_TIMEOUT),
-        "--database-url", DATABASE_URL,
+        "--database-url", DATABASE_URL, "--broker", broker,
         "--env", f"{network.GUARD_LOG_ENV}={guard[network.GUARD_LOG_ENV]}",
     ]  # fmt: skip
     result = subprocess.run(
@@ -75,7 +79,7 @@ def test_no_run_lost_and_no_effect_duplicated_under_faults():
     output = result.stdout + result.stderr
     report = _last_json_line(output)
     print(
-        f"chaos (200 events, {len(report['faults'])} faults): settle after the last fault "
+        f"chaos ({broker}, 200 events, {len(report['faults'])} faults): settle after the last fault "
         f"{report['settle_after_last_fault_s']} s, lost {report['lost']}, duplicate effects "
         f"{report['duplicate_effects']}, raw deliveries {report['raw_deliveries']}, "
         f"repeats absorbed by the key {report['repeats_absorbed_by_key']}, runs {report['runs_by_status']}"

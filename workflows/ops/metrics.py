@@ -76,6 +76,7 @@ from ..models import (
     StepAttempt,
     Workflow,
 )
+from . import heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -437,6 +438,22 @@ class DatabaseCollector:
         )  # fmt: skip
         yield GaugeMetricFamily("potaflow_file_storage_files", "Files kept in the file storage.", value=file_count)
         yield from self._broker()
+        yield from self._workers()
+
+    def _workers(self) -> Iterator[Metric]:
+        # Workers serve no HTTP: they report themselves in the database (workflows/ops/heartbeat.py).
+        workers = heartbeat.alive()
+        yield GaugeMetricFamily(
+            "potaflow_workers_alive", "Celery workers heard from within three heartbeats.", value=len(workers)
+        )
+        memory = GaugeMetricFamily(
+            "potaflow_worker_resident_memory_bytes",
+            "Resident memory of a worker (main process and pool children) at its last heartbeat.",
+            labels=["worker"],
+        )
+        for worker in workers:
+            memory.add_metric([worker.name], worker.rss_bytes)
+        yield memory
 
     def _broker(self) -> Iterator[Metric]:
         # Every queue the workers consume: steps and sweeps in the default one, beat's

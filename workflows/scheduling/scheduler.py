@@ -53,6 +53,7 @@ from django.db.models import F
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
+from .leader import Leadership
 from .schedules import FIRE_BATCH_TASK, FIRE_TASK
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class HeapDatabaseScheduler(DatabaseScheduler):
         self._changed_at: datetime | None = None
         self.clock = time.time  # epoch seconds; the tests set their own
         self.batch_size = max(1, int(getattr(settings, "POTAFLOW_SCHEDULE_BATCH_SIZE", 5000)))
+        self.leadership = Leadership()  # only the holder of the lease sends (scheduling/leader.py)
         super().__init__(*args, **kwargs)
 
     # -- the schedule as django-celery-beat and Celery see it ------------------------------
@@ -181,6 +183,12 @@ class HeapDatabaseScheduler(DatabaseScheduler):
     # -- ticking -------------------------------------------------------------------------------
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """Send everything due; return the seconds until the next due entry (at most ``max_interval``)."""
+        leader, became = self.leadership.check()
+        if not leader:
+            self._forget()  # a standby keeps nothing: when it takes over, it reads what the leader saved
+            return min(self.leadership.wait_seconds(), self._max_wait)
+        if became:
+            self._forget()
         self._refresh()
         now = self.clock()
         due_cron: list[CronEntry] = []
@@ -203,6 +211,17 @@ class HeapDatabaseScheduler(DatabaseScheduler):
         """``max_interval``, which celery-types types ``int | None``."""
         assert self.max_interval is not None  # noqa: S101 - DatabaseScheduler.__init__ sets it (5 s by default)
         return self.max_interval
+
+    def _forget(self) -> None:
+        """Drop the in-memory schedule; the next refresh loads every row (``last_run_at`` as saved)."""
+        self._entries.clear()
+        self._queue.clear()
+        self._loaded = False
+        self._changed_at = None
+
+    def close(self) -> None:
+        self.leadership.step_down()
+        super().close()
 
     def _push(self, entry: HeapEntry, when: float) -> None:
         entry.token = next(self._tokens)

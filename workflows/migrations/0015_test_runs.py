@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0002_token_family'),
-        ('workflows', '0012_workflow_webhook_body_as_file'),
+        ('workflows', '0014_worker_heartbeat'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
