@@ -6,7 +6,11 @@ a ``next`` link at 90 % of the list) and the admin run list (first page and a de
 (and, with ``--max-runs 1000000``, 1M) runs in the table, bulk-inserted with
 ``generate_series`` (not through the services layer), then ANALYZE. Each
 page is requested ``--requests`` times in a row by a logged-in superuser
-(session cookie): p50/p99 client latency.
+(session cookie): p50/p99 client latency. The same sizes measure Insights
+(``GET /api/insights/``, per workflow and per organization, 24h/7d/30d): the
+inserted runs are finished ones, so the database's rollup triggers count them
+as they are inserted (the insert time includes that), and Insights reads the
+rollups, never the runs.
 
 (a) schedules (optional, long: ``--schedules 10,1000``): N schedule workflows
 firing every minute (``* * * * *``, one ``transform`` step) created through
@@ -35,6 +39,7 @@ import benchlib
 from benchlib import BenchStack, emit, log, percentile, table
 
 TARGET_LIST = "flat: deep page p99 close to first page at every size"
+TARGET_INSIGHTS = "Insights p99 < 200 ms at 1,000,000 runs"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--schedules", default="", help="comma-separated schedule counts, e.g. 10,1000,10000")
     parser.add_argument("--minutes", type=int, default=2, help="minute boundaries measured per schedule count [2]")
     parser.add_argument("--no-runs", action="store_true", help="skip the runs-list part")
+    parser.add_argument(
+        "--insights-workflows", type=int, default=200, help="then spread the runs over this many workflows [200]"
+    )
     parser.add_argument(
         "--settle-timeout", type=float, default=300, help="most seconds to wait for beat's start-up catch-up [300]"
     )
@@ -70,11 +78,19 @@ def login_cookie(email: str) -> tuple[str, str]:
     return settings.SESSION_COOKIE_NAME, session.session_key
 
 
-def insert_runs(workflow_id: int, start: int, stop: int) -> float:
-    from django.db import connection
+def insert_runs(workflow_id: int, start: int, stop: int, *, triggers: bool = True) -> float:
+    """Insert finished runs ``start``..``stop``. Insights' rollup triggers count each as it is inserted;
+    with ``triggers=False`` (bulk loads) they are off for the insert and the rollups are rebuilt after in
+    one set-based pass (``insights.rebuild_rollups``): per-row triggers updating the same rollup rows
+    many times in one statement grow their row versions within it, which is slow for 100k rows."""
+    from django.db import connection, transaction
+
+    from workflows.ops.insights import rebuild_rollups
 
     began = time.monotonic()
-    with connection.cursor() as cur:
+    with transaction.atomic(), connection.cursor() as cur:
+        if not triggers:
+            cur.execute("SET LOCAL session_replication_role = replica")  # no triggers for this load
         cur.execute(
             """
             INSERT INTO workflows_run (id, workflow_id, workflow_version, version_id, trigger, payload, status,
@@ -89,7 +105,11 @@ def insert_runs(workflow_id: int, start: int, stop: int) -> float:
             """,
             [workflow_id, workflow_id, start, stop - 1],
         )
+    if not triggers:
+        rebuild_rollups()
+    with connection.cursor() as cur:
         cur.execute("ANALYZE workflows_run")
+        cur.execute("ANALYZE workflows_runrollup")
     return time.monotonic() - began
 
 
@@ -139,9 +159,11 @@ def runs_lists(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, An
     sizes = [s for s in (1_000, 100_000, 1_000_000) if s <= args.max_runs]
     rows, have = [], 0
     for size in sizes:
-        seconds = insert_runs(workflow.pk, have, size)
+        # The first thousand through the triggers (as runs finish, one statement each here), the rest in bulk.
+        seconds = insert_runs(workflow.pk, have, size, triggers=size <= 1_000)
         have = size
-        log(f"{size} runs in the table (inserted in {seconds:.1f} s)")
+        how = "rollups by the triggers" if size <= 1_000 else "rollups rebuilt after"
+        log(f"{size} runs in the table (inserted in {seconds:.1f} s, {how})")
         deep_api = max(1, int(size / 50 * 0.9))  # the page number the same position would have (50 a page)
         deep_admin = max(1, int(size / 100 * 0.9))
         cursor = quote(deep_cursor(workflow.pk, 0.9))
@@ -151,12 +173,75 @@ def runs_lists(stack: BenchStack, args: argparse.Namespace) -> list[dict[str, An
             "admin first page": "/admin/workflows/run/",
             f"admin page {deep_admin}": f"/admin/workflows/run/?p={deep_admin}",
         }
+        for window in ("24h", "7d", "30d"):
+            pages[f"insights workflow {window}"] = f"/api/insights/?workflow={workflow.pk}&window={window}"
+            pages[f"insights organization {window}"] = f"/api/insights/?window={window}"
         for label, path in pages.items():
             session.get(stack.base_url + path, timeout=120)  # warm
             r = timed_get(session, stack.base_url + path, args.requests)
             rows.append({"runs": size, "page": label, **r})
             log(f"  {label}: p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms {r['status']}")
+    if args.insights_workflows > 1:
+        rows += insights_spread(stack, session, workflow, args)
     stack.stop_service("web")
+    return rows
+
+
+def insights_spread(stack: BenchStack, session: Any, workflow: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The same runs spread over ``--insights-workflows`` workflows of the organization (its rollup rows
+    multiply by as many): Insights per organization and per workflow, over HTTP and in process
+    (``insights()`` alone: the database reads and the sums, without the web server's queueing)."""
+    from django.db import connection, transaction
+
+    from workflows.models import RunRollup
+    from workflows.ops.insights import WINDOWS, insights, rebuild_rollups
+
+    org_id = workflow.organization_id
+    n = args.insights_workflows
+    others = [
+        benchlib.create_workflow(
+            workflow.organization, f"bench growth {i}", benchlib.one_step_steps("http://127.0.0.1:9/unused")
+        )
+        for i in range(1, n)
+    ]
+    ids = [workflow.pk, *(w.pk for w in others)]
+    began = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL session_replication_role = replica")  # a bulk move: rollups rebuilt after
+        cur.execute(
+            "UPDATE workflows_run SET workflow_id = (%s::bigint[])[1 + abs(hashtext(id::text)) %% %s]", [ids, n]
+        )
+        cur.execute(
+            "UPDATE workflows_run r SET version_id = v.id FROM workflows_workflowversion v"
+            " WHERE v.workflow_id = r.workflow_id AND v.number = 1"
+        )
+    rebuild_rollups()
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE workflows_run")
+        cur.execute("ANALYZE workflows_runrollup")
+    rollups = RunRollup.objects.count()
+    log(f"runs spread over {n} workflows, rollups rebuilt ({rollups} rows) in {time.monotonic() - began:.0f} s")
+    runs = args.max_runs  # every run, spread
+    rows = []
+    for window in WINDOWS:
+        for scope, path, kwargs in (
+            ("workflow", f"/api/insights/?workflow={ids[-1]}&window={window}", {"workflow_id": ids[-1]}),
+            ("organization", f"/api/insights/?window={window}", {}),
+        ):
+            session.get(stack.base_url + path, timeout=120)
+            r = timed_get(session, stack.base_url + path, args.requests)
+            label = f"insights {scope} {window} ({n} workflows)"
+            rows.append({"runs": runs, "page": label, **r})
+            log(f"  {label}: p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms {r['status']}")
+            samples = []
+            for _ in range(args.requests * 3):
+                t0 = time.perf_counter()
+                insights(organization_ids=[org_id], window=window, **kwargs)
+                samples.append((time.perf_counter() - t0) * 1000)
+            label = f"insights() {scope} {window} ({n} workflows, in process)"
+            rows.append({"runs": runs, "page": label, "p50_ms": round(percentile(samples, 50), 1),
+                         "p99_ms": round(percentile(samples, 99), 1), "status": ["-"], "count": None})  # fmt: skip
+            log(f"  {label}: p50 {rows[-1]['p50_ms']} ms p99 {rows[-1]['p99_ms']} ms")
     return rows
 
 
@@ -253,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for r in lists:
             name = f"runs_list.{r['runs']}.{r['page'].replace(' ', '_')}"
-            emit("growth", name, r["p99_ms"], "ms", TARGET_LIST, p50=r["p50_ms"], status=r["status"])
+            target = TARGET_INSIGHTS if r["page"].startswith("insights") else TARGET_LIST
+            emit("growth", name, r["p99_ms"], "ms", target, p50=r["p50_ms"], status=r["status"])
     if scheds:
         print("\nSchedules firing every minute (web not running; worker + beat)")
         table(

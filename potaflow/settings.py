@@ -548,6 +548,10 @@ POTAFLOW_RETAIN_FILTERED_DAYS = env.int("POTAFLOW_RETAIN_FILTERED_DAYS", default
 POTAFLOW_PRUNE_INTERVAL_SECONDS = env.int("POTAFLOW_PRUNE_INTERVAL_SECONDS", default=600)
 POTAFLOW_PRUNE_BATCH_SIZE = env.int("POTAFLOW_PRUNE_BATCH_SIZE", default=500)
 POTAFLOW_PRUNE_MAX_RUNS = env.int("POTAFLOW_PRUNE_MAX_RUNS", default=20_000)
+# Insights' rollups (workflows.ops.insights), kept after their runs are pruned: hourly ones serve
+# the 24 h window (at least 2 days: it and the day before), daily ones 7 d and 30 d (at least 60).
+POTAFLOW_INSIGHTS_HOURLY_DAYS = env.int("POTAFLOW_INSIGHTS_HOURLY_DAYS", default=7)
+POTAFLOW_INSIGHTS_DAILY_DAYS = env.int("POTAFLOW_INSIGHTS_DAILY_DAYS", default=400)
 # A running step's worker renews its lease every third of this; a lapsed lease means the worker died.
 POTAFLOW_STEP_LEASE_SECONDS = env.int("POTAFLOW_STEP_LEASE_SECONDS", default=15)
 POTAFLOW_STEP_TIMEOUT_MAX_SECONDS = env.float("POTAFLOW_STEP_TIMEOUT_MAX_SECONDS", default=300.0)

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from . import connection_views, org_views, views
+from . import connection_views, insights_views, org_views, views
 
 app_name = "webui"
 
@@ -17,6 +17,7 @@ urlpatterns = [
     path("app/workflows/<int:pk>/versions/<int:number>/restore/", views.version_restore, name="version-restore"),
     path("app/schedule-preview/", views.schedule_preview, name="schedule-preview"),
     path("app/runs/", views.run_list, name="runs"),
+    path("app/insights/", insights_views.insights_page, name="insights"),
     path("app/runs/<uuid:run_id>/", views.run_page, name="run"),
     path("app/runs/<uuid:run_id>/replay/", views.run_replay, name="run-replay"),
     path("app/runs/<uuid:run_id>/files/<uuid:file_id>/", views.run_file, name="run-file"),

@@ -242,7 +242,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
     run, membership = selectors.run_for(request.user, run_id)
-    steps = list(run.step_runs.order_by("position").prefetch_related("attempt_log"))
+    steps = selectors.in_flow_order(run, list(run.step_runs.order_by("position").prefetch_related("attempt_log")))
     # The template reads these two display attributes off each step (not model fields).
     for step in steps:
         step.duration_text = human_duration(step.duration_ms)  # type: ignore[attr-defined]
@@ -251,6 +251,7 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
             for attempt in step.attempt_log.all()
         ]
     failing = [s for s in steps if s.status == StepRunStatus.FAILED]
+    flow = selectors.run_flow(run, steps)
     context = _base(
         request,
         membership,
@@ -262,6 +263,11 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
         replayable=run.status in (RunStatus.FAILED, RunStatus.FILTERED),
         definition_changed=run.workflow_version != run.workflow.version,
         state_url=reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
+        flow=flow,
+        approvals=flow["approvals"],
+        approvers=selectors.approvers(run.workflow.organization_id) if flow["approvals"] else [],
+        detail_url=reverse("workflows:run-detail", args=[run.pk]),
+        approve_url=f"{reverse('workflows:run-detail', args=[run.pk])}approve/",
         nav="runs",
         files=list(workflow_selectors.run_files(run)),
     )

@@ -63,3 +63,22 @@ def broker_visibility_check(app_configs: Any = None, **kwargs: Any) -> list:
             )
         )
     return problems
+
+
+# The shortest rollup retention each Insights window needs (it and the period before it).
+INSIGHTS_MINIMUM_DAYS = {"POTAFLOW_INSIGHTS_HOURLY_DAYS": 2, "POTAFLOW_INSIGHTS_DAILY_DAYS": 60}
+
+
+@register()
+def insights_retention_check(app_configs: Any = None, **kwargs: Any) -> list:
+    """Rollups pruned before a window and its previous period are over would show false zeros."""
+    return [
+        Error(
+            f"{name} is {getattr(settings, name)}: Insights needs at least {minimum} days of these rollups "
+            "(a window and the period before it).",
+            hint=f"Set {name} to {minimum} or more.",
+            id="workflows.E002",
+        )
+        for name, minimum in INSIGHTS_MINIMUM_DAYS.items()
+        if getattr(settings, name) < minimum
+    ]

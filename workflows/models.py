@@ -424,6 +424,75 @@ class MetricBaseline(models.Model):
         return f"{self.series} = {self.value:g}"
 
 
+class RollupGrain(models.TextChoices):
+    """The width of an Insights bucket: hours for the last day, days beyond."""
+
+    HOUR = "hour", "Hour"
+    DAY = "day", "Day"
+
+
+class RunRollup(models.Model):
+    """Finished runs of one workflow, by the hour or day they were received in and by status.
+
+    What Insights reads instead of the runs: written by database triggers in
+    the very statement that finishes (or un-finishes) a run, whatever code
+    path does it (migration ``*_insights_rollups``), never when a run is
+    deleted, so the history outlives retention. ``durations`` counts the
+    rows' durations in log buckets (``workflows.ops.insights.DURATION_BASE``):
+    p50/p95 over any set of rows, to within 2.5 %.
+    """
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    # No foreign key: an organization's history keeps the runs of a workflow deleted since.
+    workflow_id = models.BigIntegerField()
+    grain = models.CharField(max_length=4, choices=RollupGrain.choices)
+    start = models.DateTimeField(help_text="Start (UTC) of the hour or day the runs were received in.")
+    status = models.CharField(max_length=16)
+    runs = models.IntegerField(default=0)
+    dead_lettered = models.IntegerField(default=0)
+    timed = models.IntegerField(default=0, help_text="Runs with a start and end time (the durations counted).")
+    duration_ms_sum = models.BigIntegerField(default=0)
+    durations = models.JSONField(default=dict, help_text='{"<log bucket>": runs}')
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workflow_id", "grain", "start", "status"], name="unique_run_rollup"),
+        ]
+        indexes = [models.Index(fields=["organization", "grain", "start"], name="run_rollup_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} {self.grain} {self.start:%Y-%m-%d %H:%M} {self.status}: {self.runs}"
+
+
+class StepFailureRollup(models.Model):
+    """Step instances that failed, by workflow, hour or day their run was received in, step key and error
+    (its first line, 200 characters): the "steps that fail most" of Insights. Written like ``RunRollup``."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    workflow_id = models.BigIntegerField()
+    grain = models.CharField(max_length=4, choices=RollupGrain.choices)
+    start = models.DateTimeField()
+    step_key = models.CharField(max_length=64)
+    action_type = models.CharField(max_length=64)
+    error = models.CharField(max_length=200)
+    failures = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow_id", "grain", "start", "step_key", "error"], name="unique_step_failure_rollup"
+            ),
+        ]
+        indexes = [models.Index(fields=["organization", "grain", "start"], name="step_failure_rollup_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} {self.step_key} {self.start:%Y-%m-%d %H:%M}: {self.failures}"
+
+
 class SchedulerLease(models.Model):
     """Who may send schedule firings: one row per lease (``beat``), held by one beat process at a time.
 

@@ -4,7 +4,7 @@ from rest_framework.routers import DefaultRouter
 from . import api, live
 from .files import download
 from .intake import webhooks
-from .ops import stats
+from .ops import insights_api, stats
 
 app_name = "workflows"
 
@@ -21,6 +21,7 @@ urlpatterns = [
     path("runs/<uuid:run_id>/live", live.run_live, name="run-live"),
     path("runs/<uuid:run_id>/live.json", live.run_live_state, name="run-live-state"),
     path("api/stats/", stats.StatsView.as_view(), name="stats"),
+    path("api/insights/", insights_api.InsightsView.as_view(), name="insights"),
     path("api/templates/check/", api.TemplateCheckView.as_view(), name="template-check"),
     path("", include(router.urls)),
 ]

@@ -22,6 +22,9 @@ It also deletes superseded ``WorkflowVersion`` rows that no run uses any more
 (a definition edited many times would otherwise stay stored once per edit).
 A version is only deleted once a newer one has existed for
 ``VERSION_GRACE``, so a run being accepted with it right now is never refused.
+
+Insights' rollups are not the runs' and stay (their own retention,
+``POTAFLOW_INSIGHTS_HOURLY_DAYS`` / ``POTAFLOW_INSIGHTS_DAILY_DAYS``, is applied here too).
 """
 
 import logging
@@ -36,6 +39,7 @@ from django.utils import timezone
 
 from ..files import services as file_services
 from ..models import Run, RunFile, RunStatus, StepAttempt, StepRun, TestRun, WorkflowVersion
+from .insights import prune_rollups
 
 logger = logging.getLogger(__name__)
 TEST_RUN_RETENTION = timedelta(days=1)
@@ -51,6 +55,7 @@ class PruneReport:
     step_runs: int = 0
     attempts: int = 0
     versions: int = 0
+    rollups: int = 0  # Insights rollups past POTAFLOW_INSIGHTS_*_DAYS (never the ones of the runs deleted)
     files: int = 0  # files deleted (bytes and rows): their run's, and abandoned uploads
     capped: bool = False  # stopped at POTAFLOW_PRUNE_MAX_RUNS: more is left for the next pass
     dry_run: bool = False
@@ -66,6 +71,8 @@ class PruneReport:
             f"{verb} {self.total_runs} run(s) ({by_status}), {self.step_runs} step run(s), "
             f"{self.attempts} attempt(s), {self.versions} unused workflow version(s), {self.files} file(s)"
         )
+        if self.rollups:
+            text += f", {self.rollups} expired Insights rollup row(s)"
         return text + ("; stopped at the per-pass cap, more remain" if self.capped else "")
 
 
@@ -156,6 +163,7 @@ def prune(
     # The deleted runs' files (detached by the deletion) and uploads abandoned mid-write: bytes, then rows.
     while deleted_files := file_services.prune_files(limit=batch_size, now=now):
         report.files += deleted_files
-    if report.total_runs or report.versions or report.files:
+    report.rollups = prune_rollups(now)
+    if report.total_runs or report.versions or report.files or report.rollups:
         logger.info("retention: %s", report.summary())
     return report

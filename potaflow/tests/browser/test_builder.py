@@ -117,6 +117,7 @@ def test_an_editor_builds_tests_runs_breaks_fixes_and_replays(
     assert page.locator(".pf-role").inner_text() == "Editor"
     page.get_by_role("link", name="New workflow").click()
     page.wait_for_selector('#pf-builder[data-ready="true"]')
+    page.get_by_role("button", name="Form").click()  # the form editor (remembered in this browser)
 
     # Build webhook → filter → http.request with forms and the data picker: no JSON typed.
     page.get_by_label("Workflow name").fill("New signups to the CRM")
@@ -338,6 +339,9 @@ def test_a_viewer_sees_everything_and_changes_nothing_and_an_outsider_gets_404(l
     assert page.get_by_role("button", name="Add step").count() == 0
     assert page.get_by_role("button", name="Insert data").count() == 0
     assert page.get_by_label("Workflow name").is_disabled()
+    assert page.locator('#pf-flow [data-step-key="shape"]').count() == 1  # the flow, without "+" or tools
+    assert page.locator("#pf-flow .pf-insert, #pf-flow .pf-node-tools").count() == 0
+    page.get_by_role("button", name="Form").click()
     assert page.locator('[data-path="steps[0].key"]').is_disabled()
     labelled(page)
     fits(page)
@@ -419,6 +423,7 @@ def test_an_owner_manages_members_and_credentials_and_the_picker_lists_only_the_
     page.get_by_role("link", name="Workflows", exact=True).click()
     page.get_by_role("link", name="New workflow").click()
     page.wait_for_selector('#pf-builder[data-ready="true"]')
+    page.get_by_role("button", name="Form").click()
     page.get_by_label("Add a step").select_option("slack.message")
     page.get_by_role("button", name="Add step").click()
     slack = page.locator(".pf-step").nth(0).get_by_label("Credential")

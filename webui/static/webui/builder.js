@@ -14,11 +14,31 @@
   var csrf = document.querySelector("#pf-csrf input[name=csrfmiddlewaretoken]").value;
   var wf = data.workflow;
   var uid = 0;
-  var steps = (wf.steps || []).map(fromSpec);
+  var steps = [];  // the top-level steps (filled once fromSpec is defined, below)
+  var onFailure = [];  // the error path
   var testOutputs = {};  // step key -> output from the latest test
   var pendingMove = null;  // [from, to] of a drop, applied when the drag ends
   var secrets = {webhook_secret: null, webhook_secret_previous: null};
-  var LONG_TEXT = {text: 1, html: 1, condition: 1};
+  var LONG_TEXT = {text: 1, html: 1, condition: 1, message: 1};
+  // Flow control steps (issue 19) as the builder shows them when the server does not describe
+  // them itself; the server's descriptions (GET /api/actions/) win when present.
+  var STEP_LIST = {type: "array", items: {type: "object"}};
+  var CONTROL_ACTIONS = {
+    branch: {title: "Branch", description: "Chooses a path: each path has a name, a condition and steps; “otherwise” runs when no condition holds.",
+      config_schema: {type: "object", properties: {mode: {"enum": ["first", "all"], "default": "first", description: "first: the first path whose condition holds; all: every one."},
+        paths: {type: "array", items: {type: "object"}}, otherwise: STEP_LIST}, required: ["paths"]}},
+    for_each: {title: "For each item", description: "Runs its steps once per item of a list, with item and index in the templates.",
+      config_schema: {type: "object", properties: {items: {description: "A template giving a list, e.g. {{ trigger.body.lines }}."}, steps: STEP_LIST,
+        parallel: {type: "integer", minimum: 1, description: "Iterations at once (default 1)."}, on_item_failure: {"enum": ["stop", "continue"], "default": "stop"},
+        max_items: {type: "integer", minimum: 1}}, required: ["items", "steps"]}},
+    delay: {title: "Delay", description: "Pauses the run for a number of seconds or until a time; durable.",
+      config_schema: {type: "object", properties: {seconds: {type: "number"}, until: {type: "string", description: "An ISO 8601 time."}}}},
+    wait: {title: "Wait", description: "Pauses until a POST to the run's resume URL, or until an editor approves or refuses.",
+      config_schema: {type: "object", properties: {kind: {"enum": ["webhook", "approval"], "default": "webhook"}, timeout_seconds: {type: "number"},
+        on_timeout: {"enum": ["fail", "continue"], "default": "fail"}}}},
+    stop: {title: "Stop", description: "Ends the run now as succeeded, filtered or failed, with a message.",
+      config_schema: {type: "object", properties: {status: {"enum": ["succeeded", "filtered", "failed"], "default": "succeeded"}, message: {type: "string"}}}}
+  };
   var LABELS = {url: "URL", html: "HTML", cc: "Cc", bcc: "Bcc", from_email: "From address", thread_ts: "Thread (ts)",
     reply_to: "Reply to", body_type: "Body type", expected_status: "Expected status codes"};
 
@@ -60,41 +80,155 @@
   function status(text) { document.getElementById("pf-save-status").textContent = text; }
 
   // -- step model ----------------------------------------------------------------
+  // The definition is a tree of step lists (issue 19): the top-level steps, nested lists in a
+  // branch's config (paths[i].steps, otherwise) and a for_each's (steps), and the workflow's
+  // on_failure (the error path). While editing, nested lists hold the same step objects as the
+  // top level, so the flow view and the form editor edit one document.
+  var NESTED = {branch: 1, for_each: 1};
   function fromSpec(s) {
     uid += 1;
-    return {
+    var step = {
       uid: uid, key: s.key, action_type: s.action_type, config: clone(s.config) || {},
       credential: s.credential === undefined ? null : s.credential,
       max_retries: s.max_retries, backoff_seconds: s.backoff_seconds,
       backoff_max_seconds: s.backoff_max_seconds, timeout_seconds: s.timeout_seconds,
-      on_in_doubt: s.on_in_doubt || "", raw: false, anyModes: {}
+      on_in_doubt: s.on_in_doubt || "", continue_on_error: !!s.continue_on_error, raw: false, anyModes: {}
     };
+    childLists(step).forEach(function (c) { c.set(c.list.map(fromSpec)); });
+    return step;
   }
   function toSpec(s) {
-    var spec = {key: s.key, action_type: s.action_type, config: s.config, credential: s.credential || null,
+    var config = Object.assign({}, s.config);
+    if (s.action_type === "branch" && Array.isArray(config.paths)) {
+      config.paths = config.paths.map(function (p) { return Object.assign({}, p, {steps: (p.steps || []).map(toSpec)}); });
+      if (Array.isArray(config.otherwise)) config.otherwise = config.otherwise.map(toSpec);
+    }
+    if (s.action_type === "for_each" && Array.isArray(config.steps)) config.steps = config.steps.map(toSpec);
+    var spec = {key: s.key, action_type: s.action_type, config: config, credential: s.credential || null,
       on_in_doubt: s.on_in_doubt || ""};
+    if (s.continue_on_error) spec.continue_on_error = true;
     ["max_retries", "backoff_seconds", "backoff_max_seconds", "timeout_seconds"].forEach(function (f) {
       spec[f] = (s[f] === "" || s[f] === null || s[f] === undefined) ? data.step_defaults[f] : Number(s[f]);
     });
     return spec;
   }
+  /* The nested step lists of a control step: [{slot, name, list, set}] ("paths[0]", "otherwise", "steps"). */
+  function childLists(step) {
+    var c = step.config || {};
+    var out = [];
+    if (step.action_type === "branch") {
+      (Array.isArray(c.paths) ? c.paths : []).forEach(function (p, i) {
+        if (!Array.isArray(p.steps)) p.steps = [];
+        out.push({slot: "paths[" + i + "]", name: p.name, list: p.steps, set: function (v) { p.steps = v; }, specPath: ".config.paths[" + i + "].steps"});
+      });
+      if (Array.isArray(c.otherwise)) out.push({slot: "otherwise", name: "otherwise", list: c.otherwise, set: function (v) { c.otherwise = v; }, specPath: ".config.otherwise"});
+    }
+    if (step.action_type === "for_each") {
+      if (!Array.isArray(c.steps)) c.steps = [];
+      out.push({slot: "steps", name: "steps", list: c.steps, set: function (v) { c.steps = v; }, specPath: ".config.steps"});
+    }
+    return out;
+  }
+  /* Every list of the document, outermost first: {ref, list, path (as the server names it), owner, ancestors}. */
+  function allLists() {
+    var out = [];
+    function visit(list, ref, path, ancestors) {
+      out.push({ref: ref, list: list, path: path, ancestors: ancestors});
+      list.forEach(function (step, i) {
+        childLists(step).forEach(function (c) {
+          visit(c.list, {id: step.uid + ":" + c.slot, owner: step, slot: c.slot}, path + "[" + i + "]" + c.specPath,
+            ancestors.concat([{step: step, list: list, index: i, slot: c.slot}]));
+        });
+      });
+    }
+    visit(steps, {id: "root", owner: null, slot: "root"}, "steps", []);
+    visit(onFailure, {id: "on_failure", owner: null, slot: "on_failure"}, "on_failure", []);
+    return out;
+  }
+  function listFor(ref) {
+    return allLists().filter(function (l) { return l.ref.id === ref.id; })[0] || null;
+  }
+  /* Where a step is: its list, index, the server's path ("steps[1].config.paths[0].steps[2]"),
+   * the steps sure to have run before it, and whether it is inside a loop or the error path. */
+  function locate(step) {
+    var lists = allLists();
+    for (var i = 0; i < lists.length; i++) {
+      var index = lists[i].list.indexOf(step);
+      if (index >= 0) return locFor(lists[i], index);
+    }
+    return null;
+  }
+  function locFor(entry, index) {
+    var earlier = [];
+    entry.ancestors.forEach(function (a) { earlier = earlier.concat(a.list.slice(0, a.index)); });
+    earlier = earlier.concat(entry.list.slice(0, index));
+    return {
+      list: entry.list, ref: entry.ref, index: index, path: entry.path + "[" + index + "]", earlier: earlier,
+      inLoop: entry.ancestors.some(function (a) { return a.step.action_type === "for_each"; }),
+      errorPath: entry.ref.id === "on_failure" || entry.path.indexOf("on_failure") === 0,
+      ancestors: entry.ancestors
+    };
+  }
+  function everyStep() {
+    var out = [];
+    allLists().forEach(function (l) { out = out.concat(l.list); });
+    return out;
+  }
   function newKey(actionType) {
     var base = actionType.replace(/[^a-z0-9]+/g, "_").replace(/^_+|_+$/g, "") || "step";
     if (!/^[a-z]/.test(base)) base = "s_" + base;
-    var keys = steps.map(function (s) { return s.key; });
+    var keys = everyStep().map(function (s) { return s.key; });
     var key = base, n = 2;
     while (keys.indexOf(key) >= 0) { key = base + "_" + n; n += 1; }
     return key;
   }
+  /* The keys a step's templates read (steps.<key>, steps["key"]). */
+  function readsOf(step) {
+    var text = JSON.stringify(toSpec(step).config);
+    var found = {};
+    var re = /steps\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*\\?["']([^"'\\]+)\\?["']\s*\])/g;
+    var m;
+    while ((m = re.exec(text)) !== null) found[m[1] || m[2]] = true;
+    return Object.keys(found);
+  }
+  /* Why the document as it is now cannot be right: a template reading a step that is not sure to
+   * run before it (the same rule the server applies at save). "" when none. */
+  function orderProblem() {
+    var lists = allLists();
+    for (var i = 0; i < lists.length; i++) {
+      for (var j = 0; j < lists[i].list.length; j++) {
+        var step = lists[i].list[j];
+        var before = locFor(lists[i], j).earlier.map(function (s) { return s.key; });
+        var own = [step].concat(descendants(step)).map(function (s) { return s.key; });
+        var bad = readsOf(step).filter(function (k) { return before.indexOf(k) < 0 && own.indexOf(k) < 0 && everyStep().some(function (s) { return s.key === k; }); });
+        if (bad.length) return step.key + " reads steps." + bad[0] + ".output, and " + bad[0] + " would not be sure to run before it";
+      }
+    }
+    return "";
+  }
+  function descendants(step) {
+    var out = [];
+    childLists(step).forEach(function (c) { c.list.forEach(function (s) { out.push(s); out = out.concat(descendants(s)); }); });
+    return out;
+  }
+  var CONTROL_DEFAULTS = {
+    branch: function () { return {paths: [{name: "path_1", when: "", steps: []}]}; },
+    for_each: function () { return {items: "", steps: []}; },
+    delay: function () { return {seconds: 60}; },
+    wait: function () { return {kind: "approval"}; },
+    stop: function () { return {status: "succeeded", message: ""}; }
+  };
   function defaultsFor(actionType) {
+    if (CONTROL_DEFAULTS[actionType] && !data.actions[actionType]) return CONTROL_DEFAULTS[actionType]();
     var config = {};
-    var schema = (data.actions[actionType] || {}).config_schema || {};
+    var schema = actionOf(actionType).config_schema || {};
     var props = schema.properties || {};
     (schema.required || []).forEach(function (name) {
       var p = props[name] || {};
       if (p.enum) config[name] = p.default || p.enum[0];
       else if (p.type === "string") config[name] = "";
     });
+    if (CONTROL_DEFAULTS[actionType]) config = Object.assign(CONTROL_DEFAULTS[actionType](), config);
     return config;
   }
 
@@ -110,7 +244,7 @@
     return [];
   }
   function fieldKind(actionType, name, p) {
-    if ((data.expression_fields[actionType] || []).indexOf(name) >= 0) return "expr";
+    if ((data.expression_fields[actionType] || (actionType === "for_each" ? ["items"] : [])).indexOf(name) >= 0) return "expr";
     if (p.enum) return "enum";
     var t = typesOf(p);
     if (t.length === 0) return "any";
@@ -174,7 +308,7 @@
     }
     return li;
   }
-  function openPicker(input, stepIndex, bare, wrap) {
+  function openPicker(input, loc, bare, wrap) {
     var existing = wrap.querySelector(".pf-picker");
     if (existing) { existing.remove(); return; }
     document.querySelectorAll(".pf-picker").forEach(function (p) { p.remove(); });
@@ -189,7 +323,7 @@
       input.focus();
       input.setSelectionRange(at, at);
       lastSelection.set(input, [at, at]);
-      checkTemplate(input, stepIndex, bare);
+      checkTemplate(input, loc, bare);
     }
     panel.addEventListener("keydown", function (e) {
       if (e.key === "Escape") { e.preventDefault(); panel.remove(); input.focus(); }
@@ -197,7 +331,14 @@
     panel.appendChild(el("p", {className: "pf-picker-head"}, ["Pick a value to insert at the cursor ", el("span", {className: "pf-quiet"}, ["(Esc closes)"])]));
     var tree = el("ul", {className: "pf-tree"});
     tree.appendChild(treeNode("trigger", "trigger", triggerTree(), insert, 0));
-    var earlier = steps.slice(0, stepIndex);
+    var extras = [];
+    if (loc.inLoop) extras.push(["item", "the current item of the loop"], ["index", "its position, from 0"]);
+    if (loc.errorPath) extras.push(["failure.step", "the step that failed"], ["failure.error", "its error"], ["failure.attempts", "its attempts"]);
+    extras.forEach(function (x) {
+      tree.appendChild(el("li", {className: "pf-tree-item"}, [el("button", {type: "button", className: "pf-pick", "data-path": x[0],
+        onclick: function () { insert(x[0]); }}, [x[0]]), el("span", {className: "pf-quiet"}, [" " + x[1]])]));
+    });
+    var earlier = loc.earlier;
     earlier.forEach(function (s) {
       var out = Object.prototype.hasOwnProperty.call(testOutputs, s.key) ? testOutputs[s.key] : data.sample.outputs[s.key];
       var path = "steps." + s.key + ".output";
@@ -214,14 +355,14 @@
     var first = panel.querySelector("summary, button");
     if (first) first.focus();
   }
-  function checkTemplate(input, stepIndex, bare) {
+  function checkTemplate(input, loc, bare) {
     var value = input.value;
     var msg = input.parentNode.parentNode.querySelector(":scope > .pf-inline-check") ||
       (input.closest(".pf-field") || input.parentNode).querySelector(".pf-inline-check");
     if (!msg) return;
     if (bare && value.trim() && value.indexOf("{{") < 0 && value.indexOf("{%") < 0) value = "{{ " + value + " }}";
     if (value.indexOf("{{") < 0 && value.indexOf("{%") < 0) { msg.textContent = ""; input.removeAttribute("aria-invalid"); return; }
-    var earlier = steps.slice(0, stepIndex).map(function (s) { return s.key; });
+    var earlier = loc.earlier.map(function (s) { return s.key; });
     api("POST", data.urls.check_template, {template: value, earlier_steps: earlier}).then(function (r) {
       if (!r.ok) return;
       msg.textContent = r.body.valid ? "" : "Template problem: " + r.body.error;
@@ -229,7 +370,7 @@
     });
   }
   // A text input that takes templates: the "Insert data" button and the check on blur.
-  function templated(input, stepIndex, bare) {
+  function templated(input, loc, bare) {
     var wrap = el("div", {className: "pf-templated"});
     var row = el("div", {className: "pf-templated-row"}, [input]);
     wrap.appendChild(row);
@@ -237,8 +378,8 @@
     if (canEdit) {
       row.appendChild(el("button", {type: "button", className: "pf-button pf-small pf-insert-data",
         "aria-label": "Insert data into " + (input.getAttribute("aria-label") || "this field"),
-        onclick: function () { openPicker(input, stepIndex, bare, wrap); }}, ["Insert data"]));
-      input.addEventListener("blur", function () { checkTemplate(input, stepIndex, bare); });
+        onclick: function () { openPicker(input, loc, bare, wrap); }}, ["Insert data"]));
+      input.addEventListener("blur", function () { checkTemplate(input, loc, bare); });
     }
     wrap.appendChild(el("p", {className: "pf-inline-check pf-error", "aria-live": "polite"}));
     return wrap;
@@ -253,7 +394,7 @@
   function setConfig(step, name, value) {
     if (value === undefined) delete step.config[name]; else step.config[name] = value;
   }
-  function mapEditor(step, index, name, value, path, labelText) {
+  function mapEditor(step, loc, name, value, path, labelText) {
     var box = el("div", {className: "pf-map", "data-path": path});
     var rows = isPlainObject(value) ? Object.keys(value).map(function (k) { return [k, value[k]]; }) : [];
     function sync() {
@@ -268,7 +409,7 @@
         k.addEventListener("input", function () { r[0] = k.value; sync(); });
         var v = textInput(typeof r[1] === "string" ? r[1] : JSON.stringify(r[1]), {"aria-label": labelText + " " + (i + 1) + " value", className: "pf-map-value"});
         v.addEventListener("input", function () { r[1] = v.value; sync(); });
-        var line = el("div", {className: "pf-map-row"}, [k, templated(v, index, false)]);
+        var line = el("div", {className: "pf-map-row"}, [k, templated(v, loc, false)]);
         if (canEdit) line.appendChild(el("button", {type: "button", className: "pf-button pf-small", "aria-label": "Remove " + labelText + " " + (i + 1),
           onclick: function () { rows.splice(i, 1); sync(); draw(); }}, ["Remove"]));
         box.appendChild(line);
@@ -279,7 +420,7 @@
     draw();
     return box;
   }
-  function listEditor(step, index, name, value, path, labelText, itemType) {
+  function listEditor(step, loc, name, value, path, labelText, itemType) {
     var box = el("div", {className: "pf-list", "data-path": path});
     var items = Array.isArray(value) ? value.slice() : [];
     function coerce(v) {
@@ -292,7 +433,7 @@
       items.forEach(function (item, i) {
         var input = textInput(item, {"aria-label": labelText + " item " + (i + 1), "data-path": path + "[" + i + "]"});
         input.addEventListener("input", function () { items[i] = input.value; sync(); });
-        var line = el("div", {className: "pf-map-row"}, [itemType === "string" || !itemType ? templated(input, index, false) : input]);
+        var line = el("div", {className: "pf-map-row"}, [itemType === "string" || !itemType ? templated(input, loc, false) : input]);
         if (canEdit) line.appendChild(el("button", {type: "button", className: "pf-button pf-small", "aria-label": "Remove item " + (i + 1),
           onclick: function () { items.splice(i, 1); sync(); draw(); }}, ["Remove"]));
         box.appendChild(line);
@@ -313,30 +454,30 @@
     });
     return el("div", {}, [area, msg]);
   }
-  function anyField(step, index, name, value, id, path, labelText) {
+  function anyField(step, loc, name, value, id, path, labelText) {
     // "Any JSON value": a set of named fields (the usual case), one text template, or raw JSON.
     var mode = step.anyModes[name] || (value === undefined || isPlainObject(value) && Object.keys(value).every(function (k) { return typeof value[k] !== "object" || value[k] === null; })
       ? "fields" : (typeof value === "string" ? "text" : "json"));
     step.anyModes[name] = mode;
     var holder = el("div", {className: "pf-any"});
     var select = el("select", {"aria-label": labelText + ": how to enter it", className: "pf-any-mode", disabled: !canEdit,
-      onchange: function () { step.anyModes[name] = select.value; redrawStep(index); }},
+      onchange: function () { step.anyModes[name] = select.value; redrawStep(step); }},
     [["fields", "Named fields"], ["text", "Text"], ["json", "JSON"]].map(function (o) {
       return el("option", {value: o[0], selected: mode === o[0]}, [o[1]]);
     }));
     holder.appendChild(select);
-    if (mode === "fields") holder.appendChild(mapEditor(step, index, name, isPlainObject(value) ? value : {}, path, labelText));
+    if (mode === "fields") holder.appendChild(mapEditor(step, loc, name, isPlainObject(value) ? value : {}, path, labelText));
     else if (mode === "text") {
       var input = textInput(typeof value === "string" ? value : "", {id: id, "data-path": path}, true);
       input.addEventListener("input", function () { setConfig(step, name, input.value === "" ? undefined : input.value); });
-      holder.appendChild(templated(input, index, false));
+      holder.appendChild(templated(input, loc, false));
     } else holder.appendChild(jsonEditor(step, name, value, id, path));
     return holder;
   }
-  function configField(step, index, name, p, required) {
+  function configField(step, loc, name, p, required) {
     var kind = fieldKind(step.action_type, name, p);
     var id = nextId("pf-f");
-    var path = "steps[" + index + "].config." + name;
+    var path = loc.path + ".config." + name;
     var labelText = LABELS[name] || name.replace(/_/g, " ").replace(/^./, function (c) { return c.toUpperCase(); });
     var label = el("label", {"for": id}, [labelText]);
     if (required) { label.appendChild(el("span", {className: "pf-req", "aria-hidden": "true"}, [" *"])); label.appendChild(el("span", {className: "pf-visually-hidden"}, [" (required)"])); }
@@ -350,9 +491,9 @@
       p.enum.forEach(function (v) { control.appendChild(el("option", {value: v, selected: value === v}, [String(v)])); });
     } else if (kind === "text" || kind === "expr") {
       var input = textInput(value, {id: id, "data-path": path, "aria-describedby": help ? id + "-help" : null, required: required,
-        placeholder: kind === "expr" ? "e.g. trigger.body.amount > 100" : null}, !!LONG_TEXT[name] && kind !== "expr");
+        placeholder: kind === "expr" ? (name === "items" ? "e.g. trigger.body.lines" : "e.g. trigger.body.amount > 100") : null}, !!LONG_TEXT[name] && kind !== "expr");
       input.addEventListener("input", function () { setConfig(step, name, input.value === "" && !required ? undefined : input.value); });
-      control = templated(input, index, kind === "expr");
+      control = templated(input, loc, kind === "expr");
     } else if (kind === "number") {
       control = el("input", {type: "number", id: id, "data-path": path, step: "any", disabled: !canEdit, "aria-describedby": help ? id + "-help" : null});
       control.value = value === undefined ? "" : value;
@@ -364,23 +505,23 @@
         el("option", {value: "true", selected: value === true}, ["Yes"]), el("option", {value: "false", selected: value === false}, ["No"])]);
     } else if (kind === "map") {
       label = el("span", {className: "pf-label", id: id}, [label.textContent]);
-      control = mapEditor(step, index, name, value, path, labelText);
+      control = mapEditor(step, loc, name, value, path, labelText);
     } else if (kind === "list") {
       label = el("span", {className: "pf-label", id: id}, [label.textContent]);
-      control = listEditor(step, index, name, value, path, labelText, typesOf(p.items)[0]);
+      control = listEditor(step, loc, name, value, path, labelText, typesOf(p.items)[0]);
     } else if (kind === "any") {
-      control = anyField(step, index, name, value, id, path, labelText);
+      control = anyField(step, loc, name, value, id, path, labelText);
     } else {
       control = jsonEditor(step, name, value, id, path);
     }
     return el("div", {className: "pf-field pf-field-" + kind, "data-field": name}, [label, help, control,
       el("p", {className: "pf-field-error pf-error", "data-error-for": path, role: "alert"})]);
   }
-  function credentialField(step, index, action) {
+  function credentialField(step, loc, action) {
     var kinds = action.credential_kind ? [].concat(action.credential_kind) : [];
     if (!kinds.length) return null;
     var id = nextId("pf-cred");
-    var path = "steps[" + index + "].credential";
+    var path = loc.path + ".credential";
     var options = data.credentials.filter(function (c) { return kinds.indexOf(c.kind) >= 0; });
     var select = el("select", {id: id, "data-path": path, disabled: !canEdit,
       onchange: function () { step.credential = select.value ? Number(select.value) : null; }},
@@ -394,47 +535,184 @@
         "No " + kinds.join(" or ") + " credential in this organization yet: an admin of the organization adds one under Credentials."]),
       select, el("p", {className: "pf-field-error pf-error", "data-error-for": path, role: "alert"})]);
   }
-  function advanced(step, index) {
-    var d = el("details", {className: "pf-advanced"}, [el("summary", {}, ["Advanced: retries, timeout, unknown outcomes"])]);
+  function advanced(step, loc) {
+    var d = el("details", {className: "pf-advanced"}, [el("summary", {}, ["Advanced: retries, timeout, unknown outcomes, continue on error"])]);
     var grid = el("div", {className: "pf-advanced-grid"});
     [["max_retries", "Retries after a failure", "1"], ["backoff_seconds", "First wait between retries (s)", "any"],
       ["backoff_max_seconds", "Longest wait (s)", "any"], ["timeout_seconds", "Timeout per attempt (s)", "any"]].forEach(function (f) {
       var id = nextId("pf-adv");
       var lim = data.step_limits[f[0]];
       var input = el("input", {type: "number", id: id, step: f[2], min: lim[0], max: lim[1], disabled: !canEdit,
-        "data-path": "steps[" + index + "]." + f[0], placeholder: String(data.step_defaults[f[0]])});
+        "data-path": loc.path + "." + f[0], placeholder: String(data.step_defaults[f[0]])});
       input.value = step[f[0]] === undefined || step[f[0]] === null ? "" : step[f[0]];
       input.addEventListener("input", function () { step[f[0]] = input.value; });
       grid.appendChild(el("div", {className: "pf-field"}, [el("label", {"for": id}, [f[1]]), input,
-        el("p", {className: "pf-field-error pf-error", "data-error-for": "steps[" + index + "]." + f[0], role: "alert"})]));
+        el("p", {className: "pf-field-error pf-error", "data-error-for": loc.path + "." + f[0], role: "alert"})]));
     });
     var id = nextId("pf-adv");
-    var sel = el("select", {id: id, disabled: !canEdit, "data-path": "steps[" + index + "].on_in_doubt",
+    var sel = el("select", {id: id, disabled: !canEdit, "data-path": loc.path + ".on_in_doubt",
       onchange: function () { step.on_in_doubt = sel.value; }}, data.in_doubt_choices.map(function (c) {
       return el("option", {value: c[0], selected: (step.on_in_doubt || "") === c[0]}, [c[1]]);
     }));
     grid.appendChild(el("div", {className: "pf-field"}, [el("label", {"for": id}, ["If a worker dies mid-call"]), sel]));
+    var coeId = nextId("pf-coe");
+    grid.appendChild(el("div", {className: "pf-field"}, [el("label", {"for": coeId, className: "pf-check"}, [
+      el("input", {type: "checkbox", id: coeId, className: "pf-continue-on-error", checked: !!step.continue_on_error, disabled: !canEdit,
+        "data-path": loc.path + ".continue_on_error", onchange: function (e) { step.continue_on_error = e.target.checked; flowSoon(); }}),
+      " Continue the run when this step fails for good"])]));
+    if (step.continue_on_error) d.open = true;
     d.appendChild(grid);
     return d;
   }
 
-  // -- step cards ------------------------------------------------------------------
-  function moveStep(from, to, focusSelector) {
-    if (to < 0 || to >= steps.length || from === to) return;
-    var s = steps.splice(from, 1)[0];
-    steps.splice(to, 0, s);
-    renderSteps();
-    status("Moved step " + s.key + " to position " + (to + 1) + ".");
-    var card = document.getElementById("pf-card-" + s.uid);
+  // -- step cards (the form editor) ------------------------------------------------
+  function actionOf(type) {
+    return data.actions[type] || CONTROL_ACTIONS[type] || {title: type, config_schema: {}};
+  }
+  function focusCard(step, selector) {
+    var card = document.getElementById("pf-card-" + step.uid);
     if (!card) return;
     // Keep the focus on the button that was used; at the top or bottom, on the one that still moves.
-    var target = card.querySelector(focusSelector);
-    if (!target || target.disabled) target = card.querySelector(focusSelector === ".pf-up" ? ".pf-down" : ".pf-up");
+    var target = card.querySelector(selector || ".pf-step-title");
+    if ((!target || target.disabled) && (selector === ".pf-up" || selector === ".pf-down")) target = card.querySelector(selector === ".pf-up" ? ".pf-down" : ".pf-up");
     if (!target || target.disabled) target = card.querySelector(".pf-step-title");
     target.focus();
   }
-  function stepCard(step, index) {
-    var action = data.actions[step.action_type] || {title: step.action_type, config_schema: {}};
+  function moveWithin(step, delta, focusSelector) {
+    var loc = locate(step);
+    var to = loc.index + delta;
+    if (to < 0 || to >= loc.list.length) return false;
+    loc.list.splice(loc.index, 1);
+    loc.list.splice(to, 0, step);
+    var problem = orderProblem();
+    if (problem) {  // put it back and say why
+      loc.list.splice(to, 1);
+      loc.list.splice(loc.index, 0, step);
+      status("Cannot move " + step.key + " there: " + problem + ".");
+      return false;
+    }
+    changed("Moved " + step.key + " " + (delta < 0 ? "up" : "down") + ".");
+    if (focusSelector) focusCard(step, focusSelector);
+    return true;
+  }
+  var undoStack = [];
+  function removeStep(step) {
+    var loc = locate(step);
+    loc.list.splice(loc.index, 1);
+    undoStack.push({step: step, list: loc.list, index: loc.index});
+    changed("Deleted " + step.key + ".");
+    showUndo(step.key);
+  }
+  function showUndo(key) {
+    var bar = document.getElementById("pf-undo");
+    bar.replaceChildren(el("span", {}, ["Deleted " + key + ". "]), el("button", {type: "button", className: "pf-button pf-small", id: "pf-undo-button",
+      onclick: function () {
+        var last = undoStack.pop();
+        if (!last) return;
+        last.list.splice(Math.min(last.index, last.list.length), 0, last.step);
+        bar.hidden = true;
+        changed("Restored " + last.step.key + ".");
+        var box = document.querySelector('#pf-flow [data-step-key="' + CSS.escape(last.step.key) + '"] .pf-node-main');
+        if (box && mode === "flow") box.focus(); else focusCard(last.step);
+      }}, ["Undo"]));
+    bar.hidden = false;
+    var undoButton = document.getElementById("pf-undo-button");
+    if (mode !== "flow") undoButton.focus();
+  }
+  function addStep(list, index, type) {
+    var s = fromSpec({key: newKey(type), action_type: type, config: defaultsFor(type)});
+    list.splice(index, 0, s);
+    changed("Added step " + s.key + ".");
+    return s;
+  }
+  /* Actions first, then the flow control steps, each group in its own <optgroup>. */
+  function fillActions(select) {
+    var actions = allActions();
+    var names = Object.keys(actions);
+    [["Actions", names.filter(function (n) { return !CONTROL_ACTIONS[n]; }).sort()],
+      ["Flow control", names.filter(function (n) { return CONTROL_ACTIONS[n]; })]].forEach(function (group) {
+      var optgroup = el("optgroup", {label: group[0]});
+      group[1].forEach(function (name) { optgroup.appendChild(el("option", {value: name}, [(actions[name].title || name) + " (" + name + ")"])); });
+      select.appendChild(optgroup);
+    });
+    return select;
+  }
+  function actionSelect(id, label) {
+    return fillActions(el("select", {id: id, "aria-label": label || null}));
+  }
+  function allActions() {
+    var out = {};
+    Object.keys(CONTROL_ACTIONS).forEach(function (k) { out[k] = actionOf(k); });
+    Object.keys(data.actions).forEach(function (k) { out[k] = data.actions[k]; });
+    return out;
+  }
+  function nestedList(list, owner, slotLabel) {
+    var box = el("div", {className: "pf-nested"});
+    var ol = el("ol", {className: "pf-steps pf-steps-nested", "aria-label": slotLabel});
+    var entry = allLists().filter(function (l) { return l.list === list; })[0];
+    list.forEach(function (s, i) { ol.appendChild(stepCard(s, locFor(entry, i))); });
+    if (!list.length) ol.appendChild(el("li", {className: "pf-empty pf-quiet"}, ["No steps here yet."]));
+    box.appendChild(ol);
+    if (canEdit) {
+      var id = nextId("pf-add-in");
+      var select = actionSelect(id);
+      box.appendChild(el("div", {className: "pf-add-step pf-add-nested"}, [el("label", {"for": id}, ["New step in " + slotLabel]), select,
+        el("button", {type: "button", className: "pf-button pf-small", "aria-label": "Add it to " + slotLabel, onclick: function () {
+          var s = addStep(list, list.length, select.value);
+          focusCard(s, ".pf-step-key");
+        }}, ["Add"])]));
+    }
+    return box;
+  }
+  function pathsEditor(step, loc) {
+    var c = step.config;
+    if (!Array.isArray(c.paths)) c.paths = [];
+    var box = el("div", {className: "pf-paths-editor", "data-path": loc.path + ".config.paths"});
+    c.paths.forEach(function (p, i) {
+      var base = loc.path + ".config.paths[" + i + "]";
+      var fs = el("fieldset", {className: "pf-path-edit", "data-path-name": p.name}, [el("legend", {}, ["Path " + (i + 1) + ": " + (p.name || "(no name)")])]);
+      var nameId = nextId("pf-pname");
+      var name = textInput(p.name, {id: nameId, "data-path": base + ".name", className: "pf-path-name"});
+      name.addEventListener("input", function () { p.name = name.value; flowSoon(); });
+      fs.appendChild(el("div", {className: "pf-field"}, [el("label", {"for": nameId}, ["Name"]), name,
+        el("p", {className: "pf-field-error pf-error", "data-error-for": base + ".name", role: "alert"})]));
+      var whenId = nextId("pf-pwhen");
+      var when = textInput(p.when, {id: whenId, "data-path": base + ".when", className: "pf-path-when-input", placeholder: "e.g. trigger.body.amount > 100"});
+      when.addEventListener("input", function () { p.when = when.value; flowSoon(); });
+      fs.appendChild(el("div", {className: "pf-field"}, [el("label", {"for": whenId}, ["Take this path when"]), templated(when, loc, true),
+        el("p", {className: "pf-field-error pf-error", "data-error-for": base + ".when", role: "alert"})]));
+      if (canEdit) fs.appendChild(el("button", {type: "button", className: "pf-button pf-small pf-danger", "aria-label": "Remove path " + (p.name || i + 1),
+        onclick: function () { c.paths.splice(i, 1); changed("Removed path " + p.name + " (and its steps)."); }}, ["Remove path"]));
+      fs.appendChild(loc.shallow ? shallowNote(p.steps) : nestedList(p.steps, step, "path " + (p.name || i + 1)));
+      box.appendChild(fs);
+    });
+    if (canEdit) box.appendChild(el("button", {type: "button", className: "pf-button pf-small pf-add-path-form", onclick: function () {
+      addPath(step);
+    }}, ["+ path"]));
+    var hasOtherwise = Array.isArray(c.otherwise);
+    var oid = nextId("pf-other");
+    box.appendChild(el("label", {"for": oid, className: "pf-check"}, [el("input", {type: "checkbox", id: oid, checked: hasOtherwise, disabled: !canEdit,
+      onchange: function (e) { if (e.target.checked) c.otherwise = c.otherwise || []; else delete c.otherwise; changed(e.target.checked ? "Added the otherwise path." : "Removed the otherwise path."); }}),
+      " An “otherwise” path (when no condition holds)"]));
+    if (hasOtherwise) box.appendChild(el("fieldset", {className: "pf-path-edit"}, [el("legend", {}, ["Otherwise"]), loc.shallow ? shallowNote(c.otherwise) : nestedList(c.otherwise, step, "the otherwise path")]));
+    return box;
+  }
+  function shallowNote(list) {
+    return el("p", {className: "pf-quiet pf-small-text"}, [list.length ? list.length + " step(s): " + list.map(function (s) { return s.key; }).join(", ") + " — edit them on the flow." : "No steps yet: add them with + on the flow."]);
+  }
+  function addPath(step) {
+    var c = step.config;
+    if (!Array.isArray(c.paths)) c.paths = [];
+    var names = c.paths.map(function (p) { return p.name; });
+    var n = c.paths.length + 1, name = "path_" + n;
+    while (names.indexOf(name) >= 0) { n += 1; name = "path_" + n; }
+    c.paths.push({name: name, when: "", steps: []});
+    changed("Added path " + name + " to " + step.key + ": give it a condition.");
+    return name;
+  }
+  function stepCard(step, loc) {
+    var action = actionOf(step.action_type);
+    var index = loc.index;
     var card = el("li", {className: "pf-card pf-step", id: "pf-card-" + step.uid, "data-key": step.key, "data-index": String(index)});
     var keyId = nextId("pf-key");
     var head = el("div", {className: "pf-step-head"});
@@ -442,7 +720,7 @@
       // Only the handle drags (inputs inside a draggable card could not select text); keyboard: Up/Down.
       var handle = el("span", {className: "pf-drag", title: "Drag to reorder (or use Up/Down)", "aria-hidden": "true", draggable: "true"}, ["⠿"]);
       handle.addEventListener("dragstart", function (e) {
-        e.dataTransfer.setData("text/plain", String(index)); e.dataTransfer.effectAllowed = "move"; card.classList.add("pf-dragging");
+        e.stopPropagation(); e.dataTransfer.setData("text/plain", "card:" + step.uid); e.dataTransfer.effectAllowed = "move"; card.classList.add("pf-dragging");
       });
       // The move happens once the drag has ended: redrawing during "drop" would remove the
       // element being dragged before the browser has finished with it.
@@ -450,59 +728,61 @@
         card.classList.remove("pf-dragging");
         var move = pendingMove;
         pendingMove = null;
-        if (move) moveStep(move[0], move[1], ".pf-step-title");
+        if (move && move[0] === step) moveWithin(step, move[1] - locate(step).index, ".pf-step-title");
       });
       head.appendChild(handle);
     }
+    var where = loc.ancestors.length ? loc.ancestors.map(function (a) { return a.step.key; }).join(" › ") + " › " : (loc.errorPath ? "If the run fails › " : "");
     head.appendChild(el("h3", {className: "pf-step-title", tabindex: "-1"}, [
-      el("span", {className: "pf-step-num"}, ["Step " + (index + 1)]), " ", action.title || step.action_type]));
-    var keyInput = el("input", {id: keyId, className: "pf-step-key", type: "text", "data-path": "steps[" + index + "].key", disabled: !canEdit,
+      el("span", {className: "pf-step-num"}, [where + "Step " + (index + 1)]), " ", action.title || step.action_type]));
+    var keyInput = el("input", {id: keyId, className: "pf-step-key", type: "text", "data-path": loc.path + ".key", disabled: !canEdit,
       "aria-describedby": keyId + "-help"});
     keyInput.value = step.key;
-    keyInput.addEventListener("input", function () { step.key = keyInput.value; card.dataset.key = step.key; });
+    keyInput.addEventListener("input", function () { step.key = keyInput.value; card.dataset.key = step.key; flowSoon(); });
     head.appendChild(el("div", {className: "pf-field pf-key-field"}, [el("label", {"for": keyId}, ["Key"]), keyInput]));
     if (canEdit) {
-      var tools = el("div", {className: "pf-step-tools", role: "group", "aria-label": "Step " + (index + 1) + " tools"});
+      var tools = el("div", {className: "pf-step-tools", role: "group", "aria-label": "Step " + step.key + " tools"});
+      var named = loc.ancestors.length || loc.errorPath ? step.key : String(index + 1);  // top level: by position, as numbered
       tools.appendChild(el("button", {type: "button", className: "pf-button pf-small pf-up", disabled: index === 0,
-        "aria-label": "Move step " + (index + 1) + " up", onclick: function () { moveStep(index, index - 1, ".pf-up"); }}, ["↑ Up"]));
-      tools.appendChild(el("button", {type: "button", className: "pf-button pf-small pf-down", disabled: index === steps.length - 1,
-        "aria-label": "Move step " + (index + 1) + " down", onclick: function () { moveStep(index, index + 1, ".pf-down"); }}, ["↓ Down"]));
+        "aria-label": "Move step " + named + " up", onclick: function () { moveWithin(step, -1, ".pf-up"); }}, ["↑ Up"]));
+      tools.appendChild(el("button", {type: "button", className: "pf-button pf-small pf-down", disabled: index === loc.list.length - 1,
+        "aria-label": "Move step " + named + " down", onclick: function () { moveWithin(step, 1, ".pf-down"); }}, ["↓ Down"]));
       tools.appendChild(el("button", {type: "button", className: "pf-button pf-small pf-duplicate",
-        "aria-label": "Duplicate step " + (index + 1), onclick: function () {
-          var copy = fromSpec(toSpec(step)); copy.key = newKey(step.key); steps.splice(index + 1, 0, copy); renderSteps();
-          document.querySelector("#pf-card-" + copy.uid + " .pf-step-key").focus(); status("Duplicated " + step.key + " as " + copy.key + ".");
+        "aria-label": "Duplicate step " + named, onclick: function () {
+          var copy = fromSpec(toSpec(step));
+          renameAll(copy);
+          loc.list.splice(loc.list.indexOf(step) + 1, 0, copy);
+          changed("Duplicated " + step.key + " as " + copy.key + ".");
+          focusCard(copy, ".pf-step-key");
         }}, ["Duplicate"]));
       tools.appendChild(el("button", {type: "button", className: "pf-button pf-small pf-danger pf-remove",
-        "aria-label": "Remove step " + (index + 1), onclick: function () {
-          steps.splice(index, 1); renderSteps(); status("Removed step " + step.key + ".");
-          var next = document.querySelectorAll(".pf-step-title")[Math.min(index, steps.length - 1)];
-          (next || document.getElementById("pf-add-action")).focus();
-        }}, ["Remove"]));
+        "aria-label": "Remove step " + named, onclick: function () { removeStep(step); }}, ["Remove"]));
       head.appendChild(tools);
     }
     card.appendChild(head);
-    card.appendChild(el("p", {className: "pf-field-error pf-error", "data-error-for": "steps[" + index + "]", role: "alert"}));
+    card.appendChild(el("p", {className: "pf-field-error pf-error", "data-error-for": loc.path, role: "alert"}));
     if (action.description) card.appendChild(el("p", {className: "pf-help"}, [action.description]));
     var body = el("div", {className: "pf-step-body"});
+    var structural = {branch: {paths: 1, otherwise: 1}, for_each: {steps: 1}}[step.action_type] || {};
     var rawToggle = el("button", {type: "button", className: "pf-linkbutton pf-raw-toggle", "aria-pressed": step.raw ? "true" : "false",
       onclick: function () {
         if (step.raw) {
           var area = card.querySelector(".pf-raw");
-          try { step.config = JSON.parse(area.value || "{}"); } catch (e) {
+          try { setRawConfig(step, JSON.parse(area.value || "{}")); } catch (e) {
             card.querySelector(".pf-raw-error").textContent = "Fix the JSON before leaving raw mode: " + e.message; return;
           }
         }
-        step.raw = !step.raw; step.anyModes = {}; redrawStep(index);
+        step.raw = !step.raw; step.anyModes = {}; redrawStep(step);
         card = document.getElementById("pf-card-" + step.uid);
         card.querySelector(".pf-raw-toggle").focus();
       }}, [step.raw ? "Back to the form" : "Edit as JSON"]);
     body.appendChild(rawToggle);
     if (step.raw) {
       var rawId = nextId("pf-raw");
-      var area = el("textarea", {id: rawId, className: "pf-raw pf-code", rows: 10, spellcheck: "false", disabled: !canEdit, "data-path": "steps[" + index + "].config"});
-      area.value = JSON.stringify(step.config, null, 2);
+      var area = el("textarea", {id: rawId, className: "pf-raw pf-code", rows: 10, spellcheck: "false", disabled: !canEdit, "data-path": loc.path + ".config"});
+      area.value = JSON.stringify(toSpec(step).config, null, 2);
       area.addEventListener("input", function () {
-        try { step.config = JSON.parse(area.value || "{}"); card.querySelector(".pf-raw-error").textContent = ""; }
+        try { setRawConfig(step, JSON.parse(area.value || "{}")); card.querySelector(".pf-raw-error").textContent = ""; }
         catch (e) { card.querySelector(".pf-raw-error").textContent = "Not valid JSON yet: " + e.message; }
       });
       body.appendChild(el("label", {"for": rawId}, ["Config (JSON)"]));
@@ -516,12 +796,13 @@
       var more = el("details", {className: "pf-more"});
       var moreNames = [];
       Object.keys(props).forEach(function (name, i) {
+        if (structural[name]) return;
         var p = props[name];
         var kind = fieldKind(step.action_type, name, p);
         var isRequired = required.indexOf(name) >= 0;
         var primary = isRequired || step.config[name] !== undefined || i === 0 || kind === "any" || kind === "expr" ||
-          (kind === "text" && p.default === undefined);
-        var node = configField(step, index, name, p, isRequired);
+          (kind === "text" && p.default === undefined) || PotaFlowView.CONTROL[step.action_type];
+        var node = configField(step, loc, name, p, isRequired);
         if (primary) body.appendChild(node); else { more.appendChild(node); moreNames.push(name.replace(/_/g, " ")); }
       });
       if (moreNames.length) {
@@ -529,35 +810,52 @@
         body.appendChild(more);
       }
       if (schema.anyOf) body.appendChild(el("p", {className: "pf-help"}, ["Needs one of: " + schema.anyOf.map(function (a) { return (a.required || []).join(" + "); }).join(" or ") + "."]));
-      var unknown = Object.keys(step.config).filter(function (k) { return !props[k]; });
+      var unknown = Object.keys(step.config).filter(function (k) { return !props[k] && !structural[k]; });
       if (unknown.length) body.appendChild(el("p", {className: "pf-note"}, ["Also set (edit as JSON to change): " + unknown.join(", ")]));
+      if (step.action_type === "branch") body.appendChild(pathsEditor(step, loc));
+      if (step.action_type === "for_each") body.appendChild(el("fieldset", {className: "pf-path-edit"}, [el("legend", {}, ["For each item, do"]),
+        loc.shallow ? shallowNote(step.config.steps) : nestedList(step.config.steps, step, "the loop " + step.key)]));
     }
-    body.appendChild(el("p", {className: "pf-field-error pf-error", "data-error-for": "steps[" + index + "].config", role: "alert"}));
-    var cred = credentialField(step, index, action);
+    body.appendChild(el("p", {className: "pf-field-error pf-error", "data-error-for": loc.path + ".config", role: "alert"}));
+    var cred = credentialField(step, loc, action);
     if (cred) body.appendChild(cred);
-    body.appendChild(advanced(step, index));
+    body.appendChild(advanced(step, loc));
     body.appendChild(el("div", {className: "pf-step-test", "aria-live": "polite"}));
     card.appendChild(body);
     if (canEdit) {
-      card.addEventListener("dragover", function (e) { e.preventDefault(); card.classList.add("pf-drop-target"); });
+      card.addEventListener("dragover", function (e) { e.preventDefault(); e.stopPropagation(); card.classList.add("pf-drop-target"); });
       card.addEventListener("dragleave", function () { card.classList.remove("pf-drop-target"); });
       card.addEventListener("drop", function (e) {
-        e.preventDefault(); card.classList.remove("pf-drop-target");
-        var from = parseInt(e.dataTransfer.getData("text/plain"), 10);
-        if (!isNaN(from)) pendingMove = [from, index];
+        e.preventDefault(); e.stopPropagation(); card.classList.remove("pf-drop-target");
+        var from = e.dataTransfer.getData("text/plain");
+        var moved = everyStep().filter(function (s) { return "card:" + s.uid === from; })[0];
+        if (moved && locate(moved).list === loc.list) pendingMove = [moved, loc.list.indexOf(step)];
       });
     }
     return card;
   }
+  /* Raw JSON for a step's config: nested step specs become step objects again. */
+  function setRawConfig(step, config) {
+    step.config = config;
+    childLists(step).forEach(function (c) { c.set(c.list.map(function (s) { return s && s.uid ? s : fromSpec(s); })); });
+    flowSoon();
+  }
+  function renameAll(step) {
+    step.key = newKey(step.key);
+    descendants(step).forEach(function (s) { s.key = newKey(s.key); });
+  }
   function renderSteps() {
     var list = document.getElementById("pf-steps");
-    list.replaceChildren.apply(list, steps.map(stepCard));
+    var errorBox = document.getElementById("pf-error-path-form");
+    if (mode !== "form") { list.replaceChildren(); errorBox.replaceChildren(); return; }
+    var entry = allLists()[0];
+    list.replaceChildren.apply(list, steps.map(function (s, i) { return stepCard(s, locFor(entry, i)); }));
     if (!steps.length) list.appendChild(el("li", {className: "pf-empty pf-quiet"}, ["No steps yet." + (canEdit ? " Add one below." : "")]));
+    errorBox.replaceChildren(nestedList(onFailure, null, "the error path"));
   }
-  function redrawStep(index) {
-    var list = document.getElementById("pf-steps");
-    var old = list.children[index];
-    list.replaceChild(stepCard(steps[index], index), old);
+  function redrawStep(step) {
+    var old = document.getElementById("pf-card-" + step.uid);
+    if (old) old.replaceWith(stepCard(step, locate(step)));
   }
 
   // -- trigger card ------------------------------------------------------------------
@@ -705,8 +1003,27 @@
     var box = document.getElementById("pf-error-summary");
     box.hidden = true; box.replaceChildren();
   }
+  /* The deepest step whose server path ("steps[1].config.paths[0].steps[2]") starts ``path``. */
+  function stepAtPath(path) {
+    var found = null, longest = -1;
+    allLists().forEach(function (l) {
+      l.list.forEach(function (step, i) {
+        var p = l.path + "[" + i + "]";
+        if ((path === p || path.indexOf(p + ".") === 0 || path.indexOf(p + "[") === 0) && p.length > longest) { found = step; longest = p.length; }
+      });
+    });
+    return found;
+  }
   function showErrors(errors) {
     var flat = flatten(errors, "", {});
+    if (mode === "flow") {  // open the first step named in the side panel, mark every box named
+      var named = Object.keys(flat).map(stepAtPath).filter(Boolean);
+      if (named.length) { selected = named[0]; renderFlow(); renderPanel(); }
+      named.forEach(function (step) {
+        var box = document.querySelector('#pf-flow [data-step-key="' + CSS.escape(step.key) + '"]');
+        if (box) box.classList.add("pf-node-invalid");
+      });
+    }
     var box = document.getElementById("pf-error-summary");
     var list = el("ul");
     Object.keys(flat).forEach(function (path) {
@@ -725,7 +1042,13 @@
         var details = target.closest("details");
         if (details) details.open = true;
       }
-      var link = el("a", {href: "#", onclick: function (e) { e.preventDefault(); if (target) target.focus(); }}, [path + ": " + flat[path].join(" ")]);
+      var link = el("a", {href: "#", onclick: function (e) {
+        e.preventDefault();
+        var step = mode === "flow" ? stepAtPath(path) : null;
+        if (step && step !== selected) { selectStep(step, false); }
+        var now = document.querySelector('#pf-panel [data-path="' + CSS.escape(path) + '"]') || target;
+        if (now) now.focus();
+      }}, [path + ": " + flat[path].join(" ")]);
       list.appendChild(el("li", {}, [link]));
     });
     box.replaceChildren(el("p", {}, ["The workflow was not saved. Fix these:"]), list);
@@ -739,7 +1062,7 @@
     var body = {name: document.getElementById("pf-wf-name").value, description: document.getElementById("pf-wf-description").value,
       is_active: document.getElementById("pf-wf-active").checked, trigger_type: wf.trigger_type,
       schedule: wf.trigger_type === "schedule" ? (wf.schedule || "") : (wf.schedule || ""), timezone: wf.timezone || "UTC",
-      signature_scheme: wf.signature_scheme || "standard", steps: steps.map(toSpec)};
+      signature_scheme: wf.signature_scheme || "standard", steps: steps.map(toSpec), on_failure: onFailure.map(toSpec)};
     if (wf.trigger_type !== "schedule") body.schedule = "";
     ["hmac_header", "hmac_prefix", "hmac_algorithm", "hmac_encoding"].forEach(function (f) { if (wf[f] !== undefined) body[f] = wf[f]; });
     Object.keys(secrets).forEach(function (f) { if (secrets[f] !== null) body[f] = secrets[f]; });
@@ -805,7 +1128,7 @@
     var results = document.getElementById("pf-test-results");
     results.replaceChildren(el("p", {}, [sendStep ? "Sending " + sendStep + " for real…" : "Testing…"]));
     clearErrors();
-    var body = {payload: payload, steps: steps.map(toSpec)};
+    var body = {payload: payload, steps: steps.map(toSpec), on_failure: onFailure.map(toSpec)};
     if (sendStep) body.send_step = sendStep;
     api("POST", data.urls.test, body).then(function (r) {
       if (!r.ok) {
@@ -845,6 +1168,281 @@
     });
   }
 
+  // -- the flow view: the same document drawn as boxes, edited in a side panel ---------------
+  var mode = "flow";  // "flow" | "form" | "json"
+  var selected = null;  // the step shown in the side panel
+  var flowTimer = null;
+  var zoom = 1;
+  function changed(message) {
+    renderAll();
+    if (message) status(message);
+  }
+  function flowSoon() {
+    clearTimeout(flowTimer);
+    var canvas = document.getElementById("pf-flow");
+    if (canvas && mode === "flow") canvas.dataset.pending = "redraw";  // tests wait for the redraw to land
+    flowTimer = setTimeout(function () { renderFlow(); mirrorDefinition(); }, 120);
+  }
+  function triggerSummary() {
+    if (wf.trigger_type === "schedule") return {label: "Schedule", summary: wf.schedule ? wf.schedule + " (" + (wf.timezone || "UTC") + ")" : "no schedule yet"};
+    if (wf.trigger_type === "manual") return {label: "Manual", summary: "someone presses Run now"};
+    return {label: "Webhook", summary: wf.webhook_url ? "POST " + wf.webhook_url.replace(/^https?:\/\//, "").replace(/\/hooks\/.{6}.*$/, "/hooks/…") : "a web request arrives"};
+  }
+  function renderFlow() {
+    var canvas = document.getElementById("pf-flow");
+    if (!canvas) return;
+    clearTimeout(flowTimer);  // this drawing is the one a scheduled redraw would have made
+    delete canvas.dataset.pending;
+    if (mode !== "flow") { canvas.replaceChildren(); return; }
+    // A redraw keeps the keyboard focus where it was (the same control of the same box).
+    var active = document.activeElement;
+    var memo = active && active !== canvas && canvas.contains(active) ? {label: active.getAttribute("aria-label"),
+      key: (active.closest("[data-step-key]") || {dataset: {}}).dataset.stepKey} : null;
+    var inner = PotaFlowView.render(canvas, {trigger: triggerSummary(), steps: steps, on_failure: onFailure}, {
+      editable: canEdit,
+      selectedUid: selected ? selected.uid : null,
+      onSelect: function (step) { selectStep(step, true); },
+      onSelectTrigger: function () { document.getElementById("pf-trigger").scrollIntoView(); document.querySelector("#pf-trigger input, #pf-trigger select").focus(); },
+      onInsert: openInsert,
+      onAddPath: function (step) {
+        var name = addPath(step);
+        selectStep(step, false);
+        var input = document.querySelector('#pf-panel fieldset[data-path-name="' + CSS.escape(name) + '"] .pf-path-when-input');
+        if (input) input.focus();
+      },
+      onSelectPath: function (step, index) {
+        selectStep(step, false);
+        var inputs = document.querySelectorAll("#pf-panel .pf-path-name");
+        if (index >= 0 && inputs[index]) inputs[index].focus();
+      },
+      onMove: moveFromView,
+      onDelete: function (step) {
+        var loc = locate(step);
+        if (selected === step || descendants(step).indexOf(selected) >= 0) selected = null;
+        removeStep(step);
+        var next = loc.list[Math.min(loc.index, loc.list.length - 1)];
+        focusBox(next) || document.getElementById("pf-undo-button").focus();
+      },
+      onDrop: function (uid, listRef, index) {
+        var step = everyStep().filter(function (s) { return s.uid === uid; })[0];
+        if (step) moveTo(step, listRef, index);
+      }
+    });
+    if (memo) {
+      var again = memo.label ? canvas.querySelector('[aria-label="' + CSS.escape(memo.label) + '"]') : null;
+      again = again || (memo.key ? canvas.querySelector('[data-step-key="' + CSS.escape(memo.key) + '"] .pf-node-main') : null);
+      if (again) again.focus();
+    }
+    inner.style.transform = zoom === 1 ? "" : "scale(" + zoom + ")";
+    document.getElementById("pf-zoom-level").textContent = Math.round(zoom * 100) + " %";
+  }
+  function focusBox(step) {
+    if (!step) return false;
+    var box = document.querySelector('#pf-flow [data-step-key="' + CSS.escape(step.key) + '"] .pf-node-main');
+    if (box) box.focus();
+    return !!box;
+  }
+  function renderPanel() {
+    var panel = document.getElementById("pf-panel");
+    if (!panel) return;
+    if (!selected || !locate(selected) || mode !== "flow") { panel.hidden = true; panel.replaceChildren(); return; }
+    var loc = locate(selected);
+    loc.shallow = true;
+    var step = selected;
+    panel.hidden = false;
+    panel.replaceChildren(
+      el("div", {className: "pf-panel-head"}, [el("h2", {id: "pf-panel-h"}, ["Edit " + step.key]),
+        el("button", {type: "button", className: "pf-button pf-small", id: "pf-panel-close", onclick: function () {
+          selected = null; renderPanel(); renderFlow(); focusBox(step);
+        }}, ["Close"])]),
+      el("ol", {className: "pf-steps pf-panel-steps", "aria-labelledby": "pf-panel-h"}, [stepCard(step, loc)]));
+  }
+  function selectStep(step, focusPanel) {
+    selected = step;
+    renderFlow();
+    renderPanel();
+    if (focusPanel) {
+      var first = document.querySelector("#pf-panel .pf-step-body input:not([type=hidden]):not([type=checkbox]), #pf-panel .pf-step-body select, #pf-panel .pf-step-body textarea");
+      (first || document.querySelector("#pf-panel .pf-step-key")).focus();
+    }
+  }
+  /* "+" between two boxes: a searchable list of actions with their icons. */
+  function openInsert(listRef, index, button) {
+    closePopovers();
+    var again = '.pf-insert[data-list="' + listRef.id + '"][data-index="' + index + '"]';
+    var entry = listFor(listRef);
+    if (!entry) return;
+    var pop = el("div", {className: "pf-popover pf-insert-menu", role: "dialog", "aria-label": "Add a step"});
+    var searchId = nextId("pf-search");
+    var search = el("input", {type: "search", id: searchId, className: "pf-action-search", placeholder: "Search actions", autocomplete: "off"});
+    var list = el("ul", {className: "pf-action-list", role: "listbox", "aria-label": "Actions"});
+    function pick(type) {
+      pop.remove();
+      var s = addStep(entry.list, index, type);
+      selectStep(s, true);
+    }
+    function draw() {
+      var q = search.value.trim().toLowerCase();
+      list.replaceChildren();
+      Object.keys(allActions()).forEach(function (name) {
+        var a = allActions()[name];
+        var text = (a.title || name) + " " + name + " " + (a.description || "");
+        if (q && text.toLowerCase().indexOf(q) < 0) return;
+        var fam = PotaFlowView.family(name);
+        list.appendChild(el("li", {}, [el("button", {type: "button", className: "pf-action-choice", "data-action": name, onclick: function () { pick(name); }}, [
+          PotaFlowView.iconNode(fam), " ", el("strong", {}, [a.title || name]), " ",
+          el("span", {className: "pf-quiet"}, [name])])]));
+      });
+      if (!list.children.length) list.appendChild(el("li", {className: "pf-quiet"}, ["No action matches “" + search.value + "”."]));
+    }
+    search.addEventListener("input", draw);
+    search.addEventListener("keydown", function (e) {
+      if (e.key === "Enter") { e.preventDefault(); var first = list.querySelector(".pf-action-choice"); if (first) first.click(); }
+      if (e.key === "ArrowDown") { e.preventDefault(); var f = list.querySelector(".pf-action-choice"); if (f) f.focus(); }
+    });
+    pop.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") { e.preventDefault(); pop.remove(); refocus(again); }
+      if ((e.key === "ArrowDown" || e.key === "ArrowUp") && e.target.classList.contains("pf-action-choice")) {
+        e.preventDefault();
+        var all = Array.prototype.slice.call(list.querySelectorAll(".pf-action-choice"));
+        var i = all.indexOf(e.target) + (e.key === "ArrowDown" ? 1 : -1);
+        if (i < 0) search.focus(); else if (all[i]) all[i].focus();
+      }
+    });
+    pop.appendChild(el("label", {"for": searchId}, ["Add a step: search actions"]));
+    pop.appendChild(search);
+    pop.appendChild(list);
+    pop.appendChild(el("button", {type: "button", className: "pf-button pf-small", onclick: function () { pop.remove(); refocus(again); }}, ["Cancel"]));
+    draw();
+    placePopover(pop, button);
+    search.focus();
+  }
+  function closePopovers() { document.querySelectorAll(".pf-popover").forEach(function (p) { p.remove(); }); }
+  /* Popovers live on the page, not in the flow (which redraws and scrolls): placed under their anchor. */
+  function placePopover(pop, anchor) {
+    document.body.appendChild(pop);
+    var r = anchor.getBoundingClientRect();
+    var left = Math.min(Math.max(r.left + window.scrollX + r.width / 2 - 160, 8), window.scrollX + document.documentElement.clientWidth - 336);
+    pop.style.top = (r.bottom + window.scrollY + 4) + "px";
+    pop.style.left = left + "px";
+  }
+  function refocus(selector, fallback) {
+    var node = document.querySelector(selector);
+    (node || fallback || document.getElementById("pf-flow")).focus();
+  }
+  /* Where a step may go: every list but its own descendants', labelled as a person reads it. */
+  function destinations(step) {
+    var own = descendants(step).concat([step]);
+    return allLists().filter(function (l) {
+      return !l.ancestors.some(function (a) { return own.indexOf(a.step) >= 0; });
+    }).map(function (l) {
+      var label;
+      if (l.ref.id === "root") label = "The main flow";
+      else if (l.ref.id === "on_failure") label = "The error path (if the run fails)";
+      else if (l.ref.slot === "steps") label = "Inside the loop " + l.ref.owner.key;
+      else if (l.ref.slot === "otherwise") label = "Path otherwise of " + l.ref.owner.key;
+      else label = "Path " + l.ref.owner.config.paths[parseInt(l.ref.slot.slice(6), 10)].name + " of " + l.ref.owner.key;
+      return {entry: l, label: label};
+    });
+  }
+  function moveTo(step, listRef, index) {
+    var from = locate(step);
+    var target = listFor(listRef);
+    if (!target) return false;
+    if (destinations(step).every(function (d) { return d.entry.ref.id !== listRef.id; })) {
+      status("Cannot move " + step.key + " into itself.");
+      return false;
+    }
+    from.list.splice(from.index, 1);
+    var at = Math.min(target.list === from.list && index > from.index ? index - 1 : index, target.list.length);
+    target.list.splice(at, 0, step);
+    var problem = orderProblem();
+    if (problem) {
+      target.list.splice(at, 1);
+      from.list.splice(from.index, 0, step);
+      var message = "Cannot move " + step.key + " there: " + problem + ".";
+      status(message);
+      return message;
+    }
+    changed("Moved " + step.key + ".");
+    return true;
+  }
+  function moveFromView(step, how, box) {
+    if (how === "up" || how === "down") {
+      moveWithin(step, how === "up" ? -1 : 1);
+      focusBox(step);
+      return;
+    }
+    closePopovers();
+    var pop = el("div", {className: "pf-popover pf-move-menu", role: "dialog", "aria-label": "Move " + step.key + " to"});
+    var note = el("p", {className: "pf-error", role: "alert"});
+    pop.appendChild(el("p", {className: "pf-popover-head"}, ["Move " + step.key + " to the end of:"]));
+    var ul = el("ul", {className: "pf-plain-list"});
+    destinations(step).forEach(function (d) {
+      var here = d.entry.list === locate(step).list;
+      ul.appendChild(el("li", {}, [el("button", {type: "button", className: "pf-button pf-small pf-destination", disabled: here,
+        "data-list": d.entry.ref.id, onclick: function () {
+          var result = moveTo(step, d.entry.ref, d.entry.list.length);
+          if (result === true) { pop.remove(); focusBox(step); } else if (result) note.textContent = result;
+        }}, [d.label + (here ? " (it is there)" : "")])]));
+    });
+    pop.appendChild(ul);
+    pop.appendChild(note);
+    pop.appendChild(el("button", {type: "button", className: "pf-button pf-small", onclick: function () { pop.remove(); focusBox(step); }}, ["Cancel"]));
+    pop.addEventListener("keydown", function (e) { if (e.key === "Escape") { e.preventDefault(); pop.remove(); focusBox(step); } });
+    placePopover(pop, box);
+    var first = pop.querySelector(".pf-destination:not([disabled])");
+    if (first) first.focus();
+  }
+  /* The definition as the server will get it: what the JSON view shows and tests compare. */
+  function definition() {
+    return {steps: steps.map(toSpec), on_failure: onFailure.map(toSpec)};
+  }
+  function mirrorDefinition() {
+    root.dataset.definition = JSON.stringify(definition());
+  }
+  function renderAll() {
+    closePopovers();
+    renderSteps();
+    renderFlow();
+    renderPanel();
+    mirrorDefinition();
+  }
+  function setMode(next) {
+    mode = next;
+    ["flow", "form", "json"].forEach(function (m) {
+      document.getElementById("pf-" + m + "-view").hidden = m !== mode;
+      document.getElementById("pf-mode-" + m).setAttribute("aria-pressed", String(m === mode));
+    });
+    root.dataset.mode = mode;
+    try { window.localStorage.setItem("pf-builder-mode", mode === "json" ? "flow" : mode); } catch (e) { /* private mode */ }
+    if (mode === "json") {
+      document.getElementById("pf-json").value = JSON.stringify(definition(), null, 2);
+      document.getElementById("pf-json-error").textContent = "";
+    }
+    renderAll();
+  }
+  function applyJson() {
+    var area = document.getElementById("pf-json");
+    var out = document.getElementById("pf-json-error");
+    var parsed;
+    try { parsed = JSON.parse(area.value); } catch (e) { out.textContent = "Not valid JSON: " + e.message; return false; }
+    if (!isPlainObject(parsed) || !Array.isArray(parsed.steps) || (parsed.on_failure !== undefined && !Array.isArray(parsed.on_failure))) {
+      out.textContent = "Expected {\"steps\": [...], \"on_failure\": [...]}."; return false;
+    }
+    steps = parsed.steps.map(fromSpec);
+    onFailure = (parsed.on_failure || []).map(fromSpec);
+    selected = null;
+    out.textContent = "";
+    changed("Applied the JSON: " + everyStep().length + " step(s).");
+    return true;
+  }
+  function setZoom(z, exact) {
+    // −/+ move in tenths; Fit takes the largest zoom (to the hundredth) at which the flow fits.
+    zoom = Math.min(Math.max(exact ? Math.floor(z * 100) / 100 : Math.round(z * 10) / 10, 0.3), 1.5);
+    renderFlow();
+  }
+
   // -- start -------------------------------------------------------------------------------
   document.getElementById("pf-wf-name").value = wf.name || "";
   document.getElementById("pf-wf-description").value = wf.description || "";
@@ -857,20 +1455,32 @@
   try { stored = wf.id ? window.localStorage.getItem("pf-sample-" + wf.id) : null; } catch (e) { stored = null; }
   sample.value = stored || JSON.stringify(latestBody, null, 2);
   sample.readOnly = !canEdit;
+  steps = (wf.steps || []).map(fromSpec);
+  onFailure = (wf.on_failure || []).map(fromSpec);
+  ["flow", "form", "json"].forEach(function (m) {
+    document.getElementById("pf-mode-" + m).addEventListener("click", function () { setMode(m); });
+  });
+  document.getElementById("pf-zoom-in").addEventListener("click", function () { setZoom(zoom + 0.1); });
+  document.getElementById("pf-zoom-out").addEventListener("click", function () { setZoom(zoom - 0.1); });
+  document.getElementById("pf-zoom-fit").addEventListener("click", function () {
+    var canvas = document.getElementById("pf-flow");
+    zoom = 1; renderFlow();
+    var inner = canvas.querySelector(".pf-flow-inner");  // the drawing at 100 %
+    setZoom(Math.min(1, (canvas.clientWidth - 8) / Math.max(inner.scrollWidth, 1)), true);
+  });
+  document.getElementById("pf-flow").addEventListener("wheel", function (e) {
+    if (!e.ctrlKey) return;
+    e.preventDefault();
+    setZoom(zoom + (e.deltaY < 0 ? 0.1 : -0.1));
+  }, {passive: false});
   if (canEdit) {
-    var addSelect = document.getElementById("pf-add-action");
-    Object.keys(data.actions).forEach(function (name) {
-      addSelect.appendChild(el("option", {value: name}, [(data.actions[name].title || name) + " (" + name + ")"]));
-    });
+    var addSelect = fillActions(document.getElementById("pf-add-action"));
     document.getElementById("pf-add-step").addEventListener("click", function () {
-      var type = addSelect.value;
-      var s = fromSpec({key: newKey(type), action_type: type, config: defaultsFor(type)});
-      steps.push(s);
-      renderSteps();
-      status("Added step " + s.key + ".");
+      var s = addStep(steps, steps.length, addSelect.value);
       var first = document.querySelector("#pf-card-" + s.uid + " .pf-step-body input:not([type=hidden]), #pf-card-" + s.uid + " .pf-step-body select, #pf-card-" + s.uid + " .pf-step-body textarea");
       (first || document.querySelector("#pf-card-" + s.uid + " .pf-step-key")).focus();
     });
+    document.getElementById("pf-json-apply").addEventListener("click", applyJson);
     var saveButton = document.getElementById("pf-save");
     if (saveButton) saveButton.addEventListener("click", save);
     var testButton = document.getElementById("pf-run-test");
@@ -880,8 +1490,19 @@
     });
   }
   if (/[?&]saved=1/.test(window.location.search)) status("Saved as version " + wf.version + ".");
+  document.getElementById("pf-json").readOnly = !canEdit;
+  // Any edit in a form (the side panel or the form editor) shows on the flow and in the definition.
+  ["input", "change"].forEach(function (type) {
+    root.addEventListener(type, function (e) {
+      if (e.target.id === "pf-json" || e.target.id === "pf-sample" || e.target.classList.contains("pf-action-search")) return;
+      mirrorDefinition();
+      flowSoon();
+    });
+  });
   showVersion();
   renderTrigger();
-  renderSteps();
+  var remembered = null;
+  try { remembered = window.localStorage.getItem("pf-builder-mode"); } catch (e) { remembered = null; }
+  setMode((/[?&]view=(form|flow)/.exec(window.location.search) || [])[1] || (remembered === "form" ? "form" : "flow"));
   root.dataset.ready = "true";
 })();

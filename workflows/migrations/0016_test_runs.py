@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0002_token_family'),
-        ('workflows', '0014_worker_heartbeat'),
+        ('workflows', '0015_insights_rollups'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
