@@ -46,6 +46,8 @@ class BodyDeadline:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
+        if environ.get("potaflow.request_buffered"):  # potaflow.web_worker read the whole request already
+            return self.app(environ, start_response)
         if sock is not None and length > self.max_bytes and self.upload_seconds > 0:
             return self._streamed(environ, start_response, sock, self.upload_seconds)
         if sock is not None and not length and environ.get("HTTP_TRANSFER_ENCODING") and self.seconds > 0:

@@ -31,7 +31,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts.models import Membership, Organization, Role, User
 from integrations.services import credential_create
 from testing.worker import TEST_FERNET_KEY
-from workflows.models import TriggerType
+from workflows.models import TestRun, TriggerType
 from workflows.services import run_accept, workflow_create
 
 pytestmark = pytest.mark.django_db
@@ -71,6 +71,9 @@ def tenants(settings):
     victim_run, _ = run_accept(workflow=victim_workflow, trigger="webhook", payload={"body": {"m": MARK}})
     victim_run.status = "failed"
     victim_run.save(update_fields=["status"])
+    victim_test = TestRun.objects.create(
+        workflow=victim_workflow, organization=victim_org, created_by=victim, request={"payload": {"m": MARK}}
+    )
 
     attacker_org = Organization.objects.create(name="Mallory Inc", slug="mallory")
     attacker = User.objects.create_user(email="mallory@example.com", is_staff=True)
@@ -89,6 +92,7 @@ def tenants(settings):
         "credentials": victim_credential,
         "workflows": victim_workflow,
         "runs": victim_run,
+        "test": victim_test,
         "attacker": attacker,
         "attacker_org": attacker_org,
         "attacker_credential": attacker_credential,
@@ -125,6 +129,7 @@ BODIES = {
     "replay": {},
     "run": {"payload": {"x": 1}},
     "rotate-webhook-token": {},
+    "test": {"payload": {"x": 1}},  # a test run (POST .../test/) and its result (GET .../test/<id>/)
     # An export document of one's own, imported into the victim's organization.
     "import": {
         "potaflow_export": 1,

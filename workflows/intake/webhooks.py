@@ -180,13 +180,8 @@ def _accept(
 
 
 def _expired_message(request: HttpRequest) -> str:
-    if (
-        request.META.get("CONTENT_LENGTH")
-        and int(request.META["CONTENT_LENGTH"]) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    ):
-        limit, setting = settings.POTAFLOW_UPLOAD_BODY_TIMEOUT, "POTAFLOW_UPLOAD_BODY_TIMEOUT"
-    else:
-        limit, setting = settings.POTAFLOW_WEB_BODY_TIMEOUT, "POTAFLOW_WEB_BODY_TIMEOUT"
+    length = request.META.get("CONTENT_LENGTH")
+    limit, setting = intake.body_deadline(int(length) if length else None, webhook=True)
     return f"Request body not received within {limit:g} seconds ({setting}): nothing was kept."
 
 
