@@ -1,5 +1,10 @@
 """A deadline for receiving a request body, so a slow client cannot hold a web thread for long.
 
+Under the default start command (the Procfile's gunicorn with ``potaflow.web_worker.BufferingWorker``)
+the front has read every request whole, within its deadlines and limits, before the application runs
+(``potaflow.request_buffered`` in the environ): this wrapper then passes it through. What follows is
+for a server that hands the application the socket (plain ``gthread``; the worker with TLS on).
+
 gunicorn hands the application the socket once the headers are in; the body
 is read lazily, with blocking reads and no timeout, by whatever first touches
 it. A client that sends ``Content-Length: 1000000`` and then a byte every few
@@ -56,7 +61,8 @@ class BodyDeadline:
             return self.app(environ, start_response)
         body = self._read(environ["wsgi.input"], sock, length)
         if body is None:
-            payload = json.dumps({"detail": f"Request body not received within {self.seconds:g} seconds."}).encode()
+            detail = f"Request body not received within {self.seconds:g} seconds (POTAFLOW_WEB_BODY_TIMEOUT)."
+            payload = json.dumps({"detail": detail}).encode()
             start_response(
                 "408 Request Timeout",
                 [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("Connection", "close")],

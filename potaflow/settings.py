@@ -428,6 +428,10 @@ POTAFLOW_WEB_BODY_TIMEOUT = env.float("POTAFLOW_WEB_BODY_TIMEOUT", default=20.0)
 # (IPv6: per /64) per web process, POTAFLOW_TRUSTED_PROXIES excepted (more: 503). 0: no cap.
 POTAFLOW_WEB_HEADER_TIMEOUT = env.float("POTAFLOW_WEB_HEADER_TIMEOUT", default=10.0)
 POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS = env.int("POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS", default=50)
+# Request bodies one web process holds at once while they arrive (in memory up to 256 KiB each, then in
+# anonymous temporary files), counted from each Content-Length before it is read: a webhook's files reach the
+# front whole, so this bounds the disk anyone can make it fill. Over it: 503 with Retry-After. 0: no cap.
+POTAFLOW_WEB_SPOOL_MAX_BYTES = env.int("POTAFLOW_WEB_SPOOL_MAX_BYTES", default=512 * 1024 * 1024)
 # Per-workflow webhook intake limit, shared through the cache (workflows.intake.ratelimit): N/s, N/min, N/h or off.
 POTAFLOW_WEBHOOK_RATE = env("POTAFLOW_WEBHOOK_RATE", default="50/s")
 if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour))\s*", POTAFLOW_WEBHOOK_RATE.lower()):
@@ -488,8 +492,8 @@ POTAFLOW_UPLOAD_MAX_FILES = env.int("POTAFLOW_UPLOAD_MAX_FILES", default=10)
 POTAFLOW_FILE_QUOTA_BYTES = env.int("POTAFLOW_FILE_QUOTA_BYTES", default=1024 * 1024 * 1024)
 # Lifetime of the download links the API hands out (signed; seconds).
 POTAFLOW_FILE_LINK_SECONDS = env.int("POTAFLOW_FILE_LINK_SECONDS", default=900)
-# Seconds a client has to send a body larger than DATA_UPLOAD_MAX_MEMORY_SIZE (a webhook's files, streamed to
-# storage as they arrive; potaflow/body_deadline.py); later: 408 and nothing kept. 0: no deadline.
+# Seconds a client has to send a webhook body larger than DATA_UPLOAD_MAX_MEMORY_SIZE (a webhook's files: the web
+# server's front receives it whole, workflows.intake.lookup.body_deadline); later: 408 and nothing kept. 0: none.
 POTAFLOW_UPLOAD_BODY_TIMEOUT = env.float("POTAFLOW_UPLOAD_BODY_TIMEOUT", default=600.0)
 # An upload that never finished (its web process died mid-request) is deleted by the pruner after this long.
 POTAFLOW_UPLOAD_ABANDONED_SECONDS = env.int("POTAFLOW_UPLOAD_ABANDONED_SECONDS", default=3600)

@@ -17,13 +17,25 @@ sockets) reads each request itself, the way a buffering proxy does:
   files may be larger than a plain body), ``DATA_UPLOAD_MAX_MEMORY_SIZE`` elsewhere (``413``,
   read no further); a webhook body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is an upload and
   gets ``POTAFLOW_UPLOAD_BODY_TIMEOUT`` instead (``workflows.intake.lookup.body_deadline``);
-  beyond ``SPOOL_BYTES`` it waits in a temporary file, not in memory;
+  beyond ``SPOOL_BYTES`` it waits in a temporary file, not in memory (anonymous: closed, it is
+  gone; deleted when the request ends, is refused or its process dies);
+- **bodies held at once** by one worker process (memory and temporary files, the declared
+  ``Content-Length`` counted when the headers are in, a chunked body as it arrives) are at most
+  ``POTAFLOW_WEB_SPOOL_MAX_BYTES``: the request that would go over is answered ``503`` with
+  ``Retry-After`` before its body is read (``413`` if it alone is larger), so the disk a web
+  process can be made to fill is bounded whoever sends;
+- **a body cut short** (the client closes its sending side before its ``Content-Length`` or last
+  chunk arrived) is answered ``400`` saying how much arrived, and never reaches the application:
+  nothing of it is kept;
 - **per address** (IPv6: per /64) at most
   ``POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS`` connections per worker process
   (the peers in ``POTAFLOW_TRUSTED_PROXIES`` excepted): the next one is
   answered ``503`` and closed;
 - a thread writing a response to a client that does not read gives up after
-  ``POTAFLOW_WEB_BODY_TIMEOUT`` seconds without progress.
+  ``POTAFLOW_WEB_BODY_TIMEOUT`` seconds without progress; a connection closed
+  after its answer lingers (``LINGER_SECONDS``) in the selector, never in the
+  main loop: gunicorn's own graceful close waited there up to 2 s for each
+  client that did not hang up, and every other connection waited with it.
 
 ``/healthz`` has a thread of its own, so a burst of requests never queues a
 health check. Only then does a thread get the request: gunicorn's own parser reads it from
@@ -40,6 +52,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import math
 import selectors
 import socket
 import sys
@@ -59,6 +72,11 @@ READ_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions
 HEALTH_PATHS = frozenset({b"/healthz"})
 SWITCH_INTERVAL = 0.001
+# A closed connection lingers this long, reading (and dropping) at most this much of what its client still
+# sends, so the kernel does not reset it before the client read the answer (RFC 9112 section 9.6), as
+# gunicorn's close_graceful does, but in the selector: close_graceful waits in the main loop itself.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024
 ACCEPT_BATCH = 64
 
 
@@ -109,6 +127,26 @@ class RequestFramer:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+            self.file = None
+
+    @property
+    def held_bytes(self) -> int:
+        """The body bytes this request holds or will: its ``Content-Length``, or a chunked body's so far."""
+        return self.declared_length if self.declared_length is not None else self.body_bytes
+
+    def cut_short(self) -> str:
+        """What arrived of a body whose client closed its sending side before the end."""
+        if self.declared_length is not None and self._length is not None:
+            received = self.declared_length - self._length
+            return (
+                f"Request body cut short: the client closed the connection after {received} of the "
+                f"{self.declared_length} bytes its Content-Length declared; the request was not processed "
+                "and nothing was kept."
+            )
+        return (
+            "Request body cut short: the client closed the connection before the last chunk of its chunked "
+            "body; the request was not processed and nothing was kept."
+        )
 
     def feed(self, data: bytes) -> bool:
         self.pending += data
@@ -260,11 +298,12 @@ class BufferedConn(gthread.TConn):
         self.body_setting = "POTAFLOW_WEB_BODY_TIMEOUT"
         self.got_bytes = False
         self.closed = False
+        self.held = 0  # body bytes counted against the worker's POTAFLOW_WEB_SPOOL_MAX_BYTES
+        self.lingered = 0  # bytes drained after the answer (BufferingWorker._linger)
 
     def start_request(self, *, idle_seconds: float | None) -> None:
         """Wait for the next request: ``idle_seconds`` for its first byte (None: the header deadline)."""
-        if self.framer is not None:
-            self.framer.close()
+        self.release_body()
         self.framer = RequestFramer(max_head=self.worker.max_head, limits=self.worker.body_limit)
         self.got_bytes = False
         now = time.monotonic()
@@ -273,12 +312,18 @@ class BufferedConn(gthread.TConn):
         else:
             self.deadline, self.reason = now + idle_seconds, "idle"
 
+    def release_body(self) -> None:
+        """The request is done with (answered, refused, connection gone): its spool goes, its bytes count no more."""
+        if self.framer is not None:
+            self.framer.close()
+        self.worker.held_bytes -= self.held
+        self.held = 0
+
     def close(self, graceful: bool = False) -> None:
         if self.closed:
             return
         self.closed = True
-        if self.framer is not None:
-            self.framer.close()
+        self.release_body()
         self.worker.forget_address(self.address_key)
         super().close(graceful=graceful)
 
@@ -292,12 +337,14 @@ class BufferingWorker(gthread.ThreadWorker):
     max_webhook_body = 1_048_576
     webhook_limit_setting = "POTAFLOW_WEBHOOK_MAX_BYTES"
     max_per_address = 50
+    max_held_bytes = 0  # POTAFLOW_WEB_SPOOL_MAX_BYTES (0: no cap)
     max_head = 0
     body_deadline: Callable[..., tuple[float, str]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.per_address: dict[str, int] = {}
+        self.held_bytes = 0  # request bodies held by this process now (memory and temporary files)
         self.waiting: set[BufferedConn] = set()
         self.trusted: Callable[[str], bool] = lambda _address: False
         self.buffering = not self.cfg.is_ssl
@@ -318,6 +365,7 @@ class BufferingWorker(gthread.ThreadWorker):
         self.max_webhook_body, self.webhook_limit_setting = largest_webhook_request()
         self.body_deadline = body_deadline
         self.max_per_address = int(settings.POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS)
+        self.max_held_bytes = int(settings.POTAFLOW_WEB_SPOOL_MAX_BYTES)
         self.max_head = (
             self.cfg.limit_request_line + 2 + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2)
         )
@@ -397,7 +445,7 @@ class BufferingWorker(gthread.ThreadWorker):
                 f"Too many connections from your address: at most {self.max_per_address} per web process "
                 "(POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS).",
             )
-            self._refuse(conn, refusal, (("Retry-After", "5"),))
+            self._refuse(conn, refusal, (("Retry-After", "5"),), linger=False)  # a flood: nothing to wait for
             return
         conn.start_request(idle_seconds=None)
         self._wait_for_bytes(conn)
@@ -419,14 +467,47 @@ class BufferingWorker(gthread.ThreadWorker):
         self.nr_conns -= 1
         conn.close()
 
-    def _refuse(self, conn: BufferedConn, refusal: Refusal, headers: tuple[tuple[str, str], ...] = ()) -> None:
+    def _refuse(
+        self, conn: BufferedConn, refusal: Refusal, headers: tuple[tuple[str, str], ...] = (), *, linger: bool = True
+    ) -> None:
         """Answer from the front (best effort: a small write on a non-blocking socket) and close."""
         try:
             conn.sock.setblocking(False)
             conn.sock.send(refusal.payload(headers))
         except OSError:
-            pass
-        self._drop(conn)
+            self._drop(conn)
+            return
+        if linger:
+            self._stop_waiting(conn)
+            self._linger(conn)
+        else:
+            self._drop(conn)
+
+    def _linger(self, conn: BufferedConn) -> None:
+        """Close after an answer: FIN now, then drain what the client still sends until it hangs up, for at most
+        ``LINGER_SECONDS`` / ``LINGER_BYTES``, from the selector (the main loop waits for nobody)."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._drop(conn)
+            return
+        conn.release_body()
+        conn.lingered = 0
+        conn.deadline, conn.reason = time.monotonic() + LINGER_SECONDS, "linger"
+        conn.sock.setblocking(False)
+        self.waiting.add(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_linger_readable, conn))
+
+    def on_linger_readable(self, conn: BufferedConn, _client: Any) -> None:
+        try:
+            data = conn.sock.recv(READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.lingered += len(data)
+        if not data or conn.lingered >= LINGER_BYTES:
+            self._drop(conn)
 
     def on_buffered_readable(self, conn: BufferedConn, _client: Any) -> None:
         try:
@@ -437,6 +518,11 @@ class BufferingWorker(gthread.ThreadWorker):
             self._drop(conn)
             return
         if not data:
+            framer = conn.framer
+            if framer is not None and framer.head_done and not framer.complete:
+                # The client closed its sending side mid-body (it may still read): say so, keep nothing.
+                self._refuse(conn, Refusal("400 Bad Request", framer.cut_short()))
+                return
             self._drop(conn)
             return
         self._take(conn, data)
@@ -454,9 +540,15 @@ class BufferingWorker(gthread.ThreadWorker):
         except Refusal as refusal:
             self._refuse(conn, refusal)
             return
+        too_much = self._hold(conn, framer)
+        if too_much is not None:
+            self._refuse(conn, too_much, (("Retry-After", "10"),) if too_much.status.startswith("503") else ())
+            return
         if framer.head_done and not had_head and not complete:
             conn.body_seconds, conn.body_setting = self._body_deadline(framer)
-            conn.deadline, conn.reason = time.monotonic() + conn.body_seconds, "body"
+            # 0: no deadline (POTAFLOW_UPLOAD_BODY_TIMEOUT=0); the connection still holds no thread.
+            seconds = conn.body_seconds if conn.body_seconds > 0 else math.inf
+            conn.deadline, conn.reason = time.monotonic() + seconds, "body"
             if framer.expects_continue:
                 try:
                     conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -465,6 +557,29 @@ class BufferingWorker(gthread.ThreadWorker):
         if complete:
             self._stop_waiting(conn)
             self._dispatch(conn)
+
+    def _hold(self, conn: BufferedConn, framer: RequestFramer) -> Refusal | None:
+        """Count the request's body against ``POTAFLOW_WEB_SPOOL_MAX_BYTES``, or the refusal when it does not fit."""
+        more = framer.held_bytes - conn.held
+        if more <= 0 or self.max_held_bytes <= 0:
+            return None
+        limit = self.max_held_bytes
+        if framer.held_bytes > limit:
+            return Refusal(
+                "413 Payload Too Large",
+                f"Body too large: {framer.held_bytes} bytes, the most a web process holds at once is {limit} bytes "
+                "(POTAFLOW_WEB_SPOOL_MAX_BYTES).",
+            )
+        if self.held_bytes + more > limit:
+            return Refusal(
+                "503 Service Unavailable",
+                f"The server is receiving too many request bodies at once: {self.held_bytes} bytes held, this one "
+                f"needs {framer.held_bytes}, at most {limit} per web process (POTAFLOW_WEB_SPOOL_MAX_BYTES). "
+                "Retry later.",
+            )
+        self.held_bytes += more
+        conn.held += more
+        return None
 
     def _dispatch(self, conn: BufferedConn) -> None:
         framer = conn.framer
@@ -486,8 +601,8 @@ class BufferingWorker(gthread.ThreadWorker):
         super().murder_pending()
         now = time.monotonic()
         for conn in [c for c in self.waiting if c.deadline <= now]:
-            if conn.reason == "idle" or not conn.got_bytes:
-                self._drop(conn)  # nothing was asked: nothing to answer
+            if conn.reason in ("idle", "linger") or not conn.got_bytes:
+                self._drop(conn)  # nothing was asked (or it was answered): nothing to answer
             elif conn.reason == "body":
                 seconds = f"{conn.body_seconds:g}"
                 self._refuse(
@@ -525,8 +640,7 @@ class BufferingWorker(gthread.ThreadWorker):
         except Exception:  # noqa: BLE001 - as gthread: a failed request closes its connection
             keepalive = False
         if not keepalive:
-            self.nr_conns -= 1
-            conn.close(graceful=True)
+            self._linger(conn)
             return
         idle = float(self.cfg.keepalive)
         if not self.alive:

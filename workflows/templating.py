@@ -866,10 +866,37 @@ def render_string(template: str, context: dict[str, Any], *, path: str = "config
         raise TemplateError(f"{path}: error evaluating {template.strip()!r}: {type(exc).__name__}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=2048)
+def _is_lookup(expr: str) -> bool:
+    """``expr`` only reads a part of the run's context (``steps.parse.output.rows``, ``trigger.body["a"]``).
+
+    Such a value is built by nothing in the template: it was bounded when it was stored (the
+    webhook's and each step's own limits), so the size budget, which is for what a template builds,
+    does not charge a structure (a 5 MB CSV's parsed rows pass to the next step whole); a string
+    result is still held to the limit. Any filter, call, operator or computed subscript makes it a
+    template's work again, measured as ever.
+    """
+    try:
+        (output,) = _env.parse("{{" + expr + "}}").body
+    except (TemplateSyntaxError, ValueError):
+        return False
+    if not isinstance(output, nodes.Output) or len(output.nodes) != 1:
+        return False
+    node = output.nodes[0]
+    while True:
+        if isinstance(node, nodes.Getattr):
+            node = node.node
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            node = node.node
+        else:
+            return isinstance(node, nodes.Name) and node.name in CONTEXT_NAMES
+
+
 def _render_template(template: str, expr: str | None, context: dict[str, Any], budget: RenderBudget) -> Any:
     if expr is not None:
         value = _compiled_expression(expr)(**context)
-        _check_text(value, "the rendered value")
+        if not _is_lookup(expr):
+            _check_text(value, "the rendered value")
         result = _to_json(value)
         if isinstance(result, str):
             budget.check_size(len(result), "the rendered value")

@@ -284,7 +284,26 @@ def test_slow_body_senders_hold_no_thread_and_get_a_408_at_the_body_deadline(web
             sock.close()
     for answer in answers:
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-        assert json_body(answer) == {"detail": f"Request body not received within {BODY_TIMEOUT} seconds."}
+        assert json_body(answer) == {
+            "detail": f"Request body not received within {BODY_TIMEOUT} seconds (POTAFLOW_WEB_BODY_TIMEOUT)."
+        }
+
+
+def test_clients_that_never_hang_up_after_their_answer_hold_nothing(web):
+    # gunicorn's graceful close waited in the worker's main loop, up to 2 s per connection, for the client
+    # to hang up: 20 such clients froze every connection of the process for ~40 s.
+    clients = [connect_from(f"127.0.4.{n + 2}", web.port) for n in range(20)]
+    try:
+        started = time.monotonic()
+        for sock in clients:
+            sock.sendall(b"GET /api/auth/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answers = [read_answer(sock, 10) for sock in clients]  # each reads to the server's FIN, never closes
+        assert time.monotonic() - started < 5, [answer[:12] for answer in answers]
+        assert all(answer.startswith(b"HTTP/1.1 405") for answer in answers), [a[:12] for a in answers]
+        assert_healthz_fast(web, count=3, pause=0.1)
+    finally:
+        for sock in clients:
+            sock.close()
 
 
 def test_one_address_gets_at_most_its_connection_cap_per_web_process(web):

@@ -117,6 +117,26 @@ def test_a_large_body_waits_in_a_temporary_file_not_in_memory():
     assert len(b"".join(big.request_chunks())) > 1_000_000
 
 
+def test_a_spooled_body_is_gone_once_the_request_is_done_with():
+    big = framer()
+    big.limits = lambda target: (2_000_000, "POTAFLOW_MAX_BODY_BYTES")
+    big.feed(b"POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 600_000)
+    spool = big.file
+    assert spool is not None and big.held_bytes == 1_000_000  # counted whole from its Content-Length
+    big.close()
+    assert spool.closed and big.file is None  # an anonymous temporary file: closed, its blocks are free
+
+
+def test_a_body_cut_short_says_how_much_of_it_came():
+    sized = framer()
+    sized.feed(b"POST /hooks/t HTTP/1.1\r\nContent-Length: 90\r\n\r\n" + b"x" * 40)
+    assert not sized.complete
+    assert "after 40 of the 90 bytes its Content-Length declared" in sized.cut_short()
+    chunked = framer()
+    chunked.feed(b"POST /hooks/t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"20\r\n" + b"x" * 40)
+    assert chunked.held_bytes == 32 and "before the last chunk" in chunked.cut_short()
+
+
 @pytest.mark.parametrize(
     "client, key",
     [

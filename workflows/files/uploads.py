@@ -1,25 +1,31 @@
-"""A webhook's multipart files, streamed to the file storage as they arrive.
+"""A webhook's multipart files, streamed to the file storage a chunk at a time.
 
 ``StorageUploadHandler`` is a Django upload handler: the multipart parser
-hands it each file's chunks as they are read from the socket, and it writes
-them straight to the storage (``services.Writer``: row first, then bytes),
-hashing and counting as it goes. Nothing is held in memory beyond a chunk,
-nothing goes to a temporary file.
+hands it each file's chunks as it reads the body, and it writes them straight
+to the storage (``services.Writer``: row first, then bytes), hashing and
+counting as it goes. Nothing is held in memory beyond a chunk. Under the
+default web server (``potaflow.web_worker.BufferingWorker``) the body was
+received whole by the front first (in an anonymous temporary file past
+256 KiB, within ``POTAFLOW_WEB_SPOOL_MAX_BYTES`` per process, gone when the
+request ends): the parser reads it from there, so no thread waits on a client.
 
 Limits (each refusal names its limit and setting; the view answers it):
 
 - ``POTAFLOW_UPLOAD_REQUEST_MAX_BYTES``: the whole request, from its
-  ``Content-Length`` before anything is read (413; the server reads no more
-  than it declared; a chunked body is read whole first, within
-  ``POTAFLOW_WEBHOOK_MAX_BYTES``);
+  ``Content-Length`` before its body is read (413: by the front, which reads
+  no more than it declared, and here again; a chunked body is read whole
+  first, within ``POTAFLOW_WEBHOOK_MAX_BYTES``);
 - ``POTAFLOW_FILE_QUOTA_BYTES``: the organization's kept files plus this
-  request, from ``Content-Length`` before anything is read, then as each file
-  arrives (``services.reserve``: holds when uploads run at once) (413);
+  request, from ``Content-Length`` before anything is written, then as each
+  file is written (``services.reserve``: holds when uploads run at once) (413);
 - ``POTAFLOW_UPLOAD_MAX_FILES``: files in one request (400);
 - ``POTAFLOW_UPLOAD_MAX_BYTES``: one file, counted as it arrives (413);
-- a body that ends before its last file does (a ``Content-Length`` that
-  promised more, a client gone, the upload deadline ``POTAFLOW_UPLOAD_BODY_TIMEOUT``
-  of ``potaflow.body_deadline`` reached): ``interrupted``, refused (400/408).
+- a body that ends before its last file does (a multipart body without its
+  closing boundary; on a server that hands the application the socket, a
+  ``Content-Length`` that promised more, a client gone, the upload deadline
+  ``POTAFLOW_UPLOAD_BODY_TIMEOUT`` of ``potaflow.body_deadline``): ``interrupted``,
+  refused (400/408). The front answers a cut or late body itself (400/408) and
+  never hands it over.
 
 A refused or failed request keeps nothing: ``discard`` deletes every file it
 wrote. A web process killed mid-upload leaves ``uploading`` rows (an upload

@@ -13,9 +13,10 @@ parser) -> 202 ``{"run_id": ...}`` once the run is committed.
 
 Files (``workflows.files``): a ``multipart/form-data`` request's files, and
 the whole body when the workflow keeps binary bodies as files
-(``webhook_body_as_file``), are streamed to the file storage as they arrive
-(``files.uploads``), after the request's size and the organization's quota
-were checked from ``Content-Length`` (413 naming the setting); the run's
+(``webhook_body_as_file``), are streamed to the file storage a chunk at a time
+(``files.uploads``; the web server's front received the body whole first),
+after the request's size and the organization's quota were checked from
+``Content-Length`` (413 naming the setting); the run's
 payload holds ``files.<field>`` references. A refused or failed request
 keeps none of its files; a repeated one keeps the first delivery's. A signed
 workflow's body is read whole first (its signature needs it), within the

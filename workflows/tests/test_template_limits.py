@@ -158,6 +158,22 @@ def test_str_methods_and_output_are_measured_too():
     assert "MAX_CHARS" in render(shared + "{{ (a ~ '') | length }}")
 
 
+def test_a_lookup_passes_a_large_stored_value_whole_and_anything_built_on_it_is_still_measured():
+    # A 5 MB CSV's parsed rows (issue 23) are read by the next step's "{{ steps.parse.output.rows }}": the
+    # template builds nothing, the rows were bounded by file.parse's own limits when they were stored.
+    rows = [[str(i), "lorem ipsum dolor " * 10] for i in range(20_000)]  # ~4.5 million characters as JSON
+    context = {**CONTEXT, "steps": {"parse": {"output": {"rows": rows}}}}
+    for lookup in ("{{ steps.parse.output.rows }}", "{{ steps['parse'].output['rows'] }}"):
+        assert templating.render_value({"rows": lookup}, context) == {"rows": rows}
+    for built in ("{{ steps.parse.output.rows | list }}", "{{ [steps.parse.output.rows] }}",
+                  "{{ steps.parse.output.rows[:] }}", "{{ (steps.parse.output.rows, 1)[0] }}"):  # fmt: skip
+        with pytest.raises(templating.TemplateError, match="POTAFLOW_TEMPLATE_MAX_CHARS"):
+            templating.render_value({"rows": built}, context)
+    context["steps"]["parse"]["output"]["text"] = "x" * 1_000_001  # a string result is held to the limit still
+    with pytest.raises(templating.TemplateError, match="POTAFLOW_TEMPLATE_MAX_CHARS"):
+        templating.render_value({"text": "{{ steps.parse.output.text }}"}, context)
+
+
 def test_the_cpu_budget_ends_a_render_inside_one_long_filter_in_about_the_budget(settings):
     settings.POTAFLOW_TEMPLATE_CPU_SECONDS = 0.3
     started = time.thread_time()
