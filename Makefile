@@ -33,6 +33,36 @@ def terminate(self, pid):
         pass
 honcho.manager.KILL_WAIT = $(STOP_TIMEOUT)
 honcho.compat.ProcessManager.terminate = terminate
+# The sign-in summary (manage.py ensure_admin --signin-file) is printed last: once gunicorn booted
+# a worker, the Celery worker is ready and beat started, so no start-up line pushes it away.
+import honcho.printer
+_write = honcho.printer.Printer.write
+_seen = set()
+_SIGNS = {"web": "Booting worker", "worker": " ready.", "beat": "beat: Starting"}
+def write(self, message):
+    _write(self, message)
+    if "announced" in _seen or message.type != "line":
+        return
+    text = message.data.decode("utf-8", "replace") if isinstance(message.data, bytes) else str(message.data)
+    name = (message.name or "").split(".")[0]
+    if _SIGNS.get(name, "\0") in text:
+        _seen.add(name)
+    if set(_SIGNS) <= _seen:
+        _seen.add("announced")
+        path = os.environ.get("POTAFLOW_SIGNIN_FILE", "")
+        try:
+            with open(path) as f:
+                details = f.read().splitlines()
+            os.unlink(path)
+        except OSError:
+            details = []
+        url = "http://%s:%s/" % (os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000"))
+        rule = "=" * 76
+        box = [rule, "  PotaFlow is up: " + url + "   (members sign in or sign up at " + url + "app/)"]
+        box += ["  " + line for line in details]
+        box += ["  Ctrl-C stops web, worker and beat.", rule]
+        print("\n" + "\n".join(box) + "\n", file=self.output, flush=True)
+honcho.printer.Printer.write = write
 from honcho.command import main
 main(sys.argv[1:])
 endef
@@ -68,12 +98,12 @@ install-dev: install ## also install requirements-dev.txt (tests, linters)
 run: install ## migrate, ensure an admin user, start web + worker + beat (Ctrl-C stops all)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(PY) manage.py ensure_admin
 	@echo ""
 	@echo "  PotaFlow is starting at http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, health: /healthz)"
-	@echo "  Ctrl-C stops web, worker and beat."
+	@echo "  The sign-in is printed once web, worker and beat are up. Ctrl-C stops them all."
 	@echo ""
-	@exec $(PY) -c "$$HONCHO_LAUNCHER" start --procfile Procfile --port $(PORT) --env /dev/null
+	@signin=$$(mktemp) && $(PY) manage.py ensure_admin --signin-file "$$signin" && \
+		POTAFLOW_SIGNIN_FILE="$$signin" exec $(PY) -c "$$HONCHO_LAUNCHER" start --procfile Procfile --port $(PORT) --env /dev/null
 
 # pytest exits 5 when it collected no test: that fails here too, and says so.
 test: install-dev ## run the whole test suite (pytest); extra args via PYTEST_ARGS

@@ -8,6 +8,7 @@ becomes a 400 in ``potaflow.api.exception_handler``, ``PermissionDenied`` a 403
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
@@ -28,7 +29,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from . import services
 from .login_throttle import LoginThrottled
-from .models import Membership, Organization, Role, User, normalize_email
+from .models import Invitation, Membership, Organization, Role, User, normalize_email
 from .permissions import OrganizationScopedMixin, OrgRole, signed_in
 from .selectors import membership_for, scope_to_user
 from .throttles import AuthRateThrottle
@@ -78,7 +79,10 @@ class RegisterSerializer(serializers.Serializer):
     organization = serializers.CharField(max_length=150, help_text="Name of the organization to create.")
 
 
-REGISTERED = "Registration received. If this email was not registered yet, log in with it and your password."
+REGISTERED = (
+    "Registration received. We sent a message to this address: follow its link to confirm the address, "
+    "then log in with it and your password."
+)
 
 
 class RegisteredSerializer(serializers.Serializer):
@@ -163,6 +167,21 @@ class MemberRoleSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
+class InvitationCreateSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254, help_text="Any address: the invitation creates the account.")
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    invited_by = serializers.EmailField(source="invited_by.email", read_only=True, default=None, allow_null=True)
+    state = serializers.CharField(read_only=True, help_text="pending, accepted, revoked or expired.")
+
+    class Meta:
+        model = Invitation
+        fields = ["id", "email", "role", "state", "invited_by", "created_at", "expires_at", "accepted_at", "revoked_at"]
+        read_only_fields = fields
+
+
 # ---------------------------------------------------------------------------
 # Auth views (anonymous; throttled)
 # ---------------------------------------------------------------------------
@@ -185,7 +204,7 @@ class RegisterView(generics.GenericAPIView):
     @extend_schema(
         summary="Register a user and their organization",
         description="The answer is the same whether or not the email was registered before.",
-        responses={202: RegisteredSerializer, 400: ERROR, 429: ERROR},
+        responses={202: RegisteredSerializer, 400: ERROR, 403: ERROR, 429: ERROR},
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -385,4 +404,58 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     def destroy(self, request: Request, organization_pk: int, pk: str) -> Response:
         services.membership_remove(actor=signed_in(request.user), membership=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Pending invitations of an organization (admins and owners)"),
+    create=extend_schema(
+        summary="Invite someone by e-mail with a role (admins and owners; owner role: owners only)",
+        description="The address gets a single-use link, valid POTAFLOW_INVITATION_DAYS days, that lands them in the "
+        "organization with the role (creating their account when they have none). Inviting an address again "
+        "replaces its pending invitation.",
+        request=InvitationCreateSerializer,
+        responses={201: InvitationSerializer, 400: ERROR, 403: ERROR, 404: ERROR},
+    ),
+    destroy=extend_schema(
+        summary="Revoke a pending invitation (its link stops working)",
+        responses={204: OpenApiResponse(description="Revoked."), 403: ERROR, 404: ERROR},
+    ),
+)
+class InvitationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Invitations of one organization. Outsiders get 404; members below admin 403."""
+
+    serializer_class = InvitationSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get_organization(self) -> Organization:
+        if not hasattr(self, "_organization"):
+            mine = scope_to_user(Organization.objects.all(), self.request.user, organization_field="pk")
+            self._organization = get_object_or_404(mine, pk=self.kwargs["organization_pk"])
+            membership = membership_for(self.request.user, self._organization.pk)
+            if membership is None or not membership.has_role(Role.ADMIN):
+                raise PermissionDenied("Invitations are managed by the organization's admins and owners.")
+        return self._organization
+
+    def get_queryset(self) -> QuerySet:
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request user
+            return Invitation.objects.none()
+        return services.invitations_pending(self.get_organization()).select_related("invited_by")
+
+    def create(self, request: Request, organization_pk: int) -> Response:
+        organization = self.get_organization()
+        payload = InvitationCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        invitation = services.invitation_create(
+            actor=signed_in(request.user),
+            organization=organization,
+            email=payload.validated_data["email"],
+            role=payload.validated_data["role"],
+        )
+        return Response(self.get_serializer(invitation).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, organization_pk: int, pk: str) -> Response:
+        organization = self.get_organization()
+        invitation = get_object_or_404(Invitation.objects.filter(organization=organization), pk=pk)
+        services.invitation_revoke(actor=signed_in(request.user), invitation=invitation)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -28,3 +28,7 @@ class ThrottledModelBackend(ModelBackend):
         user = super().authenticate(request, username=username, password=password)
         login_throttle.login_record(request=request, email=username, succeeded=user is not None)
         return user
+
+    def user_can_authenticate(self, user: Any) -> bool:
+        """Active, and its address verified: an account nobody confirmed cannot sign in (web, API, admin)."""
+        return super().user_can_authenticate(user) and getattr(user, "email_verified_at", None) is not None

@@ -1,3 +1,4 @@
+import uuid
 from typing import ClassVar
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
@@ -26,11 +27,14 @@ class UserManager(BaseUserManager["User"]):
         return user
 
     def create_user(self, email: str, password: str | None = None, **extra) -> "User":
+        # Users made by operators, commands and tests own their address; sign-up passes None (unverified).
+        extra.setdefault("email_verified_at", timezone.now())
         extra.setdefault("is_staff", False)
         extra.setdefault("is_superuser", False)
         return self._create_user(email, password, **extra)
 
     def create_superuser(self, email: str, password: str | None = None, **extra) -> "User":
+        extra.setdefault("email_verified_at", timezone.now())
         extra.setdefault("is_staff", True)
         extra.setdefault("is_superuser", True)
         return self._create_user(email, password, **extra)
@@ -44,6 +48,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_staff = models.BooleanField(default=False, help_text="Can log in to the admin.")
     is_active = models.BooleanField(default=True)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Null until the owner of the address followed the verification link (or accepted an
+    # invitation sent to it): an unverified account cannot sign in (accounts.backends).
+    email_verified_at = models.DateTimeField(null=True, blank=True)
 
     objects = UserManager()
 
@@ -125,3 +132,40 @@ class TokenFamily(models.Model):
 
     def __str__(self) -> str:
         return f"token family {self.id} of {self.user_id}"
+
+
+class Invitation(models.Model):
+    """An invitation by e-mail into an organization with a role: single use, expiring, revocable.
+
+    The link carries ``token`` signed with the site's key (``accounts.invitations``); the row
+    is what makes it single-use (``accepted_at``) and revocable (``revoked_at``).
+    """
+
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    invited_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["organization_id", "-created_at"]
+        indexes = [models.Index(fields=["organization", "email"], name="invitation_org_email_idx")]
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} to {self.organization_id} ({self.role})"
+
+    @property
+    def state(self) -> str:
+        """pending, accepted, revoked or expired."""
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"

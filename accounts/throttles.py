@@ -1,6 +1,8 @@
 """Throttles: the anonymous auth endpoints (register, login, refresh, logout) per address; costly actions per user."""
 
 from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
@@ -43,3 +45,23 @@ class SettingRateThrottle(UserRateThrottle):
 
     def get_rate(self) -> str | None:
         return getattr(settings, self.rate_setting) or None
+
+
+def form_throttled(request: HttpRequest, what: str) -> bool:
+    """The member pages' account forms (sign-up, reset, invitation): True when this client address
+    posted ``what`` more often than the "auth" rate (``POTAFLOW_AUTH_THROTTLE_RATE``) allows.
+
+    The same rate and client address as the API's auth endpoints, counted in the shared cache.
+    """
+    throttle = AuthRateThrottle()
+    number, period = throttle.parse_rate(throttle.rate)
+    if number is None or period is None:
+        return False
+    key = f"pf-account-form:{what}:{client_ip(request)}"
+    cache.add(key, 0, period)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, period)
+        count = 1
+    return count > number

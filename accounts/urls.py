@@ -5,6 +5,8 @@ from . import api
 organizations = api.OrganizationViewSet.as_view({"get": "list", "post": "create"})
 organization = api.OrganizationViewSet.as_view({"get": "retrieve", "patch": "partial_update"})
 members = api.MemberViewSet.as_view({"get": "list", "post": "create"})
+invitations = api.InvitationViewSet.as_view({"get": "list", "post": "create"})
+invitation = api.InvitationViewSet.as_view({"delete": "destroy"})
 member = api.MemberViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"})
 
 urlpatterns = [
@@ -17,4 +19,6 @@ urlpatterns = [
     path("api/organizations/<int:pk>/", organization, name="organization-detail"),
     path("api/organizations/<int:organization_pk>/members/", members, name="member-list"),
     path("api/organizations/<int:organization_pk>/members/<int:pk>/", member, name="member-detail"),
+    path("api/organizations/<int:organization_pk>/invitations/", invitations, name="invitation-list"),
+    path("api/organizations/<int:organization_pk>/invitations/<int:pk>/", invitation, name="invitation-detail"),
 ]

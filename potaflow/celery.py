@@ -19,6 +19,8 @@ from celery.signals import task_prerun, worker_process_init, worker_ready, worke
 from django.conf import settings
 from django.db import close_old_connections
 
+from core.structured_logging import JsonFormatter
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "potaflow.settings")
 # Celery's Django fixup runs Django's system checks when a worker imports its
 # task modules, and ignores what they find; the URL checks import every URLconf,
@@ -28,6 +30,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "potaflow.settings")
 os.environ.setdefault("CELERY_SKIP_CHECKS", "true")
 
 logger = logging.getLogger(__name__)
+
+if settings.LOG_FORMAT == "json":
+    # Celery warns (running as root, ...) before it sets up logging: such warnings would be raw text
+    # lines among the JSON ones. Route them through logging, as one JSON line each.
+    _warnings_handler = logging.StreamHandler()
+    _warnings_handler.setFormatter(JsonFormatter())
+    logging.getLogger("py.warnings").addHandler(_warnings_handler)
+    logging.getLogger("py.warnings").propagate = False
+    logging.captureWarnings(True)
 
 app = Celery("potaflow")
 app.config_from_object("django.conf:settings", namespace="CELERY")

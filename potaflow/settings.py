@@ -598,6 +598,14 @@ POTAFLOW_GOOGLE_SHEETS_API_URL = env(
 POTAFLOW_GOOGLE_DRIVE_API_URL = env(
     "POTAFLOW_GOOGLE_DRIVE_API_URL", default="https://www.googleapis.com/drive/v3/files"
 )
+# Failure notices (workflows.notices): the first failed run of a burst at once, the rest as one
+# digest per interval; beat looks for digests that are due this often.
+POTAFLOW_FAILURE_NOTICE_INTERVAL_SECONDS = env.int("POTAFLOW_FAILURE_NOTICE_INTERVAL_SECONDS", default=3600)
+POTAFLOW_FAILURE_DIGEST_CHECK_SECONDS = env.int("POTAFLOW_FAILURE_DIGEST_CHECK_SECONDS", default=300)
+# Samples kept per workflow ("listen for a test event" and saved samples); a listen lasts this long.
+POTAFLOW_SAMPLES_PER_WORKFLOW = env.int("POTAFLOW_SAMPLES_PER_WORKFLOW", default=5)
+POTAFLOW_LISTEN_SECONDS = env.int("POTAFLOW_LISTEN_SECONDS", default=300)
+
 # Connections (integrations/oauth): the OAuth apps' credentials, set once by staff, never shown.
 POTAFLOW_SLACK_CLIENT_ID = env("POTAFLOW_SLACK_CLIENT_ID", default="")
 POTAFLOW_SLACK_CLIENT_SECRET = env("POTAFLOW_SLACK_CLIENT_SECRET", default="")
@@ -626,6 +634,39 @@ POTAFLOW_OAUTH_REFRESH_MARGIN_SECONDS = env.int("POTAFLOW_OAUTH_REFRESH_MARGIN_S
 POTAFLOW_ADMIN_EMAIL = env("POTAFLOW_ADMIN_EMAIL", default="admin@example.com")
 POTAFLOW_ADMIN_PASSWORD = env("POTAFLOW_ADMIN_PASSWORD", default="")
 
+# ---------------------------------------------------------------------------
+# Accounts in the browser and system e-mail (accounts.mail): verification,
+# password reset, invitations and failure notices. EMAIL_URL is smtp://user:pass@host:port
+# (smtp+tls:// for STARTTLS, smtps:// for TLS), consolemail:// (the worker's log) or
+# filemail://<folder> (one file per message). Unset: files in $POTAFLOW_VAR_DIR/mail.
+# ---------------------------------------------------------------------------
+EMAIL_URL = env("EMAIL_URL", default="") or f"filemail://{VAR_DIR / 'mail'}"
+_email = environ.Env.email_url_config(EMAIL_URL)  # raises ImproperlyConfigured naming an unknown scheme
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _email["EMAIL_PORT"] or 25
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+if EMAIL_URL.startswith("filemail://"):
+    # filemail:///abs/folder or filemail://var/mail (relative to the project, as people write it).
+    _mail_folder = Path(EMAIL_URL.removeprefix("filemail://").split("?", 1)[0])
+    EMAIL_FILE_PATH = str(_mail_folder if _mail_folder.is_absolute() else BASE_DIR / _mail_folder)
+EMAIL_TIMEOUT = env.int("POTAFLOW_EMAIL_TIMEOUT", default=10)
+POTAFLOW_EMAIL_FROM = env("POTAFLOW_EMAIL_FROM", default="PotaFlow <potaflow@localhost>")
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = POTAFLOW_EMAIL_FROM
+# Who may create an account: open (anyone, through /app/signup/ or the API), invite (only
+# people holding an invitation) or closed (nobody; operators create users in the admin).
+POTAFLOW_SIGNUP = env("POTAFLOW_SIGNUP", default="open").strip().lower()
+if POTAFLOW_SIGNUP not in ("open", "invite", "closed"):
+    raise ImproperlyConfigured(f"POTAFLOW_SIGNUP={POTAFLOW_SIGNUP!r} is not open, invite or closed.")
+# Days an invitation link works; pending invitations an organization may have at once.
+POTAFLOW_INVITATION_DAYS = env.int("POTAFLOW_INVITATION_DAYS", default=7)
+POTAFLOW_MAX_PENDING_INVITATIONS = env.int("POTAFLOW_MAX_PENDING_INVITATIONS", default=50)
+# Lifetime of e-mail verification and password-reset links (Django's PASSWORD_RESET_TIMEOUT).
+PASSWORD_RESET_TIMEOUT = env.int("POTAFLOW_ACCOUNT_LINK_HOURS", default=24) * 3600
+
 CELERY_BEAT_SCHEDULE = {
     "potaflow-recover-stalled-runs": {
         "task": "workflows.recover_stalled_runs",
@@ -638,6 +679,10 @@ CELERY_BEAT_SCHEDULE = {
     "potaflow-prune-runs": {
         "task": "workflows.prune_runs",
         "schedule": float(POTAFLOW_PRUNE_INTERVAL_SECONDS),
+    },
+    "potaflow-failure-digests": {
+        "task": "workflows.send_failure_digests",
+        "schedule": float(POTAFLOW_FAILURE_DIGEST_CHECK_SECONDS),
     },
 }
 
@@ -672,9 +717,15 @@ LOGGING = {
         # Webhook tokens and secret query values are masked in every line.
         "redact": {"()": "core.redaction.RedactingFilter"},
         "context": {"()": "core.structured_logging.ContextFilter"},
+        # Beat's periodic housekeeping says nothing at idle (core/log_filters.py).
+        "housekeeping": {"()": "core.log_filters.HousekeepingFilter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context", "redact"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["housekeeping", "context", "redact"],
+        }
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {

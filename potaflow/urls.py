@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponseRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -19,8 +21,15 @@ handler400 = "potaflow.api.bad_request"
 handler404 = "potaflow.api.not_found"
 handler500 = "potaflow.api.server_error"
 
+
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers ask every site for /favicon.ico: the member pages' icon (it was a 404 on every page)."""
+    return HttpResponseRedirect(static("webui/favicon.svg"))
+
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/app/"), name="home"),  # `make run` prints the root URL: the member pages
+    path("favicon.ico", favicon, name="favicon"),
     # Before admin.site.urls: the same login view, answering a throttled attempt with a 429.
     path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),

@@ -39,6 +39,10 @@ What you get:
 - ``wait_for_run(run_id, statuses, timeout)``: polls the database until the run
   reaches one of ``statuses``; on timeout it fails showing the run, its steps
   and the worker log.
+- System mail: the worker writes it as files in ``mail_folder()``
+  (``EMAIL_URL=filemail://...``); ``testing.mailbox.wait_for_mail`` reads them.
+  The worker signs with the test process's ``SECRET_KEY``, so mailed links
+  work on the live server.
 - ``TEST_FERNET_KEY``: the worker decrypts credentials with it; a test creating
   credentials sets ``settings.POTAFLOW_FERNET_KEYS = [TEST_FERNET_KEY]``.
 
@@ -111,6 +115,11 @@ def broker_transport_options() -> dict[str, Any]:
         "unacked_restore_interval": 1,
         "unacked_restore_throttle": 1,
     }
+
+
+def mail_folder() -> Path:
+    """Where the worker's system mail lands (one file per connection; see ``testing.mailbox``)."""
+    return test_var_dir() / "mail"
 
 
 def configure_test_broker() -> None:
@@ -194,7 +203,11 @@ def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
             "POTAFLOW_HANDLER_MODULES": ",".join(handler_modules),
             "POTAFLOW_FERNET_KEYS": TEST_FERNET_KEY,
             "DEBUG": "false",
-            "SECRET_KEY": "pytest-worker-secret-key-not-for-production-0123456789",
+            # The test process's key: links the worker mails (verification, reset, invitations) are signed
+            # with it, and the live server checks them.
+            "SECRET_KEY": settings.SECRET_KEY,
+            # System mail as files the tests read (accounts.mail), whatever the developer's EMAIL_URL.
+            "EMAIL_URL": f"filemail://{mail_folder()}",
             "CONN_MAX_AGE": "0",
             "PYTHONUNBUFFERED": "1",
             "LOG_LEVEL": "INFO",

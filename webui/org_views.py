@@ -10,6 +10,7 @@ by email, change roles and remove members through ``accounts.services``
 
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -185,6 +186,10 @@ def member_list(request: HttpRequest) -> HttpResponse:
         members=members.order_by("user__email"),
         roles=roles,
         manages=membership.has_role(Role.ADMIN),
+        invitations=account_services.invitations_pending(membership.organization).select_related("invited_by")
+        if membership.has_role(Role.ADMIN)
+        else [],
+        invitation_days=settings.POTAFLOW_INVITATION_DAYS,
         nav="members",
     )
     return render(request, "webui/members.html", context)

@@ -13,7 +13,6 @@ error shape (``steps[1].config.url``).
 from typing import Any, cast
 
 from django.contrib import messages
-from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -21,12 +20,13 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from integrations.models import Credential
 from integrations.oauth.selectors import needing_reconnect
 from integrations.registry import all_actions
-from workflows import dry_run, services, versions
+from workflows import dry_run, live, services, versions
 from workflows import selectors as workflow_selectors
 from workflows.admin.widgets import cron_description, human_duration, next_firings
 from workflows.api import WorkflowSerializer
@@ -38,14 +38,6 @@ from workflows.scheduling.schedules import ScheduleError, parse_cron
 from workflows.validation import ReplayNotAllowed, WorkflowInvalid, limits
 
 from . import selectors
-
-
-class LoginView(auth_views.LoginView):
-    template_name = "webui/login.html"
-    redirect_authenticated_user = True
-
-    def get_default_redirect_url(self) -> str:
-        return reverse("webui:workflows")
 
 
 def _base(request: HttpRequest, membership, **extra: Any) -> dict[str, Any]:
@@ -113,6 +105,7 @@ def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -
             "timezone": "UTC",
             "steps": [],
             "version": 0,
+            "notify_on_failure": True,
         }
     return {
         "workflow": data,
@@ -130,6 +123,9 @@ def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -
             "api_list": reverse("workflows:workflow-list"),
             "api_detail": reverse("workflows:workflow-detail", args=[workflow.pk]) if workflow else None,
             "test": reverse("workflows:workflow-test", args=[workflow.pk]) if workflow else None,
+            "test_unsaved": reverse("workflows:workflow-test-unsaved"),
+            "listen": reverse("workflows:workflow-listen", args=[workflow.pk]) if workflow else None,
+            "samples": reverse("workflows:workflow-samples", args=[workflow.pk]) if workflow else None,
             "rotate": reverse("workflows:workflow-rotate-webhook-token", args=[workflow.pk]) if workflow else None,
             "run": reverse("workflows:workflow-run", args=[workflow.pk]) if workflow else None,
             "check_template": reverse("workflows:template-check"),
@@ -275,6 +271,29 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
 
 
 @require_GET
+@never_cache
+@login_required
+def run_live(request: HttpRequest, run_id: Any) -> HttpResponse:
+    """The live view in the member layout (``workflows.live`` serves its state and the admin's own)."""
+    run, membership = selectors.run_for(request.user, run_id)
+    state = live.run_state(run)
+    for step in state["steps"]:
+        step["duration_text"] = human_duration(step["duration_ms"])
+    context = _base(
+        request,
+        membership,
+        run=run,
+        state=state,
+        run_duration=human_duration(state["duration_ms"]),
+        state_url=reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
+        poll_interval_ms=live.POLL_INTERVAL_MS,
+        replays=list(run.replays.order_by("created_at")),
+        nav="runs",
+    )
+    return render(request, "webui/run_live.html", context)
+
+
+@require_GET
 @login_required
 def run_file(request: HttpRequest, run_id: Any, file_id: Any) -> HttpResponseBase:
     """A run's file for a member of its organization (any role); 404 for everyone else."""
@@ -300,5 +319,5 @@ def run_replay(request: HttpRequest, run_id: Any) -> HttpResponse:
     how = "with the current version" if version == "current" else "as it ran"
     messages.success(request, f"Replayed {how}: this is the new run.")
     if request.POST.get("then") == "live":
-        return redirect("workflows:run-live", run_id=replay.pk)
+        return redirect("webui:run-live", run_id=replay.pk)
     return redirect("webui:run", run_id=replay.pk)

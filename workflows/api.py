@@ -39,7 +39,7 @@ from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for
 from accounts.throttles import SettingRateThrottle
 
-from . import portability, selectors, services, templating
+from . import portability, samples, selectors, services, templating
 from .execution import recording
 from .files import links
 from .models import (
@@ -54,6 +54,7 @@ from .models import (
     TestRun,
     TriggerType,
     Workflow,
+    WorkflowSample,
 )
 
 
@@ -99,6 +100,12 @@ class WorkflowSerializer(serializers.ModelSerializer):
     has_webhook_secret_previous = serializers.SerializerMethodField()
     webhook_url = serializers.SerializerMethodField()
     created_by = serializers.EmailField(source="created_by.email", read_only=True, default=None, allow_null=True)
+    notify_slack_credential = serializers.IntegerField(
+        source="notify_slack_credential_id",
+        required=False,
+        allow_null=True,
+        help_text="A slack_bot_token credential: failure notices go to notify_slack_channel instead of e-mail.",
+    )
 
     class Meta:
         model = Workflow
@@ -123,6 +130,9 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "schedule",
             "timezone",
             "version",
+            "notify_on_failure",
+            "notify_slack_channel",
+            "notify_slack_credential",
             "steps",
             "created_by",
             "created_at",
@@ -262,6 +272,36 @@ class TestRunSerializer(serializers.Serializer):
         allow_blank=True,
         help_text="Key of one side-effecting step to send for real; the others are only previewed.",
     )
+
+
+class UnsavedTestRunSerializer(serializers.Serializer):
+    organization = serializers.IntegerField(
+        required=False, help_text="Where the workflow will be created: an organization where you are editor or above."
+    )
+    payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
+    steps = StepSerializer(many=True, required=False, default=list)
+
+
+class ListeningSerializer(serializers.Serializer):
+    listening_until = serializers.DateTimeField()
+    webhook_url = serializers.CharField()
+
+
+class SampleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WorkflowSample
+        fields = ["id", "name", "source", "created_at", "payload"]
+        read_only_fields = fields
+
+
+class SampleListSerializer(serializers.Serializer):
+    listening_until = serializers.DateTimeField(allow_null=True, help_text="Set while listening for a test event.")
+    results = SampleSerializer(many=True)
+
+
+class SampleCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    body = serializers.JSONField(help_text="The trigger body of the sample.")
 
 
 class TestStepResultSerializer(serializers.Serializer):
@@ -507,13 +547,16 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
             raise exceptions.NotFound("No such test run.")
         return self._test_answer(request, workflow, test)
 
-    def _test_answer(self, request: Request, workflow: Workflow, test: TestRun) -> Response:
+    def _test_answer(self, request: Request, workflow: Workflow | None, test: TestRun) -> Response:
         if test.result is not None:
             return Response(test.result)
         if test.created_at < services.test_run_stale_before():
             detail = "The test run was not finished by a worker in time (is a worker running?)."
             return Response({"outcome": "error", "detail": detail, "steps": [], "trigger": None, "sent": None})
-        url = reverse("workflows:workflow-test-result", kwargs={"pk": workflow.pk, "test_id": test.pk})
+        if workflow is None:
+            url = reverse("workflows:workflow-test-unsaved-result", kwargs={"test_id": test.pk})
+        else:
+            url = reverse("workflows:workflow-test-result", kwargs={"pk": workflow.pk, "test_id": test.pk})
         response = Response(
             {
                 "id": str(test.pk),
@@ -526,6 +569,98 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         response["Location"] = url
         response["Retry-After"] = "1"
         return response
+
+    @extend_schema(
+        operation_id="workflows_test_unsaved",
+        request=UnsavedTestRunSerializer,
+        responses={200: TestResultSerializer, 202: TestPendingSerializer},
+        summary="Test steps that are not saved yet (a new workflow) with sample data",
+        description="As POST /api/workflows/<id>/test/, for the builder of a workflow that has no id yet: the steps "
+        "are validated as saving would (same errors), then rendered and previewed by a worker; nothing is sent. "
+        "A test still running after POTAFLOW_TEST_RUN_WAIT_SECONDS answers 202 with the URL to poll.",
+    )
+    @action(detail=False, methods=["post"], url_path="test", url_name="test-unsaved")
+    def test_unsaved(self, request: Request) -> Response:
+        body = UnsavedTestRunSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        organization = selectors.organization_for_new_workflow(signed_in(request.user), data.get("organization"))
+        try:
+            test = services.test_run_start(
+                workflow=Workflow(organization=organization, name=services.UNSAVED_WORKFLOW_NAME),
+                user=signed_in(request.user),
+                payload=data["payload"],
+                steps=[_step_spec(s) for s in data.get("steps", [])],
+            )
+        except services.TestRunLimited as exc:
+            raise exceptions.Throttled(wait=5, detail=str(exc)) from None
+        test = selectors.test_run_result(test.pk, wait_seconds=settings.POTAFLOW_TEST_RUN_WAIT_SECONDS)
+        return self._test_answer(request, None, test)
+
+    @extend_schema(
+        request=None,
+        operation_id="workflows_test_unsaved_result",
+        parameters=[OpenApiParameter("test_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+        responses={200: TestResultSerializer, 202: TestPendingSerializer},
+        summary="The result of a test of unsaved steps (202 while it runs); only its creator reads it",
+    )
+    @action(detail=False, methods=["get"], url_path=r"test/(?P<test_id>[^/.]+)", url_name="test-unsaved-result")
+    def test_unsaved_result(self, request: Request, test_id: str | None = None) -> Response:
+        try:
+            test = selectors.test_run_result(uuid.UUID(str(test_id)))
+        except (ValueError, TestRun.DoesNotExist):
+            raise exceptions.NotFound("No such test run.") from None
+        if test.workflow_id is not None or test.created_by_id != request.user.pk:
+            raise exceptions.NotFound("No such test run.")
+        return self._test_answer(request, None, test)
+
+    @extend_schema(
+        request=None,
+        responses={202: ListeningSerializer, 400: OpenApiResponse(description="Not a webhook workflow.")},
+        summary="Listen for a test event: the next webhook is kept as a sample and NOT run",
+        description="For POTAFLOW_LISTEN_SECONDS (300) the next request to the webhook URL — even while the workflow "
+        "is inactive — is captured as a sample (GET .../samples/) instead of starting a run; its sender gets "
+        '202 {"captured": true}. Editors and above.',
+    )
+    @action(detail=True, methods=["post"])
+    def listen(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object()
+        if workflow.trigger_type != TriggerType.WEBHOOK:
+            raise serializers.ValidationError(
+                {"trigger_type": ["Only a webhook workflow can listen for a test event."]}
+            )
+        until = samples.listen_start(workflow=workflow)
+        return Response(
+            {"listening_until": until, "webhook_url": webhook_url(workflow, request)}, status=status.HTTP_202_ACCEPTED
+        )
+
+    @extend_schema(
+        methods=["GET"],
+        request=None,
+        responses={200: SampleListSerializer},
+        summary="The workflow's samples (captured test events and saved ones), newest first",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=SampleCreateSerializer,
+        responses={
+            201: SampleSerializer,
+            400: OpenApiResponse(description="No name, or a body that cannot be stored."),
+        },
+        summary="Save a named sample (its trigger body); the oldest beyond POTAFLOW_SAMPLES_PER_WORKFLOW go",
+    )
+    @action(detail=True, methods=["get", "post"], url_path="samples")
+    def samples(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object()
+        if request.method == "POST":
+            body = SampleCreateSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            sample = samples.sample_save(
+                workflow=workflow, name=body.validated_data["name"], body=body.validated_data["body"]
+            )
+            return Response(SampleSerializer(sample).data, status=status.HTTP_201_CREATED)
+        data = SampleSerializer(samples.samples_of(workflow), many=True).data
+        return Response({"listening_until": workflow.listening_until, "results": data})
 
     @extend_schema(request=None, responses={200: WorkflowSerializer}, summary="Give the workflow a new webhook URL")
     @action(detail=True, methods=["post"], url_path="rotate-webhook-token")

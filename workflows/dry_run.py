@@ -27,7 +27,7 @@ from django.utils import timezone
 from core import redaction
 from integrations.base import ActionContext
 from integrations.errors import PermanentError, RetryableError, RunFiltered
-from integrations.http import credential_hosts
+from integrations.http import credential_hosts, transport
 from integrations.http.action import idempotency_header, url_problem, with_query
 from integrations.registry import UnknownAction, get_action
 from integrations.services import StepCredential, credential_for_step
@@ -149,6 +149,9 @@ def _test_step(
     if action.has_side_effects and not send:
         result["status"] = "preview"
         result["would_send"] = would_send(row.action_type, rendered, credential, action)
+        refusal = _refused_destination(row.action_type, rendered)
+        if refusal:
+            raise PermanentError(refusal)  # the real run would fail here, with this very message
         return
     ctx = ActionContext(
         run_id=f"test-{uuid.uuid4()}",
@@ -179,6 +182,13 @@ def _test_step(
         raise type(exc)(scrub(exc.message)) from None
     result["output"] = json.loads(json.dumps(scrub(output), default=str))
     result["status"] = "sent" if action.has_side_effects else "ok"
+
+
+def _refused_destination(action_type: str, config: Any) -> str | None:
+    """The guard's refusal of an HTTP step's destination (a loopback or private address), as the run says it."""
+    if action_type != "http.request" or not isinstance(config, dict) or url_problem(str(config.get("url", ""))):
+        return None
+    return transport.destination_refusal(with_query(str(config["url"]), config.get("query") or {}))
 
 
 def would_send(action_type: str, config: Any, credential: Any, action: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -102,7 +102,10 @@ def run_state(run: Run) -> dict[str, Any]:
 @never_cache
 @login_required
 def run_live(request: HttpRequest, run_id: Any) -> HttpResponse:
-    run = _get_run(request, run_id)
+    """The admin's live view (staff); members are sent to the member pages' one (``/app/runs/<id>/live/``)."""
+    run = _get_run(request, run_id)  # another organization's run: 404 before anything else
+    if not request.user.is_staff:
+        return redirect(f"/app/runs/{run.pk}/live/")
     state = run_state(run)
     for step in state["steps"]:
         step["duration_text"] = human_duration(step["duration_ms"])

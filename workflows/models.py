@@ -89,6 +89,19 @@ class Workflow(models.Model):
     schedule = models.CharField(max_length=100, blank=True, help_text='5-field cron expression, e.g. "*/5 * * * *".')
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone of the schedule.")
     version = models.PositiveIntegerField(default=1, editable=False)
+    # Failure notices (workflows.notices): the editors by e-mail, or a Slack channel through a
+    # slack_bot_token credential of the organization when one is chosen. Not part of a version.
+    notify_on_failure = models.BooleanField(
+        default=True, help_text="Tell the workflow's editors when a run fails (once per burst, then hourly digests)."
+    )
+    notify_slack_credential = models.ForeignKey(
+        "integrations.Credential", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    notify_slack_channel = models.CharField(
+        max_length=80, blank=True, help_text="Post failure notices to this Slack channel instead of e-mailing."
+    )
+    # "Listen for a test event": until then, the next webhook is kept as a sample and not run.
+    listening_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -269,6 +282,8 @@ class StepRunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"
+    # A filter whose condition was false: it ran, and it ended the run (which is filtered).
+    FILTERED = "filtered", "Filtered"
 
 
 class StepRun(models.Model):
@@ -356,6 +371,37 @@ class StepAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} ({self.outcome or 'running'})"
+
+
+class WorkflowSample(models.Model):
+    """A named trigger payload of a workflow (captured from a real webhook, or saved from the builder):
+    what "test with sample data" and the data picker offer. A few per workflow (``POTAFLOW_SAMPLES_PER_WORKFLOW``)."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="samples")
+    name = models.CharField(max_length=100)
+    payload = models.JSONField(help_text="The trigger as templates see it: method, headers, query, body, content_type.")
+    source = models.CharField(max_length=16, default="captured")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["workflow_id", "-created_at", "-id"]
+        indexes = [models.Index(fields=["workflow", "-created_at"], name="workflow_sample_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.workflow_id})"
+
+
+class FailureNoticeState(models.Model):
+    """When a workflow's failure notice was last sent, and what failed since (for the next digest)."""
+
+    workflow = models.OneToOneField(Workflow, on_delete=models.CASCADE, related_name="failure_notice_state")
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    pending_count = models.PositiveIntegerField(default=0)
+    pending_since = models.DateTimeField(null=True, blank=True)
+    latest_run_id = models.UUIDField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"notices of workflow {self.workflow_id}: {self.pending_count} pending"
 
 
 class FileOrigin(models.TextChoices):
@@ -553,7 +599,8 @@ class TestRun(models.Model):
     __test__ = False  # a model, not a pytest class
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="test_runs")
+    # None: a workflow not saved yet (the builder of a new workflow); only its creator reads the result.
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, null=True, blank=True, related_name="test_runs")
     organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     status = models.CharField(max_length=16, choices=TestRunStatus.choices, default=TestRunStatus.QUEUED)

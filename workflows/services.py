@@ -49,7 +49,14 @@ from .models import (
     new_webhook_token,
 )
 from .scheduling import schedules
-from .validation import WORKFLOW_FIELDS, PayloadInvalid, ReplayNotAllowed, WorkflowInvalid, validate_definition
+from .validation import (
+    UNVERSIONED_FIELDS,
+    WORKFLOW_FIELDS,
+    PayloadInvalid,
+    ReplayNotAllowed,
+    WorkflowInvalid,
+    validate_definition,
+)
 
 __all__ = [
     "TestRunLimited",
@@ -89,6 +96,9 @@ def workflow_create(
     timezone: str = "UTC",  # noqa: A002 - the field's name
     webhook_body_as_file: bool = False,
     steps: Sequence[Mapping[str, Any]] = (),
+    notify_on_failure: bool = True,
+    notify_slack_channel: str = "",
+    notify_slack_credential_id: int | None = None,
     **signing: Any,
 ) -> Workflow:
     """``signing``: the fields of ``signatures.SIGNING_FIELDS`` (scheme, previous secret, hmac options)."""
@@ -107,6 +117,9 @@ def workflow_create(
         timezone=timezone,
         webhook_body_as_file=webhook_body_as_file,
         created_by=created_by,
+        notify_on_failure=notify_on_failure,
+        notify_slack_channel=notify_slack_channel,
+        notify_slack_credential_id=notify_slack_credential_id,
     )
     step_rows = validate_definition(workflow, steps)
     with transaction.atomic():
@@ -131,6 +144,8 @@ def workflow_update(
     moves to another organization (its credentials and runs belong to this one).
     Submitting what is already stored (an admin page saved untouched) writes
     nothing and keeps the version: a version names a definition, not a save.
+    Switching a workflow on or off and its failure-notice settings
+    (``UNVERSIONED_FIELDS``) are saved without a new version either.
     """
     unknown = set(changes) - set(WORKFLOW_FIELDS)
     if unknown:
@@ -150,12 +165,15 @@ def workflow_update(
             steps = [_step_as_spec(step) for step in stored]
         step_rows = validate_definition(locked, steps)
         replace = replace and _step_signatures(step_rows) != _step_signatures(stored)
-        if changed or replace:
+        if replace or set(changed) - UNVERSIONED_FIELDS:
             locked.version += 1
             locked.save(update_fields=[*changed, "version", "updated_at"])
             if replace:
                 _write_steps(locked, step_rows)
             _record_version(locked)
+            schedules.schedule_sync(locked)
+        elif changed:
+            locked.save(update_fields=[*changed, "updated_at"])
             schedules.schedule_sync(locked)
     workflow.refresh_from_db()
     return workflow
@@ -672,6 +690,9 @@ def test_run_stale_before() -> datetime:
     return timezone.now() - timedelta(seconds=seconds)
 
 
+UNSAVED_WORKFLOW_NAME = "(not saved yet)"
+
+
 def test_run_start(
     *,
     workflow: Workflow,
@@ -682,8 +703,9 @@ def test_run_start(
 ) -> TestRun:
     """Record a test of ``workflow`` and hand it to a worker (after commit).
 
-    Unsaved ``steps`` are validated here, as saving would (``WorkflowInvalid``:
-    a 400 before anything is queued). Raises ``TestRunLimited`` when the
+    ``workflow`` may be unsaved (no id: a new workflow in the builder; its
+    organization set). Unsaved ``steps`` are validated here, as saving would
+    (``WorkflowInvalid``: a 400 before anything is queued). Raises ``TestRunLimited`` when the
     organization has ``POTAFLOW_TEST_RUN_MAX_CONCURRENT`` unfinished tests.
     """
     if steps is not None:
@@ -706,7 +728,7 @@ def test_run_start(
         if limit > 0 and busy() >= limit:
             raise TestRunLimited(limit)
         test = TestRun.objects.create(
-            workflow=workflow,
+            workflow=workflow if workflow.pk is not None else None,
             organization_id=workflow.organization_id,
             created_by=user,
             request={"payload": payload, "steps": list(steps) if steps is not None else None, "send_step": send_step},
@@ -727,9 +749,10 @@ def test_run_execute(test_id: str) -> None:
         return
     test = TestRun.objects.select_related("workflow").get(pk=test_id)
     request = test.request
+    workflow = test.workflow or Workflow(organization_id=test.organization_id, name=UNSAVED_WORKFLOW_NAME)
     try:
         result = dry_run.dry_run(
-            workflow=test.workflow,
+            workflow=workflow,
             payload=request.get("payload"),
             steps=request.get("steps"),
             send_step=request.get("send_step"),

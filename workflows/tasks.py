@@ -11,7 +11,7 @@ from django.conf import settings
 
 from core.broker import broker_countdown
 
-from . import services
+from . import notices, services
 from .execution import dispatch, engine
 from .ops import retention
 from .scheduling import schedules
@@ -114,3 +114,15 @@ def prune_runs() -> None:
 )
 def execute_test_run(test_id: str) -> None:
     services.test_run_execute(test_id)
+
+
+@shared_task(name="workflows.notify_run_failed", ignore_result=True)
+def notify_run_failed(run_id: str) -> str:
+    """A run failed: its workflow's failure notice, or a count for the next digest (``workflows.notices``)."""
+    return notices.run_failed(run_id)
+
+
+@shared_task(name="workflows.send_failure_digests", ignore_result=True)
+def send_failure_digests() -> int:
+    """Beat: the digests of failures that waited ``POTAFLOW_FAILURE_NOTICE_INTERVAL_SECONDS``."""
+    return notices.send_digests()

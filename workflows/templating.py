@@ -283,7 +283,18 @@ _COUNTED_ITER_FILTER = "_potaflow_counted"
 
 
 class _BoundedCodeGenerator(CodeGenerator):
-    """Routes ``~`` through the environment, which bounds its result."""
+    """Routes ``~`` through the environment, which bounds its result, and comparisons through
+    ``compare``, which compares a form field's text with a number (see ``_compare``)."""
+
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        self.write("environment.compare(")
+        self.visit(node.expr, frame)
+        self.write(", (")
+        for operand in node.ops:
+            self.write(f"{operand.op!r}, ")
+            self.visit(operand.expr, frame)
+            self.write(", ")
+        self.write("))")
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.bounded_concat((")
@@ -341,6 +352,15 @@ class _JSONSandbox(ImmutableSandboxedEnvironment):
         budget.check_cpu()
         return "".join(str(part) for part in parts)
 
+    def compare(self, left: Any, operations: tuple) -> bool:
+        """``a < b < c`` as Python chains it, each step through ``_compare``."""
+        for index in range(0, len(operations), 2):
+            operator, right = operations[index], operations[index + 1]
+            if not _compare(operator, left, right):
+                return False
+            left = right
+        return True
+
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's signature
         budget = _current_budget()
         budget.check_cpu()
@@ -394,6 +414,143 @@ class _JSONSandbox(ImmutableSandboxedEnvironment):
             return wrapped(*args, **kwargs)
 
         return checked
+
+
+# -- comparisons: webhook data is often text ------------------------------------------
+_SYMBOLS = {"eq": "==", "ne": "!=", "gt": ">", "gteq": ">=", "lt": "<", "lteq": "<=", "in": "in", "notin": "not in"}
+_PYTHON_OPERATORS = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "gt": lambda a, b: a > b,
+    "gteq": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lteq": lambda a, b: a <= b,
+    "in": lambda a, b: a in b,
+    "notin": lambda a, b: a not in b,
+}
+_ORDERING = {
+    "gt": lambda a, b: a > b,
+    "gteq": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lteq": lambda a, b: a <= b,
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _as_number(text: str) -> int | float | None:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+
+def _numbers(a: Any, b: Any) -> tuple[Any, Any]:
+    """A number and a numeric text compare as numbers: a form field or query value is always text."""
+    if _is_number(a) and isinstance(b, str) and _as_number(b) is not None:
+        return a, _as_number(b)
+    if _is_number(b) and isinstance(a, str) and _as_number(a) is not None:
+        return _as_number(a), b
+    return a, b
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    kind = {str: "text", bool: "true/false", dict: "an object", list: "a list"}.get(type(value), "the number")
+    shown = json.dumps(value, default=str)
+    return f"{kind} {shown[:40]}{'…' if len(shown) > 40 else ''}"
+
+
+def _equal(a: Any, b: Any) -> bool:
+    a, b = _numbers(a, b)
+    return bool(a == b)
+
+
+def _compare(operator: str, a: Any, b: Any) -> bool:
+    """One comparison of a condition, never a Python ``TypeError``.
+
+    ``"150" > 100`` compares 150 with 100 (form-encoded bodies and query strings are
+    text); ``x in text`` looks for ``x``'s text; ``x in nothing`` is false. A comparison
+    that means nothing (text that is not a number against a number, with ``>``) is a
+    ``TemplateError`` naming both values.
+    """
+    if isinstance(a, Undefined) or isinstance(b, Undefined):
+        # A missing value: the undefined rule decides (the Undefined class's own operators), not this one.
+        return bool(_PYTHON_OPERATORS[operator](a, b))
+    if operator == "eq":
+        return _equal(a, b)
+    if operator == "ne":
+        return not _equal(a, b)
+    if operator in ("in", "notin"):
+        if b is None:
+            found = False
+        elif isinstance(b, str):
+            found = (a if isinstance(a, str) else json.dumps(a) if isinstance(a, dict | list) else str(a)) in b
+        elif isinstance(b, list | tuple):
+            found = any(_equal(a, item) for item in b)
+        elif isinstance(b, dict):
+            found = a in b
+        else:
+            raise TemplateError(
+                f"cannot look for {_describe(a)} in {_describe(b)} (in works on text, lists and objects)"
+            )
+        return found if operator == "in" else not found
+    a, b = _numbers(a, b)
+    try:
+        return bool(_ORDERING[operator](a, b))
+    except TypeError:
+        raise TemplateError(f"cannot compare {_describe(a)} with {_describe(b)} using {_SYMBOLS[operator]}") from None
+
+
+# -- tests for conditions (the condition builder's operators) --------------------------
+MAX_PATTERN_CHARS = 1000
+
+
+def _test_empty(value: Any) -> bool:
+    """Nothing, blank text, an empty list or object (a missing value: see the undefined rule)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() == ""
+    if isinstance(value, list | dict | tuple):
+        return len(value) == 0
+    return False
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(pattern: str) -> Any:
+    # Deferred: the RE2 bindings load only in processes that evaluate "matching".
+    import re2
+
+    try:
+        return re2.compile(pattern)
+    except re2.error as exc:
+        raise TemplateError(f"matching: the pattern {pattern!r} is not a valid regular expression ({exc})") from None
+
+
+def _test_matching(value: Any, pattern: Any) -> bool:
+    """``x is matching("^INV-[0-9]+$")``: a regular expression found in the text (RE2: linear time, no ReDoS)."""
+    if not isinstance(pattern, str):
+        raise TemplateError("matching: the pattern must be text")
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise TemplateError(f"matching: patterns are at most {MAX_PATTERN_CHARS} characters")
+    if value is None or isinstance(value, dict | list):
+        return False
+    text = value if isinstance(value, str) else str(value)
+    _current_budget().check_size(len(text), "the text given to matching")
+    return _pattern(pattern).search(text) is not None
+
+
+def _test_startingwith(value: Any, prefix: Any) -> bool:
+    return isinstance(value, str | int | float) and str(value).startswith(str(prefix))
+
+
+def _test_endingwith(value: Any, suffix: Any) -> bool:
+    return isinstance(value, str | int | float) and str(value).endswith(str(suffix))
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -747,6 +904,10 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
     return text
 
 
+_env.tests["empty"] = _test_empty
+_env.tests["matching"] = _test_matching
+_env.tests["startingwith"] = _test_startingwith
+_env.tests["endingwith"] = _test_endingwith
 _env.filters[_COUNTED_ITER_FILTER] = _env.bounded_iter
 for _name in list(_env.filters):
     if _name != _COUNTED_ITER_FILTER:

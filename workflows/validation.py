@@ -44,7 +44,10 @@ WORKFLOW_FIELDS = (
     *("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone"),
     "webhook_body_as_file",
     *signatures.SIGNING_FIELDS,
+    *("notify_on_failure", "notify_slack_channel", "notify_slack_credential_id"),
 )
+# Settings of a workflow that are not part of what its runs execute: changing them makes no new version.
+UNVERSIONED_FIELDS = frozenset({"is_active", "notify_on_failure", "notify_slack_channel", "notify_slack_credential_id"})
 
 
 class WorkflowInvalid(Exception):  # noqa: N818 - reads as a state
@@ -104,6 +107,7 @@ def _validate_definition(workflow: Workflow, steps: Sequence[Mapping[str, Any]])
         schedules.check_timezone(workflow.timezone or "")
     except schedules.ScheduleError as exc:
         add(exc.field, exc.message)
+    _check_notices(workflow, add)
     for field in WORKFLOW_FIELDS:
         value = getattr(workflow, field)
         if isinstance(value, str) and storable.NUL in value:
@@ -217,3 +221,23 @@ def _resolve_credential(workflow: Workflow, value: Any, action, label: str, fiel
             wanted = ", ".join(accepted) if accepted else "no credential"
             add(field, f"{label}: a {credential.kind} credential cannot be used by {action.name} (accepts: {wanted}).")
     return credential
+
+
+def _check_notices(workflow: Workflow, add: Any) -> None:
+    """Slack failure notices need a Slack credential (or connection) of the workflow's organization, and a channel."""
+    credential_id = workflow.notify_slack_credential_id
+    if credential_id is None:
+        if workflow.notify_slack_channel.strip():
+            add("notify_slack_credential", "Choose the Slack credential that posts the failure notices.")
+        return
+    kind = (
+        Credential.objects.filter(pk=credential_id, organization_id=workflow.organization_id)
+        .values_list("kind", flat=True)
+        .first()
+    )
+    if kind is None:
+        add("notify_slack_credential", f"No credential {credential_id} in this organization.")
+    elif kind not in (accepted := get_action("slack.message").accepted_credential_kinds()):
+        add("notify_slack_credential", f"Failure notices post with a {' or '.join(accepted)} credential, not {kind}.")
+    if not workflow.notify_slack_channel.strip():
+        add("notify_slack_channel", "Name the Slack channel for the failure notices, e.g. #alerts.")

@@ -4,6 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts import links, services
 from accounts.api import REGISTERED
 from accounts.models import Membership, Organization, Role, TokenFamily, User
 
@@ -30,6 +31,12 @@ def test_register_then_token_then_me(api):
     assert response.json() == {"detail": REGISTERED}
     organization = Organization.objects.get()
     assert (organization.name, organization.slug) == ("Alice Co", "alice-co")
+
+    # Not before the address is confirmed (the link the worker mails; accounts.links).
+    assert login(api).status_code == 401
+    user = User.objects.get()
+    assert services.email_verify(user=user, token="not-the-token") is False
+    assert services.email_verify(user=user, token=links.verification_tokens.make_token(user)) is True
 
     tokens = login(api)
     assert tokens.status_code == 200, tokens.json()
@@ -59,6 +66,7 @@ def test_registering_the_same_organization_name_twice_gives_distinct_slugs(api):
 def test_registering_an_existing_email_answers_exactly_like_a_new_one(api):
     """The defect: a registered email got a 400 naming it, a new one a 201 (account enumeration)."""
     new = register(api)
+    services.email_mark_verified(user=User.objects.get())  # a confirmed account (an unconfirmed one: test_invitations)
     existing = register(api, email="ALICE@Example.com", password="another-horse-battery-staple-43", organization="O")
     assert (existing.status_code, existing.json()) == (new.status_code, new.json()) == (202, {"detail": REGISTERED})
     assert set(existing.headers) == set(new.headers)
@@ -113,6 +121,7 @@ def test_wrong_password_is_401(api):
 
 def test_login_ignores_the_email_case(api):
     assert register(api).status_code == 202
+    services.email_mark_verified(user=User.objects.get())
     assert login(api, email="  Alice@EXAMPLE.com").status_code == 200
 
 

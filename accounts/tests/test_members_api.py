@@ -78,7 +78,9 @@ def test_inviting_an_unknown_email_or_an_existing_member_is_a_400(world):
     owner = world.client("owner")
     unknown = owner.post(members_url(world), {"email": "nobody@example.com", "role": "viewer"})
     assert unknown.status_code == 400
-    assert unknown.json()["errors"]["email"] == ["No active user with this email; they must register first."]
+    assert unknown.json()["errors"]["email"] == [
+        "No active user with this email: invite them by e-mail instead (an invitation creates the account)."
+    ]
     again = owner.post(members_url(world), {"email": "editor@example.com", "role": "viewer"})
     assert again.status_code == 400
     assert again.json()["errors"]["email"] == ["This user is already a member of the organization."]

@@ -26,6 +26,30 @@ def max_body_bytes() -> int:
     return int(getattr(settings, "POTAFLOW_STEP_OUTPUT_MAX_BYTES", 64 * 1024))
 
 
+def refused(exc: net.BlockedDestination) -> str:
+    """The error of a step whose destination the guard refused (the run's, and the test's preview of it)."""
+    return f"{exc}; nothing was sent"
+
+
+def destination_refusal(url: str, allow: net.AllowList | None = None) -> str | None:
+    """What a real run would answer for ``url``'s destination if the guard refuses it (None: allowed,
+    or not known yet — a name that does not resolve now may resolve when the run comes)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return None
+    if not host:
+        return None
+    try:
+        net.pinned_address(host, port, allow=net.current_allow_list() if allow is None else allow)
+    except net.BlockedDestination as exc:
+        return refused(exc)
+    except net.ResolutionError:
+        return None
+    return None
+
+
 def send(
     method: str,
     url: str,
@@ -49,7 +73,7 @@ def send(
     try:
         address = net.pinned_address(host, port, allow=allow)
     except net.BlockedDestination as exc:
-        raise PermanentError(f"{exc}; nothing was sent") from None
+        raise PermanentError(refused(exc)) from None
     except net.ResolutionError as exc:
         raise errors.from_resolution(str(exc), temporary=exc.temporary) from None
 

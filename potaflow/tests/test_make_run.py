@@ -131,8 +131,13 @@ def test_make_run_serves_admin_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
         assert (var_dir / "broker" / "queue").is_dir(), "the embedded default is the filesystem broker"
         _wait_for_line(log_path, r"worker\.1 .*celery@\S+ ready", timeout=60)
         _wait_for_line(log_path, r"beat\.1 .*beat: Starting", timeout=60)
+        # The sign-in comes last, once the three processes are up (issue 21): not pushed off the screen.
+        _wait_for_line(log_path, r"PotaFlow is up: ", timeout=30)
         output = log_path.read_text(errors="replace")
         assert f"http://127.0.0.1:{port}/" in output, "make run prints the URL to open"
+        box = output.index("PotaFlow is up: ")
+        assert box > output.index(" ready.") and box > output.index("beat: Starting")
+        assert "Admin (staff) sign-in:  newcomer@example.com" in output[box:]
 
         # The admin login page, with its stylesheet served by whitenoise under gunicorn.
         session = requests.Session()
@@ -223,6 +228,21 @@ def test_ensure_admin_prints_a_generated_password_once_and_it_logs_in(settings, 
     assert client.get("/admin/").status_code == 200
     membership = Membership.objects.get(user=user)
     assert (membership.organization.name, membership.role) == ("Default", Role.OWNER)
+
+
+@pytest.mark.django_db
+def test_ensure_admin_leaves_the_sign_in_for_make_run_to_print_last(settings, client, tmp_path) -> None:
+    settings.POTAFLOW_ADMIN_EMAIL = "first@example.com"
+    settings.POTAFLOW_ADMIN_PASSWORD = ""
+    signin = tmp_path / "signin"
+    out = StringIO()
+    call_command("ensure_admin", "--signin-file", str(signin), stdout=out, stderr=StringIO())
+    assert "Generated password" not in out.getvalue()  # not printed early, among start-up lines
+    assert oct(signin.stat().st_mode & 0o777) == "0o600"
+    password = GENERATED.search(signin.read_text()).group(1)
+    assert client.login(email="first@example.com", password=password)
+    call_command("ensure_admin", "--signin-file", str(signin), stdout=StringIO(), stderr=StringIO())
+    assert password not in signin.read_text() and "changepassword first@example.com" in signin.read_text()
 
 
 @pytest.mark.django_db

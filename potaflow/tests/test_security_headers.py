@@ -98,7 +98,7 @@ def test_every_page_has_a_strict_policy_and_its_inline_code_the_nonce(world):
         _assert_inline_code_has_the_nonce(html, nonce)
     # The pages that do have inline code use the nonce (so the check above is not vacuous).
     live = client.get(f"/runs/{world['run'].pk}/live")
-    assert f'<script nonce="{_assert_strict(live)}">' in live.content.decode()
+    assert f'<style nonce="{_assert_strict(live)}">' in live.content.decode()
 
 
 def test_the_nonce_changes_with_every_response(world):

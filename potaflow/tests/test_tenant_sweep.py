@@ -29,6 +29,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import Membership, Organization, Role, User
+from accounts.services import invitation_create
 from integrations.services import credential_create
 from testing.worker import TEST_FERNET_KEY
 from workflows.models import TestRun, TriggerType
@@ -75,6 +76,9 @@ def tenants(settings):
         workflow=victim_workflow, organization=victim_org, created_by=victim, request={"payload": {"m": MARK}}
     )
 
+    victim_invitation = invitation_create(
+        actor=victim, organization=victim_org, email="guest@example.com", role=Role.VIEWER
+    )  # its mail would go after commit: this test never commits
     attacker_org = Organization.objects.create(name="Mallory Inc", slug="mallory")
     attacker = User.objects.create_user(email="mallory@example.com", is_staff=True)
     Membership.objects.create(user=attacker, organization=attacker_org, role=Role.OWNER)
@@ -88,6 +92,7 @@ def tenants(settings):
     return {
         "organizations": victim_org,
         "members": victim_membership,
+        "invitations": victim_invitation,
         "users": victim,
         "credentials": victim_credential,
         "workflows": victim_workflow,
@@ -125,11 +130,15 @@ BODIES = {
     "credentials": {"name": "Hijacked", "secret": {"token": "x"}},
     "organizations": {"name": "Hijacked"},
     "members": {"email": "mallory@example.com", "role": "owner"},
+    "invitations": {"email": "mallory@example.com", "role": "owner"},
+    "listen": {},
+    "samples": {"name": "Hijacked", "body": {"x": 1}},
+    # A test run (POST .../test/, unsaved steps too) and its result (GET .../test/<id>/).
+    "test": {"payload": {"x": 1}, "steps": []},
     "runs": {},
     "replay": {},
     "run": {"payload": {"x": 1}},
     "rotate-webhook-token": {},
-    "test": {"payload": {"x": 1}},  # a test run (POST .../test/) and its result (GET .../test/<id>/)
     # An export document of one's own, imported into the victim's organization.
     "import": {
         "potaflow_export": 1,

@@ -102,7 +102,7 @@ def test_editors_switch_a_workflow_off_and_viewers_cannot(editor, viewer, workfl
     response = editor.post(f"/app/workflows/{workflow.pk}/active/", {"active": "0"})
     assert response.status_code == 302
     workflow.refresh_from_db()
-    assert not workflow.is_active and workflow.version == 2
+    assert not workflow.is_active and workflow.version == 1  # on/off is no new version of the steps (issue 21)
 
 
 def builder_data(html: str) -> dict:
@@ -199,13 +199,14 @@ def test_another_organizations_member_gets_404(outsider, workflow, failed_run, m
 
 
 def test_the_live_view_offers_replay_to_editors_and_opens_the_new_runs_live_view(editor, viewer, failed_run):
-    html = editor.get(f"/runs/{failed_run.pk}/live").content.decode()
+    live = f"/app/runs/{failed_run.pk}/live/"  # the member pages' live view (issue 21)
+    html = editor.get(live).content.decode()
     assert 'id="pf-replay-current"' in html and f'href="/app/runs/{failed_run.pk}/"' in html
-    assert 'id="pf-replay"' not in viewer.get(f"/runs/{failed_run.pk}/live").content.decode()
+    assert 'id="pf-replay"' not in viewer.get(live).content.decode()
     response = editor.post(f"/app/runs/{failed_run.pk}/replay/", {"version": "original", "then": "live"})
     replay = Run.objects.get(replay_of=failed_run)
-    assert response["Location"] == f"/runs/{replay.pk}/live"
-    assert "replayed →" in editor.get(f"/runs/{failed_run.pk}/live").content.decode()
+    assert response["Location"] == f"/app/runs/{replay.pk}/live/"
+    assert "replayed →" in editor.get(live).content.decode()
 
 
 def test_a_run_that_is_not_failed_offers_no_replay(editor, workflow):

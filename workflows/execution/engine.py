@@ -307,7 +307,7 @@ def _claim(
         status = step_run.status
         if status == StepRunStatus.SUCCEEDED:
             return _after_duplicate_success(run, position)
-        if status in (StepRunStatus.FAILED, StepRunStatus.SKIPPED):
+        if status in (StepRunStatus.FAILED, StepRunStatus.SKIPPED, StepRunStatus.FILTERED):
             return STOP
 
         spec = _spec_for(run, position)

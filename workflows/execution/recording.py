@@ -219,7 +219,7 @@ def _finish_attempt(
         "next_attempt_at": next_attempt_at,
         "lease_expires_at": None,
     }
-    if step_status == StepRunStatus.SUCCEEDED:
+    if step_status in (StepRunStatus.SUCCEEDED, StepRunStatus.FILTERED):
         fields["output"] = output
     if not _owned(attempt).update(**fields):
         _superseded(attempt, f"{outcome}: {error}" if error else outcome)
@@ -327,11 +327,12 @@ def _json_or_null(value: Any) -> str | None:
 
 
 def record_filtered(attempt: Attempt, output: Any) -> None:
-    """A filter step stopped the run: the step succeeded, the rest is skipped, the run is ``filtered``."""
+    """A filter step stopped the run: the step is ``filtered`` (its attempt succeeded), the rest is skipped,
+    the run is ``filtered``."""
     now = timezone.now()
     stored = attempt.scrub(cap_output(output, attempt.output_limit))
     with transaction.atomic():
-        if not _finish_attempt(attempt, StepRunStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, now, output=stored):
+        if not _finish_attempt(attempt, StepRunStatus.FILTERED, AttemptOutcome.SUCCEEDED, now, output=stored):
             return
         _skip_rest(attempt.run, attempt.step_run.position)
         Run.objects.filter(pk=attempt.run.pk).update(status=RunStatus.FILTERED, finished_at=now, last_progress_at=now)
@@ -405,6 +406,8 @@ def fail_unattempted(run: Run, step_run: StepRun, message: str, *, dead_letter: 
 
 
 def fail_run(run: Run, step_run: StepRun, message: str, now: datetime, *, dead_letter: bool) -> None:
+    """Fail the run; once that is committed, the workflow's failure notice is queued (``workflows.notices``)."""
+    transaction.on_commit(lambda: _notice_later(run.pk))
     _skip_rest(run, step_run.position)
     Run.objects.filter(pk=run.pk).update(
         status=RunStatus.FAILED,
@@ -413,6 +416,16 @@ def fail_run(run: Run, step_run: StepRun, message: str, now: datetime, *, dead_l
         finished_at=now,
         last_progress_at=now,
     )
+
+
+def _notice_later(run_id: Any) -> None:
+    # Deferred: tasks imports the engine, which imports this module.
+    from ..tasks import notify_run_failed
+
+    try:
+        notify_run_failed.delay(str(run_id))
+    except Exception:  # noqa: BLE001 - the failure is recorded; a notice lost to a broker outage is only logged
+        logger.exception("run %s failed; its failure notice could not be queued", run_id)
 
 
 def finish_if_complete(run: Run) -> bool:

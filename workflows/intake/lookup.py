@@ -40,6 +40,7 @@ READ_CHUNK = 64 * 1024
 # (loaded on access), so a value that needs a database-specific conversion is never read raw.
 WEBHOOK_FIELDS = frozenset(
     {"id", "organization_id", "name", "is_active", "trigger_type", "webhook_token", "version", "webhook_secret"}
+    | {"listening_until"}  # "listen for a test event": an inactive workflow's next event is captured (samples)
     | {"webhook_body_as_file"}
     | set(SIGNING_FIELDS)
 )
@@ -57,7 +58,8 @@ def _lookup_sql() -> tuple[str, list[str]]:
         f"SELECT {columns}, v.{q('id')}"  # noqa: S608 - names from the models; values are parameters
         f" FROM {q(workflow.db_table)} w LEFT JOIN {q(version.db_table)} v"
         f" ON v.{q('workflow_id')} = w.{q('id')} AND v.{q('number')} = w.{q('version')}"
-        f" WHERE w.{q('webhook_token')} = %s AND w.{q('is_active')} = %s AND w.{q('trigger_type')} = %s"
+        f" WHERE w.{q('webhook_token')} = %s AND w.{q('trigger_type')} = %s"
+        f" AND (w.{q('is_active')} = %s OR w.{q('listening_until')} IS NOT NULL)"
     )
     return sql, fields
 
@@ -65,12 +67,15 @@ def _lookup_sql() -> tuple[str, list[str]]:
 def webhook_target(token: str) -> tuple[Workflow, WorkflowVersion | None] | None:
     """The active webhook workflow of ``token`` and its current version, or None (a 404).
 
+    An inactive workflow that is listening for a test event is found too: the
+    view captures its event as a sample or answers 404 (``workflows.samples``).
+
     The version is None when the workflow's current version has no row (a
     workflow saved before versions were stored): ``run_accept`` creates it.
     """
     sql, fields = _lookup_sql()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [token, True, TriggerType.WEBHOOK])
+        cursor.execute(sql, [token, TriggerType.WEBHOOK, True])
         row = cursor.fetchone()
     if row is None:
         return None

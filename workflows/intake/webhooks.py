@@ -51,6 +51,7 @@ from core import redaction
 from core.request_body import body_expired
 from integrations import storable
 
+from .. import samples
 from ..files import services as file_services
 from ..files import uploads as file_uploads
 from ..files.services import FileRefused
@@ -162,6 +163,20 @@ def _accept(
         content_type=content_type,
         **extra,
     )
+    if workflow.listening_until is not None:
+        try:
+            sample = samples.capture(workflow=workflow, payload=payload)
+        except storable.NotStorable as exc:
+            return _refuse(uploads, 400, f"The request cannot be stored: {exc}.")
+        if sample is not None:
+            if uploads is not None:
+                uploads.discard()  # a sample keeps what its files were (names, sizes), not their bytes
+            return JsonResponse(
+                {"captured": True, "sample": sample.name, "detail": "Kept as a test sample for the builder; not run."},
+                status=202,
+            )
+        if not workflow.is_active:
+            return _refuse(uploads, 404, "No active webhook workflow has this URL.")
     try:
         # With files: the run and their attachment to it commit together (plain events: one statement, no BEGIN).
         with transaction.atomic() if uploads is not None else contextlib.nullcontext():

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import Membership, Organization, Role, User
+from integrations.credential_kinds import KINDS
 from workflows.tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +54,9 @@ def test_credential_pages_show_each_kind_once_per_fieldset_and_help_as_typed(org
     html = html.content.decode()
     assert "Sent as Authorization: Bearer &lt;token&gt;." in html
     # Every kind's fieldset is tagged, so the page's script can show only the chosen one.
-    assert len(re.findall(r'<fieldset class="module aligned pf-kind pf-kind-\w+"', html)) == 7
+    # One per kind the registry lists (connections among them), each once.
+    kinds = re.findall(r'<fieldset class="module aligned pf-kind pf-kind-(\w+)"', html)
+    assert sorted(kinds) == sorted(KINDS) and len(KINDS) >= 10
     assert 'document.querySelectorAll("fieldset.pf-kind")' in html
 
 

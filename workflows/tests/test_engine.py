@@ -142,12 +142,16 @@ def test_a_false_filter_ends_the_run_as_filtered(celery_worker, org, tmp_path):
     )
     small, _ = run_accept(workflow=wf, trigger="manual", payload={"body": {"amount": 5}})
     big, _ = run_accept(workflow=wf, trigger="manual", payload={"body": {"amount": 500}})
+    # A form-encoded body's fields are text: "500" > 100 compares numbers, with no TypeError (issue 21).
+    form, _ = run_accept(workflow=wf, trigger="webhook", payload={"body": {"amount": "500"}})
     small = wait_for_run(small.pk, {"succeeded", "failed", "filtered"}, worker=celery_worker)
     big = wait_for_run(big.pk, {"succeeded", "failed", "filtered"}, worker=celery_worker)
-    assert small.status == "filtered" and big.status == "succeeded"
-    assert dict(small.step_runs.values_list("key", "status")) == {"gate": "succeeded", "after": "skipped"}
+    form = wait_for_run(form.pk, {"succeeded", "failed", "filtered"}, worker=celery_worker)
+    assert (small.status, big.status, form.status) == ("filtered", "succeeded", "succeeded"), form.error
+    # The filter that ended the run says so: "filtered", not "succeeded" (issue 21).
+    assert dict(small.step_runs.values_list("key", "status")) == {"gate": "filtered", "after": "skipped"}
     assert small.step_runs.get(key="gate").output == {"passed": False, "condition": False}
-    assert len(calls(tmp_path / "after.jsonl")) == 1
+    assert len(calls(tmp_path / "after.jsonl")) == 2
 
 
 def test_oversized_outputs_are_truncated_with_a_marker(celery_worker, org, settings):

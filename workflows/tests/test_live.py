@@ -1,6 +1,9 @@
 """The live run view: session-authenticated, organization-scoped, and its JSON says when to stop polling."""
 
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -36,11 +39,15 @@ def live_urls(run):
 
 def test_a_member_sees_the_page_with_every_step_and_a_polling_script(viewer, run):
     page, state_url = live_urls(run)
-    response = logged_in(viewer).get(page)
+    # A member's live view is the member pages' (their layout, links they may follow), not the admin's.
+    redirected = logged_in(viewer).get(page)
+    assert redirected.status_code == 302 and redirected["Location"] == f"/app/runs/{run.pk}/live/"
+    response = logged_in(viewer).get(redirected["Location"])
     assert response.status_code == 200
     html = response.content.decode()
     assert 'id="pf-step-0"' in html and 'id="pf-step-1"' in html
-    assert state_url in html and "setTimeout(poll" in html
+    assert state_url in html and "workflows/live.js" in html
+    assert "/admin/" not in html and 'href="/app/runs/' in html
     # The workflow name is escaped, not injected.
     assert "Live &lt;b&gt;wf&lt;/b&gt;" in html and "<b>wf</b>" not in html
     assert response["Cache-Control"].startswith("max-age=0")
@@ -98,14 +105,14 @@ def test_anonymous_visitors_are_sent_to_log_in_and_the_json_is_401(run):
 
 
 def test_the_page_knows_to_stop_and_where_to_log_in_again(viewer, run):
-    page, _ = live_urls(run)
-    html = logged_in(viewer).get(page).content.decode()
-    assert f'id="pf-login-link" href="/app/login/?next=/runs/{run.pk}/live"' in html
+    html = logged_in(viewer).get(f"/app/runs/{run.pk}/live/").content.decode()
+    assert f'id="pf-login-link" href="/app/login/?next=/app/runs/{run.pk}/live/"' in html
     assert '<p id="pf-access-lost" class="pf-error" hidden>' in html
-    # 401, 403 and 404 stop the polling (the browser test watches it happen).
-    assert "if (ACCESS_LOST[response.status]) { stop(response.status); return null; }" in html
+    # 401, 403 and 404 stop the polling (the browser test watches it happen): the page's script says so.
+    script = (Path(settings.BASE_DIR) / "workflows" / "static" / "workflows" / "live.js").read_text()
+    assert "if (ACCESS_LOST[response.status]) { stop(response.status); return null; }" in script
     for status in ("401:", "403:", "404:"):
-        assert status in html
+        assert status in script
 
 
 def test_an_expired_session_gets_a_401_in_the_error_shape_not_a_login_page(viewer, run):

@@ -272,7 +272,9 @@
   }
   function triggerTree() {
     var body = samplePayload();
-    var base = isPlainObject(data.sample.trigger) ? clone(data.sample.trigger) : {method: "POST", headers: {}, query: {}};
+    // A sample chosen in the test panel (samples.js) brings its headers and query; else the latest run's.
+    var chosen = window.PotaflowSampleTrigger || data.sample.trigger;
+    var base = isPlainObject(chosen) ? clone(chosen) : {method: "POST", headers: {}, query: {}};
     if (body !== undefined) base.body = body;
     return base;
   }
@@ -354,6 +356,25 @@
     wrap.appendChild(panel);
     var first = panel.querySelector("summary, button");
     if (first) first.focus();
+  }
+  // Every leaf of the data the picker shows, as {path, value} (the condition builder's field list).
+  function flatFields(loc) {
+    var out = [];
+    function walk(path, value, depth) {
+      if ((isPlainObject(value) || Array.isArray(value)) && depth < 6) {
+        (Array.isArray(value) ? value.map(function (_, i) { return i; }).slice(0, 20) : Object.keys(value)).forEach(function (k) {
+          walk(pathPart(path, k), value[k], depth + 1);
+        });
+        if (Array.isArray(value) || !Object.keys(value).length) out.push({path: path, value: value});
+      } else out.push({path: path, value: value});
+    }
+    walk("trigger.body", triggerTree().body, 0);
+    if (loc.inLoop) { out.push({path: "item", value: undefined}); out.push({path: "index", value: 0}); }
+    loc.earlier.forEach(function (s) {
+      var o = Object.prototype.hasOwnProperty.call(testOutputs, s.key) ? testOutputs[s.key] : data.sample.outputs[s.key];
+      if (o !== undefined && o !== null) walk("steps." + s.key + ".output", o, 0);
+    });
+    return out.slice(0, 500);
   }
   function checkTemplate(input, loc, bare) {
     var value = input.value;
@@ -489,6 +510,12 @@
         onchange: function () { setConfig(step, name, control.value === "" ? undefined : control.value); }});
       if (!required) control.appendChild(el("option", {value: ""}, [p.default !== undefined ? "Default (" + p.default + ")" : "—"]));
       p.enum.forEach(function (v) { control.appendChild(el("option", {value: v, selected: value === v}, [String(v)])); });
+    } else if (kind === "expr" && window.PotaflowConditions) {
+      // The condition builder (condition_builder.js): field, operator, value; or the expression itself.
+      control = el("div", {className: "pf-cond-field-wrap", "data-path": path});
+      window.PotaflowConditions.mount(control, {expression: value, disabled: !canEdit, label: labelText, dataPath: path,
+        fields: function () { return flatFields(loc); },
+        onChange: function (expr) { setConfig(step, name, expr === "" && !required ? undefined : expr); }});
     } else if (kind === "text" || kind === "expr") {
       var input = textInput(value, {id: id, "data-path": path, "aria-describedby": help ? id + "-help" : null, required: required,
         placeholder: kind === "expr" ? (name === "items" ? "e.g. trigger.body.lines" : "e.g. trigger.body.amount > 100") : null}, !!LONG_TEXT[name] && kind !== "expr");
@@ -905,6 +932,8 @@
       }}, ["Rotate URL"]));
       box.appendChild(el("div", {className: "pf-field"}, [el("label", {"for": "pf-webhook-url"}, ["Webhook URL"]), row, copyNote,
         el("p", {className: "pf-help"}, ["POST JSON, a form or any body here. Templates see trigger.body, trigger.headers, trigger.query."])]));
+    } else if (wf.id) {
+      box.appendChild(el("p", {className: "pf-help", id: "pf-webhook-hidden"}, ["Only editors see the webhook URL: it lets whoever holds it start runs."]));
     } else {
       box.appendChild(el("p", {className: "pf-help"}, ["The webhook URL appears once the workflow is saved."]));
     }
@@ -1061,6 +1090,7 @@
   function collect() {
     var body = {name: document.getElementById("pf-wf-name").value, description: document.getElementById("pf-wf-description").value,
       is_active: document.getElementById("pf-wf-active").checked, trigger_type: wf.trigger_type,
+      notify_on_failure: document.getElementById("pf-wf-notify").checked,
       schedule: wf.trigger_type === "schedule" ? (wf.schedule || "") : (wf.schedule || ""), timezone: wf.timezone || "UTC",
       signature_scheme: wf.signature_scheme || "standard", steps: steps.map(toSpec), on_failure: onFailure.map(toSpec)};
     if (wf.trigger_type !== "schedule") body.schedule = "";
@@ -1076,7 +1106,11 @@
     var request = wf.id ? api("PATCH", data.urls.api_detail, body) : api("POST", data.urls.api_list, body);
     return request.then(function (r) {
       if (r.ok) {
-        if (!wf.id) { window.location.href = data.urls.builder + r.body.id + "/?saved=1"; return; }
+        if (!wf.id) {
+          // The sample typed before the first save comes along to the saved workflow's page.
+          try { window.localStorage.setItem("pf-sample-" + r.body.id, document.getElementById("pf-sample").value); } catch (e) { /* private mode */ }
+          window.location.href = data.urls.builder + r.body.id + "/?saved=1"; return;
+        }
         var changed = r.body.version !== wf.version;
         wf = Object.assign(wf, r.body);
         secrets = {webhook_secret: null, webhook_secret_previous: null};
@@ -1124,13 +1158,14 @@
     var err = document.getElementById("pf-sample-error");
     if (payload === undefined) { err.textContent = "The sample body is not valid JSON."; return; }
     err.textContent = "";
-    if (!data.urls.test) { err.textContent = "Save the workflow first, then test it."; return; }
+    var testUrl = data.urls.test || data.urls.test_unsaved;  // a new workflow is tested unsaved
     var results = document.getElementById("pf-test-results");
     results.replaceChildren(el("p", {}, [sendStep ? "Sending " + sendStep + " for real…" : "Testing…"]));
     clearErrors();
     var body = {payload: payload, steps: steps.map(toSpec), on_failure: onFailure.map(toSpec)};
+    if (!wf.id) body.organization = data.organization;
     if (sendStep) body.send_step = sendStep;
-    api("POST", data.urls.test, body).then(function (r) {
+    api("POST", testUrl, body).then(function (r) {
       if (!r.ok) {
         results.replaceChildren(el("p", {className: "pf-error"}, ["Cannot test: " + (r.body && r.body.detail)]));
         if (r.body && r.body.errors) showErrors(r.body.errors);
@@ -1447,7 +1482,8 @@
   document.getElementById("pf-wf-name").value = wf.name || "";
   document.getElementById("pf-wf-description").value = wf.description || "";
   document.getElementById("pf-wf-active").checked = !!wf.is_active;
-  ["pf-wf-name", "pf-wf-description", "pf-wf-active"].forEach(function (id) { document.getElementById(id).disabled = !canEdit; });
+  document.getElementById("pf-wf-notify").checked = wf.notify_on_failure !== false;
+  ["pf-wf-name", "pf-wf-description", "pf-wf-active", "pf-wf-notify"].forEach(function (id) { document.getElementById(id).disabled = !canEdit; });
   var sample = document.getElementById("pf-sample");
   // The last sample tested here (this browser), else the latest real trigger body.
   var latestBody = data.sample.trigger && data.sample.trigger.body !== undefined ? data.sample.trigger.body : {};
