@@ -1,13 +1,15 @@
 """gunicorn configuration for PotaFlow's web process (Procfile, `make run`, Dockerfile, compose).
 
-Why threads: with sync workers each request holds a whole worker process
-while its body arrives, so two clients trickling an upload made the site
-unreachable. ``gthread`` workers serve ``threads`` requests each; a connection
-only takes a thread once it has sent data, and ``potaflow.wsgi`` gives every
-request body a deadline (``POTAFLOW_WEB_BODY_TIMEOUT``), so slow clients hold a
-thread for a bounded time and /healthz keeps answering. For an internet-facing
-deployment still put a buffering reverse proxy (nginx, a cloud load balancer)
-in front: it absorbs slow clients entirely.
+Why threads, and why buffered: with sync workers each request holds a whole
+worker process while its body arrives, and with plain ``gthread`` a thread
+parses headers and body with blocking reads, so 32 clients sending one header
+line every two seconds held every thread and /healthz went unanswered.
+``potaflow.web_worker.BufferingWorker`` is ``gthread`` whose main loop reads
+each request whole (header deadline ``POTAFLOW_WEB_HEADER_TIMEOUT``, body
+deadline ``POTAFLOW_WEB_BODY_TIMEOUT``, body limit, per-address connection
+cap) before a thread of the pool takes it: slow clients hold no thread at all.
+For an internet-facing deployment still put a buffering reverse proxy (nginx,
+a cloud load balancer; deploy/nginx/) in front: it also terminates TLS.
 
 Prometheus multiprocess mode: a scrape reaches one worker, but the counters
 only the web process knows (webhook refusals, intake latency:
@@ -39,7 +41,9 @@ os.environ.setdefault(
 # gunicorn reads this module itself; settings.py is not loaded here.
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread, with every request read whole (headers and body, within deadlines and limits) by the worker's
+# main loop before a thread takes it: slow clients hold no thread (potaflow/web_worker.py).
+worker_class = "potaflow.web_worker.BufferingWorker"
 # Requests served at once per worker. Each thread may hold a database connection (CONN_MAX_AGE):
 # keep workers x threads x web containers below PostgreSQL's max_connections.
 threads = int(os.environ.get("POTAFLOW_WEB_THREADS", "16"))

@@ -1,10 +1,11 @@
-"""Throttles for the anonymous auth endpoints (register, login, refresh, logout)."""
+"""Throttles: the anonymous auth endpoints (register, login, refresh, logout) per address; costly actions per user."""
 
+from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
 from core.client_ip import client_ip
 
@@ -31,6 +32,19 @@ class AuthRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request: Request, view) -> str:
         # One bucket per endpoint, so a burst of logins does not lock a client out of refreshing.
         return self.cache_format % {"scope": f"{self.scope}:{type(view).__name__}", "ident": self.get_ident(request)}
+
+
+class SettingRateThrottle(UserRateThrottle):
+    """Per signed-in user, at the rate the setting named ``rate_setting`` holds (read at request time).
+
+    A subclass names its ``scope`` (its own bucket) and ``rate_setting``; the
+    view's ``throttled`` names the setting in the 429.
+    """
+
+    rate_setting = ""
+
+    def get_rate(self) -> str | None:
+        return getattr(settings, self.rate_setting) or None
 
 
 def form_throttled(request: HttpRequest, what: str) -> bool:

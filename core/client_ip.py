@@ -42,6 +42,13 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: t
     return any(address.version == net.version and address in net for net in networks)
 
 
+def is_trusted_proxy(address: str) -> bool:
+    """Whether ``address`` (a peer's IP) is one of ``POTAFLOW_TRUSTED_PROXIES``."""
+    parsed = _parse(address)
+    networks = _networks(tuple(settings.POTAFLOW_TRUSTED_PROXIES))
+    return parsed is not None and bool(networks) and _trusted(parsed, networks)
+
+
 def client_ip(request: HttpRequest) -> str:
     """The address per-client limits are keyed on; never a value the client alone chose."""
     meta = request.META

@@ -17,9 +17,10 @@ actions and the libraries they call carry it too. It lives in a
 ``ContextVar``: each thread (and each asyncio task) has its own, so one
 step's labels never leak onto another's lines.
 
-Secrets stay out: the handler runs ``log_redaction.RedactingFilter`` on every
-record (webhook tokens, secret query values), and exception text is redacted
-the same way before it is written.
+Secrets stay out: both formatters pass every record through
+``core.redaction.redact_record`` (the message, ``extra=`` fields such as
+Django's ``request``, exception and stack text) before writing it, and the
+handlers run ``RedactingFilter`` as well.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from .redaction import redact_url_text
+from .redaction import redact_record, redact_url_text
 
 # The engine's labels, in the order they are written; all present (maybe null) on engine lines.
 ENGINE_FIELDS = ("run_id", "step", "attempt", "workflow_id", "organization_id")
@@ -102,6 +103,7 @@ class PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "log_context"):  # a handler without ContextFilter
             record.log_context = ""
+        redact_record(record)  # whatever filters the handler has: no field is written unredacted
         return super().format(record)
 
 
@@ -113,6 +115,7 @@ class JsonFormatter(logging.Formatter):
         self.process = process or process_type()
 
     def format(self, record: logging.LogRecord) -> str:
+        redact_record(record)  # whatever filters the handler has: no field is written unredacted
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -127,9 +130,10 @@ class JsonFormatter(logging.Formatter):
         entry.update(context)
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRIBUTES and key not in entry and not key.startswith("_"):
-                entry[key] = value
+                # Django's request loggers pass the request itself (``<WSGIRequest: GET '/hooks/<token>'>``).
+                entry[key] = value if isinstance(value, int | float | bool | None) else redact_url_text(str(value))
         if record.exc_info:
-            entry["exception"] = redact_url_text(self.formatException(record.exc_info))
+            entry["exception"] = redact_url_text(record.exc_text or self.formatException(record.exc_info))
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str, ensure_ascii=False)

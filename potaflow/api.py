@@ -8,6 +8,7 @@ and its kinds, ``CredentialInvalid``, Django's ``ValidationError``) into DRF's,
 a 400 in this shape; Django's ``PermissionDenied`` is a 403 (DRF keeps its message).
 """
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from integrations.services import CredentialInvalid
 from workflows.validation import WorkflowInvalid
+
+from .database_errors import DATABASE_ERRORS, unavailable
 
 
 def domain_error(exc: Exception) -> exceptions.ValidationError | None:
@@ -92,7 +95,14 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """``handler500``: the same for an unexpected error (which the tests treat as a bug)."""
+    """``handler500``: the same for an unexpected error (which the tests treat as a bug).
+
+    A database that does not answer (raised in a middleware, before any view)
+    is a 503 with Retry-After instead (``potaflow.database_errors``).
+    """
+    current = sys.exc_info()[1]
+    if isinstance(current, DATABASE_ERRORS):
+        return unavailable(request, current)
     if request.path.startswith(("/api/", "/hooks/")):
         return JsonResponse({"detail": "Internal server error."}, status=500)
     return defaults.server_error(request)

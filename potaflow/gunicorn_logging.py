@@ -18,7 +18,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from core.redaction import query_names_for_path, redact_url_text
+from core.redaction import RedactingFilter, query_names_for_path, redact_url_text
 from core.structured_logging import JsonFormatter
 
 
@@ -55,6 +55,10 @@ class RedactingLogger(Logger):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
+        # Error lines ("Invalid request from ...", tracebacks) may name a URL: every field redacted, in
+        # both formats. Access lines are built from atoms redacted already (``atoms``).
+        for handler in self.error_log.handlers:
+            handler.addFilter(RedactingFilter())
         if log_format() != "json":
             return
         for log, formatter in ((self.error_log, JsonFormatter("web")), (self.access_log, AccessJsonFormatter("web"))):

@@ -2,8 +2,12 @@
 
 With ``POTAFLOW_METRICS_TOKEN`` set, a scrape must send
 ``Authorization: Bearer <token>`` (compared in constant time); anything else
-is a 401 that reveals nothing. Without it the endpoint is open, as in
-development: set it in production.
+is a 401 that reveals nothing. Without a token the endpoint is open only when
+``POTAFLOW_METRICS_ALLOW_OPEN`` says so (its default is ``DEBUG``: open in
+development; in production set it only when nothing but the monitoring
+network reaches the port): a production process started without a token
+refuses (403 naming both settings) rather than show platform-wide counters
+to anyone.
 """
 
 import hmac
@@ -24,8 +28,21 @@ def _authorized(request: HttpRequest) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
+def open_without_token_refused() -> bool:
+    """Production (DEBUG off), no token and no explicit permission: /metrics stays closed."""
+    return not settings.POTAFLOW_METRICS_TOKEN and not settings.POTAFLOW_METRICS_ALLOW_OPEN
+
+
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
+    if open_without_token_refused():
+        return HttpResponse(
+            "Forbidden: /metrics is closed in production without a token. Set POTAFLOW_METRICS_TOKEN (scrapes "
+            "send Authorization: Bearer <token>) or POTAFLOW_METRICS_ALLOW_OPEN=true when only your monitoring "
+            "reaches it.\n",
+            status=403,
+            content_type="text/plain; charset=utf-8",
+        )
     if not _authorized(request):
         response = HttpResponse("Unauthorized: send Authorization: Bearer <POTAFLOW_METRICS_TOKEN>.\n", status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'

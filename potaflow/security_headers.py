@@ -7,8 +7,8 @@ attributes. The few inline ``<script>``/``<style>`` blocks in our templates
 carry the per-request nonce (``{{ request.csp_nonce }}``); any other inline
 code, e.g. injected markup, does not run.
 
-API and webhook answers carry tokens, secrets' metadata and run data: no
-browser or intermediary cache may keep them.
+API and webhook answers and the member pages (``/app/``) carry tokens,
+secrets' metadata and run data: no browser or intermediary cache may keep them.
 """
 
 import secrets
@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-NO_STORE_PREFIXES = ("/api/", "/hooks/")
+# Member pages show run data and webhook URLs to whoever is signed in: not for a shared cache or the back button.
+NO_STORE_PREFIXES = ("/api/", "/hooks/", "/app/")
 
 
 def content_security_policy(nonce: str) -> str:
@@ -38,7 +39,7 @@ def content_security_policy(nonce: str) -> str:
 
 
 class SecurityHeadersMiddleware:
-    """Adds the CSP (with a fresh nonce per request) and, for the API, ``Cache-Control: no-store``."""
+    """Adds the CSP (with a fresh nonce per request) and, for the API and member pages, ``Cache-Control: no-store``."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

@@ -68,8 +68,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Content-Security-Policy with a per-request nonce; Cache-Control: no-store on the API.
+    # Content-Security-Policy with a per-request nonce; Cache-Control: no-store on the API and member pages.
     "potaflow.security_headers.SecurityHeadersMiddleware",
+    # A database that does not answer: 503 with Retry-After, counted (potaflow.database_errors).
+    "potaflow.database_errors.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -365,6 +367,9 @@ POTAFLOW_BEAT_LEADER_ELECTION = env.bool("POTAFLOW_BEAT_LEADER_ELECTION", defaul
 # either way; this keeps "scheduled -> run recorded" short). Each queue has its own exchange
 # and routing key so that a message goes to one queue only.
 POTAFLOW_SCHEDULE_QUEUE = "potaflow.schedules"
+# Test runs (POST /api/workflows/<id>/test/) run on the workers too, in a queue of their own: a backlog of
+# steps does not keep a user waiting for a test, and the web threads never run one.
+POTAFLOW_TEST_QUEUE = "potaflow.tests"
 # RabbitMQ (CELERY_BROKER_URL=amqp://...): quorum queues (replicated, durable, no message lost
 # with a node; a delivery limit instead of endless redelivery), publisher confirms (a publish
 # returns once the broker has the message), and topic exchanges because Celery's native delayed
@@ -393,8 +398,17 @@ CELERY_TASK_QUEUES = (
         routing_key=POTAFLOW_SCHEDULE_QUEUE,
         **_queue_kwargs,
     ),
+    Queue(
+        POTAFLOW_TEST_QUEUE,
+        Exchange(POTAFLOW_TEST_QUEUE, type=_exchange_type),
+        routing_key=POTAFLOW_TEST_QUEUE,
+        **_queue_kwargs,
+    ),
 )
-CELERY_TASK_ROUTES = {"workflows.fire_schedules": {"queue": POTAFLOW_SCHEDULE_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "workflows.fire_schedules": {"queue": POTAFLOW_SCHEDULE_QUEUE},
+    "workflows.execute_test_run": {"queue": POTAFLOW_TEST_QUEUE},
+}
 CELERY_TASK_ALWAYS_EAGER = False
 
 # ---------------------------------------------------------------------------
@@ -409,6 +423,15 @@ POTAFLOW_MAX_BODY_BYTES = env.int("POTAFLOW_MAX_BODY_BYTES", default=2_621_440)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(POTAFLOW_MAX_BODY_BYTES, POTAFLOW_WEBHOOK_MAX_BYTES + 1)
 # Seconds a client has to send a request body under gunicorn (potaflow/body_deadline.py); later: 408.
 POTAFLOW_WEB_BODY_TIMEOUT = env.float("POTAFLOW_WEB_BODY_TIMEOUT", default=20.0)
+# The web server reads every request whole before a thread takes it (potaflow/web_worker.py): the request line
+# and headers within this many seconds (later: 408), and at most this many connections per client address
+# (IPv6: per /64) per web process, POTAFLOW_TRUSTED_PROXIES excepted (more: 503). 0: no cap.
+POTAFLOW_WEB_HEADER_TIMEOUT = env.float("POTAFLOW_WEB_HEADER_TIMEOUT", default=10.0)
+POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS = env.int("POTAFLOW_WEB_MAX_CONNECTIONS_PER_ADDRESS", default=50)
+# Request bodies one web process holds at once while they arrive (in memory up to 256 KiB each, then in
+# anonymous temporary files), counted from each Content-Length before it is read: a webhook's files reach the
+# front whole, so this bounds the disk anyone can make it fill. Over it: 503 with Retry-After. 0: no cap.
+POTAFLOW_WEB_SPOOL_MAX_BYTES = env.int("POTAFLOW_WEB_SPOOL_MAX_BYTES", default=512 * 1024 * 1024)
 # Per-workflow webhook intake limit, shared through the cache (workflows.intake.ratelimit): N/s, N/min, N/h or off.
 POTAFLOW_WEBHOOK_RATE = env("POTAFLOW_WEBHOOK_RATE", default="50/s")
 if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour))\s*", POTAFLOW_WEBHOOK_RATE.lower()):
@@ -417,8 +440,8 @@ if not re.fullmatch(r"\s*(off|none|0|\d+\s*/\s*(s|sec|second|m|min|minute|h|hour
     )
 # Most events accepted at once (default: the rate's N).
 POTAFLOW_WEBHOOK_BURST = env.int("POTAFLOW_WEBHOOK_BURST", default=0) or None
-# Header and query-parameter names whose values are stored as "[redacted]" in run payloads
-# (each replaces its default list; see core.redaction).
+# Header and query-parameter names whose values are stored as "[redacted]" in run payloads and masked in
+# logs (each replaces its default list; entries are names, fnmatch patterns or !exemptions: core.redaction).
 POTAFLOW_REDACT_HEADERS = env.list(
     "POTAFLOW_REDACT_HEADERS",
     default=[
@@ -426,6 +449,17 @@ POTAFLOW_REDACT_HEADERS = env.list(
         *("x-access-token", "x-csrf-token", "x-amz-security-token"),
         # Checked before anything is stored, and kept out of payloads all the same:
         *("webhook-signature", "x-hub-signature", "x-hub-signature-256", "stripe-signature", "x-slack-signature"),
+        # GitLab: webhook secret, API token headers (docs.gitlab.com: webhooks; REST API authentication).
+        *("x-gitlab-token", "private-token", "job-token"),
+        # Shopify: Admin API token, webhook HMAC (shopify.dev: authentication; webhooks).
+        *("x-shopify-access-token", "x-shopify-hmac-sha256"),
+        # Twilio: request signature (its Auth Token is sent as Basic authorization, covered above).
+        "x-twilio-signature",
+        # Generic carriers: *-token, *-key, *secret*, *authorization*, *password*, *signature*, *session*...
+        *("*-token", "*_token", "*-key", "*_key", "*apikey*", "*secret*", "*authorization*", "*password*"),
+        *("*-signature", "*session*", "*-auth"),
+        # ...except these well-known names, which are not secrets (and the idempotency key is read by intake).
+        *("!idempotency-key", "!x-idempotency-key", "!sec-websocket-key"),
     ],
 )
 POTAFLOW_REDACT_QUERY = env.list(
@@ -433,6 +467,11 @@ POTAFLOW_REDACT_QUERY = env.list(
     default=[
         *("token", "access_token", "refresh_token", "id_token", "api_key", "apikey", "key", "secret"),
         *("client_secret", "password", "passwd", "auth", "signature", "sig", "code"),
+        # JWTs and sessions in URLs; GitLab's ?private_token=; AWS pre-signed URLs (X-Amz-Signature...).
+        *("access-token", "jwt", "session", "sessionid", "session_id", "sid", "private_token", "hmac"),
+        *("x-amz-signature", "x-amz-credential", "x-amz-security-token"),
+        # Generic, as for headers.
+        *("*_token", "*-token", "*_key", "*-key", "*secret*", "*password*", "*signature*"),
     ],
 )
 POTAFLOW_STEP_OUTPUT_MAX_BYTES = env.int("POTAFLOW_STEP_OUTPUT_MAX_BYTES", default=64 * 1024)
@@ -453,6 +492,9 @@ POTAFLOW_UPLOAD_MAX_FILES = env.int("POTAFLOW_UPLOAD_MAX_FILES", default=10)
 POTAFLOW_FILE_QUOTA_BYTES = env.int("POTAFLOW_FILE_QUOTA_BYTES", default=1024 * 1024 * 1024)
 # Lifetime of the download links the API hands out (signed; seconds).
 POTAFLOW_FILE_LINK_SECONDS = env.int("POTAFLOW_FILE_LINK_SECONDS", default=900)
+# Seconds a client has to send a webhook body larger than DATA_UPLOAD_MAX_MEMORY_SIZE (a webhook's files: the web
+# server's front receives it whole, workflows.intake.lookup.body_deadline); later: 408 and nothing kept. 0: none.
+POTAFLOW_UPLOAD_BODY_TIMEOUT = env.float("POTAFLOW_UPLOAD_BODY_TIMEOUT", default=600.0)
 # An upload that never finished (its web process died mid-request) is deleted by the pruner after this long.
 POTAFLOW_UPLOAD_ABANDONED_SECONDS = env.int("POTAFLOW_UPLOAD_ABANDONED_SECONDS", default=3600)
 # file.parse bounds: rows, columns, characters per cell, and the size of its output (the rows as JSON,
@@ -527,6 +569,22 @@ POTAFLOW_ORG_MAX_RUNNING_STEPS = env.int("POTAFLOW_ORG_MAX_RUNNING_STEPS", defau
 POTAFLOW_TEMPLATE_MAX_ITERATIONS = env.int("POTAFLOW_TEMPLATE_MAX_ITERATIONS", default=100_000)
 POTAFLOW_TEMPLATE_CPU_SECONDS = env.float("POTAFLOW_TEMPLATE_CPU_SECONDS", default=1.0)
 POTAFLOW_TEMPLATE_MAX_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_CHARS", default=1_000_000)
+# Per template string, checked when it is saved, checked, imported and rendered: its length, and how deeply
+# brackets, blocks, filters and calls nest (the parser and the renderer recurse once per level).
+POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS = env.int("POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS", default=32_768)
+POTAFLOW_TEMPLATE_MAX_NESTING = env.int("POTAFLOW_TEMPLATE_MAX_NESTING", default=32)
+# Test runs (workflows.dry_run, executed by a worker): unfinished ones per organization at once (more: 429);
+# seconds a step sent for real may take (the step's own timeout_seconds, capped); seconds the request waits
+# for the result before answering 202 with a URL to poll (POTAFLOW_WEB_HEAVY_SLOTS threads at most wait).
+POTAFLOW_TEST_RUN_MAX_CONCURRENT = env.int("POTAFLOW_TEST_RUN_MAX_CONCURRENT", default=2)
+POTAFLOW_TEST_RUN_TIMEOUT_SECONDS = env.float("POTAFLOW_TEST_RUN_TIMEOUT_SECONDS", default=30.0)
+POTAFLOW_TEST_RUN_WAIT_SECONDS = env.float("POTAFLOW_TEST_RUN_WAIT_SECONDS", default=10.0)
+# Web threads per process that may wait for a test result, and that may check a template for the builder, at
+# once (each): an eighth of POTAFLOW_WEB_THREADS, so the others always answer (/healthz, intake).
+POTAFLOW_WEB_HEAVY_SLOTS = max(1, env.int("POTAFLOW_WEB_THREADS", default=16) // 8)
+# Per user: test runs and template checks (the builder checks a field when it loses focus). Over: 429.
+POTAFLOW_TEST_RUN_RATE = env("POTAFLOW_TEST_RUN_RATE", default="30/min")
+POTAFLOW_TEMPLATE_CHECK_RATE = env("POTAFLOW_TEMPLATE_CHECK_RATE", default="120/min")
 # How often beat deletes expired refresh tokens and token families (accounts.flush_expired_tokens).
 POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS = env.int("POTAFLOW_TOKEN_FLUSH_INTERVAL_SECONDS", default=3600)
 POTAFLOW_HANDLER_MODULES = env.list("POTAFLOW_HANDLER_MODULES", default=[])
@@ -631,8 +689,13 @@ CELERY_BEAT_SCHEDULE = {
 # ---------------------------------------------------------------------------
 # Operations: metrics, health (see README "Operating PotaFlow")
 # ---------------------------------------------------------------------------
-# When set, GET /metrics requires "Authorization: Bearer <token>" (401 otherwise).
+# When set, GET /metrics requires "Authorization: Bearer <token>" (401 otherwise). Without a token, /metrics is
+# open only with POTAFLOW_METRICS_ALLOW_OPEN (default: DEBUG; set it true in production only when nothing but your
+# monitoring reaches the port); otherwise 403.
 POTAFLOW_METRICS_TOKEN = env("POTAFLOW_METRICS_TOKEN", default="")
+POTAFLOW_METRICS_ALLOW_OPEN = env.bool("POTAFLOW_METRICS_ALLOW_OPEN", default=DEBUG)
+# Seconds a client is told to wait (Retry-After) when the database does not answer (503).
+POTAFLOW_DB_RETRY_AFTER_SECONDS = env.int("POTAFLOW_DB_RETRY_AFTER_SECONDS", default=5)
 # /healthz?strict answers 503 when the oldest unfinished run is older than this (seconds).
 POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS = env.int("POTAFLOW_HEALTH_MAX_RUN_AGE_SECONDS", default=1800)
 

@@ -16,13 +16,15 @@ Viewers read; editors and above write, run and replay. Another
 organization's ids are 404.
 """
 
-from typing import Any, cast
+import uuid
+from typing import Any, NoReturn, cast
 
 from django import forms
 from django.conf import settings
 from django.urls import reverse
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
@@ -35,8 +37,9 @@ from rest_framework.views import APIView
 from accounts.models import Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for
+from accounts.throttles import SettingRateThrottle
 
-from . import dry_run, portability, samples, selectors, services, templating
+from . import portability, samples, selectors, services, templating
 from .execution import recording
 from .files import links
 from .models import (
@@ -48,6 +51,7 @@ from .models import (
     RunTrigger,
     StepAttempt,
     StepRun,
+    TestRun,
     TriggerType,
     Workflow,
     WorkflowSample,
@@ -320,6 +324,30 @@ class TestResultSerializer(serializers.Serializer):
     outcome = serializers.ChoiceField(choices=["completed", "filtered", "error"])
     sent = serializers.CharField(allow_null=True)
     steps = TestStepResultSerializer(many=True)
+    detail = serializers.CharField(required=False, help_text="Why the test itself failed (outcome error, no steps).")
+
+
+class TestPendingSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["queued", "running"])
+    url = serializers.CharField(help_text="GET it until it answers 200 with the result.")
+    detail = serializers.CharField()
+
+
+class TestRunThrottle(SettingRateThrottle):
+    scope = "test_run"
+    rate_setting = "POTAFLOW_TEST_RUN_RATE"
+
+
+class TemplateCheckThrottle(SettingRateThrottle):
+    scope = "template_check"
+    rate_setting = "POTAFLOW_TEMPLATE_CHECK_RATE"
+
+
+def throttled_naming_the_setting(throttle: type[SettingRateThrottle], what: str, wait: float | None) -> NoReturn:
+    """DRF's 429 (with Retry-After), saying which limit and which setting."""
+    rate = getattr(settings, throttle.rate_setting)
+    raise exceptions.Throttled(wait=wait, detail=f"Too many {what}: at most {rate} per user ({throttle.rate_setting}).")
 
 
 class TemplateCheckSerializer(serializers.Serializer):
@@ -464,33 +492,92 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         )
         return Response({"run_id": str(run.pk)}, status=status.HTTP_202_ACCEPTED)
 
+    def throttled(self, request: Request, wait: float | None) -> NoReturn:
+        if self.action == "test":
+            throttled_naming_the_setting(TestRunThrottle, "test runs", wait)
+        # DRF passes None when the wait is unknown (its stubs say float).
+        super().throttled(request, wait)  # type: ignore[arg-type]
+        raise AssertionError("unreachable")  # DRF's throttled always raises
+
     @extend_schema(
         request=TestRunSerializer,
-        responses={200: TestResultSerializer},
+        responses={
+            200: TestResultSerializer,
+            202: TestPendingSerializer,
+            429: OpenApiResponse(description="POTAFLOW_TEST_RUN_RATE per user or POTAFLOW_TEST_RUN_MAX_CONCURRENT."),
+        },
         summary="Test with sample data: render every step, run transform/filter, show what others would send",
+        description="Runs on a worker. The answer waits up to POTAFLOW_TEST_RUN_WAIT_SECONDS for the result (200); "
+        "a longer test answers 202 with a url to GET until it answers 200.",
     )
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], throttle_classes=[TestRunThrottle])
     def test(self, request: Request, pk: str | None = None) -> Response:
         workflow = self.get_object()
         body = TestRunSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
         steps = [_step_spec(s) for s in data["steps"]] if "steps" in data else None
-        result = dry_run.dry_run(
-            workflow=workflow,
-            payload=data["payload"],
-            steps=steps,
-            send_step=data.get("send_step") or None,
+        try:
+            test = services.test_run_start(
+                workflow=workflow,
+                user=signed_in(request.user),
+                payload=data["payload"],
+                steps=steps,
+                send_step=data.get("send_step") or None,
+            )
+        except services.TestRunLimited as exc:
+            raise exceptions.Throttled(wait=5, detail=str(exc)) from None
+        test = selectors.test_run_result(test.pk, wait_seconds=settings.POTAFLOW_TEST_RUN_WAIT_SECONDS)
+        return self._test_answer(request, workflow, test)
+
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("test_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+        responses={200: TestResultSerializer, 202: TestPendingSerializer},
+        summary="The result of a test run (202 while it runs)",
+    )
+    @action(detail=True, methods=["get"], url_path=r"test/(?P<test_id>[^/.]+)")
+    def test_result(self, request: Request, pk: str | None = None, test_id: str | None = None) -> Response:
+        workflow = self.get_object()  # first: another organization's workflow is a 404 whatever the test id
+        try:
+            test = selectors.test_run_result(uuid.UUID(str(test_id)))
+        except (ValueError, TestRun.DoesNotExist):
+            raise exceptions.NotFound("No such test run.") from None
+        if test.workflow_id != workflow.pk:
+            raise exceptions.NotFound("No such test run.")
+        return self._test_answer(request, workflow, test)
+
+    def _test_answer(self, request: Request, workflow: Workflow | None, test: TestRun) -> Response:
+        if test.result is not None:
+            return Response(test.result)
+        if test.created_at < services.test_run_stale_before():
+            detail = "The test run was not finished by a worker in time (is a worker running?)."
+            return Response({"outcome": "error", "detail": detail, "steps": [], "trigger": None, "sent": None})
+        if workflow is None:
+            url = reverse("workflows:workflow-test-unsaved-result", kwargs={"test_id": test.pk})
+        else:
+            url = reverse("workflows:workflow-test-result", kwargs={"pk": workflow.pk, "test_id": test.pk})
+        response = Response(
+            {
+                "id": str(test.pk),
+                "status": test.status,
+                "url": url,
+                "detail": f"The test run is {test.status}: GET {url} until it answers 200.",
+            },
+            status=status.HTTP_202_ACCEPTED,
         )
-        return Response(result)
+        response["Location"] = url
+        response["Retry-After"] = "1"
+        return response
 
     @extend_schema(
         operation_id="workflows_test_unsaved",
         request=UnsavedTestRunSerializer,
-        responses={200: TestResultSerializer},
+        responses={200: TestResultSerializer, 202: TestPendingSerializer},
         summary="Test steps that are not saved yet (a new workflow) with sample data",
         description="As POST /api/workflows/<id>/test/, for the builder of a workflow that has no id yet: the steps "
-        "are validated as saving would (same errors), then rendered and previewed; nothing is written or sent.",
+        "are validated as saving would (same errors), then rendered and previewed by a worker; nothing is sent. "
+        "A test still running after POTAFLOW_TEST_RUN_WAIT_SECONDS answers 202 with the URL to poll.",
     )
     @action(detail=False, methods=["post"], url_path="test", url_name="test-unsaved")
     def test_unsaved(self, request: Request) -> Response:
@@ -498,12 +585,34 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         organization = selectors.organization_for_new_workflow(signed_in(request.user), data.get("organization"))
-        result = dry_run.dry_run(
-            workflow=Workflow(organization=organization, name="(not saved yet)"),
-            payload=data["payload"],
-            steps=[_step_spec(s) for s in data.get("steps", [])],
-        )
-        return Response(result)
+        try:
+            test = services.test_run_start(
+                workflow=Workflow(organization=organization, name=services.UNSAVED_WORKFLOW_NAME),
+                user=signed_in(request.user),
+                payload=data["payload"],
+                steps=[_step_spec(s) for s in data.get("steps", [])],
+            )
+        except services.TestRunLimited as exc:
+            raise exceptions.Throttled(wait=5, detail=str(exc)) from None
+        test = selectors.test_run_result(test.pk, wait_seconds=settings.POTAFLOW_TEST_RUN_WAIT_SECONDS)
+        return self._test_answer(request, None, test)
+
+    @extend_schema(
+        request=None,
+        operation_id="workflows_test_unsaved_result",
+        parameters=[OpenApiParameter("test_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+        responses={200: TestResultSerializer, 202: TestPendingSerializer},
+        summary="The result of a test of unsaved steps (202 while it runs); only its creator reads it",
+    )
+    @action(detail=False, methods=["get"], url_path=r"test/(?P<test_id>[^/.]+)", url_name="test-unsaved-result")
+    def test_unsaved_result(self, request: Request, test_id: str | None = None) -> Response:
+        try:
+            test = selectors.test_run_result(uuid.UUID(str(test_id)))
+        except (ValueError, TestRun.DoesNotExist):
+            raise exceptions.NotFound("No such test run.") from None
+        if test.workflow_id is not None or test.created_by_id != request.user.pk:
+            raise exceptions.NotFound("No such test run.")
+        return self._test_answer(request, None, test)
 
     @extend_schema(
         request=None,
@@ -721,6 +830,10 @@ class TemplateCheckView(APIView):
     """The save-time template check, for one field (the builder calls it when a field loses focus)."""
 
     permission_classes = [IsEditorSomewhere]
+    throttle_classes = [TemplateCheckThrottle]
+
+    def throttled(self, request: Request, wait: float | None) -> NoReturn:
+        throttled_naming_the_setting(TemplateCheckThrottle, "template checks", wait)
 
     @extend_schema(
         request=TemplateCheckSerializer,
@@ -730,10 +843,15 @@ class TemplateCheckView(APIView):
     def post(self, request: Request) -> Response:
         body = TemplateCheckSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        # Parsing is CPU work in a web thread: an eighth of the threads at most (POTAFLOW_WEB_HEAVY_SLOTS).
+        if not templating.check_slots.acquire(timeout=2):
+            raise exceptions.Throttled(wait=1, detail="The server is busy checking templates: retry in a second.")
         try:
             templating.check_template(
                 body.validated_data["template"], earlier_steps=body.validated_data["earlier_steps"]
             )
         except templating.TemplateError as exc:
             return Response({"valid": False, "error": exc.message})
+        finally:
+            templating.check_slots.release()
         return Response({"valid": True, "error": ""})

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -158,7 +159,8 @@ def _test_step(
         organization_id=workflow.organization_id,
         step_key=row.key,
         idempotency_key=f"potaflow-test-{uuid.uuid4()}-{position}",
-        timeout_seconds=row.timeout_seconds,
+        # A test holds a worker slot: its send is bounded by POTAFLOW_TEST_RUN_TIMEOUT_SECONDS too.
+        timeout_seconds=min(row.timeout_seconds, settings.POTAFLOW_TEST_RUN_TIMEOUT_SECONDS),
         credential=opened.fields if opened else None,
         credential_kind=credential.kind if credential is not None else None,
         template_context=context,

@@ -578,3 +578,39 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.rss_bytes // 2**20} MiB at {self.seen_at:%H:%M:%S})"
+
+
+class TestRunStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+
+
+class TestRun(models.Model):
+    """A test of a workflow with sample data (``workflows.dry_run``), executed by a worker, not a web thread.
+
+    The web request creates the row and waits a bounded time for ``result``;
+    a test that takes longer is polled. Unfinished rows count against the
+    organization's ``POTAFLOW_TEST_RUN_MAX_CONCURRENT``; retention deletes
+    rows after a day.
+    """
+
+    __test__ = False  # a model, not a pytest class
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # None: a workflow not saved yet (the builder of a new workflow); only its creator reads the result.
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, null=True, blank=True, related_name="test_runs")
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    status = models.CharField(max_length=16, choices=TestRunStatus.choices, default=TestRunStatus.QUEUED)
+    request = models.JSONField(help_text="payload, steps (unsaved specs or null), send_step")
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "status"], name="workflows_testrun_org_status")]
+
+    def __str__(self) -> str:
+        return f"test {self.pk} ({self.status})"

@@ -5,10 +5,14 @@ superuser sees every organization's workflows and runs here (the admin and the
 live view), while the API scopes superusers like everyone else.
 """
 
+import itertools
 import math
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -16,7 +20,7 @@ from django.utils import timezone
 from accounts.models import Organization, Role, User
 from accounts.selectors import organizations_for, scope_to_user, sole_organization
 
-from .models import FileState, Run, RunFile, RunStatus, Workflow
+from .models import FileState, Run, RunFile, RunStatus, TestRun, TestRunStatus, Workflow
 
 STATS_WINDOW = timedelta(hours=24)
 
@@ -137,3 +141,36 @@ def run_file_for(run: Run, file_id: Any) -> RunFile | None:
         return run_files(run).filter(pk=file_id).first()
     except ValidationError:
         return None
+
+
+# Web threads that may wait for a test run's result at once (per process); the others answer 202 at once.
+_test_waiters = threading.BoundedSemaphore(settings.POTAFLOW_WEB_HEAVY_SLOTS)
+TEST_RUN_POLL_SECONDS = (0.05, 0.1, 0.2, 0.3)
+
+
+def test_run_result(test_id: Any, *, wait_seconds: float = 0.0) -> TestRun:
+    """The test run, waiting up to ``wait_seconds`` for it to finish (when a waiter slot of this process is free).
+
+    Waiting holds a web thread, so at most ``POTAFLOW_WEB_HEAVY_SLOTS`` (an
+    eighth of the threads) wait at once; the rest get the unfinished row
+    and the client polls.
+    """
+    test = TestRun.objects.get(pk=test_id)
+    if test.status in (TestRunStatus.DONE, TestRunStatus.FAILED) or wait_seconds <= 0:
+        return test
+    if not _test_waiters.acquire(blocking=False):
+        return test
+    try:
+        deadline = time.monotonic() + wait_seconds
+        for attempt in itertools.count():
+            pause = TEST_RUN_POLL_SECONDS[min(attempt, len(TEST_RUN_POLL_SECONDS) - 1)]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(pause, left))
+            test = TestRun.objects.get(pk=test_id)
+            if test.status in (TestRunStatus.DONE, TestRunStatus.FAILED):
+                break
+    finally:
+        _test_waiters.release()
+    return test

@@ -17,9 +17,11 @@ the payload/replay errors are part of this module's interface.
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from celery import current_app
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Model
@@ -39,6 +41,8 @@ from .models import (
     Step,
     StepRun,
     StepRunStatus,
+    TestRun,
+    TestRunStatus,
     TriggerType,
     Workflow,
     WorkflowVersion,
@@ -55,6 +59,9 @@ from .validation import (
 )
 
 __all__ = [
+    "TestRunLimited",
+    "test_run_execute",
+    "test_run_start",
     "PayloadInvalid",
     "ReplayNotAllowed",
     "WorkflowInvalid",
@@ -655,3 +662,107 @@ def _schedule_payload(workflow: Workflow, fired_at: datetime) -> dict[str, Any]:
     # Built from the workflow's validated schedule fields: always storable (see run_accept's check).
     body = {"fired_at": fired_at.isoformat(), "schedule": workflow.schedule, "timezone": workflow.timezone}
     return run_payload(body=body, fired_at=fired_at.isoformat())
+
+
+# -- test runs -----------------------------------------------------------------
+EXECUTE_TEST_RUN_TASK = "workflows.execute_test_run"
+# A test that has not finished this long after the send timeout is taken as lost (no worker, a killed one):
+# it no longer counts against its organization's limit.
+TEST_RUN_STALE_GRACE_SECONDS = 60.0
+
+
+class TestRunLimited(Exception):  # noqa: N818 - what the caller is told
+    """The organization has ``POTAFLOW_TEST_RUN_MAX_CONCURRENT`` unfinished test runs already."""
+
+    __test__ = False
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"This organization already has {limit} test runs in progress (POTAFLOW_TEST_RUN_MAX_CONCURRENT): "
+            "wait for one to finish."
+        )
+
+
+def test_run_stale_before() -> datetime:
+    """Unfinished test runs created before this are lost, not in progress."""
+    seconds = settings.POTAFLOW_TEST_RUN_TIMEOUT_SECONDS + TEST_RUN_STALE_GRACE_SECONDS
+    return timezone.now() - timedelta(seconds=seconds)
+
+
+UNSAVED_WORKFLOW_NAME = "(not saved yet)"
+
+
+def test_run_start(
+    *,
+    workflow: Workflow,
+    user: User | None,
+    payload: Any,
+    steps: Sequence[Mapping[str, Any]] | None = None,
+    send_step: str | None = None,
+) -> TestRun:
+    """Record a test of ``workflow`` and hand it to a worker (after commit).
+
+    ``workflow`` may be unsaved (no id: a new workflow in the builder; its
+    organization set). Unsaved ``steps`` are validated here, as saving would
+    (``WorkflowInvalid``: a 400 before anything is queued). Raises ``TestRunLimited`` when the
+    organization has ``POTAFLOW_TEST_RUN_MAX_CONCURRENT`` unfinished tests.
+    """
+    if steps is not None:
+        validate_definition(workflow, steps)
+    limit = settings.POTAFLOW_TEST_RUN_MAX_CONCURRENT
+
+    def busy() -> int:
+        return TestRun.objects.filter(
+            organization_id=workflow.organization_id,
+            status__in=(TestRunStatus.QUEUED, TestRunStatus.RUNNING),
+            created_at__gte=test_run_stale_before(),
+        ).count()
+
+    # Refused at once when the organization is busy: a burst of tests must not queue on the lock below.
+    if limit > 0 and busy() >= limit:
+        raise TestRunLimited(limit)
+    with transaction.atomic():
+        # One organization's test starts take turns: the count and the insert cannot interleave.
+        Organization.objects.select_for_update().filter(pk=workflow.organization_id).exists()
+        if limit > 0 and busy() >= limit:
+            raise TestRunLimited(limit)
+        test = TestRun.objects.create(
+            workflow=workflow if workflow.pk is not None else None,
+            organization_id=workflow.organization_id,
+            created_by=user,
+            request={"payload": payload, "steps": list(steps) if steps is not None else None, "send_step": send_step},
+        )
+        expires = settings.POTAFLOW_TEST_RUN_TIMEOUT_SECONDS + TEST_RUN_STALE_GRACE_SECONDS
+        transaction.on_commit(
+            lambda: current_app.send_task(EXECUTE_TEST_RUN_TASK, args=[str(test.pk)], expires=expires)
+        )
+    return test
+
+
+def test_run_execute(test_id: str) -> None:
+    """On a worker: run the test (``workflows.dry_run``) and store its result; a second delivery does nothing."""
+    from . import dry_run  # noqa: PLC0415 - dry_run imports the integrations' actions: only the worker needs them
+
+    claimed = TestRun.objects.filter(pk=test_id, status=TestRunStatus.QUEUED).update(status=TestRunStatus.RUNNING)
+    if not claimed:
+        return
+    test = TestRun.objects.select_related("workflow").get(pk=test_id)
+    request = test.request
+    workflow = test.workflow or Workflow(organization_id=test.organization_id, name=UNSAVED_WORKFLOW_NAME)
+    try:
+        result = dry_run.dry_run(
+            workflow=workflow,
+            payload=request.get("payload"),
+            steps=request.get("steps"),
+            send_step=request.get("send_step"),
+        )
+        status = TestRunStatus.DONE
+    except WorkflowInvalid as exc:
+        result = {"outcome": "error", "detail": "The steps are not valid.", "errors": exc.errors, "steps": []}
+        status = TestRunStatus.FAILED
+    except Exception as exc:  # noqa: BLE001 - the user sees the failure; the log keeps the trace
+        logger.exception("test run %s failed", test_id)
+        result = {"outcome": "error", "detail": f"The test run failed: {type(exc).__name__}.", "steps": []}
+        status = TestRunStatus.FAILED
+    TestRun.objects.filter(pk=test_id).update(status=status, result=result, finished_at=timezone.now())

@@ -104,6 +104,18 @@ def prune_runs() -> None:
     retention.prune()
 
 
+@shared_task(
+    name=services.EXECUTE_TEST_RUN_TASK,
+    # Acknowledged on receipt: a test that sends for real is never sent twice by a redelivery.
+    acks_late=False,
+    ignore_result=True,
+    soft_time_limit=settings.POTAFLOW_TEST_RUN_TIMEOUT_SECONDS + 10,
+    time_limit=settings.POTAFLOW_TEST_RUN_TIMEOUT_SECONDS + 20,
+)
+def execute_test_run(test_id: str) -> None:
+    services.test_run_execute(test_id)
+
+
 @shared_task(name="workflows.notify_run_failed", ignore_result=True)
 def notify_run_failed(run_id: str) -> str:
     """A run failed: its workflow's failure notice, or a count for the next digest (``workflows.notices``)."""

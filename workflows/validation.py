@@ -72,7 +72,15 @@ class PayloadInvalid(WorkflowInvalid):
 
 
 def validate_definition(workflow: Workflow, steps: Sequence[Mapping[str, Any]]) -> list[Step]:
-    """Check the whole definition; raise WorkflowInvalid naming every bad field."""
+    """Check the whole definition; raise WorkflowInvalid naming every bad field.
+
+    All its templates are checked within one CPU budget (``templating.check_budget``).
+    """
+    with templating.check_budget():
+        return _validate_definition(workflow, steps)
+
+
+def _validate_definition(workflow: Workflow, steps: Sequence[Mapping[str, Any]]) -> list[Step]:
     errors: dict[str, list[str]] = {}
 
     def add(field: str, message: str) -> None:

@@ -23,7 +23,10 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def as_text(value: Any) -> Any:
     """An untrusted value that a spreadsheet would run as a formula, made text (a leading apostrophe,
     which USER_ENTERED reads as "this is text" and does not show); numbers such as -3 stay numbers."""
-    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+    if not isinstance(value, str):
+        return value
+    # After leading blanks too: " =1+1" and "\n=1+1" are formulas to a spreadsheet that trims them.
+    if not (value.startswith(FORMULA_STARTS) or value.lstrip().startswith(FORMULA_STARTS)):
         return value
     try:
         float(value)

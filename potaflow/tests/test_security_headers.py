@@ -125,3 +125,9 @@ def test_api_answers_are_never_stored(world):
     for url in ("/api/me/", "/api/workflows/", f"/api/runs/{world['run'].pk}/", "/api/nowhere/", "/hooks/nope"):
         response = api.get(url)
         assert response["Cache-Control"] == "no-store", url
+
+
+def test_member_pages_are_not_stored_by_any_cache(db):
+    """Run data and webhook URLs on /app/ pages: not for a shared cache or the back button (issue 18)."""
+    response = Client().get("/app/login/")
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"

@@ -152,3 +152,47 @@ def test_an_unknown_log_format_refuses_to_start(tmp_path):
     result = _log_through_settings(tmp_path, LOG_FORMAT="xml")
     assert result.returncode != 0
     assert "LOG_FORMAT='xml' is not json or plain" in result.stderr
+
+
+# -- every field of a record is redacted (issue 18) -------------------------------------------
+TOKEN = "capabilitytoken0123456789abcdefghijklmnopqrstu"
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter("web"), PlainFormatter()], ids=["json", "plain"])
+def test_django_request_warnings_write_no_capability_in_any_field(capture, formatter, rf):
+    """Django's 4xx warnings carry the request as a field: its repr holds the path (7 live tokens in one log)."""
+    logger, buffer = capture(formatter)
+    request = rf.post(f"/hooks/{TOKEN}?jwt=secret-jwt-value&page=2")
+    logger.warning(
+        "%s: %s", "Too Many Requests", request.get_full_path(), extra={"status_code": 429, "request": request}
+    )
+    try:
+        raise ValueError(f"while handling /hooks/{TOKEN}")
+    except ValueError:
+        logger.exception("failed", extra={"url": f"https://example.com/hooks/{TOKEN}", "args_seen": [request]})
+    written = buffer.getvalue()
+    assert TOKEN not in written and "secret-jwt-value" not in written, written
+    assert "/hooks/[redacted]" in written and "page=2" in written
+    if isinstance(formatter, JsonFormatter):
+        first = json.loads(written.splitlines()[0])
+        assert first["request"] == "<WSGIRequest: POST '/hooks/[redacted]?jwt=[redacted]&page=2'>"
+        assert first["status_code"] == 429
+
+
+def test_the_redaction_defaults_cover_common_token_carriers_and_stay_configurable(settings):
+    from core.redaction import sensitive_header_names, sensitive_query_names
+
+    headers = sensitive_header_names()
+    for name in ("X-Gitlab-Token", "Private-Token", "X-Shopify-Access-Token", "X-Twilio-Signature", "Authorization",
+                 "X-Vendor-Api-Key", "X-Client-Secret", "X-Refresh-Token", "X-Session-Id"):  # fmt: skip
+        assert name in headers, name
+    for name in ("Idempotency-Key", "Content-Type", "User-Agent", "X-Request-Id"):
+        assert name not in headers, name
+    query = sensitive_query_names()
+    for name in ("access-token", "jwt", "session", "sessionid", "private_token", "X-Amz-Signature", "my_api_key"):
+        assert name in query, name
+    assert "page" not in query and "email" not in query
+    settings.POTAFLOW_REDACT_HEADERS = ["x-only-this", "x-*-secret", "!x-not-secret"]
+    headers = sensitive_header_names()
+    assert "X-Only-This" in headers and "x-app-secret" in headers and "x-not-secret" not in headers
+    assert "authorization" not in headers  # the list replaces the defaults

@@ -32,7 +32,7 @@ from accounts.models import Membership, Organization, Role, User
 from accounts.services import invitation_create
 from integrations.services import credential_create
 from testing.worker import TEST_FERNET_KEY
-from workflows.models import TriggerType
+from workflows.models import TestRun, TriggerType
 from workflows.services import run_accept, workflow_create
 
 pytestmark = pytest.mark.django_db
@@ -72,6 +72,9 @@ def tenants(settings):
     victim_run, _ = run_accept(workflow=victim_workflow, trigger="webhook", payload={"body": {"m": MARK}})
     victim_run.status = "failed"
     victim_run.save(update_fields=["status"])
+    victim_test = TestRun.objects.create(
+        workflow=victim_workflow, organization=victim_org, created_by=victim, request={"payload": {"m": MARK}}
+    )
 
     victim_invitation = invitation_create(
         actor=victim, organization=victim_org, email="guest@example.com", role=Role.VIEWER
@@ -94,6 +97,7 @@ def tenants(settings):
         "credentials": victim_credential,
         "workflows": victim_workflow,
         "runs": victim_run,
+        "test": victim_test,
         "attacker": attacker,
         "attacker_org": attacker_org,
         "attacker_credential": attacker_credential,
@@ -129,6 +133,7 @@ BODIES = {
     "invitations": {"email": "mallory@example.com", "role": "owner"},
     "listen": {},
     "samples": {"name": "Hijacked", "body": {"x": 1}},
+    # A test run (POST .../test/, unsaved steps too) and its result (GET .../test/<id>/).
     "test": {"payload": {"x": 1}, "steps": []},
     "runs": {},
     "replay": {},

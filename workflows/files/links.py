@@ -1,8 +1,11 @@
 """Signed, expiring download links for files (``GET /files/<token>``).
 
-The token signs the file's id with ``SECRET_KEY`` (``django.core.signing``,
-its own salt) and a timestamp; it is refused once older than
-``POTAFLOW_FILE_LINK_SECONDS``. Like an S3 presigned URL it is a capability:
+The token signs the file's id and its organization's with ``SECRET_KEY``
+(``django.core.signing``, its own salt, a constant-time comparison) and a
+timestamp; it is refused once older than ``POTAFLOW_FILE_LINK_SECONDS``, and
+once the file is not that organization's any more (the organization was
+deleted: its files wait for the pruner, unreachable). Access logs show only
+the file id of a link, never its signature (``core.redaction``). Like an S3 presigned URL it is a capability:
 whoever holds it may download until it expires, so the API hands it only to
 members of the file's organization (``GET /api/runs/<id>/``), and it is short-lived.
 """
@@ -28,7 +31,8 @@ class LinkRefused(Exception):  # noqa: N818 - a refusal, named after what the ho
 
 
 def token_for(row: RunFile) -> str:
-    return signing.TimestampSigner(salt=SALT).sign(str(row.pk))
+    """``<file id>.<organization id>:<timestamp>:<signature>``."""
+    return signing.TimestampSigner(salt=SALT).sign(f"{row.pk}.{row.organization_id}")
 
 
 def download_url(row: RunFile, request: Any = None) -> str:
@@ -49,7 +53,10 @@ def resolve(token: str) -> RunFile:
         ) from None
     except signing.BadSignature:
         raise LinkRefused("No such file.", 404) from None
-    row = RunFile.objects.filter(pk=file_pk, state=FileState.READY).first()
+    file_pk, _, organization = file_pk.partition(".")
+    row = None
+    if organization.isdigit():  # a link made before links named their organization has none: refused
+        row = RunFile.objects.filter(pk=file_pk, state=FileState.READY, organization_id=int(organization)).first()
     if row is None:
         raise LinkRefused("No such file (it was deleted with its run).", 404)
     return row

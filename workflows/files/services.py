@@ -9,6 +9,13 @@ deletes what it wrote at once.
 Limits, each with its setting, named in every refusal:
 ``POTAFLOW_UPLOAD_MAX_BYTES`` (one file), ``POTAFLOW_FILE_QUOTA_BYTES`` (what
 one organization keeps, uploads, step files and stored files together).
+
+The quota holds under concurrency: a file being written counts what it has
+*reserved* (its row's ``size`` while ``uploading``), and a write reserves more,
+``RESERVE_STEP`` at a time, in a transaction serialized per organization
+(``reserve``), before writing past what it holds. Two uploads that each fit
+cannot both pass when together they do not; a write that dies keeps its
+reservation until the pruner deletes its row.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ from datetime import timedelta
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
+from accounts.models import Organization
 from integrations.errors import PermanentError, RetryableError
 from integrations.file_access import FileInfo, file_id
 
@@ -71,16 +79,57 @@ def usage() -> tuple[int, int]:
 
 
 def check_quota(organization_id: int, incoming: int) -> None:
-    """Refuse (413) when ``incoming`` more bytes would take the organization over its quota."""
+    """Refuse (413) when ``incoming`` more bytes would take the organization over its quota.
+
+    A cheap early refusal (a request's ``Content-Length``); what holds the quota is ``reserve``."""
     quota = settings.POTAFLOW_FILE_QUOTA_BYTES
     if quota <= 0:
         return
     used = used_bytes(organization_id)
     if used + incoming > quota:
-        raise FileRefused(
-            f"File quota exceeded: the organization keeps {used} bytes of files and this would add {incoming}, "
-            f"the quota is {quota} bytes (POTAFLOW_FILE_QUOTA_BYTES)."
-        )
+        raise _over_quota(used, incoming, quota)
+
+
+def _over_quota(used: int, incoming: int, quota: int) -> FileRefused:
+    return FileRefused(
+        f"File quota exceeded: the organization keeps {used} bytes of files (with those being received) "
+        f"and this would add {incoming}, "
+        f"the quota is {quota} bytes (POTAFLOW_FILE_QUOTA_BYTES)."
+    )
+
+
+# Bytes a write reserves at a time: one short transaction per step, not per chunk.
+RESERVE_STEP = 1024 * 1024
+_QUOTA_LOCK = 0x7F11E5  # the advisory lock class of the per-organization quota lock (PostgreSQL)
+
+
+def _lock_quota(organization_id: int) -> None:
+    """Serialize quota decisions of one organization until the transaction ends."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_QUOTA_LOCK, organization_id])
+    else:  # SQLite serializes writers anyway; others lock the organization's row
+        Organization.objects.select_for_update().filter(pk=organization_id).exists()
+
+
+def reserve(row: RunFile, total: int) -> None:
+    """Count ``total`` bytes for ``row`` (being written) against its organization's quota, or refuse (413).
+
+    ``row.size`` is what it holds already; the check and the new figure commit
+    under the organization's lock, so concurrent writes see each other's reservations."""
+    if total <= row.size:
+        return
+    organization_id = row.organization_id
+    assert organization_id is not None  # noqa: S101 - a file being written has its organization
+    quota = settings.POTAFLOW_FILE_QUOTA_BYTES
+    with transaction.atomic():
+        if quota > 0:
+            _lock_quota(organization_id)
+            others = used_bytes(organization_id) - row.size
+            if others + total > quota:
+                raise _over_quota(others, total, quota)
+        RunFile.objects.filter(pk=row.pk).update(size=total)
+    row.size = total
 
 
 # -- writing -------------------------------------------------------------------
@@ -105,13 +154,52 @@ def start_file(
     return row
 
 
+def reserve_pool(organization_id: int, size: int) -> RunFile | None:
+    """Reserve ``size`` bytes (a request's ``Content-Length``) for files about to arrive, or refuse (413).
+
+    Concurrent requests are then decided in the order they came, whole: the ones
+    that fit go on, the next is refused before anything is read, instead of all of
+    them starving each other halfway. The pool is a row without bytes
+    (``uploading``: the pruner takes it if its process dies); its files draw on
+    it (``Writer(pool=...)``), ``release`` gives back what they did not use."""
+    if size <= 0 or settings.POTAFLOW_FILE_QUOTA_BYTES <= 0:
+        return None
+    pool = start_file(organization_id=organization_id, origin=FileOrigin.UPLOAD, name="(reserved for an upload)",
+                      content_type="")  # fmt: skip
+    try:
+        reserve(pool, size)
+    except BaseException:
+        delete_rows([pool])
+        raise
+    return pool
+
+
+def _draw(pool: RunFile, row: RunFile, wanted: int) -> None:
+    """Move up to ``wanted`` reserved bytes from ``pool`` to ``row`` (the organization's total is unchanged)."""
+    moved = min(wanted, pool.size)
+    if moved <= 0:
+        return
+    with transaction.atomic():
+        RunFile.objects.filter(pk=pool.pk).update(size=F("size") - moved)
+        RunFile.objects.filter(pk=row.pk).update(size=F("size") + moved)
+    pool.size -= moved
+    row.size += moved
+
+
+def release(pool: RunFile | None) -> None:
+    """Give back what a request reserved and its files did not use."""
+    if pool is not None:
+        RunFile.objects.filter(pk=pool.pk).delete()  # no bytes were ever written at its key
+
+
 class Writer:
     """Streams one file's bytes to storage, counting and hashing them, within a byte limit."""
 
-    def __init__(self, row: RunFile, *, limit: int, setting: str) -> None:
+    def __init__(self, row: RunFile, *, limit: int, setting: str, pool: RunFile | None = None) -> None:
         self.row = row
         self.limit = limit
         self.setting = setting
+        self.pool = pool
         self.size = 0
         self.digest = hashlib.sha256()
         self.stream: IO[bytes] | None = storage.open_for_writing(row.key)
@@ -122,17 +210,26 @@ class Writer:
             raise FileRefused(
                 f"File too large: {self.row.name!r} is over {self.limit} bytes, the limit ({self.setting})."
             )
+        if self.size > self.row.size and self.pool is not None:  # from its request's reservation first
+            _draw(self.pool, self.row, min(max(self.size, self.row.size + RESERVE_STEP), self.limit) - self.row.size)
+        if self.size > self.row.size:  # past its reservation: reserve a step more (or just enough) first
+            try:
+                reserve(self.row, min(max(self.size, self.row.size + RESERVE_STEP), self.limit))
+            except FileRefused:
+                reserve(self.row, self.size)
         self.digest.update(chunk)
         assert self.stream is not None  # noqa: S101 - written after finish() is a programming error
         self.stream.write(chunk)
 
-    def finish(self) -> RunFile:
-        """Close the stream and mark the row ready (its size and sha256)."""
+    def finish(self, *, ready: bool = True) -> RunFile:
+        """Close the stream, record its size (what it reserved beyond is released) and sha256, and mark
+        the row ready; ``ready=False`` for an upload, which becomes ready when ``attach`` gives it its run
+        (until then the pruner treats it as a write in progress, never as a detached file)."""
         self._close()
         self.row.size = self.size
         self.row.sha256 = self.digest.hexdigest()
-        self.row.state = FileState.READY
-        RunFile.objects.filter(pk=self.row.pk).update(size=self.size, sha256=self.row.sha256, state=FileState.READY)
+        self.row.state = FileState.READY if ready else FileState.UPLOADING
+        RunFile.objects.filter(pk=self.row.pk).update(size=self.size, sha256=self.row.sha256, state=self.row.state)
         return self.row
 
     def discard(self) -> None:
@@ -169,8 +266,7 @@ def write_file(
     writer = Writer(row, limit=limit, setting=setting)
     try:
         for chunk in chunks:
-            writer.write(chunk)
-        check_quota(organization_id, writer.size)
+            writer.write(chunk)  # reserves its bytes against the quota as they come
         return writer.finish()
     except BaseException:
         writer.discard()
@@ -178,8 +274,11 @@ def write_file(
 
 
 def attach(rows: Iterable[RunFile], run: Run) -> None:
-    """The uploaded files belong to ``run`` from now on (in the transaction that records it)."""
-    RunFile.objects.filter(pk__in=[row.pk for row in rows]).update(run=run)
+    """The uploaded files belong to ``run`` and are ready from now on (in the transaction that records it)."""
+    rows = list(rows)
+    RunFile.objects.filter(pk__in=[row.pk for row in rows]).update(run=run, state=FileState.READY)
+    for row in rows:
+        row.run, row.state = run, FileState.READY
 
 
 # -- reading -------------------------------------------------------------------
@@ -260,8 +359,14 @@ def store_copy(source: RunFile, key: str) -> str:
     """Copy ``source`` to ``key`` as a kept file (a repeat overwrites the same key); its location."""
     organization_id = source.organization_id
     assert organization_id is not None  # noqa: S101 - find() only returns an organization's files
-    check_quota(organization_id, source.size)
+    quota = settings.POTAFLOW_FILE_QUOTA_BYTES
     with transaction.atomic():
+        if quota > 0:  # the copy's bytes are reserved with its row, under the organization's quota lock
+            _lock_quota(organization_id)
+            replaced = RunFile.objects.filter(key=key).aggregate(total=Sum("size"))["total"] or 0
+            used = used_bytes(organization_id) - replaced
+            if used + source.size > quota:
+                raise _over_quota(used, source.size, quota)
         # One row per kept key: a repeat (a retry, the same path again) replaces it.
         RunFile.objects.filter(key=key).delete()
         RunFile.objects.create(
@@ -271,6 +376,7 @@ def store_copy(source: RunFile, key: str) -> str:
             name=source.name,
             content_type=source.content_type,
             key=key,
+            size=source.size,
         )
     digest = hashlib.sha256()
     size = 0

@@ -3,13 +3,17 @@
 Keys are made up here, never from a name a sender chose: an upload or a
 step's file is ``org-<id>/files/<uuid>``; a file ``file.store`` keeps is
 ``org-<id>/stored/<path>``, its path cleaned by ``stored_key`` (relative, no
-``..``, no empty or dot segments, printable characters only).
+``..``, no empty or dot segments, printable characters only, NFKC-normalized
+first so no look-alike becomes a separator or a dot later; at most
+``MAX_STORED_PATH`` bytes of UTF-8 and ``MAX_SEGMENT`` per segment, what S3 keys
+and local file names both hold).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import unicodedata
 import uuid
 from typing import IO, Any, cast
 
@@ -17,7 +21,8 @@ from django.conf import settings
 from django.core.files.storage import Storage, storages
 
 ALIAS = "potaflow_files"
-MAX_STORED_PATH = 512
+MAX_STORED_PATH = 512  # bytes of UTF-8: with the storage's prefix, well under S3's 1024-byte keys
+MAX_SEGMENT = 255  # bytes of UTF-8: the longest file name local disks take
 _UNSAFE = re.compile(r"[^\w.\- ]", re.UNICODE)
 
 
@@ -40,18 +45,20 @@ def upload_key(organization_id: int, file_id: uuid.UUID | str) -> str:
 def stored_key(organization_id: int, path: str) -> str:
     """``org-<id>/stored/<path>`` for a path a template rendered (untrusted)."""
     parts = []
-    for raw in path.replace("\\", "/").split("/"):
+    for raw in unicodedata.normalize("NFKC", path).replace("\\", "/").split("/"):
         segment = _UNSAFE.sub("_", "".join(ch for ch in raw if ch.isprintable())).strip(" ")
         if segment in ("", "."):
             continue
         if segment == "..":
             raise StoredPathInvalid(f"{path!r} climbs out of its folder ('..' is not allowed)")
+        if len(segment.encode()) > MAX_SEGMENT:
+            raise StoredPathInvalid(f"a folder or file name of the path is longer than {MAX_SEGMENT} bytes")
         parts.append(segment)
     cleaned = "/".join(parts)
     if not cleaned:
         raise StoredPathInvalid(f"{path!r} names no file")
-    if len(cleaned) > MAX_STORED_PATH:
-        raise StoredPathInvalid(f"the path is longer than {MAX_STORED_PATH} characters")
+    if len(cleaned.encode()) > MAX_STORED_PATH:
+        raise StoredPathInvalid(f"the path is longer than {MAX_STORED_PATH} bytes (UTF-8)")
     return f"org-{organization_id}/stored/{cleaned}"
 
 

@@ -26,6 +26,7 @@ import functools
 from io import BytesIO
 from typing import cast
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import HttpRequest
@@ -157,3 +158,28 @@ def _read_unsized(request: HttpRequest, limit: int, transfer_encoding: str) -> b
     request._stream = BytesIO(body)
     request.META["CONTENT_LENGTH"] = str(len(body))
     return body
+
+
+def largest_webhook_request() -> tuple[int, str]:
+    """The most a webhook request may carry, files included, and the setting that says so.
+
+    The web server's front (``potaflow.web_worker``) refuses a larger body before any thread
+    reads it; the view then applies the limit of what the request is (a body within
+    ``POTAFLOW_WEBHOOK_MAX_BYTES``, files within the ``POTAFLOW_UPLOAD_*`` limits).
+    """
+    upload, webhook = settings.POTAFLOW_UPLOAD_REQUEST_MAX_BYTES, settings.POTAFLOW_WEBHOOK_MAX_BYTES
+    return (
+        (upload, "POTAFLOW_UPLOAD_REQUEST_MAX_BYTES") if upload > webhook else (webhook, "POTAFLOW_WEBHOOK_MAX_BYTES")
+    )
+
+
+def body_deadline(content_length: int | None, *, webhook: bool) -> tuple[float, str]:
+    """Seconds a client has to send a request body once its headers are in, and the setting.
+
+    A webhook's body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a file upload and gets
+    ``POTAFLOW_UPLOAD_BODY_TIMEOUT``; every other body (chunked ones too)
+    ``POTAFLOW_WEB_BODY_TIMEOUT``. The web server's front and the webhook view both ask here.
+    """
+    if webhook and content_length is not None and content_length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        return float(settings.POTAFLOW_UPLOAD_BODY_TIMEOUT), "POTAFLOW_UPLOAD_BODY_TIMEOUT"
+    return float(settings.POTAFLOW_WEB_BODY_TIMEOUT), "POTAFLOW_WEB_BODY_TIMEOUT"

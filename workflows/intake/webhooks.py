@@ -13,9 +13,10 @@ parser) -> 202 ``{"run_id": ...}`` once the run is committed.
 
 Files (``workflows.files``): a ``multipart/form-data`` request's files, and
 the whole body when the workflow keeps binary bodies as files
-(``webhook_body_as_file``), are streamed to the file storage as they arrive
-(``files.uploads``), after the request's size and the organization's quota
-were checked from ``Content-Length`` (413 naming the setting); the run's
+(``webhook_body_as_file``), are streamed to the file storage a chunk at a time
+(``files.uploads``; the web server's front received the body whole first),
+after the request's size and the organization's quota were checked from
+``Content-Length`` (413 naming the setting); the run's
 payload holds ``files.<field>`` references. A refused or failed request
 keeps none of its files; a repeated one keeps the first delivery's. A signed
 workflow's body is read whole first (its signature needs it), within the
@@ -47,6 +48,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from core import redaction
+from core.request_body import body_expired
 from integrations import storable
 
 from .. import samples
@@ -89,10 +91,9 @@ def hook(request: HttpRequest, token: str) -> JsonResponse:
     uploads = None
     if _is_multipart(request) or _body_is_a_file(request, workflow):
         try:
-            file_uploads.check_declared(request, workflow.organization_id)
+            uploads = file_uploads.install(request, workflow.organization_id)  # Content-Length checked, reserved
         except FileRefused as exc:
             return _error(exc.status, exc.message)
-        uploads = file_uploads.install(request, workflow.organization_id)
     try:
         return _accept(request, workflow, version, uploads)
     except BaseException:
@@ -116,6 +117,8 @@ def _accept(
             body = intake.read_body(request, settings.POTAFLOW_WEBHOOK_MAX_BYTES)
         except intake.IntakeRefused as exc:
             return _refuse(uploads, exc.status, exc.message)
+        if body_expired(request.META):
+            return _refuse(uploads, 408, _expired_message(request))
 
     signed_key = None
     if workflow.webhook_secret:
@@ -141,6 +144,11 @@ def _accept(
         return _refuse(uploads, 400, str(exc))
     except OSError as exc:  # the file storage failed mid-upload (disk full, S3 unreachable)
         return _refuse(uploads, 503, f"The file storage could not take the upload: {exc}. Retry later.")
+    if body_expired(request.META):  # the body was cut at its deadline: what arrived is not the event
+        return _refuse(uploads, 408, _expired_message(request))
+    if uploads is not None and uploads.interrupted is not None:
+        cut = f"The body ended in the middle of file {uploads.interrupted!r} (before its closing boundary"
+        return _refuse(uploads, 400, f"{cut}, or before its Content-Length): nothing was kept.")
 
     key = signed_key or request.headers.get("Idempotency-Key") or request.headers.get("webhook-id") or None
     if key and len(key) > MAX_IDEMPOTENCY_KEY:
@@ -177,6 +185,7 @@ def _accept(
             )
             if created and uploads is not None:
                 file_services.attach(uploads.rows(), run)
+                uploads.release()
     except PayloadInvalid as exc:
         return _refuse(uploads, 400, f"The request cannot be stored: {exc.message}")
     if not created:
@@ -184,6 +193,12 @@ def _accept(
             uploads.discard()  # the event was accepted before, with its own files
         return JsonResponse({"run_id": str(run.pk), "duplicate": True}, status=200)
     return JsonResponse({"run_id": str(run.pk)}, status=202)
+
+
+def _expired_message(request: HttpRequest) -> str:
+    length = request.META.get("CONTENT_LENGTH")
+    limit, setting = intake.body_deadline(int(length) if length else None, webhook=True)
+    return f"Request body not received within {limit:g} seconds ({setting}): nothing was kept."
 
 
 def _refuse(uploads: file_uploads.StorageUploadHandler | None, status: int, detail: str) -> JsonResponse:

@@ -21,8 +21,9 @@ reports rows + baseline. The cost is a few aggregates over the run and
 attempt tables per scrape, bounded by retention.
 
 **The web process, counted where it happens** — what leaves no row:
-``potaflow_events_rejected_total{reason}`` (a refused webhook creates no run)
-and ``potaflow_webhook_intake_seconds``. These use prometheus_client's
+``potaflow_events_rejected_total{reason}`` (a refused webhook creates no run),
+``potaflow_webhook_intake_seconds`` and ``potaflow_database_unavailable_total{kind}``
+(requests answered 503 while the database did not answer). These use prometheus_client's
 multiprocess mode under gunicorn (``PROMETHEUS_MULTIPROC_DIR``, see
 ``gunicorn.conf.py``) so every gunicorn worker's counts add up in
 whichever worker answers the scrape; they are per host (sum them over
@@ -107,6 +108,16 @@ WEBHOOK_INTAKE = Histogram(
 )
 for _reason in REJECTION_REASONS:
     EVENTS_REJECTED.labels(reason=_reason)  # every series exists from the start, at 0
+# Counted by potaflow.database_errors, which answers them 503 with Retry-After (never a 500).
+REQUEST_KINDS = ("webhook", "api", "page")
+DATABASE_UNAVAILABLE = Counter(
+    "potaflow_database_unavailable_total",
+    "Requests answered 503 (Retry-After) because the database did not answer, by kind (webhook, api, page).",
+    ["kind"],
+    registry=None,
+)
+for _kind in REQUEST_KINDS:
+    DATABASE_UNAVAILABLE.labels(kind=_kind)
 
 
 def multiprocess_dir() -> str | None:
@@ -466,6 +477,7 @@ class _InProcessCollector:
     def collect(self) -> Iterator[Metric]:
         yield from EVENTS_REJECTED.collect()
         yield from WEBHOOK_INTAKE.collect()
+        yield from DATABASE_UNAVAILABLE.collect()
 
 
 def scrape_registry() -> CollectorRegistry:

@@ -38,10 +38,11 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from ..files import services as file_services
-from ..models import Run, RunFile, RunStatus, StepAttempt, StepRun, WorkflowVersion
+from ..models import Run, RunFile, RunStatus, StepAttempt, StepRun, TestRun, WorkflowVersion
 from .insights import prune_rollups
 
 logger = logging.getLogger(__name__)
+TEST_RUN_RETENTION = timedelta(days=1)
 
 VERSION_GRACE = timedelta(hours=1)
 
@@ -157,6 +158,8 @@ def prune(
                 break
             _, deleted = WorkflowVersion.objects.filter(pk__in=ids).delete()
         report.versions += deleted.get(WorkflowVersion._meta.label, 0)
+    # Test runs (workflows.dry_run results) are read right after they finish: a day is plenty.
+    TestRun.objects.filter(created_at__lt=now - TEST_RUN_RETENTION).delete()
     # The deleted runs' files (detached by the deletion) and uploads abandoned mid-write: bytes, then rows.
     while deleted_files := file_services.prune_files(limit=batch_size, now=now):
         report.files += deleted_files

@@ -1,13 +1,15 @@
 """Services behind the builder: replay with the current version, test runs (dry_run), version history."""
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from integrations.services import credential_create
 from testing.network import Reply
 from workflows import dry_run, versions
-from workflows.models import Run, RunStatus, StepRun, StepRunStatus, TriggerType
+from workflows.models import Run, RunStatus, StepRun, StepRunStatus, TestRun, TriggerType
 from workflows.services import WorkflowInvalid, run_accept, run_replay, workflow_create, workflow_update
 
 pytestmark = pytest.mark.django_db
@@ -159,7 +161,10 @@ def test_dry_run_of_unsaved_steps_validates_them_like_a_save(org):
     assert result["steps"][2]["would_send"]["url"] == "https://a.b/c"
 
 
-def test_test_endpoint_needs_the_editor_role_and_hides_other_organizations(org, editor, viewer, outsider):
+@pytest.mark.slow
+def test_test_endpoint_needs_the_editor_role_and_hides_other_organizations(
+    celery_worker, org, editor, viewer, outsider
+):
     from rest_framework.test import APIClient
 
     wf = workflow_create(organization=org, name="W", steps=http_steps("https://crm.example.com/c"))
@@ -170,9 +175,14 @@ def test_test_endpoint_needs_the_editor_role_and_hides_other_organizations(org, 
     client.force_authenticate(viewer)
     assert client.post(f"/api/workflows/{wf.pk}/test/", body, format="json").status_code == 403
     client.force_authenticate(editor)
-    response = client.post(f"/api/workflows/{wf.pk}/test/", body, format="json")
+    response = client.post(f"/api/workflows/{wf.pk}/test/", body, format="json")  # run by the worker
     assert response.status_code == 200
     assert response.json()["steps"][2]["would_send"]["url"] == "https://crm.example.com/c"
+    client.force_authenticate(outsider)  # another organization's test result is a 404 too
+    test = TestRun.objects.get(workflow=wf)
+    assert client.get(f"/api/workflows/{wf.pk}/test/{test.pk}/").status_code == 404
+    client.force_authenticate(editor)
+    assert client.get(f"/api/workflows/{wf.pk}/test/{test.pk}/").json() == response.json()
     bad = {**body, "steps": http_steps("ftp://x")}
     response = client.post(f"/api/workflows/{wf.pk}/test/", bad, format="json")
     assert response.status_code == 400 and "steps[2].config.url" in response.json()["errors"]
@@ -214,3 +224,32 @@ def test_version_history_lists_every_stored_version_with_its_runs_and_restores_o
     assert wf.steps.get(key="notify").config["url"] == "https://one.example.com/"
     with pytest.raises(WorkflowInvalid):
         versions.version_restore(workflow=wf, number=99)  # never stored
+
+
+def test_template_checks_and_test_runs_are_throttled_per_user_naming_the_setting(editor, settings):
+    from rest_framework.test import APIClient
+
+    settings.POTAFLOW_TEMPLATE_CHECK_RATE = "2/min"
+    settings.POTAFLOW_TEST_RUN_RATE = "0/min"  # refused before any worker is asked
+    client = APIClient()
+    client.force_authenticate(editor)
+    answers = [client.post("/api/templates/check/", {"template": "{{ 1 }}"}, format="json") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert "POTAFLOW_TEMPLATE_CHECK_RATE" in answers[2].json()["detail"] and answers[2]["Retry-After"]
+    wf = workflow_create(organization=editor.memberships.first().organization, name="W", steps=[])
+    refused = client.post(f"/api/workflows/{wf.pk}/test/", {"payload": {}}, format="json")
+    assert refused.status_code == 429 and "POTAFLOW_TEST_RUN_RATE" in refused.json()["detail"]
+    assert not TestRun.objects.exists()
+
+
+def test_an_organization_has_at_most_its_concurrent_test_runs(org, editor, settings):
+    from workflows.services import TestRunLimited, test_run_start
+
+    settings.POTAFLOW_TEST_RUN_MAX_CONCURRENT = 2
+    wf = workflow_create(organization=org, name="W", steps=[])
+    for _ in range(2):
+        test_run_start(workflow=wf, user=editor, payload={})  # queued: no worker in this test
+    with pytest.raises(TestRunLimited, match="POTAFLOW_TEST_RUN_MAX_CONCURRENT"):
+        test_run_start(workflow=wf, user=editor, payload={})
+    TestRun.objects.update(created_at=timezone.now() - timedelta(hours=1))  # lost: no longer counted
+    test_run_start(workflow=wf, user=editor, payload={})

@@ -6,6 +6,7 @@ figures through gunicorn with several web processes and a real worker are in
 """
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from celery import current_app
@@ -19,6 +20,7 @@ from workflows.models import AttemptOutcome, MetricBaseline, Run, RunStatus, Ste
 from workflows.services import run_accept, workflow_create, workflow_current_version, workflow_delete
 
 REASONS = ("signature", "size", "rate", "inactive", "invalid")
+BASE_DIR = Path(__file__).resolve().parents[2]
 STEPS = [{"key": "t", "action_type": "transform", "config": {"value": "{{ trigger.body }}"}}]
 FAMILIES = {
     "potaflow_events_accepted": "counter",
@@ -84,9 +86,29 @@ def test_with_a_token_a_scrape_needs_the_bearer_token(db, settings):
     assert b"potaflow_runs_finished_total" in ok.content
 
 
-def test_without_a_token_the_endpoint_is_open(db, settings):
+def test_without_a_token_the_endpoint_is_open_only_where_allowed(db, settings):
     settings.POTAFLOW_METRICS_TOKEN = ""
+    settings.POTAFLOW_METRICS_ALLOW_OPEN = True  # its default with DEBUG on (development)
     assert Client().get("/metrics").status_code == 200
+    # Production (DEBUG off: the default is false) without a token: closed, saying how to open it.
+    settings.POTAFLOW_METRICS_ALLOW_OPEN = False
+    refused = Client().get("/metrics")
+    assert refused.status_code == 403
+    assert b"POTAFLOW_METRICS_TOKEN" in refused.content and b"POTAFLOW_METRICS_ALLOW_OPEN" in refused.content
+    assert b"potaflow_" not in refused.content.replace(b"POTAFLOW_", b"")
+
+
+def test_the_allow_open_default_follows_debug(tmp_path):
+    import subprocess  # noqa: PLC0415 - only this test starts a fresh interpreter for the settings
+    import sys  # noqa: PLC0415 - the same interpreter as the tests
+
+    code = "from django.conf import settings; print(settings.POTAFLOW_METRICS_ALLOW_OPEN)"
+    for debug, expected in (("true", "True"), ("false", "False")):
+        env = {"DEBUG": debug, "SECRET_KEY": "x" * 50, "POTAFLOW_VAR_DIR": str(tmp_path), "PATH": "/usr/bin:/bin",
+               "DJANGO_SETTINGS_MODULE": "potaflow.settings"}  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", "import django; django.setup(); " + code], env=env, cwd=BASE_DIR,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        assert out.stdout.strip() == expected
 
 
 def make_run(wf, status, *, trigger="manual", dead=False, created_ago=0.0, duration=None) -> Run:

@@ -48,7 +48,7 @@ def test_nested_loops_stop_at_the_iteration_limit():
 
 def test_recursion_without_loops_stops_at_the_cpu_budget(settings):
     settings.POTAFLOW_TEMPLATE_CPU_SECONDS = 0.3
-    bomb = "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}"
+    bomb = "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(25) }}"
     message = render(bomb)
     assert "CPU" in message and "POTAFLOW_TEMPLATE_CPU_SECONDS" in message
 
@@ -95,3 +95,126 @@ def test_each_render_gets_a_fresh_budget(settings):
         pass
     assert templating.render_string("{{ 1 + 2 }}", CONTEXT) == 3
     assert templating.render_value({"v": "{% for i in range(2) %}{{ i }}{% endfor %}"}, CONTEXT) == {"v": "01"}
+
+
+# -- every filter has a budget (issue 18) ------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(templating._env.filters))
+def test_every_filter_of_the_sandbox_has_a_budget_entry_and_runs_budgeted(name):
+    """A filter added to the sandbox (a Jinja upgrade, a new one of ours) fails here until it has a budget."""
+    assert name in templating.FILTER_BUDGETS, f"{name!r}: add it to FILTER_BUDGETS with what bounds it"
+    func = templating._env.filters[name]
+    assert getattr(func, "potaflow_budgeted", False) or name == templating._COUNTED_ITER_FILTER
+
+
+# One bomb per filter that can grow a string or a structure beyond its input: each must end on its limit,
+# before building (a pre-check) or right after (charged), within the CPU budget.
+GROWTH_BOMBS = {
+    "batch": "{{ [1] | batch(999999999, 'x') | list | length }}",
+    "center": "{{ 'a' | center(99999) }}",
+    "e": "{{ ('&' * 999999) | e | length }}",
+    "escape": "{{ ('<' * 999999) | escape | length }}",
+    "forceescape": "{{ ('&' * 999999) | forceescape | forceescape | length }}",
+    "format": "{{ ('%9999s' * 200) | format(*(['a'] * 200)) | length }}",
+    "indent": "{{ ('\n' * 500000) | indent(9999) | length }}",
+    "join": "{{ (['x' * 1000] * 1001) | join(',') | length }}",
+    "list": "{% set a = ['x' * 1000] %}" + "{% set a = [a, a] %}" * 30 + "{{ a | list | string | length }}",
+    "lower": "{{ ('İ' * 999999) | lower | length }}",
+    "pprint": "{% set a = ['x' * 1000] %}" + "{% set a = [a, a] %}" * 30 + "{{ a | pprint | length }}",
+    "replace": "{{ ('x' * 100000) | replace('x', 'yyyyyyyyyyyyyyyyyyyy') }}",
+    "slice": "{{ [1] | slice(99999999) | list | length }}",
+    "string": "{% set a = ['x' * 1000] %}" + "{% set a = [a, a] %}" * 30 + "{{ a | string | length }}",
+    "sum": "{{ ([['x'] * 1000] * 1001) | sum(start=[]) | length }}",
+    "title": "{{ ('ß ' * 499999) | title | length }}",
+    "tojson": "{{ ('<' * 999999) | tojson | tojson | length }}",
+    "upper": "{{ ('ß' * 999999) | upper | length }}",
+    "urlencode": "{{ ('é' * 999999) | urlencode | length }}",
+    "urlize": "{{ ('a.co ' * 199999) | urlize | length }}",
+    "wordwrap": "{{ ('a' * 999999) | wordwrap(1, wrapstring='xxxxxxxxxx') | length }}",
+    "xmlattr": "{{ {'a': '\"' * 999999} | xmlattr | length }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GROWTH_BOMBS))
+def test_a_filter_that_grows_its_input_ends_on_its_limit(name):
+    assert name in templating.FILTER_BUDGETS
+    message = render(GROWTH_BOMBS[name])
+    assert "POTAFLOW_TEMPLATE_MAX_CHARS" in message or "widths above" in message, message
+
+
+def test_every_filter_with_a_check_before_building_has_a_bomb():
+    assert set(templating.PRECHECKS) - set(GROWTH_BOMBS) == set()
+
+
+def test_str_methods_and_output_are_measured_too():
+    assert "widths above" in render("{{ 'a'.ljust(999999999) }}")
+    assert "widths above" in render("{{ 'a'.zfill(999999999) }}")
+    assert "MAX_CHARS" in render("{{ ('\t' * 999999).expandtabs(9999) | length }}")
+    assert "MAX_CHARS" in render("{{ ','.join(['x' * 1000] * 1001) | length }}")
+    assert "MAX_CHARS" in render("{{ ('{:>9999}' * 200).format(*(['a'] * 200)) | length }}")
+    assert "MAX_CHARS" in render("{{ ('%9999s' * 200) % (('a',) * 200) }}")
+    shared = "{% set a = ['x' * 1000] %}" + "{% set a = [a, a] %}" * 30
+    assert "MAX_CHARS" in render(shared + "{{ a }}")  # str() of a structure sharing itself 2**30 times
+    assert "MAX_CHARS" in render(shared + "{{ a }} ")
+    assert "MAX_CHARS" in render(shared + "{{ (a ~ '') | length }}")
+
+
+def test_a_lookup_passes_a_large_stored_value_whole_and_anything_built_on_it_is_still_measured():
+    # A 5 MB CSV's parsed rows (issue 23) are read by the next step's "{{ steps.parse.output.rows }}": the
+    # template builds nothing, the rows were bounded by file.parse's own limits when they were stored.
+    rows = [[str(i), "lorem ipsum dolor " * 10] for i in range(20_000)]  # ~4.5 million characters as JSON
+    context = {**CONTEXT, "steps": {"parse": {"output": {"rows": rows}}}}
+    for lookup in ("{{ steps.parse.output.rows }}", "{{ steps['parse'].output['rows'] }}"):
+        assert templating.render_value({"rows": lookup}, context) == {"rows": rows}
+    for built in ("{{ steps.parse.output.rows | list }}", "{{ [steps.parse.output.rows] }}",
+                  "{{ steps.parse.output.rows[:] }}", "{{ (steps.parse.output.rows, 1)[0] }}"):  # fmt: skip
+        with pytest.raises(templating.TemplateError, match="POTAFLOW_TEMPLATE_MAX_CHARS"):
+            templating.render_value({"rows": built}, context)
+    context["steps"]["parse"]["output"]["text"] = "x" * 1_000_001  # a string result is held to the limit still
+    with pytest.raises(templating.TemplateError, match="POTAFLOW_TEMPLATE_MAX_CHARS"):
+        templating.render_value({"text": "{{ steps.parse.output.text }}"}, context)
+
+
+def test_the_cpu_budget_ends_a_render_inside_one_long_filter_in_about_the_budget(settings):
+    settings.POTAFLOW_TEMPLATE_CPU_SECONDS = 0.3
+    started = time.thread_time()
+    message = render("{% for i in range(99999) %}{{ range(99999) | map('string') | join | length }}{% endfor %}")
+    assert "POTAFLOW_TEMPLATE_CPU_SECONDS" in message
+    assert time.thread_time() - started < 0.3 + 0.3
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ " + "(" * 100 + "1" + ")" * 100 + " }}",
+        "{{ " + "[" * 100 + "]" * 100 + " }}",
+        "{{ " + "- " * 400 + "1 }}",
+        "{{ 1" + "|abs" * 400 + " }}",
+        "x{{ " + "(" * 100 + "1" + ")" * 100 + " }}",
+    ],
+)
+def test_deep_nesting_is_refused_naming_the_limit_not_a_recursion_error(source):
+    with pytest.raises(templating.TemplateError, match="POTAFLOW_TEMPLATE_MAX_NESTING"):
+        templating.check_template(source, earlier_steps=[])
+    assert "POTAFLOW_TEMPLATE_MAX_NESTING" in render(source)
+
+
+def test_a_long_filter_chain_is_not_nesting():
+    templating.check_template("{{ 'a'" + " | upper" * 60 + " }}", earlier_steps=[])
+
+
+def test_template_source_is_capped(settings):
+    settings.POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS = 1000
+    with pytest.raises(templating.TemplateError, match="POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS"):
+        templating.check_template("{{ trigger.body }}" + "x" * 1000, earlier_steps=[])
+    assert "POTAFLOW_TEMPLATE_MAX_SOURCE_CHARS" in render("{{ trigger.body }}" + "x" * 1000)
+
+
+def test_checking_a_definition_s_templates_has_a_cpu_budget(settings):
+    settings.POTAFLOW_TEMPLATE_CPU_SECONDS = 0.05
+    heavy = ("{{ 1+2*3-4 }}" * 3000)[:32000]
+    started = time.thread_time()
+    with pytest.raises(templating.TemplateError, match="POTAFLOW_TEMPLATE_CPU_SECONDS"):
+        with templating.check_budget():
+            for _ in range(20):
+                templating.check_template(heavy, earlier_steps=[])
+    assert time.thread_time() - started < 0.05 + 0.5

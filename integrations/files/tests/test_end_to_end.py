@@ -2,6 +2,7 @@
 web server (gunicorn), the real Celery worker runs every step against the local peers, on local
 disk and on S3 (moto). And a web process killed mid-upload leaves nothing once the pruner passed."""
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -11,6 +12,7 @@ import subprocess
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.services import credential_create
@@ -26,9 +28,9 @@ from testing.network import (
 )
 from testing.web import start_web
 from testing.worker import wait_for, wait_for_run
-from workflows.models import FileState, Run, RunFile, TriggerType
+from workflows.models import FileState, Run, RunFile, RunTrigger, TriggerType
 from workflows.ops import retention
-from workflows.services import workflow_create
+from workflows.services import run_accept, workflow_create
 
 pytestmark = pytest.mark.slow
 SHEET = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
@@ -171,32 +173,49 @@ def test_http_downloads_a_file_and_a_later_step_uploads_it_byte_identical(stack,
     assert RunFile.objects.get(pk=ref["id"]).run_id == run.pk  # a file of the run: deleted with it
 
 
+class _RolledBack(Exception):
+    pass
+
+
 def test_a_web_process_killed_mid_upload_leaves_no_orphan_after_the_pruner(file_storage, file_storage_env,
                                                                           organization, transactional_db):  # fmt: skip
+    """Killed at the two moments an upload can be in: still arriving (the web server's front holds it, nothing
+    is written yet) and being written by the application (its rows 'uploading', its bytes in the storage)."""
     wf = workflow_create(organization=organization, name="Killed", trigger_type=TriggerType.WEBHOOK)
     server = start_web(file_storage_env)
     boundary = "b0undary"
+    size = 8 * 1024 * 1024
     head = (f'--{boundary}\r\nContent-Disposition: form-data; name="upload"; filename="big.bin"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n").encode()  # fmt: skip
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    request = (f"POST /hooks/{wf.webhook_token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               f"Content-Type: multipart/form-data; boundary={boundary}\r\nIdempotency-Key: killed\r\n"
+               f"Content-Length: {len(head) + size + len(tail)}\r\n\r\n").encode()  # fmt: skip
+    arriving = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    written = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     try:
-        sock.sendall(
-            f"POST /hooks/{wf.webhook_token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-            f"Content-Length: {8 * 1024 * 1024}\r\n\r\n".encode()
-            + head
-            + b"x" * (1024 * 1024)
-        )  # fmt: skip
-        row = wait_for(lambda: RunFile.objects.filter(state=FileState.UPLOADING).first(), timeout=30,
-                       message="the upload's row")  # fmt: skip
-        if file_storage.kind == "local":
-            wait_for(lambda: file_storage.objects(), timeout=30, message="the first bytes on disk")
-        server.kill()
+        arriving.sendall(request + head + b"a" * (1024 * 1024))  # 1 of its 8 MiB: the front holds it
+        with contextlib.suppress(_RolledBack), transaction.atomic():
+            # The second request is written whole by the application, whose run's INSERT then waits on this
+            # uncommitted run with its idempotency key (rolled back at the end: the application's would go on).
+            run_accept(workflow=wf, trigger=RunTrigger.WEBHOOK, payload={}, idempotency_key="killed")
+            written.sendall(request + head + b"x" * size + tail)
+            row = wait_for(lambda: RunFile.objects.filter(state=FileState.UPLOADING, size=size).exclude(sha256="")
+                           .first(), timeout=30, message="the upload written whole, its run not committed")  # fmt: skip
+            if file_storage.kind == "local":
+                assert len(file_storage.objects()) == 1
+            server.kill()
+            raise _RolledBack
     finally:
-        sock.close()
+        arriving.close()
+        written.close()
         server.stop()
     assert not Run.objects.exists()
-    assert RunFile.objects.filter(pk=row.pk, state=FileState.UPLOADING).exists()
+    # Only the request that reached the application left anything: its file and its reservation, 'uploading'.
+    assert set(RunFile.objects.values_list("state", flat=True)) == {FileState.UPLOADING}
+    assert RunFile.objects.filter(pk=row.pk).exists() and RunFile.objects.exclude(name="big.bin").count() <= 1
+    retention.prune()  # within the grace: a write in progress (its process may be alive) is left alone
+    assert RunFile.objects.filter(pk=row.pk).exists()
     retention.prune(now=timezone.now() + timedelta(hours=2))  # the pruner's next pass, past the grace
     assert not RunFile.objects.exists()
     assert file_storage.objects() == {} and file_storage.open_multipart_uploads() == []

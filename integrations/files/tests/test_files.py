@@ -3,6 +3,7 @@ named with their settings, tenants, paths that try to climb out."""
 
 import hashlib
 import json
+import time
 
 import pytest
 
@@ -96,3 +97,32 @@ def test_store_refuses_a_path_that_climbs_out_or_names_nothing(file_storage, org
     with pytest.raises(PermanentError, match="config.path"):
         store.run({"file": ref, "path": path}, file_ctx(organization))
     assert list(file_storage.objects()) == [f"org-{organization.pk}/files/{ref['id']}"]
+
+
+# -- review: hostile CSV and paths ------------------------------------------------------
+def test_a_hostile_csv_sample_is_read_in_linear_time(file_storage, organization):
+    """csv.Sniffer's regular expressions took about 75 s of a worker on this 64 KiB sample."""
+    ref = stored_file(organization, "evil.csv", b',"' * 32_000 + b"\n1,2\n")
+    started = time.monotonic()
+    with pytest.raises(PermanentError):  # unbalanced quotes: unreadable, said so
+        parse.run({"file": ref, "format": "csv"}, file_ctx(organization))
+    assert time.monotonic() - started < 5
+
+
+def test_the_column_bound_holds_for_a_csv_with_a_header(file_storage, organization, settings):
+    settings.POTAFLOW_PARSE_MAX_COLUMNS = 10
+    ref = stored_file(organization, "wide.csv", b"name,email\n" + b"Ada,a@x" + b"," * 500 + b"\n")
+    with pytest.raises(PermanentError, match="row 2 has 502 columns.*POTAFLOW_PARSE_MAX_COLUMNS"):
+        parse.run({"file": ref, "format": "csv", "header": True}, file_ctx(organization))
+
+
+@pytest.mark.parametrize(
+    "path, problem",
+    [("a" * 256 + "/x.csv", "longer than 255 bytes"), (("é" * 100 + "/") * 3, "longer than 512 bytes"),
+     ("reports/\u2025/x.csv", "climbs out")],  # U+2025 is ".." once normalized (NFKC)
+)  # fmt: skip
+def test_store_refuses_a_path_a_disk_or_a_bucket_could_not_take(file_storage, organization, path, problem):
+    ref = stored_file(organization, "a.csv", b"a")
+    with pytest.raises(PermanentError, match=problem):
+        store.run({"file": ref, "path": path}, file_ctx(organization))
+    assert RunFile.objects.count() == 1

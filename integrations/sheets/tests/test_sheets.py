@@ -211,3 +211,12 @@ def test_rows_from_a_parsed_file_are_appended_in_one_call_as_text(google):
 def test_raw_input_never_makes_formulas(google):
     action.run({"spreadsheet": SHEET, "worksheet": "Other", "values": ["=1+1"]}, ctx(google))
     assert google.sheets[SHEET]["Other"] == [["=1+1"]] and google.cells(SHEET, "Other") == [[("text", "=1+1")]]
+
+
+@pytest.mark.parametrize("value", [" =1+1", '\n=HYPERLINK("http://evil.example")', "\t=1+1", "\r@SUM(A1)", "  -2+3"])
+def test_would_be_formulas_behind_blanks_are_written_as_text(google, value):
+    """A spreadsheet that trims input (or a CSV export of the sheet) reads " =1+1" as a formula too."""
+    config = {"spreadsheet": SHEET, "worksheet": "Other", "value_input_option": "USER_ENTERED",
+              "values": [value, " -3"]}  # fmt: skip
+    action.run(config, ctx(google, raw_config={**config, "values": ["{{ a }}", "{{ b }}"]}))
+    assert google.sheets[SHEET]["Other"] == [["'" + value, " -3"]]

@@ -1185,8 +1185,15 @@
     var body = {payload: payload, steps: steps.map(toSpec), on_failure: onFailure.map(toSpec)};
     if (!wf.id) body.organization = data.organization;
     if (sendStep) body.send_step = sendStep;
-    api("POST", testUrl, body).then(function (r) {
-      if (!r.ok) {
+    // A test runs on a worker: a long one answers 202 with the URL to poll until it answers 200.
+    function settled(r, polls) {
+      if (r.status !== 202 || !r.body || !r.body.url || polls > 600) return r;
+      return new Promise(function (resolve) { window.setTimeout(resolve, 1000); }).then(function () {
+        return api("GET", r.body.url).then(function (next) { return settled(next, polls + 1); });
+      });
+    }
+    api("POST", testUrl, body).then(function (r) { return settled(r, 0); }).then(function (r) {
+      if (!r.ok || r.status === 202) {
         results.replaceChildren(el("p", {className: "pf-error"}, ["Cannot test: " + (r.body && r.body.detail)]));
         if (r.body && r.body.errors) showErrors(r.body.errors);
         return;
