@@ -558,7 +558,6 @@ def _quiesce(worker: WorkerProcess) -> None:
 def _busy_sessions() -> int:
     from django.db import connection  # this plugin loads before Django is set up
 
-
     if connection.vendor != "postgresql":
         return 0
     with connection.cursor() as cursor:
