@@ -493,7 +493,7 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
         return Response({"run_id": str(run.pk)}, status=status.HTTP_202_ACCEPTED)
 
     def throttled(self, request: Request, wait: float | None) -> NoReturn:
-        if self.action == "test":
+        if self.action in ("test", "test_unsaved"):
             throttled_naming_the_setting(TestRunThrottle, "test runs", wait)
         # DRF passes None when the wait is unknown (its stubs say float).
         super().throttled(request, wait)  # type: ignore[arg-type]
@@ -573,13 +573,19 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
     @extend_schema(
         operation_id="workflows_test_unsaved",
         request=UnsavedTestRunSerializer,
-        responses={200: TestResultSerializer, 202: TestPendingSerializer},
+        responses={
+            200: TestResultSerializer,
+            202: TestPendingSerializer,
+            429: OpenApiResponse(description="POTAFLOW_TEST_RUN_RATE per user or POTAFLOW_TEST_RUN_MAX_CONCURRENT."),
+        },
         summary="Test steps that are not saved yet (a new workflow) with sample data",
         description="As POST /api/workflows/<id>/test/, for the builder of a workflow that has no id yet: the steps "
         "are validated as saving would (same errors), then rendered and previewed by a worker; nothing is sent. "
         "A test still running after POTAFLOW_TEST_RUN_WAIT_SECONDS answers 202 with the URL to poll.",
     )
-    @action(detail=False, methods=["post"], url_path="test", url_name="test-unsaved")
+    @action(
+        detail=False, methods=["post"], url_path="test", url_name="test-unsaved", throttle_classes=[TestRunThrottle]
+    )
     def test_unsaved(self, request: Request) -> Response:
         body = UnsavedTestRunSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -747,6 +753,15 @@ class RunPagination(CursorPagination):
 
     ordering = ("-created_at", "-id")
     page_size = settings.REST_FRAMEWORK["PAGE_SIZE"]
+
+    def decode_cursor(self, request: Request) -> Any:
+        # DRF answers a cursor it cannot read with a 404; it is bad input: a 400 naming the parameter.
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise exceptions.ValidationError(
+                {"cursor": ["Not a cursor of this list: follow the next/previous links as given."]}
+            ) from None
 
 
 class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):

@@ -189,6 +189,15 @@ def test_runs_list_pages_by_cursor_without_a_count(viewer, wf, monkeypatch):
     assert (len(seen), pages) == (5, 3)
 
 
+def test_a_cursor_that_is_not_one_of_the_lists_is_a_400_naming_it(viewer, wf):
+    """It was a 404 (DRF's answer), undocumented in the schema: schemathesis found it."""
+    response = client_for(viewer).get("/api/runs/", {"cursor": "A\U0009e10c\u0511"})
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "cursor": ["Not a cursor of this list: follow the next/previous links as given."]
+    }
+
+
 def test_create_without_the_editor_role_anywhere_is_a_403_saying_so(viewer):
     response = client_for(viewer).post("/api/workflows/", {"name": "X"}, format="json")
     assert response.status_code == 403

@@ -239,6 +239,9 @@ def test_template_checks_and_test_runs_are_throttled_per_user_naming_the_setting
     wf = workflow_create(organization=editor.memberships.first().organization, name="W", steps=[])
     refused = client.post(f"/api/workflows/{wf.pk}/test/", {"payload": {}}, format="json")
     assert refused.status_code == 429 and "POTAFLOW_TEST_RUN_RATE" in refused.json()["detail"]
+    # A test of unsaved steps (a new workflow) is the same rate: it was not throttled at all.
+    unsaved = client.post("/api/workflows/test/", {"payload": {}, "steps": []}, format="json")
+    assert unsaved.status_code == 429 and "POTAFLOW_TEST_RUN_RATE" in unsaved.json()["detail"]
     assert not TestRun.objects.exists()
 
 
