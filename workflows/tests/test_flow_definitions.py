@@ -218,3 +218,13 @@ def test_a_defaulted_read_of_a_step_that_did_not_run_renders_the_default():
     assert templating.render_string("{{ steps.shape.output.n | default(0) }}", context) == 1
     with pytest.raises(templating.TemplateError, match="has no attribute 'x'"):
         templating.render_string("{{ steps.x.output.n }}", context)
+
+
+def test_restoring_a_version_brings_back_its_error_path(org):
+    from workflows.versions import version_restore
+
+    wf = workflow_create(organization=org, name="Orders", steps=ORDERS, on_failure=ALERT)
+    workflow_update(workflow=wf, steps=[step("only")], on_failure=[])
+    restored = version_restore(workflow=wf, number=1)
+    assert restored.version == 3 and [s["key"] for s in restored.on_failure] == ["tell"]
+    assert [s.key for s in restored.steps.order_by("position")] == ["shape", "route", "after"]
