@@ -28,7 +28,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -42,6 +42,7 @@ from accounts.throttles import SettingRateThrottle
 from . import portability, samples, selectors, services, templating
 from .execution import recording
 from .files import links
+from .flow.schema import definition_schema
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
@@ -851,6 +852,22 @@ class IsEditorSomewhere(IsAuthenticated):
         return super().has_permission(request, view) and (
             organization_ids_for(signed_in(request.user), minimum_role=Role.EDITOR).exists()
         )
+
+
+class DefinitionSchemaView(APIView):
+    """The JSON Schema of a workflow definition (``workflows.flow.schema``): public, like the API's own schema."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="JSON Schema of a workflow definition (steps, nested steps, on_failure)",
+        description="Draft 2020-12, built from the installed actions' config schemas; recursive for the nested "
+        "step lists of branch and for_each. What a schema cannot say (unique keys, depth, template scope) is "
+        "checked when a workflow is saved.",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(definition_schema(), content_type="application/schema+json")
 
 
 class TemplateCheckView(APIView):

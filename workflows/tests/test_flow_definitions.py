@@ -228,3 +228,32 @@ def test_restoring_a_version_brings_back_its_error_path(org):
     restored = version_restore(workflow=wf, number=1)
     assert restored.version == 3 and [s["key"] for s in restored.on_failure] == ["tell"]
     assert [s.key for s in restored.steps.order_by("position")] == ["shape", "route", "after"]
+
+
+# -- the published JSON Schema --------------------------------------------------------------
+def test_the_definition_schema_is_published_and_recursive(client):
+    import jsonschema
+
+    response = client.get("/api/schema/workflow-definition.json")
+    assert response.status_code == 200 and response["Content-Type"].startswith("application/schema+json")
+    schema = response.json()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert not list(validator.iter_errors({"steps": ORDERS, "on_failure": ALERT}))
+    assert set(schema["$defs"]["config"]) >= {"branch", "for_each", "delay", "wait", "stop", "http.request"}
+    # A nested loop missing its items, two levels down, is found: the nested lists refer back to the step list.
+    bad = [branch("route", [("a", "1", [loop("each", "x", [])])])]
+    del bad[0]["config"]["paths"][0]["steps"][0]["config"]["items"]
+    errors = list(validator.iter_errors({"steps": bad}))
+    assert errors and any("'items' is a required property" in e.message for e in errors)
+    assert list(validator.iter_errors({"steps": [step("x", "no.such.action")]}))
+    assert list(validator.iter_errors({"steps": [step("x", continue_on_error="yes")]}))
+
+
+def test_the_openapi_schema_documents_on_failure_and_the_definition_schema(client):
+    response = client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    doc = response.json()
+    assert "/api/schema/workflow-definition.json" in doc["paths"]
+    workflow = doc["components"]["schemas"]["Workflow"]["properties"]
+    assert "on_failure" in workflow and "continue_on_error" in doc["components"]["schemas"]["Step"]["properties"]
