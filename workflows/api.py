@@ -216,7 +216,10 @@ class ExportWorkflowSerializer(serializers.Serializer):
 
 
 class ExportDocumentSerializer(serializers.Serializer):
-    potaflow_export = serializers.IntegerField(help_text=f"Format version: {portability.EXPORT_FORMAT}.")
+    potaflow_export = serializers.IntegerField(
+        help_text=f"Format version: {portability.EXPORT_FORMAT} (format 1 documents, without nested steps or "
+        "on_failure, still import)."
+    )
     exported_at = serializers.DateTimeField(required=False)
     # DRF's metaclass takes declared fields off the class: this one only shares the name of Field.source.
     source = serializers.DictField(  # type: ignore[assignment]  # a field, not Field.source
@@ -225,6 +228,9 @@ class ExportDocumentSerializer(serializers.Serializer):
     template = serializers.DictField(required=False, help_text="Built-in templates: title and description.")
     workflow = ExportWorkflowSerializer()
     steps = ExportStepSerializer(many=True)
+    on_failure = ExportStepSerializer(
+        many=True, required=False, help_text="Format 2: the error path (steps run once when a run fails)."
+    )
 
 
 class ImportOptionsSerializer(serializers.Serializer):
