@@ -183,6 +183,7 @@ def test_templates_are_listed_and_each_is_a_valid_document(editor, org, fernet_k
     listed = {t["slug"]: t for t in response.json()}
     assert set(listed) == {
         "webhook-slack", "daily-http-email", "webhook-sheets", "webhook-filter-forward", "github-push-slack",
+        "order-branch-vip", "csv-rows-to-sheets", "refund-approval", "signup-delay-reminder",
     }  # fmt: skip
     assert listed["github-push-slack"]["document"]["workflow"]["signature_scheme"] == "github"
     assert listed["daily-http-email"]["trigger_type"] == "schedule"
@@ -292,3 +293,58 @@ def test_a_format_1_document_still_imports(org):
     }  # fmt: skip
     imported = portability.workflow_import(organization=org, document=document)
     assert [s.key for s in imported.steps.all()] == ["a"] and imported.on_failure == []
+
+
+def _keys(steps):
+    """The tree of keys: key, or (key, {slot: [...]}) for control steps."""
+    from workflows.flow import tree
+
+    out = []
+    for spec in steps:
+        slots = tree.slots(spec)
+        out.append((spec["key"], {slot.name: _keys(slot.steps) for slot in slots}) if slots else spec["key"])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("slug", "tree_of_keys", "on_failure"),
+    [
+        ("order-branch-vip", [("route", {"vip": ["post_vip"], "otherwise": ["mail_support"]})], []),
+        ("csv-rows-to-sheets", ["parse", ("rows", {"steps": ["append"]}), "summary"], []),
+        (
+            "refund-approval",
+            ["announce", "approval", ("decide", {"approved": ["pay"], "otherwise": ["refused"]})],
+            ["tell_oncall"],
+        ),
+        ("signup-delay-reminder", [("skip_done", {"done": ["already"]}), "two_days", "remind"], []),
+    ],
+)
+def test_each_flow_template_creates_its_tree(org, fernet_keys, slug, tree_of_keys, on_failure):
+    secrets = {
+        "slack_bot_token": {"token": "xoxb-1"},
+        "smtp": {"host": "127.0.0.1", "port": 25, "security": "none", "from_email": "r@acme.test"},
+    }
+    template = portability.template(slug)
+    assert template.document["potaflow_export"] == 2
+    credentials = {}
+    for ref in template.credentials:
+        if ref["kind"] == "google_service_account":
+            from testing.network import service_account_key
+
+            secrets[ref["kind"]] = {"key": service_account_key("https://oauth2.example.com/token")}
+        made = credential_create(organization=org, name=ref["name"], kind=ref["kind"], secret=secrets[ref["kind"]])
+        credentials[ref["name"]] = made.pk
+    workflow = portability.workflow_import(organization=org, document=template.document)
+    steps = [
+        {"key": s.key, "action_type": s.action_type, "config": s.config} for s in workflow.steps.order_by("position")
+    ]
+    assert _keys(steps) == tree_of_keys
+    assert [s["key"] for s in workflow.on_failure] == on_failure
+    kinds = {ref["kind"] for ref in template.credentials}
+    assert kinds <= {"slack_bot_token", "smtp", "google_service_account"}
+    # Nested steps were mapped to this organization's credentials by name and kind.
+    from workflows.flow import tree
+
+    for located in tree.walk_definition({"steps": steps, "on_failure": workflow.on_failure}):
+        if located.depth > 1 and located.spec["action_type"] in ("slack.message", "email.send", "sheets.append_row"):
+            assert located.spec["credential"] in credentials.values(), located.where
