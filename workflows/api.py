@@ -324,8 +324,12 @@ class SampleCreateSerializer(serializers.Serializer):
 
 
 class TestStepResultSerializer(serializers.Serializer):
-    position = serializers.IntegerField()
+    position = serializers.IntegerField(help_text="Its place in its own step list.")
     key = serializers.CharField()
+    path = serializers.CharField(
+        help_text="The step instance: its key, under the branch paths and loop items it is in "
+        "(route/vip/notify, rows[0]/append, on_failure/tell)."
+    )
     action_type = serializers.CharField()
     status = serializers.ChoiceField(
         choices=["ok", "preview", "sent", "filtered", "error", "skipped"],
