@@ -85,7 +85,7 @@ def workflow_export(workflow: Workflow) -> dict[str, Any]:
     }
     # Nested and error-path steps hold credential ids: exported as references like the top-level ones.
     nested = [loc for loc in tree.walk_definition(document) if loc.depth > 1 or loc.on_failure]
-    ids = {loc.spec.get("credential") for loc in nested} - {None}
+    ids = {credential for loc in nested if isinstance(credential := loc.spec.get("credential"), int)}
     known = {c.pk: c for c in Credential.objects.filter(organization_id=workflow.organization_id, pk__in=ids)}
     for located in nested:
         spec = cast("dict[str, Any]", located.spec)
