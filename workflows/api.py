@@ -28,7 +28,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -42,6 +42,7 @@ from accounts.throttles import SettingRateThrottle
 from . import portability, samples, selectors, services, templating
 from .execution import recording
 from .files import links
+from .flow.schema import definition_schema
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
@@ -78,6 +79,11 @@ class StepSerializer(serializers.Serializer):
         help_text="When an attempt's outcome is unknown (worker lost mid-call): retry or dead_letter. "
         "Blank: the action's default (retry when it makes repeats safe).",
     )
+    continue_on_error = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="When the step fails (after its retries), record the failure and go on instead of failing the run.",
+    )
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
@@ -87,6 +93,12 @@ class WorkflowSerializer(serializers.ModelSerializer):
         help_text="On create: an organization where you are editor or above (default: your only one).",
     )
     steps = StepSerializer(many=True, required=False)
+    on_failure = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="The error path: steps (the same shape as steps, nested ones too) run once when a run fails, "
+        "with failure.step, failure.error and failure.attempts in their templates.",
+    )
     webhook_secret = serializers.CharField(
         write_only=True, required=False, allow_blank=True, max_length=128, help_text="Never returned."
     )
@@ -140,6 +152,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "notify_slack_channel",
             "notify_slack_credential",
             "steps",
+            "on_failure",
             "created_by",
             "created_at",
             "updated_at",
@@ -851,6 +864,22 @@ class IsEditorSomewhere(IsAuthenticated):
         return super().has_permission(request, view) and (
             organization_ids_for(signed_in(request.user), minimum_role=Role.EDITOR).exists()
         )
+
+
+class DefinitionSchemaView(APIView):
+    """The JSON Schema of a workflow definition (``workflows.flow.schema``): public, like the API's own schema."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="JSON Schema of a workflow definition (steps, nested steps, on_failure)",
+        description="Draft 2020-12, built from the installed actions' config schemas; recursive for the nested "
+        "step lists of branch and for_each. What a schema cannot say (unique keys, depth, template scope) is "
+        "checked when a workflow is saved.",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(definition_schema(), content_type="application/schema+json")
 
 
 class TemplateCheckView(APIView):

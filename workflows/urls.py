@@ -23,5 +23,6 @@ urlpatterns = [
     path("api/stats/", stats.StatsView.as_view(), name="stats"),
     path("api/insights/", insights_api.InsightsView.as_view(), name="insights"),
     path("api/templates/check/", api.TemplateCheckView.as_view(), name="template-check"),
+    path("api/schema/workflow-definition.json", api.DefinitionSchemaView.as_view(), name="definition-schema"),
     path("", include(router.urls)),
 ]
