@@ -57,6 +57,7 @@ from .models import (
     Workflow,
     WorkflowSample,
 )
+from .scheduling.cron import next_firings
 
 
 # -- serializers ---------------------------------------------------------------------
@@ -111,6 +112,10 @@ class WorkflowSerializer(serializers.ModelSerializer):
     )
     has_webhook_secret_previous = serializers.SerializerMethodField()
     webhook_url = serializers.SerializerMethodField()
+    next_firings = serializers.SerializerMethodField(
+        help_text="Schedule workflows: the next five firing times (ISO 8601 with offset, in the workflow's time "
+        "zone), from the cron rule beat fires by (POSIX cron). null for other triggers."
+    )
     created_by = serializers.EmailField(source="created_by.email", read_only=True, default=None, allow_null=True)
     notify_slack_credential = serializers.IntegerField(
         source="notify_slack_credential_id",
@@ -141,6 +146,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "webhook_body_as_file",
             "schedule",
             "timezone",
+            "next_firings",
             "version",
             "notify_on_failure",
             "notify_slack_channel",
@@ -158,6 +164,12 @@ class WorkflowSerializer(serializers.ModelSerializer):
 
     def get_has_webhook_secret_previous(self, workflow: Workflow) -> bool:
         return bool(workflow.webhook_secret_previous)
+
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField(), allow_null=True))
+    def get_next_firings(self, workflow: Workflow) -> list[str] | None:
+        if workflow.trigger_type != TriggerType.SCHEDULE:
+            return None
+        return [at.isoformat() for at in next_firings(workflow.schedule or "", workflow.timezone or "UTC", count=5)]
 
     def get_webhook_url(self, workflow: Workflow) -> str | None:
         """The URL is the capability to trigger runs: editors and above only (``null`` for viewers)."""
