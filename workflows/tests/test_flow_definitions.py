@@ -275,3 +275,11 @@ def test_the_builders_template_check_knows_loop_and_error_path_variables_and_oth
     assert check(template="{{ steps.x.output | default('') }}", other_steps=["x"])["valid"] is True
     response = client.post("/api/templates/check/", {"template": "{{ a }}", "names": ["a"]}, format="json")
     assert response.status_code == 400 and "names" in response.json()["errors"]
+
+
+def test_an_unknown_field_of_a_nested_or_error_path_step_is_named(org):
+    errors = invalid(org, [loop("each", "trigger.body.x", [step("x", contine_on_error=True)])])
+    assert list(errors) == ["steps[0].config.steps[0].contine_on_error"]
+    assert "unknown step field 'contine_on_error'" in errors["steps[0].config.steps[0].contine_on_error"][0]
+    errors = invalid(org, [step("a")], on_failure=[step("b", retries=3)])
+    assert list(errors) == ["on_failure[0].retries"]
