@@ -298,6 +298,11 @@ class ReplaySerializer(serializers.Serializer):
 class TestRunSerializer(serializers.Serializer):
     payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
     steps = StepSerializer(many=True, required=False, help_text="Test these (unsaved) steps instead of the saved ones.")
+    on_failure = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Test with this (unsaved) error path instead of the saved one: it runs when the test fails.",
+    )
     send_step = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -311,6 +316,11 @@ class UnsavedTestRunSerializer(serializers.Serializer):
     )
     payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
     steps = StepSerializer(many=True, required=False, default=list)
+    on_failure = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Test with this (unsaved) error path instead of the saved one: it runs when the test fails.",
+    )
 
 
 class ListeningSerializer(serializers.Serializer):
@@ -571,6 +581,7 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
                 user=signed_in(request.user),
                 payload=data["payload"],
                 steps=steps,
+                on_failure=data.get("on_failure"),
                 send_step=data.get("send_step") or None,
             )
         except services.TestRunLimited as exc:
@@ -645,6 +656,7 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
                 user=signed_in(request.user),
                 payload=data["payload"],
                 steps=[_step_spec(s) for s in data.get("steps", [])],
+                on_failure=data.get("on_failure"),
             )
         except services.TestRunLimited as exc:
             raise exceptions.Throttled(wait=5, detail=str(exc)) from None
