@@ -569,6 +569,13 @@ POTAFLOW_STEP_TIMEOUT_MAX_SECONDS = env.float("POTAFLOW_STEP_TIMEOUT_MAX_SECONDS
 # Steps of one organization running at once; -1: worker concurrency - 1 once two organizations exist
 # (a slot stays free for the others); 0: no limit.
 POTAFLOW_ORG_MAX_RUNNING_STEPS = env.int("POTAFLOW_ORG_MAX_RUNNING_STEPS", default=-1)
+# Flow control (issue 19): steps of a definition (nested ones and the error path included) and how deeply
+# step lists nest in branches and loops; a for_each's max_items may not exceed POTAFLOW_FOR_EACH_MAX_ITEMS
+# (its default max_items is 1,000 or this, the lower), nor its parallel POTAFLOW_FOR_EACH_MAX_PARALLEL.
+POTAFLOW_FLOW_MAX_STEPS = env.int("POTAFLOW_FLOW_MAX_STEPS", default=200)
+POTAFLOW_FLOW_MAX_DEPTH = env.int("POTAFLOW_FLOW_MAX_DEPTH", default=5)
+POTAFLOW_FOR_EACH_MAX_ITEMS = env.int("POTAFLOW_FOR_EACH_MAX_ITEMS", default=1000)
+POTAFLOW_FOR_EACH_MAX_PARALLEL = env.int("POTAFLOW_FOR_EACH_MAX_PARALLEL", default=10)
 # Per render of a step's config: loop iterations, CPU seconds, characters of any string built.
 POTAFLOW_TEMPLATE_MAX_ITERATIONS = env.int("POTAFLOW_TEMPLATE_MAX_ITERATIONS", default=100_000)
 POTAFLOW_TEMPLATE_CPU_SECONDS = env.float("POTAFLOW_TEMPLATE_CPU_SECONDS", default=1.0)

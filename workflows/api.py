@@ -78,6 +78,11 @@ class StepSerializer(serializers.Serializer):
         help_text="When an attempt's outcome is unknown (worker lost mid-call): retry or dead_letter. "
         "Blank: the action's default (retry when it makes repeats safe).",
     )
+    continue_on_error = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="When the step fails (after its retries), record the failure and go on instead of failing the run.",
+    )
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
@@ -87,6 +92,12 @@ class WorkflowSerializer(serializers.ModelSerializer):
         help_text="On create: an organization where you are editor or above (default: your only one).",
     )
     steps = StepSerializer(many=True, required=False)
+    on_failure = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="The error path: steps (the same shape as steps, nested ones too) run once when a run fails, "
+        "with failure.step, failure.error and failure.attempts in their templates.",
+    )
     webhook_secret = serializers.CharField(
         write_only=True, required=False, allow_blank=True, max_length=128, help_text="Never returned."
     )
@@ -135,6 +146,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "notify_slack_channel",
             "notify_slack_credential",
             "steps",
+            "on_failure",
             "created_by",
             "created_at",
             "updated_at",

@@ -30,7 +30,7 @@ def new_webhook_token() -> str:
 STEP_DEFAULTS = {"max_retries": 3, "backoff_seconds": 2.0, "backoff_max_seconds": 300.0, "timeout_seconds": 30.0}
 STEP_POLICY_FIELDS = tuple(STEP_DEFAULTS)
 # What a step definition holds besides its position and credential (services and snapshots list these).
-STEP_SPEC_FIELDS = ("key", "action_type", "config", *STEP_POLICY_FIELDS, "on_in_doubt")
+STEP_SPEC_FIELDS = ("key", "action_type", "config", *STEP_POLICY_FIELDS, "on_in_doubt", "continue_on_error")
 
 
 class InDoubtPolicy(models.TextChoices):
@@ -100,6 +100,9 @@ class Workflow(models.Model):
     notify_slack_channel = models.CharField(
         max_length=80, blank=True, help_text="Post failure notices to this Slack channel instead of e-mailing."
     )
+    # The error path (issue 19): steps run once when a run fails, with failure.step/error/attempts
+    # in their templates. Same shape as ``steps`` (specs, credentials by id); part of a version.
+    on_failure = models.JSONField(default=list, blank=True)
     # "Listen for a test event": until then, the next webhook is kept as a sample and not run.
     listening_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
@@ -140,6 +143,11 @@ class Step(models.Model):
         default="",
         help_text="When the outcome of an attempt is unknown (its worker died mid-call). "
         "Blank: the action's default (retry when it makes repeats safe, else dead-letter).",
+    )
+    continue_on_error = models.BooleanField(
+        default=False,
+        help_text="When the step fails (after its retries), record the failure and go on with the next step "
+        "instead of failing the run.",
     )
 
     class Meta:

@@ -14,11 +14,12 @@ path -> messages, which the API turns into a 400 naming the same fields) and
 the payload/replay errors are part of this module's interface.
 """
 
+import copy
 import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from celery import current_app
 from django.conf import settings
@@ -97,12 +98,14 @@ def workflow_create(
     timezone: str = "UTC",  # noqa: A002 - the field's name
     webhook_body_as_file: bool = False,
     steps: Sequence[Mapping[str, Any]] = (),
+    on_failure: Sequence[Mapping[str, Any]] = (),
     notify_on_failure: bool = True,
     notify_slack_channel: str = "",
     notify_slack_credential_id: int | None = None,
     **signing: Any,
 ) -> Workflow:
-    """``signing``: the fields of ``signatures.SIGNING_FIELDS`` (scheme, previous secret, hmac options)."""
+    """``signing``: the fields of ``signatures.SIGNING_FIELDS`` (scheme, previous secret, hmac options).
+    ``on_failure``: the error path, steps run once when a run fails (validated like ``steps``)."""
     unknown = set(signing) - set(signatures.SIGNING_FIELDS)
     if unknown:
         raise TypeError(f"workflow_create got unknown fields: {sorted(unknown)}")
@@ -117,6 +120,7 @@ def workflow_create(
         schedule=schedule,
         timezone=timezone,
         webhook_body_as_file=webhook_body_as_file,
+        on_failure=list(on_failure),
         created_by=created_by,
         notify_on_failure=notify_on_failure,
         notify_slack_channel=notify_slack_channel,
@@ -157,6 +161,7 @@ def workflow_update(
         # Apply the changes to the locked row, not to the caller's instance: that
         # one may be stale (a token rotated since it was read must not come back).
         locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        stored_on_failure = _canonical(locked.on_failure)
         changed = [field for field, value in changes.items() if getattr(locked, field) != value]
         for field, value in changes.items():
             setattr(locked, field, value)
@@ -164,7 +169,11 @@ def workflow_update(
         replace = steps is not None
         if steps is None:
             steps = [_step_as_spec(step) for step in stored]
-        step_rows = validate_definition(locked, steps)
+        step_rows = validate_definition(locked, steps)  # leaves locked.on_failure normalized
+        # The error path is compared as validation normalized it: the same steps resent are no change.
+        changed = [field for field in changed if field != "on_failure"]
+        if _canonical(locked.on_failure) != stored_on_failure:
+            changed.append("on_failure")
         replace = replace and _step_signatures(step_rows) != _step_signatures(stored)
         if replace or set(changed) - UNVERSIONED_FIELDS:
             locked.version += 1
@@ -204,6 +213,11 @@ def workflow_validate(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]])
 
 def _step_as_spec(step: Step) -> dict[str, Any]:
     return {**{field: getattr(step, field) for field in STEP_SPEC_FIELDS}, "credential": step.credential}
+
+
+def _canonical(value: Any) -> str:
+    """JSON with sorted keys: ``True == 1`` and ``1 == 1.0`` in Python, not in a definition."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _step_signatures(rows: Sequence[Step]) -> list[tuple[Any, ...]]:
@@ -252,18 +266,31 @@ def workflow_current_version(workflow: Workflow) -> WorkflowVersion:
 
 # -- runs ----------------------------------------------------------------------
 def workflow_definition(workflow: Workflow) -> dict[str, Any]:
-    """The snapshot a run executes: editing the workflow later never changes it."""
-    return {
+    """The snapshot a run executes: editing the workflow later never changes it.
+
+    ``steps`` (top-level steps, with their positions), their nested step lists inside their
+    configs (``workflows.flow.tree``), and ``on_failure``, the error path. Every step of the
+    tree has the same fields, ``credential_id`` included (nested and error-path specs also
+    keep ``credential``, as they were saved).
+    """
+    definition = {
         "workflow": {"id": workflow.pk, "name": workflow.name, "version": workflow.version},
         "steps": [
             {
                 "position": step.position,
                 **{field: getattr(step, field) for field in STEP_SPEC_FIELDS},
+                "config": copy.deepcopy(step.config),
                 "credential_id": step.credential_id,
             }
             for step in workflow.steps.order_by("position")
         ],
+        "on_failure": copy.deepcopy(workflow.on_failure or []),
     }
+    for located in tree.walk_definition(definition):
+        if located.depth > 1 or located.on_failure:
+            spec = cast("dict[str, Any]", located.spec)
+            spec["credential_id"] = spec.get("credential")
+    return definition
 
 
 def run_accept(

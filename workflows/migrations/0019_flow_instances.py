@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0017_test_runs'),
+        ('workflows', '0018_workflow_on_failure'),
     ]
 
     operations = [
