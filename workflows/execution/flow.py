@@ -455,8 +455,20 @@ def _start_list(
     if not specs:
         return []
     paths = [f"{scope}{spec.get('key')}" for spec in specs]
-    if StepRun.objects.filter(run_id=run.pk, path=paths[0]).exists():
-        return []  # already started (a redelivered message deciding again)
+    existing = dict(StepRun.objects.filter(run_id=run.pk, path__in=paths).values_list("path", "position"))
+    if paths[0] in existing:
+        # Written before (a redelivered message deciding again, or a failed step whose run goes on
+        # while the rest of its segment waits): send what is still pending; claims drop duplicates.
+        pending = list(
+            StepRun.objects.filter(run_id=run.pk, path__in=paths, status=StepRunStatus.PENDING)
+            .order_by("position")
+            .values_list("position", "key")
+        )
+        if pending:
+            by_key = {str(spec.get("key")): spec for spec in specs}
+            todo, todo_specs = [p for p, _ in pending], [by_key.get(k, {}) for _, k in pending]
+            transaction.on_commit(lambda: _send(run, todo, todo_specs))
+        return []
     first = (StepRun.objects.filter(run_id=run.pk).aggregate(top=Max("position"))["top"] or 0) + 1
     in_error_path = error_path if error_path is not None else bool(parent and parent.error_path)
     rows = [
