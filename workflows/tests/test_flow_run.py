@@ -2,7 +2,7 @@
 durable delays and waits, approvals, the error path, idempotency keys per instance."""
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +13,6 @@ from rest_framework.test import APIClient
 from accounts.models import Membership, Organization, Role, User
 from testing.network import RecordingHTTPServer, Reply, worker_network_guard_env
 from testing.worker import start_beat, wait_for, wait_for_run
-from workflows.execution import flow
 from workflows.models import Run, StepIteration, StepRun
 from workflows.services import start_manual_run, workflow_create
 from workflows.tests.handlers import calls
