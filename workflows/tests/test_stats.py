@@ -69,7 +69,7 @@ def test_one_workflow(viewer, history):
     a, b, _ = history
     data = client_for(viewer).get(f"/api/stats/?workflow={b.pk}").json()
     assert data["workflow"] == b.pk
-    assert data["by_status"] == {"queued": 1, "running": 0, "succeeded": 0, "failed": 1, "filtered": 0}
+    assert data["by_status"] == {"queued": 1, "running": 0, "succeeded": 0, "failed": 1, "filtered": 0, "waiting": 0}
     assert data["success_rate"] == 0.0 and data["duration_ms"] == {"count": 1, "p50": 30000, "p95": 30000}
 
 
