@@ -58,7 +58,7 @@ def test_it_counts_statuses_rates_and_percentiles_of_the_callers_organizations(v
     assert response.status_code == 200, response.json()
     data = response.json()
     assert data["workflow"] is None
-    assert data["by_status"] == {"queued": 1, "running": 1, "succeeded": 10, "failed": 2, "filtered": 1}
+    assert data["by_status"] == {"queued": 1, "running": 1, "succeeded": 10, "failed": 2, "filtered": 1, "waiting": 0}
     assert data["total"] == 15 and data["dead_lettered"] == 1
     assert data["success_rate"] == round(10 / 12, 4)
     # 13 finished durations: 0.5, 1..10, 20, 30 s. Nearest rank: p50 = 7th = 6 s, p95 = 13th = 30 s.
