@@ -547,6 +547,10 @@ STORAGES["potaflow_files"] = file_storage_settings(POTAFLOW_FILE_STORAGE)
 # A queued or retrying step whose message was lost is sent again after this long without progress.
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)
+# Flow control (issue 19): how often beat wakes the delays and waits that are due (seconds), and
+# the ceiling of a for_each's max_items (a loop's default bound is 1,000 items).
+POTAFLOW_WAIT_POLL_SECONDS = env.float("POTAFLOW_WAIT_POLL_SECONDS", default=2.0)
+POTAFLOW_FOR_EACH_MAX_ITEMS = env.int("POTAFLOW_FOR_EACH_MAX_ITEMS", default=1000)
 # Retention (workflows.ops.retention): days a finished run is kept, by status; 0 keeps it forever.
 # Dead-lettered runs are kept until replayed or deleted.
 POTAFLOW_RETAIN_SUCCEEDED_DAYS = env.int("POTAFLOW_RETAIN_SUCCEEDED_DAYS", default=7)
@@ -678,6 +682,10 @@ CELERY_BEAT_SCHEDULE = {
     "potaflow-recover-stalled-runs": {
         "task": "workflows.recover_stalled_runs",
         "schedule": float(POTAFLOW_RECOVERY_INTERVAL_SECONDS),
+    },
+    "potaflow-wake-waits": {
+        "task": "workflows.wake_waits",
+        "schedule": float(POTAFLOW_WAIT_POLL_SECONDS),
     },
     "potaflow-flush-expired-tokens": {
         "task": "accounts.flush_expired_tokens",

@@ -16,6 +16,7 @@ A message sent twice is harmless: claims make the second one a no-op.
 """
 
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -25,14 +26,17 @@ from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from ..models import UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
-from . import recording
+from ..flow import tree
+from ..models import ACTIVE_RUN_STATUSES, UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
+from . import flow, recording
 from .policy import lease_seconds, soft_time_limit, time_limit
 
 logger = logging.getLogger(__name__)
 
 EXECUTE_STEP_TASK = "workflows.execute_step"
 SWEEP_BATCH = 500
+# Instances that wait for time or an outside event (a run with one of them is not stalled).
+WAITING_TYPES = (tree.DELAY, tree.WAIT)
 
 
 def dispatch(run_id: Any, *, force: bool = False) -> int:
@@ -45,6 +49,8 @@ def dispatch(run_id: Any, *, force: bool = False) -> int:
     except (Run.DoesNotExist, ValidationError):
         logger.warning("dispatch: run %s does not exist; nothing sent", run_id)
         return 0
+    if flow.is_flow_run(run):
+        return _dispatch_flow(run, force=force)
     if run.is_finished:
         return 0
     todo = list(
@@ -58,16 +64,42 @@ def dispatch(run_id: Any, *, force: bool = False) -> int:
     return dispatch_recorded(run, sorted(todo), force=force)
 
 
-def dispatch_recorded(run: Run, positions: list[int], *, force: bool = False) -> int:
+def _dispatch_flow(run: Run, *, force: bool) -> int:
+    """Recovery of a flow run: each list in progress is sent again as one chain; with nothing in
+    progress and nothing waiting, what follows the last recorded steps is decided again."""
+    chains = flow.pending_chains(run)
+    if not chains:
+        if not run.step_runs.filter(status=StepRunStatus.WAITING, action_type__in=WAITING_TYPES).exists():
+            flow.recover_continuation(run)
+        return 0
+    by_key = flow.places(run)
+    keys = dict(run.step_runs.filter(position__in=[p for c in chains for p in c]).values_list("position", "key"))
+    sent = 0
+    for positions in chains:
+        specs = [flow.spec_of(run, keys[p]) or {} if keys.get(p) in by_key else {} for p in positions]
+        sent += dispatch_recorded(run, positions, force=force, specs=specs)
+    return sent
+
+
+def dispatch_recorded(
+    run: Run, positions: list[int], *, force: bool = False, specs: Sequence[Mapping[str, Any]] | None = None
+) -> int:
     """Send the chain of ``positions`` of ``run``, a run whose state the caller knows.
 
     ``run_accept`` calls it right after commit with the steps it just wrote, so
     the webhook's hot path does not read them back; ``dispatch`` after reading them.
+    A flow run's segment stops at its first control step (which decides what follows); ``specs``
+    are the steps of ``positions`` when they are not top-level steps at their definition's positions.
     """
-    specs = {s["position"]: s for s in run.definition.get("steps", [])}
+    if specs is None:
+        by_position = {s["position"]: s for s in run.definition.get("steps", [])}
+        specs = [by_position.get(position) or {} for position in positions]
+        if flow.is_flow_run(run):
+            cut = next((i for i, spec in enumerate(specs) if tree.is_control(spec)), len(specs) - 1)
+            positions, specs = positions[: cut + 1], specs[: cut + 1]
     signatures = []
     for index, position in enumerate(positions):
-        spec = specs.get(position)
+        spec = dict(specs[index]) if specs[index] else None
         kwargs = {"force": True} if force and index == 0 else {}
         signatures.append(
             current_app.signature(
@@ -109,7 +141,7 @@ def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
     # Runs with nothing running and no progress: their next message was lost.
     running = StepRun.objects.filter(run=OuterRef("pk"), status=StepRunStatus.RUNNING)
     stalled = Run.objects.filter(
-        status__in=UNFINISHED_RUN_STATUSES, last_progress_at__lt=now - timedelta(seconds=stalled_after)
+        status__in=ACTIVE_RUN_STATUSES, last_progress_at__lt=now - timedelta(seconds=stalled_after)
     ).filter(~Exists(running))
     for run_id, seen in stalled.values_list("pk", "last_progress_at")[:SWEEP_BATCH]:
         if _claim_recovery(run_id, seen, now):

@@ -73,6 +73,7 @@ from integrations.services import StepCredential, credential_for_step
 
 from .. import templating
 from ..files.services import RunFileAccess
+from ..flow import tree
 from ..models import (
     AttemptOutcome,
     InDoubtPolicy,
@@ -84,7 +85,7 @@ from ..models import (
     Workflow,
     WorkflowVersion,
 )
-from . import recording
+from . import flow, recording
 from .definitions import definitions
 from .leases import keeper
 from .policy import in_doubt_policy, lease_seconds, org_step_limit, policy, retry_delay, time_limit
@@ -150,8 +151,9 @@ WITH claimed AS (
            finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s
       FROM workflows_run AS r
      WHERE s.run_id = %(run)s AND s.position = %(position)s AND s.status = %(step_pending)s
-       AND r.id = s.run_id AND r.status IN (%(run_queued)s, %(run_running)s){below_limit}
-    RETURNING s.id, s.key, s.attempts
+       AND r.id = s.run_id
+       AND (r.status IN (%(run_queued)s, %(run_running)s, %(run_waiting)s) OR s.error_path){below_limit}
+    RETURNING s.id, s.key, s.attempts, s.path, s.parent_id, s.error_path
 ), opened AS (
     INSERT INTO workflows_stepattempt
            (step_run_id, number, outcome, started_at, error, response_excerpt, worker_host, worker_pid)
@@ -161,7 +163,7 @@ WITH claimed AS (
        SET status = %(run_running)s, started_at = %(now)s, last_progress_at = %(now)s
      WHERE id = %(run)s AND status = %(run_queued)s AND EXISTS (SELECT 1 FROM claimed)
 )
-SELECT claimed.id, claimed.key, claimed.attempts,
+SELECT claimed.id, claimed.key, claimed.attempts, claimed.path, claimed.parent_id, claimed.error_path,
        r.workflow_id, w.organization_id, r.version_id, r.workflow_version, r.trigger, r.payload,
        r.created_at, COALESCE(r.started_at, %(now)s),
        CASE WHEN r.version_id = ANY(%(cached)s::bigint[]) THEN NULL ELSE v.definition END
@@ -192,6 +194,7 @@ _STATUSES = {
     "step_running": StepRunStatus.RUNNING.value,
     "run_queued": RunStatus.QUEUED.value,
     "run_running": RunStatus.RUNNING.value,
+    "run_waiting": RunStatus.WAITING.value,
 }
 _CLAIM_PENDING = _CLAIM_PENDING_SQL.format(below_limit="")
 _CLAIM_PENDING_BELOW_LIMIT = _CLAIM_PENDING_SQL.format(below_limit=_BELOW_LIMIT)
@@ -234,11 +237,10 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
                 row = cursor.fetchone()
     if row is None:
         return None
-    (step_pk, key, attempts, workflow_id, organization_id, version_id, number, trigger, payload, created, started) = (
-        row[:11]
-    )
-    if row[11] is not None:
-        definition = definitions.remember(version_id, _json_from_db(WorkflowVersion, "definition", row[11]))
+    (step_pk, key, attempts, path, parent_id, error_path) = row[:6]
+    (workflow_id, organization_id, version_id, number, trigger, payload, created, started) = row[6:14]
+    if row[14] is not None:
+        definition = definitions.remember(version_id, _json_from_db(WorkflowVersion, "definition", row[14]))
     else:
         definition = definitions.get(version_id)
     run = Run(
@@ -261,6 +263,9 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         run=run,
         position=position,
         key=key,
+        path=path,
+        parent_id=parent_id,
+        error_path=error_path,
         status=StepRunStatus.RUNNING,
         attempts=attempts,
         claim_token=message_id,
@@ -301,16 +306,22 @@ def _claim(
             workflow_id=run.workflow_id,
             organization_id=run.workflow.organization_id,
         )
-        if run.is_finished:
+        if run.is_finished and not step_run.error_path:
             logger.info("dropping message for run %s step %s: the run is already %s", run_id, position, run.status)
             return STOP
         status = step_run.status
         if status == StepRunStatus.SUCCEEDED:
-            return _after_duplicate_success(run, position)
-        if status in (StepRunStatus.FAILED, StepRunStatus.SKIPPED, StepRunStatus.FILTERED):
+            return _after_duplicate_success(run, step_run)
+        if status in (
+            StepRunStatus.FAILED,
+            StepRunStatus.SKIPPED,
+            StepRunStatus.FILTERED,
+            StepRunStatus.WAITING,
+            StepRunStatus.NOT_TAKEN,
+        ):
             return STOP
 
-        spec = _spec_for(run, position)
+        spec = _spec_for(run, step_run)
         if status == StepRunStatus.RETRYING:
             claimable = step_run.next_attempt_at is None or step_run.next_attempt_at <= now + RETRY_EARLY_TOLERANCE
         elif status == StepRunStatus.RUNNING:
@@ -361,7 +372,10 @@ def _claim(
     return Attempt(step_run=step_run, run=run)
 
 
-def _spec_for(run: Run, position: int) -> dict[str, Any] | None:
+def _spec_for(run: Run, step_run: StepRun) -> dict[str, Any] | None:
+    if flow.is_flow_run(run):
+        return flow.spec_of(run, step_run.key)  # by key: instances are written as the tree is walked
+    position = step_run.position
     return next((s for s in run.definition.get("steps", []) if s["position"] == position), None)
 
 
@@ -474,7 +488,14 @@ def _organization_count() -> int:
     return int(_org_count_cache["value"])
 
 
-def _after_duplicate_success(run: Run, position: int) -> StepOutcome:
+def _after_duplicate_success(run: Run, step_run: StepRun) -> StepOutcome:
+    if flow.is_flow_run(run):
+        # The worker may have died between recording the step and deciding what follows: decide
+        # again (writing nothing that exists already).
+        if step_run.action_type in tree.CONTROL_TYPES:
+            return STOP
+        return PROCEED if flow.after_success(run, step_run) else STOP
+    position = step_run.position
     following = run.step_runs.filter(position__gt=position).order_by("position").first()
     if following is None:
         recording.finish_if_complete(run)
@@ -494,18 +515,22 @@ def _execute(attempt: Attempt) -> StepOutcome:
 
 def _attempt(attempt: Attempt) -> StepOutcome:
     run, step_run = attempt.run, attempt.step_run
-    spec = _spec_for(run, step_run.position)
+    spec = _spec_for(run, step_run)
+    in_flow = flow.is_flow_run(run)
     output: object  # what the action returned, or OUT_OF_MEMORY
     try:
         if spec is None:
             raise PermanentError(f"step {step_run.position} is missing from the run's definition")
+        if in_flow and spec.get("action_type") in tree.CONTROL_TYPES:
+            _decide(attempt, spec)
+            return STOP
         try:
             action = get_action(spec["action_type"])
         except UnknownAction as exc:
             raise PermanentError(str(exc)) from None
         credential = _credential_for(run, spec, action)
         attempt.scrub = Scrubber(tuple(credential.secret_values()) if credential else ())
-        context = build_context(run, spec)
+        context = build_context(run, spec, step_run if in_flow else None)
         config = templating.prepare_config(action, spec.get("config") or {})
         try:
             attempt.rendered = templating.render_value(config, context)
@@ -518,7 +543,11 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             organization_id=run.workflow.organization_id,
             step_key=step_run.key,
             attempt=attempt.number,
-            idempotency_key=idempotency_key(run.pk, step_run.position),
+            idempotency_key=(
+                flow.idempotency_key(run.pk, flow.path_of(step_run))
+                if in_flow
+                else idempotency_key(run.pk, step_run.position)
+            ),
             timeout_seconds=policy(spec, "timeout_seconds"),
             credential=credential.fields if credential else None,
             credential_kind=credential.kind if credential else None,
@@ -561,8 +590,22 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             attempt, f"the step ran out of memory (the worker's limit is {limit} MiB, POTAFLOW_WORKER_MEMORY_LIMIT_MB)"
         )
         return STOP
-    finished = recording.record_success(attempt, output)
-    return STOP if finished else PROCEED
+    finished = recording.record_success(attempt, output, completes=not in_flow)
+    if finished:
+        return STOP
+    if in_flow:
+        return PROCEED if flow.after_success(run, step_run) else STOP
+    return PROCEED
+
+
+def _decide(attempt: Attempt, spec: dict[str, Any]) -> None:
+    """A control step: render its own expressions (never its nested steps) and let the flow decide."""
+    context = build_context(attempt.run, spec, attempt.step_run)
+    try:
+        attempt.rendered = templating.render_value(flow.shallow_config(spec), context)
+    except templating.TemplateError as exc:
+        raise PermanentError(f"template error: {exc.message}") from None
+    flow.decide(attempt, spec, attempt.rendered, context)
 
 
 def _retry_or_give_up(
@@ -589,7 +632,7 @@ def _retry_or_give_up(
     return StepOutcome(retry_in=delay)
 
 
-def build_context(run: Run, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_context(run: Run, spec: dict[str, Any] | None = None, step_run: StepRun | None = None) -> dict[str, Any]:
     """The template context: trigger payload, earlier outputs, run and workflow.
 
     The earlier outputs are read when the step's config mentions ``steps``
@@ -600,7 +643,7 @@ def build_context(run: Run, spec: dict[str, Any] | None = None) -> dict[str, Any
     if spec is None or references_earlier_steps(spec):
         steps = dict(steps)
     workflow = run.definition.get("workflow", {})
-    return {
+    context = {
         "trigger": run.payload,
         "steps": steps,
         "run": {
@@ -615,6 +658,9 @@ def build_context(run: Run, spec: dict[str, Any] | None = None) -> dict[str, Any
             "version": run.workflow_version,
         },
     }
+    if step_run is not None:  # an instance of a flow run: scoped outputs, item/index, failure, resume URLs
+        flow.extend_context(context, run, step_run, eager=spec is None or references_earlier_steps(spec))
+    return context
 
 
 def references_earlier_steps(spec: dict[str, Any]) -> bool:
