@@ -86,6 +86,10 @@ class Action:
       filter): a worker dying in them leaves nothing in doubt.
     - ``expression_fields``: config fields that hold an expression, where a
       bare ``a > 1`` is read as ``{{ a > 1 }}`` (``filter``'s condition).
+    - ``condition_fields``: config fields that are conditions. An undefined value in one is
+      false there, not an error (``workflows.templating``'s condition rule, as n8n and Zapier
+      users expect); the rendered config then names what was undefined under
+      ``"_undefined"`` (field -> names), for the step's output to say so.
     - ``output_limit_setting``: the setting bounding what the step's output may
       weigh when stored, for actions whose output is the point (``file.parse``'s
       rows); None: ``POTAFLOW_STEP_OUTPUT_MAX_BYTES`` like every other step.
@@ -115,6 +119,7 @@ class Action:
     credential_required: ClassVar[bool] = False
     has_side_effects: ClassVar[bool] = True
     expression_fields: ClassVar[tuple[str, ...]] = ()
+    condition_fields: ClassVar[tuple[str, ...]] = ()
     output_limit_setting: ClassVar[str | None] = None
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> JSONValue:
