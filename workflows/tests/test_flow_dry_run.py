@@ -115,3 +115,23 @@ def test_a_loop_over_its_limit_fails_the_test_naming_it(org):
     wf = workflow_create(organization=org, name="Too many", steps=steps)
     result = dry_run.dry_run(workflow=wf, payload={"xs": [1, 2, 3]})
     assert result["outcome"] == "error" and "more than max_items (2)" in result["steps"][0]["error"]
+
+
+def test_an_undefined_value_in_a_path_condition_is_false_like_in_a_filter(org):
+    """The filter's condition rule holds for a branch path's ``when``: a field the event lacks makes
+    the path not match (the rendered config names it), instead of failing the run."""
+    wf = workflow_create(
+        organization=org,
+        name="VIP",
+        steps=[
+            step("route", "branch", {
+                "paths": [{"name": "vip", "when": "trigger.body.customer.vip", "steps": [step("vip_note")]}],
+                "otherwise": [step("plain_note")],
+            }),
+        ],
+    )  # fmt: skip
+    result = dry_run.dry_run(workflow=wf, payload={"amount": 3})
+    assert result["outcome"] == "completed", result
+    steps = by_path(result)
+    assert steps["route"]["output"]["taken"] == ["otherwise"]
+    assert steps["route/otherwise/plain_note"]["status"] != "skipped"
