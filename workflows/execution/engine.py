@@ -602,7 +602,10 @@ def _decide(attempt: Attempt, spec: dict[str, Any]) -> None:
     """A control step: render its own expressions (never its nested steps) and let the flow decide."""
     context = build_context(attempt.run, spec, attempt.step_run)
     try:
-        attempt.rendered = templating.render_value(flow.shallow_config(spec), context)
+        # The same preparation as every action's config (and the dry run's): a bare ``items``
+        # expression reads as ``{{ ... }}``.
+        own = templating.prepare_config(get_action(spec["action_type"]), flow.shallow_config(spec))
+        attempt.rendered = templating.render_value(own, context)
     except templating.TemplateError as exc:
         raise PermanentError(f"template error: {exc.message}") from None
     flow.decide(attempt, spec, attempt.rendered, context)
