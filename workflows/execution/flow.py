@@ -211,9 +211,7 @@ def shallow_config(spec: Mapping[str, Any]) -> dict[str, Any]:
     config.pop("steps", None)
     config.pop(tree.OTHERWISE, None)
     if spec.get("action_type") == tree.BRANCH:
-        config["paths"] = [
-            {"name": p.get("name")} for p in config.get("paths") or [] if isinstance(p, Mapping)
-        ]
+        config["paths"] = [{"name": p.get("name")} for p in config.get("paths") or [] if isinstance(p, Mapping)]
     return config
 
 
@@ -563,9 +561,9 @@ def _iteration_done(run: Run, loop: StepRun, index: int, status: str, output: An
 
 def _end_run(run: Run, status: RunStatus, now: datetime, *, error: str = "") -> None:
     """The run ends here (its last list ended, or a stop step): what has not run is skipped."""
-    if not Run.objects.filter(
-        pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING]
-    ).update(status=status, finished_at=now, last_progress_at=now, error=error):
+    if not Run.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING]).update(
+        status=status, finished_at=now, last_progress_at=now, error=error
+    ):
         return
     StepRun.objects.filter(
         run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING, StepRunStatus.WAITING]
@@ -656,9 +654,7 @@ def _wake(pk: int) -> None:
             _resume(run, row, {"timed_out": True}, now)
             return
         message = f"no answer within timeout_seconds={config.get('timeout_seconds')} (on_timeout: fail)"
-        StepRun.objects.filter(pk=pk).update(
-            status=StepRunStatus.FAILED, error=message, finished_at=now, wake_at=None
-        )
+        StepRun.objects.filter(pk=pk).update(status=StepRunStatus.FAILED, error=message, finished_at=now, wake_at=None)
         _set_running(run)
         recording.fail_run(run, row, message, now, dead_letter=False)
     logger.info("run %s: %s woke at %s", row.run_id, path_of(row), now.isoformat())
