@@ -50,6 +50,7 @@ from django.utils import timezone
 
 from integrations.builtin.filter import truthy
 from integrations.errors import PermanentError
+from integrations.template_syntax import is_template
 
 from .. import templating
 from ..flow import tree
@@ -221,7 +222,7 @@ def _condition(when: Any, context: dict[str, Any], where: str) -> bool:
     text = str(when or "").strip()
     if not text:
         return False
-    if not templating.is_template(text):
+    if not is_template(text):
         text = "{{ " + text + " }}"
     try:
         return truthy(templating.render_string(text, context, path=where))
