@@ -11,8 +11,15 @@ pytest_plugins = [
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Throttle counters live in the cache: every test starts with none."""
+    """Throttle counters live in the cache: every test starts with none.
+
+    Nor with the definitions this process remembered: they are keyed by version id, and a
+    rolled-back test's ids are used again on SQLite (its sequence rolls back too).
+    """
     from django.core.cache import cache
 
+    from workflows.execution.definitions import definitions
+
     cache.clear()
+    definitions.clear()
     yield

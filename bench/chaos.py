@@ -110,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--broker", choices=("redis", "amqp"), default="redis", help="a redis-server or a rabbitmq-server of its own"
     )
+    parser.add_argument(
+        "--flow",
+        action="store_true",
+        help=f"a flow-control workflow: branch (even/odd) then for_each over {FLOW_ITEMS} items (parallel: 2) "
+        "posting one effect per item; every effect of a succeeded run must be applied exactly once",
+    )
     parser.add_argument("--assert", dest="check", action="store_true", help="exit 1 when lost > 0 or duplicates > 0")
     args = parser.parse_args(argv)
     args.events = max(1, min(args.events, 20_000))
@@ -481,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0, interactive=False)
-        workflow, secret = create_workflow(recorder_url)
+        workflow, secret = create_workflow(recorder_url, flow=args.flow)
         webhook_url = f"http://{LOOPBACK}:{web_port}/hooks/{workflow.webhook_token}"
         ensure_loopback(webhook_url, "webhook URL")
 
@@ -573,7 +579,59 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def create_workflow(recorder_url: str) -> tuple[Any, str]:
+FLOW_ITEMS = 5
+
+
+def effect_ids(event_id: str, *, flow: bool) -> list[str]:
+    """The effects a succeeded run of this event must have applied: one, or one per loop item."""
+    return [f"{event_id}#{i}" for i in range(FLOW_ITEMS)] if flow else [event_id]
+
+
+def flow_steps(recorder_url: str) -> list[dict[str, Any]]:
+    """branch (even/odd, a transform on each path) → for_each of FLOW_ITEMS items, parallel 2 → http.request.
+
+    Each iteration posts its own effect (``<event>#<index>``) with its own idempotency key (run + path).
+    """
+    tag = {"key": "tag_{0}", "action_type": "transform", "config": {"value": {"side": "{0}"}}}
+    return [
+        {
+            "key": "side",
+            "action_type": "branch",
+            "config": {
+                "paths": [
+                    {
+                        "name": "even",
+                        "when": "{{ trigger.body.n % 2 == 0 }}",
+                        "steps": [json.loads(json.dumps(tag).replace("{0}", "even"))],
+                    }
+                ],
+                "otherwise": [json.loads(json.dumps(tag).replace("{0}", "odd"))],
+            },
+        },
+        {
+            "key": "items",
+            "action_type": "for_each",
+            "config": {
+                "items": "{{ " + str(list(range(FLOW_ITEMS))) + " }}",
+                "parallel": 2,
+                "steps": [
+                    {
+                        "key": "deliver",
+                        "action_type": "http.request",
+                        "config": {
+                            "method": "POST",
+                            "url": recorder_url,
+                            "body_type": "json",
+                            "body": {"event_id": "{{ trigger.body.event_id }}#{{ index }}", "n": "{{ item }}"},
+                        },
+                    }
+                ],
+            },
+        },
+    ]
+
+
+def create_workflow(recorder_url: str, *, flow: bool = False) -> tuple[Any, str]:
     from accounts.models import User
     from accounts.services import organization_create
     from workflows.services import workflow_create
@@ -581,6 +639,15 @@ def create_workflow(recorder_url: str) -> tuple[Any, str]:
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     owner = User.objects.create_user(email="chaos@example.com", password=None)
     organization = organization_create(name="chaos", owner=owner)
+    if flow:
+        workflow = workflow_create(
+            organization=organization,
+            name="chaos: webhook -> branch -> for_each (parallel 2) -> http.request",
+            trigger_type="webhook",
+            webhook_secret=secret,
+            steps=flow_steps(recorder_url),
+        )
+        return workflow, secret
     workflow = workflow_create(
         organization=organization,
         name="chaos: webhook -> transform -> http.request",
@@ -776,7 +843,7 @@ def build_report(
         raw, repeats, with_key = recorder.raw, recorder.repeats, recorder.with_key
     duplicates = {e: n for e, n in applied.items() if n > 1}
     succeeded = {e for e, status in accepted_runs.items() if status == "succeeded"}
-    missing = sorted(succeeded - set(applied))
+    missing = sorted(e for e in succeeded if any(x not in applied for x in effect_ids(e, flow=args.flow)))
 
     attempts = None
     if "workflows_stepattempt" in connection.introspection.table_names():
@@ -806,6 +873,7 @@ def build_report(
     return {
         "chaos": 1,
         "broker": args.broker,
+        "flow": args.flow,
         "events": args.events,
         "sent": len(results),
         "accepted": len(accepted),

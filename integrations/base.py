@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Protocol
 
 import jsonschema
 
-from integrations.errors import ConfigError
+from integrations.errors import ActionError, ConfigError
 from integrations.file_access import FileAccess
 from integrations.storable import JSONValue
 from integrations.template_syntax import single_expression
@@ -223,6 +223,28 @@ class KindSpec:
     @property
     def secret_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.secret)
+
+    def sent_secrets(self, revealed: Mapping[str, Any]) -> list[str]:
+        """What this kind puts on the wire, exactly: each auth header's value and its credentials part.
+
+        The scrubber (``integrations.services.credential_secret_values``) takes these from
+        ``auth_headers`` itself, so what is scrubbed is what was sent, however the kind encodes it
+        (Basic's base64 of latin-1 or UTF-8 bytes). A kind whose fields are incomplete here (a
+        connection before its token is fetched) sends nothing yet: its tokens are added when fetched.
+        """
+        if self.auth_headers is None:
+            return []
+        try:
+            headers = self.auth_headers(revealed)
+        except (KeyError, TypeError, ValueError, ActionError):
+            return []
+        values: list[str] = []
+        for value in headers.values():
+            values.append(value)
+            _scheme, _, credentials = value.partition(" ")
+            if credentials:
+                values.append(credentials)
+        return values
 
     @property
     def public_fields(self) -> tuple[str, ...]:

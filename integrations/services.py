@@ -1,6 +1,5 @@
 """Credential writes and the one read that decrypts (``credential_reveal``)."""
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +155,8 @@ def credential_secret_values(credential: Credential, revealed: dict[str, Any]) -
 
     The engine scrubs these from whatever it stores (outputs, errors, attempt
     records): a destination that echoes its request must not leak them.
-    Includes the Basic-auth encoding of a username/password pair.
+    Includes the exact header values the kind sends (``KindSpec.sent_secrets``:
+    e.g. Basic auth's encoded pair), so the two cannot disagree.
     """
     values: list[str] = []
 
@@ -170,11 +170,10 @@ def credential_secret_values(credential: Credential, revealed: dict[str, Any]) -
             for item in value:
                 collect(item)
 
-    for name in spec_for(credential.kind).secret_fields:
+    spec = spec_for(credential.kind)
+    for name in spec.secret_fields:
         collect(revealed.get(name))
-    if revealed.get("username") and revealed.get("password"):
-        pair = f"{revealed['username']}:{revealed['password']}".encode()
-        values.append(base64.b64encode(pair).decode())
+    collect(spec.sent_secrets(revealed))
     return sorted(set(values), key=len, reverse=True)
 
 

@@ -28,13 +28,13 @@ from integrations.oauth.selectors import needing_reconnect
 from integrations.registry import all_actions
 from workflows import dry_run, live, services, versions
 from workflows import selectors as workflow_selectors
-from workflows.admin.widgets import cron_description, human_duration, next_firings
+from workflows.admin.widgets import cron_description, human_duration
 from workflows.api import WorkflowSerializer
 from workflows.files.download import file_response
 from workflows.intake.signatures import SignatureScheme
 from workflows.models import STEP_DEFAULTS, InDoubtPolicy, Run, RunStatus, StepRunStatus, TriggerType, Workflow
 from workflows.pagination import RunListPaginator
-from workflows.scheduling.schedules import ScheduleError, parse_cron
+from workflows.scheduling.cron import ScheduleError, next_firings, parse_cron
 from workflows.validation import ReplayNotAllowed, WorkflowInvalid, limits
 
 from . import selectors
@@ -104,6 +104,7 @@ def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -
             "schedule": "",
             "timezone": "UTC",
             "steps": [],
+            "on_failure": [],
             "version": 0,
             "notify_on_failure": True,
         }

@@ -28,7 +28,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -42,6 +42,7 @@ from accounts.throttles import SettingRateThrottle
 from . import portability, samples, selectors, services, templating
 from .execution import flow, recording
 from .files import links
+from .flow.schema import definition_schema
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
@@ -57,6 +58,7 @@ from .models import (
     Workflow,
     WorkflowSample,
 )
+from .scheduling.cron import next_firings
 
 
 # -- serializers ---------------------------------------------------------------------
@@ -111,6 +113,10 @@ class WorkflowSerializer(serializers.ModelSerializer):
     )
     has_webhook_secret_previous = serializers.SerializerMethodField()
     webhook_url = serializers.SerializerMethodField()
+    next_firings = serializers.SerializerMethodField(
+        help_text="Schedule workflows: the next five firing times (ISO 8601 with offset, in the workflow's time "
+        "zone), from the cron rule beat fires by (POSIX cron). null for other triggers."
+    )
     created_by = serializers.EmailField(source="created_by.email", read_only=True, default=None, allow_null=True)
     notify_slack_credential = serializers.IntegerField(
         source="notify_slack_credential_id",
@@ -141,6 +147,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "webhook_body_as_file",
             "schedule",
             "timezone",
+            "next_firings",
             "version",
             "notify_on_failure",
             "notify_slack_channel",
@@ -158,6 +165,12 @@ class WorkflowSerializer(serializers.ModelSerializer):
 
     def get_has_webhook_secret_previous(self, workflow: Workflow) -> bool:
         return bool(workflow.webhook_secret_previous)
+
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField(), allow_null=True))
+    def get_next_firings(self, workflow: Workflow) -> list[str] | None:
+        if workflow.trigger_type != TriggerType.SCHEDULE:
+            return None
+        return [at.isoformat() for at in next_firings(workflow.schedule or "", workflow.timezone or "UTC", count=5)]
 
     def get_webhook_url(self, workflow: Workflow) -> str | None:
         """The URL is the capability to trigger runs: editors and above only (``null`` for viewers)."""
@@ -939,6 +952,22 @@ class IsEditorSomewhere(IsAuthenticated):
         return super().has_permission(request, view) and (
             organization_ids_for(signed_in(request.user), minimum_role=Role.EDITOR).exists()
         )
+
+
+class DefinitionSchemaView(APIView):
+    """The JSON Schema of a workflow definition (``workflows.flow.schema``): public, like the API's own schema."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="JSON Schema of a workflow definition (steps, nested steps, on_failure)",
+        description="Draft 2020-12, built from the installed actions' config schemas; recursive for the nested "
+        "step lists of branch and for_each. What a schema cannot say (unique keys, depth, template scope) is "
+        "checked when a workflow is saved.",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(definition_schema(), content_type="application/schema+json")
 
 
 class TemplateCheckView(APIView):

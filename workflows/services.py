@@ -98,7 +98,7 @@ def workflow_create(
     timezone: str = "UTC",  # noqa: A002 - the field's name
     webhook_body_as_file: bool = False,
     steps: Sequence[Mapping[str, Any]] = (),
-    on_failure: Sequence[Mapping[str, Any]] = (),
+    on_failure: Sequence[Mapping[str, Any]] | None = None,
     notify_on_failure: bool = True,
     notify_slack_channel: str = "",
     notify_slack_credential_id: int | None = None,
@@ -120,7 +120,7 @@ def workflow_create(
         schedule=schedule,
         timezone=timezone,
         webhook_body_as_file=webhook_body_as_file,
-        on_failure=list(on_failure),
+        on_failure=list(on_failure) if isinstance(on_failure, list | tuple) else on_failure or [],
         created_by=created_by,
         notify_on_failure=notify_on_failure,
         notify_slack_channel=notify_slack_channel,

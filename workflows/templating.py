@@ -36,7 +36,16 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard, cast
 
 from django.conf import settings
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, lexer, meta, nodes
+from jinja2 import (
+    ChainableUndefined,
+    StrictUndefined,
+    TemplateSyntaxError,
+    Undefined,
+    UndefinedError,
+    lexer,
+    meta,
+    nodes,
+)
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -677,7 +686,17 @@ def _finalize(value: Any) -> Any:
     return value
 
 
-_env = _JSONSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, finalize=_finalize)
+class _StrictChainableUndefined(ChainableUndefined, StrictUndefined):
+    """Strict (rendering, comparing or iterating it is an error naming the missing name), but
+    reading an attribute of it is not: ``steps.x.output | default("")`` works for a step ``x``
+    that did not run (on a path not taken), as validation promises (``check_template``)."""
+
+    __slots__ = ()
+
+
+_env = _JSONSandbox(
+    undefined=_StrictChainableUndefined, autoescape=False, keep_trailing_newline=True, finalize=_finalize
+)
 _env.filters["fromjson"] = _fromjson
 for _name, _arg in (("center", "width"), ("indent", "width"), ("wordwrap", "width")):
     _env.filters[_name] = _bounded(_env.filters[_name], _name, _arg)
@@ -1209,7 +1228,10 @@ def _guarded_step_keys(ast: nodes.Template) -> set[str]:
 
 def _referenced_step_keys(ast: nodes.Node) -> list[str]:
     keys: list[str] = []
-    for found in ast.find_all((nodes.Getattr, nodes.Getitem)):
+    found_nodes = list(ast.find_all((nodes.Getattr, nodes.Getitem)))
+    if isinstance(ast, nodes.Getattr | nodes.Getitem):
+        found_nodes.append(ast)  # find_all yields the descendants only
+    for found in found_nodes:
         # find_all's type is the common base (Expr); the nodes found are of the two types asked for.
         node = cast("nodes.Getattr | nodes.Getitem", found)
         target = node.node
@@ -1267,7 +1289,9 @@ def prepare_config(action: Action, config: Mapping[str, Any], *, whole: bool = F
         items = prepared.get(list_field)
         if isinstance(items, list):
             prepared[list_field] = [
-                {**item, item_field: bracket(item[item_field])} if isinstance(item, dict) and item_field in item else item
+                {**item, item_field: bracket(item[item_field])}
+                if isinstance(item, dict) and item_field in item
+                else item
                 for item in items
             ]
     return prepared

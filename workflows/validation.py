@@ -207,8 +207,8 @@ def _validate_step(
     elif key in seen:
         add(
             f"{where}.key",
-            f"{label}: the key {key!r} is used by an earlier step ({seen[key]}); keys must be unique in the whole workflow "
-            "(nested steps and the error path included).",
+            f"{label}: the key {key!r} is used by an earlier step ({seen[key]}); keys must be unique in the whole "
+            "workflow (nested steps and the error path included).",
         )
     else:
         seen[key] = where

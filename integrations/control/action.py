@@ -222,9 +222,7 @@ class ForEach(ControlAction):
             )
         items = config.get("items")
         if isinstance(items, str) and not items.strip():
-            raise ConfigError(
-                "config.items: give the list to loop over, e.g. trigger.body.lines", field="config.items"
-            )
+            raise ConfigError("config.items: give the list to loop over, e.g. trigger.body.lines", field="config.items")
 
     def limit(self, config: Mapping[str, Any]) -> int:
         """The most items this loop accepts (its ``max_items``, never above the operator's ceiling)."""

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from integrations.base import Field, KindSpec
+from integrations.errors import PermanentError
 
 from . import credential_hosts
 
@@ -20,17 +21,32 @@ ALLOWED_HOSTS = Field(
 )
 
 
+def _header_value(value: str, field: str) -> str:
+    """A value sent as it is in a header: HTTP/1.1 sends header values as latin-1 (http.client encodes them so)."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise PermanentError(
+            f"the credential's {field} has characters an HTTP header cannot carry (only ISO-8859-1 is sent as is)"
+        ) from None
+    return value
+
+
 def _bearer(cred: Mapping[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {cred['token']}"}
+    return {"Authorization": "Bearer " + _header_value(cred["token"], "token")}
 
 
 def _basic(cred: Mapping[str, Any]) -> dict[str, str]:
-    pair = f"{cred['username']}:{cred['password']}".encode("latin-1")  # the encoding urllib3 and requests use
+    text = f"{cred['username']}:{cred['password']}"
+    try:
+        pair = text.encode("latin-1")  # the encoding urllib3 and requests use
+    except UnicodeEncodeError:
+        pair = text.encode()  # beyond latin-1: UTF-8, as RFC 7617's charset="UTF-8" says
     return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
 
 
 def _header(cred: Mapping[str, Any]) -> dict[str, str]:
-    return {cred["header_name"]: cred["value"]}
+    return {_header_value(cred["header_name"], "header_name"): _header_value(cred["value"], "value")}
 
 
 HTTP_BEARER = KindSpec(

@@ -9,15 +9,12 @@ stay collapsed until someone wants them.
 import json
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import ExpressionDescriptor, Options
-from croniter import croniter
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from ..scheduling.schedules import ScheduleError, parse_cron
+from ..scheduling.cron import ScheduleError, next_firings, parse_cron
 
 
 def status_badge(status: str) -> SafeString:
@@ -47,19 +44,6 @@ def cron_description(expression: str) -> str:
         return ExpressionDescriptor(expression, options).get_description()
     except Exception as exc:  # noqa: BLE001 - cron_descriptor raises its own assorted types
         return f"(cannot describe {expression!r}: {exc})"
-
-
-def next_firings(expression: str, tz_name: str, *, count: int = 3, now: datetime | None = None) -> list[datetime]:
-    """The next ``count`` firing times in the workflow's time zone (what beat will do)."""
-    try:
-        zone = ZoneInfo(tz_name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return []
-    if not croniter.is_valid(expression):
-        return []
-    start = (now or timezone.now()).astimezone(zone)
-    iterator = croniter(expression, start)
-    return [iterator.get_next(datetime) for _ in range(count)]
 
 
 def schedule_preview(expression: str, tz_name: str, *, now: datetime | None = None) -> SafeString:

@@ -33,6 +33,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from ..flow import tree
 from ..models import ACTIVE_RUN_STATUSES, UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
 from . import fairness, flow, recording
 from .policy import lease_seconds, soft_time_limit, time_limit
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 EXECUTE_STEP_TASK = "workflows.execute_step"
 SWEEP_BATCH = 500
 # Instances that wait for time or an outside event (a run with one of them is not stalled).
-WAITING_TYPES = (flow.tree.DELAY, flow.tree.WAIT)
+WAITING_TYPES = (tree.DELAY, tree.WAIT)
 
 
 def dispatch(run_id: Any, *, force: bool = False, queue: str | None = None) -> int:
@@ -107,7 +108,7 @@ def dispatch_recorded(
         by_position = {s["position"]: s for s in run.definition.get("steps", [])}
         specs = [by_position.get(position) or {} for position in positions]
         if flow.is_flow_run(run):
-            cut = next((i for i, spec in enumerate(specs) if flow.tree.is_control(spec)), len(specs) - 1)
+            cut = next((i for i, spec in enumerate(specs) if tree.is_control(spec)), len(specs) - 1)
             positions, specs = positions[: cut + 1], specs[: cut + 1]
     signatures = []
     for index, position in enumerate(positions):

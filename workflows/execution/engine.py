@@ -71,6 +71,7 @@ from integrations.services import StepCredential, credential_for_step
 
 from .. import templating
 from ..files.services import RunFileAccess
+from ..flow import tree
 from ..models import (
     AttemptOutcome,
     InDoubtPolicy,
@@ -482,7 +483,7 @@ def _after_duplicate_success(run: Run, step_run: StepRun) -> StepOutcome:
     if flow.is_flow_run(run):
         # The worker may have died between recording the step and deciding what follows: decide
         # again (writing nothing that exists already).
-        if step_run.action_type in flow.tree.CONTROL_TYPES:
+        if step_run.action_type in tree.CONTROL_TYPES:
             return STOP
         return PROCEED if flow.after_success(run, step_run) else STOP
     position = step_run.position
@@ -511,7 +512,7 @@ def _attempt(attempt: Attempt) -> StepOutcome:
     try:
         if spec is None:
             raise PermanentError(f"step {step_run.position} is missing from the run's definition")
-        if in_flow and spec.get("action_type") in flow.tree.CONTROL_TYPES:
+        if in_flow and spec.get("action_type") in tree.CONTROL_TYPES:
             _decide(attempt, spec)
             return STOP
         try:

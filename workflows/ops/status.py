@@ -8,12 +8,10 @@ still leaves the rest of the report.
 
 from __future__ import annotations
 
-import zoneinfo
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from croniter import croniter
 from django.conf import settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -23,6 +21,7 @@ from core.broker import probe_queue
 from ..files import services as file_services
 from ..files import storage as file_storage
 from ..models import UNFINISHED_RUN_STATUSES, Run, RunStatus, Workflow
+from ..scheduling.cron import Cron, cron_expression
 from ..scheduling.schedules import FIRE_TASK
 from .metrics import oldest_unfinished_run_age, run_counts
 
@@ -99,7 +98,8 @@ def due_schedules(*, now: datetime, limit: int = 5) -> list[DueSchedule]:
     """The next firing of each enabled schedule, soonest first.
 
     The next time is computed once per crontab row (schedules share them), not
-    once per schedule: 10,000 schedules on a few crontabs cost a few croniter calls.
+    once per schedule: 10,000 schedules on a few crontabs cost a few computations (the cron rule
+    of ``scheduling.cron``, as beat's).
     """
     tasks = PeriodicTask.objects.filter(enabled=True, task=FIRE_TASK, crontab__isnull=False).select_related("crontab")
     names = dict(Workflow.objects.values_list("pk", "name"))
@@ -110,9 +110,8 @@ def due_schedules(*, now: datetime, limit: int = 5) -> list[DueSchedule]:
         if c is None:  # excluded by the query (crontab__isnull=False); narrows the type
             continue
         if c.pk not in nexts:
-            cron = f"{c.minute} {c.hour} {c.day_of_month} {c.month_of_year} {c.day_of_week}"
-            tz = c.timezone if isinstance(c.timezone, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(str(c.timezone))
-            nexts[c.pk] = (croniter(cron, now.astimezone(tz)).get_next(datetime), cron, str(tz))
+            cron = cron_expression(c)
+            nexts[c.pk] = (Cron(cron, str(c.timezone)).next_after(now), cron, str(c.timezone))
         at, cron, tz_name = nexts[c.pk]
         workflow_id = _workflow_id(task)
         name = task.name if workflow_id is None else names.get(workflow_id, task.name)

@@ -14,8 +14,9 @@ by ``workflows.scheduling.schedules``, ``enabled``, ``last_run_at``, crontab tim
 - each tick asks ``PeriodicTasks.last_update`` once; when it moved, one scan of
   ``(id, date_changed)`` finds the rows added, edited, disabled or deleted and
   only those are rebuilt (a changed ``CrontabSchedule`` rebuilds its entries);
-- a crontab's next run comes from Celery's own crontab (same time-zone and DST
-  behaviour as before), computed once per crontab and minute for all its entries;
+- a crontab's next run comes from the cron rule (``workflows.scheduling.cron``: POSIX
+  cron's meaning, the one every preview shows, not Celery's crontab, which ANDs day of
+  month and day of week), computed once per crontab and minute for all its entries;
 - due PotaFlow firings (``workflows.fire_schedule`` rows) of one scheduled
   minute go as ``workflows.fire_schedules`` messages of up to
   ``POTAFLOW_SCHEDULE_BATCH_SIZE`` workflows, the scheduled minute in the message;
@@ -46,19 +47,18 @@ from typing import Any
 import celery.schedules
 from celery import Celery
 from celery.beat import ScheduleEntry
-from celery.utils.time import remaining
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, close_old_connections
 from django.db.models import F
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
+from .cron import Cron, ScheduleError, cron_expression
 from .leader import Leadership
 from .schedules import FIRE_BATCH_TASK, FIRE_TASK
 
 logger = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Most occurrences walked to find the latest one before now (a year of every minute is 525,600).
 MAX_CATCH_UP_STEPS = 10_000
 # Seconds before an entry whose message could not be sent is tried again.
@@ -148,6 +148,7 @@ class HeapDatabaseScheduler(DatabaseScheduler):
         self._tokens = itertools.count(1)
         self._crontabs: dict[int, tuple[Any, ...]] = {}  # id -> the fields its schedule was built from
         self._schedules: dict[int, celery.schedules.crontab] = {}  # id -> TzAwareCrontab, shared by its entries
+        self._crons: dict[int, Cron] = {}  # id -> the cron rule of its fields, shared by its entries
         self._next_cache: dict[tuple[int, int], float] = {}
         self._loaded = False
         self._changed_at: datetime | None = None
@@ -316,18 +317,16 @@ class HeapDatabaseScheduler(DatabaseScheduler):
 
     # -- crontab arithmetic ----------------------------------------------------------------
     def _next_after(self, entry: CronEntry, after: float) -> float:
-        """The entry's first occurrence after ``after`` (epoch s), by Celery's crontab.
+        """The entry's first occurrence after ``after`` (epoch s), by the cron rule (``scheduling.cron``).
 
-        Celery's crontab only looks at the minute of the last run, so one
-        computation serves every entry of that crontab for that minute.
+        Only the minute of ``after`` counts, so one computation serves every
+        entry of that crontab for that minute.
         """
         minute = int(after // 60)
         key = (entry.crontab_id, minute)
         found = self._next_cache.get(key)
         if found is None:
-            last = datetime.fromtimestamp(minute * 60, UTC)
-            start, delta, _now = entry.schedule.remaining_delta(last)
-            found = remaining(start, delta, now=EPOCH).total_seconds()
+            found = self._crons[entry.crontab_id].next_after(datetime.fromtimestamp(minute * 60, UTC)).timestamp()
             if len(self._next_cache) > 100_000:
                 self._next_cache.clear()
             self._next_cache[key] = found
@@ -364,6 +363,7 @@ class HeapDatabaseScheduler(DatabaseScheduler):
         for cid in stale_crontabs:
             self._crontabs.pop(cid, None)
             self._schedules.pop(cid, None)
+            self._crons.pop(cid, None)
         if stale_crontabs:
             self._next_cache.clear()
         for gone in set(self._entries) - set(enabled):
@@ -402,7 +402,12 @@ class HeapDatabaseScheduler(DatabaseScheduler):
 
     def _build(self, model: PeriodicTask, previous: HeapEntry | None) -> HeapEntry:
         crontab = model.crontab
-        if crontab is None or not is_plain_crontab(model):
+        if crontab is not None and crontab.pk not in self._crons:
+            try:
+                self._crons[crontab.pk] = Cron(cron_expression(crontab), str(crontab.timezone))
+            except ScheduleError:
+                pass  # a row written in Celery's own syntax (not by PotaFlow): Celery's logic below
+        if crontab is None or not is_plain_crontab(model) or crontab.pk not in self._crons:
             model_entry = BeatModelEntry(model, app=self.app)
             model_entry.id, model_entry.date_changed = model.pk, model.date_changed
             return model_entry

@@ -1,3 +1,5 @@
+from datetime import datetime
+
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -5,6 +7,7 @@ from rest_framework.test import APIClient
 from accounts.models import Membership, Organization, Role
 from workflows.api import RunPagination
 from workflows.models import Run, RunStatus, StepRun, StepRunStatus, TriggerType
+from workflows.scheduling.cron import next_firings
 from workflows.services import run_accept, workflow_create
 from workflows.tests.conftest import make_user
 
@@ -63,6 +66,26 @@ def test_an_invalid_cron_is_400_naming_the_field(editor):
     body.update(schedule="0 9 * * *", timezone="Nowhere/City")
     response = client_for(editor).post("/api/workflows/", body, format="json")
     assert response.status_code == 400 and "timezone" in response.json()["errors"]
+
+
+def test_a_schedule_workflow_lists_its_next_five_firings_by_posix_cron(editor, wf):
+    body = {"name": "S", "trigger_type": "schedule", "schedule": "0 9 1 * 1", "timezone": "Europe/Berlin"}
+    created = client_for(editor).post("/api/workflows/", body, format="json")
+    assert created.status_code == 201, created.content
+    before = [at.isoformat() for at in next_firings("0 9 1 * 1", "Europe/Berlin", count=5)]
+    shown = client_for(editor).get(f"/api/workflows/{created.json()['id']}/").json()["next_firings"]
+    after = [at.isoformat() for at in next_firings("0 9 1 * 1", "Europe/Berlin", count=5)]
+    assert shown in (before, after)
+    for text in shown:
+        at = datetime.fromisoformat(text)
+        assert at.utcoffset() is not None and (at.hour, at.minute) == (9, 0)
+        assert at.day == 1 or at.weekday() == 0  # the 1st OR a Monday, as POSIX cron reads it
+    # "@daily" is accepted and shown too; a webhook workflow has none.
+    daily = client_for(editor).patch(f"/api/workflows/{created.json()['id']}/", {"schedule": "@daily"}, format="json")
+    assert daily.status_code == 200 and all(
+        t.endswith("T00:00:00+01:00") or t.endswith("T00:00:00+02:00") for t in daily.json()["next_firings"]
+    )
+    assert client_for(editor).get(f"/api/workflows/{wf.pk}/").json()["next_firings"] is None
 
 
 def test_viewers_read_but_cannot_write_or_run(viewer, wf):

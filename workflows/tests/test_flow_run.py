@@ -2,7 +2,7 @@
 durable delays and waits, approvals, the error path, idempotency keys per instance."""
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +13,6 @@ from rest_framework.test import APIClient
 from accounts.models import Membership, Organization, Role, User
 from testing.network import RecordingHTTPServer, Reply, worker_network_guard_env
 from testing.worker import start_beat, wait_for, wait_for_run
-from workflows.execution import flow
 from workflows.models import Run, StepIteration, StepRun
 from workflows.services import start_manual_run, workflow_create
 from workflows.tests.handlers import calls
@@ -67,7 +66,11 @@ def route_workflow(org, mode="first"):
                     "mode": mode,
                     "paths": [
                         {"name": "vip", "when": "{{ trigger.body.vip }}", "steps": [t("to_vip", {"p": "vip"})]},
-                        {"name": "big", "when": "{{ trigger.body.amount > 100 }}", "steps": [t("to_big", {"p": "big"})]},
+                        {
+                            "name": "big",
+                            "when": "{{ trigger.body.amount > 100 }}",
+                            "steps": [t("to_big", {"p": "big"})],
+                        },
                     ],
                     "otherwise": [t("to_support", {"p": "support"})],
                 },
@@ -111,7 +114,11 @@ def loop_workflow(org, *, items="{{ trigger.body.items }}", body=None, after=Tru
         {
             "key": "lines",
             "action_type": "for_each",
-            "config": {"items": items, "steps": body or [t("double", {"n": "{{ item * 2 }}", "i": "{{ index }}"})], **config},
+            "config": {
+                "items": items,
+                "steps": body or [t("double", {"n": "{{ item * 2 }}", "i": "{{ index }}"})],
+                **config,
+            },
         }
     ]
     if after:
@@ -167,7 +174,9 @@ def test_an_item_that_fails_then_succeeds_on_retry_and_the_idempotency_keys(stac
 
 
 def test_on_item_failure_continue_records_the_failed_item_and_goes_on(stack, org):
-    body = [{"key": "ratio", "action_type": "transform", "max_retries": 0, "config": {"value": {"per": "{{ 10 // item }}"}}}]
+    body = [
+        {"key": "ratio", "action_type": "transform", "max_retries": 0, "config": {"value": {"per": "{{ 10 // item }}"}}}
+    ]
     run = start_manual_run(
         workflow=loop_workflow(org, body=body, on_item_failure="continue"), body={"items": [1, 0, 5]}
     )
@@ -181,7 +190,9 @@ def test_on_item_failure_continue_records_the_failed_item_and_goes_on(stack, org
 
 
 def test_an_item_failing_stops_the_loop_and_fails_the_run_by_default(stack, org):
-    body = [{"key": "ratio", "action_type": "transform", "max_retries": 0, "config": {"value": {"per": "{{ 10 // item }}"}}}]
+    body = [
+        {"key": "ratio", "action_type": "transform", "max_retries": 0, "config": {"value": {"per": "{{ 10 // item }}"}}}
+    ]
     run = start_manual_run(workflow=loop_workflow(org, body=body), body={"items": [1, 0, 5]})
     run = wait_for_run(run.pk, {"failed"}, timeout=30, worker=stack)
     rows = instances(run)
@@ -226,8 +237,17 @@ def test_the_error_path_runs_once_on_a_dead_letter_with_the_failure_and_not_on_s
         organization=org,
         name="Dies",
         steps=[
-            {"key": "flaky", "action_type": "custom", "max_retries": 1, "backoff_seconds": 0.1,
-             "backoff_max_seconds": 0.2, "config": {"handler": "test.flaky", "input": {"log": str(log), "fail_times": "{{ trigger.body.fails }}"}}},
+            {
+                "key": "flaky",
+                "action_type": "custom",
+                "max_retries": 1,
+                "backoff_seconds": 0.1,
+                "backoff_max_seconds": 0.2,
+                "config": {
+                    "handler": "test.flaky",
+                    "input": {"log": str(log), "fail_times": "{{ trigger.body.fails }}"},
+                },
+            },
         ],  # fmt: skip
         on_failure=[notify],
     )
@@ -253,11 +273,150 @@ def test_continue_on_error_goes_on_after_a_failed_step(stack, org):
         organization=org,
         name="Tolerant",
         steps=[
-            {"key": "bad", "action_type": "transform", "max_retries": 0, "continue_on_error": True,
-             "config": {"value": {"x": "{{ 1 // 0 }}"}}},
+            {
+                "key": "bad",
+                "action_type": "transform",
+                "max_retries": 0,
+                "continue_on_error": True,
+                "config": {"value": {"x": "{{ 1 // 0 }}"}},
+            },
             t("next", {"bad": "{{ steps.bad.status }}"}),
         ],  # fmt: skip
     )
-    run = wait_for_run(start_manual_run(workflow=workflow, body={}).pk, {"succeeded", "failed"}, timeout=30, worker=stack)
+    run = wait_for_run(
+        start_manual_run(workflow=workflow, body={}).pk, {"succeeded", "failed"}, timeout=30, worker=stack
+    )
     rows = instances(run)
     assert run.status == "succeeded" and rows["bad"].status == "failed" and rows["next"].output == {"bad": "failed"}
+
+
+# -- durable delays and waits -------------------------------------------------------------
+@pytest.fixture
+def beat(stack):
+    process = start_beat()
+    yield process
+    process.stop()
+
+
+def delay_workflow(org, delay_config):
+    return workflow_create(
+        organization=org,
+        name="Later",
+        steps=[
+            t("before", {"x": 1}),
+            {"key": "pause", "action_type": "delay", "config": delay_config},
+            t("after", {"x": 2}),
+        ],
+    )
+
+
+def test_a_delay_survives_a_full_stop_of_worker_and_beat_and_resumes_after_restart(stack, beat, org):
+    run = start_manual_run(workflow=delay_workflow(org, {"seconds": 4}), body={})
+    run = wait_for_run(run.pk, {"waiting"}, timeout=30, worker=stack)
+    pause = StepRun.objects.get(run=run, key="pause")
+    assert pause.status == "waiting" and pause.wake_at is not None
+    assert not StepRun.objects.filter(run=run, key="after").exists()
+    stack.stop()
+    beat.stop()
+    time.sleep(5)  # the delay ends while nothing runs
+    assert Run.objects.get(pk=run.pk).status == "waiting"
+    stack.start()
+    restarted = start_beat()
+    try:
+        run = wait_for_run(run.pk, {"succeeded"}, timeout=30, worker=stack)
+    finally:
+        restarted.stop()
+    after = StepRun.objects.get(run=run, key="after")
+    assert after.started_at >= pause.wake_at
+
+
+def test_a_delay_until_a_local_time_in_a_time_zone(stack, beat, org):
+    zone = ZoneInfo("Asia/Tokyo")
+    wake = (timezone.now() + timedelta(seconds=3)).astimezone(zone).replace(microsecond=0)
+    until = wake.replace(tzinfo=None).isoformat()  # no offset: read in the config's time zone
+    run = start_manual_run(workflow=delay_workflow(org, {"until": until, "timezone": "Asia/Tokyo"}), body={})
+    wait_for_run(run.pk, {"waiting"}, timeout=30, worker=stack)
+    pause = StepRun.objects.get(run=run, key="pause")
+    assert pause.wake_at == wake.astimezone(UTC)
+    run = wait_for_run(run.pk, {"succeeded"}, timeout=30, worker=stack)
+    assert StepRun.objects.get(run=run, key="after").started_at >= wake
+
+
+def wait_workflow(org, **wait_config):
+    return workflow_create(
+        organization=org,
+        name="Hold",
+        steps=[
+            t("announce", {"url": "{{ run.resume_url('hold') }}"}),
+            {"key": "hold", "action_type": "wait", "config": {"kind": "webhook", **wait_config}},
+            t("after", {"got": "{{ steps.hold.output }}"}),
+        ],
+    )
+
+
+def test_a_wait_is_resumed_by_a_post_to_its_resume_url_and_a_second_post_is_a_duplicate(stack, org, settings):
+    run = start_manual_run(workflow=wait_workflow(org, timeout_seconds=600), body={})
+    run = wait_for_run(run.pk, {"waiting"}, timeout=30, worker=stack)
+    api = APIClient()
+    user = User.objects.create_user(email="ed@flow.test", password="pw-123456789!")
+    Membership.objects.create(user=user, organization=org, role=Role.VIEWER)
+    api.force_authenticate(user)
+    detail = api.get(f"/api/runs/{run.pk}/").json()
+    assert detail["status"] == "waiting"
+    hold = next(s for s in detail["steps"] if s["key"] == "hold")
+    assert hold["path"] == "hold" and hold["status"] == "waiting" and "attempt_log" in hold
+    url = hold["resume_url"]
+    announced = StepRun.objects.get(run=run, key="announce").output["url"]
+    assert url == announced and url.startswith(settings.POTAFLOW_BASE_URL)
+    path = url[len(settings.POTAFLOW_BASE_URL) :]
+    client = Client()
+    assert client.post("/api/runs/resume/not-a-token/", {"a": 1}, content_type="application/json").status_code == 404
+    first = client.post(path, {"ok": True, "n": 3}, content_type="application/json")
+    assert first.status_code == 202
+    second = client.post(path, {"ok": False}, content_type="application/json")
+    assert second.status_code == 409 and "Duplicate" in second.json()["detail"]
+    run = wait_for_run(run.pk, {"succeeded"}, timeout=30, worker=stack)
+    assert StepRun.objects.get(run=run, key="after").output == {"got": {"ok": True, "n": 3}}
+
+
+@pytest.mark.parametrize("on_timeout,status", [("continue", "succeeded"), ("fail", "failed")])
+def test_a_wait_that_times_out(stack, beat, org, on_timeout, status):
+    run = start_manual_run(workflow=wait_workflow(org, timeout_seconds=2, on_timeout=on_timeout), body={})
+    run = wait_for_run(run.pk, {status}, timeout=30, worker=stack)
+    hold = StepRun.objects.get(run=run, key="hold")
+    if status == "succeeded":
+        assert hold.output == {"timed_out": True}
+        assert StepRun.objects.get(run=run, key="after").output == {"got": {"timed_out": True}}
+    else:
+        assert hold.status == "failed" and "timeout_seconds=2" in hold.error and "hold" in run.error
+
+
+def test_an_approval_by_an_editor_and_a_viewer_is_refused(stack, org):
+    workflow = workflow_create(
+        organization=org,
+        name="Refund",
+        steps=[
+            {"key": "ok", "action_type": "wait", "config": {"kind": "approval"}},
+            t("after", {"approved": "{{ steps.ok.output.approved }}", "by": "{{ steps.ok.output.by }}"}),
+        ],
+    )
+    run = wait_for_run(start_manual_run(workflow=workflow, body={}).pk, {"waiting"}, timeout=30, worker=stack)
+    people = {}
+    for email, role in (("ed@flow.test", Role.EDITOR), ("vic@flow.test", Role.VIEWER)):
+        people[role] = User.objects.create_user(email=email, password="pw-123456789!")
+        Membership.objects.create(user=people[role], organization=org, role=role)
+    api = APIClient()
+    api.force_authenticate(people[Role.VIEWER])
+    assert api.post(f"/api/runs/{run.pk}/approve/", {"step": "ok", "approved": True}, format="json").status_code == 403
+    api.force_authenticate(people[Role.EDITOR])
+    assert (
+        api.post(f"/api/runs/{run.pk}/approve/", {"step": "nope", "approved": True}, format="json").status_code == 404
+    )
+    answer = api.post(f"/api/runs/{run.pk}/approve/", {"step": "ok", "approved": True}, format="json")
+    assert answer.status_code == 200
+    again = api.post(f"/api/runs/{run.pk}/approve/", {"step": "ok", "approved": False}, format="json")
+    assert again.status_code == 409
+    run = wait_for_run(run.pk, {"succeeded"}, timeout=30, worker=stack)
+    ok = StepRun.objects.get(run=run, key="ok")
+    assert ok.output["approved"] is True and ok.output["by"] == "ed@flow.test" and ok.output["at"]
+    assert StepRun.objects.get(run=run, key="after").output == {"approved": True, "by": "ed@flow.test"}

@@ -10,7 +10,6 @@ import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,10 +17,12 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import PeriodicTask
 
 from testing.worker import IsolatedBroker, is_filesystem_broker, start_beat, wait_for
 from workflows.models import Run, TriggerType
+from workflows.ops.status import due_schedules
+from workflows.scheduling.cron import next_firings
 from workflows.scheduling.scheduler import HeapDatabaseScheduler
 from workflows.scheduling.schedules import FIRE_BATCH_TASK, FIRE_TASK
 from workflows.services import (
@@ -106,32 +107,103 @@ def scheduler(broker):
     beat.close()
 
 
-# -- next run times: the same as Celery's crontab (what DatabaseScheduler used) ----------------------
-@pytest.mark.parametrize(
-    ("cron", "tz"),
-    [
-        ("* * * * *", "UTC"),
-        ("30 2 * * 1-5", "Europe/Paris"),
-        ("0 9 * * *", "America/New_York"),
-        ("*/15 1-3 * * *", "Europe/Paris"),  # around the DST changes below
-        ("0 0 1 */3 *", "Asia/Kolkata"),
-    ],
-)
-def test_next_run_is_celerys_crontab_answer_in_the_schedules_time_zone(cron, tz):
-    minute, hour, dom, month, dow = cron.split()
-    crontab = CrontabSchedule(
-        minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow, timezone=tz
-    ).schedule
-    beat = HeapDatabaseScheduler.__new__(HeapDatabaseScheduler)  # only the arithmetic: no app, no database
-    beat._next_cache = {}
-    entry = SimpleNamespace(schedule=crontab, crontab_id=1)
-    starts = [datetime(2026, 3, 29, 0, 30, tzinfo=UTC), datetime(2026, 10, 25, 0, 50, tzinfo=UTC)]
-    starts += [datetime(2026, 12, 1, 16, 41, 7, tzinfo=UTC) + timedelta(hours=h * 7) for h in range(30)]
-    for last in starts:
-        # Celery's own answer, as DatabaseScheduler's is_due gets it: the time remaining from now.
-        now = time.time()
-        expected = now + crontab.remaining_estimate(last).total_seconds()
-        assert beat._next_after(entry, last.timestamp()) == pytest.approx(expected, abs=0.05), last
+# -- next run times: POSIX cron's meaning, the same for beat and every preview -----------------------
+# (expression, time zone, clock start, the firings POSIX cron makes from there)
+CRON_TABLE = [
+    # Day of month OR day of week when both are restricted (Celery's crontab ANDs them: 2027-02-01...).
+    ("0 9 1 * 1", "UTC", "2026-11-30T10:00+00:00", ["12-01 09:00+00:00", "12-07 09:00+00:00", "12-14 09:00+00:00"]),
+    # One of them '*'-led: both must match (Mondays that are odd days of the month).
+    ("0 9 */2 * 1", "UTC", "2026-11-30T10:00+00:00", ["12-07 09:00+00:00", "12-21 09:00+00:00", "01-11 09:00+00:00"]),
+    ("@daily", "Europe/Berlin", "2026-12-07T12:00+00:00", ["12-08 00:00+01:00", "12-09 00:00+01:00"]),
+    ("*/15 * * * *", "UTC", "2026-12-07T12:07+00:00", ["12-07 12:15+00:00", "12-07 12:30+00:00", "12-07 12:45+00:00"]),
+    # Month ends without L: the 31st skips the months that have none.
+    ("0 0 31 * *", "UTC", "2027-01-01T00:00+00:00", ["01-31 00:00+00:00", "03-31 00:00+00:00", "05-31 00:00+00:00"]),
+    # DST, Europe/Berlin: a fixed time in the skipped hour fires as the clock jumps, once in the repeated one;
+    # a wildcard job fires at the times the clock shows (both passes of 02:xx in October).
+    (
+        "30 2 * * *",
+        "Europe/Berlin",
+        "2027-03-27T00:00+00:00",
+        ["03-27 02:30+01:00", "03-28 03:00+02:00", "03-29 02:30+02:00"],
+    ),
+    (
+        "30 2 * * *",
+        "Europe/Berlin",
+        "2026-10-24T00:00+00:00",
+        ["10-24 02:30+02:00", "10-25 02:30+02:00", "10-26 02:30+01:00"],
+    ),
+    (
+        "*/30 * * * *",
+        "Europe/Berlin",
+        "2026-10-24T23:00+00:00",
+        ["10-25 01:30+02:00", "10-25 02:00+02:00", "10-25 02:30+02:00", "10-25 02:00+01:00", "10-25 02:30+01:00"],
+    ),
+    ("*/30 * * * *", "Europe/Berlin", "2027-03-28T00:00+00:00", ["03-28 01:30+01:00", "03-28 03:00+02:00"]),
+    # DST, America/New_York.
+    ("30 1 * * *", "America/New_York", "2026-10-31T12:00+00:00", ["11-01 01:30-04:00", "11-02 01:30-05:00"]),
+    ("30 2 * * *", "America/New_York", "2027-03-13T12:00+00:00", ["03-14 03:00-04:00", "03-15 02:30-04:00"]),
+    (
+        "0 * * * *",
+        "America/New_York",
+        "2026-11-01T04:30+00:00",
+        ["11-01 01:00-04:00", "11-01 01:00-05:00", "11-01 02:00-05:00"],
+    ),
+]
+
+
+def expected_instants(start: datetime, table: list[str]) -> list[datetime]:
+    """'12-01 09:00+00:00' -> that instant, in the year of ``start`` or the next one (the table never wraps twice)."""
+    out = []
+    year = start.year
+    for text in table:
+        at = datetime.fromisoformat(f"{year}-{text[:5]}T{text[6:]}")
+        if at < start:
+            year += 1
+            at = datetime.fromisoformat(f"{year}-{text[:5]}T{text[6:]}")
+        out.append(at)
+    return out
+
+
+def beat_firings(scheduler: HeapDatabaseScheduler, start: datetime, count: int) -> list[datetime]:
+    """The minutes beat fires for, its clock advanced from ``start`` to each moment it says it has work."""
+    sent: list[str] = []
+    send = scheduler._send_batch
+
+    def recording_send(workflow_ids, scheduled_at):
+        sent.append(scheduled_at)
+        return send(workflow_ids, scheduled_at)
+
+    scheduler._send_batch = recording_send
+    scheduler.clock = lambda: start.timestamp()
+    scheduler.tick()
+    assert sent == []
+    while len(sent) < count:
+        due = scheduler._queue[0][0]
+        scheduler.clock = lambda due=due: due - 1  # a second early: nothing yet
+        scheduler.tick()
+        before = len(sent)
+        scheduler.clock = lambda due=due: due + 0.05
+        scheduler.tick()
+        assert len(sent) == before + 1, (before, sent)
+    return [datetime.fromisoformat(at) for at in sent]
+
+
+@pytest.mark.parametrize(("cron", "tz", "start", "table"), CRON_TABLE)
+def test_beat_fires_what_every_preview_shows_posix_crons_meaning(scheduler, org, cron, tz, start, table):
+    start = datetime.fromisoformat(start)
+    expected = expected_instants(start, table)
+    workflow = schedule(org, cron, cron=cron, tz=tz)
+    # Beat has seen it fire last at the clock's start (no catch-up of earlier occurrences).
+    PeriodicTask.objects.filter(name=workflow.periodic_task_name).update(last_run_at=start)
+
+    # What the admin, member pages, API and potaflow_status show: the one module, in the schedule's zone.
+    preview = next_firings(cron, tz, count=len(expected), now=start)
+    assert [at.isoformat() for at in preview] == [at.isoformat() for at in expected]
+    assert due_schedules(now=start)[0].at.isoformat() == expected[0].isoformat()
+    # What beat does, its clock advanced.
+    assert [at.timestamp() for at in beat_firings(scheduler, start, len(expected))] == [
+        at.timestamp() for at in expected
+    ]
 
 
 # -- a tick: every due firing in batches, saved in one statement ---------------------------------------
