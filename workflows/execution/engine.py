@@ -334,7 +334,7 @@ def _claim(
             return STOP
 
         # A take-over is exempt: the lost attempt held one of the organization's slots already.
-        if status != StepRunStatus.RUNNING and _organization_is_busy(run.workflow.organization_id, step_run.pk, now):
+        if status != StepRunStatus.RUNNING and _organization_is_busy(run.workflow.organization_id):
             fairness.park(step_run, run.workflow.organization_id)
             logger.info(
                 "run %s step %s parked: its organization has its share of the workers while another waits",
@@ -463,7 +463,7 @@ def _close_lost_attempt(run: Run, step_run: StepRun, spec: dict[str, Any] | None
     return None
 
 
-def _organization_is_busy(organization_id: int, step_run_pk: int, now: datetime) -> bool:
+def _organization_is_busy(organization_id: int) -> bool:
     """True when the organization runs its limit of steps (workers are shared by all tenants).
 
     The limit is work-conserving (``workflows.execution.fairness``): none while
@@ -471,7 +471,7 @@ def _organization_is_busy(organization_id: int, step_run_pk: int, now: datetime)
     row is locked for the rest of the claiming transaction, so two claims for
     the same organization count one after the other.
     """
-    return fairness.is_busy(organization_id, step_run_pk)
+    return fairness.is_busy(organization_id)
 
 
 def _organization_count() -> int:

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 
-from ..models import StepRun, StepRunStatus
+from ..models import StepRun
 from .policy import org_limit_may_apply, org_step_limit
 
 logger = logging.getLogger(__name__)
@@ -123,28 +123,23 @@ def lock_organization(organization_id: int) -> None:
     list(Organization.objects.select_for_update().filter(pk=organization_id).values_list("pk"))
 
 
-def running(organization_id: int, *, exclude_pk: int | None = None) -> int:
-    """Steps of the organization running under a live lease (the one ``exclude_pk`` left out)."""
+def running(organization_id: int) -> int:
+    """Steps of the organization running under a live lease."""
     with connection.cursor() as cursor:
         cursor.execute(_RUNNING_SQL, {"org": organization_id, "now": timezone.now()})
-        count = int(cursor.fetchone()[0])
-    if (
-        exclude_pk is not None
-        and StepRun.objects.filter(
-            pk=exclude_pk, status=StepRunStatus.RUNNING, lease_expires_at__gt=timezone.now()
-        ).exists()
-    ):
-        count -= 1
-    return count
+        return int(cursor.fetchone()[0])
 
 
-def is_busy(organization_id: int, step_run_pk: int) -> bool:
-    """At its limit now? Call inside the claiming transaction: the organization's row stays locked."""
+def is_busy(organization_id: int) -> bool:
+    """At its limit now? Call inside the claiming transaction: the organization's row stays locked.
+
+    Only a pending or retrying step asks (a take-over replaces the slot its lost attempt held).
+    """
     limit = limit_for(organization_id)
     if not limit:
         return False
     lock_organization(organization_id)
-    return running(organization_id, exclude_pk=step_run_pk) >= limit
+    return running(organization_id) >= limit
 
 
 def park(step_run: StepRun, organization_id: int) -> None:
