@@ -862,7 +862,6 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
         replay = Run.objects.prefetch_related("step_runs__attempt_log").get(pk=replay.pk)
         return Response(RunDetailSerializer(replay, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
-
     @extend_schema(
         request=ApproveSerializer,
         responses={

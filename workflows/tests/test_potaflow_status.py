@@ -76,7 +76,14 @@ def test_the_summary_counts_runs_dead_letters_and_lists_schedules(busy, settings
 
 def test_the_json_report_has_the_same_facts(busy):
     data = json.loads(status("--json", "--schedules", "1"))
-    assert data["recent_by_status"] == {"queued": 1, "running": 1, "succeeded": 2, "failed": 1, "filtered": 0, "waiting": 0}
+    assert data["recent_by_status"] == {
+        "queued": 1,
+        "running": 1,
+        "succeeded": 2,
+        "failed": 1,
+        "filtered": 0,
+        "waiting": 0,
+    }
     assert data["unfinished_by_status"] == {"queued": 1, "running": 1, "waiting": 0}
     assert data["dead_lettered_total"] == 2
     assert data["queue_length"] >= 0 and data["broker_error"] == ""
