@@ -372,7 +372,7 @@ POTAFLOW_SCHEDULE_QUEUE = "potaflow.schedules"
 POTAFLOW_TEST_QUEUE = "potaflow.tests"
 # Step messages that must not wait behind a backlog, in a queue of their own that every worker consumes
 # with the default one (Redis: the worker's BRPOP serves its queues in turn): the take-over of a lapsed
-# lease, the re-send of a message the broker really lost, a parked step its organization's free slot
+# lease, a parked step its organization's free slot
 # wakes (workflows.execution.dispatch, workflows.execution.fairness).
 POTAFLOW_RECOVERY_QUEUE = "potaflow.recovery"
 # RabbitMQ (CELERY_BROKER_URL=amqp://...): quorum queues (replicated, durable, no message lost

@@ -15,9 +15,11 @@ through the database). ``recover_stalled_runs`` is the sweeper beat runs every
 - parked steps (``workflows.execution.fairness``) whose organization has a
   free slot are sent.
 
-Every re-send goes to the recovery queue (``POTAFLOW_RECOVERY_QUEUE``), which
-the workers serve in turn with the default one: a take-over does not wait
-behind the backlog.
+Take-overs and woken parked steps go to the recovery queue
+(``POTAFLOW_RECOVERY_QUEUE``), which the workers serve in turn with the
+default one: they do not wait behind the backlog. A lost message's re-send goes
+to the default queue (after a broker flush there are hundreds of them, and a
+take-over must not wait behind those either).
 
 A message sent twice is harmless: claims make the second one a no-op.
 """
@@ -134,7 +136,7 @@ def dispatch_recorded(
 def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
     """Send again what a lost worker or a lost message left behind; returns the run ids sent.
 
-    Re-sends go to the recovery queue, so they do not wait behind the backlog.
+    A take-over goes to the recovery queue (not behind the backlog); a lost message to the default one.
     """
     if stalled_after is None:
         stalled_after = settings.POTAFLOW_STALLED_AFTER_SECONDS
@@ -179,7 +181,9 @@ def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
             continue
         if _claim_recovery(run_id, seen, now):
             logger.warning("recovering stalled run %s (no progress since %s)", run_id, seen.isoformat())
-            dispatch(run_id, force=True, queue=settings.POTAFLOW_RECOVERY_QUEUE)
+            # The default queue: after a broker flush these are hundreds, and a take-over must not
+            # wait behind them in the recovery queue.
+            dispatch(run_id, force=True)
             recovered.append(str(run_id))
     if skipped:
         logger.info("sweeper: %d run(s) without progress still have their message in the broker (queued)", skipped)

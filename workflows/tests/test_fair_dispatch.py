@@ -75,7 +75,8 @@ def test_a_run_queued_behind_a_backlog_is_not_resent_but_a_lost_one_is(org, tran
         import redis
 
         client = redis.Redis.from_url(broker.url)
-        assert client.llen(settings.POTAFLOW_RECOVERY_QUEUE) == 3  # re-sent ahead of any backlog
+        assert client.llen("celery") == 3  # re-sent once each, to the default queue...
+        assert client.llen(settings.POTAFLOW_RECOVERY_QUEUE) == 0  # ...the recovery queue is for take-overs
         assert dispatch.recover_stalled_runs(stalled_after=20) == []  # and not twice
 
 
