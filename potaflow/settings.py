@@ -74,6 +74,8 @@ MIDDLEWARE = [
     "potaflow.database_errors.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Unknown /api/ and /hooks/ URLs: the JSON error shape, with DEBUG too (outside CommonMiddleware's slash redirect).
+    "core.errors.JsonNotFoundMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

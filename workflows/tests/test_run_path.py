@@ -393,6 +393,7 @@ def test_a_step_that_allocates_past_the_ceiling_fails_and_leaves_no_bloated_proc
 
 
 # -- the worker keeps its database connection ------------------------------------------
+@pytest.mark.services
 def test_the_worker_reuses_its_database_connection_across_tasks(stack, org, settings):
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("counts PostgreSQL backend PIDs")

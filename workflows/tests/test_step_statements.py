@@ -17,6 +17,7 @@ from workflows.models import Run, RunStatus, StepAttempt, StepRun, StepRunStatus
 from workflows.services import run_accept, workflow_create
 
 pytestmark = [
+    pytest.mark.services,
     pytest.mark.django_db,
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement claim is PostgreSQL's"),
 ]
