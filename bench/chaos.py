@@ -251,7 +251,7 @@ class RabbitBroker:
         from kombu import Connection
 
         with Connection(self.url, connect_timeout=5) as conn:
-            for queue in ("celery", "potaflow.schedules"):
+            for queue in ("celery", "potaflow.schedules", "potaflow.recovery", "potaflow.tests"):
                 try:
                     conn.default_channel.queue_purge(queue)
                 except Exception:  # noqa: BLE001 - not declared yet: nothing to lose
