@@ -40,7 +40,7 @@ from accounts.selectors import organization_ids_for
 from accounts.throttles import SettingRateThrottle
 
 from . import portability, samples, selectors, services, templating
-from .execution import recording
+from .execution import flow, recording
 from .files import links
 from .flow.schema import definition_schema
 from .models import (
@@ -52,6 +52,7 @@ from .models import (
     RunTrigger,
     StepAttempt,
     StepRun,
+    StepRunStatus,
     TestRun,
     TriggerType,
     Workflow,
@@ -284,6 +285,11 @@ class RunAcceptedSerializer(serializers.Serializer):
     run_id = serializers.UUIDField()
 
 
+class ApproveSerializer(serializers.Serializer):
+    step = serializers.CharField(max_length=64, help_text="The key of the waiting wait step (kind approval).")
+    approved = serializers.BooleanField(help_text="true approves, false refuses.")
+
+
 class ReplaySerializer(serializers.Serializer):
     from_step = serializers.CharField(required=False, allow_blank=True, help_text="Start at this step key.")
     version = serializers.ChoiceField(
@@ -426,6 +432,15 @@ class StepAttemptSerializer(serializers.ModelSerializer):
 
 class StepRunSerializer(serializers.ModelSerializer):
     attempt_log = StepAttemptSerializer(many=True, read_only=True, help_text="Every attempt, oldest first.")
+    path = serializers.SerializerMethodField(
+        help_text='Where the instance sits in the tree: its key, or "lines[3]/ratio" inside iteration 3 of loop lines.'
+    )
+    resume_url = serializers.SerializerMethodField(
+        help_text="A waiting wait of kind webhook: POST JSON to it to resume the run (the body becomes the output)."
+    )
+    loop = serializers.SerializerMethodField(
+        help_text="A for_each instance: {total, finished, iterations: [{index, status}]}; null otherwise."
+    )
     truncated = serializers.SerializerMethodField(
         help_text="What was cut to POTAFLOW_STEP_OUTPUT_MAX_BYTES before it was stored (output, rendered_config); "
         "a cut value is {_potaflow_truncated: true, size_bytes, preview}."
@@ -433,6 +448,24 @@ class StepRunSerializer(serializers.ModelSerializer):
 
     def get_truncated(self, step_run: StepRun) -> list[str]:
         return [name for name in ("output", "rendered_config") if recording.is_truncated(getattr(step_run, name))]
+
+    def get_path(self, step_run: StepRun) -> str:
+        return flow.path_of(step_run)
+
+    def get_resume_url(self, step_run: StepRun) -> str | None:
+        if step_run.status != StepRunStatus.WAITING or not step_run.resume_token:
+            return None
+        return flow.resume_url(step_run.run_id, flow.path_of(step_run))
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_loop(self, step_run: StepRun) -> dict[str, Any] | None:
+        if step_run.loop_total is None:
+            return None
+        return {
+            "total": step_run.loop_total,
+            "finished": step_run.loop_finished or 0,
+            "iterations": [{"index": it.index, "status": it.status} for it in step_run.iterations.all()],
+        }
 
     class Meta:
         model = StepRun
@@ -452,6 +485,10 @@ class StepRunSerializer(serializers.ModelSerializer):
             "reused",
             "truncated",
             "attempt_log",
+            "path",
+            "wake_at",
+            "resume_url",
+            "loop",
         ]
 
 
@@ -836,7 +873,7 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         queryset = super().get_queryset()
         if self.action != "list":
-            queryset = queryset.prefetch_related("step_runs__attempt_log")
+            queryset = queryset.prefetch_related("step_runs__attempt_log", "step_runs__iterations")
         return queryset
 
     def get_serializer_class(self):
@@ -859,6 +896,56 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
         )
         replay = Run.objects.prefetch_related("step_runs__attempt_log").get(pk=replay.pk)
         return Response(RunDetailSerializer(replay, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=ApproveSerializer,
+        responses={
+            200: RunDetailSerializer,
+            403: OpenApiResponse(description="Approving needs the editor role."),
+            404: OpenApiResponse(description="No such run, or no wait step of that key."),
+            409: OpenApiResponse(description="The step is not waiting for an approval (decided already)."),
+        },
+        summary="Give or refuse a waiting approval",
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()  # editor or above (OrgRole's write role); a viewer gets 403
+        body = ApproveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            services.run_approve(
+                run=run,
+                step=body.validated_data["step"],
+                approved=body.validated_data["approved"],
+                user=signed_in(request.user),
+            )
+        except flow.FlowError as exc:
+            return Response({"detail": exc.message}, status=exc.code)
+        run = Run.objects.prefetch_related("step_runs__attempt_log", "step_runs__iterations").get(pk=run.pk)
+        return Response(RunDetailSerializer(run, context={"request": request}).data)
+
+
+class ResumeView(APIView):
+    """A wait's resume URL (kind webhook): the unguessable token is the capability, no sign-in."""
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={
+            202: OpenApiResponse(description="Resumed: the body is the wait step's output."),
+            404: OpenApiResponse(description="No wait has this URL."),
+            409: OpenApiResponse(description="Duplicate: resumed before (or timed out)."),
+        },
+        summary="Resume a run waiting at a wait step",
+    )
+    def post(self, request: Request, token: str) -> Response:
+        try:
+            row = services.run_resume_webhook(token=token, body=request.data)
+        except flow.FlowError as exc:
+            return Response({"detail": exc.message}, status=exc.code)
+        return Response({"run": str(row.run_id), "step": row.key, "path": flow.path_of(row)}, status=202)
 
 
 class TemplateViewSet(viewsets.ViewSet):

@@ -32,7 +32,7 @@ from accounts.models import Organization, User
 from integrations import storable
 from integrations.oauth.selectors import needing_reconnect
 
-from .execution import dispatch
+from .execution import dispatch, flow
 from .flow import tree
 from .intake import signatures
 from .models import (
@@ -467,6 +467,8 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
                 )
     else:
         start = _first_step_to_redo(run, steps, previous)
+    if tree.is_flow(definition):
+        start = -1  # a flow run is replayed from its start (its instances are written as it goes)
     _refuse_dead_connections(run.workflow.organization_id, [s for s in steps if s["position"] >= start])
     with transaction.atomic():
         replay = Run.objects.create(
@@ -512,10 +514,17 @@ def _create_step_runs(run: Run, definition: dict[str, Any], reuse: dict[int, Ste
 
 
 def _step_run_rows(run: Run, definition: dict[str, Any], reuse: dict[int, StepRun] | None = None) -> list[StepRun]:
-    """The run's step runs, not saved: pending, or succeeded with the output reused from ``reuse``."""
+    """The run's step runs, not saved: pending, or succeeded with the output reused from ``reuse``.
+
+    A flow definition (issue 19) gets the rows of its first segment only (up to its first control
+    step); the engine writes the others as the run reaches them (``workflows.execution.flow``).
+    """
     reuse = reuse or {}
     rows = []
-    for s in definition.get("steps", []):
+    steps = definition.get("steps", [])
+    if tree.is_flow(definition):
+        steps = list(tree.segment(steps, 0))
+    for s in steps:
         prior = reuse.get(s["position"])
         if prior is not None:
             rows.append(
@@ -523,6 +532,7 @@ def _step_run_rows(run: Run, definition: dict[str, Any], reuse: dict[int, StepRu
                     run=run,
                     position=s["position"],
                     key=s["key"],
+                    path=s["key"],
                     action_type=s["action_type"],
                     status=StepRunStatus.SUCCEEDED,
                     rendered_config=prior.rendered_config,
@@ -534,7 +544,9 @@ def _step_run_rows(run: Run, definition: dict[str, Any], reuse: dict[int, StepRu
                 )
             )
         else:
-            rows.append(StepRun(run=run, position=s["position"], key=s["key"], action_type=s["action_type"]))
+            rows.append(
+                StepRun(run=run, position=s["position"], key=s["key"], path=s["key"], action_type=s["action_type"])
+            )
     return rows
 
 
@@ -666,11 +678,9 @@ def _record_schedule_firings(workflow_ids: list[int], fired_at: datetime) -> lis
             payload=_schedule_payload(workflow, fired_at),
             idempotency_key=key,
         )
-        steps = version.definition.get("steps", [])
-        step_runs.extend(
-            StepRun(run=run, position=s["position"], key=s["key"], action_type=s["action_type"]) for s in steps
-        )
-        recorded.append((run, [s["position"] for s in steps]))
+        steps = _step_run_rows(run, version.definition)
+        step_runs.extend(steps)
+        recorded.append((run, [s.position for s in steps]))
     try:
         with transaction.atomic():
             Run.objects.bulk_create([run for run, _positions in recorded])
@@ -815,3 +825,18 @@ def test_run_execute(test_id: str) -> None:
         result = {"outcome": "error", "detail": f"The test run failed: {type(exc).__name__}.", "steps": []}
         status = TestRunStatus.FAILED
     TestRun.objects.filter(pk=test_id).update(status=status, result=result, finished_at=timezone.now())
+
+
+# -- flow control: resuming waits (issue 19) ---------------------------------------
+def run_resume_webhook(*, token: str, body: Any) -> StepRun:
+    """A POST to a wait's resume URL; ``flow.FlowError`` (404 unknown, 409 duplicate) otherwise."""
+    try:
+        storable.ensure(body, path="body")
+    except storable.NotStorable as exc:
+        raise flow.FlowError(f"{exc}.", 400) from None
+    return flow.resume_webhook(token, body)
+
+
+def run_approve(*, run: Run, step: str, approved: bool, user: User) -> StepRun:
+    """An editor gives or refuses a waiting approval (the caller checked the role)."""
+    return flow.approve(run, step, approved, user)

@@ -153,3 +153,54 @@ def visible_in_definition(definition: Mapping[str, Any]) -> dict[str, frozenset[
     out = visible_steps(definition.get("steps") or [])
     out.update(visible_steps(definition.get("on_failure") or []))
     return out
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a step sits for the engine: the list holding it, its index there, and its container."""
+
+    steps: Sequence[Mapping[str, Any]]  # the list the step is in
+    index: int
+    container: str  # the key of the branch or loop holding the list ("" at the top level / error path)
+    slot: str  # the slot's name in its container (a path's name, "otherwise", "steps"), "" at the top
+    on_failure: bool
+
+
+def places(definition: Mapping[str, Any]) -> dict[str, Place]:
+    """Each step's place by key (what the engine needs to find what follows a step)."""
+    out: dict[str, Place] = {}
+
+    def index(steps: Any, container: str, slot: str, on_failure: bool) -> None:
+        for i, spec in enumerate(steps if isinstance(steps, Sequence) else []):
+            if not isinstance(spec, Mapping):
+                continue
+            key = str(spec.get("key") or "")
+            out[key] = Place(steps, i, container, slot, on_failure)
+            for nested in slots(spec):
+                index(nested.steps, key, nested.name, on_failure)
+
+    index(definition.get("steps") or [], "", "", False)
+    index(definition.get("on_failure") or [], "", "", True)
+    return out
+
+
+def is_flow(definition: Mapping[str, Any]) -> bool:
+    """Does the definition need the flow engine (control steps, an error path, continue_on_error)?
+    A straight list of plain steps runs as before: one chain, completion checked by the last step."""
+    if definition.get("on_failure"):
+        return True
+    return any(
+        located.action_type in CONTROL_TYPES or located.spec.get("continue_on_error")
+        for located in walk(definition.get("steps") or [])
+    )
+
+
+def segment(steps: Sequence[Mapping[str, Any]], start: int) -> list[Mapping[str, Any]]:
+    """The straight run of a list from ``start``: up to and including its first control step
+    (which decides what follows), or to the end of the list. One chain covers it."""
+    out: list[Mapping[str, Any]] = []
+    for spec in steps[start:]:
+        out.append(spec)
+        if is_control(spec):
+            break
+    return out

@@ -150,3 +150,23 @@ def test_a_saved_workflow_is_tested_with_an_unsaved_error_path(org, editor):
     assert by_path(TestRun.objects.get(pk=test.pk).result)["on_failure/tell"]["output"] == "boom"
     wf.refresh_from_db()
     assert wf.on_failure == []  # a test saves nothing
+
+
+def test_an_undefined_value_in_a_path_condition_is_false_like_in_a_filter(org):
+    """The filter's condition rule holds for a branch path's ``when``: a field the event lacks makes
+    the path not match (the rendered config names it), instead of failing the run."""
+    wf = workflow_create(
+        organization=org,
+        name="VIP",
+        steps=[
+            step("route", "branch", {
+                "paths": [{"name": "vip", "when": "trigger.body.customer.vip", "steps": [step("vip_note")]}],
+                "otherwise": [step("plain_note")],
+            }),
+        ],
+    )  # fmt: skip
+    result = dry_run.dry_run(workflow=wf, payload={"amount": 3})
+    assert result["outcome"] == "completed", result
+    steps = by_path(result)
+    assert steps["route"]["output"]["taken"] == ["otherwise"]
+    assert steps["route/otherwise/plain_note"]["status"] != "skipped"
