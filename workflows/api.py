@@ -38,6 +38,7 @@ from accounts.models import Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for
 from accounts.throttles import SettingRateThrottle
+from core.errors import error_body
 
 from . import portability, samples, selectors, services, templating
 from .execution import flow, recording
@@ -895,7 +896,7 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
                 user=signed_in(request.user),
             )
         except flow.FlowError as exc:
-            return Response({"detail": exc.message}, status=exc.code)
+            return Response(error_body(exc.message), status=exc.code)
         run = Run.objects.prefetch_related("step_runs__attempt_log", "step_runs__iterations").get(pk=run.pk)
         return Response(RunDetailSerializer(run, context={"request": request}).data)
 
@@ -919,7 +920,7 @@ class ResumeView(APIView):
         try:
             row = services.run_resume_webhook(token=token, body=request.data)
         except flow.FlowError as exc:
-            return Response({"detail": exc.message}, status=exc.code)
+            return Response(error_body(exc.message), status=exc.code)
         return Response({"run": str(row.run_id), "step": row.key, "path": flow.path_of(row)}, status=202)
 
 
