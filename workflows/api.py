@@ -305,6 +305,11 @@ class ReplaySerializer(serializers.Serializer):
 class TestRunSerializer(serializers.Serializer):
     payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
     steps = StepSerializer(many=True, required=False, help_text="Test these (unsaved) steps instead of the saved ones.")
+    on_failure = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Test with this (unsaved) error path instead of the saved one: it runs when the test fails.",
+    )
     send_step = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -318,6 +323,11 @@ class UnsavedTestRunSerializer(serializers.Serializer):
     )
     payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
     steps = StepSerializer(many=True, required=False, default=list)
+    on_failure = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Test with this (unsaved) error path instead of the saved one: it runs when the test fails.",
+    )
 
 
 class ListeningSerializer(serializers.Serializer):
@@ -395,6 +405,19 @@ def throttled_naming_the_setting(throttle: type[SettingRateThrottle], what: str,
 class TemplateCheckSerializer(serializers.Serializer):
     template = serializers.CharField(allow_blank=True, trim_whitespace=False)
     earlier_steps = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    names = serializers.ListField(
+        child=serializers.ChoiceField(choices=["item", "index", "failure"]),
+        required=False,
+        default=list,
+        help_text="Variables known where the template is: item and index in a loop body, failure in the error path.",
+    )
+    other_steps = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        default=list,
+        max_length=1000,
+        help_text="The definition's other step keys: readable only with a default (they may not have run).",
+    )
 
 
 class TemplateCheckResultSerializer(serializers.Serializer):
@@ -596,6 +619,7 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
                 user=signed_in(request.user),
                 payload=data["payload"],
                 steps=steps,
+                on_failure=data.get("on_failure"),
                 send_step=data.get("send_step") or None,
             )
         except services.TestRunLimited as exc:
@@ -670,6 +694,7 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
                 user=signed_in(request.user),
                 payload=data["payload"],
                 steps=[_step_spec(s) for s in data.get("steps", [])],
+                on_failure=data.get("on_failure"),
             )
         except services.TestRunLimited as exc:
             raise exceptions.Throttled(wait=5, detail=str(exc)) from None
@@ -974,7 +999,7 @@ class DefinitionSchemaView(APIView):
         description="Draft 2020-12, built from the installed actions' config schemas; recursive for the nested "
         "step lists of branch and for_each. What a schema cannot say (unique keys, depth, template scope) is "
         "checked when a workflow is saved.",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={(200, "application/schema+json"): OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> Response:
         return Response(definition_schema(), content_type="application/schema+json")
@@ -991,7 +1016,12 @@ class TemplateCheckView(APIView):
 
     @extend_schema(
         request=TemplateCheckSerializer,
-        responses={200: TemplateCheckResultSerializer},
+        responses={
+            200: TemplateCheckResultSerializer,
+            429: OpenApiResponse(
+                description="POTAFLOW_TEMPLATE_CHECK_RATE per user, or the server busy checking templates."
+            ),
+        },
         summary="Check one template as saving would",
     )
     def post(self, request: Request) -> Response:
@@ -1002,7 +1032,10 @@ class TemplateCheckView(APIView):
             raise exceptions.Throttled(wait=1, detail="The server is busy checking templates: retry in a second.")
         try:
             templating.check_template(
-                body.validated_data["template"], earlier_steps=body.validated_data["earlier_steps"]
+                body.validated_data["template"],
+                earlier_steps=body.validated_data["earlier_steps"],
+                names=body.validated_data["names"],
+                other_steps=body.validated_data["other_steps"],
             )
         except templating.TemplateError as exc:
             return Response({"valid": False, "error": exc.message})

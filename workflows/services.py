@@ -738,6 +738,7 @@ def test_run_start(
     payload: Any,
     steps: Sequence[Mapping[str, Any]] | None = None,
     send_step: str | None = None,
+    on_failure: Sequence[Mapping[str, Any]] | None = None,
 ) -> TestRun:
     """Record a test of ``workflow`` and hand it to a worker (after commit).
 
@@ -746,8 +747,12 @@ def test_run_start(
     (``WorkflowInvalid``: a 400 before anything is queued). Raises ``TestRunLimited`` when the
     organization has ``POTAFLOW_TEST_RUN_MAX_CONCURRENT`` unfinished tests.
     """
+    if on_failure is not None:  # an unsaved error path: checked with the steps it goes with
+        workflow.on_failure = list(on_failure)
+        if steps is None:
+            steps = [_step_as_spec(step) for step in workflow.steps.order_by("position")] if workflow.pk else []
     if steps is not None:
-        validate_definition(workflow, steps)
+        validate_definition(workflow, steps)  # leaves workflow.on_failure normalized
     limit = settings.POTAFLOW_TEST_RUN_MAX_CONCURRENT
 
     def busy() -> int:
@@ -769,13 +774,28 @@ def test_run_start(
             workflow=workflow if workflow.pk is not None else None,
             organization_id=workflow.organization_id,
             created_by=user,
-            request={"payload": payload, "steps": list(steps) if steps is not None else None, "send_step": send_step},
+            request={
+                "payload": payload,
+                "steps": _json_steps(steps) if steps is not None else None,
+                "send_step": send_step,
+                "on_failure": workflow.on_failure if on_failure is not None else None,
+            },
         )
         expires = settings.POTAFLOW_TEST_RUN_TIMEOUT_SECONDS + TEST_RUN_STALE_GRACE_SECONDS
         transaction.on_commit(
             lambda: current_app.send_task(EXECUTE_TEST_RUN_TASK, args=[str(test.pk)], expires=expires)
         )
     return test
+
+
+def _json_steps(steps: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Step specs as JSON (a saved step's credential as its id)."""
+    return [
+        {**spec, "credential": getattr(spec.get("credential"), "pk", spec.get("credential"))}
+        if isinstance(spec, Mapping)
+        else spec
+        for spec in steps
+    ]
 
 
 def test_run_execute(test_id: str) -> None:
@@ -794,6 +814,7 @@ def test_run_execute(test_id: str) -> None:
             payload=request.get("payload"),
             steps=request.get("steps"),
             send_step=request.get("send_step"),
+            on_failure=request.get("on_failure"),
         )
         status = TestRunStatus.DONE
     except WorkflowInvalid as exc:
