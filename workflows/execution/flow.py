@@ -390,11 +390,11 @@ def _decide_stop(attempt: Attempt, rendered: Mapping[str, Any]) -> None:
         if not recording.record_decision(attempt, StepRunStatus.SUCCEEDED, {"status": status, "message": message}):
             return
         run = _lock_run(attempt.run.pk)
+        row = _row(attempt.step_run.pk)
         if status == "failed":
-            row = _row(attempt.step_run.pk)
             recording.fail_run(run, row, message or "stopped by a stop step", now, dead_letter=False)
             return
-        _end_run(run, RunStatus(status), now, error=message if status == "filtered" else "")
+        _end_run(run, RunStatus(status), now, error=message if status == "filtered" else "", at=row)
 
 
 # -- what follows a step -------------------------------------------------------------
@@ -560,16 +560,73 @@ def _iteration_done(run: Run, loop: StepRun, index: int, status: str, output: An
         _close_container(run, loop, cap_output(outputs))
 
 
-def _end_run(run: Run, status: RunStatus, now: datetime, *, error: str = "") -> None:
-    """The run ends here (its last list ended, or a stop step): what has not run is skipped."""
+def _end_run(run: Run, status: RunStatus, now: datetime, *, error: str = "", at: StepRun | None = None) -> None:
+    """The run ends here (its last list ended, a stop step or a filter ``at``): the branch and loop
+    instances holding ``at`` end with the run's status, what has not run is skipped."""
     if not Run.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING]).update(
         status=status, finished_at=now, last_progress_at=now, error=error
     ):
         return
+    if at is not None:
+        _close_holders(at, status, now)
     StepRun.objects.filter(
         run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING, StepRunStatus.WAITING]
     ).update(status=StepRunStatus.SKIPPED)
+    _skip_open_iterations(run)
     logger.info("run %s %s", run.pk, status)
+
+
+def _close_holders(row: StepRun, status: str, now: datetime, *, upto: StepRun | None = None) -> None:
+    """Close the waiting branch/loop instances that hold ``row`` (up to, not including, ``upto``)."""
+    holders: list[int] = []
+    parent = _parent(row)
+    while parent is not None and (upto is None or parent.pk != upto.pk):
+        holders.append(parent.pk)
+        parent = _parent(parent)
+    StepRun.objects.filter(pk__in=holders, status=StepRunStatus.WAITING).update(status=status, finished_at=now)
+
+
+def _skip_open_iterations(run: Run) -> None:
+    """The run ended with iterations not started or under way: they will not run (or count) now."""
+    StepIteration.objects.filter(loop__run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RUNNING]).update(
+        status=StepRunStatus.SKIPPED
+    )
+
+
+def on_filtered(run: Run, step_run: StepRun, now: datetime) -> None:
+    """A filter's condition was false (its row is ``filtered``; in the caller's transaction).
+
+    Inside a loop's iteration it ends that iteration only: the item is filtered out (as n8n's Filter
+    and Zapier's looping drop an item), its result in the loop's output is ``None``, its iteration is
+    ``filtered`` and the loop goes on. Elsewhere (top level, a branch path) it ends the run as
+    ``filtered``. Either way the branch instances between the filter and that loop (or the top) are
+    closed as ``filtered`` and what had not run there is skipped. In the error path it ends the error
+    path; the run stays failed.
+    """
+    locked = _lock_run(run.pk)
+    row = _row(step_run.pk)
+    open_rows = [StepRunStatus.PENDING, StepRunStatus.RETRYING, StepRunStatus.WAITING]
+    if row.error_path:
+        StepRun.objects.filter(run_id=run.pk, error_path=True, status__in=open_rows).update(
+            status=StepRunStatus.SKIPPED
+        )
+        return
+    if locked.is_finished:
+        return
+    loop = _parent(row)
+    while loop is not None and loop.action_type != tree.FOR_EACH:
+        loop = _parent(loop)
+    match = _LOOP_SCOPE.match(scope_of(row)) if loop is not None else None
+    if loop is None or match is None:
+        _end_run(locked, RunStatus.FILTERED, now, at=row)
+        logger.info("run %s filtered at %s", run.pk, path_of(row))
+        return
+    _close_holders(row, StepRunStatus.FILTERED, now, upto=loop)
+    StepRun.objects.filter(
+        run_id=run.pk, path__startswith=scope_of(row), status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING]
+    ).update(status=StepRunStatus.SKIPPED)
+    _iteration_done(locked, loop, int(match["index"]), StepRunStatus.FILTERED, None)
+    logger.info("run %s: item %s of %s filtered at %s", run.pk, match["index"], loop.key, path_of(row))
 
 
 # -- failures --------------------------------------------------------------------------
@@ -609,18 +666,36 @@ def absorb_failure(run: Run, step_run: StepRun, message: str) -> bool:
     return True
 
 
-def on_run_failed(run: Run) -> None:
-    """The run failed: close what was under way and start the workflow's error path (once)."""
+def on_run_failed(run: Run, failed: StepRun | None = None) -> None:
+    """The run failed (at ``failed``): close what was under way (the iterations holding ``failed``
+    fail, the others will not run) and start the workflow's error path (once)."""
+    if failed is not None:
+        _fail_holding_iterations(run, failed)
     StepRun.objects.filter(
         run_id=run.pk, status=StepRunStatus.WAITING, action_type__in=[tree.BRANCH, tree.FOR_EACH]
     ).update(status=StepRunStatus.FAILED)
     StepRun.objects.filter(
         run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING, StepRunStatus.WAITING]
     ).update(status=StepRunStatus.SKIPPED)
+    _skip_open_iterations(run)
     on_failure = run.definition.get("on_failure") or []
     if on_failure and not StepRun.objects.filter(run_id=run.pk, error_path=True).exists():
         _start_list(run, on_failure, 0, "", None, error_path=True)
         logger.info("run %s failed: its error path starts", run.pk)
+
+
+def _fail_holding_iterations(run: Run, row: StepRun) -> None:
+    path = path_of(row)
+    error = StepRun.objects.filter(pk=row.pk).values_list("error", flat=True).first() or ""
+    loops = StepRun.objects.filter(run_id=run.pk, action_type=tree.FOR_EACH, status=StepRunStatus.WAITING)
+    for loop in loops.values_list("pk", "path", "key"):
+        prefix = f"{loop[1] or loop[2]}["
+        if path.startswith(prefix) and "]/" in path[len(prefix) :]:
+            index = path[len(prefix) :].split("]/", 1)[0]
+            if index.isdigit():
+                StepIteration.objects.filter(loop_id=loop[0], index=int(index), status=StepRunStatus.RUNNING).update(
+                    status=StepRunStatus.FAILED, error=error, finished_at=timezone.now()
+                )
 
 
 # -- waking, resuming, approving -----------------------------------------------------------
