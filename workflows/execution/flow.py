@@ -102,6 +102,43 @@ def places(run: Run) -> dict[str, tree.Place]:
     return _places[key]
 
 
+_orders: dict[Any, dict[str, int]] = {}
+_SCOPE_PART = re.compile(r"^(?P<key>[^\[\]/]+)\[(?P<index>\d+)\]$")
+# Never reused by a replay: decided again (no outside call) so the replay walks its own tree.
+NOT_REUSED = tree.CONTAINER_TYPES | {tree.STOP}
+
+
+def _order(run: Run) -> dict[str, int]:
+    key = _cache_key(run)
+    if key not in _orders:
+        if len(_orders) > 512:
+            _orders.clear()
+        _orders[key] = definition_order(run.definition)
+    return _orders[key]
+
+
+def definition_order(definition: Mapping[str, Any]) -> dict[str, int]:
+    """Each step key's rank in the definition, depth first (a step comes before what it holds)."""
+    return {located.key: i for i, located in enumerate(tree.walk_definition(definition))}
+
+
+def order_key(order: Mapping[str, int], path: str) -> tuple[tuple[int, ...], ...] | None:
+    """Where instance ``path`` comes in a run of the definition ranked by ``order``: instances compare
+    in run order (a step before the steps after it and those it holds, iteration 0 before 1 and
+    iteration 1 before what follows the loop). None when a key of the path is not in the definition."""
+    parts = path.split("/")
+    out: list[tuple[int, ...]] = []
+    for part in parts[:-1]:
+        match = _SCOPE_PART.match(part)
+        if match is None or match["key"] not in order:
+            return None
+        out.append((order[match["key"]], int(match["index"])))
+    if parts[-1] not in order:
+        return None
+    out.append((order[parts[-1]],))
+    return tuple(out)
+
+
 def spec_of(run: Run, key: str) -> dict[str, Any] | None:
     place = places(run).get(key)
     return dict(place.steps[place.index]) if place is not None else None
@@ -470,8 +507,11 @@ def _start_list(
         return []
     first = (StepRun.objects.filter(run_id=run.pk).aggregate(top=Max("position"))["top"] or 0) + 1
     in_error_path = error_path if error_path is not None else bool(parent and parent.error_path)
+    reuse = {} if in_error_path else _reusable(run, specs, paths)
     rows = [
-        StepRun(
+        _reused_row(run, reuse[path], first + i, parent)
+        if path in reuse
+        else StepRun(
             run_id=run.pk,
             position=first + i,
             key=str(spec.get("key")),
@@ -483,9 +523,80 @@ def _start_list(
         for i, (spec, path) in enumerate(zip(specs, paths, strict=True))
     ]
     StepRun.objects.bulk_create(rows)
-    positions = [row.position for row in rows]
-    transaction.on_commit(lambda: _send(run, positions, specs))
+    todo = [(row.position, spec) for row, spec in zip(rows, specs, strict=True) if not row.reused]
+    if not todo:  # a replay reused the whole segment: what follows it is decided now
+        _continue_after(run, rows[-1])
+        return []
+    positions, todo_specs = [p for p, _ in todo], [spec for _, spec in todo]
+    transaction.on_commit(lambda: _send(run, positions, todo_specs))
     return positions
+
+
+def _reusable(run: Run, specs: Sequence[Mapping[str, Any]], paths: list[str]) -> dict[str, StepRun]:
+    """A replay's instances written now that reuse the replayed run's output (by path, so by key
+    in the current version too): the leading ones of the segment that succeeded there, of the same
+    action, and come before both the replay's start (``Run.replay_from``) and every instance the
+    replay executes again (what follows a step run again is run again, as in a straight replay)."""
+    start = getattr(run, "replay_from", "")
+    if not start or not run.replay_of_id:
+        return {}
+    order = _order(run)
+    limit = order_key(order, start)
+    if limit is None:
+        return {}
+    executed = (
+        StepRun.objects.filter(run_id=run.pk, reused=False, error_path=False)
+        .exclude(action_type__in=NOT_REUSED)
+        .values_list("path", flat=True)
+    )
+    for path in executed:
+        at = order_key(order, path)
+        if at is not None and at < limit:
+            limit = at
+    wanted: list[tuple[str, str]] = []
+    for spec, path in zip(specs, paths, strict=True):
+        at = order_key(order, path)
+        if spec.get("action_type") in NOT_REUSED or at is None or not at < limit:
+            break
+        wanted.append((path, str(spec.get("action_type"))))
+    if not wanted:
+        return {}
+    old = {
+        row.path: row
+        for row in StepRun.objects.filter(
+            run_id=run.replay_of_id, path__in=[p for p, _ in wanted], status=StepRunStatus.SUCCEEDED, error_path=False
+        )
+    }
+    out: dict[str, StepRun] = {}
+    for path, action_type in wanted:
+        prior = old.get(path)
+        if prior is None or prior.action_type != action_type:
+            break  # never ran there (or another action now): it runs, and so does what follows
+        out[path] = prior
+    return out
+
+
+def _reused_row(run: Run, prior: StepRun, position: int, parent: StepRun | None) -> StepRun:
+    return StepRun(
+        run_id=run.pk,
+        position=position,
+        key=prior.key,
+        action_type=prior.action_type,
+        path=prior.path,
+        parent=parent,
+        status=StepRunStatus.SUCCEEDED,
+        rendered_config=prior.rendered_config,
+        output=prior.output,
+        started_at=prior.started_at,
+        finished_at=prior.finished_at,
+        duration_ms=prior.duration_ms,
+        reused=True,
+    )
+
+
+def start(run: Run) -> None:
+    """Write and send the first segment of a run created here (a replay: ``Run.replay_from``)."""
+    _start_list(run, run.definition.get("steps") or [], 0, "", None)
 
 
 def _send(run: Run, positions: list[int], specs: Sequence[Mapping[str, Any]]) -> None:

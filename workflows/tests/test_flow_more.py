@@ -1,11 +1,16 @@
 """Flow control leftovers (issue 19) with the real worker, broker and database: a filter inside a
 branch path or a loop iteration, replay from a failed step instance, waiting runs in metrics and status."""
 
-import pytest
+# ruff: noqa: F811 - the fixtures are test_flow_run's (imported), and tests take them as arguments
 
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import Membership, Role, User
+from testing.network import Reply
 from testing.worker import wait_for_run
 from workflows.models import StepIteration, StepRun
-from workflows.services import start_manual_run, workflow_create
+from workflows.services import run_replay, start_manual_run, workflow_create, workflow_update
 from workflows.tests.test_flow_run import celery_worker_env, http, instances, org, stack, t  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -18,7 +23,7 @@ def keep_positive(key="keep"):
 
 
 # -- a filter inside a branch path or a loop iteration -----------------------------------------
-def test_a_filter_inside_an_iteration_filters_that_item_only_and_the_loop_goes_on(stack, org):  # noqa: F811
+def test_a_filter_inside_an_iteration_filters_that_item_only_and_the_loop_goes_on(stack, org):
     always = {"name": "always", "when": "true", "steps": [keep_positive(), t("ratio", {"r": "{{ 12 // item }}"})]}
     body = [
         t("pre", {"n": "{{ item }}"}),
@@ -51,7 +56,7 @@ def test_a_filter_inside_an_iteration_filters_that_item_only_and_the_loop_goes_o
     assert not [path for path, row in rows.items() if row.status in OPEN]
 
 
-def test_a_filter_inside_a_branch_path_ends_the_run_as_filtered_and_closes_every_container(stack, org):  # noqa: F811
+def test_a_filter_inside_a_branch_path_ends_the_run_as_filtered_and_closes_every_container(stack, org):
     inner = {
         "key": "inner",
         "action_type": "branch",
@@ -86,7 +91,7 @@ def test_a_filter_inside_a_branch_path_ends_the_run_as_filtered_and_closes_every
     assert StepRun.objects.get(run=passed, key="after").status == "succeeded"
 
 
-def test_when_an_item_fails_the_run_its_iteration_is_failed_and_those_not_run_are_skipped(stack, org):  # noqa: F811
+def test_when_an_item_fails_the_run_its_iteration_is_failed_and_those_not_run_are_skipped(stack, org):
     body = [{"key": "ratio", "action_type": "transform", "max_retries": 0, "config": {"value": "{{ 10 // item }}"}}]
     workflow = workflow_create(
         organization=org,
@@ -102,3 +107,63 @@ def test_when_an_item_fails_the_run_its_iteration_is_failed_and_those_not_run_ar
         ("failed", True),
         ("skipped", False),
     ]
+
+
+# -- replay from a failed step instance ---------------------------------------------------------
+def replay_workflow(base_url, ratio):
+    def post(key, path, body):
+        return {
+            "key": key,
+            "action_type": "http.request",
+            "config": {"method": "POST", "url": base_url + path, "body": body},
+        }
+
+    body = [
+        t("note", {"n": "{{ item }}"}),
+        {"key": "ratio", "action_type": "transform", "max_retries": 0, "config": {"value": {"r": ratio}}},
+        post("post", "/item", {"i": "{{ index }}", "r": "{{ steps.ratio.output.r }}"}),
+    ]
+    loop = {"key": "lines", "action_type": "for_each", "config": {"items": "{{ trigger.body.items }}", "steps": body}}
+    return [post("pre", "/pre", {"x": 1}), loop, post("total", "/total", {"all": "{{ steps.lines.output }}"})]
+
+
+def test_replay_from_a_failed_iteration_runs_that_iteration_and_what_follows(stack, org, http):
+    http.route("POST", "/pre", Reply(200, {"ok": True}))
+    http.route("POST", "/item", Reply(200, {"ok": True}))
+    http.route("POST", "/total", Reply(200, {"ok": True}))
+    workflow = workflow_create(organization=org, name="Lines", steps=replay_workflow(http.url, "{{ 10 // item }}"))
+    run = wait_for_run(start_manual_run(workflow=workflow, body={"items": [2, 0, 5, 10]}).pk, {"failed"}, worker=stack)
+    assert [r.path for r in http.requests] == ["/pre", "/item"]  # item 0 posted, item 1 failed at ratio
+
+    editor = User.objects.create_user(email="ed@flow.test", password="pw-123456789!")
+    Membership.objects.create(user=editor, organization=org, role=Role.EDITOR)
+    api = APIClient()
+    api.force_authenticate(editor)
+    # A step inside a loop is named by its instance; a path the run never had is refused.
+    for wrong, says in (("ratio", "runs once per item"), ("lines[7]/ratio", "no step instance"), ("nope", "no step")):
+        answer = api.post(f"/api/runs/{run.pk}/replay/", {"from_step": wrong}, format="json")
+        assert answer.status_code == 400 and says in str(answer.json()), answer.json()
+
+    # As it ran (the member page's replay: no from_step): it starts at the failed instance and fails there again.
+    again = run_replay(run=run)
+    assert again.replay_from == "lines[1]/ratio"
+    again = wait_for_run(again.pk, {"failed"}, worker=stack)
+    assert [r.path for r in http.requests] == ["/pre", "/item"]  # nothing before it was sent again
+    assert StepRun.objects.get(run=again, path="lines[1]/ratio").status == "failed"
+
+    # Fixed, then replayed from the failed instance with the current version (through the API).
+    workflow_update(workflow=workflow, steps=replay_workflow(http.url, "{{ 10 // (item or 1) }}"))
+    answer = api.post(
+        f"/api/runs/{run.pk}/replay/", {"from_step": "lines[1]/ratio", "version": "current"}, format="json"
+    )
+    assert answer.status_code == 201, answer.json()
+    replay = wait_for_run(answer.json()["id"], {"succeeded"}, timeout=30, worker=stack)
+    rows = instances(replay)
+    reused = sorted(path for path, row in rows.items() if row.reused)
+    assert reused == ["lines[0]/note", "lines[0]/post", "lines[0]/ratio", "lines[1]/note", "pre"]
+    assert not rows["lines[1]/ratio"].reused and rows["lines[1]/ratio"].output == {"r": 10}
+    sent = [(r.path, r.json().get("i")) for r in http.requests[2:]]
+    assert sent == [("/item", 1), ("/item", 2), ("/item", 3), ("/total", None)]  # that iteration and what follows
+    assert rows["total"].status == "succeeded" and len(http.requests[-1].json()["all"]) == 4
+    keys = {r.headers.get("idempotency-key") for r in http.requests[2:5]}
+    assert keys == {f"potaflow-{replay.pk}-lines[{i}]/post" for i in (1, 2, 3)}
