@@ -3,15 +3,22 @@ branch path or a loop iteration, replay from a failed step instance, waiting run
 
 # ruff: noqa: F811 - the fixtures are test_flow_run's (imported), and tests take them as arguments
 
+import json
+from datetime import timedelta
+from io import StringIO
+
 import pytest
+from django.core.management import call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, User
 from testing.network import Reply
 from testing.worker import wait_for_run
-from workflows.models import StepIteration, StepRun
-from workflows.services import run_replay, start_manual_run, workflow_create, workflow_update
+from workflows.models import Run, StepIteration, StepRun
+from workflows.services import run_replay, start_manual_run, workflow_create, workflow_delete, workflow_update
 from workflows.tests.test_flow_run import celery_worker_env, http, instances, org, stack, t  # noqa: F401
+from workflows.tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +174,82 @@ def test_replay_from_a_failed_iteration_runs_that_iteration_and_what_follows(sta
     assert rows["total"].status == "succeeded" and len(http.requests[-1].json()["all"]) == 4
     keys = {r.headers.get("idempotency-key") for r in http.requests[2:5]}
     assert keys == {f"potaflow-{replay.pk}-lines[{i}]/post" for i in (1, 2, 3)}
+
+
+# -- waiting runs in the metrics and in potaflow_status ------------------------------------------
+def test_waiting_runs_by_kind_iterations_and_approvals_are_measured_and_the_waits_due_are_listed(stack, org):
+    before = scrape()
+    one = {"delay": {"seconds": 600}, "webhook": {"kind": "webhook", "timeout_seconds": 300}}
+    runs = {}
+    for name, config in one.items():
+        action = "delay" if name == "delay" else "wait"
+        steps = [{"key": "hold", "action_type": action, "config": config}]
+        workflow = workflow_create(organization=org, name=f"W {name}", steps=steps)
+        runs[name] = start_manual_run(workflow=workflow, body={})
+    approval = workflow_create(
+        organization=org,
+        name="W approval",
+        steps=[{"key": "ok", "action_type": "wait", "config": {"kind": "approval"}}, t("after", {"x": 1})],
+    )
+    decided = [start_manual_run(workflow=approval, body={}) for _ in range(3)]
+    body = [keep_positive(), t("kept", {"n": "{{ item }}"})]
+    loop = {"key": "lines", "action_type": "for_each", "config": {"items": "{{ trigger.body.items }}", "steps": body}}
+    looped = workflow_create(organization=org, name="W loop", steps=[loop])
+    loop_run = start_manual_run(workflow=looped, body={"items": [1, 0, 2]})
+    for run in [*runs.values(), *decided]:
+        wait_for_run(run.pk, {"waiting"}, worker=stack)
+    wait_for_run(loop_run.pk, {"succeeded"}, worker=stack)
+    editor = User.objects.create_user(email="ed@flow.test", password="pw-123456789!")
+    Membership.objects.create(user=editor, organization=org, role=Role.EDITOR)
+    api = APIClient()
+    api.force_authenticate(editor)
+    for run, approved in zip(decided[:2], (True, False), strict=True):
+        answer = api.post(f"/api/runs/{run.pk}/approve/", {"step": "ok", "approved": approved}, format="json")
+        assert answer.status_code == 200
+        wait_for_run(run.pk, {"succeeded"}, worker=stack)
+
+    Run.objects.filter(pk=runs["delay"].pk).update(created_at=timezone.now() - timedelta(days=3))
+    m = scrape()
+    assert value(m, "potaflow_oldest_unfinished_run_age_seconds") < 3600  # a waiting run is not behind
+    waiting = {kind: value(m, "potaflow_runs_waiting", kind=kind) for kind in ("delay", "webhook", "approval")}
+    assert waiting == {"delay": 1, "webhook": 1, "approval": 1}
+    assert value(m, "potaflow_runs_unfinished", status="waiting") == 3
+    accepted = sum(v for (name, _), v in m.items() if name == "potaflow_events_accepted_total")
+    finished = sum(v for (name, _), v in m.items() if name == "potaflow_runs_finished_total")
+    unfinished = sum(v for (name, _), v in m.items() if name == "potaflow_runs_unfinished")
+    assert accepted == finished + unfinished and unfinished >= 3  # conservation, waiting runs included
+
+    def delta(name, **labels):
+        return value(m, name, **labels) - before.get((name, tuple(sorted(labels.items()))), 0)
+
+    assert delta("potaflow_loop_iterations_total", status="succeeded") == 2
+    assert delta("potaflow_loop_iterations_total", status="filtered") == 1
+    assert delta("potaflow_approvals_total", decision="approved") == 1
+    assert delta("potaflow_approvals_total", decision="refused") == 1
+
+    text = status_text()
+    assert "Waiting:      3 run(s): delay 1, webhook 1, approval 1" in text
+    due = text.split("Waits due next:")[1].split("Retention")[0].strip().splitlines()
+    assert "webhook  hold of run " + str(runs["webhook"].pk) in due[0]  # its timeout (300 s) comes first
+    assert "delay    hold of run " + str(runs["delay"].pk) in due[1]
+    assert len(due) == 2  # the approval has no timeout: counted, not listed
+    data = json.loads(status_text("--json", "--waits", "1"))
+    assert [w["run_id"] for w in data["waits"]] == [str(runs["webhook"].pk)]
+    assert data["waiting_by_kind"] == {"delay": 1, "webhook": 1, "approval": 1}
+
+    # Deleting a workflow with a decided and a waiting approval keeps the counters and the conservation.
+    workflow_delete(workflow=approval)
+    after = scrape()
+    assert value(after, "potaflow_approvals_total", decision="approved") == value(
+        m, "potaflow_approvals_total", decision="approved"
+    )
+    accepted = sum(v for (name, _), v in after.items() if name == "potaflow_events_accepted_total")
+    finished = sum(v for (name, _), v in after.items() if name == "potaflow_runs_finished_total")
+    unfinished = sum(v for (name, _), v in after.items() if name == "potaflow_runs_unfinished")
+    assert accepted == finished + unfinished and value(after, "potaflow_runs_waiting", kind="approval") == 0
+
+
+def status_text(*args):
+    out = StringIO()
+    call_command("potaflow_status", *args, stdout=out)
+    return out.getvalue()
