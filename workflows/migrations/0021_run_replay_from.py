@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0019_flow_instances'),
+        ('workflows', '0020_steprun_parked_at'),
     ]
 
     operations = [
