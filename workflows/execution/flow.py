@@ -523,12 +523,12 @@ def _start_list(
         for i, (spec, path) in enumerate(zip(specs, paths, strict=True))
     ]
     StepRun.objects.bulk_create(rows)
-    todo = [(row.position, spec) for row, spec in zip(rows, specs, strict=True) if not row.reused]
-    if not todo:  # a replay reused the whole segment: what follows it is decided now
+    fresh = [(row.position, spec) for row, spec in zip(rows, specs, strict=True) if not row.reused]
+    if not fresh:  # a replay reused the whole segment: what follows it is decided now
         _continue_after(run, rows[-1])
         return []
-    positions, todo_specs = [p for p, _ in todo], [spec for _, spec in todo]
-    transaction.on_commit(lambda: _send(run, positions, todo_specs))
+    positions, fresh_specs = [p for p, _ in fresh], [spec for _, spec in fresh]
+    transaction.on_commit(lambda: _send(run, positions, fresh_specs))
     return positions
 
 

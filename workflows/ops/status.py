@@ -152,6 +152,8 @@ def due_waits(*, limit: int = 5) -> list[DueWait]:
     )
     due = []
     for at, run_id, workflow_id, name, path, key, action_type, token in rows[:limit]:
+        if at is None:  # excluded by the query (wake_at__isnull=False); narrows the type
+            continue
         kind = "delay" if action_type == tree.DELAY else ("webhook" if token else "approval")
         due.append(DueWait(at, str(run_id), workflow_id, name, path or key, kind))
     return due
