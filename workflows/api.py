@@ -10,7 +10,7 @@
 - ``/api/runs/``: history, newest first, filters ``workflow``, ``status``,
   ``dead_lettered``, ``created_after``, keyset pages (``?cursor=``, see
   ``RunPagination``); ``/api/runs/<id>/`` with its steps;
-  ``POST /api/runs/<id>/replay/`` (optional ``{"from_step": "<key>"}``).
+  ``POST /api/runs/<id>/replay/`` (optional ``{"from_step": "<key or instance path>"}``).
 
 Viewers read; editors and above write, run and replay. Another
 organization's ids are 404.
@@ -292,7 +292,13 @@ class ApproveSerializer(serializers.Serializer):
 
 
 class ReplaySerializer(serializers.Serializer):
-    from_step = serializers.CharField(required=False, allow_blank=True, help_text="Start at this step key.")
+    from_step = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=512,
+        help_text="Start at this step key; a step inside a loop is named by its instance's path (lines[1]/ratio). "
+        "By default the replay starts at the first step that did not succeed; what succeeded before is reused.",
+    )
     version = serializers.ChoiceField(
         choices=[("original", "original"), ("current", "current")],
         required=False,
