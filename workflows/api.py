@@ -10,7 +10,7 @@
 - ``/api/runs/``: history, newest first, filters ``workflow``, ``status``,
   ``dead_lettered``, ``created_after``, keyset pages (``?cursor=``, see
   ``RunPagination``); ``/api/runs/<id>/`` with its steps;
-  ``POST /api/runs/<id>/replay/`` (optional ``{"from_step": "<key>"}``).
+  ``POST /api/runs/<id>/replay/`` (optional ``{"from_step": "<key or instance path>"}``).
 
 Viewers read; editors and above write, run and replay. Another
 organization's ids are 404.
@@ -38,6 +38,7 @@ from accounts.models import Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for
 from accounts.throttles import SettingRateThrottle
+from core.errors import error_body
 
 from . import portability, samples, selectors, services, templating
 from .execution import flow, recording
@@ -291,7 +292,13 @@ class ApproveSerializer(serializers.Serializer):
 
 
 class ReplaySerializer(serializers.Serializer):
-    from_step = serializers.CharField(required=False, allow_blank=True, help_text="Start at this step key.")
+    from_step = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=512,
+        help_text="Start at this step key; a step inside a loop is named by its instance's path (lines[1]/ratio). "
+        "By default the replay starts at the first step that did not succeed; what succeeded before is reused.",
+    )
     version = serializers.ChoiceField(
         choices=[("original", "original"), ("current", "current")],
         required=False,
@@ -920,7 +927,7 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
                 user=signed_in(request.user),
             )
         except flow.FlowError as exc:
-            return Response({"detail": exc.message}, status=exc.code)
+            return Response(error_body(exc.message), status=exc.code)
         run = Run.objects.prefetch_related("step_runs__attempt_log", "step_runs__iterations").get(pk=run.pk)
         return Response(RunDetailSerializer(run, context={"request": request}).data)
 
@@ -944,7 +951,7 @@ class ResumeView(APIView):
         try:
             row = services.run_resume_webhook(token=token, body=request.data)
         except flow.FlowError as exc:
-            return Response({"detail": exc.message}, status=exc.code)
+            return Response(error_body(exc.message), status=exc.code)
         return Response({"run": str(row.run_id), "step": row.key, "path": flow.path_of(row)}, status=202)
 
 

@@ -442,17 +442,18 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
         raise ReplayNotAllowed(
             {"status": [f"Only failed, dead-lettered or filtered runs can be replayed; this run is {run.status}."]}
         )
+    if version == "current":
+        version_row = workflow_current_version(Workflow.objects.get(pk=run.workflow_id))
+    else:
+        version_row = run.version  # the original definition, even if the workflow changed since
+    if tree.is_flow(version_row.definition):
+        return _replay_flow(run, version_row, from_step)
+    definition = version_row.definition
     previous = {sr.position: sr for sr in run.step_runs.all()}
     if version == "current":
-        workflow = Workflow.objects.get(pk=run.workflow_id)
-        version_row = workflow_current_version(workflow)
-        definition = version_row.definition
         # The current steps, each paired with the old step run of the same key: positions may have moved.
         by_key = {sr.key: sr for sr in previous.values()}
         previous = {s["position"]: by_key[s["key"]] for s in definition["steps"] if s["key"] in by_key}
-    else:
-        version_row = run.version  # the original definition, even if the workflow changed since
-        definition = version_row.definition
     steps = definition.get("steps", [])
     if from_step:
         start = next((s["position"] for s in steps if s["key"] == from_step), None)
@@ -467,8 +468,6 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
                 )
     else:
         start = _first_step_to_redo(run, steps, previous)
-    if tree.is_flow(definition):
-        start = -1  # a flow run is replayed from its start (its instances are written as it goes)
     _refuse_dead_connections(run.workflow.organization_id, [s for s in steps if s["position"] >= start])
     with transaction.atomic():
         replay = Run.objects.create(
@@ -482,6 +481,71 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
         todo = _create_step_runs(replay, definition, reuse={p: sr for p, sr in previous.items() if p < start})
     _dispatch_on_commit(replay, todo)
     return replay
+
+
+def _replay_flow(run: Run, version_row: WorkflowVersion, from_step: str | None) -> Run:
+    """A flow run's replay (issue 19): it walks the tree again from the start, and each instance
+    that succeeded before its start (``_flow_replay_point``) is written with the output it had
+    (``reused``, by path: by key in the current version) instead of running again; the branch and
+    loop instances decide again (no outside call), so the failed iteration and what follows run."""
+    definition = version_row.definition
+    start = _flow_replay_point(run, definition, from_step)
+    _refuse_dead_connections(run.workflow.organization_id, [dict(s.spec) for s in tree.walk_definition(definition)])
+    with transaction.atomic():
+        replay = Run.objects.create(
+            workflow_id=run.workflow_id,
+            workflow_version=version_row.number,
+            version=version_row,
+            trigger=RunTrigger.REPLAY,
+            payload=run.payload,
+            replay_of=run,
+            replay_from=start,
+        )
+        flow.start(replay)
+    return replay
+
+
+def _flow_replay_point(run: Run, definition: dict[str, Any], from_step: str | None) -> str:
+    """The instance path a flow run's replay starts at ("" = the start), by the straight rule:
+    ``from_step`` (a key; inside a loop, an instance's path such as ``lines[1]/ratio``) when no
+    instance before it failed, else the first instance that failed (or filtered the run)."""
+    order = flow.definition_order(definition)
+    rows = list(run.step_runs.filter(error_path=False).values_list("pk", "parent_id", "path", "key", "status"))
+    at = {pk: (flow.order_key(order, path or key), path or key) for pk, _, path, key, _ in rows}
+    failed = {pk for pk, _, _, _, status in rows if status == StepRunStatus.FAILED}
+    if not from_step:
+        ended = {pk for pk, _, path, _, status in rows if status == StepRunStatus.FILTERED and "[" not in path}
+        failed |= ended if run.status == RunStatus.FILTERED else set()
+    # A branch or loop that failed (or was filtered) with a step in it: that step is where it happened.
+    failed -= {parent for pk, parent, *_ in rows if pk in failed}
+    if not from_step:
+        starts = sorted((at[pk][0], at[pk][1]) for pk in failed if at[pk][0] is not None)
+        return starts[0][1] if starts else ""
+    located = tree.by_key(definition)
+    if "[" in from_step:
+        if from_step not in {path for _, path in at.values()}:
+            loops = sorted(path for _, path in at.values() if "[" in path)[:5]
+            raise ReplayNotAllowed(
+                {"from_step": [f"This run has no step instance {from_step!r} (inside loops: {', '.join(loops)})."]}
+            )
+    elif from_step not in located or located[from_step].on_failure:
+        known = ", ".join(s.key for s in tree.walk(definition.get("steps") or []))
+        raise ReplayNotAllowed({"from_step": [f"This run has no step {from_step!r} (steps: {known})."]})
+    elif located[from_step].in_loop:
+        example = next((path for _, path in at.values() if path.endswith(f"]/{from_step}")), f"<loop>[0]/{from_step}")
+        raise ReplayNotAllowed(
+            {"from_step": [f"Step {from_step!r} runs once per item: start at one instance, e.g. {example!r}."]}
+        )
+    start = flow.order_key(order, from_step)
+    if start is None:
+        raise ReplayNotAllowed({"from_step": [f"Step {from_step!r} is not in the version replayed."]})
+    for pk in failed:
+        earlier, path = at[pk]
+        if earlier is not None and earlier < start:
+            raise ReplayNotAllowed(
+                {"from_step": [f"Cannot start at {from_step!r}: earlier step {path!r} did not succeed."]}
+            )
+    return from_step
 
 
 def _refuse_dead_connections(organization_id: int, steps: list[dict[str, Any]]) -> None:
