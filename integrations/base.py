@@ -86,6 +86,10 @@ class Action:
       filter): a worker dying in them leaves nothing in doubt.
     - ``expression_fields``: config fields that hold an expression, where a
       bare ``a > 1`` is read as ``{{ a > 1 }}`` (``filter``'s condition).
+    - ``expression_items``: (list field, item field) pairs whose items' field holds an
+      expression (``branch``'s ``("paths", "when")``).
+    - ``control``: True for the flow control steps (``integrations.control``), which
+      the engine executes itself; their ``run`` refuses to be called.
     - ``condition_fields``: config fields that are conditions. An undefined value in one is
       false there, not an error (``workflows.templating``'s condition rule, as n8n and Zapier
       users expect); the rendered config then names what was undefined under
@@ -119,6 +123,8 @@ class Action:
     credential_required: ClassVar[bool] = False
     has_side_effects: ClassVar[bool] = True
     expression_fields: ClassVar[tuple[str, ...]] = ()
+    expression_items: ClassVar[tuple[tuple[str, str], ...]] = ()
+    control: ClassVar[bool] = False
     condition_fields: ClassVar[tuple[str, ...]] = ()
     output_limit_setting: ClassVar[str | None] = None
 
@@ -140,14 +146,18 @@ class Action:
         """What an attempt sends, for its record: where to, never secrets or whole bodies."""
         return None
 
+    def own_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of the config rendered as templates for this step: all of it, except for
+        control steps, whose nested step lists are rendered by each nested step when it runs."""
+        return dict(config)
+
     def validate_config(self, config: Any) -> None:
         """Check ``config`` (unrendered, may hold templates) against the schema."""
         validator = jsonschema.Draft202012Validator(self.config_schema)
         for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
             if is_single_expression(error.instance) and error.validator in ("type", "enum", "format"):
                 continue  # a {{ expression }} gets its real type at run time
-            path = ".".join(str(p) for p in error.absolute_path)
-            where = f"config.{path}" if path else "config"
+            where = "config" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
             raise ConfigError(f"{where}: {error.message}", field=where)
 
     def validate_credential_use(self, config: Any, credential_public: Mapping[str, Any]) -> None:

@@ -51,6 +51,7 @@ ENTRY_POINT_GROUP = "potaflow.actions"
 # The integration packages, in the order the action list and the credential kinds are shown.
 INTEGRATIONS: tuple[str, ...] = (
     "integrations.builtin",
+    "integrations.control",
     "integrations.custom",
     "integrations.http",
     "integrations.slack",

@@ -530,6 +530,8 @@ def pytest_runtest_teardown(item, nextitem):
     ) or (marker is not None and marker.kwargs.get("transaction", False))
     if worker is not None and worker.alive and uses_committed_rows:
         _quiesce(worker)
+    if uses_committed_rows:
+        _flush_survives_deadlocks()
     yield
 
 
@@ -553,6 +555,36 @@ def _quiesce(worker: WorkerProcess) -> None:
             time.sleep(0.05)
     except Exception:  # noqa: BLE001 - best effort: the flush reports its own problems
         return
+
+
+def _flush_survives_deadlocks() -> None:
+    """Retry the flush that ends a transactional test when PostgreSQL chose it as a deadlock's victim.
+
+    A process outside the test (the session worker, a gunicorn a module started) may still take a
+    message it had prefetched before ``_quiesce`` purged the queue, and lock the run tables in the
+    other order than TRUNCATE. PostgreSQL then aborts the TRUNCATE: the test harness's statement,
+    not the product's, so trying it again once the other transaction is through is the fix.
+    """
+    # Imported here: this plugin loads before Django is set up (conftest's pytest_plugins).
+    from django.db import OperationalError
+    from django.test import TransactionTestCase
+
+    if getattr(TransactionTestCase._fixture_teardown, "_pf_retries", False):
+        return
+    original = TransactionTestCase._fixture_teardown
+
+    def _fixture_teardown(self) -> None:
+        for attempt in range(5):
+            try:
+                original(self)
+                return
+            except OperationalError as exc:
+                if "deadlock detected" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    _fixture_teardown._pf_retries = True  # type: ignore[attr-defined]
+    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[method-assign]
 
 
 def _busy_sessions() -> int:

@@ -104,6 +104,7 @@ def _builder_data(request: HttpRequest, workflow: Workflow | None, membership) -
             "schedule": "",
             "timezone": "UTC",
             "steps": [],
+            "on_failure": [],
             "version": 0,
             "notify_on_failure": True,
         }

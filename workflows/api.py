@@ -28,7 +28,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -40,8 +40,9 @@ from accounts.selectors import organization_ids_for
 from accounts.throttles import SettingRateThrottle
 
 from . import portability, samples, selectors, services, templating
-from .execution import recording
+from .execution import flow, recording
 from .files import links
+from .flow.schema import definition_schema
 from .models import (
     STEP_DEFAULTS,
     InDoubtPolicy,
@@ -51,6 +52,7 @@ from .models import (
     RunTrigger,
     StepAttempt,
     StepRun,
+    StepRunStatus,
     TestRun,
     TriggerType,
     Workflow,
@@ -78,6 +80,11 @@ class StepSerializer(serializers.Serializer):
         help_text="When an attempt's outcome is unknown (worker lost mid-call): retry or dead_letter. "
         "Blank: the action's default (retry when it makes repeats safe).",
     )
+    continue_on_error = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="When the step fails (after its retries), record the failure and go on instead of failing the run.",
+    )
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
@@ -87,6 +94,12 @@ class WorkflowSerializer(serializers.ModelSerializer):
         help_text="On create: an organization where you are editor or above (default: your only one).",
     )
     steps = StepSerializer(many=True, required=False)
+    on_failure = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="The error path: steps (the same shape as steps, nested ones too) run once when a run fails, "
+        "with failure.step, failure.error and failure.attempts in their templates.",
+    )
     webhook_secret = serializers.CharField(
         write_only=True, required=False, allow_blank=True, max_length=128, help_text="Never returned."
     )
@@ -140,6 +153,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "notify_slack_channel",
             "notify_slack_credential",
             "steps",
+            "on_failure",
             "created_by",
             "created_at",
             "updated_at",
@@ -215,7 +229,10 @@ class ExportWorkflowSerializer(serializers.Serializer):
 
 
 class ExportDocumentSerializer(serializers.Serializer):
-    potaflow_export = serializers.IntegerField(help_text=f"Format version: {portability.EXPORT_FORMAT}.")
+    potaflow_export = serializers.IntegerField(
+        help_text=f"Format version: {portability.EXPORT_FORMAT} (format 1 documents, without nested steps or "
+        "on_failure, still import)."
+    )
     exported_at = serializers.DateTimeField(required=False)
     # DRF's metaclass takes declared fields off the class: this one only shares the name of Field.source.
     source = serializers.DictField(  # type: ignore[assignment]  # a field, not Field.source
@@ -224,6 +241,9 @@ class ExportDocumentSerializer(serializers.Serializer):
     template = serializers.DictField(required=False, help_text="Built-in templates: title and description.")
     workflow = ExportWorkflowSerializer()
     steps = ExportStepSerializer(many=True)
+    on_failure = ExportStepSerializer(
+        many=True, required=False, help_text="Format 2: the error path (steps run once when a run fails)."
+    )
 
 
 class ImportOptionsSerializer(serializers.Serializer):
@@ -263,6 +283,11 @@ class RunPayloadSerializer(serializers.Serializer):
 
 class RunAcceptedSerializer(serializers.Serializer):
     run_id = serializers.UUIDField()
+
+
+class ApproveSerializer(serializers.Serializer):
+    step = serializers.CharField(max_length=64, help_text="The key of the waiting wait step (kind approval).")
+    approved = serializers.BooleanField(help_text="true approves, false refuses.")
 
 
 class ReplaySerializer(serializers.Serializer):
@@ -317,8 +342,12 @@ class SampleCreateSerializer(serializers.Serializer):
 
 
 class TestStepResultSerializer(serializers.Serializer):
-    position = serializers.IntegerField()
+    position = serializers.IntegerField(help_text="Its place in its own step list.")
     key = serializers.CharField()
+    path = serializers.CharField(
+        help_text="The step instance: its key, under the branch paths and loop items it is in "
+        "(route/vip/notify, rows[0]/append, on_failure/tell)."
+    )
     action_type = serializers.CharField()
     status = serializers.ChoiceField(
         choices=["ok", "preview", "sent", "filtered", "error", "skipped"],
@@ -380,6 +409,15 @@ class StepAttemptSerializer(serializers.ModelSerializer):
 
 class StepRunSerializer(serializers.ModelSerializer):
     attempt_log = StepAttemptSerializer(many=True, read_only=True, help_text="Every attempt, oldest first.")
+    path = serializers.SerializerMethodField(
+        help_text='Where the instance sits in the tree: its key, or "lines[3]/ratio" inside iteration 3 of loop lines.'
+    )
+    resume_url = serializers.SerializerMethodField(
+        help_text="A waiting wait of kind webhook: POST JSON to it to resume the run (the body becomes the output)."
+    )
+    loop = serializers.SerializerMethodField(
+        help_text="A for_each instance: {total, finished, iterations: [{index, status}]}; null otherwise."
+    )
     truncated = serializers.SerializerMethodField(
         help_text="What was cut to POTAFLOW_STEP_OUTPUT_MAX_BYTES before it was stored (output, rendered_config); "
         "a cut value is {_potaflow_truncated: true, size_bytes, preview}."
@@ -387,6 +425,24 @@ class StepRunSerializer(serializers.ModelSerializer):
 
     def get_truncated(self, step_run: StepRun) -> list[str]:
         return [name for name in ("output", "rendered_config") if recording.is_truncated(getattr(step_run, name))]
+
+    def get_path(self, step_run: StepRun) -> str:
+        return flow.path_of(step_run)
+
+    def get_resume_url(self, step_run: StepRun) -> str | None:
+        if step_run.status != StepRunStatus.WAITING or not step_run.resume_token:
+            return None
+        return flow.resume_url(step_run.run_id, flow.path_of(step_run))
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_loop(self, step_run: StepRun) -> dict[str, Any] | None:
+        if step_run.loop_total is None:
+            return None
+        return {
+            "total": step_run.loop_total,
+            "finished": step_run.loop_finished or 0,
+            "iterations": [{"index": it.index, "status": it.status} for it in step_run.iterations.all()],
+        }
 
     class Meta:
         model = StepRun
@@ -406,6 +462,10 @@ class StepRunSerializer(serializers.ModelSerializer):
             "reused",
             "truncated",
             "attempt_log",
+            "path",
+            "wake_at",
+            "resume_url",
+            "loop",
         ]
 
 
@@ -788,7 +848,7 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         queryset = super().get_queryset()
         if self.action != "list":
-            queryset = queryset.prefetch_related("step_runs__attempt_log")
+            queryset = queryset.prefetch_related("step_runs__attempt_log", "step_runs__iterations")
         return queryset
 
     def get_serializer_class(self):
@@ -811,6 +871,56 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
         )
         replay = Run.objects.prefetch_related("step_runs__attempt_log").get(pk=replay.pk)
         return Response(RunDetailSerializer(replay, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=ApproveSerializer,
+        responses={
+            200: RunDetailSerializer,
+            403: OpenApiResponse(description="Approving needs the editor role."),
+            404: OpenApiResponse(description="No such run, or no wait step of that key."),
+            409: OpenApiResponse(description="The step is not waiting for an approval (decided already)."),
+        },
+        summary="Give or refuse a waiting approval",
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()  # editor or above (OrgRole's write role); a viewer gets 403
+        body = ApproveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            services.run_approve(
+                run=run,
+                step=body.validated_data["step"],
+                approved=body.validated_data["approved"],
+                user=signed_in(request.user),
+            )
+        except flow.FlowError as exc:
+            return Response({"detail": exc.message}, status=exc.code)
+        run = Run.objects.prefetch_related("step_runs__attempt_log", "step_runs__iterations").get(pk=run.pk)
+        return Response(RunDetailSerializer(run, context={"request": request}).data)
+
+
+class ResumeView(APIView):
+    """A wait's resume URL (kind webhook): the unguessable token is the capability, no sign-in."""
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={
+            202: OpenApiResponse(description="Resumed: the body is the wait step's output."),
+            404: OpenApiResponse(description="No wait has this URL."),
+            409: OpenApiResponse(description="Duplicate: resumed before (or timed out)."),
+        },
+        summary="Resume a run waiting at a wait step",
+    )
+    def post(self, request: Request, token: str) -> Response:
+        try:
+            row = services.run_resume_webhook(token=token, body=request.data)
+        except flow.FlowError as exc:
+            return Response({"detail": exc.message}, status=exc.code)
+        return Response({"run": str(row.run_id), "step": row.key, "path": flow.path_of(row)}, status=202)
 
 
 class TemplateViewSet(viewsets.ViewSet):
@@ -851,6 +961,22 @@ class IsEditorSomewhere(IsAuthenticated):
         return super().has_permission(request, view) and (
             organization_ids_for(signed_in(request.user), minimum_role=Role.EDITOR).exists()
         )
+
+
+class DefinitionSchemaView(APIView):
+    """The JSON Schema of a workflow definition (``workflows.flow.schema``): public, like the API's own schema."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="JSON Schema of a workflow definition (steps, nested steps, on_failure)",
+        description="Draft 2020-12, built from the installed actions' config schemas; recursive for the nested "
+        "step lists of branch and for_each. What a schema cannot say (unique keys, depth, template scope) is "
+        "checked when a workflow is saved.",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(definition_schema(), content_type="application/schema+json")
 
 
 class TemplateCheckView(APIView):

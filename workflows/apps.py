@@ -13,7 +13,7 @@ class WorkflowsConfig(AppConfig):
         from django.db.models.signals import post_migrate, pre_migrate
 
         from . import checks, tasks  # noqa: F401
-        from .ops import insights_triggers  # the SQLite triggers named above
+        from .ops import insights_triggers  # reads the models: only once the app registry is ready
 
         pre_migrate.connect(insights_triggers.drop_sqlite_triggers, sender=self, dispatch_uid="pf-insights-drop")
         post_migrate.connect(insights_triggers.create_sqlite_triggers, sender=self, dispatch_uid="pf-insights-make")

@@ -30,7 +30,7 @@ def new_webhook_token() -> str:
 STEP_DEFAULTS = {"max_retries": 3, "backoff_seconds": 2.0, "backoff_max_seconds": 300.0, "timeout_seconds": 30.0}
 STEP_POLICY_FIELDS = tuple(STEP_DEFAULTS)
 # What a step definition holds besides its position and credential (services and snapshots list these).
-STEP_SPEC_FIELDS = ("key", "action_type", "config", *STEP_POLICY_FIELDS, "on_in_doubt")
+STEP_SPEC_FIELDS = ("key", "action_type", "config", *STEP_POLICY_FIELDS, "on_in_doubt", "continue_on_error")
 
 
 class InDoubtPolicy(models.TextChoices):
@@ -100,6 +100,9 @@ class Workflow(models.Model):
     notify_slack_channel = models.CharField(
         max_length=80, blank=True, help_text="Post failure notices to this Slack channel instead of e-mailing."
     )
+    # The error path (issue 19): steps run once when a run fails, with failure.step/error/attempts
+    # in their templates. Same shape as ``steps`` (specs, credentials by id); part of a version.
+    on_failure = models.JSONField(default=list, blank=True)
     # "Listen for a test event": until then, the next webhook is kept as a sample and not run.
     listening_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
@@ -140,6 +143,11 @@ class Step(models.Model):
         default="",
         help_text="When the outcome of an attempt is unknown (its worker died mid-call). "
         "Blank: the action's default (retry when it makes repeats safe, else dead-letter).",
+    )
+    continue_on_error = models.BooleanField(
+        default=False,
+        help_text="When the step fails (after its retries), record the failure and go on with the next step "
+        "instead of failing the run.",
     )
 
     class Meta:
@@ -198,9 +206,13 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     FILTERED = "filtered", "Filtered"
+    # Paused at a delay or wait step (issue 19): resumed by the wake-up task, a resume URL or an approval.
+    WAITING = "waiting", "Waiting"
 
 
-UNFINISHED_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+UNFINISHED_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
+# Unfinished runs the recovery sweeper may find stalled: a waiting run makes progress only when woken.
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 class Run(models.Model):
@@ -284,6 +296,11 @@ class StepRunStatus(models.TextChoices):
     SKIPPED = "skipped", "Skipped"
     # A filter whose condition was false: it ran, and it ended the run (which is filtered).
     FILTERED = "filtered", "Filtered"
+    # A delay or wait paused at ``wake_at`` or for an outside event; a branch or loop whose nested
+    # steps are under way (issue 19).
+    WAITING = "waiting", "Waiting"
+    # A step of a branch path the run did not take (display; no row is written for it by the engine).
+    NOT_TAKEN = "not_taken", "Path not taken"
 
 
 class StepRun(models.Model):
@@ -310,11 +327,32 @@ class StepRun(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     # True when the output was reused from the run this one replays.
     reused = models.BooleanField(default=False)
+    # Flow control (issue 19). Where the instance sits in the tree: its key at the top level and in
+    # branch paths, "lines[3]/ratio" inside a loop's iteration ("" on rows written before issue 19: the key).
+    path = models.CharField(max_length=512, blank=True)
+    # The branch or loop instance whose nested list this instance belongs to (None at the top level).
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="children")
+    # An instance of the workflow's on_failure steps: it runs although its run has failed.
+    error_path = models.BooleanField(default=False)
+    # A for_each instance: its items, the iterations started and finished (fan-in by atomic updates).
+    loop_total = models.PositiveIntegerField(null=True, blank=True)
+    loop_started = models.PositiveIntegerField(null=True, blank=True)
+    loop_finished = models.PositiveIntegerField(null=True, blank=True)
+    # A waiting delay or wait: when the wake-up task resumes it (the end of a delay, a wait's timeout).
+    wake_at = models.DateTimeField(null=True, blank=True)
+    # A waiting wait of kind webhook: the capability in its resume URL (workflows.execution.flow).
+    resume_token = models.CharField(max_length=64, blank=True, editable=False)
+    # A pending/retrying step whose organization was at its fair share while another organization had
+    # work waiting: its message was dropped and it waits here, oldest first, until a slot of its
+    # organization frees (workflows.execution.fairness). None: not parked.
+    parked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["run_id", "position"]
         constraints = [
             models.UniqueConstraint(fields=["run", "position"], name="unique_step_run_position"),
+            # One instance per place in the tree: creating what follows a step twice writes nothing.
+            models.UniqueConstraint(fields=["run", "path"], name="unique_step_run_path", condition=~Q(path="")),
         ]
         indexes = [
             models.Index(
@@ -322,10 +360,35 @@ class StepRun(models.Model):
                 name="step_run_running_lease_idx",
                 condition=Q(status="running"),
             ),
+            # What the wake-up task looks for: waits due.
+            models.Index(fields=["wake_at"], name="step_run_wake_idx", condition=Q(status="waiting")),
+            models.Index(fields=["resume_token"], name="step_run_resume_idx", condition=~Q(resume_token="")),
+            # Parked steps, oldest first (few: only while organizations compete for the workers).
+            models.Index(fields=["parked_at"], name="step_run_parked_idx", condition=Q(parked_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
         return f"{self.position}. {self.key} ({self.status})"
+
+
+class StepIteration(models.Model):
+    """One item of a ``for_each`` instance: the item, its outcome and its result (issue 19)."""
+
+    loop = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="iterations", db_index=False)
+    index = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=StepRunStatus.choices, default=StepRunStatus.PENDING)
+    item = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["loop_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["loop", "index"], name="unique_step_iteration_index")]
+
+    def __str__(self) -> str:
+        return f"item {self.index} ({self.status})"
 
 
 class AttemptOutcome(models.TextChoices):

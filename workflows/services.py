@@ -14,11 +14,12 @@ path -> messages, which the API turns into a 400 naming the same fields) and
 the payload/replay errors are part of this module's interface.
 """
 
+import copy
 import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from celery import current_app
 from django.conf import settings
@@ -31,7 +32,8 @@ from accounts.models import Organization, User
 from integrations import storable
 from integrations.oauth.selectors import needing_reconnect
 
-from .execution import dispatch
+from .execution import dispatch, flow
+from .flow import tree
 from .intake import signatures
 from .models import (
     STEP_SPEC_FIELDS,
@@ -96,12 +98,14 @@ def workflow_create(
     timezone: str = "UTC",  # noqa: A002 - the field's name
     webhook_body_as_file: bool = False,
     steps: Sequence[Mapping[str, Any]] = (),
+    on_failure: Sequence[Mapping[str, Any]] | None = None,
     notify_on_failure: bool = True,
     notify_slack_channel: str = "",
     notify_slack_credential_id: int | None = None,
     **signing: Any,
 ) -> Workflow:
-    """``signing``: the fields of ``signatures.SIGNING_FIELDS`` (scheme, previous secret, hmac options)."""
+    """``signing``: the fields of ``signatures.SIGNING_FIELDS`` (scheme, previous secret, hmac options).
+    ``on_failure``: the error path, steps run once when a run fails (validated like ``steps``)."""
     unknown = set(signing) - set(signatures.SIGNING_FIELDS)
     if unknown:
         raise TypeError(f"workflow_create got unknown fields: {sorted(unknown)}")
@@ -116,6 +120,7 @@ def workflow_create(
         schedule=schedule,
         timezone=timezone,
         webhook_body_as_file=webhook_body_as_file,
+        on_failure=list(on_failure) if isinstance(on_failure, list | tuple) else on_failure or [],
         created_by=created_by,
         notify_on_failure=notify_on_failure,
         notify_slack_channel=notify_slack_channel,
@@ -156,6 +161,7 @@ def workflow_update(
         # Apply the changes to the locked row, not to the caller's instance: that
         # one may be stale (a token rotated since it was read must not come back).
         locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        stored_on_failure = _canonical(locked.on_failure)
         changed = [field for field, value in changes.items() if getattr(locked, field) != value]
         for field, value in changes.items():
             setattr(locked, field, value)
@@ -163,7 +169,11 @@ def workflow_update(
         replace = steps is not None
         if steps is None:
             steps = [_step_as_spec(step) for step in stored]
-        step_rows = validate_definition(locked, steps)
+        step_rows = validate_definition(locked, steps)  # leaves locked.on_failure normalized
+        # The error path is compared as validation normalized it: the same steps resent are no change.
+        changed = [field for field in changed if field != "on_failure"]
+        if _canonical(locked.on_failure) != stored_on_failure:
+            changed.append("on_failure")
         replace = replace and _step_signatures(step_rows) != _step_signatures(stored)
         if replace or set(changed) - UNVERSIONED_FIELDS:
             locked.version += 1
@@ -203,6 +213,11 @@ def workflow_validate(*, workflow: Workflow, steps: Sequence[Mapping[str, Any]])
 
 def _step_as_spec(step: Step) -> dict[str, Any]:
     return {**{field: getattr(step, field) for field in STEP_SPEC_FIELDS}, "credential": step.credential}
+
+
+def _canonical(value: Any) -> str:
+    """JSON with sorted keys: ``True == 1`` and ``1 == 1.0`` in Python, not in a definition."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _step_signatures(rows: Sequence[Step]) -> list[tuple[Any, ...]]:
@@ -251,18 +266,31 @@ def workflow_current_version(workflow: Workflow) -> WorkflowVersion:
 
 # -- runs ----------------------------------------------------------------------
 def workflow_definition(workflow: Workflow) -> dict[str, Any]:
-    """The snapshot a run executes: editing the workflow later never changes it."""
-    return {
+    """The snapshot a run executes: editing the workflow later never changes it.
+
+    ``steps`` (top-level steps, with their positions), their nested step lists inside their
+    configs (``workflows.flow.tree``), and ``on_failure``, the error path. Every step of the
+    tree has the same fields, ``credential_id`` included (nested and error-path specs also
+    keep ``credential``, as they were saved).
+    """
+    definition = {
         "workflow": {"id": workflow.pk, "name": workflow.name, "version": workflow.version},
         "steps": [
             {
                 "position": step.position,
                 **{field: getattr(step, field) for field in STEP_SPEC_FIELDS},
+                "config": copy.deepcopy(step.config),
                 "credential_id": step.credential_id,
             }
             for step in workflow.steps.order_by("position")
         ],
+        "on_failure": copy.deepcopy(workflow.on_failure or []),
     }
+    for located in tree.walk_definition(definition):
+        if located.depth > 1 or located.on_failure:
+            spec = cast("dict[str, Any]", located.spec)
+            spec["credential_id"] = spec.get("credential")
+    return definition
 
 
 def run_accept(
@@ -439,6 +467,8 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
                 )
     else:
         start = _first_step_to_redo(run, steps, previous)
+    if tree.is_flow(definition):
+        start = -1  # a flow run is replayed from its start (its instances are written as it goes)
     _refuse_dead_connections(run.workflow.organization_id, [s for s in steps if s["position"] >= start])
     with transaction.atomic():
         replay = Run.objects.create(
@@ -484,10 +514,17 @@ def _create_step_runs(run: Run, definition: dict[str, Any], reuse: dict[int, Ste
 
 
 def _step_run_rows(run: Run, definition: dict[str, Any], reuse: dict[int, StepRun] | None = None) -> list[StepRun]:
-    """The run's step runs, not saved: pending, or succeeded with the output reused from ``reuse``."""
+    """The run's step runs, not saved: pending, or succeeded with the output reused from ``reuse``.
+
+    A flow definition (issue 19) gets the rows of its first segment only (up to its first control
+    step); the engine writes the others as the run reaches them (``workflows.execution.flow``).
+    """
     reuse = reuse or {}
     rows = []
-    for s in definition.get("steps", []):
+    steps = definition.get("steps", [])
+    if tree.is_flow(definition):
+        steps = list(tree.segment(steps, 0))
+    for s in steps:
         prior = reuse.get(s["position"])
         if prior is not None:
             rows.append(
@@ -495,6 +532,7 @@ def _step_run_rows(run: Run, definition: dict[str, Any], reuse: dict[int, StepRu
                     run=run,
                     position=s["position"],
                     key=s["key"],
+                    path=s["key"],
                     action_type=s["action_type"],
                     status=StepRunStatus.SUCCEEDED,
                     rendered_config=prior.rendered_config,
@@ -506,7 +544,9 @@ def _step_run_rows(run: Run, definition: dict[str, Any], reuse: dict[int, StepRu
                 )
             )
         else:
-            rows.append(StepRun(run=run, position=s["position"], key=s["key"], action_type=s["action_type"]))
+            rows.append(
+                StepRun(run=run, position=s["position"], key=s["key"], path=s["key"], action_type=s["action_type"])
+            )
     return rows
 
 
@@ -638,11 +678,9 @@ def _record_schedule_firings(workflow_ids: list[int], fired_at: datetime) -> lis
             payload=_schedule_payload(workflow, fired_at),
             idempotency_key=key,
         )
-        steps = version.definition.get("steps", [])
-        step_runs.extend(
-            StepRun(run=run, position=s["position"], key=s["key"], action_type=s["action_type"]) for s in steps
-        )
-        recorded.append((run, [s["position"] for s in steps]))
+        steps = _step_run_rows(run, version.definition)
+        step_runs.extend(steps)
+        recorded.append((run, [s.position for s in steps]))
     try:
         with transaction.atomic():
             Run.objects.bulk_create([run for run, _positions in recorded])
@@ -766,3 +804,18 @@ def test_run_execute(test_id: str) -> None:
         result = {"outcome": "error", "detail": f"The test run failed: {type(exc).__name__}.", "steps": []}
         status = TestRunStatus.FAILED
     TestRun.objects.filter(pk=test_id).update(status=status, result=result, finished_at=timezone.now())
+
+
+# -- flow control: resuming waits (issue 19) ---------------------------------------
+def run_resume_webhook(*, token: str, body: Any) -> StepRun:
+    """A POST to a wait's resume URL; ``flow.FlowError`` (404 unknown, 409 duplicate) otherwise."""
+    try:
+        storable.ensure(body, path="body")
+    except storable.NotStorable as exc:
+        raise flow.FlowError(f"{exc}.", 400) from None
+    return flow.resume_webhook(token, body)
+
+
+def run_approve(*, run: Run, step: str, approved: bool, user: User) -> StepRun:
+    """An editor gives or refuses a waiting approval (the caller checked the role)."""
+    return flow.approve(run, step, approved, user)

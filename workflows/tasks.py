@@ -12,7 +12,7 @@ from django.conf import settings
 from core.broker import broker_countdown
 
 from . import notices, services
-from .execution import dispatch, engine
+from .execution import dispatch, engine, flow
 from .ops import retention
 from .scheduling import schedules
 
@@ -97,6 +97,12 @@ def stamp_schedule_time(headers: dict | None = None, **kwargs: Any) -> None:
 @shared_task(name="workflows.recover_stalled_runs", ignore_result=True)
 def recover_stalled_runs() -> None:
     dispatch.recover_stalled_runs()
+
+
+@shared_task(name="workflows.wake_waits", ignore_result=True)
+def wake_waits() -> int:
+    """Beat: resume the delays and waits that are due (durable: the database says when, not a countdown)."""
+    return flow.wake_due()
 
 
 @shared_task(name="workflows.prune_runs", ignore_result=True)

@@ -686,7 +686,17 @@ def _finalize(value: Any) -> Any:
     return value
 
 
-_env = _JSONSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, finalize=_finalize)
+class _StrictChainableUndefined(ChainableUndefined, StrictUndefined):
+    """Strict (rendering, comparing or iterating it is an error naming the missing name), but
+    reading an attribute of it is not: ``steps.x.output | default("")`` works for a step ``x``
+    that did not run (on a path not taken), as validation promises (``check_template``)."""
+
+    __slots__ = ()
+
+
+_env = _JSONSandbox(
+    undefined=_StrictChainableUndefined, autoescape=False, keep_trailing_newline=True, finalize=_finalize
+)
 _env.filters["fromjson"] = _fromjson
 for _name, _arg in (("center", "width"), ("indent", "width"), ("wordwrap", "width")):
     _env.filters[_name] = _bounded(_env.filters[_name], _name, _arg)
@@ -1005,16 +1015,11 @@ def render_value(value: Any, context: dict[str, Any], *, path: str = "config") -
     try:
         with _budget_scope():
             rendered = _render(value, context, path)
-            if isinstance(value, dict) and isinstance(rendered, dict):
-                undefined = {
-                    key: item.undefined
-                    for key, item in rendered.items()
-                    if isinstance(item, _RenderedCondition) and item.undefined
-                }
-                rendered = {k: v.value if isinstance(v, _RenderedCondition) else v for k, v in rendered.items()}
-                if undefined:
-                    rendered["_undefined"] = undefined
-            return rendered.value if isinstance(rendered, _RenderedCondition) else rendered
+            undefined: dict[str, list[str]] = {}
+            rendered = _unwrap_conditions(rendered, "", undefined)
+            if isinstance(value, dict) and isinstance(rendered, dict) and undefined:
+                rendered["_undefined"] = undefined
+            return rendered
     except CpuBudgetExceeded:  # delivered between two strings
         raise TemplateError(f"{path}: template limit exceeded: {RenderBudget.from_settings().cpu_message()}") from None
 
@@ -1035,6 +1040,20 @@ def _render(value: Any, context: dict[str, Any], path: str) -> Any:
 class _RenderedCondition:
     value: Any
     undefined: list[str]
+
+
+def _unwrap_conditions(value: Any, where: str, undefined: dict[str, list[str]]) -> Any:
+    """Rendered conditions (at any depth: a branch's ``paths[0].when``) as their values; what was
+    undefined in each, by its place (``condition``, ``paths[0].when``), into ``undefined``."""
+    if isinstance(value, _RenderedCondition):
+        if value.undefined:
+            undefined[where] = value.undefined
+        return value.value
+    if isinstance(value, dict):
+        return {k: _unwrap_conditions(v, f"{where}.{k}" if where else str(k), undefined) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap_conditions(v, f"{where}[{i}]", undefined) for i, v in enumerate(value)]
+    return value
 
 
 def render_condition(template: str, context: dict[str, Any], *, path: str = "config") -> Any:
@@ -1252,8 +1271,20 @@ def _budget_scope_unwatched() -> Iterator[RenderBudget]:
         _budget.reset(token)
 
 
-def check_template(template: str, *, earlier_steps: Iterable[str]) -> None:
+def check_template(
+    template: str,
+    *,
+    earlier_steps: Iterable[str],
+    names: Iterable[str] = (),
+    other_steps: Iterable[str] = (),
+) -> None:
     """Raise ``TemplateError`` for a syntax error or a name that cannot exist at run time.
+
+    ``earlier_steps``: the steps sure to have run before this one on its path; ``names``: the
+    variables known here besides ``CONTEXT_NAMES`` (``item`` and ``index`` in a loop body,
+    ``failure`` in the error path); ``other_steps``: the definition's other steps, which a
+    template may read only through ``default`` (``steps.x.output | default("")``) or
+    ``is defined``, as they may not have run.
 
     Parsing costs CPU in the web process (~10 microseconds a character): it
     runs within the CPU budget of the enclosing ``check_budget`` (or its own),
@@ -1269,32 +1300,65 @@ def check_template(template: str, *, earlier_steps: Iterable[str]) -> None:
         try:
             budget.check_cpu()
             with _watchdog.watch(budget):
-                _check_template(template, earlier_steps)
+                _check_template(template, earlier_steps, names, other_steps)
         except (CpuBudgetExceeded, TemplateLimitExceeded):
             raise TemplateError(message) from None
 
 
-def _check_template(template: str, earlier_steps: Iterable[str]) -> None:
+def _check_template(
+    template: str, earlier_steps: Iterable[str], names: Iterable[str] = (), other_steps: Iterable[str] = ()
+) -> None:
     try:
         ast = check_source(template)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message} (line {exc.lineno})") from None
-    unknown = sorted(meta.find_undeclared_variables(ast) - set(CONTEXT_NAMES))
+    known_names = [*CONTEXT_NAMES, *names]
+    unknown = sorted(meta.find_undeclared_variables(ast) - set(known_names))
     if unknown:
-        raise TemplateError(f"unknown variable {unknown[0]!r}; available: {', '.join(CONTEXT_NAMES)}")
+        raise TemplateError(f"unknown variable {unknown[0]!r}; available: {', '.join(known_names)}")
     _check_static_limits(ast)
     earlier = list(earlier_steps)
+    others = set(other_steps)
+    guarded = _guarded_step_keys(ast)
     for key in _referenced_step_keys(ast):
-        if key not in earlier:
-            known = ", ".join(earlier) if earlier else "none"
+        if key in earlier:
+            continue
+        if key in others:
+            if key in guarded:
+                continue
             raise TemplateError(
-                f"references step {key!r}, which is not an earlier step of this workflow (earlier: {known})"
+                f"reads step {key!r}, which is not sure to have run before this step on its path "
+                f"(sure to have run: {', '.join(earlier) if earlier else 'none'}); "
+                f'read it with a default, e.g. {{{{ steps.{key}.output | default("") }}}}'
             )
+        known = ", ".join(earlier) if earlier else "none"
+        raise TemplateError(
+            f"references step {key!r}, which is not an earlier step of this workflow (earlier: {known})"
+        )
 
 
-def _referenced_step_keys(ast: nodes.Template) -> list[str]:
+# Filters and tests that make reading a step that may not have run safe.
+_GUARD_FILTERS = frozenset({"default", "d"})
+_GUARD_TESTS = frozenset({"defined", "undefined"})
+
+
+def _guarded_step_keys(ast: nodes.Template) -> set[str]:
+    """Step keys read under ``| default(...)`` or tested with ``is defined``."""
+    guarded: set[str] = set()
+    for found in ast.find_all((nodes.Filter, nodes.Test)):
+        node = cast("nodes.Filter | nodes.Test", found)
+        names = _GUARD_FILTERS if isinstance(node, nodes.Filter) else _GUARD_TESTS
+        if node.name in names and node.node is not None:
+            guarded.update(_referenced_step_keys(node.node))
+    return guarded
+
+
+def _referenced_step_keys(ast: nodes.Node) -> list[str]:
     keys: list[str] = []
-    for found in ast.find_all((nodes.Getattr, nodes.Getitem)):
+    found_nodes = list(ast.find_all((nodes.Getattr, nodes.Getitem)))
+    if isinstance(ast, nodes.Getattr | nodes.Getitem):
+        found_nodes.append(ast)  # find_all yields the descendants only
+    for found in found_nodes:
         # find_all's type is the common base (Expr); the nodes found are of the two types asked for.
         node = cast("nodes.Getattr | nodes.Getitem", found)
         target = node.node
@@ -1330,22 +1394,41 @@ def _check_static_limits(ast: nodes.Template) -> None:
                 raise TemplateError(f"lipsum: at most {MAX_LIPSUM_PARAGRAPHS} paragraphs (got {n:,})")
 
 
-def prepare_config(action: Action, config: dict[str, Any]) -> dict[str, Any]:
-    """Read bare expressions in an action's ``expression_fields`` as ``{{ ... }}``; mark its condition fields.
+def prepare_config(action: Action, config: Mapping[str, Any], *, whole: bool = False) -> dict[str, Any]:
+    """The config as rendered: bare expressions in the action's ``expression_fields`` (and
+    ``expression_items``) read as ``{{ ... }}``; condition fields marked for the condition rule
+    (an undefined value is false: ``render_condition``).
 
-    A condition field is rendered by the condition rule (an undefined value is false: ``render_condition``).
+    A control step's nested step lists are not part of it (``Action.own_config``): each nested
+    step renders its own config when it runs, with its own context (``item``...). ``whole=True``
+    keeps them (validation checks the whole config against the schema).
     """
-    fields = action.expression_fields
+    prepared = dict(config) if whole else action.own_config(config)
     conditions = action.condition_fields
-    if not fields and not conditions:
-        return config
-    prepared = dict(config)
-    for field in fields:
-        value = prepared.get(field)
+
+    def bracket(value: Any) -> Any:
         if isinstance(value, str) and value.strip() and not is_template(value):
-            prepared[field] = "{{ " + value.strip() + " }}"
+            return "{{ " + value.strip() + " }}"
+        return value
+
+    def mark(field: str, value: Any) -> Any:
+        if field in conditions and isinstance(value, str) and is_template(value):
+            return ConditionTemplate(value)
+        return value
+
+    for field in action.expression_fields:
+        if field in prepared:
+            prepared[field] = bracket(prepared[field])
+    for list_field, item_field in action.expression_items:
+        items = prepared.get(list_field)
+        if isinstance(items, list):
+            prepared[list_field] = [
+                {**item, item_field: mark(item_field, bracket(item[item_field]))}
+                if isinstance(item, dict) and item_field in item
+                else item
+                for item in items
+            ]
     for field in conditions:
-        value = prepared.get(field)
-        if isinstance(value, str) and is_template(value):
-            prepared[field] = ConditionTemplate(value)
+        if field in prepared:
+            prepared[field] = mark(field, prepared[field])
     return prepared

@@ -22,6 +22,8 @@ urlpatterns = [
     path("runs/<uuid:run_id>/live.json", live.run_live_state, name="run-live-state"),
     path("api/stats/", stats.StatsView.as_view(), name="stats"),
     path("api/insights/", insights_api.InsightsView.as_view(), name="insights"),
+    path("api/runs/resume/<str:token>/", api.ResumeView.as_view(), name="run-resume"),
     path("api/templates/check/", api.TemplateCheckView.as_view(), name="template-check"),
+    path("api/schema/workflow-definition.json", api.DefinitionSchemaView.as_view(), name="definition-schema"),
     path("", include(router.urls)),
 ]

@@ -7,9 +7,10 @@ action configs, templates, credentials, retry policy) and raises
 same field names. It returns the ``Step`` rows to write.
 """
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 
@@ -19,12 +20,12 @@ from integrations.models import Credential
 from integrations.registry import UnknownAction, all_actions, get_action
 
 from . import templating
+from .flow import tree
 from .intake import signatures
 from .models import STEP_DEFAULTS, InDoubtPolicy, Step, TriggerType, Workflow
 from .scheduling import schedules
 
 STEP_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-MAX_STEPS = 50
 # Retry policy bounds. backoff_max_seconds stays below the Redis visibility
 # timeout (1 h by default), or a delayed retry could be delivered twice.
 LIMITS = {
@@ -43,6 +44,7 @@ def limits() -> dict[str, tuple[float, float]]:
 WORKFLOW_FIELDS = (
     *("name", "description", "is_active", "trigger_type", "webhook_secret", "schedule", "timezone"),
     "webhook_body_as_file",
+    "on_failure",
     *signatures.SIGNING_FIELDS,
     *("notify_on_failure", "notify_slack_channel", "notify_slack_credential_id"),
 )
@@ -114,32 +116,102 @@ def _validate_definition(workflow: Workflow, steps: Sequence[Mapping[str, Any]])
             add(field, f"{field} contains a NUL character (\\u0000), which cannot be stored.")
     for field, message in signatures.validate({f: getattr(workflow, f) for f in WORKFLOW_FIELDS}).items():
         add(field, message)
-    if len(steps) > MAX_STEPS:
-        add("steps", f"A workflow has at most {MAX_STEPS} steps; got {len(steps)}.")
-
-    rows: list[Step] = []
-    seen_keys: list[str] = []
-    for index, spec in enumerate(steps):
-        rows.append(_validate_step(workflow, index, spec, seen_keys, add))
+    rows = _validate_tree(workflow, steps, add)
     if errors:
         raise WorkflowInvalid(errors)
     return rows
 
 
-def _validate_step(workflow: Workflow, index: int, spec: Mapping[str, Any], seen_keys: list[str], add) -> Step:
-    where = f"steps[{index}]"
+def max_steps() -> int:
+    """Steps of a definition, nested ones and the error path included (``POTAFLOW_FLOW_MAX_STEPS``)."""
+    return int(settings.POTAFLOW_FLOW_MAX_STEPS)
+
+
+def max_depth() -> int:
+    """How deeply step lists nest (``POTAFLOW_FLOW_MAX_DEPTH``; a top-level step is at depth 1)."""
+    return int(settings.POTAFLOW_FLOW_MAX_DEPTH)
+
+
+def _copy_spec(spec: Any) -> Any:
+    """A step spec whose config may be normalized in place without touching the caller's."""
     if not isinstance(spec, Mapping):
-        add(where, "A step must be an object.")
-        return Step()
+        return spec
+    return {**spec, "config": copy.deepcopy(spec.get("config"))}
+
+
+def _validate_tree(workflow: Workflow, steps: Sequence[Any], add: Any) -> list[Step]:
+    """Check every step of the tree (``steps``, their nested lists, ``workflow.on_failure``).
+
+    Returns the top-level ``Step`` rows; the nested specs inside their configs and
+    ``workflow.on_failure`` are left normalized (every field present, credentials as ids),
+    the shape the engine reads from a version's definition.
+    """
+    on_failure: Any = workflow.on_failure if workflow.on_failure is not None else []
+    if not isinstance(on_failure, list):
+        add("on_failure", "on_failure must be a list of steps (the error path), e.g. [].")
+        on_failure = []
+    if not isinstance(steps, Sequence) or isinstance(steps, str | bytes):
+        add("steps", "steps must be a list of steps.")
+        steps = []
+    definition = {"steps": [_copy_spec(s) for s in steps], "on_failure": [_copy_spec(s) for s in on_failure]}
+    for name in ("steps", "on_failure"):
+        for index, spec in enumerate(definition[name]):
+            if not isinstance(spec, Mapping):
+                add(f"{name}[{index}]", "A step must be an object.")
+    located_steps = list(tree.walk_definition(definition))
+    all_keys = {located.key for located in located_steps if located.key}
+    visible = tree.visible_in_definition(definition)
+    limit, deepest = max_steps(), max_depth()
+    if len(located_steps) > limit:
+        add(
+            "steps",
+            f"A workflow has at most {limit} steps, nested steps and the error path included "
+            f"(POTAFLOW_FLOW_MAX_STEPS); got {len(located_steps)}.",
+        )
+    rows: list[Step] = []
+    seen: dict[str, str] = {}
+    # Walked again (not the list above): a step whose config is refused is emptied, and its
+    # nested steps are then not checked one by one.
+    for located in tree.walk_definition(definition):
+        if located.depth == deepest + 1:
+            add(
+                located.where,
+                f"step {located.key or located.where!r} is nested {located.depth} deep; at most {deepest} levels "
+                "of steps inside branches and loops (POTAFLOW_FLOW_MAX_DEPTH).",
+            )
+        row = _validate_step(workflow, located, seen, visible, all_keys, add)
+        if located.depth == 1 and not located.on_failure:
+            rows.append(row)
+    workflow.on_failure = definition["on_failure"]
+    return rows
+
+
+def _validate_step(
+    workflow: Workflow,
+    located: tree.Located,
+    seen: dict[str, str],
+    visible: Mapping[str, frozenset[str]],
+    all_keys: set[str],
+    add: Any,
+) -> Step:
+    """Check one step of the tree; normalizes its spec in place (nested and error-path steps)."""
+    where = located.where
+    spec = cast("dict[str, Any]", located.spec)
     key = spec.get("key") or ""
-    label = f"step {key!r}" if key else f"step #{index + 1}"
+    label = f"step {key!r}" if key else f"step at {where}"
     if not isinstance(key, str) or not STEP_KEY_RE.match(key):
         add(
             f"{where}.key",
             f"{label}: a key is required: lowercase letters, digits and underscores, starting with a letter.",
         )
-    elif key in seen_keys:
-        add(f"{where}.key", f"{label}: the key {key!r} is used by an earlier step; keys must be unique.")
+    elif key in seen:
+        add(
+            f"{where}.key",
+            f"{label}: the key {key!r} is used by an earlier step ({seen[key]}); keys must be unique in the whole "
+            "workflow (nested steps and the error path included).",
+        )
+    else:
+        seen[key] = where
     action_type = spec.get("action_type") or ""
     config = spec.get("config", {})
     if config is None:
@@ -153,22 +225,27 @@ def _validate_step(workflow: Workflow, index: int, spec: Mapping[str, Any], seen
     if not isinstance(config, dict):
         add(f"{where}.config", f"{label}: config must be an object.")
         config = {}
-    unstorable = storable.problem(config, "config")
-    if unstorable is not None:
-        path, reason = unstorable
-        add(f"{where}.{path}", f"{label}: {path} {reason}.")
-        config = {}
+    if located.depth == 1:  # nested configs are inside their container's, checked with it
+        unstorable = storable.problem(config, "config")
+        if unstorable is not None:
+            path, reason = unstorable
+            add(f"{where}.{path}", f"{label}: {path} {reason}.")
+            config = {}
     if action is not None:
-        prepared = templating.prepare_config(action, config)
         try:
-            action.validate_config(prepared)
+            action.validate_config(templating.prepare_config(action, config, whole=True))
         except ConfigError as exc:
             add(f"{where}.{exc.field}", f"{label}: {exc.message}")
-        for path, text in templating.iter_strings(prepared):
+            if action.control:
+                config = {}  # its nested lists are not walked: their errors would be guesses
+        names = (*(("item", "index") if located.in_loop else ()), *(("failure",) if located.on_failure else ()))
+        earlier = sorted(visible.get(key, frozenset())) if isinstance(key, str) else []
+        for path, text in templating.iter_strings(templating.prepare_config(action, config)):
             try:
-                templating.check_template(text, earlier_steps=seen_keys)
+                templating.check_template(text, earlier_steps=earlier, names=names, other_steps=all_keys)
             except templating.TemplateError as exc:
                 add(f"{where}.{path}", f"{label} {path}: {exc.message}")
+    spec["config"] = config
 
     credential = _resolve_credential(workflow, spec.get("credential"), action, label, f"{where}.credential", add)
     if action is not None and credential is not None and credential.kind in action.accepted_credential_kinds():
@@ -198,10 +275,32 @@ def _validate_step(workflow: Workflow, index: int, spec: Mapping[str, Any], seen
     if on_in_doubt not in ("", *InDoubtPolicy.values):
         add(f"{where}.on_in_doubt", f"{label}: on_in_doubt must be one of {', '.join(InDoubtPolicy.values)} or empty.")
         on_in_doubt = ""
-    if isinstance(key, str):
-        seen_keys.append(key)
+    continue_on_error = spec.get("continue_on_error", False)
+    if continue_on_error is None:
+        continue_on_error = False
+    if not isinstance(continue_on_error, bool):
+        add(f"{where}.continue_on_error", f"{label}: continue_on_error must be true or false.")
+        continue_on_error = False
+    if located.depth > 1 or located.on_failure:
+        # The shape the engine reads from a version's definition (the same fields as a top-level step).
+        spec.clear()
+        spec.update(
+            key=key,
+            action_type=action_type,
+            config=config,
+            credential=credential.pk if credential is not None else None,
+            **{field: policy.get(field, STEP_DEFAULTS[field]) for field in STEP_DEFAULTS},
+            on_in_doubt=on_in_doubt,
+            continue_on_error=continue_on_error,
+        )
     return Step(
-        key=key, action_type=action_type, config=config, credential=credential, on_in_doubt=on_in_doubt, **policy
+        key=key,
+        action_type=action_type,
+        config=config,
+        credential=credential,
+        on_in_doubt=on_in_doubt,
+        continue_on_error=continue_on_error,
+        **policy,
     )
 
 

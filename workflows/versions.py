@@ -72,4 +72,6 @@ def version_restore(*, workflow: Workflow, number: int) -> Workflow:
         }
         for s in (row.definition or {}).get("steps", [])
     ]
-    return services.workflow_update(workflow=workflow, steps=steps)
+    return services.workflow_update(
+        workflow=workflow, steps=steps, on_failure=(row.definition or {}).get("on_failure") or []
+    )

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from integrations.registry import all_actions
 from testing import network
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(480)]
@@ -54,8 +55,13 @@ def _last_json_line(output: str) -> dict:
     raise AssertionError(f"bench/chaos.py printed no JSON report:\n{output[-6000:]}")
 
 
-@pytest.mark.parametrize("broker", ["redis", "amqp"])
-def test_no_run_lost_and_no_effect_duplicated_under_faults(broker):
+@pytest.mark.parametrize(
+    ("broker", "flow"), [("redis", False), ("amqp", False), ("redis", True)], ids=["redis", "amqp", "redis-flow"]
+)
+def test_no_run_lost_and_no_effect_duplicated_under_faults(broker, flow):
+    """``flow``: branch + for_each (5 items, parallel 2) + http.request, an effect per item (issue 19)."""
+    if flow and "for_each" not in all_actions():
+        pytest.skip("needs the flow-control engine of issue 19")
     server = "rabbitmq-server" if broker == "amqp" else "redis-server"
     if shutil.which(server) is None:
         pytest.skip(f"{server} is not installed: the chaos run starts one of its own")
@@ -67,6 +73,7 @@ def test_no_run_lost_and_no_effect_duplicated_under_faults(broker):
         "--events", "200", "--assert", "--settle-timeout", str(SETTLE_TIMEOUT),
         "--database-url", DATABASE_URL, "--broker", broker,
         "--env", f"{network.GUARD_LOG_ENV}={guard[network.GUARD_LOG_ENV]}",
+        *(["--flow"] if flow else []),
     ]  # fmt: skip
     result = subprocess.run(
         command,
@@ -79,7 +86,8 @@ def test_no_run_lost_and_no_effect_duplicated_under_faults(broker):
     output = result.stdout + result.stderr
     report = _last_json_line(output)
     print(
-        f"chaos ({broker}, 200 events, {len(report['faults'])} faults): settle after the last fault "
+        f"chaos ({broker}{', flow' if flow else ''}, 200 events, {len(report['faults'])} faults): "
+        "settle after the last fault "
         f"{report['settle_after_last_fault_s']} s, lost {report['lost']}, duplicate effects "
         f"{report['duplicate_effects']}, raw deliveries {report['raw_deliveries']}, "
         f"repeats absorbed by the key {report['repeats_absorbed_by_key']}, runs {report['runs_by_status']}"
@@ -88,4 +96,6 @@ def test_no_run_lost_and_no_effect_duplicated_under_faults(broker):
     assert report["accepted"] == 200, summary
     assert report["lost"] == 0, f"{report['lost']} accepted run(s) not final after {SETTLE_TIMEOUT} s\n{summary}"
     assert report["duplicate_effects"] == 0, f"{report['duplicate_effects']} effect(s) applied twice\n{summary}"
+    if flow:  # every item of every succeeded run had its effect
+        assert report["succeeded_without_effect"] == 0, summary
     assert result.returncode == 0, summary

@@ -2,7 +2,8 @@
 
 ``run_step`` is what the ``workflows.execute_step`` task calls; it returns what
 follows: go on with the chain, stop it, or send the same message again after a
-delay (a retry, or a step deferred because its organization is at its limit).
+delay (a retry). A step whose organization is at its limit is parked in the
+database instead (``workflows.execution.fairness``), never sent back around.
 
 Delivery is at least once (acks_late, reject on worker loss, the recovery
 sweeper), so execution is idempotent: a step is *claimed* in a transaction
@@ -39,7 +40,7 @@ opens the attempt and starts the run; with a per-organization limit, that
 statement counts the running steps after locking the organization's row, in
 one short transaction). Every other case (and SQLite, and a claim that
 matched nothing) goes through ``_claim``'s locking transaction, which also
-says why: duplicate, not due, take-over, or deferred at the limit. The
+says why: duplicate, not due, take-over, or parked at the limit. The
 definition a run executes is its ``WorkflowVersion``'s, immutable, so each
 worker process reads it once per version (``workflows.execution.definitions``).
 """
@@ -47,8 +48,6 @@ worker process reads it once per version (``workflows.execution.definitions``).
 import json
 import logging
 import os
-import random
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -62,7 +61,6 @@ from django.db import connection, transaction
 from django.db.models import JSONField, Model
 from django.utils import timezone
 
-from accounts.models import Organization
 from core.structured_logging import bind as bind_log_context
 from core.structured_logging import log_context
 from integrations.base import Action, ActionContext
@@ -73,6 +71,7 @@ from integrations.services import StepCredential, credential_for_step
 
 from .. import templating
 from ..files.services import RunFileAccess
+from ..flow import tree
 from ..models import (
     AttemptOutcome,
     InDoubtPolicy,
@@ -84,18 +83,16 @@ from ..models import (
     Workflow,
     WorkflowVersion,
 )
-from . import recording
+from . import fairness, flow, recording
 from .definitions import definitions
 from .leases import keeper
-from .policy import in_doubt_policy, lease_seconds, org_step_limit, policy, retry_delay, time_limit
+from .policy import in_doubt_policy, lease_seconds, policy, retry_delay, time_limit
 from .recording import Attempt, Scrubber
 
 logger = logging.getLogger(__name__)
 
 # A retry message may arrive a little before next_attempt_at (clock skew, ETA rounding).
 RETRY_EARLY_TOLERANCE = timedelta(seconds=2)
-# A step deferred because its organization is at its limit is offered again after this long.
-DEFER_SECONDS = (0.3, 1.0)
 OUT_OF_MEMORY = object()
 CLAIM_FIELDS = ["status", "attempts", "claim_token", "started_at", "finished_at", "next_attempt_at", "lease_expires_at"]
 
@@ -133,7 +130,10 @@ def run_step(
         if isinstance(claim, StepOutcome):
             return claim
         with keeper.holding(claim.step_run.pk, claim.number):
-            return _execute(claim)
+            outcome = _execute(claim)
+        if fairness.limit_may_apply():
+            fairness.slot_freed(claim.run.workflow.organization_id)  # what its organization parked may go
+        return outcome
 
 
 # -- claiming ------------------------------------------------------------------
@@ -147,11 +147,12 @@ _CLAIM_PENDING_SQL = """
 WITH claimed AS (
     UPDATE workflows_steprun AS s
        SET status = %(step_running)s, attempts = s.attempts + 1, claim_token = %(token)s, started_at = %(now)s,
-           finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s
+           finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s, parked_at = NULL
       FROM workflows_run AS r
      WHERE s.run_id = %(run)s AND s.position = %(position)s AND s.status = %(step_pending)s
-       AND r.id = s.run_id AND r.status IN (%(run_queued)s, %(run_running)s){below_limit}
-    RETURNING s.id, s.key, s.attempts
+       AND r.id = s.run_id
+       AND (r.status IN (%(run_queued)s, %(run_running)s, %(run_waiting)s) OR s.error_path){below_limit}
+    RETURNING s.id, s.key, s.attempts, s.path, s.parent_id, s.error_path
 ), opened AS (
     INSERT INTO workflows_stepattempt
            (step_run_id, number, outcome, started_at, error, response_excerpt, worker_host, worker_pid)
@@ -161,7 +162,7 @@ WITH claimed AS (
        SET status = %(run_running)s, started_at = %(now)s, last_progress_at = %(now)s
      WHERE id = %(run)s AND status = %(run_queued)s AND EXISTS (SELECT 1 FROM claimed)
 )
-SELECT claimed.id, claimed.key, claimed.attempts,
+SELECT claimed.id, claimed.key, claimed.attempts, claimed.path, claimed.parent_id, claimed.error_path,
        r.workflow_id, w.organization_id, r.version_id, r.workflow_version, r.trigger, r.payload,
        r.created_at, COALESCE(r.started_at, %(now)s),
        CASE WHEN r.version_id = ANY(%(cached)s::bigint[]) THEN NULL ELSE v.definition END
@@ -192,6 +193,7 @@ _STATUSES = {
     "step_running": StepRunStatus.RUNNING.value,
     "run_queued": RunStatus.QUEUED.value,
     "run_running": RunStatus.RUNNING.value,
+    "run_waiting": RunStatus.WAITING.value,
 }
 _CLAIM_PENDING = _CLAIM_PENDING_SQL.format(below_limit="")
 _CLAIM_PENDING_BELOW_LIMIT = _CLAIM_PENDING_SQL.format(below_limit=_BELOW_LIMIT)
@@ -217,9 +219,8 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         "cached": definitions.known(),  # the definition comes with the claim unless this process has it
         **_STATUSES,
     }
-    limit = org_step_limit(_organization_count())
     with connection.cursor() as cursor:
-        if not limit:
+        if not fairness.limit_may_apply():
             cursor.execute(_CLAIM_PENDING, params)
             row = cursor.fetchone()
         else:
@@ -229,16 +230,16 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
                 locked = cursor.fetchone()
                 if locked is None:
                     return None
+                limit = fairness.limit_for(locked[0])  # none while no other organization has work waiting
                 params.update(organization=locked[0], limit=limit)
-                cursor.execute(_CLAIM_PENDING_BELOW_LIMIT, params)
+                cursor.execute(_CLAIM_PENDING_BELOW_LIMIT if limit else _CLAIM_PENDING, params)
                 row = cursor.fetchone()
     if row is None:
         return None
-    (step_pk, key, attempts, workflow_id, organization_id, version_id, number, trigger, payload, created, started) = (
-        row[:11]
-    )
-    if row[11] is not None:
-        definition = definitions.remember(version_id, _json_from_db(WorkflowVersion, "definition", row[11]))
+    (step_pk, key, attempts, path, parent_id, error_path) = row[:6]
+    (workflow_id, organization_id, version_id, number, trigger, payload, created, started) = row[6:14]
+    if row[14] is not None:
+        definition = definitions.remember(version_id, _json_from_db(WorkflowVersion, "definition", row[14]))
     else:
         definition = definitions.get(version_id)
     run = Run(
@@ -261,6 +262,9 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         run=run,
         position=position,
         key=key,
+        path=path,
+        parent_id=parent_id,
+        error_path=error_path,
         status=StepRunStatus.RUNNING,
         attempts=attempts,
         claim_token=message_id,
@@ -301,16 +305,22 @@ def _claim(
             workflow_id=run.workflow_id,
             organization_id=run.workflow.organization_id,
         )
-        if run.is_finished:
+        if run.is_finished and not step_run.error_path:
             logger.info("dropping message for run %s step %s: the run is already %s", run_id, position, run.status)
             return STOP
         status = step_run.status
         if status == StepRunStatus.SUCCEEDED:
-            return _after_duplicate_success(run, position)
-        if status in (StepRunStatus.FAILED, StepRunStatus.SKIPPED, StepRunStatus.FILTERED):
+            return _after_duplicate_success(run, step_run)
+        if status in (
+            StepRunStatus.FAILED,
+            StepRunStatus.SKIPPED,
+            StepRunStatus.FILTERED,
+            StepRunStatus.WAITING,
+            StepRunStatus.NOT_TAKEN,
+        ):
             return STOP
 
-        spec = _spec_for(run, position)
+        spec = _spec_for(run, step_run)
         if status == StepRunStatus.RETRYING:
             claimable = step_run.next_attempt_at is None or step_run.next_attempt_at <= now + RETRY_EARLY_TOLERANCE
         elif status == StepRunStatus.RUNNING:
@@ -323,10 +333,15 @@ def _claim(
             logger.info("dropping duplicate message for run %s step %s (status %s)", run_id, position, status)
             return STOP
 
-        if _organization_is_busy(run.workflow.organization_id, step_run.pk, now):
-            delay = random.uniform(*DEFER_SECONDS)  # noqa: S311 - spreading retries, not cryptography
-            logger.info("run %s step %s deferred %.2f s: its organization is at its limit", run_id, position, delay)
-            return StepOutcome(retry_in=delay)
+        # A take-over is exempt: the lost attempt held one of the organization's slots already.
+        if status != StepRunStatus.RUNNING and _organization_is_busy(run.workflow.organization_id):
+            fairness.park(step_run, run.workflow.organization_id)
+            logger.info(
+                "run %s step %s parked: its organization has its share of the workers while another waits",
+                run_id,
+                position,
+            )
+            return STOP
 
         if status == StepRunStatus.RUNNING:
             stop = _close_lost_attempt(run, step_run, spec, now)
@@ -341,8 +356,10 @@ def _claim(
         step_run.finished_at = None
         step_run.next_attempt_at = None
         step_run.lease_expires_at = now + timedelta(seconds=lease_seconds())
+        step_run.parked_at = None
         step_run.save(
             update_fields=[
+                "parked_at",
                 "status",
                 "attempts",
                 "claim_token",
@@ -361,7 +378,10 @@ def _claim(
     return Attempt(step_run=step_run, run=run)
 
 
-def _spec_for(run: Run, position: int) -> dict[str, Any] | None:
+def _spec_for(run: Run, step_run: StepRun) -> dict[str, Any] | None:
+    if flow.is_flow_run(run):
+        return flow.spec_of(run, step_run.key)  # by key: instances are written as the tree is walked
+    position = step_run.position
     return next((s for s in run.definition.get("steps", []) if s["position"] == position), None)
 
 
@@ -443,38 +463,30 @@ def _close_lost_attempt(run: Run, step_run: StepRun, spec: dict[str, Any] | None
     return None
 
 
-def _organization_is_busy(organization_id: int, step_run_pk: int, now: datetime) -> bool:
-    """True when the organization already runs its limit of steps (workers are shared by all tenants).
+def _organization_is_busy(organization_id: int) -> bool:
+    """True when the organization runs its limit of steps (workers are shared by all tenants).
 
-    The organization's row is locked for the rest of the claiming transaction,
-    so two claims for the same organization count one after the other.
+    The limit is work-conserving (``workflows.execution.fairness``): none while
+    no other organization has work waiting. When it applies, the organization's
+    row is locked for the rest of the claiming transaction, so two claims for
+    the same organization count one after the other.
     """
-    limit = org_step_limit(_organization_count())
-    if not limit:
-        return False
-    list(Organization.objects.select_for_update().filter(pk=organization_id).values_list("pk"))
-    running = (
-        StepRun.objects.filter(
-            status=StepRunStatus.RUNNING, lease_expires_at__gt=now, run__workflow__organization_id=organization_id
-        )
-        .exclude(pk=step_run_pk)  # a step being taken over does not count against itself
-        .count()
-    )
-    return running >= limit
-
-
-_org_count_cache: dict[str, float] = {"value": 0.0, "until": 0.0}
+    return fairness.is_busy(organization_id)
 
 
 def _organization_count() -> int:
-    """How many organizations exist, re-read at most every 30 s (it only decides the default limit)."""
-    now = time.monotonic()
-    if now >= _org_count_cache["until"]:
-        _org_count_cache.update(value=Organization.objects.count(), until=now + 30.0)
-    return int(_org_count_cache["value"])
+    """How many organizations exist (cached: it only decides whether the limit may apply)."""
+    return fairness.organization_count()
 
 
-def _after_duplicate_success(run: Run, position: int) -> StepOutcome:
+def _after_duplicate_success(run: Run, step_run: StepRun) -> StepOutcome:
+    if flow.is_flow_run(run):
+        # The worker may have died between recording the step and deciding what follows: decide
+        # again (writing nothing that exists already).
+        if step_run.action_type in tree.CONTROL_TYPES:
+            return STOP
+        return PROCEED if flow.after_success(run, step_run) else STOP
+    position = step_run.position
     following = run.step_runs.filter(position__gt=position).order_by("position").first()
     if following is None:
         recording.finish_if_complete(run)
@@ -494,18 +506,22 @@ def _execute(attempt: Attempt) -> StepOutcome:
 
 def _attempt(attempt: Attempt) -> StepOutcome:
     run, step_run = attempt.run, attempt.step_run
-    spec = _spec_for(run, step_run.position)
+    spec = _spec_for(run, step_run)
+    in_flow = flow.is_flow_run(run)
     output: object  # what the action returned, or OUT_OF_MEMORY
     try:
         if spec is None:
             raise PermanentError(f"step {step_run.position} is missing from the run's definition")
+        if in_flow and spec.get("action_type") in tree.CONTROL_TYPES:
+            _decide(attempt, spec)
+            return STOP
         try:
             action = get_action(spec["action_type"])
         except UnknownAction as exc:
             raise PermanentError(str(exc)) from None
         credential = _credential_for(run, spec, action)
         attempt.scrub = Scrubber(tuple(credential.secret_values()) if credential else ())
-        context = build_context(run, spec)
+        context = build_context(run, spec, step_run if in_flow else None)
         config = templating.prepare_config(action, spec.get("config") or {})
         try:
             attempt.rendered = templating.render_value(config, context)
@@ -518,7 +534,11 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             organization_id=run.workflow.organization_id,
             step_key=step_run.key,
             attempt=attempt.number,
-            idempotency_key=idempotency_key(run.pk, step_run.position),
+            idempotency_key=(
+                flow.idempotency_key(run.pk, flow.path_of(step_run))
+                if in_flow
+                else idempotency_key(run.pk, step_run.position)
+            ),
             timeout_seconds=policy(spec, "timeout_seconds"),
             credential=credential.fields if credential else None,
             credential_kind=credential.kind if credential else None,
@@ -561,8 +581,25 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             attempt, f"the step ran out of memory (the worker's limit is {limit} MiB, POTAFLOW_WORKER_MEMORY_LIMIT_MB)"
         )
         return STOP
-    finished = recording.record_success(attempt, output)
-    return STOP if finished else PROCEED
+    finished = recording.record_success(attempt, output, completes=not in_flow)
+    if finished:
+        return STOP
+    if in_flow:
+        return PROCEED if flow.after_success(run, step_run) else STOP
+    return PROCEED
+
+
+def _decide(attempt: Attempt, spec: dict[str, Any]) -> None:
+    """A control step: render its own expressions (never its nested steps) and let the flow decide."""
+    context = build_context(attempt.run, spec, attempt.step_run)
+    try:
+        # The same preparation as every action's config (and the dry run's): a bare ``items``
+        # expression reads as ``{{ ... }}``.
+        own = templating.prepare_config(get_action(spec["action_type"]), flow.shallow_config(spec))
+        attempt.rendered = templating.render_value(own, context)
+    except templating.TemplateError as exc:
+        raise PermanentError(f"template error: {exc.message}") from None
+    flow.decide(attempt, spec, attempt.rendered, context)
 
 
 def _retry_or_give_up(
@@ -589,7 +626,7 @@ def _retry_or_give_up(
     return StepOutcome(retry_in=delay)
 
 
-def build_context(run: Run, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_context(run: Run, spec: dict[str, Any] | None = None, step_run: StepRun | None = None) -> dict[str, Any]:
     """The template context: trigger payload, earlier outputs, run and workflow.
 
     The earlier outputs are read when the step's config mentions ``steps``
@@ -600,7 +637,7 @@ def build_context(run: Run, spec: dict[str, Any] | None = None) -> dict[str, Any
     if spec is None or references_earlier_steps(spec):
         steps = dict(steps)
     workflow = run.definition.get("workflow", {})
-    return {
+    context = {
         "trigger": run.payload,
         "steps": steps,
         "run": {
@@ -615,6 +652,9 @@ def build_context(run: Run, spec: dict[str, Any] | None = None) -> dict[str, Any
             "version": run.workflow_version,
         },
     }
+    if step_run is not None:  # an instance of a flow run: scoped outputs, item/index, failure, resume URLs
+        flow.extend_context(context, run, step_run, eager=spec is None or references_earlier_steps(spec))
+    return context
 
 
 def references_earlier_steps(spec: dict[str, Any]) -> bool:

@@ -204,6 +204,7 @@ def _finish_attempt(
     error: str = "",
     next_attempt_at: datetime | None = None,
     response_status: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> bool:
     """Write the step row and close the attempt row (inside the caller's transaction).
 
@@ -219,8 +220,9 @@ def _finish_attempt(
         "next_attempt_at": next_attempt_at,
         "lease_expires_at": None,
     }
-    if step_status in (StepRunStatus.SUCCEEDED, StepRunStatus.FILTERED):
+    if step_status in (StepRunStatus.SUCCEEDED, StepRunStatus.FILTERED, StepRunStatus.WAITING):
         fields["output"] = output
+    fields.update(extra or {})
     if not _owned(attempt).update(**fields):
         _superseded(attempt, f"{outcome}: {error}" if error else outcome)
         return False
@@ -228,17 +230,33 @@ def _finish_attempt(
     return True
 
 
-def record_success(attempt: Attempt, output: Any) -> bool:
-    """Store the output; True when the chain stops here (the run is complete, or another attempt owns it)."""
+def record_success(attempt: Attempt, output: Any, *, completes: bool = True) -> bool:
+    """Store the output; True when the chain stops here (the run is complete, or another attempt owns it).
+
+    ``completes=False`` (a flow run, ``workflows.execution.flow``): the run's completion is decided
+    from the tree, not by this step; True then only says another attempt owns the step.
+    """
     now = timezone.now()
     stored = attempt.scrub(cap_output(output, attempt.output_limit))
     if connection.vendor == "postgresql":
-        return _record_success_at_once(attempt, stored, now)
+        return _record_success_at_once(attempt, stored, now, completes=completes)
     with transaction.atomic():
         if not _finish_attempt(attempt, StepRunStatus.SUCCEEDED, AttemptOutcome.SUCCEEDED, now, output=stored):
             return True
         Run.objects.filter(pk=attempt.run.pk).update(last_progress_at=now)
-        return finish_if_complete(attempt.run)
+        return finish_if_complete(attempt.run) if completes else False
+
+
+def record_decision(attempt: Attempt, status: str, output: Any, **fields: Any) -> bool:
+    """A control step decided (``workflows.execution.flow``): its attempt succeeded; the step is
+    ``succeeded`` or ``waiting`` (its nested steps, a delay, a wait) with ``fields`` (wake_at, loop
+    counts...). Inside the caller's transaction; False when another attempt owns the step."""
+    now = timezone.now()
+    stored = attempt.scrub(cap_output(output, attempt.output_limit))
+    if not _finish_attempt(attempt, status, AttemptOutcome.SUCCEEDED, now, output=stored, extra=fields):
+        return False
+    Run.objects.filter(pk=attempt.run.pk).update(last_progress_at=now)
+    return True
 
 
 # A succeeded attempt in one statement (one round trip, one commit): the step
@@ -293,10 +311,10 @@ _STATUSES = {
 }
 
 
-def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime) -> bool:
+def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime, *, completes: bool) -> bool:
     status, excerpt = _response_facts(stored)
     positions = [s.get("position") for s in attempt.run.definition.get("steps", [])]
-    last = not positions or attempt.step_run.position >= max(p for p in positions if p is not None)
+    last = completes and (not positions or attempt.step_run.position >= max(p for p in positions if p is not None))
     params = {
         "step": attempt.step_run.pk,
         "number": attempt.number,
@@ -406,7 +424,28 @@ def fail_unattempted(run: Run, step_run: StepRun, message: str, *, dead_letter: 
 
 
 def fail_run(run: Run, step_run: StepRun, message: str, now: datetime, *, dead_letter: bool) -> None:
-    """Fail the run; once that is committed, the workflow's failure notice is queued (``workflows.notices``)."""
+    """Fail the run; once that is committed, the workflow's failure notice is queued (``workflows.notices``).
+
+    In a flow run (issue 19) the failure may be absorbed (``continue_on_error``, a loop's
+    ``on_item_failure: continue``, a step of the error path); when the run fails, what was under
+    way is closed and the workflow's ``on_failure`` steps start (``flow.on_run_failed``).
+    """
+    # Deferred: flow imports this module (it records decisions through it).
+    from . import flow
+
+    if flow.is_flow_run(run):
+        if flow.absorb_failure(run, step_run, message):
+            return
+        transaction.on_commit(lambda: _notice_later(run.pk))
+        Run.objects.filter(pk=run.pk).update(
+            status=RunStatus.FAILED,
+            dead_lettered=dead_letter,
+            error=f"step {step_run.key!r} failed: {message}",
+            finished_at=now,
+            last_progress_at=now,
+        )
+        flow.on_run_failed(run)
+        return
     transaction.on_commit(lambda: _notice_later(run.pk))
     _skip_rest(run, step_run.position)
     Run.objects.filter(pk=run.pk).update(

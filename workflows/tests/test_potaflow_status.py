@@ -62,7 +62,7 @@ def test_the_summary_counts_runs_dead_letters_and_lists_schedules(busy, settings
     settings.POTAFLOW_RETAIN_FILTERED_DAYS = 0
     text = status()
     assert "Last hour:    5 run(s) created: queued 1, running 1, succeeded 2, failed 1, filtered 0" in text
-    assert "Unfinished:   queued 1, running 1; oldest accepted 30 min ago" in text
+    assert "Unfinished:   queued 1, running 1, waiting 0; oldest accepted 30 min ago" in text
     assert "Dead letters: 2 in total, 1 in the last hour" in text
     assert "queue 'celery':" in text and "message(s) waiting" in text
     schedules = text.split("Schedules due next:")[1].split("Retention")[0]
@@ -76,8 +76,15 @@ def test_the_summary_counts_runs_dead_letters_and_lists_schedules(busy, settings
 
 def test_the_json_report_has_the_same_facts(busy):
     data = json.loads(status("--json", "--schedules", "1"))
-    assert data["recent_by_status"] == {"queued": 1, "running": 1, "succeeded": 2, "failed": 1, "filtered": 0}
-    assert data["unfinished_by_status"] == {"queued": 1, "running": 1}
+    assert data["recent_by_status"] == {
+        "queued": 1,
+        "running": 1,
+        "succeeded": 2,
+        "failed": 1,
+        "filtered": 0,
+        "waiting": 0,
+    }
+    assert data["unfinished_by_status"] == {"queued": 1, "running": 1, "waiting": 0}
     assert data["dead_lettered_total"] == 2
     assert data["queue_length"] >= 0 and data["broker_error"] == ""
     assert [s["workflow"] for s in data["schedules"]] == ["Every five"]

@@ -58,7 +58,7 @@ def test_it_counts_statuses_rates_and_percentiles_of_the_callers_organizations(v
     assert response.status_code == 200, response.json()
     data = response.json()
     assert data["workflow"] is None
-    assert data["by_status"] == {"queued": 1, "running": 1, "succeeded": 10, "failed": 2, "filtered": 1}
+    assert data["by_status"] == {"queued": 1, "running": 1, "succeeded": 10, "failed": 2, "filtered": 1, "waiting": 0}
     assert data["total"] == 15 and data["dead_lettered"] == 1
     assert data["success_rate"] == round(10 / 12, 4)
     # 13 finished durations: 0.5, 1..10, 20, 30 s. Nearest rank: p50 = 7th = 6 s, p95 = 13th = 30 s.
@@ -69,7 +69,7 @@ def test_one_workflow(viewer, history):
     a, b, _ = history
     data = client_for(viewer).get(f"/api/stats/?workflow={b.pk}").json()
     assert data["workflow"] == b.pk
-    assert data["by_status"] == {"queued": 1, "running": 0, "succeeded": 0, "failed": 1, "filtered": 0}
+    assert data["by_status"] == {"queued": 1, "running": 0, "succeeded": 0, "failed": 1, "filtered": 0, "waiting": 0}
     assert data["success_rate"] == 0.0 and data["duration_ms"] == {"count": 1, "p50": 30000, "p95": 30000}
 
 

@@ -128,6 +128,12 @@ def test_an_editor_builds_tests_runs_breaks_fixes_and_replays(
     page.get_by_role("link", name="New workflow").click()
     page.wait_for_selector('#pf-builder[data-ready="true"]')
     page.get_by_role("button", name="Form").click()  # the form editor (remembered in this browser)
+    # Every action list of the page follows the picker's one order: a step for the error path
+    # starts as an HTTP request, not as a Python handler only a developer can install.
+    error_path = page.get_by_label("New step in the error path")
+    assert error_path.input_value() == "http.request"
+    actions = error_path.locator('optgroup[label="Actions"] option').evaluate_all("os => os.map(o => o.value)")
+    assert actions[0] == "http.request" and actions[-1] == "custom", actions
 
     # Build webhook → filter → http.request with forms and the data picker: no JSON typed.
     page.get_by_label("Workflow name").fill("New signups to the CRM")

@@ -176,3 +176,32 @@ def test_build_a_filter_with_the_condition_builder_and_see_it_in_the_json(page, 
     page.get_by_role("button", name="Test with sample data").click()
     page.wait_for_selector("#pf-builder[data-tested]")
     assert page.locator("#pf-builder").get_attribute("data-tested") == "completed"
+
+
+def test_a_branch_path_condition_is_built_without_syntax(page, live_server):
+    """A branch path's ``when`` gets the same builder as a filter's condition (the loop's items do not)."""
+    base = live_server.url
+    register(base, "bran@example.com", "Bran Co")
+    sign_in(page, base, "bran@example.com")
+    page.get_by_role("link", name="New workflow").click()
+    page.wait_for_selector("#pf-builder[data-ready=true]")
+    page.get_by_role("button", name="Form").click()
+    page.get_by_label("Workflow name").fill("VIP or not")
+    page.locator("#pf-sample").fill(json.dumps({"amount": 150, "tier": "vip"}))
+    page.get_by_role("button", name="+ Add a step").click()
+    page.get_by_label("Find an action").fill("paths")
+    page.locator('.pf-action-choice[data-action="branch"]').click()
+    card = page.locator(".pf-step").first
+    if not card.locator(".pf-path-edit").count():
+        card.locator(".pf-add-path-form").click()
+    card.locator(".pf-when-toggle").first.click()
+    card.get_by_label("Field of condition 1").fill("trigger.body.tier")
+    card.get_by_label("Field of condition 1").press("Tab")
+    card.get_by_label("Operator of condition 1").select_option("eq")
+    card.get_by_label("Value of condition 1").fill("vip")
+    when = card.locator(".pf-path-when-input").first
+    assert when.input_value() == 'trigger.body.tier == "vip"'
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.wait_for_url("**/app/workflows/*/?saved=1")
+    saved = Workflow.objects.get(name="VIP or not").steps.get().config
+    assert saved["paths"][0]["when"] == 'trigger.body.tier == "vip"'

@@ -655,10 +655,15 @@
     return s;
   }
   /* Actions first, then the flow control steps, each group in its own <optgroup>. */
+  // The action picker's one order (common ones first, "custom" last), then any it does not list.
+  function orderedNames(actions) {
+    var first = window.PotaflowActions ? window.PotaflowActions.ordered().filter(function (n) { return actions[n]; }) : [];
+    return first.concat(Object.keys(actions).filter(function (n) { return first.indexOf(n) < 0; }).sort());
+  }
   function fillActions(select) {
     var actions = allActions();
-    var names = Object.keys(actions);
-    [["Actions", names.filter(function (n) { return !CONTROL_ACTIONS[n]; }).sort()],
+    var names = orderedNames(actions);
+    [["Actions", names.filter(function (n) { return !CONTROL_ACTIONS[n]; })],
       ["Flow control", names.filter(function (n) { return CONTROL_ACTIONS[n]; })]].forEach(function (group) {
       var optgroup = el("optgroup", {label: group[0]});
       group[1].forEach(function (name) { optgroup.appendChild(el("option", {value: name}, [(actions[name].title || name) + " (" + name + ")"])); });
@@ -1346,8 +1351,9 @@
     function draw() {
       var q = search.value.trim().toLowerCase();
       list.replaceChildren();
-      Object.keys(allActions()).forEach(function (name) {
-        var a = allActions()[name];
+      var actions = allActions();
+      orderedNames(actions).forEach(function (name) {
+        var a = actions[name];
         var text = (a.title || name) + " " + name + " " + (a.description || "");
         if (q && text.toLowerCase().indexOf(q) < 0) return;
         var fam = PotaFlowView.family(name);

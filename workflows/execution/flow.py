@@ -1,0 +1,743 @@
+"""Flow control at run time (issue 19): what runs after a step, decided from the definition's tree.
+
+A definition is a tree of step lists (``workflows.flow.tree``). Instances are
+``StepRun`` rows written when they are reached: intake writes the first
+straight *segment* of the top-level list (up to and including its first
+control step), and each later segment is written and sent as one Celery chain
+by the task that decided it:
+
+- a plain step that succeeded goes on with the chain when its next sibling is
+  in it (same segment); after the last step of a nested list the engine looks
+  up the container's continuation here (``after_success``);
+- a control step (branch, for_each, delay, wait, stop) is executed by the
+  engine itself (``decide``): it renders only its own expressions (a path's
+  ``when``, a loop's ``items``...), never the nested lists, which are rendered
+  when their instances run;
+- a branch or loop instance is ``waiting`` while its nested steps run, and
+  succeeds when the last of them ends (a loop with the list of its iterations'
+  results). Iterations run ``parallel`` at a time (1 by default); the fan-in is
+  a database update under the run's lock: the iteration that finishes last
+  closes the loop and continues after it;
+- delays and waits are durable: the instance is ``waiting`` with ``wake_at``
+  in the database, woken by the beat-driven ``wake_due`` task (never a Celery
+  countdown), a POST to the resume URL (``resume_webhook``) or an approval
+  (``approve``).
+
+Every write here holds the run's row lock (``_lock_run``), so two tasks
+finishing at once decide one after the other, and creating an instance twice
+is impossible (``unique_step_run_path``): a redelivered message that decides
+again writes nothing and sends nothing. Instances are sent after commit; a send
+lost to a broker outage leaves pending rows that the recovery sweeper sends.
+Paths: a step's key, ``lines[3]/ratio`` inside the iteration 3 of loop
+``lines`` (nested loops: ``a[1]/b[0]/c``); the idempotency key of an instance
+is the run and its path.
+"""
+
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.builtin.filter import truthy
+from integrations.errors import PermanentError
+from integrations.template_syntax import is_template
+
+from .. import templating
+from ..flow import tree
+from ..models import Run, RunStatus, StepIteration, StepRun, StepRunStatus
+from . import recording
+from .recording import Attempt, cap_output
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_ITEMS = 1000
+WAKE_BATCH = 200
+_LOOP_SCOPE = re.compile(r"^(?P<loop>.*)\[(?P<index>\d+)\]/$")
+
+
+class FlowError(Exception):
+    """A resume or approval that cannot apply; ``code`` is the HTTP answer the API gives."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# -- the definition, read once per version --------------------------------------
+_places: dict[Any, dict[str, tree.Place]] = {}
+_flows: dict[Any, bool] = {}
+
+
+def _cache_key(run: Run) -> Any:
+    return (run.version_id, id(run.definition))
+
+
+def is_flow_run(run: Run) -> bool:
+    """Does this run execute with the flow engine (see ``tree.is_flow``)?"""
+    key = _cache_key(run)
+    if key not in _flows:
+        if len(_flows) > 512:
+            _flows.clear()
+        _flows[key] = tree.is_flow(run.definition)
+    return _flows[key]
+
+
+def places(run: Run) -> dict[str, tree.Place]:
+    key = _cache_key(run)
+    if key not in _places:
+        if len(_places) > 512:
+            _places.clear()
+        _places[key] = tree.places(run.definition)
+    return _places[key]
+
+
+def spec_of(run: Run, key: str) -> dict[str, Any] | None:
+    place = places(run).get(key)
+    return dict(place.steps[place.index]) if place is not None else None
+
+
+def path_of(step_run: StepRun) -> str:
+    return step_run.path or step_run.key
+
+
+def scope_of(step_run: StepRun) -> str:
+    """The iteration prefix of an instance's path: "" or "lines[3]/"."""
+    path = path_of(step_run)
+    return path[: len(path) - len(step_run.key)]
+
+
+def idempotency_key(run_id: Any, path: str) -> str:
+    """Run and path: distinct per iteration, the same for every attempt of one instance."""
+    return f"potaflow-{run_id}-{path}"
+
+
+# -- template context --------------------------------------------------------------
+def resume_token(run_id: Any, path: str) -> str:
+    """The capability in a wait's resume URL: unguessable, and known before the wait starts
+    (an earlier step may put the URL in a message)."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"resume:{run_id}:{path}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:48]
+
+
+def resume_url(run_id: Any, path: str) -> str:
+    return settings.POTAFLOW_BASE_URL.rstrip("/") + reverse("workflows:run-resume", args=[resume_token(run_id, path)])
+
+
+class ScopedOutputs(Mapping[str, Any]):
+    """``steps.<key>`` as an instance sees them: outside loops the run's instances, inside an
+    iteration that iteration's instances (and those of the iterations around it)."""
+
+    def __init__(self, run: Run, scope: str) -> None:
+        self._run = run
+        self._scope = scope
+        self._loaded: dict[str, Any] | None = None
+
+    def _data(self) -> dict[str, Any]:
+        if self._loaded is None:
+            data: dict[str, Any] = {}
+            rows = (
+                StepRun.objects.filter(run_id=self._run.pk, status__in=[StepRunStatus.SUCCEEDED, StepRunStatus.FAILED])
+                .order_by("position")
+                .values_list("key", "path", "status", "output")
+            )
+            for key, path, status, output in rows:
+                full = path or key
+                if self._scope.startswith(full[: len(full) - len(key)]):
+                    data[key] = {"output": output if status == StepRunStatus.SUCCEEDED else None, "status": status}
+            self._loaded = data
+        return self._loaded
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+
+def extend_context(context: dict[str, Any], run: Run, step_run: StepRun, *, eager: bool) -> None:
+    """Scope ``steps``, add ``item``/``index`` inside a loop, ``failure`` in the error path, and
+    ``run.resume_url(key)`` (the resume URL of wait step ``key`` in this scope)."""
+    scope = scope_of(step_run)
+    steps: Mapping[str, Any] = ScopedOutputs(run, scope)
+    context["steps"] = dict(steps) if eager else steps
+    run_id = run.pk
+
+    def _resume_url(key: str) -> str:
+        return resume_url(run_id, f"{scope}{key}")
+
+    context["run"] = {**context["run"], "resume_url": _resume_url}
+    match = _LOOP_SCOPE.match(scope)
+    if match:
+        index = int(match["index"])
+        item = (
+            StepIteration.objects.filter(loop__run_id=run.pk, loop__path=match["loop"], index=index)
+            .values_list("item", flat=True)
+            .first()
+        )
+        context["item"], context["index"] = item, index
+    if step_run.error_path:
+        failed = (
+            StepRun.objects.filter(run_id=run.pk, status=StepRunStatus.FAILED, error_path=False)
+            .order_by("-finished_at", "-position")
+            .first()
+        )
+        error = Run.objects.filter(pk=run.pk).values_list("error", flat=True).first() or ""
+        context["failure"] = {
+            "step": failed.key if failed else "",
+            "error": failed.error if failed else error,
+            "attempts": failed.attempts if failed else 0,
+            "run_error": error,
+        }
+
+
+# -- decisions of control steps --------------------------------------------------------
+def shallow_config(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A control step's config without its nested step lists (and a branch's conditions, which are
+    rendered one by one): what the engine renders when the step itself runs."""
+    config = dict(spec.get("config") or {})
+    config.pop("steps", None)
+    config.pop(tree.OTHERWISE, None)
+    if spec.get("action_type") == tree.BRANCH:
+        config["paths"] = [{"name": p.get("name")} for p in config.get("paths") or [] if isinstance(p, Mapping)]
+    return config
+
+
+def _condition(when: Any, context: dict[str, Any], where: str) -> bool:
+    if isinstance(when, bool):
+        return when
+    text = str(when or "").strip()
+    if not text:
+        return False
+    if not is_template(text):
+        text = "{{ " + text + " }}"
+    try:  # the condition rule, as for a filter's condition: an undefined value is false
+        return truthy(templating.render_value(templating.ConditionTemplate(text), context, path=where))
+    except templating.TemplateError as exc:
+        raise PermanentError(f"template error: {exc.message}") from None
+
+
+def decide(attempt: Attempt, spec: Mapping[str, Any], rendered: dict[str, Any], context: dict[str, Any]) -> None:
+    """Execute control step ``spec`` (its own expressions rendered into ``rendered``) and record what
+    it decided, sending what follows. Raises ``PermanentError`` for a config that cannot run."""
+    kind = spec.get("action_type")
+    if kind == tree.BRANCH:
+        _decide_branch(attempt, spec, context)
+    elif kind == tree.FOR_EACH:
+        _decide_loop(attempt, spec, rendered)
+    elif kind == tree.DELAY:
+        _decide_delay(attempt, rendered)
+    elif kind == tree.WAIT:
+        _decide_wait(attempt, rendered)
+    elif kind == tree.STOP:
+        _decide_stop(attempt, rendered)
+    else:
+        raise PermanentError(f"{kind!r} is not a control step")
+
+
+def _decide_branch(attempt: Attempt, spec: Mapping[str, Any], context: dict[str, Any]) -> None:
+    config = spec.get("config") or {}
+    mode = config.get("mode") or "first"
+    if mode not in ("first", "all"):
+        raise PermanentError(f"mode must be 'first' or 'all', not {mode!r}")
+    taken: list[str] = []
+    for i, path in enumerate(config.get("paths") or []):
+        if not isinstance(path, Mapping):
+            continue
+        if _condition(path.get("when"), context, f"config.paths[{i}].when"):
+            taken.append(str(path.get("name") or ""))
+            if mode == "first":
+                break
+    if not taken and isinstance(config.get(tree.OTHERWISE), list):
+        taken.append(tree.OTHERWISE)
+    output = {"taken": taken}
+    by_name = {slot.name: slot for slot in tree.slots(spec)}
+    first = next((name for name in taken if by_name.get(name) and by_name[name].steps), None)
+    with transaction.atomic():
+        if first is None:
+            if recording.record_decision(attempt, StepRunStatus.SUCCEEDED, output):
+                run = _lock_run(attempt.run.pk)
+                _continue_after(run, _row(attempt.step_run.pk))
+            return
+        if not recording.record_decision(attempt, StepRunStatus.WAITING, output):
+            return
+        run = _lock_run(attempt.run.pk)
+        row = _row(attempt.step_run.pk)
+        _start_list(run, by_name[first].steps, 0, scope_of(row), row)
+    logger.info("run %s branch %s took %s", attempt.run.pk, attempt.step_run.key, taken)
+
+
+def max_items_limit(config: Mapping[str, Any]) -> tuple[int, str]:
+    """The loop's bound and what sets it: ``max_items`` (default 1,000) up to the operator's ceiling."""
+    ceiling = int(settings.POTAFLOW_FOR_EACH_MAX_ITEMS)
+    wanted = config.get("max_items")
+    if isinstance(wanted, int) and not isinstance(wanted, bool) and wanted > 0:
+        if wanted > ceiling:
+            return ceiling, f"the ceiling POTAFLOW_FOR_EACH_MAX_ITEMS={ceiling}"
+        return wanted, f"max_items={wanted}"
+    limit = min(DEFAULT_MAX_ITEMS, ceiling)
+    return limit, f"max_items (default {limit}; the ceiling is POTAFLOW_FOR_EACH_MAX_ITEMS={ceiling})"
+
+
+def _decide_loop(attempt: Attempt, spec: Mapping[str, Any], rendered: Mapping[str, Any]) -> None:
+    items = rendered.get("items")
+    if not isinstance(items, list):
+        raise PermanentError(f"items must give a list, not {type(items).__name__}: check config.items")
+    limit, what = max_items_limit(spec.get("config") or {})
+    if len(items) > limit:
+        raise PermanentError(f"{len(items)} items is over the limit of {limit} items ({what})")
+    parallel = rendered.get("parallel") or 1
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
+        raise PermanentError(f"parallel must be a whole number of at least 1, not {parallel!r}")
+    total = len(items)
+    with transaction.atomic():
+        if total == 0:
+            if recording.record_decision(attempt, StepRunStatus.SUCCEEDED, [], loop_total=0, loop_finished=0):
+                run = _lock_run(attempt.run.pk)
+                _continue_after(run, _row(attempt.step_run.pk))
+            return
+        if not recording.record_decision(
+            attempt, StepRunStatus.WAITING, None, loop_total=total, loop_started=0, loop_finished=0
+        ):
+            return
+        run = _lock_run(attempt.run.pk)
+        loop = _row(attempt.step_run.pk)
+        StepIteration.objects.filter(loop=loop).delete()  # none unless a lost attempt wrote them
+        StepIteration.objects.bulk_create(
+            StepIteration(loop=loop, index=i, item=cap_output(item)) for i, item in enumerate(items)
+        )
+        for index in range(min(parallel, total)):
+            _start_iteration(run, loop, index)
+    logger.info("run %s loop %s: %d items, %d at a time", attempt.run.pk, attempt.step_run.key, total, parallel)
+
+
+def _decide_delay(attempt: Attempt, rendered: Mapping[str, Any]) -> None:
+    now = timezone.now()
+    seconds, until = rendered.get("seconds"), rendered.get("until")
+    if until not in (None, ""):
+        wake = _parse_until(until, rendered.get("timezone"))
+    elif isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+        wake = now + timedelta(seconds=float(seconds))
+    else:
+        raise PermanentError(f"a delay needs seconds (a number of at least 0) or until, not seconds={seconds!r}")
+    _pause(attempt, {"until": wake.isoformat()}, wake_at=max(wake, now))
+
+
+def _parse_until(value: Any, zone: Any) -> datetime:
+    """``until``: an ISO time; without an offset it is read in ``timezone`` (the config's), else UTC."""
+    try:
+        when = datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        raise PermanentError(f"until must be an ISO 8601 time (2030-01-31T09:00:00+01:00), not {value!r}") from None
+    if when.tzinfo is None:
+        try:
+            tz = ZoneInfo(str(zone)) if zone else UTC
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PermanentError(f"timezone {zone!r} is not an IANA time zone (Europe/Paris)") from None
+        when = when.replace(tzinfo=tz)
+    return when.astimezone(UTC)
+
+
+def _decide_wait(attempt: Attempt, rendered: Mapping[str, Any]) -> None:
+    kind = rendered.get("kind") or "webhook"
+    if kind not in ("webhook", "approval"):
+        raise PermanentError(f"kind must be 'webhook' or 'approval', not {kind!r}")
+    on_timeout = rendered.get("on_timeout") or "fail"
+    if on_timeout not in ("fail", "continue"):
+        raise PermanentError(f"on_timeout must be 'fail' or 'continue', not {on_timeout!r}")
+    timeout = rendered.get("timeout_seconds")
+    wake = None
+    if timeout not in (None, ""):
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise PermanentError(f"timeout_seconds must be a number above 0, not {timeout!r}")
+        wake = timezone.now() + timedelta(seconds=float(timeout))
+    path = path_of(attempt.step_run)
+    token = resume_token(attempt.run.pk, path) if kind == "webhook" else ""
+    _pause(attempt, None, wake_at=wake, resume_token=token)
+
+
+def _pause(attempt: Attempt, output: Any, **fields: Any) -> None:
+    with transaction.atomic():
+        if not recording.record_decision(attempt, StepRunStatus.WAITING, output, **fields):
+            return
+        run = _lock_run(attempt.run.pk)
+        Run.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).update(
+            status=RunStatus.WAITING, last_progress_at=timezone.now()
+        )
+    logger.info("run %s waits at %s", attempt.run.pk, path_of(attempt.step_run))
+
+
+def _decide_stop(attempt: Attempt, rendered: Mapping[str, Any]) -> None:
+    status = rendered.get("status") or "succeeded"
+    if status not in ("succeeded", "filtered", "failed"):
+        raise PermanentError(f"status must be 'succeeded', 'filtered' or 'failed', not {status!r}")
+    message = str(rendered.get("message") or "")
+    now = timezone.now()
+    with transaction.atomic():
+        if not recording.record_decision(attempt, StepRunStatus.SUCCEEDED, {"status": status, "message": message}):
+            return
+        run = _lock_run(attempt.run.pk)
+        if status == "failed":
+            row = _row(attempt.step_run.pk)
+            recording.fail_run(run, row, message or "stopped by a stop step", now, dead_letter=False)
+            return
+        _end_run(run, RunStatus(status), now, error=message if status == "filtered" else "")
+
+
+# -- what follows a step -------------------------------------------------------------
+def _lock_run(run_id: Any) -> Run:
+    return Run.objects.select_for_update(of=("self",)).select_related("version", "workflow").get(pk=run_id)
+
+
+def _row(pk: int) -> StepRun:
+    return StepRun.objects.get(pk=pk)
+
+
+def after_success(run: Run, step_run: StepRun) -> bool:
+    """A plain step succeeded: True when the chain carries what follows (its next sibling is in the
+    same segment); otherwise what follows is written and sent here, and the chain stops."""
+    place = places(run).get(step_run.key)
+    if place is None:
+        return False
+    if place.index + 1 < len(place.steps):
+        following = f"{scope_of(step_run)}{place.steps[place.index + 1].get('key')}"
+        if StepRun.objects.filter(run_id=run.pk, path=following).exists():
+            return True
+    with transaction.atomic():
+        locked = _lock_run(run.pk)
+        row = _row(step_run.pk)
+        if locked.is_finished and not row.error_path:
+            return False
+        _continue_after(locked, row)
+    return False
+
+
+def _continue_after(run: Run, row: StepRun) -> None:
+    """Write and send what follows ``row`` (finished): its next sibling's segment, or the end of its list."""
+    place = places(run).get(row.key)
+    if place is None:
+        return
+    if place.index + 1 < len(place.steps):
+        _start_list(run, place.steps, place.index + 1, scope_of(row), _parent(row), error_path=row.error_path)
+        return
+    _list_ended(run, row, place)
+
+
+def _parent(row: StepRun) -> StepRun | None:
+    return StepRun.objects.get(pk=row.parent_id) if row.parent_id else None
+
+
+def _start_list(
+    run: Run,
+    steps: Sequence[Mapping[str, Any]],
+    start: int,
+    scope: str,
+    parent: StepRun | None,
+    *,
+    error_path: bool | None = None,
+) -> list[int]:
+    """Write the segment of ``steps`` from ``start`` and send it after commit (nothing if written before)."""
+    specs = tree.segment(steps, start)
+    if not specs:
+        return []
+    paths = [f"{scope}{spec.get('key')}" for spec in specs]
+    existing = dict(StepRun.objects.filter(run_id=run.pk, path__in=paths).values_list("path", "position"))
+    if paths[0] in existing:
+        # Written before (a redelivered message deciding again, or a failed step whose run goes on
+        # while the rest of its segment waits): send what is still pending; claims drop duplicates.
+        pending = list(
+            StepRun.objects.filter(run_id=run.pk, path__in=paths, status=StepRunStatus.PENDING)
+            .order_by("position")
+            .values_list("position", "key")
+        )
+        if pending:
+            by_key = {str(spec.get("key")): spec for spec in specs}
+            todo, todo_specs = [p for p, _ in pending], [by_key.get(k, {}) for _, k in pending]
+            transaction.on_commit(lambda: _send(run, todo, todo_specs))
+        return []
+    first = (StepRun.objects.filter(run_id=run.pk).aggregate(top=Max("position"))["top"] or 0) + 1
+    in_error_path = error_path if error_path is not None else bool(parent and parent.error_path)
+    rows = [
+        StepRun(
+            run_id=run.pk,
+            position=first + i,
+            key=str(spec.get("key")),
+            action_type=str(spec.get("action_type")),
+            path=path,
+            parent=parent,
+            error_path=in_error_path,
+        )
+        for i, (spec, path) in enumerate(zip(specs, paths, strict=True))
+    ]
+    StepRun.objects.bulk_create(rows)
+    positions = [row.position for row in rows]
+    transaction.on_commit(lambda: _send(run, positions, specs))
+    return positions
+
+
+def _send(run: Run, positions: list[int], specs: Sequence[Mapping[str, Any]]) -> None:
+    from .dispatch import dispatch_recorded  # dispatch imports this module (recovery of flow runs)
+
+    try:
+        dispatch_recorded(run, positions, specs=specs)
+    except Exception:  # noqa: BLE001 - recorded; the recovery sweeper sends pending instances again
+        logger.exception("run %s: steps %s are recorded but could not be sent; the sweeper will", run.pk, positions)
+
+
+def _list_ended(run: Run, last: StepRun, place: tree.Place) -> None:
+    parent = _parent(last)
+    if parent is None:
+        if not last.error_path:
+            _end_run(run, RunStatus.SUCCEEDED, timezone.now())
+        return
+    if parent.action_type == tree.BRANCH:
+        spec = spec_of(run, parent.key) or {}
+        taken = list((parent.output or {}).get("taken") or [])
+        by_name = {slot.name: slot for slot in tree.slots(spec)}
+        later = taken[taken.index(place.slot) + 1 :] if place.slot in taken else []
+        for name in later:  # every-match mode: the next path taken, one after the other
+            slot = by_name.get(name)
+            if slot is not None and slot.steps:
+                _start_list(run, slot.steps, 0, scope_of(parent), parent)
+                return
+        _close_container(run, parent, parent.output)
+    elif parent.action_type == tree.FOR_EACH:
+        match = _LOOP_SCOPE.match(scope_of(last))
+        if match is not None:
+            _iteration_done(run, parent, int(match["index"]), StepRunStatus.SUCCEEDED, last.output)
+
+
+def _close_container(run: Run, row: StepRun, output: Any) -> None:
+    now = timezone.now()
+    if StepRun.objects.filter(pk=row.pk, status=StepRunStatus.WAITING).update(
+        status=StepRunStatus.SUCCEEDED, output=output, finished_at=now
+    ):
+        row.status, row.output = StepRunStatus.SUCCEEDED, output
+        Run.objects.filter(pk=run.pk).update(last_progress_at=now)
+        _continue_after(run, row)
+
+
+def _start_iteration(run: Run, loop: StepRun, index: int) -> None:
+    StepRun.objects.filter(pk=loop.pk).update(loop_started=index + 1)
+    StepIteration.objects.filter(loop=loop, index=index).update(status=StepRunStatus.RUNNING, started_at=timezone.now())
+    spec = spec_of(run, loop.key) or {}
+    body = next((slot.steps for slot in tree.slots(spec)), [])
+    if not body:
+        _iteration_done(run, loop, index, StepRunStatus.SUCCEEDED, None)
+        return
+    _start_list(run, body, 0, f"{path_of(loop)}[{index}]/", loop)
+
+
+def _iteration_done(run: Run, loop: StepRun, index: int, status: str, output: Any, error: str = "") -> None:
+    """Fan-in: count the iteration once, start the next item, or close the loop after the last one."""
+    now = timezone.now()
+    if not StepIteration.objects.filter(loop=loop, index=index, status=StepRunStatus.RUNNING).update(
+        status=status, output=output, error=error, finished_at=now
+    ):
+        return  # counted before
+    StepRun.objects.filter(pk=loop.pk).update(loop_finished=F("loop_finished") + 1)
+    loop.refresh_from_db(fields=["status", "loop_total", "loop_started", "loop_finished", "output"])
+    if loop.status != StepRunStatus.WAITING:
+        return
+    total = loop.loop_total or 0
+    if (loop.loop_started or 0) < total:
+        _start_iteration(run, loop, loop.loop_started or 0)
+    elif (loop.loop_finished or 0) >= total:
+        outputs = list(StepIteration.objects.filter(loop=loop).order_by("index").values_list("output", flat=True))
+        _close_container(run, loop, cap_output(outputs))
+
+
+def _end_run(run: Run, status: RunStatus, now: datetime, *, error: str = "") -> None:
+    """The run ends here (its last list ended, or a stop step): what has not run is skipped."""
+    if not Run.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING]).update(
+        status=status, finished_at=now, last_progress_at=now, error=error
+    ):
+        return
+    StepRun.objects.filter(
+        run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING, StepRunStatus.WAITING]
+    ).update(status=StepRunStatus.SKIPPED)
+    logger.info("run %s %s", run.pk, status)
+
+
+# -- failures --------------------------------------------------------------------------
+def absorb_failure(run: Run, step_run: StepRun, message: str) -> bool:
+    """A step failed for good (its row is written): True when the run goes on regardless
+    (``continue_on_error``, a loop with ``on_item_failure: continue``, or a step of the error path,
+    whose failure starts nothing else); False when the run fails."""
+    locked = _lock_run(run.pk)
+    row = _row(step_run.pk)
+    if row.error_path:
+        return True  # the run stays failed; a failing error path starts no other one
+    if locked.is_finished:
+        return True  # another instance failed the run first
+    spec = spec_of(locked, row.key) or {}
+    if spec.get("continue_on_error"):
+        _continue_after(locked, row)
+        return True
+    child, parent = row, _parent(row)
+    while parent is not None and parent.action_type != tree.FOR_EACH:
+        child, parent = parent, _parent(parent)
+    if parent is None:
+        return False
+    loop_spec = spec_of(locked, parent.key) or {}
+    if (loop_spec.get("config") or {}).get("on_item_failure") != "continue":
+        return False
+    match = _LOOP_SCOPE.match(scope_of(child))
+    if match is None:
+        return False
+    scope = scope_of(child)
+    StepRun.objects.filter(run_id=run.pk, path__startswith=scope, status=StepRunStatus.PENDING).update(
+        status=StepRunStatus.SKIPPED
+    )
+    StepRun.objects.filter(run_id=run.pk, path__startswith=scope, status=StepRunStatus.WAITING).update(
+        status=StepRunStatus.FAILED
+    )
+    _iteration_done(locked, parent, int(match["index"]), StepRunStatus.FAILED, None, error=message)
+    return True
+
+
+def on_run_failed(run: Run) -> None:
+    """The run failed: close what was under way and start the workflow's error path (once)."""
+    StepRun.objects.filter(
+        run_id=run.pk, status=StepRunStatus.WAITING, action_type__in=[tree.BRANCH, tree.FOR_EACH]
+    ).update(status=StepRunStatus.FAILED)
+    StepRun.objects.filter(
+        run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING, StepRunStatus.WAITING]
+    ).update(status=StepRunStatus.SKIPPED)
+    on_failure = run.definition.get("on_failure") or []
+    if on_failure and not StepRun.objects.filter(run_id=run.pk, error_path=True).exists():
+        _start_list(run, on_failure, 0, "", None, error_path=True)
+        logger.info("run %s failed: its error path starts", run.pk)
+
+
+# -- waking, resuming, approving -----------------------------------------------------------
+def wake_due(now: datetime | None = None) -> int:
+    """Resume the delays and waits whose ``wake_at`` has come (beat, every POTAFLOW_WAIT_POLL_SECONDS)."""
+    now = now or timezone.now()
+    due = list(
+        StepRun.objects.filter(
+            status=StepRunStatus.WAITING, wake_at__lte=now, action_type__in=[tree.DELAY, tree.WAIT]
+        ).values_list("pk", flat=True)[:WAKE_BATCH]
+    )
+    for pk in due:
+        _wake(pk)
+    return len(due)
+
+
+def _wake(pk: int) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        row = StepRun.objects.filter(pk=pk).first()
+        if row is None:
+            return
+        run = _lock_run(row.run_id)
+        row = _row(pk)
+        if row.status != StepRunStatus.WAITING or run.is_finished:
+            return
+        if row.action_type == tree.DELAY:
+            _resume(run, row, row.output, now)
+            return
+        config = (spec_of(run, row.key) or {}).get("config") or {}
+        if (config.get("on_timeout") or "fail") == "continue":
+            _resume(run, row, {"timed_out": True}, now)
+            return
+        message = f"no answer within timeout_seconds={config.get('timeout_seconds')} (on_timeout: fail)"
+        StepRun.objects.filter(pk=pk).update(status=StepRunStatus.FAILED, error=message, finished_at=now, wake_at=None)
+        _set_running(run)
+        recording.fail_run(run, row, message, now, dead_letter=False)
+    logger.info("run %s: %s woke at %s", row.run_id, path_of(row), now.isoformat())
+
+
+def _set_running(run: Run) -> None:
+    if run.status == RunStatus.WAITING:
+        Run.objects.filter(pk=run.pk, status=RunStatus.WAITING).update(
+            status=RunStatus.RUNNING, last_progress_at=timezone.now()
+        )
+        run.status = RunStatus.RUNNING
+
+
+def _resume(run: Run, row: StepRun, output: Any, now: datetime) -> bool:
+    if not StepRun.objects.filter(pk=row.pk, status=StepRunStatus.WAITING).update(
+        status=StepRunStatus.SUCCEEDED, output=output, finished_at=now, wake_at=None
+    ):
+        return False
+    row.status, row.output = StepRunStatus.SUCCEEDED, output
+    _set_running(run)
+    _continue_after(run, row)
+    return True
+
+
+def resume_webhook(token: str, body: Any) -> StepRun:
+    """A POST to a wait's resume URL: its JSON body becomes the step's output and the run goes on.
+    ``FlowError`` 404 for an unknown token, 409 when the wait was resumed (or timed out) before."""
+    row = StepRun.objects.filter(resume_token=token).exclude(resume_token="").first()
+    if row is None:
+        raise FlowError("No wait has this resume URL.", 404)
+    with transaction.atomic():
+        run = _lock_run(row.run_id)
+        if run.is_finished or not _resume(run, row, cap_output(body), timezone.now()):
+            raise FlowError("Duplicate: this wait was resumed already (or has ended).", 409)
+    return row
+
+
+def approve(run: Run, key: str, approved: bool, user: Any) -> StepRun:
+    """An editor's decision on a waiting approval: the output is ``{approved, by, at}``."""
+    rows = list(StepRun.objects.filter(run_id=run.pk, key=key, action_type=tree.WAIT).order_by("position"))
+    if not rows:
+        raise FlowError(f"This run has no wait step {key!r}.", 404)
+    spec = spec_of(run, key) or {}
+    if ((spec.get("config") or {}).get("kind") or "webhook") != "approval":
+        raise FlowError(f"Step {key!r} waits for a POST to its resume URL, not for an approval.", 400)
+    now = timezone.now()
+    output = {"approved": bool(approved), "by": getattr(user, "email", ""), "at": now.isoformat()}
+    with transaction.atomic():
+        locked = _lock_run(run.pk)
+        waiting = [r for r in StepRun.objects.filter(pk__in=[r.pk for r in rows]) if r.status == StepRunStatus.WAITING]
+        if locked.is_finished or not waiting or not _resume(locked, waiting[0], output, now):
+            raise FlowError(f"Step {key!r} is not waiting for an approval (decided already or ended).", 409)
+    logger.info("run %s: %s %s by %s", run.pk, key, "approved" if approved else "refused", output["by"])
+    return waiting[0]
+
+
+# -- recovery ----------------------------------------------------------------------------
+def pending_chains(run: Run) -> list[list[int]]:
+    """The unfinished instances of a run as chains to send again: one per list in progress."""
+    rows = StepRun.objects.filter(
+        run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RUNNING, StepRunStatus.RETRYING]
+    ).order_by("position")
+    groups: dict[tuple[Any, str], list[int]] = {}
+    for row in rows:
+        groups.setdefault((row.parent_id, scope_of(row)), []).append(row.position)
+    return list(groups.values())
+
+
+def recover_continuation(run: Run) -> None:
+    """Nothing pending, nothing waiting for an outside event, and not finished: the task that should
+    have decided what follows died after recording its step. Decide it again (idempotent)."""
+    with transaction.atomic():
+        locked = _lock_run(run.pk)
+        if locked.is_finished and not StepRun.objects.filter(run_id=run.pk, error_path=True).exists():
+            return
+        rows = list(
+            StepRun.objects.filter(run_id=run.pk, status__in=[StepRunStatus.SUCCEEDED, StepRunStatus.FAILED])
+            .exclude(action_type__in=[tree.BRANCH, tree.FOR_EACH], status=StepRunStatus.FAILED)
+            .order_by("-position")
+        )
+        for row in rows:
+            spec = spec_of(locked, row.key) or {}
+            if row.status == StepRunStatus.FAILED and not spec.get("continue_on_error"):
+                continue
+            _continue_after(locked, row)
