@@ -230,7 +230,7 @@ class KindSpec:
         return tuple(f.name for f in self.fields if f.secret)
 
     def sent_secrets(self, revealed: Mapping[str, Any]) -> list[str]:
-        """What this kind puts on the wire, exactly: each auth header's value and its credentials part.
+        """What this kind puts on the wire, exactly: each auth header's credentials (value after its scheme).
 
         The scrubber (``integrations.services.credential_secret_values``) takes these from
         ``auth_headers`` itself, so what is scrubbed is what was sent, however the kind encodes it
@@ -245,10 +245,10 @@ class KindSpec:
             return []
         values: list[str] = []
         for value in headers.values():
-            values.append(value)
+            # "Bearer <token>", "Basic <pair>": the part after the scheme (the scheme is no secret, and
+            # "Bearer [redacted]" still tells a reader what was sent); a bare value whole.
             _scheme, _, credentials = value.partition(" ")
-            if credentials:
-                values.append(credentials)
+            values.append(credentials or value)
         return values
 
     @property
