@@ -230,7 +230,7 @@ class KindSpec:
         return tuple(f.name for f in self.fields if f.secret)
 
     def sent_secrets(self, revealed: Mapping[str, Any]) -> list[str]:
-        """What this kind puts on the wire, exactly: each auth header's credentials (value after its scheme).
+        """What this kind puts on the wire, exactly: each auth header's value and its credentials part.
 
         The scrubber (``integrations.services.credential_secret_values``) takes these from
         ``auth_headers`` itself, so what is scrubbed is what was sent, however the kind encodes it
@@ -245,10 +245,12 @@ class KindSpec:
             return []
         values: list[str] = []
         for value in headers.values():
-            # "Bearer <token>", "Basic <pair>": the part after the scheme (the scheme is no secret, and
-            # "Bearer [redacted]" still tells a reader what was sent); a bare value whole.
+            # The exact header value ("Bearer <token>", "Basic <pair>"), and its credentials alone, for a
+            # destination that echoes only those.
+            values.append(value)
             _scheme, _, credentials = value.partition(" ")
-            values.append(credentials or value)
+            if credentials:
+                values.append(credentials)
         return values
 
     @property
