@@ -2,7 +2,9 @@
 
 ``dispatch_recorded`` sends a Celery chain of ``workflows.execute_step(run_id,
 position)`` messages, by task name (messages hold ids only; outputs travel
-through the database). ``recover_stalled_runs`` is the sweeper beat runs every
+through the database): one message per step that leaves the process; the steps
+that only compute (``policy.runs_in_process``) run in the task of the step
+before them (``message_groups``, ``engine.run_step``). ``recover_stalled_runs`` is the sweeper beat runs every
 ``POTAFLOW_RECOVERY_INTERVAL_SECONDS``:
 
 - a ``running`` step whose lease lapsed (its worker died) is sent again with
@@ -29,7 +31,7 @@ from django.utils import timezone
 from ..flow import tree
 from ..models import ACTIVE_RUN_STATUSES, UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
 from . import flow, recording
-from .policy import lease_seconds, soft_time_limit, time_limit
+from .policy import chain_limits, lease_seconds, runs_in_process
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +100,11 @@ def dispatch_recorded(
             cut = next((i for i, spec in enumerate(specs) if tree.is_control(spec)), len(specs) - 1)
             positions, specs = positions[: cut + 1], specs[: cut + 1]
     signatures = []
-    for index, position in enumerate(positions):
-        spec = dict(specs[index]) if specs[index] else None
+    for index, group in enumerate(message_groups(specs)):
+        position = positions[group[0]]
+        # One message per step that leaves the process; the steps after it that run in process
+        # (``policy.runs_in_process``) go in its task (``engine.run_step``), so its time limits cover them.
+        soft, hard = chain_limits([specs[i] for i in group])
         kwargs = {"force": True} if force and index == 0 else {}
         signatures.append(
             current_app.signature(
@@ -107,13 +112,32 @@ def dispatch_recorded(
                 args=(str(run.pk), position),
                 kwargs=kwargs,
                 immutable=True,
-                soft_time_limit=soft_time_limit(spec),
-                time_limit=time_limit(spec),
+                soft_time_limit=soft,
+                time_limit=hard,
             )
         )
     chain(*signatures).apply_async()
-    logger.info("dispatched run %s from step %s (%d step(s))", run.pk, positions[0], len(positions))
+    logger.info(
+        "dispatched run %s from step %s (%d step(s), %d message(s))",
+        run.pk,
+        positions[0],
+        len(positions),
+        len(signatures),
+    )
     return len(positions)
+
+
+def message_groups(specs: Sequence[Mapping[str, Any] | None]) -> list[list[int]]:
+    """The indexes of a chain's steps grouped by the message that runs them: the first step and
+    every step that leaves the process start a message; a step that runs in process joins the
+    message of the step before it."""
+    groups: list[list[int]] = []
+    for index, spec in enumerate(specs):
+        if groups and runs_in_process(spec):
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
