@@ -106,6 +106,8 @@ RETRY_EARLY_TOLERANCE = timedelta(seconds=2)
 # A step deferred because its organization is at its limit is offered again after this long.
 DEFER_SECONDS = (0.3, 1.0)
 OUT_OF_MEMORY = object()
+# On a (straight list) run object: the succeeded steps' outputs this task has read or recorded.
+OUTPUTS_SEEN = "_potaflow_outputs_seen"
 CLAIM_FIELDS = ["status", "attempts", "claim_token", "started_at", "finished_at", "next_attempt_at", "lease_expires_at"]
 
 
@@ -675,6 +677,7 @@ def _hand_over(
     key = str(spec.get("key"))
     run, step_run = attempt.run, attempt.step_run
     if connection.vendor != "postgresql":
+        run.__dict__.pop(OUTPUTS_SEEN, None)
         if recording.record_success(attempt, output, completes=False):
             return STOP
         return StepOutcome(inline_next=position, inline_key=key)
@@ -683,6 +686,9 @@ def _hand_over(
     handed = recording.record_success_and_claim(attempt, output, next_position=position, next_key=key, lease=lease)
     if not handed.owned:
         return STOP
+    seen = run.__dict__.get(OUTPUTS_SEEN)
+    if seen is not None and not in_flow:
+        seen[step_run.key] = {"output": attempt.output, "status": StepRunStatus.SUCCEEDED}
     if handed.step_pk is None:
         # Not pending (a duplicate took it, the run ended, or a flow row is missing): the ordinary claim says why.
         if in_flow and not flow.after_success(run, step_run):
@@ -750,7 +756,7 @@ def build_context(run: Run, spec: dict[str, Any] | None = None, step_run: StepRu
     at ``ActionContext.template_context["steps"]``.
     """
     steps: Mapping[str, Any] = EarlierOutputs(run)
-    if spec is None or references_earlier_steps(spec):
+    if step_run is None and (spec is None or references_earlier_steps(spec)):  # a flow run's are scoped below
         steps = dict(steps)
     workflow = run.definition.get("workflow", {})
     context = {
@@ -787,12 +793,17 @@ class EarlierOutputs(Mapping[str, Any]):
 
     def _data(self) -> dict[str, Any]:
         if self._loaded is None:
-            self._loaded = {
-                key: {"output": output, "status": StepRunStatus.SUCCEEDED}
-                for key, output in self._run.step_runs.filter(status=StepRunStatus.SUCCEEDED)
-                .order_by("position")
-                .values_list("key", "output")
-            }
+            # Read once per task: the steps this task runs in process after it add theirs (``_hand_over``).
+            known = self._run.__dict__.get(OUTPUTS_SEEN)
+            if known is None:
+                known = {
+                    key: {"output": output, "status": StepRunStatus.SUCCEEDED}
+                    for key, output in self._run.step_runs.filter(status=StepRunStatus.SUCCEEDED)
+                    .order_by("position")
+                    .values_list("key", "output")
+                }
+                self._run.__dict__[OUTPUTS_SEEN] = known
+            self._loaded = known
         return self._loaded
 
     def __getitem__(self, key: str) -> Any:
