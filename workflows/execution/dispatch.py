@@ -18,7 +18,9 @@ A message sent twice is harmless: claims make the second one a no-op.
 """
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -125,6 +127,46 @@ def dispatch_recorded(
         len(signatures),
     )
     return len(positions)
+
+
+# The segments a step's task offered to run itself (``run_step`` sets it while it runs a message).
+_taken_here: ContextVar[list[tuple[Run, list[int], list[Mapping[str, Any]]]] | None] = ContextVar(
+    "potaflow_taken_here", default=None
+)
+
+
+@contextmanager
+def taking_segments() -> Iterator[list[tuple[Run, list[int], list[Mapping[str, Any]]]]]:
+    """While a task runs its message: a segment whose every step runs in process, written by a
+    decision of this task (a branch's path, a loop's iteration, what follows a container), is
+    run by this task instead of being sent (``offer``). What it leaves untaken is sent on exit."""
+    taken: list[tuple[Run, list[int], list[Mapping[str, Any]]]] = []
+    token = _taken_here.set(taken)
+    try:
+        yield taken
+    finally:
+        _taken_here.reset(token)
+        for run, positions, specs in taken:
+            try:
+                dispatch_recorded(run, positions, specs=specs)
+            except Exception:  # noqa: BLE001 - recorded; the recovery sweeper sends pending steps again
+                logger.exception(
+                    "run %s: steps %s are recorded but could not be sent; the sweeper will", run.pk, positions
+                )
+
+
+def offer(run: Run, positions: list[int], specs: Sequence[Mapping[str, Any]]) -> bool:
+    """Take a segment just written for the task running now (see ``taking_segments``); False: send it.
+
+    One per task (more, e.g. a loop's parallel iterations, go to the broker and so to other workers),
+    and only a segment of steps that all run in process: one that leaves the process needs the
+    chain's messages in order, which this task's own message does not carry.
+    """
+    taken = _taken_here.get()
+    if taken is None or taken or not positions or not all(runs_in_process(spec) for spec in specs):
+        return False
+    taken.append((run, list(positions), [dict(spec) for spec in specs]))
+    return True
 
 
 def message_groups(specs: Sequence[Mapping[str, Any] | None]) -> list[list[int]]:

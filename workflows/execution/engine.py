@@ -85,7 +85,7 @@ from ..models import (
     Workflow,
     WorkflowVersion,
 )
-from . import flow, recording
+from . import dispatch, flow, recording
 from .definitions import definitions
 from .leases import keeper
 from .policy import (
@@ -141,7 +141,10 @@ def run_step(
     handing it out again (see the module docstring for who may claim what).
     """
     # Every line logged while handling this step carries these labels (core.structured_logging).
-    with log_context(run_id=str(run_id), step=None, attempt=None, workflow_id=None, organization_id=None):
+    with (
+        log_context(run_id=str(run_id), step=None, attempt=None, workflow_id=None, organization_id=None),
+        dispatch.taking_segments() as taken,
+    ):
         pending = _claim_pending(run_id, position, message_id=message_id)
         claim: Attempt | StepOutcome = pending or _claim(
             run_id, position, may_be_redelivery=may_be_redelivery, force=force, message_id=message_id
@@ -150,6 +153,10 @@ def run_step(
         # message's id as its token and recorded with its own attempt (see ``_hand_over``).
         while True:
             if isinstance(claim, StepOutcome):
+                if claim.inline_next is None and claim.retry_in is None and taken:
+                    # A decision of this task wrote a segment of steps that only compute: run it here.
+                    _, positions, specs = taken.pop()
+                    claim = StepOutcome(inline_next=positions[0], inline_key=str(specs[0].get("key")))
                 if claim.inline_next is None:
                     return replace(claim, position=position) if claim.retry_in is not None else claim
                 position = claim.inline_next

@@ -207,6 +207,36 @@ def test_a_worker_killed_during_a_local_step_loses_nothing(stack, org, tmp_path,
     assert request.headers["idempotency-key"] == f"potaflow-{run.pk}-3"
 
 
+def test_a_loop_of_local_steps_runs_in_the_task_that_decided_it(stack, org):
+    """A decision's segment of steps that only compute is run by the deciding task, not sent."""
+    wf = workflow_create(
+        organization=org,
+        name="Loop",
+        steps=[
+            transform("items", {"list": [1, 2, 3]}),
+            {
+                "key": "each",
+                "action_type": "for_each",
+                "config": {"items": "{{ steps.items.output.list }}", "steps": [transform("double", "{{ item * 2 }}")]},
+            },
+            transform("total", "{{ steps.each.output | sum }}"),
+        ],
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=60, worker=stack)
+    assert run.status == "succeeded", run.error
+    rows = list(StepRun.objects.filter(run=run).order_by("position"))
+    assert [(r.path or r.key, r.output) for r in rows if r.key != "each"] == [
+        ("items", {"list": [1, 2, 3]}),
+        ("each[0]/double", 2),
+        ("each[1]/double", 4),
+        ("each[2]/double", 6),
+        ("total", 12),
+    ]
+    assert all(v == ["succeeded"] for v in attempts_of(run).values())
+    assert {r.claim_token for r in rows} == {rows[0].claim_token}  # one message ran the whole run
+
+
 def test_a_branch_and_the_steps_of_its_path_run_in_process(stack, org, http):
     """Flow runs: a control step joins the message of the step before it."""
     http.route("POST", "/deliver", Reply(200, {"ok": True}))
@@ -239,6 +269,10 @@ def test_a_branch_and_the_steps_of_its_path_run_in_process(stack, org, http):
     rows = {r.key: r for r in StepRun.objects.filter(run=run)}
     assert set(rows) == {"more", "route", "big_label", "deliver", "done"}
     assert rows["route"].output == {"taken": ["big"]} and rows["route"].claim_token == rows["more"].claim_token
+    # The path leaves the process (its http step): sent as a chain; what follows the branch (a
+    # transform) is run by the task that closed the branch, the http step's.
+    assert rows["big_label"].claim_token != rows["more"].claim_token
+    assert rows["done"].claim_token == rows["deliver"].claim_token != rows["big_label"].claim_token
     assert all(v == ["succeeded"] for v in attempts_of(run).values())
     (request,) = http.requests
     assert request.headers["idempotency-key"] == f"potaflow-{run.pk}-{rows['deliver'].path or 'deliver'}"
