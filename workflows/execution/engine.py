@@ -33,6 +33,19 @@ Claim rules for a message about step N:
 Every attempt is a ``StepAttempt`` row, opened in the claiming transaction
 before anything is sent and closed by ``workflows.execution.recording``.
 
+Steps that only compute (``policy.runs_in_process``: transform, filter, the control
+steps) have no message of their own: the task that finished the step before them
+runs them, one after the other (issue 19). Each is still claimed -- with the
+message's id as claim token, so a redelivered message takes over what its dead
+worker left running -- and recorded with its own attempt; on PostgreSQL the
+success of one and the claim of the next are one statement (``_hand_over``), and
+the outputs read for templates are read once per task. A retry of such a step
+goes back to the broker as a message about that step, with its countdown
+(``StepOutcome.position``). A decision of the task (a path, an iteration, what
+follows a container) whose segment only computes is run by the task too
+(``dispatch.taking_segments``). Steps that leave the process keep one message
+each (``dispatch.message_groups``).
+
 The common claim -- a ``pending`` step of an unfinished run -- is one
 statement on PostgreSQL (``_claim_pending``: a conditional UPDATE that also
 opens the attempt and starts the run; with a per-organization limit, that
