@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import environ
-from prometheus_client import multiprocess
 
 BASE_DIR = Path(__file__).resolve().parent
 # .env first, as potaflow.settings reads it, so the master and the workers agree on the folder.
@@ -37,6 +36,10 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", str(Path(os.environ.get("POTAFLOW_VAR_DIR") or BASE_DIR / "var") / "prometheus")
 )
+# Only now: prometheus_client picks its value class (files or memory) when it is first imported, and the
+# workers fork from this master with it already imported (imported above the variable, they counted in
+# memory and the scrape, which reads the files, lost the web side: issue 17).
+from prometheus_client import multiprocess  # noqa: E402
 
 # gunicorn reads this module itself; settings.py is not loaded here.
 bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]

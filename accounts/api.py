@@ -185,7 +185,9 @@ class InvitationSerializer(serializers.ModelSerializer):
 # ---------------------------------------------------------------------------
 # Auth views (anonymous; throttled)
 # ---------------------------------------------------------------------------
-ERROR = OpenApiResponse(description='Error: {"detail": "...", "errors": {field: [...]}} (errors on 400 only).')
+ERROR = OpenApiResponse(
+    description='Error: {"detail": "...", "errors": {field: [...]}} (errors is {} when no field is at fault).'
+)
 
 
 class RegisterView(generics.GenericAPIView):

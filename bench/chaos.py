@@ -251,7 +251,7 @@ class RabbitBroker:
         from kombu import Connection
 
         with Connection(self.url, connect_timeout=5) as conn:
-            for queue in ("celery", "potaflow.schedules"):
+            for queue in ("celery", "potaflow.schedules", "potaflow.recovery", "potaflow.tests"):
                 try:
                     conn.default_channel.queue_purge(queue)
                 except Exception:  # noqa: BLE001 - not declared yet: nothing to lose
@@ -515,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
             daemon=True,
         )
         fault_thread.start()
+        sampler = QueueSampler(redis, stop)
+        sampler.thread.start()
         results = send_all(args, sender, tag, send_start, stop)
         send_seconds = time.monotonic() - send_start
         fault_thread.join(timeout=READY_TIMEOUT * 2 + args.fault_window)
@@ -530,7 +532,19 @@ def main(argv: list[str] | None = None) -> int:
         settled, settle_wait = wait_settled(workflow, accepted, args.settle_timeout, last_fault)
         time.sleep(3)  # late deliveries (a superseded attempt still calling) are counted too
         report = build_report(
-            args, workflow, results, accepted, faults, recorder, sender, last_fault, settled, settle_wait, send_seconds
+            args,
+            workflow,
+            results,
+            accepted,
+            faults,
+            recorder,
+            sender,
+            last_fault,
+            settled,
+            settle_wait,
+            send_seconds,
+            log_dir=log_dir,
+            queue_peak=sampler.peak if sampler.samples else None,
         )
         print_report(report)
         keep_logs = keep_logs or report["lost"] > 0 or report["duplicate_effects"] > 0
@@ -704,6 +718,78 @@ def send_all(args: argparse.Namespace, sender: Sender, tag: str, start: float, s
     return results
 
 
+class QueueSampler:
+    """The broker's step queues (default + recovery), sampled every half second: the peak backlog."""
+
+    def __init__(self, redis: RedisServer | RabbitBroker, stop: threading.Event) -> None:
+        self.redis, self.stop, self.peak, self.samples = redis, stop, 0, 0
+        self.thread = threading.Thread(target=self._run, name="queue-sampler", daemon=True)
+
+    def _run(self) -> None:
+        if isinstance(self.redis, RabbitBroker):
+            return
+        import redis as redis_client
+
+        client = redis_client.Redis.from_url(self.redis.url, socket_timeout=1)
+        while not self.stop.wait(0.5):
+            try:
+                length = sum(client.llen(q) for q in ("celery", "potaflow.recovery"))
+            except redis_client.RedisError:
+                continue  # the broker is down (a fault)
+            self.peak, self.samples = max(self.peak, length), self.samples + 1
+
+
+LOG_COUNTS = {
+    "resends_lost_message": "recovering stalled run",
+    "resends_lapsed_lease": "lease lapsed (worker lost)",
+    "deferrals_republished": "deferred",
+    "parked": "parked: its organization",
+    "parked_woken": "a parked step is sent",
+    "duplicate_messages_dropped": "dropping duplicate message",
+}
+
+
+def count_log_lines(log_dir: Path) -> dict[str, int]:
+    """What the workers did, from their logs (every start of the worker: worker-N.log)."""
+    counts = dict.fromkeys(LOG_COUNTS, 0)
+    resent: set[str] = set()
+    dropped: set[str] = set()
+    for path in sorted(log_dir.glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            for name, needle in LOG_COUNTS.items():
+                if needle in line:
+                    counts[name] += 1
+            if "recovering stalled run " in line:
+                resent.add(line.split("recovering stalled run ", 1)[1][:36])
+            elif "dropping duplicate message for run " in line:
+                dropped.add(line.split("dropping duplicate message for run ", 1)[1][:36])
+    # A lost-message re-send whose run later dropped a duplicate: its first message was not lost after all.
+    counts["resent_runs_with_a_duplicate_dropped"] = len(resent & dropped)
+    return counts
+
+
+def retry_after_loss(faults: list[dict[str, Any]]) -> list[float]:
+    """Seconds from the kill that lost an attempt to the next attempt of its step (in doubt, worker lost)."""
+    from django.db import connection
+
+    kills = sorted(f["at"] for f in faults if f["kind"] in ("worker-group", "pool-child"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT a.started_at, b.started_at FROM workflows_stepattempt AS a
+              JOIN workflows_stepattempt AS b ON b.step_run_id = a.step_run_id AND b.number = a.number + 1
+             WHERE a.outcome IN ('in_doubt', 'worker_lost', 'timed_out')
+            """
+        )
+        rows = cursor.fetchall()
+    delays = []
+    for lost_started, next_started in rows:
+        kill = max((k for k in kills if lost_started.timestamp() <= k <= next_started.timestamp()), default=None)
+        if kill is not None:
+            delays.append(round(next_started.timestamp() - kill, 1))
+    return sorted(delays)
+
+
 def wait_settled(workflow: Any, accepted: dict[str, Any], timeout: float, last_fault: float) -> tuple[bool, float]:
     """Poll until no accepted run is queued/running (bounded); returns (settled, seconds waited)."""
     from workflows.models import Run
@@ -737,6 +823,8 @@ def build_report(
     settled: bool,
     settle_wait: float,
     send_seconds: float,
+    log_dir: Path | None = None,
+    queue_peak: int | None = None,
 ) -> dict[str, Any]:
     from django.db import connection
     from django.db.models import Max
@@ -780,6 +868,8 @@ def build_report(
             }
         )
     statuses = Counter(str(status) for _, status, _, _ in results)
+    dispatch_counts = count_log_lines(log_dir) if log_dir is not None else {}
+    retry_delays = retry_after_loss(faults) if attempts is not None else []
     return {
         "chaos": 1,
         "broker": args.broker,
@@ -807,6 +897,10 @@ def build_report(
         "send_seconds": round(send_seconds, 1),
         "faults": [{"kind": f["kind"], "t_s": round(f["at"] - faults[0]["at"], 1), "what": f["what"]} for f in faults],
         "attempts_by_outcome": attempts,
+        "dispatch": dispatch_counts,
+        "queue_peak": queue_peak,
+        "retry_after_kill_s": retry_delays,
+        "lease_seconds": int(os.environ.get("POTAFLOW_STEP_LEASE_SECONDS", "15")),
         "step_runs_by_attempts": {str(k): v for k, v in sorted(step_attempts.items())},
         "not_succeeded": failures,
         "conditions": {
@@ -822,6 +916,26 @@ def build_report(
             "env_overrides": args.extra_env,
         },
     }
+
+
+def _resends(report: dict[str, Any]) -> str:
+    d = report["dispatch"]
+    return (
+        f"{d.get('resends_lost_message')} / {d.get('resends_lapsed_lease')} "
+        f"({d.get('resent_runs_with_a_duplicate_dropped')} re-sent runs also dropped a duplicate)"
+    )
+
+
+def _deferrals(report: dict[str, Any]) -> str:
+    d = report["dispatch"]
+    return f"{d.get('deferrals_republished')} / {d.get('parked')} (woken {d.get('parked_woken')})"
+
+
+def _retry_delays(report: dict[str, Any]) -> str:
+    delays = report["retry_after_kill_s"]
+    if not delays:
+        return "none"
+    return f"max {max(delays)} s (lease {report['lease_seconds']} s): {delays}"
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -845,6 +959,11 @@ def print_report(report: dict[str, Any]) -> None:
         ("waited after sending", f"{report['settle_wait_after_sending_s']} s"),
         ("step attempts by outcome", report["attempts_by_outcome"] or "no workflows_stepattempt table"),
         ("step runs by attempt count", report["step_runs_by_attempts"]),
+        ("re-sends (lost message / lapsed lease)", _resends(report)),
+        ("deferrals re-published / parked", _deferrals(report)),
+        ("duplicate messages dropped", report["dispatch"].get("duplicate_messages_dropped")),
+        ("broker queue peak (sampled)", report["queue_peak"]),
+        ("lost attempt retried after its kill", _retry_delays(report)),
     ]
     print()
     print("faults:")

@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--env", action="append", default=[], metavar="KEY=VAL", help="for the workers (PotaFlow's and the baseline's)"
     )
     parser.add_argument("--profile-worker", type=int, default=0, help="print the worker pids and wait N s")
+    parser.add_argument(
+        "--idle-organizations",
+        type=int,
+        default=0,
+        help="other organizations with no work (the multi-tenant claim path: one organization alone) [0]",
+    )
     return parser.parse_args(argv)
 
 
@@ -201,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.setup()
         org = benchlib.create_org()
+        for n in range(max(0, min(args.idle_organizations, 100))):
+            benchlib.create_org(email=f"idle{n}@example.com")
         workloads = (
             ("1-step", benchlib.one_step_steps),
             ("5-step", benchlib.five_step_steps),
@@ -251,7 +259,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
              r.get("gap_between_steps_ms_p50", ""), r.get("gap_between_steps_ms_p99", ""),
              r.get("action_ms_p50", ""), r["worker_rss_idle_mib"], r.get("worker_rss_load_mib", ""))
         )  # fmt: skip
-    print(f"\nExecution (backlog of {args.runs} runs each, default worker config, {benchlib.machine()})")
+    idle = f", {args.idle_organizations} idle other organization(s)" if args.idle_organizations else ""
+    print(f"\nExecution (backlog of {args.runs} runs each, default worker config{idle}, {benchlib.machine()})")
     table(
         rows,
         ("workload", "final", "runs/s", "steps/s", "÷ baseline", "attempt ovh p50 ms", "p99", "gap p50 ms", "gap p99",

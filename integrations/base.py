@@ -94,6 +94,10 @@ class Action:
       expression (``branch``'s ``("paths", "when")``).
     - ``control``: True for the flow control steps (``integrations.control``), which
       the engine executes itself; their ``run`` refuses to be called.
+    - ``condition_fields``: config fields that are conditions. An undefined value in one is
+      false there, not an error (``workflows.templating``'s condition rule, as n8n and Zapier
+      users expect); the rendered config then names what was undefined under
+      ``"_undefined"`` (field -> names), for the step's output to say so.
     - ``output_limit_setting``: the setting bounding what the step's output may
       weigh when stored, for actions whose output is the point (``file.parse``'s
       rows); None: ``POTAFLOW_STEP_OUTPUT_MAX_BYTES`` like every other step.
@@ -126,6 +130,7 @@ class Action:
     expression_fields: ClassVar[tuple[str, ...]] = ()
     expression_items: ClassVar[tuple[tuple[str, str], ...]] = ()
     control: ClassVar[bool] = False
+    condition_fields: ClassVar[tuple[str, ...]] = ()
     output_limit_setting: ClassVar[str | None] = None
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> JSONValue:

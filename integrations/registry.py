@@ -42,6 +42,7 @@ from importlib import import_module
 from importlib.metadata import entry_points
 
 from .base import Action, KindSpec
+from .loading import load_isolated
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +86,8 @@ def _load_integrations() -> tuple[dict[str, Action], dict[str, KindSpec]]:
 
 def _load_plugins(actions: dict[str, Action]) -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception:
-            logger.exception("plugin action %s (%s) failed to load", ep.name, ep.value)
+        cls = load_isolated("plugin action", f"{ep.name} ({ep.value})", ep.load)
+        if cls is None:
             continue
         if not (isinstance(cls, type) and issubclass(cls, Action)):
             logger.error("plugin action %s (%s) is not an Action subclass", ep.name, ep.value)

@@ -15,13 +15,14 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
 from rest_framework import exceptions, parsers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from core.errors import error_body, error_response
 from integrations.services import CredentialInvalid
 from workflows.validation import WorkflowInvalid
 
@@ -48,11 +49,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
     if isinstance(exc, exceptions.ValidationError):
         errors = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
-        response.data = {"detail": _summarise(errors), "errors": errors}
+        response.data = error_body(_summarise(errors), errors)
     elif isinstance(response.data, dict) and "detail" in response.data:
-        response.data = {"detail": str(response.data["detail"])}
+        response.data = error_body(str(response.data["detail"]))
     else:
-        response.data = {"detail": str(response.data)}
+        response.data = error_body(str(response.data))
     return response
 
 
@@ -79,18 +80,18 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
         return defaults.bad_request(request, exception)
     if isinstance(exception, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return JsonResponse({"detail": f"Request body too large: the limit is {limit} bytes."}, status=413)
+        return error_response(f"Request body too large: the limit is {limit} bytes.", 413)
     if isinstance(exception, TooManyFieldsSent | TooManyFilesSent):
-        return JsonResponse({"detail": "Request body has too many fields."}, status=400)
+        return error_response("Request body has too many fields.", 400)
     if isinstance(exception, MultiPartParserError):
-        return JsonResponse({"detail": f"Multipart form parse error - {exception}"}, status=400)
-    return JsonResponse({"detail": "Bad request."}, status=400)
+        return error_response(f"Multipart form parse error - {exception}", 400)
+    return error_response("Bad request.", 400)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """``handler404``: an unknown URL under ``/api/`` or ``/hooks/`` answers in the error shape."""
     if request.path.startswith(("/api/", "/hooks/")):
-        return JsonResponse({"detail": "Not found."}, status=404)
+        return error_response("Not found.", 404)
     return defaults.page_not_found(request, exception)
 
 
@@ -104,7 +105,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if isinstance(current, DATABASE_ERRORS):
         return unavailable(request, current)
     if request.path.startswith(("/api/", "/hooks/")):
-        return JsonResponse({"detail": "Internal server error."}, status=500)
+        return error_response("Internal server error.", 500)
     return defaults.server_error(request)
 
 

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from core.errors import error_body
 from core.request_body import BODY_EXPIRED
 
 StartResponse = Callable[..., Any]
@@ -62,7 +63,7 @@ class BodyDeadline:
         body = self._read(environ["wsgi.input"], sock, length)
         if body is None:
             detail = f"Request body not received within {self.seconds:g} seconds (POTAFLOW_WEB_BODY_TIMEOUT)."
-            payload = json.dumps({"detail": detail}).encode()
+            payload = json.dumps(error_body(detail)).encode()
             start_response(
                 "408 Request Timeout",
                 [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("Connection", "close")],

@@ -18,8 +18,9 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
+from core.errors import error_response
 from workflows.ops.metrics import DATABASE_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def unavailable(request: HttpRequest, exc: BaseException) -> HttpResponse:
     if kind == "page":
         response = HttpResponse(detail + "\n", status=503, content_type="text/plain; charset=utf-8")
     else:
-        response = JsonResponse({"detail": detail}, status=503)
+        response = error_response(detail, 503)
     response["Retry-After"] = str(seconds)
     return response
 

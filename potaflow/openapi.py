@@ -53,11 +53,11 @@ ERROR_SCHEMA = {
         "detail": {"type": "string", "description": "One readable sentence."},
         "errors": {
             "type": "object",
-            "description": "Validation errors only: field (or path such as steps[0].config.url) -> messages.",
+            "description": "Field (or path such as steps[0].config.url) -> messages; {} when no field is at fault.",
             "additionalProperties": {},
         },
     },
-    "required": ["detail"],
+    "required": ["detail", "errors"],
 }
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ERROR_DESCRIPTIONS = {

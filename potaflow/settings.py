@@ -74,6 +74,8 @@ MIDDLEWARE = [
     "potaflow.database_errors.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Unknown /api/ and /hooks/ URLs: the JSON error shape, with DEBUG too (outside CommonMiddleware's slash redirect).
+    "core.errors.JsonNotFoundMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -370,6 +372,11 @@ POTAFLOW_SCHEDULE_QUEUE = "potaflow.schedules"
 # Test runs (POST /api/workflows/<id>/test/) run on the workers too, in a queue of their own: a backlog of
 # steps does not keep a user waiting for a test, and the web threads never run one.
 POTAFLOW_TEST_QUEUE = "potaflow.tests"
+# Step messages that must not wait behind a backlog, in a queue of their own that every worker consumes
+# with the default one (Redis: the worker's BRPOP serves its queues in turn): the take-over of a lapsed
+# lease, a parked step its organization's free slot
+# wakes (workflows.execution.dispatch, workflows.execution.fairness).
+POTAFLOW_RECOVERY_QUEUE = "potaflow.recovery"
 # RabbitMQ (CELERY_BROKER_URL=amqp://...): quorum queues (replicated, durable, no message lost
 # with a node; a delivery limit instead of endless redelivery), publisher confirms (a publish
 # returns once the broker has the message), and topic exchanges because Celery's native delayed
@@ -402,6 +409,12 @@ CELERY_TASK_QUEUES = (
         POTAFLOW_TEST_QUEUE,
         Exchange(POTAFLOW_TEST_QUEUE, type=_exchange_type),
         routing_key=POTAFLOW_TEST_QUEUE,
+        **_queue_kwargs,
+    ),
+    Queue(
+        POTAFLOW_RECOVERY_QUEUE,
+        Exchange(POTAFLOW_RECOVERY_QUEUE, type=_exchange_type),
+        routing_key=POTAFLOW_RECOVERY_QUEUE,
         **_queue_kwargs,
     ),
 )
@@ -544,7 +557,9 @@ def file_storage_settings(
 
 
 STORAGES["potaflow_files"] = file_storage_settings(POTAFLOW_FILE_STORAGE)
-# A queued or retrying step whose message was lost is sent again after this long without progress.
+# A queued or retrying step whose message was lost is sent again after this long without progress -- when
+# the broker no longer holds it (Redis: neither queued nor held by a worker that is still young), so a run
+# merely queued behind a backlog is not re-sent (workflows.execution.inflight).
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)
 # Flow control (issue 19): how often beat wakes the delays and waits that are due (seconds), and
@@ -566,8 +581,10 @@ POTAFLOW_INSIGHTS_DAILY_DAYS = env.int("POTAFLOW_INSIGHTS_DAILY_DAYS", default=4
 # A running step's worker renews its lease every third of this; a lapsed lease means the worker died.
 POTAFLOW_STEP_LEASE_SECONDS = env.int("POTAFLOW_STEP_LEASE_SECONDS", default=15)
 POTAFLOW_STEP_TIMEOUT_MAX_SECONDS = env.float("POTAFLOW_STEP_TIMEOUT_MAX_SECONDS", default=300.0)
-# Steps of one organization running at once; -1: worker concurrency - 1 once two organizations exist
-# (a slot stays free for the others); 0: no limit.
+# Steps of one organization running at once. -1 (default): work-conserving fair share -- no limit while no
+# other organization has work waiting; while one does, half the worker's slots (at least one), the rest
+# of its steps parked in the database (no re-publish) until one of its own slots frees. N > 0: a hard
+# cap at all times (same parking). 0: no limit (workflows.execution.fairness).
 POTAFLOW_ORG_MAX_RUNNING_STEPS = env.int("POTAFLOW_ORG_MAX_RUNNING_STEPS", default=-1)
 # Flow control (issue 19): steps of a definition (nested ones and the error path included) and how deeply
 # step lists nest in branches and loops; a for_each's max_items may not exceed POTAFLOW_FOR_EACH_MAX_ITEMS

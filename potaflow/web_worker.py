@@ -66,6 +66,8 @@ from typing import Any
 from gunicorn import http
 from gunicorn.workers import gthread
 
+from core.errors import error_body
+
 # Request bytes kept in memory per connection; past this they wait in a temporary file.
 SPOOL_BYTES = 256 * 1024
 READ_BYTES = 64 * 1024
@@ -89,7 +91,7 @@ class Refusal(Exception):  # noqa: N818 - the answer itself
         self.detail = detail
 
     def payload(self, extra_headers: tuple[tuple[str, str], ...] = ()) -> bytes:
-        body = json.dumps({"detail": self.detail}).encode()
+        body = json.dumps(error_body(self.detail)).encode()
         head = [f"HTTP/1.1 {self.status}", "Content-Type: application/json", f"Content-Length: {len(body)}"]
         head += [f"{name}: {value}" for name, value in extra_headers]
         head.append("Connection: close")

@@ -229,7 +229,10 @@ class ExportWorkflowSerializer(serializers.Serializer):
 
 
 class ExportDocumentSerializer(serializers.Serializer):
-    potaflow_export = serializers.IntegerField(help_text=f"Format version: {portability.EXPORT_FORMAT}.")
+    potaflow_export = serializers.IntegerField(
+        help_text=f"Format version: {portability.EXPORT_FORMAT} (format 1 documents, without nested steps or "
+        "on_failure, still import)."
+    )
     exported_at = serializers.DateTimeField(required=False)
     # DRF's metaclass takes declared fields off the class: this one only shares the name of Field.source.
     source = serializers.DictField(  # type: ignore[assignment]  # a field, not Field.source
@@ -238,6 +241,9 @@ class ExportDocumentSerializer(serializers.Serializer):
     template = serializers.DictField(required=False, help_text="Built-in templates: title and description.")
     workflow = ExportWorkflowSerializer()
     steps = ExportStepSerializer(many=True)
+    on_failure = ExportStepSerializer(
+        many=True, required=False, help_text="Format 2: the error path (steps run once when a run fails)."
+    )
 
 
 class ImportOptionsSerializer(serializers.Serializer):
@@ -336,8 +342,12 @@ class SampleCreateSerializer(serializers.Serializer):
 
 
 class TestStepResultSerializer(serializers.Serializer):
-    position = serializers.IntegerField()
+    position = serializers.IntegerField(help_text="Its place in its own step list.")
     key = serializers.CharField()
+    path = serializers.CharField(
+        help_text="The step instance: its key, under the branch paths and loop items it is in "
+        "(route/vip/notify, rows[0]/append, on_failure/tell)."
+    )
     action_type = serializers.CharField()
     status = serializers.ChoiceField(
         choices=["ok", "preview", "sent", "filtered", "error", "skipped"],

@@ -35,6 +35,7 @@ from integrations.services import StepCredential, credential_for_step
 from . import templating
 from .execution.recording import Scrubber
 from .files.services import RunFileAccess
+from .flow import tree
 from .models import STEP_SPEC_FIELDS, Step, StepRun, StepRunStatus, Workflow
 from .validation import validate_definition
 
@@ -70,6 +71,10 @@ def _supports_distinct_on() -> bool:
     return connection.features.can_distinct_on_fields
 
 
+# Items of a loop a test runs (the others are counted, not run): a test stays quick and bounded.
+LOOP_ITEMS_TESTED = 3
+
+
 def dry_run(
     *,
     workflow: Workflow,
@@ -81,25 +86,67 @@ def dry_run(
 
     Raises ``WorkflowInvalid`` when ``steps`` do not validate (as saving would).
     Returns ``{"trigger": ..., "steps": [result, ...], "outcome": "...", "sent": key or None}``.
+
+    Flow control is followed in process: a branch takes the path(s) its conditions choose
+    (the others' steps are listed as skipped), a loop runs its first ``LOOP_ITEMS_TESTED``
+    items (each result's ``path`` says which: ``rows[0]/append``), a delay or a wait is
+    previewed (an approval is assumed given), ``stop`` ends the test as the run would end,
+    and a test that fails runs the saved error path (``on_failure``) with the failure context.
+    Each result's ``path`` names the instance (``route/vip/notify``).
     """
     rows: list[Step] = (
         validate_definition(workflow, steps) if steps is not None else list(workflow.steps.order_by("position"))
     )
     trigger = sample_payload(payload)
-    earlier = last_outputs(workflow) if workflow.pk else {}
     context: dict[str, Any] = {
         "trigger": trigger,
         "steps": {},
         "run": {"id": "test", "trigger": "test", "created_at": timezone.now().isoformat(), "started_at": None},
         "workflow": {"id": workflow.pk, "name": workflow.name, "version": workflow.version},
     }
-    results: list[dict[str, Any]] = []
-    outcome = "completed"
-    stopped = False
-    for position, row in enumerate(rows):
+    test = _Test(workflow, send_step, last_outputs(workflow) if workflow.pk else {})
+    test.run_list(rows, context, prefix="")
+    if test.outcome == "error" and test.failure and workflow.on_failure:
+        failure_context = {**context, "steps": dict(context["steps"]), "failure": test.failure}
+        test.outcome, test.stopped = "error", False
+        test.run_list([_row(spec) for spec in workflow.on_failure], failure_context, prefix="on_failure/")
+        test.outcome = "error"
+    return {"trigger": trigger, "steps": test.results, "outcome": test.outcome, "sent": send_step}
+
+
+def _row(spec: Mapping[str, Any]) -> Step:
+    """An unsaved ``Step`` for a nested (or error-path) spec, as validation normalized it."""
+    policy = {
+        f: spec[f] for f in ("max_retries", "backoff_seconds", "backoff_max_seconds", "timeout_seconds") if f in spec
+    }
+    return Step(
+        key=spec.get("key", ""),
+        action_type=spec.get("action_type", ""),
+        config=spec.get("config") or {},
+        credential_id=spec.get("credential"),
+        on_in_doubt=spec.get("on_in_doubt") or "",
+        continue_on_error=bool(spec.get("continue_on_error")),
+        **policy,
+    )
+
+
+class _Test:
+    """One test's walk over the tree: its results, how it ended, and the failure it met."""
+
+    def __init__(self, workflow: Workflow, send_step: str | None, earlier: dict[str, Any]) -> None:
+        self.workflow = workflow
+        self.send_step = send_step
+        self.earlier = earlier
+        self.results: list[dict[str, Any]] = []
+        self.outcome = "completed"
+        self.stopped = False
+        self.failure: dict[str, Any] | None = None
+
+    def result(self, position: int, row: Step, path: str) -> dict[str, Any]:
         result: dict[str, Any] = {
             "position": position,
             "key": row.key,
+            "path": path,
             "action_type": row.action_type,
             "status": "skipped",
             "rendered_config": None,
@@ -108,24 +155,118 @@ def dry_run(
             "would_send": None,
             "error": "",
         }
-        results.append(result)
-        if stopped:
-            continue
+        self.results.append(result)
+        return result
+
+    def skip_list(self, specs: Sequence[Any], prefix: str) -> None:
+        """List the steps of a path not taken (or the rest of a stopped run) as skipped."""
+        for position, spec in enumerate(specs):
+            if isinstance(spec, Mapping):
+                row = _row(spec)
+                self.result(position, row, prefix + row.key)
+                self._skip_nested(row, prefix + row.key)
+
+    def _skip_nested(self, row: Step, path: str) -> None:
+        for slot in tree.slots({"action_type": row.action_type, "config": row.config}):
+            self.skip_list(slot.steps, f"{path}/{slot.name}/")
+
+    def run_list(self, rows: Sequence[Step], context: dict[str, Any], *, prefix: str) -> Any:
+        """Test a list of steps in order; returns the output of its last step that ran."""
+        last: Any = None
+        for position, row in enumerate(rows):
+            path = prefix + row.key
+            result = self.result(position, row, path)
+            if self.stopped:
+                self._skip_nested(row, path)
+                continue
+            try:
+                if get_action_or_none(row.action_type) is not None and get_action(row.action_type).control:
+                    self._control(row, position, context, result, path)
+                else:
+                    _test_step(row, position, context, result, send=(row.key == self.send_step), workflow=self.workflow)
+            except RunFiltered as filtered:
+                result.update(status="filtered", output=filtered.output)
+                self.outcome, self.stopped = "filtered", True
+                continue
+            except (PermanentError, RetryableError) as exc:
+                result.update(status="error", error=exc.message)
+                if row.continue_on_error:
+                    context["steps"][row.key] = {"output": None, "status": StepRunStatus.FAILED, "error": exc.message}
+                    continue
+                self.outcome, self.stopped = "error", True
+                self.failure = self.failure or {"step": row.key, "error": exc.message, "attempts": 1}
+                continue
+            if result["output"] is None and result["status"] == "preview" and row.key in self.earlier:
+                result.update(output=self.earlier[row.key], output_source="last successful run")
+            if result["output"] is not None or result["status"] in ("ok", "sent"):
+                context["steps"][row.key] = {"output": result["output"], "status": StepRunStatus.SUCCEEDED}
+            last = result["output"]
+        return last
+
+    def _control(self, row: Step, position: int, context: dict[str, Any], result: dict[str, Any], path: str) -> None:
+        action: Any = get_action(row.action_type)
         try:
-            _test_step(row, position, context, result, send=(row.key == send_step), workflow=workflow)
-        except RunFiltered as filtered:
-            result.update(status="filtered", output=filtered.output)
-            outcome, stopped = "filtered", True
-            continue
-        except (PermanentError, RetryableError) as exc:
-            result.update(status="error", error=exc.message)
-            outcome, stopped = "error", True
-            continue
-        if result["output"] is None and result["status"] == "preview" and row.key in earlier:
-            result.update(output=earlier[row.key], output_source="last successful run")
-        if result["output"] is not None or result["status"] in ("ok", "sent"):
-            context["steps"][row.key] = {"output": result["output"], "status": StepRunStatus.SUCCEEDED}
-    return {"trigger": trigger, "steps": results, "outcome": outcome, "sent": send_step}
+            rendered = templating.render_value(templating.prepare_config(action, row.config or {}), context)
+        except templating.TemplateError as exc:
+            raise PermanentError(f"template error: {exc.message}") from None
+        result["rendered_config"] = rendered
+        preview = action.preview(rendered)
+        if row.action_type == "branch":
+            taken = action.choose(rendered)
+            result.update(status="ok", output=preview)
+            for slot in tree.slots({"action_type": row.action_type, "config": row.config}):
+                if slot.name in taken:
+                    if not self.stopped:
+                        self.run_list([_row(s) for s in slot.steps if isinstance(s, Mapping)], context,
+                                      prefix=f"{path}/{slot.name}/")  # fmt: skip
+                    else:
+                        self.skip_list(slot.steps, f"{path}/{slot.name}/")
+                else:
+                    self.skip_list(slot.steps, f"{path}/{slot.name}/")
+        elif row.action_type == "for_each":
+            items = action.items_of(rendered)
+            body = [_row(s) for s in (row.config or {}).get("steps") or [] if isinstance(s, Mapping)]
+            outputs: list[Any] = []
+            for index, item in enumerate(items[:LOOP_ITEMS_TESTED]):
+                if self.stopped:
+                    break
+                scope = {**context, "steps": dict(context["steps"]), "item": item, "index": index}
+                before = self.outcome
+                outputs.append(self.run_list(body, scope, prefix=f"{path}[{index}]/"))
+                if self.stopped and self.outcome == "error" and rendered.get("on_item_failure") == "continue":
+                    self.stopped, self.outcome = False, before  # the loop goes on with the next item
+            result.update(
+                status="ok",
+                output=outputs,
+                would_send={**preview, "tested_items": min(len(items), LOOP_ITEMS_TESTED)},
+            )
+        elif row.action_type == "delay":
+            if "error" in preview:
+                raise PermanentError(str(preview["error"]))
+            result.update(status="preview", would_send=preview, output={})
+        elif row.action_type == "wait":
+            result.update(status="preview", would_send=preview)
+            if rendered.get("kind") == "approval" and row.key not in self.earlier:
+                assumed = {"approved": True, "by": "(test)", "at": timezone.now().isoformat()}
+                result.update(output=assumed, output_source="assumed approved (test)")
+        elif row.action_type == "stop":
+            status, message = action.outcome(rendered)
+            output = {"status": status, "message": message}
+            self.stopped = True
+            if status == "failed":
+                result.update(status="error", error=message or "stopped as failed", output=output)
+                self.outcome = "error"
+                self.failure = self.failure or {"step": row.key, "error": message, "attempts": 1}
+            else:
+                result.update(status="filtered" if status == "filtered" else "ok", output=output)
+                self.outcome = "filtered" if status == "filtered" else "completed"
+
+
+def get_action_or_none(name: str) -> Any:
+    try:
+        return get_action(name)
+    except UnknownAction:
+        return None
 
 
 def _test_step(

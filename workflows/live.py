@@ -31,6 +31,7 @@ from django.views.decorators.http import require_GET
 from accounts.models import Role
 from accounts.permissions import signed_in
 from accounts.selectors import membership_for
+from core.errors import error_response
 
 from .admin.widgets import human_duration
 from .models import Run, StepRun
@@ -129,10 +130,10 @@ def run_live(request: HttpRequest, run_id: Any) -> HttpResponse:
 def run_live_state(request: HttpRequest, run_id: Any) -> JsonResponse:
     # A JSON endpoint answers 401 in the API's error shape rather than redirecting to a login page.
     if not request.user.is_authenticated:
-        return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
+        return error_response("Authentication credentials were not provided.", 401)
     run = runs_visible_to(request.user).filter(pk=run_id).first()
     if run is None:
-        return JsonResponse({"detail": "No run with this id in your organizations."}, status=404)
+        return error_response("No run with this id in your organizations.", 404)
     return JsonResponse(run_state(run))
 
 

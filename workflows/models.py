@@ -342,6 +342,10 @@ class StepRun(models.Model):
     wake_at = models.DateTimeField(null=True, blank=True)
     # A waiting wait of kind webhook: the capability in its resume URL (workflows.execution.flow).
     resume_token = models.CharField(max_length=64, blank=True, editable=False)
+    # A pending/retrying step whose organization was at its fair share while another organization had
+    # work waiting: its message was dropped and it waits here, oldest first, until a slot of its
+    # organization frees (workflows.execution.fairness). None: not parked.
+    parked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["run_id", "position"]
@@ -359,6 +363,8 @@ class StepRun(models.Model):
             # What the wake-up task looks for: waits due.
             models.Index(fields=["wake_at"], name="step_run_wake_idx", condition=Q(status="waiting")),
             models.Index(fields=["resume_token"], name="step_run_resume_idx", condition=~Q(resume_token="")),
+            # Parked steps, oldest first (few: only while organizations compete for the workers).
+            models.Index(fields=["parked_at"], name="step_run_parked_idx", condition=Q(parked_at__isnull=False)),
         ]
 
     def __str__(self) -> str:

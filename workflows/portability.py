@@ -1,8 +1,9 @@
 """Workflows as portable JSON documents: export, import, and the built-in templates.
 
-An export is ``{"potaflow_export": 1, "workflow": {...}, "steps": [...]}``: the
-trigger settings and the steps, with each step's credential as a *reference*
-(``{"name": ..., "kind": ...}``), never a secret; the webhook token and secrets
+An export is ``{"potaflow_export": 2, "workflow": {...}, "steps": [...],
+"on_failure": [...]}``: the trigger settings, the steps (their nested step lists
+inside branch and for_each configs) and the error path, with every step's credential,
+nested ones included, as a *reference* (``{"name": ..., "kind": ...}``), never a secret; the webhook token and secrets
 stay behind (``workflow.webhook_secret_set`` only says one was set). A document
 moves a workflow between organizations or installations and is what the
 built-in templates (``templates_catalog/*.json``) are.
@@ -14,6 +15,7 @@ credential reference maps to the importing organization's credential of the
 same name and kind, or to the one the caller names for it (``credentials``:
 reference name -> credential id). The imported workflow is inactive until
 someone activates it (it has no secret yet, and its credentials may need a look).
+Documents of format 1 (flat steps, no error path) still import.
 """
 
 import copy
@@ -22,19 +24,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 
 from accounts.models import Organization, User
 from integrations.models import Credential
 
+from .flow import tree
 from .intake.signatures import SIGNING_FIELDS
 from .models import STEP_SPEC_FIELDS, Workflow
 from .services import workflow_create
 from .validation import WorkflowInvalid, validate_definition
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
+# Formats ``workflow_import`` reads: 1 (flat steps) and 2 (nested steps, on_failure).
+IMPORT_FORMATS = (1, 2)
 # What a document holds of a workflow: no token, no secret (the previous secret neither).
 EXPORT_WORKFLOW_FIELDS = (
     "name",
@@ -48,7 +53,7 @@ EXPORT_WORKFLOW_FIELDS = (
 # Switches (true/false), exported only when on: a document of a workflow without them stays as it was.
 EXPORT_SWITCHES = ("webhook_body_as_file",)
 EXPORT_STEP_FIELDS = STEP_SPEC_FIELDS
-TOP_LEVEL_KEYS = {"potaflow_export", "exported_at", "source", "template", "workflow", "steps"}
+TOP_LEVEL_KEYS = {"potaflow_export", "exported_at", "source", "template", "workflow", "steps", "on_failure"}
 CATALOG_DIR = Path(__file__).resolve().parent / "templates_catalog"
 
 
@@ -56,7 +61,7 @@ CATALOG_DIR = Path(__file__).resolve().parent / "templates_catalog"
 def workflow_export(workflow: Workflow) -> dict[str, Any]:
     """The workflow as a document (its current definition)."""
     steps = workflow.steps.select_related("credential").order_by("position")
-    return {
+    document: dict[str, Any] = {
         "potaflow_export": EXPORT_FORMAT,
         "exported_at": timezone.now().isoformat(),
         "source": {"workflow_id": workflow.pk, "version": workflow.version},
@@ -71,11 +76,24 @@ def workflow_export(workflow: Workflow) -> dict[str, Any]:
         "steps": [
             {
                 **{field: getattr(step, field) for field in EXPORT_STEP_FIELDS},
+                "config": copy.deepcopy(step.config),
                 "credential": {"name": step.credential.name, "kind": step.credential.kind} if step.credential else None,
             }
             for step in steps
         ],
+        "on_failure": copy.deepcopy(workflow.on_failure or []),
     }
+    # Nested and error-path steps hold credential ids: exported as references like the top-level ones.
+    nested = [loc for loc in tree.walk_definition(document) if loc.depth > 1 or loc.on_failure]
+    ids = {credential for loc in nested if isinstance(credential := loc.spec.get("credential"), int)}
+    known = {c.pk: c for c in Credential.objects.filter(organization_id=workflow.organization_id, pk__in=ids)}
+    for located in nested:
+        spec = cast("dict[str, Any]", located.spec)
+        credential = known.get(spec.get("credential"))  # type: ignore[arg-type]
+        for extra in set(spec) - {*EXPORT_STEP_FIELDS, "credential"}:
+            del spec[extra]
+        spec["credential"] = {"name": credential.name, "kind": credential.kind} if credential else None
+    return document
 
 
 # -- import ------------------------------------------------------------------------
@@ -109,9 +127,13 @@ def check_document(
 
     if not isinstance(document, Mapping):
         raise WorkflowInvalid({"document": ["An export document is a JSON object."]})
+    document = copy.deepcopy(document)  # nested steps are mapped in place
     version = document.get("potaflow_export")
-    if version != EXPORT_FORMAT:
-        add("potaflow_export", f"Not a PotaFlow export of format {EXPORT_FORMAT} (got {version!r}).")
+    if version not in IMPORT_FORMATS or isinstance(version, bool):
+        formats = " or ".join(str(f) for f in IMPORT_FORMATS)
+        add("potaflow_export", f"Not a PotaFlow export of format {formats} (got {version!r}).")
+    elif version == 1 and "on_failure" in document:
+        add("on_failure", "An error path (on_failure) needs a document of format 2.")
     for key in sorted(set(document) - TOP_LEVEL_KEYS):
         add(key, f"Unknown key {key!r} in an export document.")
 
@@ -138,6 +160,24 @@ def check_document(
             mapped_fields.add(f"{where}.credential")
         steps.append(spec)
 
+    on_failure = document.get("on_failure", [])
+    if not isinstance(on_failure, list):
+        add("on_failure", "on_failure must be a list of steps.")
+        on_failure = []
+    # Nested and error-path steps: the same fields, their credential references mapped to ids.
+    for located in tree.walk_definition({"steps": steps, "on_failure": on_failure}):
+        if located.depth == 1 and not located.on_failure:
+            continue
+        spec = cast("dict[str, Any]", located.spec)
+        for key in sorted(set(spec) - {*EXPORT_STEP_FIELDS, "credential"}):
+            add(f"{located.where}.{key}", f"Unknown step field {key!r}.")
+            del spec[key]
+        credential = _resolve_reference(organization, spec.get("credential"), mapping, located.where, add)
+        if f"{located.where}.credential" in errors:
+            mapped_fields.add(f"{located.where}.credential")
+        spec["credential"] = credential.pk if credential is not None else None
+    fields["on_failure"] = on_failure
+
     workflow = Workflow(organization=organization, **fields)
     try:
         validate_definition(workflow, steps)
@@ -145,7 +185,7 @@ def check_document(
         for field, messages in exc.errors.items():
             if field in mapped_fields:
                 continue  # the missing credential is already named; "needs a credential" would repeat it
-            path = field if field.startswith("steps") else f"workflow.{field}"
+            path = field if field.startswith(("steps", "on_failure")) else f"workflow.{field}"
             for message in messages:
                 add(path, message)
     if errors:
@@ -210,10 +250,10 @@ def _resolve_reference(
 
 
 def credential_references(document: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The distinct credential references of a document, in step order."""
+    """The distinct credential references of a document, in step order (nested steps and the error path too)."""
     seen: dict[str, dict[str, str]] = {}
-    for step in document.get("steps") or []:
-        reference = step.get("credential") if isinstance(step, Mapping) else None
+    for located in tree.walk_definition(document):
+        reference = located.spec.get("credential")
         if isinstance(reference, Mapping) and isinstance(reference.get("name"), str):
             seen.setdefault(reference["name"], {"name": reference["name"], "kind": str(reference.get("kind"))})
     return list(seen.values())

@@ -702,6 +702,77 @@ for _name, _arg in (("center", "width"), ("indent", "width"), ("wordwrap", "widt
     _env.filters[_name] = _bounded(_env.filters[_name], _name, _arg)
 
 
+# -- the condition rule ------------------------------------------------------------------
+# In an action's ``condition_fields`` (filter's condition), an undefined value is false, not an
+# error: an event without ``amount`` does not pass ``amount >= 100`` and the run ends filtered,
+# as n8n and Zapier users expect. What was undefined is noted (``_undefined`` in the rendered
+# config) so the step's output can say why. Everywhere else a missing variable stays an error.
+_undefined_seen: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("undefined_seen", default=None)
+
+
+class ConditionTemplate(str):
+    """A condition field's template (``prepare_config`` marks it): rendered by the condition rule."""
+
+    __slots__ = ()
+
+
+class _ConditionUndefined(ChainableUndefined):
+    """Undefined in a condition: false, equal to nothing, empty; each use is noted."""
+
+    __slots__ = ()
+
+    def _noted(self) -> None:
+        seen = _undefined_seen.get()
+        name = self._undefined_name
+        message = f"{name!r} is undefined" if isinstance(name, str) else self._undefined_message
+        if seen is not None and message not in seen:
+            seen.append(message)
+
+    def __bool__(self) -> bool:
+        self._noted()
+        return False
+
+    def __str__(self) -> str:
+        self._noted()
+        return ""
+
+    def __iter__(self) -> Iterator[Any]:
+        self._noted()
+        return iter(())
+
+    def __len__(self) -> int:
+        self._noted()
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        self._noted()
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        self._noted()
+        return True
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def _false(self, *_args: Any, **_kwargs: Any) -> bool:
+        self._noted()
+        return False
+
+    __lt__ = __le__ = __gt__ = __ge__ = __contains__ = _false  # type: ignore[assignment]
+
+    def _same(self, *_args: Any, **_kwargs: Any) -> "_ConditionUndefined":
+        self._noted()
+        return self
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _same  # type: ignore[assignment]
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _same  # type: ignore[assignment]
+    __neg__ = __pos__ = __call__ = __getitem__ = _same  # type: ignore[assignment]
+
+
+_condition_env = _env.overlay(undefined=_ConditionUndefined)
+
+
 # -- what each filter may build ---------------------------------------------------------
 # Every filter of the sandbox is listed here with what bounds it (a test fails for a filter
 # missing from this list). Whatever the entry, each filter call checks the CPU budget first
@@ -938,16 +1009,24 @@ _env.globals["lipsum"] = _lipsum
 def render_value(value: Any, context: dict[str, Any], *, path: str = "config") -> Any:
     """Render every string inside ``value`` (dicts and lists recursively; keys are not templated).
 
-    The whole value shares one ``RenderBudget`` from the settings.
+    The whole value shares one ``RenderBudget`` from the settings. A top-level condition field
+    (``prepare_config`` marks them) in which something was undefined is named under ``_undefined``.
     """
     try:
         with _budget_scope():
-            return _render(value, context, path)
+            rendered = _render(value, context, path)
+            undefined: dict[str, list[str]] = {}
+            rendered = _unwrap_conditions(rendered, "", undefined)
+            if isinstance(value, dict) and isinstance(rendered, dict) and undefined:
+                rendered["_undefined"] = undefined
+            return rendered
     except CpuBudgetExceeded:  # delivered between two strings
         raise TemplateError(f"{path}: template limit exceeded: {RenderBudget.from_settings().cpu_message()}") from None
 
 
 def _render(value: Any, context: dict[str, Any], path: str) -> Any:
+    if isinstance(value, ConditionTemplate):
+        return render_condition(value, context, path=path)
     if isinstance(value, str):
         return render_string(value, context, path=path)
     if isinstance(value, dict):
@@ -955,6 +1034,49 @@ def _render(value: Any, context: dict[str, Any], path: str) -> Any:
     if isinstance(value, list):
         return [_render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+@dataclass(frozen=True)
+class _RenderedCondition:
+    value: Any
+    undefined: list[str]
+
+
+def _unwrap_conditions(value: Any, where: str, undefined: dict[str, list[str]]) -> Any:
+    """Rendered conditions (at any depth: a branch's ``paths[0].when``) as their values; what was
+    undefined in each, by its place (``condition``, ``paths[0].when``), into ``undefined``."""
+    if isinstance(value, _RenderedCondition):
+        if value.undefined:
+            undefined[where] = value.undefined
+        return value.value
+    if isinstance(value, dict):
+        return {k: _unwrap_conditions(v, f"{where}.{k}" if where else str(k), undefined) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap_conditions(v, f"{where}[{i}]", undefined) for i, v in enumerate(value)]
+    return value
+
+
+def render_condition(template: str, context: dict[str, Any], *, path: str = "config") -> Any:
+    """A condition field's value by the condition rule (see ``_ConditionUndefined``), with what was undefined."""
+    seen: list[str] = []
+    token = _undefined_seen.set(seen)
+    try:
+        value = render_string(template, context, path=path, condition=True)
+    finally:
+        _undefined_seen.reset(token)
+    return _RenderedCondition(value, seen)
+
+
+@functools.lru_cache(maxsize=2048)
+def _compiled_condition(expr: str) -> Any:
+    check_source("{{" + expr + "}}")
+    return _condition_env.compile_expression(expr, undefined_to_none=False)
+
+
+@functools.lru_cache(maxsize=2048)
+def _compiled_condition_template(template: str) -> Any:
+    check_source(template)
+    return _condition_env.from_string(template)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -1014,13 +1136,13 @@ def check_source(template: str) -> nodes.Template:
     return ast
 
 
-def render_string(template: str, context: dict[str, Any], *, path: str = "config") -> Any:
+def render_string(template: str, context: dict[str, Any], *, path: str = "config", condition: bool = False) -> Any:
     if not is_template(template):
         return template
     expr = single_expression(template)
     try:
         with _budget_scope() as budget:
-            return _render_template(template, expr, context, budget)
+            return _render_template(template, expr, context, budget, condition=condition)
     except UndefinedError as exc:
         raise TemplateError(f"{path}: undefined variable in {template.strip()!r}: {exc.message}") from None
     except TemplateSyntaxError as exc:
@@ -1072,9 +1194,14 @@ def _is_lookup(expr: str) -> bool:
             return isinstance(node, nodes.Name) and node.name in CONTEXT_NAMES
 
 
-def _render_template(template: str, expr: str | None, context: dict[str, Any], budget: RenderBudget) -> Any:
+def _render_template(
+    template: str, expr: str | None, context: dict[str, Any], budget: RenderBudget, *, condition: bool = False
+) -> Any:
     if expr is not None:
-        value = _compiled_expression(expr)(**context)
+        value = (_compiled_condition if condition else _compiled_expression)(expr)(**context)
+        if isinstance(value, _ConditionUndefined):
+            value._noted()
+            return False
         if not _is_lookup(expr):
             _check_text(value, "the rendered value")
         result = _to_json(value)
@@ -1083,7 +1210,7 @@ def _render_template(template: str, expr: str | None, context: dict[str, Any], b
         return result
     parts: list[str] = []
     total = 0
-    for chunk in _compiled_template(template).generate(**context):
+    for chunk in (_compiled_condition_template if condition else _compiled_template)(template).generate(**context):
         total += len(chunk)
         budget.check_size(total, "the rendered text")
         parts.append(chunk)
@@ -1269,17 +1396,24 @@ def _check_static_limits(ast: nodes.Template) -> None:
 
 def prepare_config(action: Action, config: Mapping[str, Any], *, whole: bool = False) -> dict[str, Any]:
     """The config as rendered: bare expressions in the action's ``expression_fields`` (and
-    ``expression_items``) read as ``{{ ... }}``.
+    ``expression_items``) read as ``{{ ... }}``; condition fields marked for the condition rule
+    (an undefined value is false: ``render_condition``).
 
     A control step's nested step lists are not part of it (``Action.own_config``): each nested
     step renders its own config when it runs, with its own context (``item``...). ``whole=True``
     keeps them (validation checks the whole config against the schema).
     """
     prepared = dict(config) if whole else action.own_config(config)
+    conditions = action.condition_fields
 
     def bracket(value: Any) -> Any:
         if isinstance(value, str) and value.strip() and not is_template(value):
             return "{{ " + value.strip() + " }}"
+        return value
+
+    def mark(field: str, value: Any) -> Any:
+        if field in conditions and isinstance(value, str) and is_template(value):
+            return ConditionTemplate(value)
         return value
 
     for field in action.expression_fields:
@@ -1289,9 +1423,12 @@ def prepare_config(action: Action, config: Mapping[str, Any], *, whole: bool = F
         items = prepared.get(list_field)
         if isinstance(items, list):
             prepared[list_field] = [
-                {**item, item_field: bracket(item[item_field])}
+                {**item, item_field: mark(item_field, bracket(item[item_field]))}
                 if isinstance(item, dict) and item_field in item
                 else item
                 for item in items
             ]
+    for field in conditions:
+        if field in prepared:
+            prepared[field] = mark(field, prepared[field])
     return prepared

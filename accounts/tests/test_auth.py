@@ -116,7 +116,7 @@ def test_wrong_password_is_401(api):
     assert register(api).status_code == 202
     response = login(api, password="not-the-password-at-all")
     assert response.status_code == 401
-    assert response.json() == {"detail": "No active account found with the given credentials"}
+    assert response.json() == {"detail": "No active account found with the given credentials", "errors": {}}
 
 
 def test_login_ignores_the_email_case(api):

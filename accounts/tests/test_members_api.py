@@ -39,7 +39,7 @@ def test_who_may_list_members(world, persona, status):
             ("viewer@example.com", "viewer"),
         }
     else:
-        assert response.json() == {"detail": "No Organization matches the given query."}
+        assert response.json() == {"detail": "No Organization matches the given query.", "errors": {}}
 
 
 def test_anonymous_callers_are_401(world, api):
@@ -115,9 +115,12 @@ def test_who_may_change_which_role(world, persona, target, role, status):
 
 def test_forbidden_changes_say_why(world):
     by_editor = world.client("editor").patch(member_url(world, world.memberships["viewer"]), {"role": "editor"})
-    assert by_editor.json() == {"detail": "Only owners and admins can manage members."}
+    assert by_editor.json() == {"detail": "Only owners and admins can manage members.", "errors": {}}
     by_admin = world.client("admin").patch(member_url(world, world.memberships["editor"]), {"role": "owner"})
-    assert by_admin.json() == {"detail": "Only an owner can grant the owner role or change an owner's membership."}
+    assert by_admin.json() == {
+        "detail": "Only an owner can grant the owner role or change an owner's membership.",
+        "errors": {},
+    }
 
 
 def test_the_last_owner_cannot_be_demoted_until_there_is_another(world):

@@ -212,7 +212,11 @@ for _ in range(int(sys.argv[1])):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cache_url", ["", "redis://127.0.0.1:6379/8"], ids=["embedded-default", "redis"])
+@pytest.mark.parametrize(
+    "cache_url",
+    ["", pytest.param("redis://127.0.0.1:6379/8", marks=pytest.mark.services)],
+    ids=["embedded-default", "redis"],
+)
 def test_two_processes_share_the_throttle_counters(tmp_path, cache_url):
     if cache_url and not _redis_reachable():
         pytest.skip("no Redis on 127.0.0.1:6379")

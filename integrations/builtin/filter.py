@@ -34,10 +34,15 @@ class Filter(Action):
     }
     # Config fields that hold an expression: a bare "a > 1" is read as "{{ a > 1 }}".
     expression_fields = ("condition",)
+    # An event without a field the condition reads is filtered out, not a failed run (the note says so).
+    condition_fields = ("condition",)
 
     def run(self, config: dict[str, Any], ctx: ActionContext) -> dict[str, JSONValue]:
         passed = truthy(config["condition"])
         output: dict[str, JSONValue] = {"passed": passed, "condition": config["condition"]}
+        undefined = (config.get("_undefined") or {}).get("condition")
+        if undefined:
+            output["note"] = f"undefined in the condition, read as false: {'; '.join(undefined)}"
         if not passed:
             raise RunFiltered(output)
         return output

@@ -116,6 +116,7 @@ class Branch(ControlAction):
         "additionalProperties": False,
     }
     expression_items = (("paths", "when"),)
+    condition_fields = ("when",)  # a path's condition: an undefined value is false (the filter's rule)
     nested_fields = ("otherwise",)
 
     def own_config(self, config: Mapping[str, Any]) -> dict[str, Any]:

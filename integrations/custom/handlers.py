@@ -18,13 +18,17 @@ A step then uses ``{"action_type": "custom", "config": {"handler": "crm.lookup",
 registered handler, never an import path.
 """
 
+import functools
 import threading
 from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
-from django.utils.module_loading import autodiscover_modules
+from django.utils.module_loading import module_has_submodule
+
+from integrations.loading import load_isolated
 
 Handler = Callable[[Any, Any], Any]
 
@@ -60,17 +64,27 @@ def _qualified(func: Handler) -> str:
     return f"{func.__module__}.{getattr(func, '__qualname__', func)}"
 
 
+def handler_modules() -> list[str]:
+    """Every installed app's ``handlers`` module, then the ``POTAFLOW_HANDLER_MODULES``."""
+    found = [
+        f"{app.name}.handlers"
+        for app in apps.get_app_configs()
+        # integrations.handlers is the deprecated path of this module (integrations.deprecated), not handlers.
+        if module_has_submodule(app.module, "handlers") and app.name != "integrations"
+    ]
+    return found + [m for m in getattr(settings, "POTAFLOW_HANDLER_MODULES", []) if m not in found]
+
+
 def discover() -> None:
-    """Import every app's ``handlers`` module and the configured handler modules, once."""
+    """Import every handler module once; one that raises is left out (``integrations.loading``), not fatal."""
     global _discovered
     if _discovered:
         return
     with _lock:
         if _discovered:
             return
-        autodiscover_modules("handlers")
-        for module in getattr(settings, "POTAFLOW_HANDLER_MODULES", []):
-            import_module(module)
+        for module in handler_modules():
+            load_isolated("handler module", module, functools.partial(import_module, module))
         _discovered = True
 
 

@@ -40,7 +40,7 @@ def test_a_body_django_refuses_is_answered_in_the_error_shape(body, content_type
     response = APIClient().post("/api/auth/register/", body, content_type=content_type)
     assert response.status_code == status
     assert response["Content-Type"] == "application/json"
-    assert set(response.json()) == {"detail"} and expected in response.json()["detail"]
+    assert set(response.json()) == {"detail", "errors"} and expected in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -60,10 +60,43 @@ def test_the_body_limit_is_a_setting(settings):
         "/api/auth/register/", b"a=" + b"x" * 2000, content_type="application/x-www-form-urlencoded"
     )
     assert response.status_code == 413
-    assert response.json() == {"detail": "Request body too large: the limit is 1000 bytes."}
+    assert response.json() == {"detail": "Request body too large: the limit is 1000 bytes.", "errors": {}}
 
 
 def test_outside_the_api_django_s_own_400_page_stays(client):
     response = client.post("/admin/login/", b"a=" + b"x" * 3_000_000, content_type="application/x-www-form-urlencoded")
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
+
+
+# Issue 17 (defect 7): every error carries `errors`, as the README promises, and DEBUG does not change the shape.
+@pytest.mark.parametrize(
+    ("method", "url", "headers"),
+    [
+        ("get", "/api/workflows/", {}),
+        ("get", "/api/runs/", {"HTTP_AUTHORIZATION": "Bearer not-a-token"}),
+        ("post", "/api/auth/token/refresh/", {}),
+    ],
+)
+def test_a_401_has_the_errors_key_too(method, url, headers):
+    response = getattr(APIClient(), method)(url, format="json", **headers)
+    assert response.status_code in (400, 401)
+    assert set(response.json()) == {"detail", "errors"}, response.json()
+    if response.status_code == 401:
+        assert response.json()["errors"] == {}
+
+
+@pytest.mark.parametrize("debug", [True, False])
+@pytest.mark.parametrize("path", ["/api/no-such-thing/", "/api/workflows/1/nope/", "/hooks/"])
+def test_an_unknown_api_url_is_a_json_404_with_debug_on_or_off(settings, client, debug, path):
+    settings.DEBUG = debug
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found.", "errors": {}}
+
+
+def test_a_missing_trailing_slash_under_the_api_still_redirects(settings, client):
+    settings.DEBUG = True
+    response = client.get("/api/workflows")
+    assert response.status_code == 301 and response["Location"] == "/api/workflows/"

@@ -27,7 +27,7 @@ import pytest
 from integrations.registry import all_actions
 from testing import network
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(480)]
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # The script drops and recreates it: a name of this process's own, so two CI jobs on one server never collide.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(600)]
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 NEEDED = ("ip", "unshare", "iptables", "nginx", "pgbouncer", "psql", "redis-server")

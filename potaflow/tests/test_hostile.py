@@ -581,7 +581,7 @@ def test_common_token_carriers_are_stored_redacted(web):
 
 
 # -- 8. database trouble ------------------------------------------------------------------------
-@pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('sqlite') or not os.environ.get('DATABASE_URL')")
+@pytest.mark.services  # stops and restarts a PostgreSQL connection path
 def test_a_lost_database_is_a_503_with_retry_after_counted_in_metrics_never_a_500(web):
     user, organization = member("Unlucky")
     workflow = workflow_create(organization=organization, name="Hook", trigger_type=TriggerType.WEBHOOK, steps=[])

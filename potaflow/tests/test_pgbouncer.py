@@ -29,6 +29,7 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.services,
     pytest.mark.skipif(shutil.which("pgbouncer") is None, reason="pgbouncer is not installed"),
 ]
 

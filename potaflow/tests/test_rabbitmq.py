@@ -84,6 +84,7 @@ def test_amqp_gets_quorum_queues_confirms_and_topic_exchanges():
     amqp = in_process(SETTINGS, "amqp://guest:guest@127.0.0.1:5999//")
     assert amqp["queues"] == {
         "celery": [{"x-queue-type": "quorum"}, True, "topic"],
+        "potaflow.recovery": [{"x-queue-type": "quorum"}, True, "topic"],
         "potaflow.schedules": [{"x-queue-type": "quorum"}, True, "topic"],
         "potaflow.tests": [{"x-queue-type": "quorum"}, True, "topic"],
     }
@@ -122,6 +123,7 @@ def test_health_metrics_and_status_read_the_quorum_queues(rabbit):
     assert code == 200 and body["broker"] == "ok" and body["broker_rtt_ms"] > 0, body
     assert sorted(out["gauges"]) == [
         'potaflow_broker_queue_length{queue="celery"} 3.0',
+        'potaflow_broker_queue_length{queue="potaflow.recovery"} 0.0',
         'potaflow_broker_queue_length{queue="potaflow.schedules"} 0.0',
         'potaflow_broker_queue_length{queue="potaflow.tests"} 0.0',
     ]

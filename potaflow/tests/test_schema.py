@@ -129,5 +129,5 @@ def test_the_api_conforms_to_its_schema_for_a_viewer(case, viewer_token, _keep_t
 @pytest.mark.django_db
 def test_an_unknown_api_url_answers_in_the_error_shape(client):
     response = client.get("/api/credentials/not-a-number/")
-    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+    assert response.status_code == 404 and response.json() == {"detail": "Not found.", "errors": {}}
     assert client.get("/no-such-page/")["Content-Type"].startswith("text/html")

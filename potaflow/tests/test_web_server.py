@@ -125,7 +125,10 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408_in_the_error_shape(server)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408"), head
     # The message names its setting (issue 23: every refusal names the limit and the setting).
-    assert json.loads(body) == {"detail": "Request body not received within 3 seconds (POTAFLOW_WEB_BODY_TIMEOUT)."}
+    assert json.loads(body) == {
+        "detail": "Request body not received within 3 seconds (POTAFLOW_WEB_BODY_TIMEOUT).",
+        "errors": {},
+    }
 
 
 def test_a_normal_request_with_a_body_still_works(server):

@@ -12,7 +12,16 @@ before them (``message_groups``, ``engine.run_step``). ``recover_stalled_runs`` 
 - an unfinished run with no running step and no progress for
   ``POTAFLOW_STALLED_AFTER_SECONDS`` (a lost message: broker restarted empty,
   a web process that died between commit and send, a retry whose delayed
-  message vanished) is sent again.
+  message vanished) is sent again -- unless the broker still holds its message
+  (``workflows.execution.inflight``): a run queued behind a backlog is not lost;
+- parked steps (``workflows.execution.fairness``) whose organization has a
+  free slot are sent.
+
+Take-overs and woken parked steps go to the recovery queue
+(``POTAFLOW_RECOVERY_QUEUE``), which the workers serve in turn with the
+default one: they do not wait behind the backlog. A lost message's re-send goes
+to the default queue (after a broker flush there are hundreds of them, and a
+take-over must not wait behind those either).
 
 A message sent twice is harmless: claims make the second one a no-op.
 """
@@ -32,7 +41,7 @@ from django.utils import timezone
 
 from ..flow import tree
 from ..models import ACTIVE_RUN_STATUSES, UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
-from . import flow, recording
+from . import fairness, flow, recording
 from .policy import chain_limits, lease_seconds, runs_in_process
 
 logger = logging.getLogger(__name__)
@@ -43,10 +52,11 @@ SWEEP_BATCH = 500
 WAITING_TYPES = (tree.DELAY, tree.WAIT)
 
 
-def dispatch(run_id: Any, *, force: bool = False) -> int:
+def dispatch(run_id: Any, *, force: bool = False, queue: str | None = None) -> int:
     """Send the chain of the run's unfinished steps; returns how many steps were sent.
 
-    ``force`` (recovery) lets the first message take over a step whose lease lapsed.
+    ``force`` (recovery) lets the first message take over a step whose lease lapsed;
+    ``queue`` sends the first message there (the recovery queue: not behind the backlog).
     """
     try:
         run = Run.objects.select_related("version").get(pk=run_id)
@@ -54,7 +64,7 @@ def dispatch(run_id: Any, *, force: bool = False) -> int:
         logger.warning("dispatch: run %s does not exist; nothing sent", run_id)
         return 0
     if flow.is_flow_run(run):
-        return _dispatch_flow(run, force=force)
+        return _dispatch_flow(run, force=force, queue=queue)
     if run.is_finished:
         return 0
     todo = list(
@@ -65,10 +75,10 @@ def dispatch(run_id: Any, *, force: bool = False) -> int:
     if not todo:
         recording.finish_if_complete(run)
         return 0
-    return dispatch_recorded(run, sorted(todo), force=force)
+    return dispatch_recorded(run, sorted(todo), force=force, queue=queue)
 
 
-def _dispatch_flow(run: Run, *, force: bool) -> int:
+def _dispatch_flow(run: Run, *, force: bool, queue: str | None = None) -> int:
     """Recovery of a flow run: each list in progress is sent again as one chain; with nothing in
     progress and nothing waiting, what follows the last recorded steps is decided again."""
     chains = flow.pending_chains(run)
@@ -81,12 +91,17 @@ def _dispatch_flow(run: Run, *, force: bool) -> int:
     sent = 0
     for positions in chains:
         specs = [flow.spec_of(run, keys[p]) or {} if keys.get(p) in by_key else {} for p in positions]
-        sent += dispatch_recorded(run, positions, force=force, specs=specs)
+        sent += dispatch_recorded(run, positions, force=force, specs=specs, queue=queue)
     return sent
 
 
 def dispatch_recorded(
-    run: Run, positions: list[int], *, force: bool = False, specs: Sequence[Mapping[str, Any]] | None = None
+    run: Run,
+    positions: list[int],
+    *,
+    force: bool = False,
+    specs: Sequence[Mapping[str, Any]] | None = None,
+    queue: str | None = None,
 ) -> int:
     """Send the chain of ``positions`` of ``run``, a run whose state the caller knows.
 
@@ -108,6 +123,7 @@ def dispatch_recorded(
         # (``policy.runs_in_process``) go in its task (``engine.run_step``), so its time limits cover them.
         soft, hard = chain_limits([specs[i] for i in group])
         kwargs = {"force": True} if force and index == 0 else {}
+        options: dict[str, Any] = {"queue": queue} if queue and index == 0 else {}
         signatures.append(
             current_app.signature(
                 EXECUTE_STEP_TASK,
@@ -116,6 +132,7 @@ def dispatch_recorded(
                 immutable=True,
                 soft_time_limit=soft,
                 time_limit=hard,
+                **options,
             )
         )
     chain(*signatures).apply_async()
@@ -183,7 +200,10 @@ def message_groups(specs: Sequence[Mapping[str, Any] | None]) -> list[list[int]]
 
 
 def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
-    """Send again what a lost worker or a lost message left behind; returns the run ids sent."""
+    """Send again what a lost worker or a lost message left behind; returns the run ids sent.
+
+    A take-over goes to the recovery queue (not behind the backlog); a lost message to the default one.
+    """
     if stalled_after is None:
         stalled_after = settings.POTAFLOW_STALLED_AFTER_SECONDS
     now = timezone.now()
@@ -201,20 +221,58 @@ def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
     for run_id, seen in lapsed[:SWEEP_BATCH]:
         if _claim_recovery(run_id, seen, now):
             logger.warning("run %s: a running step's lease lapsed (worker lost); sending it again", run_id)
-            dispatch(run_id, force=True)
+            dispatch(run_id, force=True, queue=settings.POTAFLOW_RECOVERY_QUEUE)
             recovered.append(str(run_id))
 
-    # Runs with nothing running and no progress: their next message was lost.
+    # Parked steps whose organization has a free slot (a wake lost with its worker).
+    fairness.wake_parked()
+
+    # Runs with nothing running and no progress: their next message may be lost. Not a parked one
+    # (it waits for its organization by design) nor one whose retry is not due yet (its countdown
+    # message is held by a worker).
+    since = now - timedelta(seconds=stalled_after)
     running = StepRun.objects.filter(run=OuterRef("pk"), status=StepRunStatus.RUNNING)
-    stalled = Run.objects.filter(
-        status__in=ACTIVE_RUN_STATUSES, last_progress_at__lt=now - timedelta(seconds=stalled_after)
-    ).filter(~Exists(running))
-    for run_id, seen in stalled.values_list("pk", "last_progress_at")[:SWEEP_BATCH]:
+    parked = StepRun.objects.filter(run=OuterRef("pk"), parked_at__isnull=False)
+    retry_ahead = StepRun.objects.filter(run=OuterRef("pk"), status=StepRunStatus.RETRYING, next_attempt_at__gt=since)
+    stalled = list(
+        Run.objects.filter(status__in=ACTIVE_RUN_STATUSES, last_progress_at__lt=since)
+        .filter(~Exists(running), ~Exists(parked), ~Exists(retry_ahead))
+        .values_list("pk", "last_progress_at")[:SWEEP_BATCH]
+    )
+    flight = _in_flight() if stalled else None
+    skipped = 0
+    for run_id, seen in stalled:
+        if flight is not None and _still_in_broker(flight, str(run_id), since.timestamp()):
+            skipped += 1
+            continue
         if _claim_recovery(run_id, seen, now):
             logger.warning("recovering stalled run %s (no progress since %s)", run_id, seen.isoformat())
+            # The default queue: after a broker flush these are hundreds, and a take-over must not
+            # wait behind them in the recovery queue.
             dispatch(run_id, force=True)
             recovered.append(str(run_id))
+    if skipped:
+        logger.info("sweeper: %d run(s) without progress still have their message in the broker (queued)", skipped)
     return recovered
+
+
+def _in_flight() -> Any:
+    """What the broker holds (``workflows.execution.inflight``); None when it cannot say."""
+    from . import inflight  # it names this module's task
+
+    try:
+        return inflight.in_flight()
+    except Exception:  # noqa: BLE001 - unreadable broker: re-send by age, as without one
+        logger.exception("sweeper: could not read the broker's queues; going by age alone")
+        return None
+
+
+def _still_in_broker(flight: Any, run_id: str, since: float) -> bool:
+    """Queued, or held by a worker that took it recently (an old hold: its worker is gone)."""
+    if run_id in flight.queued:
+        return True
+    held = flight.held.get(run_id)
+    return held is not None and held > since
 
 
 def _claim_recovery(run_id: Any, seen: Any, now: Any) -> bool:

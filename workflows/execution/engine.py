@@ -2,7 +2,8 @@
 
 ``run_step`` is what the ``workflows.execute_step`` task calls; it returns what
 follows: go on with the chain, stop it, or send the same message again after a
-delay (a retry, or a step deferred because its organization is at its limit).
+delay (a retry). A step whose organization is at its limit is parked in the
+database instead (``workflows.execution.fairness``), never sent back around.
 
 Delivery is at least once (acks_late, reject on worker loss, the recovery
 sweeper), so execution is idempotent: a step is *claimed* in a transaction
@@ -52,7 +53,7 @@ opens the attempt and starts the run; with a per-organization limit, that
 statement counts the running steps after locking the organization's row, in
 one short transaction). Every other case (and SQLite, and a claim that
 matched nothing) goes through ``_claim``'s locking transaction, which also
-says why: duplicate, not due, take-over, or deferred at the limit. The
+says why: duplicate, not due, take-over, or parked at the limit. The
 definition a run executes is its ``WorkflowVersion``'s, immutable, so each
 worker process reads it once per version (``workflows.execution.definitions``).
 """
@@ -60,8 +61,6 @@ worker process reads it once per version (``workflows.execution.definitions``).
 import json
 import logging
 import os
-import random
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -75,7 +74,6 @@ from django.db import connection, transaction
 from django.db.models import JSONField, Model
 from django.utils import timezone
 
-from accounts.models import Organization
 from core.structured_logging import bind as bind_log_context
 from core.structured_logging import log_context
 from integrations.base import Action, ActionContext
@@ -98,26 +96,16 @@ from ..models import (
     Workflow,
     WorkflowVersion,
 )
-from . import dispatch, flow, recording
+from . import dispatch, fairness, flow, recording
 from .definitions import definitions
 from .leases import keeper
-from .policy import (
-    in_doubt_policy,
-    lease_seconds,
-    org_step_limit,
-    policy,
-    retry_delay,
-    runs_in_process,
-    time_limit,
-)
+from .policy import in_doubt_policy, lease_seconds, policy, retry_delay, runs_in_process, time_limit
 from .recording import Attempt, Scrubber
 
 logger = logging.getLogger(__name__)
 
 # A retry message may arrive a little before next_attempt_at (clock skew, ETA rounding).
 RETRY_EARLY_TOLERANCE = timedelta(seconds=2)
-# A step deferred because its organization is at its limit is offered again after this long.
-DEFER_SECONDS = (0.3, 1.0)
 OUT_OF_MEMORY = object()
 # On a (straight list) run object: the succeeded steps' outputs this task has read or recorded.
 OUTPUTS_SEEN = "_potaflow_outputs_seen"
@@ -164,6 +152,7 @@ def run_step(
         )
         # The steps after it that only compute run here, one after the other, each claimed with this
         # message's id as its token and recorded with its own attempt (see ``_hand_over``).
+        organization_id: int | None = None  # of the steps this task ran: its slot frees at the end
         while True:
             if isinstance(claim, StepOutcome):
                 if claim.inline_next is None and claim.retry_in is None and taken:
@@ -171,6 +160,8 @@ def run_step(
                     _, positions, specs = taken.pop()
                     claim = StepOutcome(inline_next=positions[0], inline_key=str(specs[0].get("key")))
                 if claim.inline_next is None:
+                    if organization_id is not None and fairness.limit_may_apply():
+                        fairness.slot_freed(organization_id)  # what its organization parked may go
                     return replace(claim, position=position) if claim.retry_in is not None else claim
                 position = claim.inline_next
                 bind_log_context(step=None, attempt=None)
@@ -184,6 +175,7 @@ def run_step(
                 )
                 continue
             position = claim.step_run.position
+            organization_id = claim.run.workflow.organization_id
             with keeper.holding(claim.step_run.pk, claim.number):
                 claim = _execute(claim)
 
@@ -199,7 +191,7 @@ _CLAIM_PENDING_SQL = """
 WITH claimed AS (
     UPDATE workflows_steprun AS s
        SET status = %(step_running)s, attempts = s.attempts + 1, claim_token = %(token)s, started_at = %(now)s,
-           finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s
+           finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s, parked_at = NULL
       FROM workflows_run AS r
      WHERE s.run_id = %(run)s AND s.position = %(position)s AND s.status = %(step_pending)s
        AND r.id = s.run_id
@@ -271,9 +263,8 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         "cached": definitions.known(),  # the definition comes with the claim unless this process has it
         **_STATUSES,
     }
-    limit = org_step_limit(_organization_count())
     with connection.cursor() as cursor:
-        if not limit:
+        if not fairness.limit_may_apply():
             cursor.execute(_CLAIM_PENDING, params)
             row = cursor.fetchone()
         else:
@@ -283,8 +274,9 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
                 locked = cursor.fetchone()
                 if locked is None:
                     return None
+                limit = fairness.limit_for(locked[0])  # none while no other organization has work waiting
                 params.update(organization=locked[0], limit=limit)
-                cursor.execute(_CLAIM_PENDING_BELOW_LIMIT, params)
+                cursor.execute(_CLAIM_PENDING_BELOW_LIMIT if limit else _CLAIM_PENDING, params)
                 row = cursor.fetchone()
     if row is None:
         return None
@@ -391,10 +383,15 @@ def _claim(
             logger.info("dropping duplicate message for run %s step %s (status %s)", run_id, position, status)
             return STOP
 
-        if _organization_is_busy(run.workflow.organization_id, step_run.pk, now):
-            delay = random.uniform(*DEFER_SECONDS)  # noqa: S311 - spreading retries, not cryptography
-            logger.info("run %s step %s deferred %.2f s: its organization is at its limit", run_id, position, delay)
-            return StepOutcome(retry_in=delay)
+        # A take-over is exempt: the lost attempt held one of the organization's slots already.
+        if status != StepRunStatus.RUNNING and _organization_is_busy(run.workflow.organization_id):
+            fairness.park(step_run, run.workflow.organization_id)
+            logger.info(
+                "run %s step %s parked: its organization has its share of the workers while another waits",
+                run_id,
+                position,
+            )
+            return STOP
 
         if status == StepRunStatus.RUNNING:
             stop = _close_lost_attempt(run, step_run, spec, now)
@@ -409,8 +406,10 @@ def _claim(
         step_run.finished_at = None
         step_run.next_attempt_at = None
         step_run.lease_expires_at = now + timedelta(seconds=lease_seconds())
+        step_run.parked_at = None
         step_run.save(
             update_fields=[
+                "parked_at",
                 "status",
                 "attempts",
                 "claim_token",
@@ -514,35 +513,20 @@ def _close_lost_attempt(run: Run, step_run: StepRun, spec: dict[str, Any] | None
     return None
 
 
-def _organization_is_busy(organization_id: int, step_run_pk: int, now: datetime) -> bool:
-    """True when the organization already runs its limit of steps (workers are shared by all tenants).
+def _organization_is_busy(organization_id: int) -> bool:
+    """True when the organization runs its limit of steps (workers are shared by all tenants).
 
-    The organization's row is locked for the rest of the claiming transaction,
-    so two claims for the same organization count one after the other.
+    The limit is work-conserving (``workflows.execution.fairness``): none while
+    no other organization has work waiting. When it applies, the organization's
+    row is locked for the rest of the claiming transaction, so two claims for
+    the same organization count one after the other.
     """
-    limit = org_step_limit(_organization_count())
-    if not limit:
-        return False
-    list(Organization.objects.select_for_update().filter(pk=organization_id).values_list("pk"))
-    running = (
-        StepRun.objects.filter(
-            status=StepRunStatus.RUNNING, lease_expires_at__gt=now, run__workflow__organization_id=organization_id
-        )
-        .exclude(pk=step_run_pk)  # a step being taken over does not count against itself
-        .count()
-    )
-    return running >= limit
-
-
-_org_count_cache: dict[str, float] = {"value": 0.0, "until": 0.0}
+    return fairness.is_busy(organization_id)
 
 
 def _organization_count() -> int:
-    """How many organizations exist, re-read at most every 30 s (it only decides the default limit)."""
-    now = time.monotonic()
-    if now >= _org_count_cache["until"]:
-        _org_count_cache.update(value=Organization.objects.count(), until=now + 30.0)
-    return int(_org_count_cache["value"])
+    """How many organizations exist (cached: it only decides whether the limit may apply)."""
+    return fairness.organization_count()
 
 
 def _after_duplicate_success(run: Run, step_run: StepRun) -> StepOutcome:
@@ -738,7 +722,10 @@ def _decide(attempt: Attempt, spec: dict[str, Any]) -> None:
     """A control step: render its own expressions (never its nested steps) and let the flow decide."""
     context = build_context(attempt.run, spec, attempt.step_run)
     try:
-        attempt.rendered = templating.render_value(flow.shallow_config(spec), context)
+        # The same preparation as every action's config (and the dry run's): a bare ``items``
+        # expression reads as ``{{ ... }}``.
+        own = templating.prepare_config(get_action(spec["action_type"]), flow.shallow_config(spec))
+        attempt.rendered = templating.render_value(own, context)
     except templating.TemplateError as exc:
         raise PermanentError(f"template error: {exc.message}") from None
     flow.decide(attempt, spec, attempt.rendered, context)

@@ -224,8 +224,8 @@ def _condition(when: Any, context: dict[str, Any], where: str) -> bool:
         return False
     if not is_template(text):
         text = "{{ " + text + " }}"
-    try:
-        return truthy(templating.render_string(text, context, path=where))
+    try:  # the condition rule, as for a filter's condition: an undefined value is false
+        return truthy(templating.render_value(templating.ConditionTemplate(text), context, path=where))
     except templating.TemplateError as exc:
         raise PermanentError(f"template error: {exc.message}") from None
 

@@ -4,6 +4,7 @@ Read from the run's definition snapshot (``spec``), falling back to
 ``STEP_DEFAULTS``; the broker settings bound what a retry may wait.
 """
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -124,16 +125,28 @@ def retry_delay(spec: dict[str, Any] | None, attempt: int, retry_after: float | 
     return min(delay, max_retry_delay())
 
 
-def org_step_limit(organizations: int) -> int:
-    """How many steps of one organization may run at once (0: no limit).
+def org_step_limit(organizations: int, *, others_waiting: bool) -> int:
+    """How many steps of one organization may run at once right now (0: no limit).
 
-    By default (-1) one worker slot stays free for the other organizations, so
-    one tenant's long steps delay another's by at most a step, never by a
-    queue; with a single organization there is no one to keep it for.
+    ``POTAFLOW_ORG_MAX_RUNNING_STEPS`` > 0 is a hard cap. By default (-1) the
+    limit is work-conserving: none while no other organization has work
+    waiting (one tenant alone uses every slot), and half the worker's slots (at
+    least one) while one does, so each gets its share.
     """
     configured = int(settings.POTAFLOW_ORG_MAX_RUNNING_STEPS)
     if configured >= 0:
         return configured
-    if organizations < 2:
+    if organizations < 2 or not others_waiting:
         return 0
-    return max(1, int(settings.CELERY_WORKER_CONCURRENCY) - 1)
+    return fair_share()
+
+
+def fair_share() -> int:
+    """An organization's slots while another has work waiting: half the worker's, at least one."""
+    return max(1, math.ceil(int(settings.CELERY_WORKER_CONCURRENCY) / 2))
+
+
+def org_limit_may_apply(organizations: int) -> bool:
+    """Whether claims must look at the organization at all (a single tenant without a cap never waits)."""
+    configured = int(settings.POTAFLOW_ORG_MAX_RUNNING_STEPS)
+    return configured > 0 or (configured < 0 and organizations >= 2)

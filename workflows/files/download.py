@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.http import FileResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
+from core.errors import error_response
+
 from ..models import RunFile
 from . import links, storage
 
@@ -15,9 +17,9 @@ def file_response(row: RunFile) -> FileResponse | JsonResponse:
     try:
         stream = storage.file_storage().open(row.key, "rb")
     except FileNotFoundError:
-        return JsonResponse({"detail": "The file's bytes are missing from the file storage."}, status=404)
+        return error_response("The file's bytes are missing from the file storage.", 404)
     except OSError:
-        return JsonResponse({"detail": "The file storage is unavailable; try again later."}, status=503)
+        return error_response("The file storage is unavailable; try again later.", 503)
     response = FileResponse(stream, as_attachment=True, filename=row.name, content_type="application/octet-stream")
     response["Content-Length"] = str(row.size)
     response["Cache-Control"] = "private, no-store"
@@ -31,5 +33,5 @@ def download(request, token: str) -> FileResponse | JsonResponse:  # noqa: ANN00
     try:
         row = links.resolve(token)
     except links.LinkRefused as exc:
-        return JsonResponse({"detail": exc.message}, status=exc.status)
+        return error_response(exc.message, exc.status)
     return file_response(row)

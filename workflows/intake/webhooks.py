@@ -48,6 +48,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from core import redaction
+from core.errors import error_response
 from core.request_body import body_expired
 from integrations import storable
 
@@ -66,7 +67,7 @@ MAX_IDEMPOTENCY_KEY = 255
 
 
 def _error(status: int, detail: str) -> JsonResponse:
-    return JsonResponse({"detail": detail}, status=status)
+    return error_response(detail, status)
 
 
 @csrf_exempt

@@ -100,6 +100,14 @@ def slow_once(data, ctx):
     return {"calls": previous + 1}
 
 
+@handler("test.sleep", repeat_safe=True)
+def sleep(data, ctx):
+    """Waits ``seconds`` on every call (a step holding a worker slot without using the CPU)."""
+    _log_call(data, ctx)
+    time.sleep(data.get("seconds", 1))
+    return {"slept": data.get("seconds", 1)}
+
+
 @handler("test.burn")
 def burn(data, ctx):
     """Busy CPU for ``seconds`` (a tenant's heavy step)."""

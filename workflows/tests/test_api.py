@@ -224,7 +224,7 @@ def test_a_cursor_that_is_not_one_of_the_lists_is_a_400_naming_it(viewer, wf):
 def test_create_without_the_editor_role_anywhere_is_a_403_saying_so(viewer):
     response = client_for(viewer).post("/api/workflows/", {"name": "X"}, format="json")
     assert response.status_code == 403
-    assert response.json() == {"detail": "Creating a workflow needs the editor role in an organization."}
+    assert response.json() == {"detail": "Creating a workflow needs the editor role in an organization.", "errors": {}}
 
 
 def test_a_workflow_cannot_move_to_another_organization(editor, wf, other_org):

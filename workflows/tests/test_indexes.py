@@ -6,6 +6,7 @@ from django.db import connection
 TABLES = ["workflows_run", "workflows_steprun", "workflows_stepattempt", "workflows_workflowversion"]
 
 
+@pytest.mark.services
 @pytest.mark.django_db
 def test_no_index_is_a_prefix_of_another():
     if connection.vendor != "postgresql":

@@ -171,6 +171,7 @@ def test_rollups_have_their_own_retention_and_its_minimum_is_checked(org, settin
     assert error.id == "workflows.E002" and "POTAFLOW_INSIGHTS_DAILY_DAYS" in error.msg and "60" in error.msg
 
 
+@pytest.mark.services
 @pytest.mark.django_db
 def test_the_set_based_rebuild_gives_what_the_triggers_wrote(org):
     from django.db import connection  # imported here: the test is PostgreSQL's only

@@ -86,7 +86,10 @@ def test_another_organizations_run_is_404(outsider, run):
     page, state_url = live_urls(run)
     assert client.get(page).status_code == 404
     response = client.get(state_url)
-    assert response.status_code == 404 and response.json() == {"detail": "No run with this id in your organizations."}
+    assert response.status_code == 404 and response.json() == {
+        "detail": "No run with this id in your organizations.",
+        "errors": {},
+    }
 
 
 def test_a_superuser_sees_any_run(run):
@@ -122,7 +125,7 @@ def test_an_expired_session_gets_a_401_in_the_error_shape_not_a_login_page(viewe
     client.logout()
     response = client.get(state_url)
     assert response.status_code == 401
-    assert response.json() == {"detail": "Authentication credentials were not provided."}
+    assert response.json() == {"detail": "Authentication credentials were not provided.", "errors": {}}
 
 
 def test_a_malformed_or_unknown_run_id_is_404(viewer):

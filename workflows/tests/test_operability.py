@@ -6,6 +6,7 @@ lines of the worker, gunicorn and beat.
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -36,13 +37,25 @@ def celery_worker_env():
     return WORKER_ENV
 
 
+def procfile_command(name: str) -> list[str]:
+    """The Procfile's command for ``name``, as honcho runs it (``exec`` dropped, the venv's Python)."""
+    for line in (BASE_DIR / "Procfile").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            words = shlex.split(line.split(":", 1)[1])
+            words = words[1:] if words[0] == "exec" else words
+            return [sys.executable, "-m", words[0], *words[1:]]
+    raise AssertionError(f"no {name} process in the Procfile")
+
+
 @pytest.fixture(scope="module")
 def web(django_db_setup, django_db_blocker, tmp_path_factory):
-    """gunicorn with two workers and the production config; yields (base URL, its log file)."""
+    """gunicorn started exactly as the Procfile starts it (two workers); yields (base URL, its log file).
+
+    Nothing metrics-specific is set: PROMETHEUS_MULTIPROC_DIR comes from gunicorn.conf.py's default
+    ($POTAFLOW_VAR_DIR/prometheus), as under `make run` (issue 17: a test that set it itself hid
+    that the config imported prometheus_client before setting it).
+    """
     folder = tmp_path_factory.mktemp("web")
-    multiproc = folder / "prometheus"
-    multiproc.mkdir()
-    (multiproc / "counter_1.db").write_bytes(b"left over by a crashed run")  # on_starting must remove it
     port = free_port()
     with django_db_blocker.unblock():
         env = subprocess_env(
@@ -51,15 +64,18 @@ def web(django_db_setup, django_db_blocker, tmp_path_factory):
                 "SECURE_SSL_REDIRECT": "false",
                 "POTAFLOW_WEBHOOK_MAX_BYTES": "1000",
                 "POTAFLOW_METRICS_TOKEN": METRICS_TOKEN,
-                "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
                 "LOG_FORMAT": "json",
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "WEB_CONCURRENCY": "2",
             }
         )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    multiproc = Path(env["POTAFLOW_VAR_DIR"]) / "prometheus"
+    multiproc.mkdir(parents=True, exist_ok=True)
+    (multiproc / "counter_1.db").write_bytes(b"left over by a crashed run")  # on_starting must remove it
     log_path = folder / "gunicorn.log"
-    command = [
-        sys.executable, "-m", "gunicorn", "potaflow.wsgi:application", "--config", "gunicorn.conf.py",
-        "--bind", f"127.0.0.1:{port}", "--workers", "2", "--no-control-socket", "--access-logfile", "-",
-    ]  # fmt: skip
+    command = procfile_command("web")
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -53,7 +53,7 @@ def test_export_has_steps_and_credential_references_but_no_secret_or_token(edito
     document = response.json()
     text = json.dumps(document)
     assert SECRET not in text and source.webhook_token not in text and "xoxb-123" not in text
-    assert document["potaflow_export"] == 1
+    assert document["potaflow_export"] == 2 and document["on_failure"] == []
     assert document["workflow"] | {"webhook_secret_set": None} == {
         "name": "Orders", "description": "New orders to Slack", "trigger_type": "webhook", "schedule": "",
         "timezone": "UTC", "signature_scheme": "github", "hmac_header": "", "hmac_algorithm": "sha256",
@@ -124,7 +124,15 @@ def test_a_reference_can_be_mapped_to_another_credential_and_the_name_overridden
     ("document", "field"),
     [
         ([1, 2], "document"),
-        ({"potaflow_export": 2, "workflow": {"name": "x", "trigger_type": "manual"}, "steps": []}, "potaflow_export"),
+        ({"potaflow_export": 3, "workflow": {"name": "x", "trigger_type": "manual"}, "steps": []}, "potaflow_export"),
+        (
+            {"potaflow_export": 1, "workflow": {"name": "x", "trigger_type": "manual"}, "steps": [], "on_failure": []},
+            "on_failure",
+        ),
+        (
+            {"potaflow_export": 2, "workflow": {"name": "x", "trigger_type": "manual"}, "steps": [], "on_failure": 1},
+            "on_failure",
+        ),
         ({"potaflow_export": 1, "workflow": "x", "steps": []}, "workflow"),
         ({"potaflow_export": 1, "workflow": {"name": "x", "trigger_type": "manual"}, "steps": {}}, "steps"),
         ({"potaflow_export": 1, "workflow": {"name": 3, "trigger_type": "manual"}, "steps": []}, "workflow.name"),
@@ -175,6 +183,7 @@ def test_templates_are_listed_and_each_is_a_valid_document(editor, org, fernet_k
     listed = {t["slug"]: t for t in response.json()}
     assert set(listed) == {
         "webhook-slack", "daily-http-email", "webhook-sheets", "webhook-filter-forward", "github-push-slack",
+        "order-branch-vip", "csv-rows-to-sheets", "refund-approval", "signup-delay-reminder",
     }  # fmt: skip
     assert listed["github-push-slack"]["document"]["workflow"]["signature_scheme"] == "github"
     assert listed["daily-http-email"]["trigger_type"] == "schedule"
@@ -211,3 +220,131 @@ def test_a_template_without_its_credential_names_it(org):
             "or map the reference to one of your credentials."
         ]
     }
+
+
+# -- format 2: nested steps and the error path (issue 19) ---------------------------------------
+def slack_step(key, credential_id):
+    return {"key": key, "action_type": "slack.message", "credential": credential_id,
+            "config": {"channel": "#orders", "text": "{{ trigger.body.id }}"}}  # fmt: skip
+
+
+@pytest.fixture
+def flow(org, slack):
+    return workflow_create(
+        organization=org,
+        name="Routed",
+        trigger_type=TriggerType.WEBHOOK,
+        steps=[
+            {"key": "route", "action_type": "branch", "config": {
+                "paths": [{"name": "big", "when": "trigger.body.amount > 100", "steps": [
+                    {"key": "each", "action_type": "for_each",
+                     "config": {"items": "trigger.body.lines", "steps": [slack_step("line", slack.pk)]}},
+                ]}],
+                "otherwise": [slack_step("small", slack.pk)],
+            }},
+        ],
+        on_failure=[slack_step("alert", slack.pk)],
+    )  # fmt: skip
+
+
+def test_format_2_exports_nested_steps_and_the_error_path_with_credential_references(flow):
+    document = portability.workflow_export(flow)
+    assert document["potaflow_export"] == 2
+    reference = {"name": "team-slack", "kind": "slack_bot_token"}
+    paths = document["steps"][0]["config"]["paths"]
+    line = paths[0]["steps"][0]["config"]["steps"][0]
+    assert line["key"] == "line" and line["credential"] == reference and "credential_id" not in line
+    assert document["steps"][0]["config"]["otherwise"][0]["credential"] == reference
+    assert document["on_failure"][0]["key"] == "alert" and document["on_failure"][0]["credential"] == reference
+    assert portability.credential_references(document) == [reference]
+
+
+def test_format_2_round_trips_into_another_organization_mapping_nested_credentials(flow, other_org, fernet_keys):
+    theirs = credential_create(
+        organization=other_org, name="team-slack", kind="slack_bot_token", secret={"token": "xoxb-9"}
+    )
+    document = json.loads(json.dumps(portability.workflow_export(flow)))
+    copy = portability.workflow_import(organization=other_org, document=document)
+    config = copy.steps.get(key="route").config
+    assert config["paths"][0]["steps"][0]["config"]["steps"][0]["credential"] == theirs.pk
+    assert config["otherwise"][0]["credential"] == theirs.pk
+    assert copy.on_failure[0]["credential"] == theirs.pk and copy.is_active is False
+
+
+def test_format_2_import_names_a_missing_nested_credential_at_its_place(flow, other_org):
+    document = portability.workflow_export(flow)
+    with pytest.raises(WorkflowInvalid) as exc:
+        portability.workflow_import(organization=other_org, document=document)
+    errors = exc.value.errors
+    assert "steps[0].config.paths[0].steps[0].config.steps[0].credential" in errors, errors
+    assert (
+        "on_failure[0].credential" in errors
+        and "No slack_bot_token credential" in errors["on_failure[0].credential"][0]
+    )
+
+
+def test_a_format_1_document_still_imports(org):
+    document = {
+        "potaflow_export": 1,
+        "workflow": {"name": "Old", "trigger_type": "manual"},
+        "steps": [{"key": "a", "action_type": "transform", "config": {"value": 1}, "max_retries": 2,
+                   "backoff_seconds": 2.0, "backoff_max_seconds": 300.0, "timeout_seconds": 30.0,
+                   "on_in_doubt": "", "credential": None}],
+    }  # fmt: skip
+    imported = portability.workflow_import(organization=org, document=document)
+    assert [s.key for s in imported.steps.all()] == ["a"] and imported.on_failure == []
+
+
+def _keys(steps):
+    """The tree of keys: key, or (key, {slot: [...]}) for control steps."""
+    from workflows.flow import tree
+
+    out = []
+    for spec in steps:
+        slots = tree.slots(spec)
+        out.append((spec["key"], {slot.name: _keys(slot.steps) for slot in slots}) if slots else spec["key"])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("slug", "tree_of_keys", "on_failure"),
+    [
+        ("order-branch-vip", [("route", {"vip": ["post_vip"], "otherwise": ["mail_support"]})], []),
+        ("csv-rows-to-sheets", ["parse", ("rows", {"steps": ["append"]}), "summary"], []),
+        (
+            "refund-approval",
+            ["announce", "approval", ("decide", {"approved": ["pay"], "otherwise": ["refused"]})],
+            ["tell_oncall"],
+        ),
+        ("signup-delay-reminder", [("skip_done", {"done": ["already"]}), "two_days", "remind"], []),
+    ],
+)
+def test_each_flow_template_creates_its_tree(org, fernet_keys, slug, tree_of_keys, on_failure):
+    secrets = {
+        "slack_bot_token": {"token": "xoxb-1"},
+        "smtp": {"host": "127.0.0.1", "port": 25, "security": "none", "from_email": "r@acme.test"},
+    }
+    template = portability.template(slug)
+    assert template.document["potaflow_export"] == 2
+    credentials = {}
+    for ref in template.credentials:
+        if ref["kind"] == "google_service_account":
+            from testing.network import service_account_key
+
+            secrets[ref["kind"]] = {"key": service_account_key("https://oauth2.example.com/token")}
+        made = credential_create(organization=org, name=ref["name"], kind=ref["kind"], secret=secrets[ref["kind"]])
+        credentials[ref["name"]] = made.pk
+    workflow = portability.workflow_import(organization=org, document=template.document)
+    steps = [
+        {"key": s.key, "action_type": s.action_type, "config": s.config} for s in workflow.steps.order_by("position")
+    ]
+    assert _keys(steps) == tree_of_keys
+    assert [s["key"] for s in workflow.on_failure] == on_failure
+    kinds = {ref["kind"] for ref in template.credentials}
+    assert kinds <= {"slack_bot_token", "smtp", "google_service_account"}
+    # Nested steps were mapped to this organization's credentials by name and kind.
+    from workflows.flow import tree
+
+    for located in tree.walk_definition({"steps": steps, "on_failure": workflow.on_failure}):
+        if located.depth > 1 and located.spec["action_type"] in ("slack.message", "email.send", "sheets.append_row"):
+            assert located.spec["credential"] in credentials.values(), located.where

@@ -19,7 +19,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_celery_beat.models import PeriodicTask
 
-from testing.worker import IsolatedBroker, is_filesystem_broker, start_beat, wait_for
+from testing.worker import IsolatedBroker, start_beat, wait_for
 from workflows.models import Run, TriggerType
 from workflows.ops.status import due_schedules
 from workflows.scheduling.cron import next_firings
@@ -35,7 +35,7 @@ from workflows.services import (
 
 STEPS = [{"key": "t", "action_type": "transform", "config": {"value": "{{ trigger.body.fired_at }}"}}]
 
-needs_redis = pytest.mark.skipif(is_filesystem_broker(), reason="reads the messages back from Redis")
+needs_redis = pytest.mark.services  # reads the messages back from Redis
 
 
 def schedule(org, name, cron="* * * * *", tz="UTC", **fields):

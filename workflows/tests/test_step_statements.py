@@ -17,6 +17,7 @@ from workflows.models import Run, RunStatus, StepAttempt, StepRun, StepRunStatus
 from workflows.services import run_accept, workflow_create
 
 pytestmark = [
+    pytest.mark.services,
     pytest.mark.django_db,
     pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement claim is PostgreSQL's"),
 ]
@@ -158,8 +159,10 @@ def test_with_a_tenant_limit_the_claim_counts_under_the_organizations_lock(org, 
     elsewhere, _ = run_accept(workflow=other_wf, trigger="manual", payload={})
 
     outcome, _ = statements(waiting, 0, "m-waiting")
-    assert outcome.retry_in is not None  # deferred: its organization is at its limit
-    assert StepRun.objects.get(run=waiting).status == StepRunStatus.PENDING
+    # Parked, not sent back around: its organization is at its (hard) limit.
+    assert outcome == engine.STOP and outcome.retry_in is None
+    step = StepRun.objects.get(run=waiting)
+    assert step.status == StepRunStatus.PENDING and step.parked_at is not None
     assert not StepAttempt.objects.filter(step_run__run=waiting).exists()
 
     outcome, claimed = statements(elsewhere, 0, "m-elsewhere")

@@ -150,6 +150,12 @@ def test_webhook_filter_http_forward(stack, org):
     small = hook(workflow, {"amount": 5, "id": "o-1"})
     large = hook(workflow, {"amount": 500, "id": "o-2"})
     assert (small.status, large.status) == ("filtered", "succeeded")
+    # The template promises "the others end as filtered runs": an event without amount too (issue 17),
+    # not a failed, dead-lettered run; the filter's output says what was undefined.
+    lacking = hook(workflow, {"id": "o-3"})
+    assert (lacking.status, lacking.dead_lettered) == ("filtered", False), lacking.error
+    note = lacking.step_runs.get(key="only_large").output["note"]
+    assert "'amount' is undefined" in note and "false" in note
     (forwarded,) = http.requests
     assert forwarded.json() == {"amount": 500, "id": "o-2"}
 

@@ -67,3 +67,40 @@ def test_single_expression_detection():
     assert templating.single_expression("{{ a }}") == " a "
     assert templating.single_expression("{{ a }} {{ b }}") is None
     assert templating.single_expression("x {{ a }}") is None
+
+
+# -- the condition rule (issue 17, defect 6) ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("condition", "expected", "noted"),
+    [
+        ("trigger.body.amount >= 100", False, True),
+        ("{{ trigger.body.amount >= 100 }}", False, True),
+        ("trigger.body.amount", False, True),
+        ("not trigger.body.amount", True, True),
+        ('"vip" in trigger.body.tags', False, True),
+        ("trigger.body.amount * 2 > 3 or trigger.body.n == 1", True, True),
+        ("trigger.body.amount | default(0) > 1", False, False),
+        ("trigger.body.amount is defined", False, False),
+        ("trigger.body.n >= 1", True, False),
+    ],
+)
+def test_an_undefined_value_in_a_condition_is_false_and_noted(condition, expected, noted):
+    from integrations.registry import get_action
+    from workflows.templating import prepare_config, render_value
+
+    rendered = render_value(
+        prepare_config(get_action("filter"), {"condition": condition}), {"trigger": {"body": {"n": 1}}}
+    )
+    assert rendered["condition"] is expected
+    assert ("_undefined" in rendered) is noted
+    if noted:
+        assert rendered["_undefined"]["condition"][0].startswith("'")
+
+
+def test_outside_a_condition_an_undefined_value_is_still_an_error():
+    from integrations.registry import get_action
+    from workflows.templating import TemplateError, prepare_config, render_value
+
+    config = prepare_config(get_action("transform"), {"value": "{{ trigger.body.amount >= 100 }}"})
+    with pytest.raises(TemplateError, match="undefined variable"):
+        render_value(config, {"trigger": {"body": {}}})

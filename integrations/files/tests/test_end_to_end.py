@@ -219,3 +219,39 @@ def test_a_web_process_killed_mid_upload_leaves_no_orphan_after_the_pruner(file_
     retention.prune(now=timezone.now() + timedelta(hours=2))  # the pruner's next pass, past the grace
     assert not RunFile.objects.exists()
     assert file_storage.objects() == {} and file_storage.open_multipart_uploads() == []
+
+
+def test_the_csv_template_appends_each_row_and_posts_a_summary(stack, organization, tmp_path):
+    """The built-in template "Upload a CSV → parse → append each row to Google Sheets → Slack
+    summary" (issue 23, with issue 19's for_each), imported as a member would and run for real."""
+    from workflows.portability import template, workflow_import
+
+    (tmp_path / "people.csv").write_text(
+        "name,email,amount\nAda,ada@acme.test,12\nGrace,grace@acme.test,=1+1\nLinus,linus@acme.test,7\n"
+    )
+    google = credential_create(organization=organization, name="google", kind="google_service_account",
+                               secret={"key": service_account_key(stack["google"].token_uri)})  # fmt: skip
+    credential_create(organization=organization, name="slack", kind="slack_bot_token",
+                      secret={"token": "xoxb-test-token"})  # fmt: skip
+    document = json.loads(json.dumps(template("csv-rows-to-sheets").document))
+    append = document["steps"][1]["config"]["steps"][0]["config"]
+    append.update(spreadsheet=SHEET, worksheet="Rows")  # what the template asks a member to set
+    document["steps"][2]["config"]["channel"] = CHANNEL
+    wf = workflow_import(organization=organization, document=document)
+    assert wf.steps.get(key="rows").config["steps"][0]["credential"] == google.pk  # mapped by name and kind
+    wf.is_active = True
+    wf.save(update_fields=["is_active"])
+
+    answer = curl_upload(f"{stack['web'].url}/hooks/{wf.webhook_token}", tmp_path / "people.csv", field="file")
+    assert answer["status"] == 202, answer
+    run = wait_for_run(json.loads(answer["body"])["run_id"], {"succeeded", "failed"}, timeout=120)
+    assert run.status == "succeeded", list(run.step_runs.values("path", "status", "error"))
+    # One instance per row, each with its own path; the rows arrive in order, a formula as text.
+    assert sorted(run.step_runs.filter(key="append").values_list("path", flat=True)) == [
+        "rows[0]/append", "rows[1]/append", "rows[2]/append",
+    ]  # fmt: skip
+    cells = stack["google"].cells(SHEET, "Rows")
+    assert [row[0][1] for row in cells] == ["Ada", "Grace", "Linus"]
+    assert cells[1][2][0] == "text"  # "=1+1" from an upload is not a formula
+    (message,) = [m for m in stack["slack"].requests if m.path.endswith("chat.postMessage")]
+    assert "Appended 3 rows" in json.dumps(message.json())

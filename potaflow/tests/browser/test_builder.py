@@ -359,6 +359,12 @@ def test_a_viewer_sees_everything_and_changes_nothing_and_an_outsider_gets_404(l
     assert page.locator("#pf-flow .pf-insert, #pf-flow .pf-node-tools").count() == 0
     page.get_by_role("button", name="Form").click()
     assert page.locator('[data-path="steps[0].key"]').is_disabled()
+    assert page.locator("li.pf-step").count() >= 1
+    assert page.get_by_role("button", name="Edit as JSON").count() == 0  # no control that edits (issue 17)
+    page.get_by_role("button", name="JSON", exact=True).click()
+    assert page.locator("#pf-json").get_attribute("readonly") is not None
+    assert page.get_by_role("button", name="Apply JSON").count() == 0
+    page.get_by_role("button", name="Form").click()
     labelled(page)
     fits(page)
     page.wait_for_selector(".pf-cron-description")

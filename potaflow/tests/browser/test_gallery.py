@@ -41,7 +41,7 @@ def test_use_a_template_then_duplicate_export_import_and_delete(page, live_serve
     exported = tmp_path / download.value.suggested_filename
     download.value.save_as(exported)
     assert exported.name == "large-orders-to-the-echo-server.potaflow.json"
-    assert json.loads(exported.read_text())["potaflow_export"] == 1
+    assert json.loads(exported.read_text())["potaflow_export"] == 2
 
     # Duplicate: a copy, switched off, opened in the builder.
     page.get_by_role("button", name="Duplicate workflow").click()

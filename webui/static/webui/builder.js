@@ -828,7 +828,7 @@
         card = document.getElementById("pf-card-" + step.uid);
         card.querySelector(".pf-raw-toggle").focus();
       }}, [step.raw ? "Back to the form" : "Edit as JSON"]);
-    body.appendChild(rawToggle);
+    if (canEdit) body.appendChild(rawToggle);  // a viewer sees no control that edits
     if (step.raw) {
       var rawId = nextId("pf-raw");
       var area = el("textarea", {id: rawId, className: "pf-raw pf-code", rows: 10, spellcheck: "false", disabled: !canEdit, "data-path": loc.path + ".config"});
