@@ -10,7 +10,7 @@
 - ``/api/runs/``: history, newest first, filters ``workflow``, ``status``,
   ``dead_lettered``, ``created_after``, keyset pages (``?cursor=``, see
   ``RunPagination``); ``/api/runs/<id>/`` with its steps;
-  ``POST /api/runs/<id>/replay/`` (optional ``{"from_step": "<key>"}``).
+  ``POST /api/runs/<id>/replay/`` (optional ``{"from_step": "<key or instance path>"}``).
 
 Viewers read; editors and above write, run and replay. Another
 organization's ids are 404.
@@ -38,6 +38,7 @@ from accounts.models import Role
 from accounts.permissions import OrganizationScopedMixin, OrgRole, signed_in
 from accounts.selectors import organization_ids_for
 from accounts.throttles import SettingRateThrottle
+from core.errors import error_body
 
 from . import portability, samples, selectors, services, templating
 from .execution import flow, recording
@@ -291,7 +292,13 @@ class ApproveSerializer(serializers.Serializer):
 
 
 class ReplaySerializer(serializers.Serializer):
-    from_step = serializers.CharField(required=False, allow_blank=True, help_text="Start at this step key.")
+    from_step = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=512,
+        help_text="Start at this step key; a step inside a loop is named by its instance's path (lines[1]/ratio). "
+        "By default the replay starts at the first step that did not succeed; what succeeded before is reused.",
+    )
     version = serializers.ChoiceField(
         choices=[("original", "original"), ("current", "current")],
         required=False,
@@ -304,6 +311,11 @@ class ReplaySerializer(serializers.Serializer):
 class TestRunSerializer(serializers.Serializer):
     payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
     steps = StepSerializer(many=True, required=False, help_text="Test these (unsaved) steps instead of the saved ones.")
+    on_failure = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Test with this (unsaved) error path instead of the saved one: it runs when the test fails.",
+    )
     send_step = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -317,6 +329,11 @@ class UnsavedTestRunSerializer(serializers.Serializer):
     )
     payload = serializers.JSONField(required=False, default=dict, help_text="Becomes trigger.body.")
     steps = StepSerializer(many=True, required=False, default=list)
+    on_failure = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Test with this (unsaved) error path instead of the saved one: it runs when the test fails.",
+    )
 
 
 class ListeningSerializer(serializers.Serializer):
@@ -394,6 +411,19 @@ def throttled_naming_the_setting(throttle: type[SettingRateThrottle], what: str,
 class TemplateCheckSerializer(serializers.Serializer):
     template = serializers.CharField(allow_blank=True, trim_whitespace=False)
     earlier_steps = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    names = serializers.ListField(
+        child=serializers.ChoiceField(choices=["item", "index", "failure"]),
+        required=False,
+        default=list,
+        help_text="Variables known where the template is: item and index in a loop body, failure in the error path.",
+    )
+    other_steps = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        default=list,
+        max_length=1000,
+        help_text="The definition's other step keys: readable only with a default (they may not have run).",
+    )
 
 
 class TemplateCheckResultSerializer(serializers.Serializer):
@@ -595,6 +625,7 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
                 user=signed_in(request.user),
                 payload=data["payload"],
                 steps=steps,
+                on_failure=data.get("on_failure"),
                 send_step=data.get("send_step") or None,
             )
         except services.TestRunLimited as exc:
@@ -669,6 +700,7 @@ class WorkflowViewSet(OrganizationScopedMixin, viewsets.ModelViewSet):
                 user=signed_in(request.user),
                 payload=data["payload"],
                 steps=[_step_spec(s) for s in data.get("steps", [])],
+                on_failure=data.get("on_failure"),
             )
         except services.TestRunLimited as exc:
             raise exceptions.Throttled(wait=5, detail=str(exc)) from None
@@ -895,7 +927,7 @@ class RunViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
                 user=signed_in(request.user),
             )
         except flow.FlowError as exc:
-            return Response({"detail": exc.message}, status=exc.code)
+            return Response(error_body(exc.message), status=exc.code)
         run = Run.objects.prefetch_related("step_runs__attempt_log", "step_runs__iterations").get(pk=run.pk)
         return Response(RunDetailSerializer(run, context={"request": request}).data)
 
@@ -919,7 +951,7 @@ class ResumeView(APIView):
         try:
             row = services.run_resume_webhook(token=token, body=request.data)
         except flow.FlowError as exc:
-            return Response({"detail": exc.message}, status=exc.code)
+            return Response(error_body(exc.message), status=exc.code)
         return Response({"run": str(row.run_id), "step": row.key, "path": flow.path_of(row)}, status=202)
 
 
@@ -973,7 +1005,7 @@ class DefinitionSchemaView(APIView):
         description="Draft 2020-12, built from the installed actions' config schemas; recursive for the nested "
         "step lists of branch and for_each. What a schema cannot say (unique keys, depth, template scope) is "
         "checked when a workflow is saved.",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={(200, "application/schema+json"): OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> Response:
         return Response(definition_schema(), content_type="application/schema+json")
@@ -990,7 +1022,12 @@ class TemplateCheckView(APIView):
 
     @extend_schema(
         request=TemplateCheckSerializer,
-        responses={200: TemplateCheckResultSerializer},
+        responses={
+            200: TemplateCheckResultSerializer,
+            429: OpenApiResponse(
+                description="POTAFLOW_TEMPLATE_CHECK_RATE per user, or the server busy checking templates."
+            ),
+        },
         summary="Check one template as saving would",
     )
     def post(self, request: Request) -> Response:
@@ -1001,7 +1038,10 @@ class TemplateCheckView(APIView):
             raise exceptions.Throttled(wait=1, detail="The server is busy checking templates: retry in a second.")
         try:
             templating.check_template(
-                body.validated_data["template"], earlier_steps=body.validated_data["earlier_steps"]
+                body.validated_data["template"],
+                earlier_steps=body.validated_data["earlier_steps"],
+                names=body.validated_data["names"],
+                other_steps=body.validated_data["other_steps"],
             )
         except templating.TemplateError as exc:
             return Response({"valid": False, "error": exc.message})

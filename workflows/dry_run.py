@@ -81,6 +81,7 @@ def dry_run(
     payload: Any,
     steps: Sequence[Mapping[str, Any]] | None = None,
     send_step: str | None = None,
+    on_failure: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Test ``workflow`` (or the unsaved ``steps`` for it) against ``payload`` (the trigger body).
 
@@ -91,9 +92,14 @@ def dry_run(
     (the others' steps are listed as skipped), a loop runs its first ``LOOP_ITEMS_TESTED``
     items (each result's ``path`` says which: ``rows[0]/append``), a delay or a wait is
     previewed (an approval is assumed given), ``stop`` ends the test as the run would end,
-    and a test that fails runs the saved error path (``on_failure``) with the failure context.
+    and a test that fails runs the error path (``on_failure``: the saved one, or the unsaved one
+    given) with the failure context.
     Each result's ``path`` names the instance (``route/vip/notify``).
     """
+    if on_failure is not None:  # an unsaved error path (validated with the steps)
+        workflow.on_failure = list(on_failure)
+        if steps is None:
+            steps = step_specs(workflow)
     rows: list[Step] = (
         validate_definition(workflow, steps) if steps is not None else list(workflow.steps.order_by("position"))
     )

@@ -231,6 +231,9 @@ class Run(models.Model):
     dead_lettered = models.BooleanField(default=False)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     replay_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replays")
+    # A replay of a flow run (issue 19): the path of the instance it starts at ("lines[1]/ratio"); the
+    # instances of ``replay_of`` that succeeded before it are reused (workflows.execution.flow).
+    replay_from = models.CharField(max_length=512, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

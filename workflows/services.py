@@ -442,17 +442,18 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
         raise ReplayNotAllowed(
             {"status": [f"Only failed, dead-lettered or filtered runs can be replayed; this run is {run.status}."]}
         )
+    if version == "current":
+        version_row = workflow_current_version(Workflow.objects.get(pk=run.workflow_id))
+    else:
+        version_row = run.version  # the original definition, even if the workflow changed since
+    if tree.is_flow(version_row.definition):
+        return _replay_flow(run, version_row, from_step)
+    definition = version_row.definition
     previous = {sr.position: sr for sr in run.step_runs.all()}
     if version == "current":
-        workflow = Workflow.objects.get(pk=run.workflow_id)
-        version_row = workflow_current_version(workflow)
-        definition = version_row.definition
         # The current steps, each paired with the old step run of the same key: positions may have moved.
         by_key = {sr.key: sr for sr in previous.values()}
         previous = {s["position"]: by_key[s["key"]] for s in definition["steps"] if s["key"] in by_key}
-    else:
-        version_row = run.version  # the original definition, even if the workflow changed since
-        definition = version_row.definition
     steps = definition.get("steps", [])
     if from_step:
         start = next((s["position"] for s in steps if s["key"] == from_step), None)
@@ -467,8 +468,6 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
                 )
     else:
         start = _first_step_to_redo(run, steps, previous)
-    if tree.is_flow(definition):
-        start = -1  # a flow run is replayed from its start (its instances are written as it goes)
     _refuse_dead_connections(run.workflow.organization_id, [s for s in steps if s["position"] >= start])
     with transaction.atomic():
         replay = Run.objects.create(
@@ -482,6 +481,71 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
         todo = _create_step_runs(replay, definition, reuse={p: sr for p, sr in previous.items() if p < start})
     _dispatch_on_commit(replay, todo)
     return replay
+
+
+def _replay_flow(run: Run, version_row: WorkflowVersion, from_step: str | None) -> Run:
+    """A flow run's replay (issue 19): it walks the tree again from the start, and each instance
+    that succeeded before its start (``_flow_replay_point``) is written with the output it had
+    (``reused``, by path: by key in the current version) instead of running again; the branch and
+    loop instances decide again (no outside call), so the failed iteration and what follows run."""
+    definition = version_row.definition
+    start = _flow_replay_point(run, definition, from_step)
+    _refuse_dead_connections(run.workflow.organization_id, [dict(s.spec) for s in tree.walk_definition(definition)])
+    with transaction.atomic():
+        replay = Run.objects.create(
+            workflow_id=run.workflow_id,
+            workflow_version=version_row.number,
+            version=version_row,
+            trigger=RunTrigger.REPLAY,
+            payload=run.payload,
+            replay_of=run,
+            replay_from=start,
+        )
+        flow.start(replay)
+    return replay
+
+
+def _flow_replay_point(run: Run, definition: dict[str, Any], from_step: str | None) -> str:
+    """The instance path a flow run's replay starts at ("" = the start), by the straight rule:
+    ``from_step`` (a key; inside a loop, an instance's path such as ``lines[1]/ratio``) when no
+    instance before it failed, else the first instance that failed (or filtered the run)."""
+    order = flow.definition_order(definition)
+    rows = list(run.step_runs.filter(error_path=False).values_list("pk", "parent_id", "path", "key", "status"))
+    at = {pk: (flow.order_key(order, path or key), path or key) for pk, _, path, key, _ in rows}
+    failed = {pk for pk, _, _, _, status in rows if status == StepRunStatus.FAILED}
+    if not from_step:
+        ended = {pk for pk, _, path, _, status in rows if status == StepRunStatus.FILTERED and "[" not in path}
+        failed |= ended if run.status == RunStatus.FILTERED else set()
+    # A branch or loop that failed (or was filtered) with a step in it: that step is where it happened.
+    failed -= {parent for pk, parent, *_ in rows if pk in failed}
+    if not from_step:
+        starts = sorted((at[pk][0], at[pk][1]) for pk in failed if at[pk][0] is not None)
+        return starts[0][1] if starts else ""
+    located = tree.by_key(definition)
+    if "[" in from_step:
+        if from_step not in {path for _, path in at.values()}:
+            loops = sorted(path for _, path in at.values() if "[" in path)[:5]
+            raise ReplayNotAllowed(
+                {"from_step": [f"This run has no step instance {from_step!r} (inside loops: {', '.join(loops)})."]}
+            )
+    elif from_step not in located or located[from_step].on_failure:
+        known = ", ".join(s.key for s in tree.walk(definition.get("steps") or []))
+        raise ReplayNotAllowed({"from_step": [f"This run has no step {from_step!r} (steps: {known})."]})
+    elif located[from_step].in_loop:
+        example = next((path for _, path in at.values() if path.endswith(f"]/{from_step}")), f"<loop>[0]/{from_step}")
+        raise ReplayNotAllowed(
+            {"from_step": [f"Step {from_step!r} runs once per item: start at one instance, e.g. {example!r}."]}
+        )
+    start = flow.order_key(order, from_step)
+    if start is None:
+        raise ReplayNotAllowed({"from_step": [f"Step {from_step!r} is not in the version replayed."]})
+    for pk in failed:
+        earlier, path = at[pk]
+        if earlier is not None and earlier < start:
+            raise ReplayNotAllowed(
+                {"from_step": [f"Cannot start at {from_step!r}: earlier step {path!r} did not succeed."]}
+            )
+    return from_step
 
 
 def _refuse_dead_connections(organization_id: int, steps: list[dict[str, Any]]) -> None:
@@ -738,6 +802,7 @@ def test_run_start(
     payload: Any,
     steps: Sequence[Mapping[str, Any]] | None = None,
     send_step: str | None = None,
+    on_failure: Sequence[Mapping[str, Any]] | None = None,
 ) -> TestRun:
     """Record a test of ``workflow`` and hand it to a worker (after commit).
 
@@ -746,8 +811,12 @@ def test_run_start(
     (``WorkflowInvalid``: a 400 before anything is queued). Raises ``TestRunLimited`` when the
     organization has ``POTAFLOW_TEST_RUN_MAX_CONCURRENT`` unfinished tests.
     """
+    if on_failure is not None:  # an unsaved error path: checked with the steps it goes with
+        workflow.on_failure = list(on_failure)
+        if steps is None:
+            steps = [_step_as_spec(step) for step in workflow.steps.order_by("position")] if workflow.pk else []
     if steps is not None:
-        validate_definition(workflow, steps)
+        validate_definition(workflow, steps)  # leaves workflow.on_failure normalized
     limit = settings.POTAFLOW_TEST_RUN_MAX_CONCURRENT
 
     def busy() -> int:
@@ -769,13 +838,28 @@ def test_run_start(
             workflow=workflow if workflow.pk is not None else None,
             organization_id=workflow.organization_id,
             created_by=user,
-            request={"payload": payload, "steps": list(steps) if steps is not None else None, "send_step": send_step},
+            request={
+                "payload": payload,
+                "steps": _json_steps(steps) if steps is not None else None,
+                "send_step": send_step,
+                "on_failure": workflow.on_failure if on_failure is not None else None,
+            },
         )
         expires = settings.POTAFLOW_TEST_RUN_TIMEOUT_SECONDS + TEST_RUN_STALE_GRACE_SECONDS
         transaction.on_commit(
             lambda: current_app.send_task(EXECUTE_TEST_RUN_TASK, args=[str(test.pk)], expires=expires)
         )
     return test
+
+
+def _json_steps(steps: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Step specs as JSON (a saved step's credential as its id)."""
+    return [
+        {**spec, "credential": getattr(spec.get("credential"), "pk", spec.get("credential"))}
+        if isinstance(spec, Mapping)
+        else spec
+        for spec in steps
+    ]
 
 
 def test_run_execute(test_id: str) -> None:
@@ -794,6 +878,7 @@ def test_run_execute(test_id: str) -> None:
             payload=request.get("payload"),
             steps=request.get("steps"),
             send_step=request.get("send_step"),
+            on_failure=request.get("on_failure"),
         )
         status = TestRunStatus.DONE
     except WorkflowInvalid as exc:

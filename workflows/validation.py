@@ -20,7 +20,7 @@ from integrations.models import Credential
 from integrations.registry import UnknownAction, all_actions, get_action
 
 from . import templating
-from .flow import tree
+from .flow import schema, tree
 from .intake import signatures
 from .models import STEP_DEFAULTS, InDoubtPolicy, Step, TriggerType, Workflow
 from .scheduling import schedules
@@ -212,6 +212,9 @@ def _validate_step(
         )
     else:
         seen[key] = where
+    for name in schema.unknown_step_fields(spec):
+        if name != "credential" and not (located.depth == 1 and not located.on_failure):
+            add(f"{where}.{name}", f"{label}: unknown step field {name!r} (see /api/schema/workflow-definition.json).")
     action_type = spec.get("action_type") or ""
     config = spec.get("config", {})
     if config is None:

@@ -102,6 +102,43 @@ def places(run: Run) -> dict[str, tree.Place]:
     return _places[key]
 
 
+_orders: dict[Any, dict[str, int]] = {}
+_SCOPE_PART = re.compile(r"^(?P<key>[^\[\]/]+)\[(?P<index>\d+)\]$")
+# Never reused by a replay: decided again (no outside call) so the replay walks its own tree.
+NOT_REUSED = tree.CONTAINER_TYPES | {tree.STOP}
+
+
+def _order(run: Run) -> dict[str, int]:
+    key = _cache_key(run)
+    if key not in _orders:
+        if len(_orders) > 512:
+            _orders.clear()
+        _orders[key] = definition_order(run.definition)
+    return _orders[key]
+
+
+def definition_order(definition: Mapping[str, Any]) -> dict[str, int]:
+    """Each step key's rank in the definition, depth first (a step comes before what it holds)."""
+    return {located.key: i for i, located in enumerate(tree.walk_definition(definition))}
+
+
+def order_key(order: Mapping[str, int], path: str) -> tuple[tuple[int, ...], ...] | None:
+    """Where instance ``path`` comes in a run of the definition ranked by ``order``: instances compare
+    in run order (a step before the steps after it and those it holds, iteration 0 before 1 and
+    iteration 1 before what follows the loop). None when a key of the path is not in the definition."""
+    parts = path.split("/")
+    out: list[tuple[int, ...]] = []
+    for part in parts[:-1]:
+        match = _SCOPE_PART.match(part)
+        if match is None or match["key"] not in order:
+            return None
+        out.append((order[match["key"]], int(match["index"])))
+    if parts[-1] not in order:
+        return None
+    out.append((order[parts[-1]],))
+    return tuple(out)
+
+
 def spec_of(run: Run, key: str) -> dict[str, Any] | None:
     place = places(run).get(key)
     return dict(place.steps[place.index]) if place is not None else None
@@ -390,11 +427,11 @@ def _decide_stop(attempt: Attempt, rendered: Mapping[str, Any]) -> None:
         if not recording.record_decision(attempt, StepRunStatus.SUCCEEDED, {"status": status, "message": message}):
             return
         run = _lock_run(attempt.run.pk)
+        row = _row(attempt.step_run.pk)
         if status == "failed":
-            row = _row(attempt.step_run.pk)
             recording.fail_run(run, row, message or "stopped by a stop step", now, dead_letter=False)
             return
-        _end_run(run, RunStatus(status), now, error=message if status == "filtered" else "")
+        _end_run(run, RunStatus(status), now, error=message if status == "filtered" else "", at=row)
 
 
 # -- what follows a step -------------------------------------------------------------
@@ -470,8 +507,11 @@ def _start_list(
         return []
     first = (StepRun.objects.filter(run_id=run.pk).aggregate(top=Max("position"))["top"] or 0) + 1
     in_error_path = error_path if error_path is not None else bool(parent and parent.error_path)
+    reuse = {} if in_error_path else _reusable(run, specs, paths)
     rows = [
-        StepRun(
+        _reused_row(run, reuse[path], first + i, parent)
+        if path in reuse
+        else StepRun(
             run_id=run.pk,
             position=first + i,
             key=str(spec.get("key")),
@@ -483,9 +523,80 @@ def _start_list(
         for i, (spec, path) in enumerate(zip(specs, paths, strict=True))
     ]
     StepRun.objects.bulk_create(rows)
-    positions = [row.position for row in rows]
-    transaction.on_commit(lambda: _send(run, positions, specs))
+    fresh = [(row.position, spec) for row, spec in zip(rows, specs, strict=True) if not row.reused]
+    if not fresh:  # a replay reused the whole segment: what follows it is decided now
+        _continue_after(run, rows[-1])
+        return []
+    positions, fresh_specs = [p for p, _ in fresh], [spec for _, spec in fresh]
+    transaction.on_commit(lambda: _send(run, positions, fresh_specs))
     return positions
+
+
+def _reusable(run: Run, specs: Sequence[Mapping[str, Any]], paths: list[str]) -> dict[str, StepRun]:
+    """A replay's instances written now that reuse the replayed run's output (by path, so by key
+    in the current version too): the leading ones of the segment that succeeded there, of the same
+    action, and come before both the replay's start (``Run.replay_from``) and every instance the
+    replay executes again (what follows a step run again is run again, as in a straight replay)."""
+    start = getattr(run, "replay_from", "")
+    if not start or not run.replay_of_id:
+        return {}
+    order = _order(run)
+    limit = order_key(order, start)
+    if limit is None:
+        return {}
+    executed = (
+        StepRun.objects.filter(run_id=run.pk, reused=False, error_path=False)
+        .exclude(action_type__in=NOT_REUSED)
+        .values_list("path", flat=True)
+    )
+    for path in executed:
+        at = order_key(order, path)
+        if at is not None and at < limit:
+            limit = at
+    wanted: list[tuple[str, str]] = []
+    for spec, path in zip(specs, paths, strict=True):
+        at = order_key(order, path)
+        if spec.get("action_type") in NOT_REUSED or at is None or not at < limit:
+            break
+        wanted.append((path, str(spec.get("action_type"))))
+    if not wanted:
+        return {}
+    old = {
+        row.path: row
+        for row in StepRun.objects.filter(
+            run_id=run.replay_of_id, path__in=[p for p, _ in wanted], status=StepRunStatus.SUCCEEDED, error_path=False
+        )
+    }
+    out: dict[str, StepRun] = {}
+    for path, action_type in wanted:
+        prior = old.get(path)
+        if prior is None or prior.action_type != action_type:
+            break  # never ran there (or another action now): it runs, and so does what follows
+        out[path] = prior
+    return out
+
+
+def _reused_row(run: Run, prior: StepRun, position: int, parent: StepRun | None) -> StepRun:
+    return StepRun(
+        run_id=run.pk,
+        position=position,
+        key=prior.key,
+        action_type=prior.action_type,
+        path=prior.path,
+        parent=parent,
+        status=StepRunStatus.SUCCEEDED,
+        rendered_config=prior.rendered_config,
+        output=prior.output,
+        started_at=prior.started_at,
+        finished_at=prior.finished_at,
+        duration_ms=prior.duration_ms,
+        reused=True,
+    )
+
+
+def start(run: Run) -> None:
+    """Write and send the first segment of a run created here (a replay: ``Run.replay_from``)."""
+    _start_list(run, run.definition.get("steps") or [], 0, "", None)
 
 
 def _send(run: Run, positions: list[int], specs: Sequence[Mapping[str, Any]]) -> None:
@@ -562,16 +673,73 @@ def _iteration_done(run: Run, loop: StepRun, index: int, status: str, output: An
         _close_container(run, loop, cap_output(outputs))
 
 
-def _end_run(run: Run, status: RunStatus, now: datetime, *, error: str = "") -> None:
-    """The run ends here (its last list ended, or a stop step): what has not run is skipped."""
+def _end_run(run: Run, status: RunStatus, now: datetime, *, error: str = "", at: StepRun | None = None) -> None:
+    """The run ends here (its last list ended, a stop step or a filter ``at``): the branch and loop
+    instances holding ``at`` end with the run's status, what has not run is skipped."""
     if not Run.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING]).update(
         status=status, finished_at=now, last_progress_at=now, error=error
     ):
         return
+    if at is not None:
+        _close_holders(at, status, now)
     StepRun.objects.filter(
         run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING, StepRunStatus.WAITING]
     ).update(status=StepRunStatus.SKIPPED)
+    _skip_open_iterations(run)
     logger.info("run %s %s", run.pk, status)
+
+
+def _close_holders(row: StepRun, status: str, now: datetime, *, upto: StepRun | None = None) -> None:
+    """Close the waiting branch/loop instances that hold ``row`` (up to, not including, ``upto``)."""
+    holders: list[int] = []
+    parent = _parent(row)
+    while parent is not None and (upto is None or parent.pk != upto.pk):
+        holders.append(parent.pk)
+        parent = _parent(parent)
+    StepRun.objects.filter(pk__in=holders, status=StepRunStatus.WAITING).update(status=status, finished_at=now)
+
+
+def _skip_open_iterations(run: Run) -> None:
+    """The run ended with iterations not started or under way: they will not run (or count) now."""
+    StepIteration.objects.filter(loop__run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RUNNING]).update(
+        status=StepRunStatus.SKIPPED
+    )
+
+
+def on_filtered(run: Run, step_run: StepRun, now: datetime) -> None:
+    """A filter's condition was false (its row is ``filtered``; in the caller's transaction).
+
+    Inside a loop's iteration it ends that iteration only: the item is filtered out (as n8n's Filter
+    and Zapier's looping drop an item), its result in the loop's output is ``None``, its iteration is
+    ``filtered`` and the loop goes on. Elsewhere (top level, a branch path) it ends the run as
+    ``filtered``. Either way the branch instances between the filter and that loop (or the top) are
+    closed as ``filtered`` and what had not run there is skipped. In the error path it ends the error
+    path; the run stays failed.
+    """
+    locked = _lock_run(run.pk)
+    row = _row(step_run.pk)
+    open_rows = [StepRunStatus.PENDING, StepRunStatus.RETRYING, StepRunStatus.WAITING]
+    if row.error_path:
+        StepRun.objects.filter(run_id=run.pk, error_path=True, status__in=open_rows).update(
+            status=StepRunStatus.SKIPPED
+        )
+        return
+    if locked.is_finished:
+        return
+    loop = _parent(row)
+    while loop is not None and loop.action_type != tree.FOR_EACH:
+        loop = _parent(loop)
+    match = _LOOP_SCOPE.match(scope_of(row)) if loop is not None else None
+    if loop is None or match is None:
+        _end_run(locked, RunStatus.FILTERED, now, at=row)
+        logger.info("run %s filtered at %s", run.pk, path_of(row))
+        return
+    _close_holders(row, StepRunStatus.FILTERED, now, upto=loop)
+    StepRun.objects.filter(
+        run_id=run.pk, path__startswith=scope_of(row), status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING]
+    ).update(status=StepRunStatus.SKIPPED)
+    _iteration_done(locked, loop, int(match["index"]), StepRunStatus.FILTERED, None)
+    logger.info("run %s: item %s of %s filtered at %s", run.pk, match["index"], loop.key, path_of(row))
 
 
 # -- failures --------------------------------------------------------------------------
@@ -611,18 +779,36 @@ def absorb_failure(run: Run, step_run: StepRun, message: str) -> bool:
     return True
 
 
-def on_run_failed(run: Run) -> None:
-    """The run failed: close what was under way and start the workflow's error path (once)."""
+def on_run_failed(run: Run, failed: StepRun | None = None) -> None:
+    """The run failed (at ``failed``): close what was under way (the iterations holding ``failed``
+    fail, the others will not run) and start the workflow's error path (once)."""
+    if failed is not None:
+        _fail_holding_iterations(run, failed)
     StepRun.objects.filter(
         run_id=run.pk, status=StepRunStatus.WAITING, action_type__in=[tree.BRANCH, tree.FOR_EACH]
     ).update(status=StepRunStatus.FAILED)
     StepRun.objects.filter(
         run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING, StepRunStatus.WAITING]
     ).update(status=StepRunStatus.SKIPPED)
+    _skip_open_iterations(run)
     on_failure = run.definition.get("on_failure") or []
     if on_failure and not StepRun.objects.filter(run_id=run.pk, error_path=True).exists():
         _start_list(run, on_failure, 0, "", None, error_path=True)
         logger.info("run %s failed: its error path starts", run.pk)
+
+
+def _fail_holding_iterations(run: Run, row: StepRun) -> None:
+    path = path_of(row)
+    error = StepRun.objects.filter(pk=row.pk).values_list("error", flat=True).first() or ""
+    loops = StepRun.objects.filter(run_id=run.pk, action_type=tree.FOR_EACH, status=StepRunStatus.WAITING)
+    for loop in loops.values_list("pk", "path", "key"):
+        prefix = f"{loop[1] or loop[2]}["
+        if path.startswith(prefix) and "]/" in path[len(prefix) :]:
+            index = path[len(prefix) :].split("]/", 1)[0]
+            if index.isdigit():
+                StepIteration.objects.filter(loop_id=loop[0], index=int(index), status=StepRunStatus.RUNNING).update(
+                    status=StepRunStatus.FAILED, error=error, finished_at=timezone.now()
+                )
 
 
 # -- waking, resuming, approving -----------------------------------------------------------

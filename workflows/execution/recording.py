@@ -455,11 +455,17 @@ def _json_or_null(value: Any) -> str | None:
 
 def record_filtered(attempt: Attempt, output: Any) -> None:
     """A filter step stopped the run: the step is ``filtered`` (its attempt succeeded), the rest is skipped,
-    the run is ``filtered``."""
+    the run is ``filtered``. In a flow run, a filter inside a loop's iteration ends that iteration only
+    (``flow.on_filtered``)."""
+    from . import flow  # deferred: flow imports this module
+
     now = timezone.now()
     stored = attempt.scrub(cap_output(output, attempt.output_limit))
     with transaction.atomic():
         if not _finish_attempt(attempt, StepRunStatus.FILTERED, AttemptOutcome.SUCCEEDED, now, output=stored):
+            return
+        if flow.is_flow_run(attempt.run):
+            flow.on_filtered(attempt.run, attempt.step_run, now)
             return
         _skip_rest(attempt.run, attempt.step_run.position)
         Run.objects.filter(pk=attempt.run.pk).update(status=RunStatus.FILTERED, finished_at=now, last_progress_at=now)
@@ -553,7 +559,7 @@ def fail_run(run: Run, step_run: StepRun, message: str, now: datetime, *, dead_l
             finished_at=now,
             last_progress_at=now,
         )
-        flow.on_run_failed(run)
+        flow.on_run_failed(run, step_run)
         return
     transaction.on_commit(lambda: _notice_later(run.pk))
     _skip_rest(run, step_run.position)

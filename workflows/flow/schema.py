@@ -65,8 +65,14 @@ def _step_schema(action_names: list[str]) -> dict[str, Any]:
             "timeout_seconds": {**number, "exclusiveMinimum": 0, "default": STEP_DEFAULTS["timeout_seconds"]},
             "on_in_doubt": {"enum": ["", *InDoubtPolicy.values], "default": ""},
             "continue_on_error": {"type": "boolean", "default": False},
+            "credential_id": {
+                "type": ["integer", "null"],
+                "description": "As a version's definition stores it (the same as credential).",
+            },
+            "position": {"type": "integer", "description": "Top-level steps, as read back: ignored when saved."},
         },
         "required": ["key", "action_type"],
+        "additionalProperties": False,
         "allOf": [
             {
                 "if": {"properties": {"action_type": {"const": name}}, "required": ["action_type"]},
@@ -75,6 +81,14 @@ def _step_schema(action_names: list[str]) -> dict[str, Any]:
             for name in action_names
         ],
     }
+
+
+def unknown_step_fields(spec: Any) -> list[str]:
+    """Fields of a step spec the definition's schema does not know (a misspelt ``contine_on_error``
+    in a nested step would otherwise be dropped without a word). The config is checked by its action."""
+    if not isinstance(spec, dict):
+        return []
+    return sorted(set(spec) - set(_step_schema([])["properties"]))
 
 
 def definition_schema() -> dict[str, Any]:

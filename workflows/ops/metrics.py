@@ -8,7 +8,10 @@ Two sources, chosen per fact (README "Operating PotaFlow" says why):
 ``potaflow_step_attempts_total{action,outcome}``, the histograms
 ``potaflow_step_duration_seconds{action}`` (closed attempts' ``duration_ms``)
 and ``potaflow_run_duration_seconds`` (finished runs), the gauges
-``potaflow_runs_unfinished{status}`` and ``potaflow_oldest_unfinished_run_age_seconds``.
+``potaflow_runs_unfinished{status}`` and ``potaflow_oldest_unfinished_run_age_seconds``; flow control
+(issue 19): ``potaflow_loop_iterations_total{status}`` (iterations of ``for_each`` steps that ended),
+``potaflow_approvals_total{decision}`` (approvals given or refused by a member) and the gauge
+``potaflow_runs_waiting{kind}`` (waiting runs by what they wait for: delay, webhook, approval).
 Runs are written by web processes and finished by workers on any host; the
 database is the one place that sees them all, so any web process answers
 for the whole installation, nothing is lost when a process restarts, and no
@@ -44,13 +47,28 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, QuerySet, Sum
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
@@ -66,7 +84,9 @@ from integrations.oauth.selectors import connection_counts
 from integrations.registry import all_actions
 
 from ..files import services as file_services
+from ..flow import tree
 from ..models import (
+    ACTIVE_RUN_STATUSES,
     UNFINISHED_RUN_STATUSES,
     AttemptOutcome,
     MetricBaseline,
@@ -74,6 +94,9 @@ from ..models import (
     RunStatus,
     RunTrigger,
     StepAttempt,
+    StepIteration,
+    StepRun,
+    StepRunStatus,
     Workflow,
 )
 from . import heartbeat
@@ -154,11 +177,14 @@ Samples = dict[tuple[str, Labels], float]  # (sample name, sorted labels) -> val
 
 @dataclass(frozen=True)
 class RunCounts:
-    """Runs by trigger and status, from one query: accepted == finished + unfinished, always."""
+    """Runs by trigger and status, from one query: accepted == finished + unfinished, always; the
+    waiting runs by what they wait for (``WAIT_KINDS``; each counts once, by its first waiting
+    delay or wait, "other" while its loop iterations run on), so they add up to the waiting ones."""
 
     by_trigger: dict[str, int]
     by_status: dict[str, int]
     dead_lettered: int
+    waiting_by_kind: dict[str, int] = field(default_factory=dict)
 
     @property
     def accepted(self) -> int:
@@ -174,18 +200,54 @@ def run_counts(runs: QuerySet[Run] | None = None) -> RunCounts:
     runs = Run.objects.all() if runs is None else runs
     by_trigger = dict.fromkeys(RunTrigger.values, 0)
     by_status = dict.fromkeys(RunStatus.values, 0)
+    waiting = dict.fromkeys(WAIT_KINDS, 0)
     dead = 0
-    rows = runs.order_by().values_list("trigger", "status", "dead_lettered").annotate(n=Count("pk"))
-    for trigger, status, dead_lettered, n in rows:
+    rows = (
+        runs.order_by()
+        .annotate(wait_kind=_wait_kind())
+        .values_list("trigger", "status", "dead_lettered", "wait_kind")
+        .annotate(n=Count("pk"))
+    )
+    for trigger, status, dead_lettered, kind, n in rows:
         by_trigger[trigger] = by_trigger.get(trigger, 0) + n
         by_status[status] = by_status.get(status, 0) + n
         dead += n if dead_lettered else 0
-    return RunCounts(by_trigger=by_trigger, by_status=by_status, dead_lettered=dead)
+        if status == RunStatus.WAITING:
+            waiting[kind or "other"] = waiting.get(kind or "other", 0) + n
+    return RunCounts(by_trigger=by_trigger, by_status=by_status, dead_lettered=dead, waiting_by_kind=waiting)
+
+
+# What a waiting run waits for (its first waiting delay or wait: a wait with a resume token is
+# resumed by a POST, one without by a member's approval).
+WAIT_KINDS = ("delay", "webhook", "approval")
+ITERATION_STATUSES = (StepRunStatus.SUCCEEDED, StepRunStatus.FAILED, StepRunStatus.FILTERED)
+APPROVAL_DECISIONS = ("approved", "refused")
+
+
+def _wait_kind() -> Case:
+    """What a run waits for: its first waiting delay or wait (read for waiting runs only)."""
+    first = StepRun.objects.filter(
+        run=OuterRef("pk"), status=StepRunStatus.WAITING, action_type__in=[tree.DELAY, tree.WAIT]
+    ).order_by("position")
+    kind = Case(
+        When(action_type=tree.DELAY, then=Value("delay")),
+        When(resume_token="", then=Value("approval")),
+        default=Value("webhook"),
+        output_field=CharField(),
+    )
+    return Case(
+        When(status=RunStatus.WAITING, then=Subquery(first.annotate(kind=kind).values("kind")[:1])),
+        default=Value(""),
+        output_field=CharField(),
+    )
 
 
 def oldest_unfinished_run_age(now: datetime | None = None) -> float | None:
-    """Seconds since the oldest queued or running run was accepted; None when there is none."""
-    oldest = Run.objects.filter(status__in=UNFINISHED_RUN_STATUSES).aggregate(oldest=Min("created_at"))["oldest"]
+    """Seconds since the oldest queued or running run was accepted; None when there is none.
+
+    A waiting run (a delay, a wait for a POST or an approval) is paused on purpose, for days if
+    need be: it is not "behind", so it never ages this figure (nor ``/healthz?strict``)."""
+    oldest = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES).aggregate(oldest=Min("created_at"))["oldest"]
     if oldest is None:
         return None
     return max(((now or timezone.now()) - oldest).total_seconds(), 0.0)
@@ -211,14 +273,20 @@ def _add_histogram(
 
 
 def counted_samples(
-    runs: QuerySet[Run], attempts: QuerySet[StepAttempt], *, deleting: bool = False, counts: RunCounts | None = None
+    runs: QuerySet[Run],
+    attempts: QuerySet[StepAttempt],
+    *,
+    deleting: bool = False,
+    counts: RunCounts | None = None,
+    every_run: bool = False,
 ) -> Samples:
     """The counter and histogram samples these rows account for (see ``FAMILIES``).
 
     ``deleting``: the rows are about to be deleted and their counts carried over
     (``carry_over``); a run deleted before it finished then counts as failed, so
     ``accepted = finished + unfinished`` keeps holding. ``counts``: ``run_counts(runs)``
-    when the caller has it already.
+    when the caller has it already. ``every_run``: ``runs`` are all runs (a scrape), so loop
+    iterations and approvals are counted without reading the run table again.
     """
     samples: Samples = {}
     counts = counts if counts is not None else run_counts(runs)
@@ -244,6 +312,21 @@ def counted_samples(
         histogram_row: dict[str, Any] = {**row, "sum": (row["total_ms"] or 0) / 1000}
         _add_histogram(samples, "potaflow_step_duration_seconds", labels, histogram_row, STEP_BUCKETS)
 
+    iterations = StepIteration.objects.all() if every_run else StepIteration.objects.filter(loop__run__in=runs)
+    for status, n in (
+        iterations.filter(status__in=ITERATION_STATUSES).order_by().values_list("status").annotate(n=Count("pk"))
+    ):
+        samples[("potaflow_loop_iterations_total", (("status", status),))] = n
+    step_runs = StepRun.objects.all() if every_run else StepRun.objects.filter(run__in=runs)
+    approvals = step_runs.filter(
+        action_type=tree.WAIT, status=StepRunStatus.SUCCEEDED, reused=False, resume_token=""
+    ).filter(output__has_keys=["approved", "by"])  # a timed-out approval has neither
+    decided = approvals.order_by().aggregate(
+        approved=Count("pk", filter=Q(output__approved=True)), refused=Count("pk", filter=Q(output__approved=False))
+    )
+    for decision in APPROVAL_DECISIONS:
+        samples[("potaflow_approvals_total", (("decision", decision),))] = decided[decision] or 0
+
     run_row = (
         runs.filter(status__in=FINISHED_STATUSES, started_at__isnull=False, finished_at__isnull=False)
         .annotate(duration=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField()))
@@ -267,6 +350,8 @@ def _zero_samples() -> Samples:
         for outcome in AttemptOutcome.values:
             samples[("potaflow_step_attempts_total", (("action", action), ("outcome", outcome)))] = 0
         _add_histogram(samples, "potaflow_step_duration_seconds", (("action", action),), zero_hist, STEP_BUCKETS)
+    for status in ITERATION_STATUSES:
+        samples[("potaflow_loop_iterations_total", (("status", status),))] = 0
     return samples
 
 
@@ -356,6 +441,8 @@ COUNTERS: tuple[tuple[str, str, list[str]], ...] = (
     ("potaflow_runs_dead_lettered", "Failed runs that were dead-lettered.", []),
     ("potaflow_runs_replayed", "Runs started as replays.", []),
     ("potaflow_step_attempts", "Closed step attempts, by action type and outcome.", ["action", "outcome"]),
+    ("potaflow_loop_iterations", "Iterations of for_each steps that ended, by status.", ["status"]),
+    ("potaflow_approvals", "Approvals decided by a member (wait steps of kind approval), by decision.", ["decision"]),
 )
 HISTOGRAMS: tuple[tuple[str, str, list[str], tuple[float, ...]], ...] = (
     ("potaflow_step_duration_seconds", "Duration of closed step attempts, by action type.", ["action"], STEP_BUCKETS),
@@ -383,7 +470,7 @@ def database_samples() -> tuple[Samples, RunCounts, float | None]:
     with _one_snapshot():
         samples = _zero_samples()
         counts = run_counts()  # one grouped query serves the counters and the unfinished gauge
-        counted = counted_samples(Run.objects.all(), StepAttempt.objects.all(), counts=counts)
+        counted = counted_samples(Run.objects.all(), StepAttempt.objects.all(), counts=counts, every_run=True)
         for source in (counted, baseline_samples()):
             for key, value in source.items():
                 samples[key] = samples.get(key, 0) + value
@@ -418,6 +505,14 @@ class DatabaseCollector:
         for status in UNFINISHED_RUN_STATUSES:
             unfinished.add_metric([status], counts.by_status.get(status, 0))
         yield unfinished
+        waiting = GaugeMetricFamily(
+            "potaflow_runs_waiting",
+            "Runs waiting, by what they wait for (delay, webhook: a POST to a resume URL, approval).",
+            labels=["kind"],
+        )
+        for kind, n in counts.waiting_by_kind.items():
+            waiting.add_metric([kind], n)
+        yield waiting
         connections = GaugeMetricFamily(
             "potaflow_connections",
             "Connections (OAuth credentials) by kind and status; needs_reconnect: steps using them fail.",

@@ -1,7 +1,8 @@
 """What an operator wants to know at a glance (``manage.py potaflow_status``).
 
 Queue depth, runs created in the last hour by status, what is unfinished now
-and how old, dead letters, the schedules due next, the retention settings
+and how old, dead letters, the schedules due next, the runs waiting (by kind) and
+the delays and waits due next (issue 19), the retention settings
 in force and the file storage used (``workflows.files``). Reads only; each part is independent, so a broker that is down
 still leaves the rest of the report.
 """
@@ -20,7 +21,8 @@ from core.broker import probe_queue
 
 from ..files import services as file_services
 from ..files import storage as file_storage
-from ..models import UNFINISHED_RUN_STATUSES, Run, RunStatus, Workflow
+from ..flow import tree
+from ..models import UNFINISHED_RUN_STATUSES, Run, RunStatus, StepRun, StepRunStatus, Workflow
 from ..scheduling.cron import Cron, cron_expression
 from ..scheduling.schedules import FIRE_TASK
 from .metrics import oldest_unfinished_run_age, run_counts
@@ -45,6 +47,18 @@ class DueSchedule:
 
 
 @dataclass
+class DueWait:
+    """A waiting delay, or a wait's timeout: when the beat-driven wake-up task resumes it."""
+
+    at: datetime
+    run_id: str
+    workflow_id: int
+    workflow: str
+    step: str  # the instance's path ("lines[3]/pause")
+    kind: str  # delay, webhook or approval
+
+
+@dataclass
 class StatusReport:
     at: datetime
     queue: str = ""
@@ -57,6 +71,8 @@ class StatusReport:
     dead_lettered_total: int = 0
     dead_lettered_recent: int = 0
     schedules: list[DueSchedule] = field(default_factory=list)
+    waiting_by_kind: dict[str, int] = field(default_factory=dict)
+    waits: list[DueWait] = field(default_factory=list)
     retention: dict[str, dict[str, Any]] = field(default_factory=dict)
     file_storage: str = ""
     file_bytes: int = 0
@@ -65,12 +81,12 @@ class StatusReport:
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["at"] = self.at.isoformat()
-        for entry in data["schedules"]:
+        for entry in data["schedules"] + data["waits"]:
             entry["at"] = entry["at"].isoformat()
         return data
 
 
-def status_report(*, now: datetime | None = None, schedules: int = 5) -> StatusReport:
+def status_report(*, now: datetime | None = None, schedules: int = 5, waits: int = 5) -> StatusReport:
     """Gather the report (the broker is asked with short timeouts; see ``core.broker``)."""
     now = now or timezone.now()
     report = StatusReport(at=now)
@@ -88,6 +104,8 @@ def status_report(*, now: datetime | None = None, schedules: int = 5) -> StatusR
     report.dead_lettered_total = everything.dead_lettered
     report.oldest_unfinished_age_seconds = oldest_unfinished_run_age(now)
     report.schedules = due_schedules(now=now, limit=schedules)
+    report.waiting_by_kind = everything.waiting_by_kind
+    report.waits = due_waits(limit=waits)
     report.retention = retention_in_force()
     report.file_storage = file_storage.describe()
     report.file_bytes, report.file_count = file_services.usage()
@@ -117,6 +135,28 @@ def due_schedules(*, now: datetime, limit: int = 5) -> list[DueSchedule]:
         name = task.name if workflow_id is None else names.get(workflow_id, task.name)
         due.append(DueSchedule(at, workflow_id, name, cron, tz_name))
     return sorted(due, key=lambda d: d.at)[:limit]
+
+
+def due_waits(*, limit: int = 5) -> list[DueWait]:
+    """The waiting delays and waits with a wake-up time (a delay's end, a wait's timeout), soonest
+    first: what ``flow.wake_due`` resumes next (a time already past means beat is behind or stopped).
+    A wait without ``timeout_seconds`` has no time and is not listed (it is counted by kind)."""
+    rows = (
+        StepRun.objects.filter(
+            status=StepRunStatus.WAITING, wake_at__isnull=False, action_type__in=[tree.DELAY, tree.WAIT]
+        )
+        .order_by("wake_at", "pk")
+        .values_list(
+            "wake_at", "run_id", "run__workflow_id", "run__workflow__name", "path", "key", "action_type", "resume_token"
+        )
+    )
+    due = []
+    for at, run_id, workflow_id, name, path, key, action_type, token in rows[:limit]:
+        if at is None:  # excluded by the query (wake_at__isnull=False); narrows the type
+            continue
+        kind = "delay" if action_type == tree.DELAY else ("webhook" if token else "approval")
+        due.append(DueWait(at, str(run_id), workflow_id, name, path or key, kind))
+    return due
 
 
 def _workflow_id(task: PeriodicTask) -> int | None:

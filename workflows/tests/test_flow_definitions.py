@@ -257,3 +257,29 @@ def test_the_openapi_schema_documents_on_failure_and_the_definition_schema(clien
     assert "/api/schema/workflow-definition.json" in doc["paths"]
     workflow = doc["components"]["schemas"]["Workflow"]["properties"]
     assert "on_failure" in workflow and "continue_on_error" in doc["components"]["schemas"]["Step"]["properties"]
+
+
+def test_the_builders_template_check_knows_loop_and_error_path_variables_and_other_steps(editor):
+    client = client_for(editor)
+
+    def check(**body):
+        response = client.post("/api/templates/check/", body, format="json")
+        assert response.status_code == 200, response.json()
+        return response.json()
+
+    assert "unknown variable 'item'" in check(template="{{ item.sku }}")["error"]
+    assert check(template="{{ item.sku }} #{{ index }}", names=["item", "index"])["valid"] is True
+    assert check(template="{{ failure.error }}", names=["failure"])["valid"] is True
+    other = check(template="{{ steps.x.output }}", other_steps=["x"])
+    assert other["valid"] is False and "not sure to have run" in other["error"]
+    assert check(template="{{ steps.x.output | default('') }}", other_steps=["x"])["valid"] is True
+    response = client.post("/api/templates/check/", {"template": "{{ a }}", "names": ["a"]}, format="json")
+    assert response.status_code == 400 and "names" in response.json()["errors"]
+
+
+def test_an_unknown_field_of_a_nested_or_error_path_step_is_named(org):
+    errors = invalid(org, [loop("each", "trigger.body.x", [step("x", contine_on_error=True)])])
+    assert list(errors) == ["steps[0].config.steps[0].contine_on_error"]
+    assert "unknown step field 'contine_on_error'" in errors["steps[0].config.steps[0].contine_on_error"][0]
+    errors = invalid(org, [step("a")], on_failure=[step("b", retries=3)])
+    assert list(errors) == ["on_failure[0].retries"]

@@ -117,6 +117,41 @@ def test_a_loop_over_its_limit_fails_the_test_naming_it(org):
     assert result["outcome"] == "error" and "more than max_items (2)" in result["steps"][0]["error"]
 
 
+def test_a_test_of_unsaved_steps_runs_the_unsaved_error_path(org, editor):
+    from workflows import services
+    from workflows.models import TestRun, Workflow
+
+    steps = [step("boom", "stop", {"status": "failed", "message": "out of stock"})]
+    alert = [step("tell", config={"value": "{{ failure.step }}: {{ failure.error }}"})]
+    test = services.test_run_start(
+        workflow=Workflow(organization=org, name="unsaved"), user=editor, payload={}, steps=steps, on_failure=alert
+    )
+    services.test_run_execute(str(test.pk))  # what the worker does with it
+    result = TestRun.objects.get(pk=test.pk).result
+    assert result["outcome"] == "error"
+    assert by_path(result)["on_failure/tell"]["output"] == "boom: out of stock"
+    # A bad error path is refused before anything is queued, naming its place.
+    with pytest.raises(services.WorkflowInvalid) as exc:
+        services.test_run_start(
+            workflow=Workflow(organization=org, name="unsaved"), user=editor, payload={}, steps=steps,
+            on_failure=[step("boom")],
+        )  # fmt: skip
+    assert list(exc.value.errors) == ["on_failure[0].key"]
+
+
+def test_a_saved_workflow_is_tested_with_an_unsaved_error_path(org, editor):
+    from workflows import services
+    from workflows.models import TestRun
+
+    wf = workflow_create(organization=org, name="Fails", steps=[step("boom", "stop", {"status": "failed"})])
+    alert = [step("tell", config={"value": "{{ failure.step }}"})]
+    test = services.test_run_start(workflow=wf, user=editor, payload={}, on_failure=alert)
+    services.test_run_execute(str(test.pk))
+    assert by_path(TestRun.objects.get(pk=test.pk).result)["on_failure/tell"]["output"] == "boom"
+    wf.refresh_from_db()
+    assert wf.on_failure == []  # a test saves nothing
+
+
 def test_an_undefined_value_in_a_path_condition_is_false_like_in_a_filter(org):
     """The filter's condition rule holds for a branch path's ``when``: a field the event lacks makes
     the path not match (the rendered config names it), instead of failing the run."""

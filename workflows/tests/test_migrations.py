@@ -5,13 +5,18 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
+from workflows.ops import insights_triggers
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def migrate(target):
+    """As ``manage.py migrate`` does it, with its signals' work around it (SQLite's Insights triggers)."""
+    insights_triggers.drop_sqlite_triggers()
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
     executor.migrate(target)
+    insights_triggers.create_sqlite_triggers()
     return executor.loader.project_state(target).apps
 
 

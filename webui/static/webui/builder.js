@@ -385,7 +385,11 @@
     if (bare && value.trim() && value.indexOf("{{") < 0 && value.indexOf("{%") < 0) value = "{{ " + value + " }}";
     if (value.indexOf("{{") < 0 && value.indexOf("{%") < 0) { msg.textContent = ""; input.removeAttribute("aria-invalid"); return; }
     var earlier = loc.earlier.map(function (s) { return s.key; });
-    api("POST", data.urls.check_template, {template: value, earlier_steps: earlier}).then(function (r) {
+    // What the save check knows here: item/index in a loop body, failure in the error path, and
+    // the other steps of the tree (readable with a default).
+    var names = (loc.inLoop ? ["item", "index"] : []).concat(loc.errorPath ? ["failure"] : []);
+    var others = everyStep().map(function (s) { return s.key; });
+    api("POST", data.urls.check_template, {template: value, earlier_steps: earlier, names: names, other_steps: others}).then(function (r) {
       if (!r.ok) return;
       msg.textContent = r.body.valid ? "" : "Template problem: " + r.body.error;
       if (r.body.valid) input.removeAttribute("aria-invalid"); else input.setAttribute("aria-invalid", "true");

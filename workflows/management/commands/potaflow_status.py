@@ -21,14 +21,18 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 class Command(BaseCommand):
-    help = "Queue depth, recent runs by status, dead letters, schedules due next, retention in force."
+    help = (
+        "Queue depth, recent runs by status, dead letters, schedules due next, waiting runs and the delays and "
+        "waits due next, retention in force."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print the report as one JSON object.")
         parser.add_argument("--schedules", type=int, default=5, help="How many upcoming schedules to list.")
+        parser.add_argument("--waits", type=int, default=5, help="How many delays and waits due next to list.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = status_report(schedules=options["schedules"])
+        report = status_report(schedules=options["schedules"], waits=options["waits"])
         if options["json"]:
             self.stdout.write(json.dumps(report.as_json(), indent=2))
             return
@@ -55,6 +59,15 @@ def render(report: StatusReport) -> list[str]:
     lines.append("Schedules due next:" if report.schedules else "Schedules due next: none enabled")
     for due in report.schedules:
         lines.append(f"  {due.at:%Y-%m-%d %H:%M %Z}  {due.workflow} (workflow {due.workflow_id}; {due.cron})")
+    lines.append("")
+    waiting = sum(report.waiting_by_kind.values())
+    lines.append(f"Waiting:      {waiting} run(s): {_counts(report.waiting_by_kind)}")
+    lines.append("Waits due next:" if report.waits else "Waits due next: none with a time")
+    for wait in report.waits:
+        lines.append(
+            f"  {wait.at:%Y-%m-%d %H:%M:%S %Z}  {wait.kind:<8} {wait.step} of run {wait.run_id} "
+            f"({wait.workflow}, workflow {wait.workflow_id})"
+        )
     lines.append("")
     lines.append("Retention in force:")
     for status, entry in report.retention.items():
