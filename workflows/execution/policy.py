@@ -65,10 +65,13 @@ def runs_in_process(spec: Mapping[str, Any] | None) -> bool:
 
 def chain_limits(specs: Sequence[Mapping[str, Any] | None]) -> tuple[float, float]:
     """Soft and hard time limits of a message that runs ``specs`` one after the other (a step and the
-    steps that run in its task): the sum of theirs."""
+    steps that run in its task): the sum of theirs, up to the limits of the longest step allowed
+    (so the broker's visibility timeout still covers every message, ``workflows.E001``). A step
+    reaching the soft limit is recorded as timed out and retried in a message of its own."""
+    longest = float(settings.POTAFLOW_STEP_TIMEOUT_MAX_SECONDS)
     soft = sum(soft_time_limit(dict(spec) if spec else None) for spec in specs)
     hard = sum(time_limit(dict(spec) if spec else None) for spec in specs)
-    return soft, hard
+    return min(soft, longest + SOFT_LIMIT_GRACE_SECONDS), min(hard, longest + HARD_LIMIT_GRACE_SECONDS)
 
 
 def lease_seconds() -> float:

@@ -276,3 +276,15 @@ def test_a_branch_and_the_steps_of_its_path_run_in_process(stack, org, http):
     assert all(v == ["succeeded"] for v in attempts_of(run).values())
     (request,) = http.requests
     assert request.headers["idempotency-key"] == f"potaflow-{run.pk}-{rows['deliver'].path or 'deliver'}"
+
+
+def test_a_messages_time_limits_cover_its_in_process_steps_within_the_longest_step(settings):
+    from workflows.execution.policy import HARD_LIMIT_GRACE_SECONDS, SOFT_LIMIT_GRACE_SECONDS, chain_limits
+
+    settings.POTAFLOW_STEP_TIMEOUT_MAX_SECONDS = 120
+    call = {"action_type": "http.request", "timeout_seconds": 60}
+    local = {"action_type": "transform", "timeout_seconds": 10}
+    assert chain_limits([call]) == (60 + SOFT_LIMIT_GRACE_SECONDS, 60 + HARD_LIMIT_GRACE_SECONDS)
+    assert chain_limits([call, local]) == (70 + 2 * SOFT_LIMIT_GRACE_SECONDS, 70 + 2 * HARD_LIMIT_GRACE_SECONDS)
+    # Never past the longest step allowed: the broker's visibility timeout is checked against that.
+    assert chain_limits([call] + [local] * 20) == (120 + SOFT_LIMIT_GRACE_SECONDS, 120 + HARD_LIMIT_GRACE_SECONDS)
