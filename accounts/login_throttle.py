@@ -13,10 +13,15 @@ per-account limit alone lets anyone lock a user out. So:
   ends by itself when the window does.
 
 Checked by ``accounts.backends.ThrottledModelBackend`` before the password is
-hashed, so a throttled attempt costs no Argon2 time either. Counters live in
-the default cache, which must be shared by every web process (see settings).
+hashed, so a throttled attempt costs no Argon2 time either. Each attempt is
+reserved first (one atomic increment, then the comparison): checking the count
+and adding to it later let concurrent attempts through together. A success gives
+its reservation back. Counters live in the default cache, which must be shared by
+every web process and increment atomically (Redis, or the embedded
+``core.cache.LockingFileBasedCache``; see settings).
 """
 
+import contextlib
 import hashlib
 import re
 import time
@@ -84,30 +89,43 @@ def _known_key(account: str, address: str) -> str:
     return f"potaflow:login:known:{account}:{_digest(address)}"
 
 
+# Where login_guard leaves the keys it reserved for this request, for login_record to give back.
+_RESERVED = "_potaflow_login_reserved"
+
+
+def _reserve(key: str, ttl: int) -> int:
+    """Add this attempt to the window's count, atomically; the count with it."""
+    for _ in range(3):
+        cache.add(key, 0, ttl)
+        try:
+            return int(cache.incr(key))
+        except ValueError:  # the window expired between add and incr: start it again
+            continue
+    return 1
+
+
 def login_guard(*, request: HttpRequest, email: str) -> None:
-    """Raise ``LoginThrottled`` when this address or this account has failed too often in the window."""
+    """Reserve this attempt against the address and the account; ``LoginThrottled`` when either is over."""
     now = time.time()
     waits = []
+    reserved = []
     for prefix, rate in _buckets(request, email):
         key, left = _window(prefix, rate, now)
-        if (cache.get(key) or 0) >= rate.limit:
+        reserved.append(key)
+        if _reserve(key, left + 1) > rate.limit:
             waits.append(left)
+    setattr(request, _RESERVED, reserved)
     if waits:
         raise LoginThrottled(max(waits))
 
 
 def login_record(*, request: HttpRequest, email: str, succeeded: bool) -> None:
-    """Count a failure against the address and the account; remember the address of a success."""
-    if succeeded:
-        days = settings.POTAFLOW_LOGIN_KNOWN_ADDRESS_DAYS
-        if days > 0:
-            cache.set(_known_key(_digest(normalize_email(email)), client_ip(request)), 1, days * 86400)
+    """A failure stays counted (login_guard reserved it); a success gives it back and remembers its address."""
+    if not succeeded:
         return
-    now = time.time()
-    for prefix, rate in _buckets(request, email):
-        key, left = _window(prefix, rate, now)
-        cache.add(key, 0, left + 1)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, left + 1)
+    for key in getattr(request, _RESERVED, ()):
+        with contextlib.suppress(ValueError):  # the window ended meanwhile: nothing to give back
+            cache.decr(key)
+    days = settings.POTAFLOW_LOGIN_KNOWN_ADDRESS_DAYS
+    if days > 0:
+        cache.set(_known_key(_digest(normalize_email(email)), client_ip(request)), 1, days * 86400)

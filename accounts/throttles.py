@@ -9,6 +9,8 @@ from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
 from core.client_ip import client_ip
 
+from .login_throttle import parse_rate
+
 
 class AuthRateThrottle(SimpleRateThrottle):
     """Per client address (``core.client_ip``: X-Forwarded-For only from trusted proxies) and per endpoint,
@@ -28,6 +30,13 @@ class AuthRateThrottle(SimpleRateThrottle):
 
     def get_ident(self, request: Request) -> str:
         return client_ip(request)
+
+    def parse_rate(self, rate: str | None) -> tuple[int | None, int | None]:
+        """The login throttle's rate syntax (20/min, 10/h, 5/15m): one rule for the setting both read."""
+        if rate is None:
+            return None, None
+        parsed = parse_rate(rate)
+        return parsed.limit, parsed.seconds
 
     def get_cache_key(self, request: Request, view) -> str:
         # One bucket per endpoint, so a burst of logins does not lock a client out of refreshing.

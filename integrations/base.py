@@ -250,6 +250,8 @@ class KindSpec:
             return []
         values: list[str] = []
         for value in headers.values():
+            # The exact header value ("Bearer <token>", "Basic <pair>"), and its credentials alone, for a
+            # destination that echoes only those.
             values.append(value)
             _scheme, _, credentials = value.partition(" ")
             if credentials:

@@ -152,7 +152,7 @@ if env("CACHE_URL", default=""):
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "BACKEND": "core.cache.LockingFileBasedCache",  # atomic counters (login throttle)
             "LOCATION": str(VAR_DIR / "cache"),
             # Django's default (300) would let a spray of made-up emails evict live throttle counters.
             "OPTIONS": {"MAX_ENTRIES": 20_000},

@@ -285,7 +285,8 @@ def test_slow_body_senders_hold_no_thread_and_get_a_408_at_the_body_deadline(web
     for answer in answers:
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert json_body(answer) == {
-            "detail": f"Request body not received within {BODY_TIMEOUT} seconds (POTAFLOW_WEB_BODY_TIMEOUT)."
+            "detail": f"Request body not received within {BODY_TIMEOUT} seconds (POTAFLOW_WEB_BODY_TIMEOUT).",
+            "errors": {},
         }
 
 

@@ -122,3 +122,24 @@ def test_the_layer_check_finds_an_upward_import_relative_or_not(tmp_path):
         "workflows/ops/probe.py:2 (workflows) imports webui (webui)",
     ]
     assert _absolute_imports(relative, tmp_path)[0] == (1, "workflows.models")
+
+
+def test_the_readme_code_layout_names_every_module_of_the_wings_and_the_kit():
+    """Issue 17: the README's "Code layout" matches the tree. Every module of core/ and of each
+    workflows/ wing, and every folder of integrations/, is named there (a new one must be placed)."""
+    readme = (BASE_DIR / "README.md").read_text()
+    section = readme.split("### Code layout", 1)[1].split("\n### ", 1)[0]
+    wings = ["core", *(f"workflows/{w}" for w in ("intake", "execution", "scheduling", "ops", "files", "flow"))]
+    missing = [
+        f"{wing}/{path.name}"
+        for wing in wings
+        for path in sorted((BASE_DIR / wing).glob("*.py"))
+        if path.name != "__init__.py" and path.stem not in section
+    ]
+    missing += [
+        f"integrations/{folder.name}/"
+        for folder in sorted((BASE_DIR / "integrations").iterdir())
+        if folder.is_dir() and (folder / "__init__.py").exists()
+        and folder.name not in ("tests", "migrations", "management") and f"{folder.name}/" not in section
+    ]  # fmt: skip
+    assert missing == []

@@ -137,6 +137,7 @@ BODIES = {
     "test": {"payload": {"x": 1}, "steps": []},
     "runs": {},
     "replay": {},
+    "approve": {"step": "approve", "approved": True},  # a wait's approval (issue 19): editors of the run's org only
     "run": {"payload": {"x": 1}},
     "rotate-webhook-token": {},
     # An export document of one's own, imported into the victim's organization.
@@ -157,7 +158,9 @@ NO_FOREIGN_IDS = {
     ("/api/templates/check/", "post"),  # checks a template string; reads and writes nothing
 }
 # The built-in templates: one catalog shipped with the code, the same for every organization.
-NOT_TENANT_DATA_PATHS = {"/api/templates/{slug}/"}
+# A wait's resume URL: its unguessable token is the capability (like a webhook URL), whoever holds it
+# resumes that one wait; test_flow_run covers unknown and used tokens.
+NOT_TENANT_DATA_PATHS = {"/api/templates/{slug}/", "/api/runs/resume/{token}/"}
 
 
 def _api_operations() -> list[tuple[str, str]]:

@@ -153,4 +153,4 @@ def test_refusals_are_complete_http_answers_in_the_error_shape():
     answer = Refusal("408 Request Timeout", "Request body not received within 3 seconds.").payload()
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408") and b"Connection: close" in head
-    assert io.BytesIO(body).read() == b'{"detail": "Request body not received within 3 seconds."}'
+    assert io.BytesIO(body).read() == b'{"detail": "Request body not received within 3 seconds.", "errors": {}}'

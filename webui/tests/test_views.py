@@ -312,7 +312,7 @@ def test_the_openapi_schema_has_the_test_endpoint_and_the_replay_version(editor)
     components = schema["components"]["schemas"]
     assert test["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/TestRunRequest")
     assert test["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/TestResult")
-    assert set(components["TestRunRequest"]["properties"]) == {"payload", "steps", "send_step"}
+    assert set(components["TestRunRequest"]["properties"]) == {"payload", "steps", "send_step", "on_failure"}
     version = components["ReplayRequest"]["properties"]["version"]["allOf"][0]["$ref"].rsplit("/", 1)[1]
     assert components[version]["enum"] == ["original", "current"]
     assert "/api/templates/check/" in schema["paths"]

@@ -126,6 +126,7 @@ def connect(web) -> socket.socket:
 
 
 @pytest.mark.slow
+@pytest.mark.services  # holds the quota's PostgreSQL advisory lock to line the four decisions up
 def test_concurrent_uploads_cannot_together_exceed_the_quota(file_storage, web, hook):
     body = closed(part("upload", "a.bin", b"x" * 300_000))  # 3 fit the quota, 4 do not
     socks = [connect(web) for _ in range(4)]
@@ -228,6 +229,7 @@ def test_the_bodies_the_front_holds_at_once_are_bounded(file_storage, web, hook)
 
 
 @pytest.mark.slow
+@pytest.mark.services  # holds a write transaction open while the web writes: SQLite has one writer at a time
 def test_the_pruner_never_takes_a_file_whose_request_is_still_read(file_storage, web, hook):
     first = b"1" * 70_000
     body = closed(part("first", "first.bin", first) + b"\r\n" + part("second", "second.bin", b"2" * 200_000))

@@ -5,19 +5,25 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from workflows.ops import insights_triggers
+from workflows.ops.insights_triggers import create_sqlite_triggers, drop_sqlite_triggers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def migrate(target):
-    """As ``manage.py migrate`` does it, with its signals' work around it (SQLite's Insights triggers)."""
-    insights_triggers.drop_sqlite_triggers()
+    # As `manage.py migrate` does through pre/post_migrate: Insights' SQLite triggers step out of the way
+    # (a remade table failed "error in trigger ... no such table" on the embedded default).
+    drop_sqlite_triggers()
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
     executor.migrate(target)
-    insights_triggers.create_sqlite_triggers()
     return executor.loader.project_state(target).apps
+
+
+@pytest.fixture(autouse=True)
+def _triggers_back():
+    yield
+    create_sqlite_triggers()  # the flush after the test and the next tests expect them
 
 
 def test_existing_step_runs_become_one_attempt_each():

@@ -177,6 +177,7 @@ class _RolledBack(Exception):
     pass
 
 
+@pytest.mark.services  # holds a write transaction open while the web writes: SQLite has one writer at a time
 def test_a_web_process_killed_mid_upload_leaves_no_orphan_after_the_pruner(file_storage, file_storage_env,
                                                                           organization, transactional_db):  # fmt: skip
     """Killed at the two moments an upload can be in: still arriving (the web server's front holds it, nothing

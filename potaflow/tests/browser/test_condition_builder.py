@@ -129,7 +129,7 @@ def test_a_built_model_serializes_to_what_the_server_evaluates(js):
     assert templating.render_string("{{ " + expression + " }}", CONTEXT) is True
 
 
-def test_build_a_filter_with_the_condition_builder_and_see_it_in_the_json(page, live_server, shot):
+def test_build_a_filter_with_the_condition_builder_and_see_it_in_the_json(celery_worker, page, live_server, shot):
     base = live_server.url
     register(base, "cora@example.com", "Cora Co")
     sign_in(page, base, "cora@example.com")
