@@ -600,8 +600,10 @@ def start(run: Run) -> None:
 
 
 def _send(run: Run, positions: list[int], specs: Sequence[Mapping[str, Any]]) -> None:
-    from .dispatch import dispatch_recorded  # dispatch imports this module (recovery of flow runs)
+    from .dispatch import dispatch_recorded, offer  # dispatch imports this module (recovery of flow runs)
 
+    if offer(run, positions, specs):  # steps that only compute: run by the task that decided them
+        return
     try:
         dispatch_recorded(run, positions, specs=specs)
     except Exception:  # noqa: BLE001 - recorded; the recovery sweeper sends pending instances again
