@@ -70,6 +70,7 @@ def celery_worker_env(peers, file_storage_env):
 def stack(file_storage, celery_worker, web, peers, settings, fernet_keys):
     settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
     peers["google"].sheets[SHEET] = {"Rows": []}
+    peers["google"].input_options.clear()  # how each row was sent: per test, like the rows
     for name in ("slack", "sendgrid", "http"):
         peers[name].reset()
     peers["slack"].files.clear()
