@@ -41,7 +41,7 @@ from .validation import validate_definition
 
 MASK = "••••••"
 
-__all__ = ["dry_run", "sample_payload", "last_outputs"]
+__all__ = ["dry_run", "last_outputs", "sample_payload"]
 
 
 def sample_payload(body: Any, *, method: str | None = "POST") -> dict[str, Any]:
