@@ -3,7 +3,7 @@
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import Warning, register  # noqa: A004 - django.core.checks' name
 
 
 @register("security", deploy=True)

@@ -164,7 +164,7 @@ def password_reset_request(*, email: str) -> None:
 # ---------------------------------------------------------------------------
 # Invitations: by e-mail, single use, expiring, revocable
 # ---------------------------------------------------------------------------
-class InvitationUnusable(ValidationError):
+class InvitationUnusable(ValidationError):  # noqa: N818 - reads as a state, part of the API
     """The link's invitation cannot be used (accepted, revoked, expired, or for another address)."""
 
 

@@ -298,6 +298,21 @@ def five_step_steps(sink_url: str) -> list[dict[str, Any]]:
     ]
 
 
+def five_step_local_steps(sink_url: str) -> list[dict[str, Any]]:
+    """Issue 19's 5-step run: 3 transforms and a filter (nothing leaves the process), then one http."""
+    return [
+        {"key": "shape", "action_type": "transform", "config": {"value": {"n2": "{{ trigger.body.n * 2 }}"}}},
+        {"key": "more", "action_type": "transform", "config": {"value": {"n3": "{{ steps.shape.output.n2 + 1 }}"}}},
+        {"key": "label", "action_type": "transform", "config": {"value": {"email": "{{ trigger.body.email }}"}}},
+        {"key": "gate", "action_type": "filter", "config": {"condition": "{{ steps.more.output.n3 > 0 }}"}},
+        {
+            "key": "deliver",
+            "action_type": "http.request",
+            "config": {"method": "POST", "url": sink_url, "body_type": "json", "body": {"n": "{{ trigger.body.n }}"}},
+        },
+    ]
+
+
 def create_workflow(organization: Any, name: str, steps: list[dict[str, Any]], secret: str = "") -> Any:
     from workflows.services import workflow_create
 

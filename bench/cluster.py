@@ -49,6 +49,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import random
@@ -270,7 +271,7 @@ def host_cpu_seconds(net: Network, host: str) -> float:
     return total
 
 
-class HostDied(RuntimeError):
+class HostDied(RuntimeError):  # noqa: N818 - reads as a state
     """A server exited while we waited for it to be ready."""
 
 
@@ -915,7 +916,7 @@ def fault_run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
             continue
         taken = []
         for chain in by_step.values():
-            for first, nxt in zip(chain, chain[1:], strict=False):
+            for first, nxt in itertools.pairwise(chain):
                 # The next attempt may run anywhere, the faulted host included once it is back.
                 if (
                     first["worker_host"] == fault["host"]

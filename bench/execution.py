@@ -5,7 +5,8 @@ On a fresh PostgreSQL database and its own redis-server: ``--runs`` runs of a
 accepted through ``run_accept`` with no worker running (their messages queue
 in Redis), then the Procfile's worker starts and the script waits until every
 run is final: completed runs/s and steps/s. The same for a 5-step workflow
-(transform -> filter -> http -> transform -> http). Then the **execution
+(transform -> filter -> http -> transform -> http) and the **5-step-local**
+workflow of issue 19 (3 transforms -> filter -> http). Then the **execution
 baseline**: a plain Celery task (bench/baseline_tasks.py: one SELECT, one
 UPDATE, one HTTP POST to the same server) with the same worker settings and
 concurrency. Engine overhead per step from the StepAttempt rows. Prints a table
@@ -29,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 TARGETS = {
     "1-step": ">= 500 runs/s and >= 50 % of baseline",
     "5-step": ">= 150 runs/s",
+    "5-step-local": ">= 3x the figure before inline steps (issue 19)",
     "overhead": "<= 3 ms median",
 }
 
@@ -38,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5000, help="preloaded runs per workflow [5000]")
     parser.add_argument("--timeout", type=float, default=600, help="longest wait for a drain, seconds [600]")
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
-    parser.add_argument("--only", choices=["1-step", "5-step", "baseline"], action="append")
+    parser.add_argument("--only", choices=["1-step", "5-step", "5-step-local", "baseline"], action="append")
     parser.add_argument(
         "--env", action="append", default=[], metavar="KEY=VAL", help="for the workers (PotaFlow's and the baseline's)"
     )
@@ -196,7 +198,7 @@ def baseline(stack: BenchStack, sink: benchlib.Sink, runs: int, args: argparse.N
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    only = set(args.only or ["1-step", "5-step", "baseline"])
+    only = set(args.only or ["1-step", "5-step", "5-step-local", "baseline"])
     extra = dict(item.split("=", 1) for item in args.env)
     os.environ.update(extra)  # stack_concurrency() reads POTAFLOW_WORKER_CONCURRENCY from here
     stack = BenchStack(args.database_url, extra_env=extra)
@@ -207,7 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         org = benchlib.create_org()
         for n in range(max(0, min(args.idle_organizations, 100))):
             benchlib.create_org(email=f"idle{n}@example.com")
-        for name, steps in (("1-step", benchlib.one_step_steps), ("5-step", benchlib.five_step_steps)):
+        workloads = (
+            ("1-step", benchlib.one_step_steps),
+            ("5-step", benchlib.five_step_steps),
+            ("5-step-local", benchlib.five_step_local_steps),
+        )
+        for name, steps in workloads:
             if name not in only:
                 continue
             workflow = benchlib.create_workflow(org, f"bench execution {name}", steps(sink.url))

@@ -106,13 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
     parser.add_argument("--summarize", type=Path, help="only summarize the raw stacks of an earlier run's folder")
     parser.add_argument("--web-only", action="store_true", help="profile the web worker only")
+    parser.add_argument("--worker-only", action="store_true", help="profile the pool child only")
+    parser.add_argument(
+        "--workload",
+        choices=["1-step", "5-step", "5-step-local"],
+        default="1-step",
+        help="the runs the pool child drains (bench/execution.py's workloads) [1-step]",
+    )
     args = parser.parse_args(argv)
     if args.summarize:
         print(summarize(args.summarize / "web.txt", "gunicorn worker under webhook load"))
         if (args.summarize / "worker.txt").exists():
             print(summarize(args.summarize / "worker.txt", "Celery pool child draining 1-step runs"))
         return 0
-    wrk = benchlib.wrk_path()
+    wrk = "" if args.worker_only else benchlib.wrk_path()
     py_spy()
     out = Path(tempfile.mkdtemp(prefix="potaflow-bench-profile-"))
     stack = BenchStack(args.database_url)
@@ -121,11 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.setup()
         org = benchlib.create_org()
-        reports.append(profile_web(stack, org, sink, wrk, out, args))
+        if not args.worker_only:
+            reports.append(profile_web(stack, org, sink, wrk, out, args))
         if args.web_only:
             return print_reports(reports, out)
 
-        flow = benchlib.create_workflow(org, "profile execution", benchlib.one_step_steps(sink.url))
+        steps = {
+            "1-step": benchlib.one_step_steps,
+            "5-step": benchlib.five_step_steps,
+            "5-step-local": benchlib.five_step_local_steps,
+        }[args.workload]
+        flow = benchlib.create_workflow(org, "profile execution", steps(sink.url))
         execution.preload(flow, args.runs)
         worker = stack.start("worker")
         time.sleep(1)
@@ -133,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"py-spy on pool child {target} for {args.seconds} s while {args.runs} runs drain")
         spy = record(target, args.seconds, out / "worker.txt", idle=True)
         spy.wait(args.seconds + 60)
-        reports.append(summarize(out / "worker.txt", "Celery pool child draining 1-step runs (idle frames included)"))
+        label = f"Celery pool child draining {args.workload} runs (idle frames included)"
+        reports.append(summarize(out / "worker.txt", label))
         stack.stop_service("worker")
     finally:
         stack.stop()

@@ -2,14 +2,15 @@
 
 On a fresh PostgreSQL database (``potaflow_bench_sql``) and its own
 redis-server: one webhook (unsigned and signed) through Django's test client
-(the real URL, middleware and view), then each step of a 1-step and a 5-step
-run executed in this process with ``workflows.execution.engine.run_step`` (what the
-Celery task calls), counting the statements on this thread's connection with
+(the real URL, middleware and view), then each message of a 1-step and two 5-step
+runs executed in this process with ``workflows.execution.engine.run_step`` (what the
+Celery task calls; a message runs its step and the steps after it that only compute),
+counting the statements on this thread's connection with
 ``CaptureQueriesContext`` (DEBUG stays off). Statements of other threads (the
 step's lease keeper) are not counted. Prints the counts by kind and, with
 ``--show``, the statements.
 
-``--time N``: then N more runs of each workflow executed step by step in this
+``--time N``: then N more runs of each workflow executed message by message in this
 process, printing the median wall time and this process's CPU time per
 ``run_step`` (claim + render + action + record, no broker): steadier than
 throughput on a shared machine, and comparable across commits.
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "1-step unsigned": benchlib.create_workflow(org, "sql 1", benchlib.one_step_steps(sink.url)),
             "1-step signed": benchlib.create_workflow(org, "sql 1s", benchlib.one_step_steps(sink.url), secret),
             "5-step unsigned": benchlib.create_workflow(org, "sql 5", benchlib.five_step_steps(sink.url)),
+            "5-step-local unsigned": benchlib.create_workflow(org, "sql 5l", benchlib.five_step_local_steps(sink.url)),
         }
         client = Client(HTTP_HOST=benchlib.LOOPBACK)
         for label, workflow in flows.items():
@@ -90,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             if label.endswith("signed") and "unsigned" not in label:
                 continue
             run = Run.objects.get(pk=run_id)
-            for spec in run.definition["steps"]:
+            for spec, group in messages(run.definition["steps"]):
                 with CaptureQueriesContext(connection) as ctx:
                     outcome = run_step(run_id, spec["position"], message_id=str(uuid.uuid4()))
-                name = f"{label} step {spec['position']} {spec['action_type']}"
+                name = f"{label} message: steps " + " + ".join(f"{s['position']} {s['action_type']}" for s in group)
                 rows.append((name, len(ctx.captured_queries), dict(kinds(ctx.captured_queries))))
                 shown.append((name, [q["sql"] for q in ctx.captured_queries]))
                 if not outcome.proceed:
@@ -111,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(count, int):
             emit("sql", name.replace(" ", "_"), count, "statements", by_kind=by_kind)
     if args.time:
-        print(f"\nrun_step in this process, {args.time} runs per workflow after 10 warm ones (ms per step)")
+        print(f"\nrun_step in this process, {args.time} runs per workflow after 10 warm ones (ms per message)")
         table(
             [(label, t["steps"], t["wall_ms_p50"], t["wall_ms_p99"], t["cpu_ms_p50"]) for label, t in timed.items()],
-            ("workflow", "steps", "wall p50", "wall p99", "CPU p50"),
+            ("workflow", "messages", "wall p50", "wall p99", "CPU p50"),
         )
         for label, t in timed.items():
             emit("sql", f"{label.replace(' ', '_')}.run_step_wall_ms", t["wall_ms_p50"], "ms", p99=t["wall_ms_p99"])
@@ -127,8 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def messages(specs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The run's messages as dispatch sends them: the step each is about and the steps its task runs
+    (steps that only compute run in the task of the step before them)."""
+    from workflows.execution.dispatch import message_groups
+
+    return [(specs[group[0]], [specs[i] for i in group]) for group in message_groups(specs)]
+
+
 def time_steps(workflow: Any, runs: int) -> dict[str, Any]:
-    """Wall and CPU milliseconds per run_step over ``runs`` runs (10 more first, not counted)."""
+    """Wall and CPU milliseconds per run_step (one message) over ``runs`` runs (10 more first, not counted)."""
     from workflows.execution.engine import run_step
     from workflows.models import RunTrigger
     from workflows.services import run_accept
@@ -139,7 +149,7 @@ def time_steps(workflow: Any, runs: int) -> dict[str, Any]:
         run, _ = run_accept(
             workflow=workflow, trigger=RunTrigger.WEBHOOK, payload={"body": benchlib.event_body(n, 256)}
         )
-        for spec in run.definition["steps"]:
+        for spec, _ in messages(run.definition["steps"]):
             wall, cpu = time.perf_counter(), time.process_time()
             outcome = run_step(str(run.pk), spec["position"], message_id=str(uuid.uuid4()))
             if n >= 10:

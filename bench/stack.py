@@ -7,6 +7,7 @@ process group (so a stop or a SIGKILL reaches their children), a private
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -247,10 +248,8 @@ class Service:
         """SIGKILL the whole process group (the machine died), and reap it."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)
 
     def stop(self, timeout: float = 10) -> None:
@@ -259,10 +258,8 @@ class Service:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill_group()  # also whatever children outlived their parent
 
 
@@ -274,8 +271,19 @@ class RedisServer:
         self.url = f"redis://{LOOPBACK}:{port}/0"
         self.service = Service(
             "redis",
-            ["redis-server", "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
-            + ["--daemonize", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                LOOPBACK,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
             os.environ,
             log_dir,
         )

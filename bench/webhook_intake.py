@@ -106,8 +106,17 @@ def main() -> int:
     try:
         web = procs.start(
             "web",
-            [str(BIN / "gunicorn"), "potaflow.wsgi:application", "--bind", f"{LOOPBACK}:{port}"]
-            + ["--workers", str(args.web_workers), "--no-control-socket", "--log-level", "warning"],
+            [
+                str(BIN / "gunicorn"),
+                "potaflow.wsgi:application",
+                "--bind",
+                f"{LOOPBACK}:{port}",
+                "--workers",
+                str(args.web_workers),
+                "--no-control-socket",
+                "--log-level",
+                "warning",
+            ],
             env,
         )
         worker = procs.start(

@@ -153,7 +153,7 @@ class CredentialAdmin(OrganizationScopedAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Credential | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
-        return fields + ["organization", "kind"] if obj else fields
+        return [*fields, "organization", "kind"] if obj else fields
 
     def get_form(
         self, request: HttpRequest, obj: Credential | None = None, change: bool = False, **kwargs: Any

@@ -102,6 +102,10 @@ class Action:
     - ``credential_required``: whether a step must have a credential.
     - ``has_side_effects``: False for actions that only compute (transform,
       filter): a worker dying in them leaves nothing in doubt.
+    - ``runs_in_process``: True for actions that only compute in the worker's
+      memory (no network, file, credential or clock-bound wait: transform,
+      filter): such a step runs in the task that finished the step before it,
+      without a broker message of its own (``workflows.execution.engine``).
     - ``expression_fields``: config fields that hold an expression, where a
       bare ``a > 1`` is read as ``{{ a > 1 }}`` (``filter``'s condition).
     - ``expression_items``: (list field, item field) pairs whose items' field holds an
@@ -140,6 +144,7 @@ class Action:
     credential_kind: ClassVar[str | tuple[str, ...] | None] = None
     credential_required: ClassVar[bool] = False
     has_side_effects: ClassVar[bool] = True
+    runs_in_process: ClassVar[bool] = False
     expression_fields: ClassVar[tuple[str, ...]] = ()
     expression_items: ClassVar[tuple[tuple[str, str], ...]] = ()
     control: ClassVar[bool] = False

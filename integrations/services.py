@@ -14,7 +14,7 @@ from .models import Connection, Credential, PendingAuthorization
 from .oauth.tokens import ConnectionToken, connection_spec, is_connection_kind, open_connection
 
 
-class CredentialInvalid(ValidationError):
+class CredentialInvalid(ValidationError):  # noqa: N818 - reads as a state, part of the API
     """A credential refused: one of its kind's fields, or the credential itself (name, kind, organization).
 
     ``message_dict`` is flat, keyed by the offending field, as the forms show

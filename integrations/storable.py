@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, TypeAlias, overload
 
 # A value a JSON column holds (what ``storable`` returns; an action's output is one).
-JSONValue: TypeAlias = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
 
 # -- input: refused -----------------------------------------------------------
 # Far deeper than any real webhook; well below Python's recursion limit, so
@@ -30,7 +30,7 @@ MAX_DEPTH = 100
 NUL = "\x00"
 
 
-class NotStorable(ValueError):
+class NotStorable(ValueError):  # noqa: N818 - reads as a state, part of the API
     """``path`` (e.g. ``trigger.body.items[2]``) holds a value the database refuses."""
 
     def __init__(self, path: str, reason: str) -> None:

@@ -23,6 +23,7 @@ reads end early, and the environ carries ``core.request_body.BODY_EXPIRED``:
 the view answers 408 and keeps nothing of the cut body.
 """
 
+import contextlib
 import io
 import json
 import socket
@@ -81,10 +82,8 @@ class BodyDeadline:
 
         def expire() -> None:
             environ[BODY_EXPIRED] = True
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
 
         timer = threading.Timer(seconds, expire)
         timer.daemon = True
@@ -103,10 +102,8 @@ class BodyDeadline:
 
         def expire() -> None:
             expired.set()
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
 
         timer = threading.Timer(self.seconds, expire)
         timer.daemon = True

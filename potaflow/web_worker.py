@@ -49,6 +49,7 @@ it): with ``certfile`` set the worker behaves as ``gthread``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import json
@@ -459,10 +460,8 @@ class BufferingWorker(gthread.ThreadWorker):
 
     def _stop_waiting(self, conn: BufferedConn) -> None:
         self.waiting.discard(conn)
-        try:
+        with contextlib.suppress(OSError, KeyError, ValueError):
             self.poller.unregister(conn.sock)
-        except (OSError, KeyError, ValueError):
-            pass
 
     def _drop(self, conn: BufferedConn) -> None:
         self._stop_waiting(conn)
@@ -552,10 +551,8 @@ class BufferingWorker(gthread.ThreadWorker):
             seconds = conn.body_seconds if conn.body_seconds > 0 else math.inf
             conn.deadline, conn.reason = time.monotonic() + seconds, "body"
             if framer.expects_continue:
-                try:
+                with contextlib.suppress(OSError):
                     conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-                except OSError:
-                    pass
         if complete:
             self._stop_waiting(conn)
             self._dispatch(conn)

@@ -155,7 +155,7 @@ class RecordingHTTPServer:
         if responder is None:
             try:
                 return self.handle(request)
-            except Exception as exc:  # a bug in a fake must be visible, not a hang
+            except Exception as exc:  # a bug in a fake must be visible, not a hang  # noqa: BLE001 - a test peer answers every failure as a 500
                 return Reply(599, {"fake_server_error": repr(exc)})
         return responder(request) if callable(responder) else responder
 

@@ -17,7 +17,7 @@ from typing import Any
 GUARD_LOG_ENV = "POTAFLOW_NETWORK_GUARD_LOG"
 
 
-class NetworkGuardViolation(AssertionError):
+class NetworkGuardViolation(AssertionError):  # noqa: N818 - reads as a state, part of the API
     """A test (or the code it runs) tried to reach an address beyond loopback."""
 
 

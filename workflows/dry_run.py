@@ -39,7 +39,7 @@ from .validation import validate_definition
 
 MASK = PREVIEW_MASK  # what previews show in place of a secret (each action's ``preview``)
 
-__all__ = ["dry_run", "sample_payload", "last_outputs"]
+__all__ = ["dry_run", "last_outputs", "sample_payload"]
 
 
 def sample_payload(body: Any, *, method: str | None = "POST") -> dict[str, Any]:

@@ -61,11 +61,9 @@ from .validation import (
 )
 
 __all__ = [
-    "TestRunLimited",
-    "test_run_execute",
-    "test_run_start",
     "PayloadInvalid",
     "ReplayNotAllowed",
+    "TestRunLimited",
     "WorkflowInvalid",
     "run_accept",
     "run_now_payload",
@@ -73,6 +71,8 @@ __all__ = [
     "run_replay",
     "run_schedule_fire",
     "run_schedule_fire_many",
+    "test_run_execute",
+    "test_run_start",
     "workflow_create",
     "workflow_current_version",
     "workflow_delete",

@@ -44,7 +44,11 @@ def execute_step(self, run_id: str, position: int, force: bool = False) -> None:
         message_id=self.request.id or "",
     )
     if outcome.retry_in is not None:
-        # Same message again later (same id and arguments), with the rest of the chain attached.
+        # Same message again later (same id, the rest of the chain attached); about the step that
+        # asked for it, which may be one this task ran in process after its own (engine.run_step).
+        if outcome.position is not None and outcome.position != position:
+            countdown = broker_countdown(outcome.retry_in)
+            raise self.retry(args=(run_id, outcome.position), kwargs={}, countdown=countdown, max_retries=None)
         raise self.retry(countdown=broker_countdown(outcome.retry_in), max_retries=None)
     if not outcome.proceed:
         self.request.chain = None  # stop the chain: the run is finished or someone else has it

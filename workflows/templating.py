@@ -74,7 +74,7 @@ class TemplateError(Exception):
         self.message = message
 
 
-class TemplateLimitExceeded(SecurityError):
+class TemplateLimitExceeded(SecurityError):  # noqa: N818 - reads as a state, part of the API
     """A render went over one of its budget's limits (named in the message)."""
 
 
@@ -295,7 +295,7 @@ class _BoundedCodeGenerator(CodeGenerator):
     """Routes ``~`` through the environment, which bounds its result, and comparisons through
     ``compare``, which compares a form field's text with a number (see ``_compare``)."""
 
-    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:  # noqa: N802 - ast.NodeVisitor's method name
         self.write("environment.compare(")
         self.visit(node.expr, frame)
         self.write(", (")
@@ -305,7 +305,7 @@ class _BoundedCodeGenerator(CodeGenerator):
             self.write(", ")
         self.write("))")
 
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802 - ast.NodeVisitor's method name
         self.write("environment.bounded_concat((")
         for arg in node.nodes:
             self.visit(arg, frame)
@@ -1186,9 +1186,7 @@ def _is_lookup(expr: str) -> bool:
         return False
     node = output.nodes[0]
     while True:
-        if isinstance(node, nodes.Getattr):
-            node = node.node
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        if isinstance(node, nodes.Getattr) or (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)):
             node = node.node
         else:
             return isinstance(node, nodes.Name) and node.name in CONTEXT_NAMES

@@ -19,6 +19,7 @@ def truthy(value: Any) -> bool:
 class Filter(Action):
     name = "filter"
     has_side_effects = False
+    runs_in_process = True
     title = "Filter"
     description = (
         "Ends the run as 'filtered' (later steps skipped) when the condition is false, "

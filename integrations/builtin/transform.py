@@ -9,6 +9,7 @@ from integrations.storable import JSONValue
 class Transform(Action):
     name = "transform"
     has_side_effects = False
+    runs_in_process = True
     title = "Transform"
     description = (
         "Builds a JSON value from templates; the rendered value is the step's output, "

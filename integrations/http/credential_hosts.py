@@ -26,6 +26,7 @@ default, with a message saying so.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import urllib.parse
@@ -148,10 +149,8 @@ def check(allowed: Iterable[str] | None, url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").rstrip(".").lower()
-    try:
+    with contextlib.suppress(ValueError):
         host = str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
     port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
     path = parts.path or "/"
     rules = [parse_entry(entry) for entry in allowed]

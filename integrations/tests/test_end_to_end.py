@@ -253,7 +253,7 @@ def test_a_plugin_action_is_listed_and_runs_in_a_workflow(stack, world):
 
 def test_the_worker_runs_under_the_socket_guard(stack, world):
     registry.reset()
-    run, (step,) = fire(world.acme, [{"key": "probe", "action_type": "acme.probe", "config": {}}], {})
+    _run, (step,) = fire(world.acme, [{"key": "probe", "action_type": "acme.probe", "config": {}}], {})
     assert step.output == {"refused_by": "NetworkGuardViolation"}
     assert "10.255.255.1" in network._guard_log_path.read_text()
     network._guard_log_path.unlink()  # expected here; any other violation fails its test

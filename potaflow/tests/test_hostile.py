@@ -12,6 +12,7 @@ and in time.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import shlex
@@ -242,10 +243,8 @@ def test_forty_slow_header_senders_hold_no_thread_and_get_a_408_at_the_header_de
         while not stop.wait(0.5):
             line += 1
             for sock in clients:
-                try:
+                with contextlib.suppress(OSError):
                     sock.sendall(f"X-Slow-{line}: a\r\n".encode())
-                except OSError:
-                    pass
 
     started = time.monotonic()
     try:
@@ -271,10 +270,8 @@ def test_slow_body_senders_hold_no_thread_and_get_a_408_at_the_body_deadline(web
     def trickle(stop: threading.Event) -> None:
         while not stop.wait(0.3):
             for sock in clients:
-                try:
+                with contextlib.suppress(OSError):
                     sock.sendall(b" ")
-                except OSError:
-                    pass
 
     try:
         during(trickle, lambda: assert_healthz_fast(web, count=4, pause=0.2))
@@ -490,7 +487,7 @@ def test_template_bombs_in_test_runs_end_with_their_limit_on_the_worker(web, cel
 
 # -- 4/5. the template check: source size, nesting, CPU, throttled -----------------------------------
 def test_template_checks_are_capped_in_size_nesting_and_rate(web):
-    user, organization = member("Checker")
+    user, _organization = member("Checker")
     session = api(web, user, "127.0.4.4")
     check = f"{web.base}/api/templates/check/"
     huge = "{{ trigger.body.a.b.c | upper }}" * 80_000  # 2.4 MB: 17-21 s of CPU per request before

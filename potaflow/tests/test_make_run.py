@@ -10,6 +10,7 @@ The ensure_admin tests pin the "password printed once" promise.
 """
 
 import ast
+import contextlib
 import os
 import re
 import shutil
@@ -187,10 +188,8 @@ def test_make_run_serves_admin_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> No
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         for pid in _processes_with(marker):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 # ---------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_the_insights_page_shows_the_organization_and_one_workflow_and_404s_anot
 
 
 def test_the_run_page_carries_its_definition_and_instances_for_the_drawing(setup):
-    acme, mine, _, viewer = setup
+    acme, _mine, _, viewer = setup
     flow = workflow_create(
         organization=acme,
         name="Two steps",

@@ -164,7 +164,7 @@ class TemplateImportForm(forms.Form):
             self.fields[f"credential_{index}"] = forms.TypedChoiceField(
                 coerce=int,
                 label=f"Credential “{reference['name']}”",
-                choices=[("", "—")] + choices,
+                choices=[("", "—"), *choices],
                 required=False,
                 help_text=f"A {reference['kind']} credential. Blank: your credential named "
                 f"“{reference['name']}” of that kind.",

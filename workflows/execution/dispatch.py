@@ -2,7 +2,9 @@
 
 ``dispatch_recorded`` sends a Celery chain of ``workflows.execute_step(run_id,
 position)`` messages, by task name (messages hold ids only; outputs travel
-through the database). ``recover_stalled_runs`` is the sweeper beat runs every
+through the database): one message per step that leaves the process; the steps
+that only compute (``policy.runs_in_process``) run in the task of the step
+before them (``message_groups``, ``engine.run_step``). ``recover_stalled_runs`` is the sweeper beat runs every
 ``POTAFLOW_RECOVERY_INTERVAL_SECONDS``:
 
 - a ``running`` step whose lease lapsed (its worker died) is sent again with
@@ -25,7 +27,9 @@ A message sent twice is harmless: claims make the second one a no-op.
 """
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -38,7 +42,7 @@ from django.utils import timezone
 from ..flow import tree
 from ..models import ACTIVE_RUN_STATUSES, UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
 from . import fairness, flow, recording
-from .policy import lease_seconds, soft_time_limit, time_limit
+from .policy import chain_limits, lease_seconds, runs_in_process
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +117,11 @@ def dispatch_recorded(
             cut = next((i for i, spec in enumerate(specs) if tree.is_control(spec)), len(specs) - 1)
             positions, specs = positions[: cut + 1], specs[: cut + 1]
     signatures = []
-    for index, position in enumerate(positions):
-        spec = dict(specs[index]) if specs[index] else None
+    for index, group in enumerate(message_groups(specs)):
+        position = positions[group[0]]
+        # One message per step that leaves the process; the steps after it that run in process
+        # (``policy.runs_in_process``) go in its task (``engine.run_step``), so its time limits cover them.
+        soft, hard = chain_limits([specs[i] for i in group])
         kwargs = {"force": True} if force and index == 0 else {}
         options: dict[str, Any] = {"queue": queue} if queue and index == 0 else {}
         signatures.append(
@@ -123,14 +130,73 @@ def dispatch_recorded(
                 args=(str(run.pk), position),
                 kwargs=kwargs,
                 immutable=True,
-                soft_time_limit=soft_time_limit(spec),
-                time_limit=time_limit(spec),
+                soft_time_limit=soft,
+                time_limit=hard,
                 **options,
             )
         )
     chain(*signatures).apply_async()
-    logger.info("dispatched run %s from step %s (%d step(s))", run.pk, positions[0], len(positions))
+    logger.info(
+        "dispatched run %s from step %s (%d step(s), %d message(s))",
+        run.pk,
+        positions[0],
+        len(positions),
+        len(signatures),
+    )
     return len(positions)
+
+
+# The segments a step's task offered to run itself (``run_step`` sets it while it runs a message).
+_taken_here: ContextVar[list[tuple[Run, list[int], list[Mapping[str, Any]]]] | None] = ContextVar(
+    "potaflow_taken_here", default=None
+)
+
+
+@contextmanager
+def taking_segments() -> Iterator[list[tuple[Run, list[int], list[Mapping[str, Any]]]]]:
+    """While a task runs its message: a segment whose every step runs in process, written by a
+    decision of this task (a branch's path, a loop's iteration, what follows a container), is
+    run by this task instead of being sent (``offer``). What it leaves untaken is sent on exit."""
+    taken: list[tuple[Run, list[int], list[Mapping[str, Any]]]] = []
+    token = _taken_here.set(taken)
+    try:
+        yield taken
+    finally:
+        _taken_here.reset(token)
+        for run, positions, specs in taken:
+            try:
+                dispatch_recorded(run, positions, specs=specs)
+            except Exception:  # noqa: BLE001 - recorded; the recovery sweeper sends pending steps again
+                logger.exception(
+                    "run %s: steps %s are recorded but could not be sent; the sweeper will", run.pk, positions
+                )
+
+
+def offer(run: Run, positions: list[int], specs: Sequence[Mapping[str, Any]]) -> bool:
+    """Take a segment just written for the task running now (see ``taking_segments``); False: send it.
+
+    One per task (more, e.g. a loop's parallel iterations, go to the broker and so to other workers),
+    and only a segment of steps that all run in process: one that leaves the process needs the
+    chain's messages in order, which this task's own message does not carry.
+    """
+    taken = _taken_here.get()
+    if taken is None or taken or not positions or not all(runs_in_process(spec) for spec in specs):
+        return False
+    taken.append((run, list(positions), [dict(spec) for spec in specs]))
+    return True
+
+
+def message_groups(specs: Sequence[Mapping[str, Any] | None]) -> list[list[int]]:
+    """The indexes of a chain's steps grouped by the message that runs them: the first step and
+    every step that leaves the process start a message; a step that runs in process joins the
+    message of the step before it."""
+    groups: list[list[int]] = []
+    for index, spec in enumerate(specs):
+        if groups and runs_in_process(spec):
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:

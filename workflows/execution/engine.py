@@ -34,6 +34,19 @@ Claim rules for a message about step N:
 Every attempt is a ``StepAttempt`` row, opened in the claiming transaction
 before anything is sent and closed by ``workflows.execution.recording``.
 
+Steps that only compute (``policy.runs_in_process``: transform, filter, the control
+steps) have no message of their own: the task that finished the step before them
+runs them, one after the other (issue 19). Each is still claimed -- with the
+message's id as claim token, so a redelivered message takes over what its dead
+worker left running -- and recorded with its own attempt; on PostgreSQL the
+success of one and the claim of the next are one statement (``_hand_over``), and
+the outputs read for templates are read once per task. A retry of such a step
+goes back to the broker as a message about that step, with its countdown
+(``StepOutcome.position``). A decision of the task (a path, an iteration, what
+follows a container) whose segment only computes is run by the task too
+(``dispatch.taking_segments``). Steps that leave the process keep one message
+each (``dispatch.message_groups``).
+
 The common claim -- a ``pending`` step of an unfinished run -- is one
 statement on PostgreSQL (``_claim_pending``: a conditional UPDATE that also
 opens the attempt and starts the run; with a per-organization limit, that
@@ -50,7 +63,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,10 +96,10 @@ from ..models import (
     Workflow,
     WorkflowVersion,
 )
-from . import fairness, flow, recording
+from . import dispatch, fairness, flow, recording
 from .definitions import definitions
 from .leases import keeper
-from .policy import in_doubt_policy, lease_seconds, policy, retry_delay, time_limit
+from .policy import in_doubt_policy, lease_seconds, policy, retry_delay, runs_in_process, time_limit
 from .recording import Attempt, Scrubber
 
 logger = logging.getLogger(__name__)
@@ -94,6 +107,8 @@ logger = logging.getLogger(__name__)
 # A retry message may arrive a little before next_attempt_at (clock skew, ETA rounding).
 RETRY_EARLY_TOLERANCE = timedelta(seconds=2)
 OUT_OF_MEMORY = object()
+# On a (straight list) run object: the succeeded steps' outputs this task has read or recorded.
+OUTPUTS_SEEN = "_potaflow_outputs_seen"
 CLAIM_FIELDS = ["status", "attempts", "claim_token", "started_at", "finished_at", "next_attempt_at", "lease_expires_at"]
 
 
@@ -101,6 +116,11 @@ CLAIM_FIELDS = ["status", "attempts", "claim_token", "started_at", "finished_at"
 class StepOutcome:
     proceed: bool = False
     retry_in: float | None = None
+    # The step a retry is about: a step run in process may be the one to send again, not the message's.
+    position: int | None = None
+    # The next step runs in this task (``policy.runs_in_process``): claim it here, no message.
+    inline_next: int | None = None
+    inline_key: str = ""
 
 
 STOP = StepOutcome(proceed=False)
@@ -122,18 +142,42 @@ def run_step(
     handing it out again (see the module docstring for who may claim what).
     """
     # Every line logged while handling this step carries these labels (core.structured_logging).
-    with log_context(run_id=str(run_id), step=None, attempt=None, workflow_id=None, organization_id=None):
+    with (
+        log_context(run_id=str(run_id), step=None, attempt=None, workflow_id=None, organization_id=None),
+        dispatch.taking_segments() as taken,
+    ):
         pending = _claim_pending(run_id, position, message_id=message_id)
-        claim = pending or _claim(
+        claim: Attempt | StepOutcome = pending or _claim(
             run_id, position, may_be_redelivery=may_be_redelivery, force=force, message_id=message_id
         )
-        if isinstance(claim, StepOutcome):
-            return claim
-        with keeper.holding(claim.step_run.pk, claim.number):
-            outcome = _execute(claim)
-        if fairness.limit_may_apply():
-            fairness.slot_freed(claim.run.workflow.organization_id)  # what its organization parked may go
-        return outcome
+        # The steps after it that only compute run here, one after the other, each claimed with this
+        # message's id as its token and recorded with its own attempt (see ``_hand_over``).
+        organization_id: int | None = None  # of the steps this task ran: its slot frees at the end
+        while True:
+            if isinstance(claim, StepOutcome):
+                if claim.inline_next is None and claim.retry_in is None and taken:
+                    # A decision of this task wrote a segment of steps that only compute: run it here.
+                    _, positions, specs = taken.pop()
+                    claim = StepOutcome(inline_next=positions[0], inline_key=str(specs[0].get("key")))
+                if claim.inline_next is None:
+                    if organization_id is not None and fairness.limit_may_apply():
+                        fairness.slot_freed(organization_id)  # what its organization parked may go
+                    return replace(claim, position=position) if claim.retry_in is not None else claim
+                position = claim.inline_next
+                bind_log_context(step=None, attempt=None)
+                claim = _claim_pending(run_id, position, message_id=message_id) or _claim(
+                    run_id,
+                    position,
+                    may_be_redelivery=may_be_redelivery,
+                    force=False,
+                    message_id=message_id,
+                    expect_key=claim.inline_key,
+                )
+                continue
+            position = claim.step_run.position
+            organization_id = claim.run.workflow.organization_id
+            with keeper.holding(claim.step_run.pk, claim.number):
+                claim = _execute(claim)
 
 
 # -- claiming ------------------------------------------------------------------
@@ -284,9 +328,12 @@ def _json_from_db(model: type[Model], field: str, value: Any) -> Any:
 
 
 def _claim(
-    run_id: Any, position: int, *, may_be_redelivery: bool, force: bool, message_id: str
+    run_id: Any, position: int, *, may_be_redelivery: bool, force: bool, message_id: str, expect_key: str = ""
 ) -> Attempt | StepOutcome:
-    """Take the step for a new attempt (an ``Attempt``), or say why not (a ``StepOutcome``)."""
+    """Take the step for a new attempt (an ``Attempt``), or say why not (a ``StepOutcome``).
+
+    ``expect_key``: the step the task means to run in process after the one it finished.
+    """
     now = timezone.now()
     with transaction.atomic():
         try:
@@ -299,6 +346,9 @@ def _claim(
             logger.warning("dropping message for run %s step %s: it does not exist (deleted?)", run_id, position)
             return STOP
         run = step_run.run
+        if expect_key and step_run.key != expect_key:
+            logger.warning("run %s: step %s is %r, not %r: not run here", run_id, position, step_run.key, expect_key)
+            return STOP
         bind_log_context(
             step=step_run.key,
             attempt=step_run.attempts or None,
@@ -480,22 +530,48 @@ def _organization_count() -> int:
 
 
 def _after_duplicate_success(run: Run, step_run: StepRun) -> StepOutcome:
-    if flow.is_flow_run(run):
+    # The worker may have died after recording the step: the step after it that runs in this
+    # task is claimed again here (pending, or left running by this very message's dead worker).
+    in_flow = flow.is_flow_run(run)
+    if in_flow:
         # The worker may have died between recording the step and deciding what follows: decide
         # again (writing nothing that exists already).
         if step_run.action_type in tree.CONTROL_TYPES:
             return STOP
+        follower = _follower(run, step_run, in_flow=True)
+        if follower is not None and StepRun.objects.filter(run_id=run.pk, position=follower[0]).exists():
+            return StepOutcome(inline_next=follower[0], inline_key=str(follower[1].get("key")))
         return PROCEED if flow.after_success(run, step_run) else STOP
     position = step_run.position
     following = run.step_runs.filter(position__gt=position).order_by("position").first()
     if following is None:
         recording.finish_if_complete(run)
         return STOP
+    follower = _follower(run, step_run, in_flow=False)
+    if follower is not None and follower[0] == following.position:
+        return StepOutcome(inline_next=following.position, inline_key=following.key)
     return PROCEED if following.status == StepRunStatus.PENDING else STOP
 
 
+def _follower(run: Run, step_run: StepRun, *, in_flow: bool) -> tuple[int, dict[str, Any]] | None:
+    """The next step of this step's chain when it runs in the same task (``policy.runs_in_process``):
+    its position and spec. A segment's rows have consecutive positions (``flow._start_list``); a
+    control step ends its segment (it decides what follows)."""
+    if in_flow:
+        place = flow.places(run).get(step_run.key)
+        if place is None or tree.is_control(place.steps[place.index]) or place.index + 1 >= len(place.steps):
+            return None
+        following: Mapping[str, Any] | None = place.steps[place.index + 1]
+    else:
+        steps = run.definition.get("steps", [])
+        following = next((s for s in steps if s.get("position") == step_run.position + 1), None)
+    if following is None or not runs_in_process(following):
+        return None
+    return step_run.position + 1, dict(following)
+
+
 # -- executing -----------------------------------------------------------------
-def _execute(attempt: Attempt) -> StepOutcome:
+def _execute(attempt: Attempt) -> Attempt | StepOutcome:
     try:
         return _attempt(attempt)
     except Exception as exc:  # noqa: BLE001 - recording the outcome failed: fail for good, never stay running
@@ -504,7 +580,7 @@ def _execute(attempt: Attempt) -> StepOutcome:
         return STOP
 
 
-def _attempt(attempt: Attempt) -> StepOutcome:
+def _attempt(attempt: Attempt) -> Attempt | StepOutcome:
     run, step_run = attempt.run, attempt.step_run
     spec = _spec_for(run, step_run)
     in_flow = flow.is_flow_run(run)
@@ -581,6 +657,9 @@ def _attempt(attempt: Attempt) -> StepOutcome:
             attempt, f"the step ran out of memory (the worker's limit is {limit} MiB, POTAFLOW_WORKER_MEMORY_LIMIT_MB)"
         )
         return STOP
+    follower = _follower(run, step_run, in_flow=in_flow)
+    if follower is not None:
+        return _hand_over(attempt, output, follower, in_flow=in_flow)
     finished = recording.record_success(attempt, output, completes=not in_flow)
     if finished:
         return STOP
@@ -589,13 +668,63 @@ def _attempt(attempt: Attempt) -> StepOutcome:
     return PROCEED
 
 
+def _hand_over(
+    attempt: Attempt, output: Any, follower: tuple[int, dict[str, Any]], *, in_flow: bool
+) -> Attempt | StepOutcome:
+    """Record this step's success and claim the next one for this task (one statement on PostgreSQL).
+
+    The next step keeps every guarantee of a step with its own message: its own attempt row, this
+    message's id as claim token (a redelivery of the message takes it over when this worker died),
+    a lease, and a retry through the broker when it fails (``StepOutcome.position``).
+    """
+    position, spec = follower
+    key = str(spec.get("key"))
+    run, step_run = attempt.run, attempt.step_run
+    if connection.vendor != "postgresql":
+        run.__dict__.pop(OUTPUTS_SEEN, None)
+        if recording.record_success(attempt, output, completes=False):
+            return STOP
+        return StepOutcome(inline_next=position, inline_key=key)
+    now = timezone.now()
+    lease = now + timedelta(seconds=lease_seconds())
+    handed = recording.record_success_and_claim(attempt, output, next_position=position, next_key=key, lease=lease)
+    if not handed.owned:
+        return STOP
+    seen = run.__dict__.get(OUTPUTS_SEEN)
+    if seen is not None and not in_flow:
+        seen[step_run.key] = {"output": attempt.output, "status": StepRunStatus.SUCCEEDED}
+    if handed.step_pk is None:
+        # Not pending (a duplicate took it, the run ended, or a flow row is missing): the ordinary claim says why.
+        if in_flow and not flow.after_success(run, step_run):
+            return STOP
+        return StepOutcome(inline_next=position, inline_key=key)
+    run.last_progress_at = now
+    following = StepRun(
+        id=handed.step_pk,
+        run=run,
+        position=position,
+        key=handed.key,
+        action_type=str(spec.get("action_type") or ""),
+        path=handed.path,
+        parent_id=handed.parent_id,
+        error_path=handed.error_path,
+        status=StepRunStatus.RUNNING,
+        attempts=handed.attempts,
+        claim_token=step_run.claim_token,
+        started_at=now,
+        lease_expires_at=lease,
+    )
+    bind_log_context(step=handed.key, attempt=handed.attempts)
+    return Attempt(step_run=following, run=run)
+
+
 def _decide(attempt: Attempt, spec: dict[str, Any]) -> None:
     """A control step: render its own expressions (never its nested steps) and let the flow decide."""
     context = build_context(attempt.run, spec, attempt.step_run)
     try:
-        # The same preparation as every action's config (and the dry run's): a bare ``items``
-        # expression reads as ``{{ ... }}``.
-        own = templating.prepare_config(get_action(spec["action_type"]), flow.shallow_config(spec))
+        # The same preparation as every action's config (and the dry run's): nested step lists left
+        # out, a bare ``items`` or path condition read as ``{{ ... }}``, conditions by the condition rule.
+        own = templating.prepare_config(get_action(spec["action_type"]), spec.get("config") or {})
         attempt.rendered = templating.render_value(own, context)
     except templating.TemplateError as exc:
         raise PermanentError(f"template error: {exc.message}") from None
@@ -634,7 +763,7 @@ def build_context(run: Run, spec: dict[str, Any] | None = None, step_run: StepRu
     at ``ActionContext.template_context["steps"]``.
     """
     steps: Mapping[str, Any] = EarlierOutputs(run)
-    if spec is None or references_earlier_steps(spec):
+    if step_run is None and (spec is None or references_earlier_steps(spec)):  # a flow run's are scoped below
         steps = dict(steps)
     workflow = run.definition.get("workflow", {})
     context = {
@@ -671,12 +800,17 @@ class EarlierOutputs(Mapping[str, Any]):
 
     def _data(self) -> dict[str, Any]:
         if self._loaded is None:
-            self._loaded = {
-                key: {"output": output, "status": StepRunStatus.SUCCEEDED}
-                for key, output in self._run.step_runs.filter(status=StepRunStatus.SUCCEEDED)
-                .order_by("position")
-                .values_list("key", "output")
-            }
+            # Read once per task: the steps this task runs in process after it add theirs (``_hand_over``).
+            known = self._run.__dict__.get(OUTPUTS_SEEN)
+            if known is None:
+                known = {
+                    key: {"output": output, "status": StepRunStatus.SUCCEEDED}
+                    for key, output in self._run.step_runs.filter(status=StepRunStatus.SUCCEEDED)
+                    .order_by("position")
+                    .values_list("key", "output")
+                }
+                self._run.__dict__[OUTPUTS_SEEN] = known
+            self._loaded = known
         return self._loaded
 
     def __getitem__(self, key: str) -> Any:

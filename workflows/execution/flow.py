@@ -48,11 +48,10 @@ from django.db.models import F, Max
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.builtin.filter import truthy
+from integrations.control.action import Branch
 from integrations.errors import PermanentError
-from integrations.template_syntax import is_template
+from integrations.registry import get_action
 
-from .. import templating
 from ..flow import tree
 from ..models import Run, RunStatus, StepIteration, StepRun, StepRunStatus
 from . import recording
@@ -242,37 +241,12 @@ def extend_context(context: dict[str, Any], run: Run, step_run: StepRun, *, eage
 
 
 # -- decisions of control steps --------------------------------------------------------
-def shallow_config(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A control step's config without its nested step lists (and a branch's conditions, which are
-    rendered one by one): what the engine renders when the step itself runs."""
-    config = dict(spec.get("config") or {})
-    config.pop("steps", None)
-    config.pop(tree.OTHERWISE, None)
-    if spec.get("action_type") == tree.BRANCH:
-        config["paths"] = [{"name": p.get("name")} for p in config.get("paths") or [] if isinstance(p, Mapping)]
-    return config
-
-
-def _condition(when: Any, context: dict[str, Any], where: str) -> bool:
-    if isinstance(when, bool):
-        return when
-    text = str(when or "").strip()
-    if not text:
-        return False
-    if not is_template(text):
-        text = "{{ " + text + " }}"
-    try:  # the condition rule, as for a filter's condition: an undefined value is false
-        return truthy(templating.render_value(templating.ConditionTemplate(text), context, path=where))
-    except templating.TemplateError as exc:
-        raise PermanentError(f"template error: {exc.message}") from None
-
-
 def decide(attempt: Attempt, spec: Mapping[str, Any], rendered: dict[str, Any], context: dict[str, Any]) -> None:
     """Execute control step ``spec`` (its own expressions rendered into ``rendered``) and record what
     it decided, sending what follows. Raises ``PermanentError`` for a config that cannot run."""
     kind = spec.get("action_type")
     if kind == tree.BRANCH:
-        _decide_branch(attempt, spec, context)
+        _decide_branch(attempt, spec, rendered)
     elif kind == tree.FOR_EACH:
         _decide_loop(attempt, spec, rendered)
     elif kind == tree.DELAY:
@@ -285,21 +259,19 @@ def decide(attempt: Attempt, spec: Mapping[str, Any], rendered: dict[str, Any], 
         raise PermanentError(f"{kind!r} is not a control step")
 
 
-def _decide_branch(attempt: Attempt, spec: Mapping[str, Any], context: dict[str, Any]) -> None:
+def _decide_branch(attempt: Attempt, spec: Mapping[str, Any], rendered: Mapping[str, Any]) -> None:
+    """The paths taken: the branch action's own rule (``Branch.choose``, as the dry run uses it) on the
+    rendered conditions; no path and no otherwise: nothing taken, the run goes on after the branch."""
     config = spec.get("config") or {}
     mode = config.get("mode") or "first"
     if mode not in ("first", "all"):
         raise PermanentError(f"mode must be 'first' or 'all', not {mode!r}")
-    taken: list[str] = []
-    for i, path in enumerate(config.get("paths") or []):
-        if not isinstance(path, Mapping):
-            continue
-        if _condition(path.get("when"), context, f"config.paths[{i}].when"):
-            taken.append(str(path.get("name") or ""))
-            if mode == "first":
-                break
-    if not taken and isinstance(config.get(tree.OTHERWISE), list):
-        taken.append(tree.OTHERWISE)
+    action = get_action(tree.BRANCH)
+    if not isinstance(action, Branch):
+        raise PermanentError("the branch action is not PotaFlow's (a plugin replaced it)")
+    taken = action.choose(rendered)
+    if taken == [tree.OTHERWISE] and not isinstance(config.get(tree.OTHERWISE), list):
+        taken = []
     output = {"taken": taken}
     by_name = {slot.name: slot for slot in tree.slots(spec)}
     first = next((name for name in taken if by_name.get(name) and by_name[name].steps), None)
@@ -600,8 +572,10 @@ def start(run: Run) -> None:
 
 
 def _send(run: Run, positions: list[int], specs: Sequence[Mapping[str, Any]]) -> None:
-    from .dispatch import dispatch_recorded  # dispatch imports this module (recovery of flow runs)
+    from .dispatch import dispatch_recorded, offer  # dispatch imports this module (recovery of flow runs)
 
+    if offer(run, positions, specs):  # steps that only compute: run by the task that decided them
+        return
     try:
         dispatch_recorded(run, positions, specs=specs)
     except Exception:  # noqa: BLE001 - recorded; the recovery sweeper sends pending instances again

@@ -6,10 +6,14 @@ Read from the run's definition snapshot (``spec``), falling back to
 
 import math
 import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
 
+from integrations.registry import UnknownAction, get_action
+
+from ..flow import tree
 from ..models import STEP_DEFAULTS, InDoubtPolicy
 
 # Soft/hard Celery time limits beyond the step's own timeout_seconds (which the
@@ -37,6 +41,37 @@ def soft_time_limit(spec: dict[str, Any] | None) -> float:
 def time_limit(spec: dict[str, Any] | None) -> float:
     """Seconds after which Celery kills an attempt of this step (hard time limit)."""
     return policy(spec, "timeout_seconds") + HARD_LIMIT_GRACE_SECONDS
+
+
+def runs_in_process(spec: Mapping[str, Any] | None) -> bool:
+    """Does the step run in the task that finished the step before it (no broker message of its own)?
+
+    Control steps (the engine decides them) and actions that only compute in memory
+    (``Action.runs_in_process``) with no credential. A step that leaves the process keeps its own
+    message: its claim token, its redelivery and its in-doubt handling are per message.
+    """
+    if not spec:
+        return False
+    if spec.get("action_type") in tree.CONTROL_TYPES:
+        return True
+    if spec.get("credential_id") is not None:
+        return False
+    try:
+        action = get_action(str(spec.get("action_type") or ""))
+    except UnknownAction:
+        return False
+    return action.runs_in_process and not action.has_side_effects and not action.credential_required
+
+
+def chain_limits(specs: Sequence[Mapping[str, Any] | None]) -> tuple[float, float]:
+    """Soft and hard time limits of a message that runs ``specs`` one after the other (a step and the
+    steps that run in its task): the sum of theirs, up to the limits of the longest step allowed
+    (so the broker's visibility timeout still covers every message, ``workflows.E001``). A step
+    reaching the soft limit is recorded as timed out and retried in a message of its own."""
+    longest = float(settings.POTAFLOW_STEP_TIMEOUT_MAX_SECONDS)
+    soft = sum(soft_time_limit(dict(spec) if spec else None) for spec in specs)
+    hard = sum(time_limit(dict(spec) if spec else None) for spec in specs)
+    return min(soft, longest + SOFT_LIMIT_GRACE_SECONDS), min(hard, longest + HARD_LIMIT_GRACE_SECONDS)
 
 
 def lease_seconds() -> float:

@@ -104,6 +104,7 @@ class Attempt:
     rendered: Any = None
     request: dict[str, Any] | None = None
     output_limit: int | None = None  # the action's own bound on its stored output (Action.output_limit_setting)
+    output: Any = None  # the stored output once recorded (a step run in the same task may read it)
 
     @property
     def number(self) -> int:
@@ -337,6 +338,114 @@ def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime, *, com
     if complete and was_unfinished:
         logger.info("run %s succeeded", attempt.run.pk)
     return bool(complete)
+
+
+# A succeeded attempt handing over to the next step of its chain that runs in the same task
+# (``engine``: a step that only computes): the step row and its attempt row as above, then the
+# next step claimed -- only if this attempt still owned its step and the next one is pending --
+# with its attempt opened, in one statement. The organization's running-step count does not
+# change (one step of this task ends, the next starts), so no limit is checked here.
+# Committed without waiting for the disk (synchronous_commit off for this statement only): both
+# steps only compute, and the task always ends with a durable write (its last step's outcome,
+# before the chain's next message is sent) that flushes this one with it; a database crash before
+# that loses only the record of computations, which the run does again (its first step is still
+# ``running`` under this message's claim). The fsync per statement was the largest cost of a step.
+_HAND_OVER_SQL = """
+WITH no_wait AS (SELECT set_config('synchronous_commit', 'off', true) AS setting
+), done AS (
+    UPDATE workflows_steprun
+       SET status = %(step_succeeded)s, rendered_config = %(config)s::jsonb, error = '', finished_at = %(now)s,
+           duration_ms = %(duration)s, next_attempt_at = NULL, lease_expires_at = NULL, output = %(output)s::jsonb
+     WHERE id = %(step)s AND status = %(step_running)s AND attempts = %(number)s
+    RETURNING id
+), closed AS (
+    UPDATE workflows_stepattempt
+       SET outcome = %(attempt_succeeded)s, finished_at = %(now)s, duration_ms = %(duration)s, error = '',
+           request = %(request)s::jsonb, response_status = %(status)s, response_excerpt = %(excerpt)s
+     WHERE step_run_id IN (SELECT id FROM done) AND number = %(number)s
+), progressed AS (
+    UPDATE workflows_run SET last_progress_at = %(now)s WHERE id = %(run)s AND EXISTS (SELECT 1 FROM done)
+), claimed AS (
+    UPDATE workflows_steprun AS s
+       SET status = %(step_running)s, attempts = s.attempts + 1, claim_token = %(token)s, started_at = %(now)s,
+           finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s
+      FROM workflows_run AS r
+     WHERE s.run_id = %(run)s AND s.position = %(next_position)s AND s.key = %(next_key)s
+       AND s.status = %(step_pending)s AND r.id = s.run_id
+       AND (r.status IN (%(run_queued)s, %(run_running)s, %(run_waiting)s) OR s.error_path)
+       AND EXISTS (SELECT 1 FROM done)
+    RETURNING s.id, s.key, s.attempts, s.path, s.parent_id, s.error_path
+), opened AS (
+    INSERT INTO workflows_stepattempt
+           (step_run_id, number, outcome, started_at, error, response_excerpt, worker_host, worker_pid)
+    SELECT id, attempts, '', %(now)s, '', '', %(host)s, %(pid)s FROM claimed
+)
+SELECT EXISTS (SELECT 1 FROM done), claimed.id, claimed.key, claimed.attempts, claimed.path, claimed.parent_id,
+       claimed.error_path
+  FROM no_wait LEFT JOIN claimed ON true
+"""
+
+
+@dataclass(frozen=True)
+class HandedOver:
+    """The next step as ``record_success_and_claim`` claimed it (None fields: not claimed)."""
+
+    owned: bool
+    step_pk: int | None = None
+    key: str = ""
+    attempts: int = 0
+    path: str = ""
+    parent_id: int | None = None
+    error_path: bool = False
+
+
+def record_success_and_claim(
+    attempt: Attempt, output: Any, *, next_position: int, next_key: str, lease: datetime
+) -> HandedOver:
+    """Store the output and claim the next step of the chain for this same task, in one statement
+    (PostgreSQL). ``owned`` False: a newer attempt owns the step (nothing written but this
+    attempt's ``superseded`` row). ``step_pk`` None: the next step was not pending (the caller
+    claims it the ordinary way, which says why)."""
+    now = timezone.now()
+    stored = attempt.scrub(cap_output(output, attempt.output_limit))
+    status, excerpt = _response_facts(stored)
+    params = {
+        "step": attempt.step_run.pk,
+        "number": attempt.number,
+        "run": attempt.run.pk,
+        "now": now,
+        "duration": attempt.elapsed_ms(),
+        "config": _json_or_null(attempt.stored_config()),
+        "output": _json_or_null(stored),
+        "request": _json_or_null(attempt.stored_request()),
+        "status": status,
+        "excerpt": attempt.scrub(excerpt),
+        "token": attempt.step_run.claim_token,
+        "lease": lease,
+        "next_position": next_position,
+        "next_key": next_key,
+        "host": WORKER_HOST,
+        "pid": os.getpid(),
+        "step_pending": StepRunStatus.PENDING.value,
+        "run_waiting": RunStatus.WAITING.value,
+        **_STATUSES,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_HAND_OVER_SQL, params)
+        owned, step_pk, key, attempts, path, parent_id, error_path = cursor.fetchone()
+    if not owned:
+        _superseded(attempt, AttemptOutcome.SUCCEEDED)
+        return HandedOver(owned=False)
+    attempt.output = stored
+    return HandedOver(
+        owned=True,
+        step_pk=step_pk,
+        key=key or "",
+        attempts=attempts or 0,
+        path=path or "",
+        parent_id=parent_id,
+        error_path=bool(error_path),
+    )
 
 
 def _json_or_null(value: Any) -> str | None:

@@ -26,7 +26,7 @@ MAX_SEGMENT = 255  # bytes of UTF-8: the longest file name local disks take
 _UNSAFE = re.compile(r"[^\w.\- ]", re.UNICODE)
 
 
-class StoredPathInvalid(ValueError):
+class StoredPathInvalid(ValueError):  # noqa: N818 - reads as a state, part of the API
     """A ``file.store`` path that cannot name a file (empty, too long, ``..``)."""
 
 

@@ -18,6 +18,7 @@ must not refuse every event.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -116,10 +117,8 @@ def _increment(key: str, ttl: int) -> int:
 def _count_rejection(workflow_id: int) -> None:
     for key in (f"{KEY_PREFIX}:rejected", f"{KEY_PREFIX}:rejected:{workflow_id}"):
         cache.add(key, 0, timeout=None)
-        try:
+        with contextlib.suppress(ValueError):  # evicted between add and incr: a lost count, never a failed request
             cache.incr(key)
-        except ValueError:  # evicted between add and incr: a lost count, never a failed request
-            pass
 
 
 def rejected_total(workflow_id: int | None = None) -> int:

@@ -34,6 +34,7 @@ worker records one run per workflow and minute, so a repeat is never a second ru
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -403,10 +404,9 @@ class HeapDatabaseScheduler(DatabaseScheduler):
     def _build(self, model: PeriodicTask, previous: HeapEntry | None) -> HeapEntry:
         crontab = model.crontab
         if crontab is not None and crontab.pk not in self._crons:
-            try:
+            # A row written in Celery's own syntax (not by PotaFlow): Celery's logic below.
+            with contextlib.suppress(ScheduleError):
                 self._crons[crontab.pk] = Cron(cron_expression(crontab), str(crontab.timezone))
-            except ScheduleError:
-                pass  # a row written in Celery's own syntax (not by PotaFlow): Celery's logic below
         if crontab is None or not is_plain_crontab(model) or crontab.pk not in self._crons:
             model_entry = BeatModelEntry(model, app=self.app)
             model_entry.id, model_entry.date_changed = model.pk, model.date_changed

@@ -81,7 +81,7 @@ def hold_quota_lock(organization_id: int) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [file_services._QUOTA_LOCK, organization_id])
 
 
-class _RolledBack(Exception):
+class _RolledBack(Exception):  # noqa: N818 - a control-flow signal of the test, not an error
     pass
 
 

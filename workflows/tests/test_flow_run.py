@@ -87,6 +87,8 @@ def test_each_path_of_a_branch_is_taken_by_its_payload_and_the_run_goes_on_after
         ({"vip": True, "amount": 500}, ["vip"], "to_vip"),
         ({"vip": False, "amount": 500}, ["big"], "to_big"),
         ({"vip": False, "amount": 5}, ["otherwise"], "to_support"),
+        # Fields the event lacks: false by the filter's condition rule, not a failed run.
+        ({"note": "no vip, no amount"}, ["otherwise"], "to_support"),
     ]
     runs = [(start_manual_run(workflow=workflow, body=body), taken, key) for body, taken, key in cases]
     for run, taken, key in runs:

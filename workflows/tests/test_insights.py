@@ -54,7 +54,7 @@ def add_run(workflow, status, *, ms=None, at=None, dead=False):
 
 
 def test_the_migration_spells_the_statuses_and_buckets_as_the_code_does():
-    assert MIGRATION.FINAL == "(" + ", ".join(f"'{s}'" for s in ins.COUNTED_STATUSES) + ")"
+    assert "(" + ", ".join(f"'{s}'" for s in ins.COUNTED_STATUSES) + ")" == MIGRATION.FINAL
     assert set(ins.COUNTED_STATUSES) == {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.FILTERED}
     assert float(MIGRATION.BASE) == ins.DURATION_BASE
     assert StepRunStatus.FAILED == "failed"

@@ -66,7 +66,7 @@ def test_it_counts_statuses_rates_and_percentiles_of_the_callers_organizations(v
 
 
 def test_one_workflow(viewer, history):
-    a, b, _ = history
+    _a, b, _ = history
     data = client_for(viewer).get(f"/api/stats/?workflow={b.pk}").json()
     assert data["workflow"] == b.pk
     assert data["by_status"] == {"queued": 1, "running": 0, "succeeded": 0, "failed": 1, "filtered": 0, "waiting": 0}

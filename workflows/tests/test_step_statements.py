@@ -44,7 +44,7 @@ def test_a_pending_step_is_claimed_in_one_statement_and_recorded_in_one(org, sin
         name="Two",
         steps=[
             {"key": "first", "action_type": "http.request", "config": http},
-            {"key": "second", "action_type": "transform", "config": {"value": {"n": "{{ trigger.n }}"}}},
+            {"key": "second", "action_type": "http.request", "config": http},
         ],
     )
     warm, _ = run_accept(workflow=wf, trigger="manual", payload={"n": 0})
@@ -64,14 +64,45 @@ def test_a_pending_step_is_claimed_in_one_statement_and_recorded_in_one(org, sin
     assert run.status == RunStatus.SUCCEEDED and run.started_at and run.finished_at
     rows = list(run.step_runs.order_by("position"))
     assert [s.status for s in rows] == [StepRunStatus.SUCCEEDED] * 2
-    assert rows[0].output["status"] == 200 and rows[1].output == {"n": 7}
+    assert rows[0].output["status"] == 200 and rows[1].output["status"] == 200
     assert all(s.attempts == 1 and s.lease_expires_at is None and s.claim_token for s in rows)
     attempt = StepAttempt.objects.get(step_run=rows[0])
     assert (attempt.outcome, attempt.number, attempt.response_status) == ("succeeded", 1, 200)
     assert attempt.request["url"] == http_server.url + "/hook" and attempt.worker_pid
 
 
+def test_steps_that_only_compute_run_in_the_same_task_one_statement_each(org, single_tenant, http_server):
+    """After an http step, two transforms run in its task: each is recorded and the next claimed in one
+    statement (the last one's record completes the run), with its own attempt and the same claim token."""
+    http_server.route("POST", "/hook", Reply(200, {"ok": True}))
+    http = {"method": "POST", "url": http_server.url + "/hook", "body_type": "json", "body": {"n": 1}}
+    wf = workflow_create(
+        organization=org,
+        name="Local",
+        steps=[
+            {"key": "call", "action_type": "http.request", "config": http},
+            {"key": "a", "action_type": "transform", "config": {"value": {"n": "{{ trigger.n }}"}}},
+            {"key": "b", "action_type": "transform", "config": {"value": {"m": 2}}},
+        ],
+    )
+    warm, _ = run_accept(workflow=wf, trigger="manual", payload={"n": 0})
+    engine.run_step(warm.pk, 0, message_id="warm-0")
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={"n": 7})
+    outcome, sql = statements(run, 0, "m-0")
+    assert outcome == engine.STOP  # the run is complete: nothing left for the chain
+    assert len(sql) == 4, sql  # claim, record call + claim a, record a + claim b, record b
+    run = Run.objects.get(pk=run.pk)
+    assert run.status == RunStatus.SUCCEEDED
+    rows = list(run.step_runs.order_by("position"))
+    assert [(r.status, r.attempts, r.claim_token) for r in rows] == [(StepRunStatus.SUCCEEDED, 1, "m-0")] * 3
+    assert rows[1].output == {"n": 7} and rows[2].output == {"m": 2}
+    attempts = list(StepAttempt.objects.filter(step_run__run=run).order_by("step_run__position"))
+    assert [a.outcome for a in attempts] == ["succeeded"] * 3
+    assert attempts[0].finished_at <= attempts[1].started_at <= attempts[1].finished_at <= attempts[2].started_at
+
+
 def test_earlier_outputs_are_read_only_by_a_step_whose_config_names_them(org, single_tenant):
+    """Once per task: the steps run after it in process see what it read and what they recorded."""
     wf = workflow_create(
         organization=org,
         name="Outputs",
@@ -79,15 +110,14 @@ def test_earlier_outputs_are_read_only_by_a_step_whose_config_names_them(org, si
             {"key": "a", "action_type": "transform", "config": {"value": {"n": 1}}},
             {"key": "b", "action_type": "transform", "config": {"value": {"n": 2}}},
             {"key": "c", "action_type": "transform", "config": {"value": "{{ steps.a.output.n + steps.b.output.n }}"}},
+            {"key": "d", "action_type": "transform", "config": {"value": "{{ steps.c.output * 10 }}"}},
         ],
     )
     run, _ = run_accept(workflow=wf, trigger="manual", payload={})
-    engine.run_step(run.pk, 0, message_id="m-0")
-    _, b = statements(run, 1, "m-1")
-    assert not [sql for sql in b if '"output"' in sql and sql.startswith("SELECT")], b
-    _, c = statements(run, 2, "m-2")
-    assert len([sql for sql in c if '"output"' in sql and sql.startswith("SELECT")]) == 1, c
+    _, sql = statements(run, 0, "m-0")
+    assert len([q for q in sql if '"output"' in q and q.startswith("SELECT")]) == 1, sql
     assert StepRun.objects.get(run=run, key="c").output == 3
+    assert StepRun.objects.get(run=run, key="d").output == 30
     assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
 
 

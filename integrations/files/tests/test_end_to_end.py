@@ -70,6 +70,7 @@ def celery_worker_env(peers, file_storage_env):
 def stack(file_storage, celery_worker, web, peers, settings, fernet_keys):
     settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
     peers["google"].sheets[SHEET] = {"Rows": []}
+    peers["google"].input_options.clear()  # how each row was sent: per test, like the rows
     for name in ("slack", "sendgrid", "http"):
         peers[name].reset()
     peers["slack"].files.clear()
@@ -166,14 +167,14 @@ def test_http_downloads_a_file_and_a_later_step_uploads_it_byte_identical(stack,
     run = wait_for_run(json.loads(done.stdout)["run_id"], {"succeeded", "failed"}, timeout=60)
     assert run.status == "succeeded", list(run.step_runs.values("key", "error"))
     ref = run.step_runs.get(key="download").output["file"]
-    sent = [r for r in http.requests if r.path == "/inbox"][0].body
+    sent = next(r for r in http.requests if r.path == "/inbox").body
     start = sent.index(b"\r\n\r\n", sent.index(b'name="document"')) + 4
     assert sent[start : start + len(blob)] == blob and sent[start + len(blob) :].startswith(b"\r\n--")
     assert ref["sha256"] == hashlib.sha256(blob).hexdigest()
     assert RunFile.objects.get(pk=ref["id"]).run_id == run.pk  # a file of the run: deleted with it
 
 
-class _RolledBack(Exception):
+class _RolledBack(Exception):  # noqa: N818 - a control-flow signal of the test, not an error
     pass
 
 

@@ -55,7 +55,7 @@ def test_an_admin_connects_slack_with_state_pkce_and_the_public_redirect_url(wor
 
 
 def test_google_asks_offline_access_and_shows_the_account_and_expiry(world, pages, google_app):
-    consent, response = connect(pages("admin"), CONNECT_GOOGLE, google_app)
+    consent, _response = connect(pages("admin"), CONNECT_GOOGLE, google_app)
     asked = query(consent)
     assert asked["access_type"] == "offline" and asked["prompt"] == "consent"
     assert asked["scope"].split() == ["openid", "email", "https://www.googleapis.com/auth/spreadsheets"]

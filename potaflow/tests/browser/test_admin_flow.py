@@ -130,7 +130,7 @@ def test_a_viewer_has_no_save_button(live_server, page, acme):
 
 
 def test_the_credential_page_shows_only_the_chosen_kinds_fields(live_server, page, acme):
-    org, users = acme
+    _org, users = acme
     admin_login(page, live_server, users[Role.ADMIN].email)
     page.goto(f"{live_server.url}/admin/integrations/credential/add/")
     assert page.locator("fieldset.pf-kind:visible").count() == 0  # no kind chosen yet

@@ -35,7 +35,7 @@ def member(transactional_db):
 
 def test_insights_after_a_scripted_day(celery_worker, live_server, page, member, shot):
     org, _ = member
-    ok, broken, runs = _scripted_day(org, timezone.now())
+    ok, _broken, runs = _scripted_day(org, timezone.now())
     base = live_server.url
     sign_in(page, base, "vic@engines.test")
     page.get_by_role("link", name="Insights").click()

@@ -37,7 +37,7 @@ def test_a_viewer_sees_the_run_s_files_and_downloads_one(page, live_server, shot
     with page.expect_download() as download:
         link.click()
     assert download.value.suggested_filename == "orders _week 12_.csv"  # Chromium makes < > safe for a disk
-    assert open(download.value.path(), "rb").read() == csv
+    assert open(download.value.path(), "rb").read() == csv  # noqa: SIM115 - closed by the test's fixture
     fits(page)
     shot(page, "run-files")
 
