@@ -16,6 +16,24 @@ from integrations.file_access import FileAccess
 from integrations.storable import JSONValue
 from integrations.template_syntax import single_expression
 
+# What a preview shows in place of a secret (a header's value, a token).
+PREVIEW_MASK = "••••••"
+
+
+class PreviewCredential(Protocol):
+    """The part of a step's credential a preview may read: its kind and public fields, never a secret."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def public_data(self) -> Any: ...
+
+
+def preview_row(label: str, value: JSONValue) -> dict[str, JSONValue]:
+    """One row of a preview's ``rows`` (see ``Action.preview``)."""
+    return {"label": label, "value": value}
+
 
 class TokenSource(Protocol):
     """The access token of a connection (an OAuth credential, ``integrations.oauth``).
@@ -150,6 +168,22 @@ class Action:
     def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue] | None:
         """What an attempt sends, for its record: where to, never secrets or whole bodies."""
         return None
+
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
+        """What the step would send with this rendered config, secrets masked (``PREVIEW_MASK``).
+
+        Test-with-sample-data (``workflows.dry_run``) shows it for a step it does not send, and the
+        builder renders it without knowing the action, from these keys (each optional):
+        ``request`` (one line, e.g. "POST https://..."), ``rows`` (``[{"label", "value"}]``, made
+        with ``preview_row``; an object value shows as rows of its own), ``body`` (text shown as
+        is) and ``notes`` (what the real run would object to). Other keys are the action's own
+        (``kind`` names it) for API readers. Control steps answer what they would decide.
+        Default: the attempt's ``request_summary`` as rows, else the rendered config.
+        """
+        summary = self.request_summary(dict(config))
+        shown = summary if summary is not None else config
+        rows: list[JSONValue] = [preview_row(str(k), v) for k, v in shown.items()]
+        return {"kind": "other", "summary": summary, "config": dict(config), "rows": rows}
 
     def own_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The part of the config rendered as templates for this step: all of it, except for

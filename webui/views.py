@@ -257,7 +257,7 @@ def run_page(request: HttpRequest, run_id: Any) -> HttpResponse:
         failing=failing,
         replays=list(run.replays.order_by("created_at")),
         run_duration=human_duration(run.duration_ms),
-        replayable=run.status in (RunStatus.FAILED, RunStatus.FILTERED),
+        replayable=run.is_replayable,
         definition_changed=run.workflow_version != run.workflow.version,
         state_url=reverse("workflows:run-live-state", kwargs={"run_id": run.pk}),
         flow=flow,

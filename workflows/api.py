@@ -502,6 +502,9 @@ class StepRunSerializer(serializers.ModelSerializer):
 class RunSerializer(serializers.ModelSerializer):
     workflow_name = serializers.CharField(source="workflow.name", read_only=True)
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+    replayable = serializers.BooleanField(
+        source="is_replayable", read_only=True, help_text="Whether a replay may be asked for (Run.is_replayable)."
+    )
 
     class Meta:
         model = Run
@@ -517,6 +520,7 @@ class RunSerializer(serializers.ModelSerializer):
             "error",
             "idempotency_key",
             "replay_of",
+            "replayable",
             "created_at",
             "started_at",
             "finished_at",

@@ -4,10 +4,10 @@
 would have (``trigger`` from the sample payload, ``steps.<key>.output`` from
 earlier steps): every config is rendered, actions without side effects
 (``transform``, ``filter``) run for real, and for the others it says what
-*would* be sent — method, URL, headers (secrets masked) and body for HTTP;
-recipients and subject for e-mail; channel and text for Slack; sheet and row
-for Sheets. ``send_step="<key>"`` sends that one step for real (its output,
-scrubbed of the credential's secrets, feeds the steps after it).
+*would* be sent: each action's own ``preview`` of its rendered config (secrets
+masked), which the builder renders without knowing the action.
+``send_step="<key>"`` sends that one step for real (its output, scrubbed of the
+credential's secrets, feeds the steps after it).
 
 A previewed step has no output; when a later step needs one, the output of
 that step's last successful run is used (said in ``output_source``), else
@@ -15,7 +15,6 @@ the later step reports the missing value. Nothing is written to the database.
 """
 
 import json
-import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,11 +23,10 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from core import redaction
-from integrations.base import ActionContext
+from integrations.base import PREVIEW_MASK, ActionContext
 from integrations.errors import PermanentError, RetryableError, RunFiltered
-from integrations.http import credential_hosts, transport
-from integrations.http.action import idempotency_header, url_problem, with_query
+from integrations.http import transport
+from integrations.http.action import url_problem, with_query
 from integrations.registry import UnknownAction, get_action
 from integrations.services import StepCredential, credential_for_step
 
@@ -39,7 +37,7 @@ from .flow import tree
 from .models import STEP_SPEC_FIELDS, Step, StepRun, StepRunStatus, Workflow
 from .validation import validate_definition
 
-MASK = "••••••"
+MASK = PREVIEW_MASK  # what previews show in place of a secret (each action's ``preview``)
 
 __all__ = ["dry_run", "last_outputs", "sample_payload"]
 
@@ -295,7 +293,7 @@ def _test_step(
     scrub = Scrubber(tuple(opened.secret_values()) if opened else ())
     if action.has_side_effects and not send:
         result["status"] = "preview"
-        result["would_send"] = would_send(row.action_type, rendered, credential, action)
+        result["would_send"] = action.preview(rendered, credential)
         refusal = _refused_destination(row.action_type, rendered)
         if refusal:
             raise PermanentError(refusal)  # the real run would fail here, with this very message
@@ -316,7 +314,7 @@ def _test_step(
         connection=opened.connection if opened else None,
     )
     if send and action.has_side_effects:
-        result["would_send"] = would_send(row.action_type, rendered, credential, action)
+        result["would_send"] = action.preview(rendered, credential)
     try:
         try:
             output = action.run(rendered, ctx)
@@ -336,92 +334,6 @@ def _refused_destination(action_type: str, config: Any) -> str | None:
     if action_type != "http.request" or not isinstance(config, dict) or url_problem(str(config.get("url", ""))):
         return None
     return transport.destination_refusal(with_query(str(config["url"]), config.get("query") or {}))
-
-
-def would_send(action_type: str, config: Any, credential: Any, action: Any) -> dict[str, Any]:
-    """What a side-effecting step would send, secrets masked."""
-    if not isinstance(config, dict):
-        return {"summary": None}
-    if action_type == "http.request":
-        return _http_preview(config, credential)
-    if action_type == "email.send":
-        return {
-            "kind": "email",
-            "to": config.get("to"),
-            "cc": config.get("cc"),
-            "bcc": config.get("bcc"),
-            "from": config.get("from_email") or (credential.public_data.get("from_email") if credential else None),
-            "subject": config.get("subject"),
-            "text": config.get("text"),
-            "html": config.get("html"),
-        }
-    if action_type == "slack.message":
-        return {
-            "kind": "slack",
-            "channel": config.get("channel"),
-            "text": config.get("text"),
-            "blocks": config.get("blocks"),
-        }
-    if action_type == "sheets.append_row":
-        return {
-            "kind": "sheets",
-            "spreadsheet": config.get("spreadsheet"),
-            "worksheet": config.get("worksheet") or "(the first worksheet)",
-            "row": config.get("values"),
-        }
-    return {"kind": "other", "summary": action.request_summary(config), "config": config}
-
-
-def _http_preview(config: dict[str, Any], credential: Any) -> dict[str, Any]:
-    url = str(config.get("url", ""))
-    problem = url_problem(url)
-    full_url = url if problem else with_query(url, config.get("query") or {})
-    sensitive = redaction.sensitive_header_names()
-    headers = {
-        str(k): (MASK if str(k).lower() in sensitive else str(v)) for k, v in (config.get("headers") or {}).items()
-    }
-    key_header = idempotency_header(config)
-    if key_header:
-        headers[key_header] = "potaflow-<run>-<step> (the same on every retry)"
-    notes: list[str] = []
-    if credential is not None:
-        public = credential.public_data or {}
-        if credential.kind in ("http_bearer", "oauth2"):  # oauth2: the connection's access token
-            headers["Authorization"] = f"Bearer {MASK}"
-        elif credential.kind == "http_basic":
-            headers["Authorization"] = f"Basic {MASK} ({public.get('username', '')})"
-        elif credential.kind == "http_header":
-            headers[str(public.get("header_name") or "X-Credential")] = MASK
-        if not problem:
-            try:
-                credential_hosts.check(public.get("allowed_hosts"), full_url)
-            except credential_hosts.NotAllowed as exc:
-                notes.append(f"would be refused: {exc}")
-    body = config.get("body")
-    body_type = config.get("body_type", "json")
-    if body is not None and not any(k.lower() == "content-type" for k in headers):
-        headers["Content-Type"] = {
-            "form": "application/x-www-form-urlencoded",
-            "raw": "text/plain; charset=utf-8",
-        }.get(body_type, "application/json")
-    if body is not None and body_type == "form" and isinstance(body, dict):
-        body_text = urllib.parse.urlencode(body, doseq=True)
-    elif body is not None and body_type == "raw" and isinstance(body, str):
-        body_text = body
-    elif body is not None:
-        body_text = json.dumps(body, indent=2, ensure_ascii=False)
-    else:
-        body_text = None
-    if problem:
-        notes.append(f"the URL {problem}")
-    return {
-        "kind": "http",
-        "method": str(config.get("method", "GET")).upper(),
-        "url": full_url,
-        "headers": headers,
-        "body": body_text,
-        "notes": notes,
-    }
 
 
 def step_specs(workflow: Workflow) -> list[dict[str, Any]]:

@@ -88,6 +88,7 @@ def run_state(run: Run) -> dict[str, Any]:
         "trigger": run.trigger,
         "status": run.status,
         "finished": run.is_finished,
+        "replayable": run.is_replayable,
         "dead_lettered": run.dead_lettered,
         "error": run.error,
         "created_at": _iso(run.created_at),

@@ -213,6 +213,9 @@ class RunStatus(models.TextChoices):
 UNFINISHED_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
 # Unfinished runs the recovery sweeper may find stalled: a waiting run makes progress only when woken.
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+# THE replay rule (``Run.is_replayable``): a run that ended without succeeding. Dead-lettered runs are
+# failed ones. The API, the admin, the member pages and the live view all ask ``is_replayable``.
+REPLAYABLE_RUN_STATUSES = (RunStatus.FAILED, RunStatus.FILTERED)
 
 
 class Run(models.Model):
@@ -282,6 +285,15 @@ class Run(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status not in UNFINISHED_RUN_STATUSES
+
+    @property
+    def is_replayable(self) -> bool:
+        """Whether a replay may be asked for: the one rule every surface shows and ``run_replay`` enforces.
+
+        What a replay then starts at (a step, a flow instance) and whether its connections work are
+        ``services.run_replay``'s checks of the request, not of the run.
+        """
+        return self.status in REPLAYABLE_RUN_STATUSES
 
     @property
     def duration_ms(self) -> int | None:

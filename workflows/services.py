@@ -438,7 +438,7 @@ def run_replay(*, run: Run, from_step: str | None = None, version: str = "origin
     """
     if version not in REPLAY_VERSIONS:
         raise ReplayNotAllowed({"version": [f"version must be one of {', '.join(REPLAY_VERSIONS)}, not {version!r}."]})
-    if run.status not in (RunStatus.FAILED, RunStatus.FILTERED):
+    if not run.is_replayable:
         raise ReplayNotAllowed(
             {"status": [f"Only failed, dead-lettered or filtered runs can be replayed; this run is {run.status}."]}
         )

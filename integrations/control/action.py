@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 
-from integrations.base import Action, ActionContext
+from integrations.base import Action, ActionContext, PreviewCredential
 from integrations.builtin.filter import truthy
 from integrations.errors import ConfigError, PermanentError
 from integrations.storable import JSONValue
@@ -67,7 +67,7 @@ class ControlAction(Action):
     def own_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in config.items() if k not in self.nested_fields}
 
-    def preview(self, config: Mapping[str, Any]) -> dict[str, JSONValue]:
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
         """What the step would decide with this rendered config (dry runs and the builder)."""
         return {}
 
@@ -160,7 +160,7 @@ class Branch(ControlAction):
             taken = taken[:1]
         return taken or [OTHERWISE]
 
-    def preview(self, config: Mapping[str, Any]) -> dict[str, JSONValue]:
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
         conditions: list[JSONValue] = [
             {"name": str(p.get("name")), "when": p.get("when"), "holds": truthy(p.get("when"))}
             for p in config.get("paths") or []
@@ -257,7 +257,7 @@ class ForEach(ControlAction):
             return 1
         return min(value, max_parallel())
 
-    def preview(self, config: Mapping[str, Any]) -> dict[str, JSONValue]:
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
         items = config.get("items")
         count: JSONValue = len(items) if isinstance(items, list) else None
         return {
@@ -354,7 +354,7 @@ class Delay(ControlAction):
             raise PermanentError(f"delay: until: {exc}") from None
         return max(when, now)
 
-    def preview(self, config: Mapping[str, Any]) -> dict[str, JSONValue]:
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
         from django.utils import timezone  # noqa: PLC0415 - the clock of the process that previews
 
         now = timezone.now()
@@ -414,7 +414,7 @@ class Wait(ControlAction):
             raise PermanentError(f"wait: timeout_seconds must be a number of seconds, got {seconds!r:.100}")
         return now + timedelta(seconds=seconds)
 
-    def preview(self, config: Mapping[str, Any]) -> dict[str, JSONValue]:
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
         return {
             "kind": config.get("kind", "webhook"),
             "timeout_seconds": config.get("timeout_seconds"),
@@ -451,7 +451,7 @@ class Stop(ControlAction):
         message = config.get("message")
         return str(status), "" if message is None else str(message)
 
-    def preview(self, config: Mapping[str, Any]) -> dict[str, JSONValue]:
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
         try:
             status, message = self.outcome(config)
         except PermanentError as exc:

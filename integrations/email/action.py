@@ -25,7 +25,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 
 from integrations import errors, net
-from integrations.base import Action, ActionContext
+from integrations.base import Action, ActionContext, PreviewCredential, preview_row
 from integrations.errors import PermanentError, RetryableError
 from integrations.file_access import FileInfo
 from integrations.storable import JSONValue
@@ -113,6 +113,27 @@ class SendEmail(Action):
     def repeat_is_safe(self, config: Mapping[str, Any]) -> bool:
         # A repeat carries the same Message-ID, which mail systems use to drop duplicates.
         return True
+
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
+        """The message: recipients, sender (the credential's when the step sets none), subject, text."""
+        sender = config.get("from_email") or (credential.public_data.get("from_email") if credential else None)
+        return {
+            "kind": "email",
+            "to": config.get("to"),
+            "cc": config.get("cc"),
+            "bcc": config.get("bcc"),
+            "from": sender,
+            "subject": config.get("subject"),
+            "text": config.get("text"),
+            "html": config.get("html"),
+            "rows": [
+                preview_row("To", config.get("to")),
+                preview_row("Cc", config.get("cc") or ""),
+                preview_row("From", sender or "(the credential's)"),
+                preview_row("Subject", config.get("subject")),
+            ],
+            "body": config.get("text") or config.get("html") or "",
+        }
 
     def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue]:
         return {"to": [*addresses(config.get("to"))], "subject": config.get("subject")}

@@ -16,8 +16,9 @@ from typing import Any
 import urllib3
 from django.conf import settings
 
+from core import redaction
 from integrations import net
-from integrations.base import Action, ActionContext, is_single_expression
+from integrations.base import PREVIEW_MASK, Action, ActionContext, PreviewCredential, is_single_expression, preview_row
 from integrations.errors import ConfigError, PermanentError
 from integrations.oauth.credentials import OAUTH2
 from integrations.storable import JSONValue
@@ -116,6 +117,64 @@ class HttpRequest(Action):
             "method": str(config.get("method", "GET")).upper(),
             "url": urllib.parse.urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", "")),
             "query_keys": sorted({*urllib.parse.parse_qs(parts.query), *(config.get("query") or {})}),
+        }
+
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
+        """The request as it would go out: method and full URL, headers (secrets masked, the
+        credential's header shown masked), the body as encoded, and what the guard would refuse."""
+        url = str(config.get("url", ""))
+        problem = url_problem(url)
+        full_url = url if problem else with_query(url, config.get("query") or {})
+        sensitive = redaction.sensitive_header_names()
+        headers: dict[str, JSONValue] = {
+            str(k): (PREVIEW_MASK if str(k).lower() in sensitive else str(v))
+            for k, v in (config.get("headers") or {}).items()
+        }
+        key_header = idempotency_header(config)
+        if key_header:
+            headers[key_header] = "potaflow-<run>-<step> (the same on every retry)"
+        notes: list[JSONValue] = []
+        if credential is not None:
+            public = credential.public_data or {}
+            if credential.kind in ("http_bearer", OAUTH2.kind):  # oauth2: the connection's access token
+                headers["Authorization"] = f"Bearer {PREVIEW_MASK}"
+            elif credential.kind == "http_basic":
+                headers["Authorization"] = f"Basic {PREVIEW_MASK} ({public.get('username', '')})"
+            elif credential.kind == "http_header":
+                headers[str(public.get("header_name") or "X-Credential")] = PREVIEW_MASK
+            if not problem:
+                try:
+                    credential_hosts.check(public.get("allowed_hosts"), full_url)
+                except credential_hosts.NotAllowed as exc:
+                    notes.append(f"would be refused: {exc}")
+        body = config.get("body")
+        body_type = config.get("body_type", "json")
+        if body is not None and not any(str(k).lower() == "content-type" for k in headers):
+            headers["Content-Type"] = {
+                "form": "application/x-www-form-urlencoded",
+                "raw": "text/plain; charset=utf-8",
+            }.get(body_type, "application/json")
+        body_text: str | None
+        if body is not None and body_type == "form" and isinstance(body, dict):
+            body_text = urllib.parse.urlencode(body, doseq=True)
+        elif body is not None and body_type == "raw" and isinstance(body, str):
+            body_text = body
+        elif body is not None:
+            body_text = json.dumps(body, indent=2, ensure_ascii=False)
+        else:
+            body_text = None
+        if problem:
+            notes.append(f"the URL {problem}")
+        method = str(config.get("method", "GET")).upper()
+        return {
+            "kind": "http",
+            "method": method,
+            "url": full_url,
+            "headers": headers,
+            "body": body_text,
+            "notes": notes,
+            "request": f"{method} {full_url}",
+            "rows": [preview_row("Headers", headers)],
         }
 
     def validate_config(self, config: Any) -> None:

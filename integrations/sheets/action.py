@@ -5,10 +5,11 @@ when the registry loads: web and beat never carry them (see that module for
 the SSRF guard and the configurable API base URLs).
 """
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from integrations.base import Action, ActionContext
+from integrations.base import Action, ActionContext, PreviewCredential, preview_row
 from integrations.errors import PermanentError
 from integrations.storable import JSONValue
 from integrations.template_syntax import is_template
@@ -87,6 +88,24 @@ class AppendRow(Action):
             },
         },
     }
+
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
+        """Where the row(s) would go, and what they hold."""
+        worksheet = config.get("worksheet") or "(the first worksheet)"
+        rows = config.get("rows")
+        return {
+            "kind": "sheets",
+            "spreadsheet": config.get("spreadsheet"),
+            "worksheet": worksheet,
+            "row": config.get("values"),
+            "rows": [
+                preview_row("Spreadsheet", config.get("spreadsheet")),
+                preview_row("Worksheet", worksheet),
+                preview_row("Rows", json.dumps(rows))
+                if rows not in (None, "")
+                else preview_row("Row", json.dumps(config.get("values"))),
+            ],
+        }
 
     def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue]:
         return {"spreadsheet": config.get("spreadsheet"), "worksheet": config.get("worksheet")}

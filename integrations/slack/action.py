@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from integrations import errors
-from integrations.base import Action, ActionContext
+from integrations.base import Action, ActionContext, PreviewCredential, preview_row
 from integrations.errors import PermanentError, RetryableError
 from integrations.storable import JSONValue, storable
 
@@ -69,6 +69,21 @@ class SlackMessage(Action):
             "title": {"type": "string", "description": "The uploaded file's title"},
         },
     }
+
+    def preview(self, config: Mapping[str, Any], credential: PreviewCredential | None = None) -> dict[str, JSONValue]:
+        """The message: channel, text and how many blocks."""
+        blocks = config.get("blocks")
+        return {
+            "kind": "slack",
+            "channel": config.get("channel"),
+            "text": config.get("text"),
+            "blocks": blocks,
+            "rows": [
+                preview_row("Channel", config.get("channel")),
+                preview_row("Text", config.get("text") or ""),
+                preview_row("Blocks", f"{len(blocks)} block(s)" if isinstance(blocks, list) and blocks else "none"),
+            ],
+        }
 
     def request_summary(self, config: dict[str, Any]) -> dict[str, JSONValue]:
         return {"channel": config.get("channel")}

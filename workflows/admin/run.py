@@ -11,9 +11,11 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from accounts.admin_mixins import OrganizationScopedAdmin, ParentPermissionsInlineMixin
@@ -228,6 +230,36 @@ class RunAdmin(OrganizationScopedAdmin):
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
         return self._has_role(request, Role.EDITOR)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.replay_view)
+        replay = path("<uuid:object_id>/replay/", view, name="workflows_run_replay")
+        return [replay, *super().get_urls()]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        run = self.get_object(request, object_id)
+        # The "Replay" button: shown exactly when ``Run.is_replayable`` (the one rule) and the user may replay.
+        can_replay = run is not None and run.is_replayable and self._has_role(request, Role.EDITOR, run)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can_replay": can_replay})
+
+    def replay_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The change page's "Replay" button (as it ran): the new run's page, or this one with the refusal."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        run = self.get_object(request, object_id)
+        if run is None:
+            raise Http404("No run with this id in your organizations.")
+        if not self._has_role(request, Role.EDITOR, run):
+            raise PermissionDenied("Replaying needs the editor role.")
+        try:
+            replay = services.run_replay(run=run)
+        except services.WorkflowInvalid as exc:
+            self.message_user(request, f"This run cannot be replayed: {exc}", messages.ERROR)
+            return redirect("admin:workflows_run_change", run.pk)
+        self.message_user(request, "Replayed as it ran: this is the new run.", messages.SUCCESS)
+        return redirect("admin:workflows_run_change", replay.pk)
 
     @admin.action(description="Replay (failed, dead-lettered or filtered runs)", permissions=["replay"])
     def replay_action(self, request: HttpRequest, queryset: QuerySet) -> None:

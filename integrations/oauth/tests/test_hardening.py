@@ -20,6 +20,7 @@ from django.test import Client
 from gunicorn.config import Config
 
 from core.redaction import redact_url_text
+from integrations.base import PREVIEW_MASK as MASK
 from integrations.errors import PermanentError
 from integrations.http.action import HttpRequest
 from integrations.models import Connection, Credential, PendingAuthorization
@@ -27,7 +28,6 @@ from integrations.oauth.tokens import stored_tokens
 from integrations.services import credential_create
 from potaflow.gunicorn_logging import RedactingLogger
 from testing.network import Reply
-from workflows.dry_run import MASK, would_send
 
 from .support import callback_path, connect, login, messages_of, start
 from .test_connect import CONNECT_SLACK
@@ -276,7 +276,7 @@ def test_a_connection_needing_reconnect_does_not_claim_its_token_refreshes_by_it
 
 def test_a_preview_of_an_http_request_with_a_connection_shows_the_masked_bearer(acme_id, oauth_app):
     action = HttpRequest()
-    preview = would_send("http.request", {"url": f"{oauth_app.url}/api/me"}, acme_id, action)
+    preview = action.preview({"url": f"{oauth_app.url}/api/me"}, acme_id)
     assert preview["headers"]["Authorization"] == f"Bearer {MASK}"
     tokens = stored_tokens(Connection.objects.get(pk=acme_id.pk))
     assert tokens["access_token"] not in json.dumps(preview)

@@ -1162,24 +1162,28 @@
     Object.keys(obj || {}).forEach(function (k) { dl.appendChild(el("dt", {}, [k])); dl.appendChild(el("dd", {}, [String(obj[k])])); });
     return dl;
   }
+  // A step's preview, as its action's ``preview`` returns it (integrations.base.Action.preview):
+  // ``request`` (one line), ``rows`` (label/value; an object value shows as rows of its own),
+  // ``body`` (text), ``notes`` (what the real run would object to). Nothing here knows an action type.
+  function previewValue(v) {
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) return kv(v);
+    return typeof v === "string" ? v : JSON.stringify(v);
+  }
   function wouldSend(ws) {
     var box = el("div", {className: "pf-would-send"});
     if (!ws) return box;
     box.appendChild(el("p", {className: "pf-would-head"}, ["Would send (nothing was sent):"]));
-    if (ws.kind === "http") {
-      box.appendChild(el("p", {className: "pf-code pf-would-request"}, [ws.method + " " + ws.url]));
-      box.appendChild(el("p", {className: "pf-small-text"}, ["Headers"]));
-      box.appendChild(kv(ws.headers));
-      if (ws.body !== null && ws.body !== undefined) { box.appendChild(el("p", {className: "pf-small-text"}, ["Body"])); box.appendChild(el("pre", {className: "pf-would-body"}, [ws.body])); }
-      (ws.notes || []).forEach(function (n) { box.appendChild(el("p", {className: "pf-error"}, [n])); });
-    } else if (ws.kind === "email") {
-      box.appendChild(kv({To: ws.to, Cc: ws.cc || "", From: ws.from || "(the credential's)", Subject: ws.subject}));
-      box.appendChild(el("pre", {}, [ws.text || ws.html || ""]));
-    } else if (ws.kind === "slack") {
-      box.appendChild(kv({Channel: ws.channel, Text: ws.text || "", Blocks: ws.blocks ? ws.blocks.length + " block(s)" : "none"}));
-    } else if (ws.kind === "sheets") {
-      box.appendChild(kv({Spreadsheet: ws.spreadsheet, Worksheet: ws.worksheet, Row: JSON.stringify(ws.row)}));
-    } else box.appendChild(el("pre", {}, [JSON.stringify(ws, null, 2)]));
+    var shown = false;
+    if (ws.request) { box.appendChild(el("p", {className: "pf-code pf-would-request"}, [ws.request])); shown = true; }
+    if (ws.rows && ws.rows.length) {
+      var dl = el("dl", {className: "pf-kv pf-would-rows"});
+      ws.rows.forEach(function (r) { dl.appendChild(el("dt", {}, [String(r.label)])); dl.appendChild(el("dd", {}, [previewValue(r.value)])); });
+      box.appendChild(dl);
+      shown = true;
+    }
+    if (ws.body !== null && ws.body !== undefined && ws.body !== "") { box.appendChild(el("pre", {className: "pf-would-body"}, [String(ws.body)])); shown = true; }
+    (ws.notes || []).forEach(function (n) { box.appendChild(el("p", {className: "pf-error"}, [n])); });
+    if (!shown) box.appendChild(el("pre", {}, [JSON.stringify(ws, null, 2)]));
     return box;
   }
   function runTest(sendStep) {

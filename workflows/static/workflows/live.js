@@ -105,7 +105,7 @@
       state.finished ? "This run is final." : "Updating live…";
     root.dataset.finished = state.finished ? "true" : "false";
     var replay = document.getElementById("pf-replay");
-    if (replay) replay.hidden = !(state.status === "failed" || state.status === "filtered");
+    if (replay) replay.hidden = !state.replayable;  // Run.is_replayable, from live.json
   }
 
   function poll() {
