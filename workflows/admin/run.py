@@ -246,13 +246,13 @@ class RunAdmin(OrganizationScopedAdmin):
 
     def replay_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The change page's "Replay" button (as it ran): the new run's page, or this one with the refusal."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        run = self.get_object(request, object_id)
+        run = self.get_object(request, object_id)  # scoped first: another organization's run is a 404 to any method
         if run is None:
             raise Http404("No run with this id in your organizations.")
         if not self._has_role(request, Role.EDITOR, run):
             raise PermissionDenied("Replaying needs the editor role.")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
         try:
             replay = services.run_replay(run=run)
         except services.WorkflowInvalid as exc:
