@@ -173,8 +173,10 @@ def wake(organization_id: int) -> int:
         room = (limit - busy) if limit else max(1, int(settings.CELERY_WORKER_CONCURRENCY) * 2 - busy)
         if room <= 0:
             return 0
+        # SQLite has no row locks (its IMMEDIATE transactions hold the one write lock already).
+        sql = _WAKE_SQL if connection.vendor == "postgresql" else _WAKE_SQL.replace("FOR UPDATE OF s SKIP LOCKED", "")
         with connection.cursor() as cursor:
-            cursor.execute(_WAKE_SQL, {"org": organization_id, "n": room})
+            cursor.execute(sql, {"org": organization_id, "n": room})
             run_ids = [row[0] for row in cursor.fetchall()]
     for run_id in run_ids:
         logger.info("run %s: a parked step is sent (its organization has a free slot)", run_id)
