@@ -562,10 +562,9 @@ STORAGES["potaflow_files"] = file_storage_settings(POTAFLOW_FILE_STORAGE)
 # merely queued behind a backlog is not re-sent (workflows.execution.inflight).
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)
-# Flow control (issue 19): how often beat wakes the delays and waits that are due (seconds), and
-# the ceiling of a for_each's max_items (a loop's default bound is 1,000 items).
+# Flow control (issue 19): how often beat wakes the delays and waits that are due (seconds); the
+# loop and definition bounds are with the other flow settings below.
 POTAFLOW_WAIT_POLL_SECONDS = env.float("POTAFLOW_WAIT_POLL_SECONDS", default=2.0)
-POTAFLOW_FOR_EACH_MAX_ITEMS = env.int("POTAFLOW_FOR_EACH_MAX_ITEMS", default=1000)
 # Retention (workflows.ops.retention): days a finished run is kept, by status; 0 keeps it forever.
 # Dead-lettered runs are kept until replayed or deleted.
 POTAFLOW_RETAIN_SUCCEEDED_DAYS = env.int("POTAFLOW_RETAIN_SUCCEEDED_DAYS", default=7)
