@@ -309,6 +309,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "polling_interval": 0.1,
     }
+    # kombu's filesystem transport with whole messages only (core/file_broker.py).
+    CELERY_BROKER_TRANSPORT = "core.file_broker:Transport"
 else:
     # Redis redelivers an unacked message after this many seconds. It must
     # exceed the longest retry countdown (backoff_max_seconds), or a delayed
