@@ -41,7 +41,8 @@ CORRUPT_FOLDER = "corrupt"
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:
+    # The stubs of kombu's two bases disagree on the parameter's name (message, payload).
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         """Write the message under a hidden name, then rename it into the queue folder."""
         name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
