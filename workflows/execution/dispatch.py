@@ -3,8 +3,8 @@
 ``dispatch_recorded`` sends a Celery chain of ``workflows.execute_step(run_id,
 position)`` messages, by task name (messages hold ids only; outputs travel
 through the database): one message per step that leaves the process; the steps
-that only compute (``policy.runs_in_process``) run in the task of the step
-before them (``message_groups``, ``engine.run_step``). ``recover_stalled_runs`` is the sweeper beat runs every
+that only compute (``policy.runs_in_process``) run in the same task, before and
+after it (``message_groups``, ``engine.run_step``). ``recover_stalled_runs`` is the sweeper beat runs every
 ``POTAFLOW_RECOVERY_INTERVAL_SECONDS``:
 
 - a ``running`` step whose lease lapsed (its worker died) is sent again with
@@ -119,8 +119,8 @@ def dispatch_recorded(
     signatures = []
     for index, group in enumerate(message_groups(specs)):
         position = positions[group[0]]
-        # One message per step that leaves the process; the steps after it that run in process
-        # (``policy.runs_in_process``) go in its task (``engine.run_step``), so its time limits cover them.
+        # One message per step that leaves the process, with the steps around it that run in process
+        # (``policy.runs_in_process``, ``message_groups``): its time limits cover them all.
         soft, hard = chain_limits([specs[i] for i in group])
         kwargs = {"force": True} if force and index == 0 else {}
         options: dict[str, Any] = {"queue": queue} if queue and index == 0 else {}
@@ -187,15 +187,23 @@ def offer(run: Run, positions: list[int], specs: Sequence[Mapping[str, Any]]) ->
 
 
 def message_groups(specs: Sequence[Mapping[str, Any] | None]) -> list[list[int]]:
-    """The indexes of a chain's steps grouped by the message that runs them: the first step and
-    every step that leaves the process start a message; a step that runs in process joins the
-    message of the step before it."""
+    """The indexes of a chain's steps grouped by the message that runs them.
+
+    A message runs at most one step that leaves the process (its claim token, its redelivery and
+    its in-doubt handling are that step's), with the steps that only compute before and after it:
+    the first step starts a message, and so does every step that leaves the process once the
+    message has one. ``engine.run_step`` walks a message's steps by the same rule (``_follower``).
+    """
     groups: list[list[int]] = []
+    leaves: list[bool] = []  # per message: it has its step that leaves the process
     for index, spec in enumerate(specs):
-        if groups and runs_in_process(spec):
+        local = runs_in_process(spec)
+        if groups and (local or not leaves[-1]):
             groups[-1].append(index)
+            leaves[-1] = leaves[-1] or not local
         else:
             groups.append([index])
+            leaves.append(not local)
     return groups
 
 

@@ -44,8 +44,10 @@ the outputs read for templates are read once per task. A retry of such a step
 goes back to the broker as a message about that step, with its countdown
 (``StepOutcome.position``). A decision of the task (a path, an iteration, what
 follows a container) whose segment only computes is run by the task too
-(``dispatch.taking_segments``). Steps that leave the process keep one message
-each (``dispatch.message_groups``).
+(``dispatch.taking_segments``). A message runs at most one step that leaves
+the process (``dispatch.message_groups``): the steps that only compute before it
+hand over to it in the same task (its claim committed durably, before it calls
+out), so a straight run of transforms, a filter and an http step is one message.
 
 The common claim -- a ``pending`` step of an unfinished run -- is one
 statement on PostgreSQL (``_claim_pending``: a conditional UPDATE that also
@@ -63,6 +65,8 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,6 +113,9 @@ RETRY_EARLY_TOLERANCE = timedelta(seconds=2)
 OUT_OF_MEMORY = object()
 # On a (straight list) run object: the succeeded steps' outputs this task has read or recorded.
 OUTPUTS_SEEN = "_potaflow_outputs_seen"
+# Has the message ``run_step`` is running taken its step that leaves the process (``_follower``)?
+# Outside a message: yes, so nothing that leaves the process is ever taken by accident.
+_message_left_process: ContextVar[bool] = ContextVar("potaflow_message_left_process", default=True)
 CLAIM_FIELDS = ["status", "attempts", "claim_token", "started_at", "finished_at", "next_attempt_at", "lease_expires_at"]
 
 
@@ -145,6 +152,7 @@ def run_step(
     with (
         log_context(run_id=str(run_id), step=None, attempt=None, workflow_id=None, organization_id=None),
         dispatch.taking_segments() as taken,
+        _message(),
     ):
         pending = _claim_pending(run_id, position, message_id=message_id)
         claim: Attempt | StepOutcome = pending or _claim(
@@ -554,20 +562,38 @@ def _after_duplicate_success(run: Run, step_run: StepRun) -> StepOutcome:
 
 
 def _follower(run: Run, step_run: StepRun, *, in_flow: bool) -> tuple[int, dict[str, Any]] | None:
-    """The next step of this step's chain when it runs in the same task (``policy.runs_in_process``):
-    its position and spec. A segment's rows have consecutive positions (``flow._start_list``); a
-    control step ends its segment (it decides what follows)."""
+    """The next step of this step's chain when it runs in the same task: its position and spec.
+
+    The rule of ``dispatch.message_groups``: a step that only computes (``policy.runs_in_process``)
+    always; a step that leaves the process only while this message has not taken one (its own
+    message would start there). A segment's rows have consecutive positions (``flow._start_list``);
+    a control step ends its segment (it decides what follows).
+    """
     if in_flow:
         place = flow.places(run).get(step_run.key)
         if place is None or tree.is_control(place.steps[place.index]) or place.index + 1 >= len(place.steps):
             return None
+        current: Mapping[str, Any] | None = place.steps[place.index]
         following: Mapping[str, Any] | None = place.steps[place.index + 1]
     else:
         steps = run.definition.get("steps", [])
+        current = next((s for s in steps if s.get("position") == step_run.position), None)
         following = next((s for s in steps if s.get("position") == step_run.position + 1), None)
-    if following is None or not runs_in_process(following):
+    if not runs_in_process(current):
+        _message_left_process.set(True)
+    if following is None or (not runs_in_process(following) and _message_left_process.get()):
         return None
     return step_run.position + 1, dict(following)
+
+
+@contextmanager
+def _message() -> Iterator[None]:
+    """While ``run_step`` runs one message: it has not taken a step that leaves the process yet."""
+    token = _message_left_process.set(False)
+    try:
+        yield
+    finally:
+        _message_left_process.reset(token)
 
 
 # -- executing -----------------------------------------------------------------
@@ -687,7 +713,9 @@ def _hand_over(
         return StepOutcome(inline_next=position, inline_key=key)
     now = timezone.now()
     lease = now + timedelta(seconds=lease_seconds())
-    handed = recording.record_success_and_claim(attempt, output, next_position=position, next_key=key, lease=lease)
+    handed = recording.record_success_and_claim(
+        attempt, output, next_position=position, next_key=key, lease=lease, durable=not runs_in_process(spec)
+    )
     if not handed.owned:
         return STOP
     seen = run.__dict__.get(OUTPUTS_SEEN)

@@ -345,13 +345,18 @@ def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime, *, com
 # next step claimed -- only if this attempt still owned its step and the next one is pending --
 # with its attempt opened, in one statement. The organization's running-step count does not
 # change (one step of this task ends, the next starts), so no limit is checked here.
-# Committed without waiting for the disk (synchronous_commit off for this statement only): both
-# steps only compute, and the task always ends with a durable write (its last step's outcome,
+# Committed without waiting for the disk (synchronous_commit off for this statement only) when the
+# next step only computes: the task always ends with a durable write (its last step's outcome,
 # before the chain's next message is sent) that flushes this one with it; a database crash before
 # that loses only the record of computations, which the run does again (its first step is still
 # ``running`` under this message's claim). The fsync per statement was the largest cost of a step.
+# A next step that leaves the process is claimed durably: its claim must outlive a database crash
+# before it calls out (``durable``), or a redelivery would find it pending and call again.
 _HAND_OVER_SQL = """
-WITH no_wait AS (SELECT set_config('synchronous_commit', 'off', true) AS setting
+WITH no_wait AS (
+    SELECT set_config(
+        'synchronous_commit', CASE WHEN %(durable)s THEN current_setting('synchronous_commit') ELSE 'off' END, true
+    ) AS setting
 ), done AS (
     UPDATE workflows_steprun
        SET status = %(step_succeeded)s, rendered_config = %(config)s::jsonb, error = '', finished_at = %(now)s,
@@ -400,7 +405,7 @@ class HandedOver:
 
 
 def record_success_and_claim(
-    attempt: Attempt, output: Any, *, next_position: int, next_key: str, lease: datetime
+    attempt: Attempt, output: Any, *, next_position: int, next_key: str, lease: datetime, durable: bool = False
 ) -> HandedOver:
     """Store the output and claim the next step of the chain for this same task, in one statement
     (PostgreSQL). ``owned`` False: a newer attempt owns the step (nothing written but this
@@ -428,6 +433,7 @@ def record_success_and_claim(
         "pid": os.getpid(),
         "step_pending": StepRunStatus.PENDING.value,
         "run_waiting": RunStatus.WAITING.value,
+        "durable": durable,
         **_STATUSES,
     }
     with connection.cursor() as cursor:

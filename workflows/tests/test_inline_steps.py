@@ -89,9 +89,9 @@ def test_five_steps_record_every_attempt_and_the_local_ones_share_one_message(st
             post("deliver", f"{http.url}/deliver"),
         ],
     )
-    # The chain has two messages: the first step (the next three run in its task) and the http step.
+    # The chain is one message: the four local steps, then the one step that leaves the process.
     specs = wf.versions.latest("number").definition["steps"]
-    assert dispatch.message_groups(specs) == [[0, 1, 2, 3], [4]]
+    assert dispatch.message_groups(specs) == [[0, 1, 2, 3, 4]]
 
     run, _ = run_accept(workflow=wf, trigger="manual", payload={"body": {"n": 20, "email": "a@example.com"}})
     run = wait_for_run(run.pk, {"succeeded", "failed", "filtered"}, timeout=60, worker=stack)
@@ -109,19 +109,21 @@ def test_five_steps_record_every_attempt_and_the_local_ones_share_one_message(st
     attempts = list(StepAttempt.objects.filter(step_run__run=run).order_by("step_run__position"))
     assert [a.outcome for a in attempts] == ["succeeded"] * 5
     assert all(a.started_at <= a.finished_at and a.duration_ms is not None for a in attempts)
-    # One message ran the four local steps (its id is their claim token, one pool process ran them,
-    # one after the other); the http step came in a message of its own.
+    # One message ran the five steps (its id is their claim token, one pool process ran them, one
+    # after the other).
     tokens = [r.claim_token for r in rows]
-    assert tokens[0] and len(set(tokens[:4])) == 1 and tokens[4] and tokens[4] != tokens[0]
-    assert len({a.worker_pid for a in attempts[:4]}) == 1
+    assert tokens[0] and set(tokens) == {tokens[0]}
+    assert len({a.worker_pid for a in attempts}) == 1
     assert all(attempts[i].finished_at <= attempts[i + 1].started_at for i in range(4))
     # The http step's idempotency key is the run and its position, as before.
     (request,) = http.requests
     assert request.headers["idempotency-key"] == f"potaflow-{run.pk}-4"
     assert request.json() in ({"n3": 41}, {"n3": "41"})
-    # The worker received two execute_step messages for this run, not five: the two claim tokens.
+    # The worker received one execute_step message for this run, not five.
     log = stack.log_text()
-    assert [log.count(f"execute_step[{token}] received") for token in (tokens[0], tokens[4])] == [1, 1]
+    assert log.count(f"execute_step[{tokens[0]}] received") == 1
+    received = [line for line in log.splitlines() if "execute_step[" in line and "] received" in line]
+    assert sum(str(run.pk) in line for line in received) == 1, "no other message about this run"
 
 
 def test_a_failing_local_step_retries_with_backoff_through_the_broker(stack, org, tmp_path):
@@ -269,10 +271,10 @@ def test_a_branch_and_the_steps_of_its_path_run_in_process(stack, org, http):
     rows = {r.key: r for r in StepRun.objects.filter(run=run)}
     assert set(rows) == {"more", "route", "big_label", "deliver", "done"}
     assert rows["route"].output == {"taken": ["big"]} and rows["route"].claim_token == rows["more"].claim_token
-    # The path leaves the process (its http step): sent as a chain; what follows the branch (a
-    # transform) is run by the task that closed the branch, the http step's.
+    # The path leaves the process (its http step): sent as a chain of one message (the local step,
+    # then the http step); what follows the branch (a transform) is run by the task that closed it.
     assert rows["big_label"].claim_token != rows["more"].claim_token
-    assert rows["done"].claim_token == rows["deliver"].claim_token != rows["big_label"].claim_token
+    assert rows["done"].claim_token == rows["deliver"].claim_token == rows["big_label"].claim_token
     assert all(v == ["succeeded"] for v in attempts_of(run).values())
     (request,) = http.requests
     assert request.headers["idempotency-key"] == f"potaflow-{run.pk}-{rows['deliver'].path or 'deliver'}"
@@ -288,3 +290,73 @@ def test_a_messages_time_limits_cover_its_in_process_steps_within_the_longest_st
     assert chain_limits([call, local]) == (70 + 2 * SOFT_LIMIT_GRACE_SECONDS, 70 + 2 * HARD_LIMIT_GRACE_SECONDS)
     # Never past the longest step allowed: the broker's visibility timeout is checked against that.
     assert chain_limits([call] + [local] * 20) == (120 + SOFT_LIMIT_GRACE_SECONDS, 120 + HARD_LIMIT_GRACE_SECONDS)
+
+
+def test_a_message_runs_at_most_one_step_that_leaves_the_process():
+    local, call = {"action_type": "transform"}, {"action_type": "http.request"}
+    assert dispatch.message_groups([local, local]) == [[0, 1]]
+    assert dispatch.message_groups([call, local, call]) == [[0, 1], [2]]
+    assert dispatch.message_groups([local, call, call, local]) == [[0, 1], [2, 3]]
+    assert dispatch.message_groups([local, call, local, call]) == [[0, 1, 2], [3]]
+    assert dispatch.message_groups([call, call]) == [[0], [1]]
+
+
+def test_a_worker_killed_during_an_http_step_after_local_steps_is_taken_over_in_doubt(stack, org, http):
+    """One message ran a transform and handed over to a POST; the pool child dies 1 s into the POST.
+    The redelivered message walks past the transform (succeeded) and takes the POST over: in doubt,
+    sent again with the same idempotency key (a repeat is safe with it)."""
+    http.route("POST", "/slow", [Reply(200, {"n": 1}, delay=3), Reply(200, {"n": 2})])
+    wf = workflow_create(
+        organization=org,
+        name="Hand over",
+        steps=[transform("more", {"n3": 3}), post("deliver", f"{http.url}/slow")],
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    wait_for(lambda: http.requests, timeout=30, message="the POST to arrive")
+    time.sleep(1)
+    busy = StepAttempt.objects.get(step_run__run=run, step_run__key="deliver", number=1)
+    first = StepAttempt.objects.get(step_run__run=run, step_run__key="more")
+    assert busy.worker_pid == first.worker_pid  # the same task ran both
+    os.kill(busy.worker_pid, 9)
+    run = wait_for_run(run.pk, {"succeeded", "failed"}, timeout=60, worker=stack)
+    assert run.status == "succeeded", run.error
+    assert attempts_of(run) == {"more": ["succeeded"], "deliver": ["in_doubt", "succeeded"]}
+    keys = {r.headers["idempotency-key"] for r in http.requests}
+    assert len(http.requests) == 2 and keys == {f"potaflow-{run.pk}-1"}
+    tokens = set(StepRun.objects.filter(run=run).values_list("claim_token", flat=True))
+    assert len(tokens) == 1, "the redelivered message (the same id) took the POST over"
+
+
+@pytest.mark.services  # the hand-over is one PostgreSQL statement; SQLite claims in a transaction
+@pytest.mark.django_db(transaction=True)
+def test_a_hand_over_waits_for_the_disk_only_when_the_next_step_leaves_the_process(org, http, settings):
+    """The claim of a step that calls out must survive a database crash before it calls (else a
+    redelivery finds it pending and calls again); a claim of a step that only computes need not."""
+    from django.db import connection
+
+    from testing.worker import IsolatedBroker
+    from workflows.execution import engine
+
+    settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
+    http.reset()
+    http.route("POST", "/deliver", Reply(200, {"ok": True}))
+    wf = workflow_create(
+        organization=org,
+        name="Durable",
+        steps=[transform("a", {"n": 1}), transform("more", {"n3": 2}), post("deliver", f"{http.url}/deliver")],
+    )
+    hand_overs: list[bool] = []
+
+    def spy(execute, sql, params, many, context):
+        if "'synchronous_commit', CASE WHEN" in sql:  # recording._HAND_OVER_SQL
+            hand_overs.append(params["durable"])
+        return execute(sql, params, many, context)
+
+    with IsolatedBroker():  # the run's message goes nowhere: this process runs it
+        run, _ = run_accept(workflow=wf, trigger="manual", payload={"body": {"n3": 1}})
+        with connection.execute_wrapper(spy):
+            outcome = engine.run_step(run.pk, 0, message_id="message-1")
+    assert hand_overs == [False, True]  # a -> more without the wait, more -> deliver durable
+    run.refresh_from_db()
+    assert run.status == "succeeded" and not outcome.proceed
+    assert len(http.requests) == 1
