@@ -474,16 +474,22 @@ class _WorkerManager:
     def ensure(self, env: Mapping[str, str]) -> WorkerProcess:
         env = dict(env)
         if self.worker is not None and (self.worker.extra_env != env or not self.worker.alive):
-            self.worker.stop()
-            self.worker = None
+            self._discard()
         if self.worker is None:
             self.worker = WorkerProcess(env)
             self.worker.start()
         return self.worker
 
     def stop(self) -> None:
+        self._discard()
+
+    def _discard(self) -> None:
+        """Kill the worker no test uses any more: its tests' rows are gone, so nothing it still held
+        matters, and a warm shutdown waited up to 20 s for a step of a test already over."""
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.kill()
+            self.worker.stop()  # closes its log
+            self.worker = None
 
 
 @pytest.hookimpl(trylast=True)
