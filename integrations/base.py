@@ -106,6 +106,12 @@ class Action:
       memory (no network, file, credential or clock-bound wait: transform,
       filter): such a step runs in the task that finished the step before it,
       without a broker message of its own (``workflows.execution.engine``).
+    - ``computes_ahead``: True for actions whose ``run`` is a quick, pure function of
+      the rendered config (transform, filter): in a straight run the engine may compute
+      such a step before claiming it, from the outputs in memory, and record it with
+      the steps around it in one statement (``workflows.execution.engine``). A step
+      that may take long (or a test's counting one) must not set it: it would show
+      ``pending`` while it computes.
     - ``expression_fields``: config fields that hold an expression, where a
       bare ``a > 1`` is read as ``{{ a > 1 }}`` (``filter``'s condition).
     - ``expression_items``: (list field, item field) pairs whose items' field holds an
@@ -145,6 +151,7 @@ class Action:
     credential_required: ClassVar[bool] = False
     has_side_effects: ClassVar[bool] = True
     runs_in_process: ClassVar[bool] = False
+    computes_ahead: ClassVar[bool] = False
     expression_fields: ClassVar[tuple[str, ...]] = ()
     expression_items: ClassVar[tuple[tuple[str, str], ...]] = ()
     control: ClassVar[bool] = False

@@ -20,6 +20,7 @@ class Filter(Action):
     name = "filter"
     has_side_effects = False
     runs_in_process = True
+    computes_ahead = True
     title = "Filter"
     description = (
         "Ends the run as 'filtered' (later steps skipped) when the condition is false, "

@@ -10,6 +10,7 @@ class Transform(Action):
     name = "transform"
     has_side_effects = False
     runs_in_process = True
+    computes_ahead = True
     title = "Transform"
     description = (
         "Builds a JSON value from templates; the rendered value is the step's output, "

@@ -63,7 +63,9 @@ worker process reads it once per version (``workflows.execution.definitions``).
 import json
 import logging
 import os
+import time
 import uuid
+from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -103,8 +105,16 @@ from ..models import (
 from . import dispatch, fairness, flow, recording
 from .definitions import definitions
 from .leases import keeper
-from .policy import in_doubt_policy, lease_seconds, policy, retry_delay, runs_in_process, time_limit
-from .recording import Attempt, Scrubber
+from .policy import (
+    computes_ahead,
+    in_doubt_policy,
+    lease_seconds,
+    policy,
+    retry_delay,
+    runs_in_process,
+    time_limit,
+)
+from .recording import Attempt, Scrubber, cap_output
 
 logger = logging.getLogger(__name__)
 
@@ -630,25 +640,7 @@ def _attempt(attempt: Attempt) -> Attempt | StepOutcome:
         except templating.TemplateError as exc:
             raise PermanentError(f"template error: {exc.message}") from None
         attempt.request = action.request_summary(attempt.rendered) if isinstance(attempt.rendered, dict) else None
-        ctx = ActionContext(
-            run_id=str(run.pk),
-            workflow_id=run.workflow_id,
-            organization_id=run.workflow.organization_id,
-            step_key=step_run.key,
-            attempt=attempt.number,
-            idempotency_key=(
-                flow.idempotency_key(run.pk, flow.path_of(step_run))
-                if in_flow
-                else idempotency_key(run.pk, step_run.position)
-            ),
-            timeout_seconds=policy(spec, "timeout_seconds"),
-            credential=credential.fields if credential else None,
-            credential_kind=credential.kind if credential else None,
-            template_context=context,
-            raw_config=config,
-            files=RunFileAccess(organization_id=run.workflow.organization_id, run_id=run.pk),
-            connection=credential.connection if credential else None,
-        )
+        ctx = _action_context(attempt, spec, context, config, credential, in_flow=in_flow)
         if action.output_limit_setting:
             attempt.output_limit = int(getattr(settings, action.output_limit_setting))
         try:
@@ -694,6 +686,37 @@ def _attempt(attempt: Attempt) -> Attempt | StepOutcome:
     return PROCEED
 
 
+def _action_context(
+    attempt: Attempt,
+    spec: dict[str, Any],
+    context: dict[str, Any],
+    config: dict[str, Any],
+    credential: StepCredential | None,
+    *,
+    in_flow: bool,
+) -> ActionContext:
+    run, step_run = attempt.run, attempt.step_run
+    return ActionContext(
+        run_id=str(run.pk),
+        workflow_id=run.workflow_id,
+        organization_id=run.workflow.organization_id,
+        step_key=step_run.key,
+        attempt=attempt.number,
+        idempotency_key=(
+            flow.idempotency_key(run.pk, flow.path_of(step_run))
+            if in_flow
+            else idempotency_key(run.pk, step_run.position)
+        ),
+        timeout_seconds=policy(spec, "timeout_seconds"),
+        credential=credential.fields if credential else None,
+        credential_kind=credential.kind if credential else None,
+        template_context=context,
+        raw_config=config,
+        files=RunFileAccess(organization_id=run.workflow.organization_id, run_id=run.pk),
+        connection=credential.connection if credential else None,
+    )
+
+
 def _hand_over(
     attempt: Attempt, output: Any, follower: tuple[int, dict[str, Any]], *, in_flow: bool
 ) -> Attempt | StepOutcome:
@@ -703,24 +726,43 @@ def _hand_over(
     message's id as claim token (a redelivery of the message takes it over when this worker died),
     a lease, and a retry through the broker when it fails (``StepOutcome.position``).
     """
-    position, spec = follower
-    key = str(spec.get("key"))
     run, step_run = attempt.run, attempt.step_run
     if connection.vendor != "postgresql":
         run.__dict__.pop(OUTPUTS_SEEN, None)
         if recording.record_success(attempt, output, completes=False):
             return STOP
-        return StepOutcome(inline_next=position, inline_key=key)
+        return StepOutcome(inline_next=follower[0], inline_key=str(follower[1].get("key")))
+    ahead: list[recording.Computed] = []
+    finished_at = None
+    if not in_flow:  # a flow run's templates read scoped outputs from the database
+        attempt.finished, finished_at = time.monotonic(), timezone.now()
+        ahead, follower = _compute_ahead(attempt, output, follower)
+    position, spec = follower
+    key = str(spec.get("key"))
     now = timezone.now()
     lease = now + timedelta(seconds=lease_seconds())
     handed = recording.record_success_and_claim(
-        attempt, output, next_position=position, next_key=key, lease=lease, durable=not runs_in_process(spec)
+        attempt,
+        output,
+        next_position=position,
+        next_key=key,
+        lease=lease,
+        durable=not runs_in_process(spec),
+        ahead=ahead,
+        finished_at=finished_at if ahead else None,
     )
     if not handed.owned:
         return STOP
     seen = run.__dict__.get(OUTPUTS_SEEN)
     if seen is not None and not in_flow:
         seen[step_run.key] = {"output": attempt.output, "status": StepRunStatus.SUCCEEDED}
+        if handed.ahead_recorded:
+            for computed in ahead:
+                seen[computed.attempt.step_run.key] = {"output": computed.output, "status": StepRunStatus.SUCCEEDED}
+    if not handed.ahead_recorded:
+        # One of them was not pending any more: the ordinary claim of the first says why.
+        first = ahead[0].attempt.step_run
+        return StepOutcome(inline_next=first.position, inline_key=first.key)
     if handed.step_pk is None:
         # Not pending (a duplicate took it, the run ended, or a flow row is missing): the ordinary claim says why.
         if in_flow and not flow.after_success(run, step_run):
@@ -744,6 +786,68 @@ def _hand_over(
     )
     bind_log_context(step=handed.key, attempt=handed.attempts)
     return Attempt(step_run=following, run=run)
+
+
+def _compute_ahead(
+    attempt: Attempt, output: Any, follower: tuple[int, dict[str, Any]]
+) -> tuple[list[recording.Computed], tuple[int, dict[str, Any]]]:
+    """A straight run's steps after this one that compute quickly and purely (``policy.computes_ahead``),
+    computed now, before they are claimed, from the outputs in memory; and the step to claim after them.
+
+    They are recorded with this step's success and the next step's claim in one statement
+    (``recording.record_success_and_claim``), so a row of transforms and a filter costs one write,
+    not two per step. Computing before claiming is safe because it has no effect: if the
+    statement finds one of them no longer pending, nothing computed here is kept. A step whose
+    computation raises (a filter that filters, a template error) is not computed ahead: it is the
+    step claimed next, and runs the ordinary way, which records what happens. The last step of
+    the run is never computed ahead (its record completes the run), nor one whose next step this
+    message may not take (``_follower``'s rule).
+    """
+    run = attempt.run
+    by_position = {s.get("position"): s for s in run.definition.get("steps", [])}
+    earlier: dict[str, Any] = {
+        attempt.step_run.key: {
+            "output": attempt.scrub(cap_output(output, attempt.output_limit)),
+            "status": StepRunStatus.SUCCEEDED,
+        }
+    }
+    computed: list[recording.Computed] = []
+    while computes_ahead(follower[1]):
+        position, spec = follower
+        after = by_position.get(position + 1)
+        if after is None or (not runs_in_process(after) and _message_left_process.get()):
+            break
+        result = _compute(run, position, spec, earlier)
+        if result is None:
+            break
+        computed.append(result)
+        earlier[result.attempt.step_run.key] = {"output": result.output, "status": StepRunStatus.SUCCEEDED}
+        follower = (position + 1, dict(after))
+    return computed, follower
+
+
+def _compute(run: Run, position: int, spec: dict[str, Any], earlier: Mapping[str, Any]) -> recording.Computed | None:
+    """Run a step that only computes, without claiming it; None when it raised (see ``_compute_ahead``)."""
+    started_at, started = timezone.now(), time.monotonic()
+    step_run = StepRun(run=run, position=position, key=str(spec.get("key")), status=StepRunStatus.RUNNING, attempts=1)
+    ahead = Attempt(step_run=step_run, run=run)
+    try:
+        action = get_action(spec["action_type"])
+        context = build_context(run, spec, earlier=earlier)
+        config = templating.prepare_config(action, spec.get("config") or {})
+        ahead.rendered = templating.render_value(config, context)
+        ahead.request = action.request_summary(ahead.rendered) if isinstance(ahead.rendered, dict) else None
+        output = action.run(ahead.rendered, _action_context(ahead, spec, context, config, None, in_flow=False))
+    except Exception:  # noqa: BLE001 - not computed ahead: the ordinary run of the step records what it raises
+        return None
+    limit = int(getattr(settings, action.output_limit_setting)) if action.output_limit_setting else None
+    return recording.Computed(
+        attempt=ahead,
+        output=cap_output(output, limit),
+        started_at=started_at,
+        finished_at=timezone.now(),
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
 
 
 def _decide(attempt: Attempt, spec: dict[str, Any]) -> None:
@@ -783,14 +887,23 @@ def _retry_or_give_up(
     return StepOutcome(retry_in=delay)
 
 
-def build_context(run: Run, spec: dict[str, Any] | None = None, step_run: StepRun | None = None) -> dict[str, Any]:
+def build_context(
+    run: Run,
+    spec: dict[str, Any] | None = None,
+    step_run: StepRun | None = None,
+    *,
+    earlier: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The template context: trigger payload, earlier outputs, run and workflow.
 
     The earlier outputs are read when the step's config mentions ``steps``
     (or no ``spec`` is given); otherwise they are read only if the action looks
-    at ``ActionContext.template_context["steps"]``.
+    at ``ActionContext.template_context["steps"]``. ``earlier``: outputs this task
+    holds that the database does not have yet (steps computed ahead), over those it has.
     """
     steps: Mapping[str, Any] = EarlierOutputs(run)
+    if earlier:
+        steps = ChainMap(dict(earlier), steps)  # type: ignore[arg-type]
     if step_run is None and (spec is None or references_earlier_steps(spec)):  # a flow run's are scoped below
         steps = dict(steps)
     workflow = run.definition.get("workflow", {})

@@ -63,6 +63,13 @@ def runs_in_process(spec: Mapping[str, Any] | None) -> bool:
     return action.runs_in_process and not action.has_side_effects and not action.credential_required
 
 
+def computes_ahead(spec: Mapping[str, Any] | None) -> bool:
+    """May the engine compute this step before claiming it (``Action.computes_ahead``)?"""
+    if not runs_in_process(spec) or not spec or spec.get("action_type") in tree.CONTROL_TYPES:
+        return False
+    return get_action(str(spec.get("action_type"))).computes_ahead
+
+
 def chain_limits(specs: Sequence[Mapping[str, Any] | None]) -> tuple[float, float]:
     """Soft and hard time limits of a message that runs ``specs`` one after the other (a step and the
     steps that run in its task): the sum of theirs, up to the limits of the longest step allowed

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,13 +106,14 @@ class Attempt:
     request: dict[str, Any] | None = None
     output_limit: int | None = None  # the action's own bound on its stored output (Action.output_limit_setting)
     output: Any = None  # the stored output once recorded (a step run in the same task may read it)
+    finished: float | None = None  # when its action returned, if it is recorded later (monotonic)
 
     @property
     def number(self) -> int:
         return self.step_run.attempts
 
     def elapsed_ms(self) -> int:
-        return int((time.monotonic() - self.started) * 1000)
+        return int(((self.finished or time.monotonic()) - self.started) * 1000)
 
     def stored_config(self) -> Any:
         # Capped like outputs: a template may render up to POTAFLOW_TEMPLATE_MAX_CHARS per string.
@@ -260,12 +262,9 @@ def record_decision(attempt: Attempt, status: str, output: Any, **fields: Any) -
     return True
 
 
-# A succeeded attempt in one statement (one round trip, one commit): the step
-# row if the attempt still owns it, then its attempt row and its run. Only the
-# run's last step can complete it (steps run in order; a replay reuses a
-# prefix), so only then is "every other step succeeded" checked.
-_RECORD_SUCCESS_SQL = """
-WITH done AS (
+# The succeeded attempt's step row (if the attempt still owns it: ``done``) and attempt row
+# (``closed``): the first two parts of each statement below that records a success.
+_DONE_AND_CLOSED = """
     UPDATE workflows_steprun
        SET status = %(step_succeeded)s, rendered_config = %(config)s::jsonb, error = '', finished_at = %(now)s,
            duration_ms = %(duration)s, next_attempt_at = NULL, lease_expires_at = NULL, output = %(output)s::jsonb
@@ -276,7 +275,14 @@ WITH done AS (
        SET outcome = %(attempt_succeeded)s, finished_at = %(now)s, duration_ms = %(duration)s, error = '',
            request = %(request)s::jsonb, response_status = %(status)s, response_excerpt = %(excerpt)s
      WHERE step_run_id IN (SELECT id FROM done) AND number = %(number)s
-), progressed AS (
+"""
+
+# A succeeded attempt in one statement (one round trip, one commit): the step
+# row if the attempt still owns it, then its attempt row and its run. Only the
+# run's last step can complete it (steps run in order; a replay reuses a
+# prefix), so only then is "every other step succeeded" checked.
+_RECORD_SUCCESS_SQL = """
+WITH done AS ({done_and_closed}), progressed AS (
     UPDATE workflows_run AS r
        SET last_progress_at = %(now)s{complete_sets}
      WHERE r.id = %(run)s AND EXISTS (SELECT 1 FROM done)
@@ -289,8 +295,9 @@ _OTHERS_SUCCEEDED = (
     "NOT EXISTS (SELECT 1 FROM workflows_steprun AS o"
     " WHERE o.run_id = %(run)s AND o.id <> %(step)s AND o.status <> %(step_succeeded)s)"
 )
-_RECORD_SUCCESS_STEP = _RECORD_SUCCESS_SQL.format(complete_sets="", complete="false")
+_RECORD_SUCCESS_STEP = _RECORD_SUCCESS_SQL.format(done_and_closed=_DONE_AND_CLOSED, complete_sets="", complete="false")
 _RECORD_SUCCESS_LAST_STEP = _RECORD_SUCCESS_SQL.format(
+    done_and_closed=_DONE_AND_CLOSED,
     complete_sets=f"""
          , status = CASE WHEN r.status IN (%(run_queued)s, %(run_running)s) AND {_OTHERS_SUCCEEDED}
                          THEN %(run_succeeded)s ELSE r.status END
@@ -350,6 +357,9 @@ def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime, *, com
 # before the chain's next message is sent) that flushes this one with it; a database crash before
 # that loses only the record of computations, which the run does again (its first step is still
 # ``running`` under this message's claim). The fsync per statement was the largest cost of a step.
+# The run's last_progress_at moves only when no next step was claimed: a running step keeps the
+# sweeper away from the run (its lease says whether it is alive), and that column is indexed, so
+# each write of it was a new entry in every index of the run table.
 # A next step that leaves the process is claimed durably: its claim must outlive a database crash
 # before it calls out (``durable``), or a redelivery would find it pending and call again.
 _HAND_OVER_SQL = """
@@ -357,38 +367,66 @@ WITH no_wait AS (
     SELECT set_config(
         'synchronous_commit', CASE WHEN %(durable)s THEN current_setting('synchronous_commit') ELSE 'off' END, true
     ) AS setting
-), done AS (
-    UPDATE workflows_steprun
-       SET status = %(step_succeeded)s, rendered_config = %(config)s::jsonb, error = '', finished_at = %(now)s,
-           duration_ms = %(duration)s, next_attempt_at = NULL, lease_expires_at = NULL, output = %(output)s::jsonb
-     WHERE id = %(step)s AND status = %(step_running)s AND attempts = %(number)s
-    RETURNING id
-), closed AS (
-    UPDATE workflows_stepattempt
-       SET outcome = %(attempt_succeeded)s, finished_at = %(now)s, duration_ms = %(duration)s, error = '',
-           request = %(request)s::jsonb, response_status = %(status)s, response_excerpt = %(excerpt)s
-     WHERE step_run_id IN (SELECT id FROM done) AND number = %(number)s
-), progressed AS (
-    UPDATE workflows_run SET last_progress_at = %(now)s WHERE id = %(run)s AND EXISTS (SELECT 1 FROM done)
-), claimed AS (
+), done AS ({done_and_closed}{ahead}), claimed AS (
     UPDATE workflows_steprun AS s
-       SET status = %(step_running)s, attempts = s.attempts + 1, claim_token = %(token)s, started_at = %(now)s,
+       SET status = %(step_running)s, attempts = s.attempts + 1, claim_token = %(token)s, started_at = %(claimed_at)s,
            finished_at = NULL, next_attempt_at = NULL, lease_expires_at = %(lease)s
       FROM workflows_run AS r
      WHERE s.run_id = %(run)s AND s.position = %(next_position)s AND s.key = %(next_key)s
        AND s.status = %(step_pending)s AND r.id = s.run_id
        AND (r.status IN (%(run_queued)s, %(run_running)s, %(run_waiting)s) OR s.error_path)
-       AND EXISTS (SELECT 1 FROM done)
+       AND EXISTS (SELECT 1 FROM done){ahead_all}
     RETURNING s.id, s.key, s.attempts, s.path, s.parent_id, s.error_path
 ), opened AS (
     INSERT INTO workflows_stepattempt
            (step_run_id, number, outcome, started_at, error, response_excerpt, worker_host, worker_pid)
-    SELECT id, attempts, '', %(now)s, '', '', %(host)s, %(pid)s FROM claimed
+    SELECT id, attempts, '', %(claimed_at)s, '', '', %(host)s, %(pid)s FROM claimed
+), progressed AS (
+    UPDATE workflows_run SET last_progress_at = %(claimed_at)s
+     WHERE id = %(run)s AND EXISTS (SELECT 1 FROM done) AND NOT EXISTS (SELECT 1 FROM claimed)
 )
 SELECT EXISTS (SELECT 1 FROM done), claimed.id, claimed.key, claimed.attempts, claimed.path, claimed.parent_id,
-       claimed.error_path
+       claimed.error_path, {ahead_count}
   FROM no_wait LEFT JOIN claimed ON true
 """
+# Steps computed ahead (``engine._compute_ahead``: steps that only compute, computed before they
+# were claimed from the outputs in memory), recorded in the same statement: each goes from
+# ``pending`` straight to ``succeeded`` with its attempt row, all of them or none (one that is not
+# pending any more -- a message of another worker has it -- leaves them all, and the next step, to
+# the ordinary claim). The next step is claimed only when all were recorded.
+_AHEAD = """
+), ahead_values AS (
+    SELECT * FROM jsonb_to_recordset(%(ahead)s::jsonb) AS a(
+        position integer, key text, config jsonb, output jsonb, request jsonb, status integer, excerpt text,
+        started timestamptz, finished timestamptz, duration integer)
+), ahead AS (
+    UPDATE workflows_steprun AS s
+       SET status = %(step_succeeded)s, attempts = s.attempts + 1, claim_token = %(token)s, started_at = a.started,
+           finished_at = a.finished, duration_ms = a.duration, rendered_config = a.config, output = a.output,
+           error = '', next_attempt_at = NULL, lease_expires_at = NULL
+      FROM ahead_values AS a, workflows_run AS r
+     WHERE s.run_id = %(run)s AND s.position = a.position AND s.key = a.key AND s.status = %(step_pending)s
+       AND r.id = s.run_id AND r.status IN (%(run_queued)s, %(run_running)s)
+       AND EXISTS (SELECT 1 FROM done)
+       AND (SELECT count(*) FROM workflows_steprun AS p, ahead_values AS v
+             WHERE p.run_id = %(run)s AND p.position = v.position AND p.status = %(step_pending)s)
+           = %(ahead_count)s
+    RETURNING s.id, s.attempts, a.request, a.status, a.excerpt, a.started, a.finished, a.duration
+), ahead_attempts AS (
+    INSERT INTO workflows_stepattempt
+           (step_run_id, number, outcome, started_at, finished_at, duration_ms, error, request, response_status,
+            response_excerpt, worker_host, worker_pid)
+    SELECT id, attempts, %(attempt_succeeded)s, started, finished, duration, '', request, status, excerpt,
+           %(host)s, %(pid)s
+      FROM ahead
+"""
+_HAND_OVER = _HAND_OVER_SQL.format(done_and_closed=_DONE_AND_CLOSED, ahead="", ahead_all="", ahead_count="0")
+_HAND_OVER_AHEAD = _HAND_OVER_SQL.format(
+    done_and_closed=_DONE_AND_CLOSED,
+    ahead=_AHEAD,
+    ahead_all="\n       AND (SELECT count(*) FROM ahead) = %(ahead_count)s",
+    ahead_count="(SELECT count(*) FROM ahead)",
+)
 
 
 @dataclass(frozen=True)
@@ -402,16 +440,54 @@ class HandedOver:
     path: str = ""
     parent_id: int | None = None
     error_path: bool = False
+    ahead_recorded: bool = True  # every step computed ahead was recorded (none given: True)
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A step computed ahead of its claim (``engine._compute_ahead``): what its attempt did."""
+
+    attempt: Attempt  # its step (position, key), rendered config and request summary
+    output: Any  # as stored: capped (no credential, so nothing to scrub)
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
+
+    def as_row(self) -> dict[str, Any]:
+        status, excerpt = _response_facts(self.output)
+        return {
+            "position": self.attempt.step_run.position,
+            "key": self.attempt.step_run.key,
+            "config": self.attempt.stored_config(),
+            "output": self.output,
+            "request": self.attempt.stored_request(),
+            "status": status,
+            "excerpt": excerpt,
+            "started": self.started_at.isoformat(),
+            "finished": self.finished_at.isoformat(),
+            "duration": self.duration_ms,
+        }
 
 
 def record_success_and_claim(
-    attempt: Attempt, output: Any, *, next_position: int, next_key: str, lease: datetime, durable: bool = False
+    attempt: Attempt,
+    output: Any,
+    *,
+    next_position: int,
+    next_key: str,
+    lease: datetime,
+    durable: bool = False,
+    ahead: Sequence[Computed] = (),
+    finished_at: datetime | None = None,
 ) -> HandedOver:
     """Store the output and claim the next step of the chain for this same task, in one statement
     (PostgreSQL). ``owned`` False: a newer attempt owns the step (nothing written but this
     attempt's ``superseded`` row). ``step_pk`` None: the next step was not pending (the caller
-    claims it the ordinary way, which says why)."""
-    now = timezone.now()
+    claims it the ordinary way, which says why). ``ahead``: the steps between this one and the
+    next, computed already, recorded as succeeded in the same statement (all or none:
+    ``ahead_recorded``); ``finished_at``: when this step's action returned, if that was before them."""
+    claimed_at = timezone.now()
+    now = finished_at or claimed_at
     stored = attempt.scrub(cap_output(output, attempt.output_limit))
     status, excerpt = _response_facts(stored)
     params = {
@@ -427,6 +503,7 @@ def record_success_and_claim(
         "excerpt": attempt.scrub(excerpt),
         "token": attempt.step_run.claim_token,
         "lease": lease,
+        "claimed_at": claimed_at,
         "next_position": next_position,
         "next_key": next_key,
         "host": WORKER_HOST,
@@ -434,11 +511,13 @@ def record_success_and_claim(
         "step_pending": StepRunStatus.PENDING.value,
         "run_waiting": RunStatus.WAITING.value,
         "durable": durable,
+        "ahead": json.dumps([computed.as_row() for computed in ahead]),
+        "ahead_count": len(ahead),
         **_STATUSES,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_HAND_OVER_SQL, params)
-        owned, step_pk, key, attempts, path, parent_id, error_path = cursor.fetchone()
+        cursor.execute(_HAND_OVER_AHEAD if ahead else _HAND_OVER, params)
+        owned, step_pk, key, attempts, path, parent_id, error_path, recorded = cursor.fetchone()
     if not owned:
         _superseded(attempt, AttemptOutcome.SUCCEEDED)
         return HandedOver(owned=False)
@@ -451,6 +530,7 @@ def record_success_and_claim(
         path=path or "",
         parent_id=parent_id,
         error_path=bool(error_path),
+        ahead_recorded=recorded == len(ahead),
     )
 
 

@@ -329,7 +329,19 @@ def test_a_worker_killed_during_an_http_step_after_local_steps_is_taken_over_in_
 
 @pytest.mark.services  # the hand-over is one PostgreSQL statement; SQLite claims in a transaction
 @pytest.mark.django_db(transaction=True)
-def test_a_hand_over_waits_for_the_disk_only_when_the_next_step_leaves_the_process(org, http, settings):
+@pytest.mark.parametrize(
+    ("middle", "expected"),
+    [
+        # a -> compute without the wait, compute -> deliver durable
+        ({"key": "more", "action_type": "test.compute", "config": {"log": "", "value": 2}}, [False, True]),
+        # a and the transform (computed ahead) recorded with deliver's claim: one durable statement
+        (transform("more", {"n3": 2}), [True]),
+    ],
+    ids=["hand-over", "computed-ahead"],
+)
+def test_a_hand_over_waits_for_the_disk_only_when_the_next_step_leaves_the_process(
+    org, http, settings, compute_action, tmp_path, middle, expected
+):
     """The claim of a step that calls out must survive a database crash before it calls (else a
     redelivery finds it pending and calls again); a claim of a step that only computes need not."""
     from django.db import connection
@@ -339,11 +351,18 @@ def test_a_hand_over_waits_for_the_disk_only_when_the_next_step_leaves_the_proce
 
     settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
     http.reset()
+    deliver_url = f"{http.url}/deliver"
     http.route("POST", "/deliver", Reply(200, {"ok": True}))
     wf = workflow_create(
         organization=org,
         name="Durable",
-        steps=[transform("a", {"n": 1}), transform("more", {"n3": 2}), post("deliver", f"{http.url}/deliver")],
+        steps=[
+            transform("a", {"n": 1}),
+            {**middle, "config": {**middle["config"], "log": str(tmp_path / "compute.jsonl")}}
+            if middle["action_type"] == "test.compute"
+            else middle,
+            {"key": "deliver", "action_type": "http.request", "config": {"method": "POST", "url": deliver_url}},
+        ],
     )
     hand_overs: list[bool] = []
 
@@ -356,7 +375,7 @@ def test_a_hand_over_waits_for_the_disk_only_when_the_next_step_leaves_the_proce
         run, _ = run_accept(workflow=wf, trigger="manual", payload={"body": {"n3": 1}})
         with connection.execute_wrapper(spy):
             outcome = engine.run_step(run.pk, 0, message_id="message-1")
-    assert hand_overs == [False, True]  # a -> more without the wait, more -> deliver durable
+    assert hand_overs == expected
     run.refresh_from_db()
     assert run.status == "succeeded" and not outcome.proceed
     assert len(http.requests) == 1

@@ -72,8 +72,9 @@ def test_a_pending_step_is_claimed_in_one_statement_and_recorded_in_one(org, sin
 
 
 def test_steps_that_only_compute_run_in_the_same_task_one_statement_each(org, single_tenant, http_server):
-    """After an http step, two transforms run in its task: each is recorded and the next claimed in one
-    statement (the last one's record completes the run), with its own attempt and the same claim token."""
+    """After an http step, two transforms run in its task, each with its own attempt and the same claim
+    token: the first is computed ahead and recorded with the http step's success and the second's
+    claim, in one statement; the second's record completes the run."""
     http_server.route("POST", "/hook", Reply(200, {"ok": True}))
     http = {"method": "POST", "url": http_server.url + "/hook", "body_type": "json", "body": {"n": 1}}
     wf = workflow_create(
@@ -90,7 +91,7 @@ def test_steps_that_only_compute_run_in_the_same_task_one_statement_each(org, si
     run, _ = run_accept(workflow=wf, trigger="manual", payload={"n": 7})
     outcome, sql = statements(run, 0, "m-0")
     assert outcome == engine.STOP  # the run is complete: nothing left for the chain
-    assert len(sql) == 4, sql  # claim, record call + claim a, record a + claim b, record b
+    assert len(sql) == 3, sql  # claim call, record call + a (computed ahead) + claim b, record b
     run = Run.objects.get(pk=run.pk)
     assert run.status == RunStatus.SUCCEEDED
     rows = list(run.step_runs.order_by("position"))
@@ -169,3 +170,83 @@ def test_with_a_tenant_limit_the_claim_counts_under_the_organizations_lock(org, 
     assert outcome == engine.STOP and Run.objects.get(pk=elsewhere.pk).status == RunStatus.SUCCEEDED
     assert any("FOR UPDATE" in sql and "accounts_organization" in sql for sql in claimed), claimed
     assert len(claimed) <= 6, claimed  # BEGIN, lock, claim, COMMIT, record (+ a warm-up read)
+
+
+def test_a_row_of_transforms_and_a_filter_is_recorded_in_one_statement_with_an_attempt_each(org, single_tenant):
+    """Steps that compute quickly and purely are computed ahead of their claim: [a, b, c, gate, d]
+    costs a claim, one statement recording a, b, c and gate and claiming d, and d's record."""
+    wf = workflow_create(
+        organization=org,
+        name="Ahead",
+        steps=[
+            {"key": "a", "action_type": "transform", "config": {"value": {"n": "{{ trigger.n }}"}}},
+            {"key": "b", "action_type": "transform", "config": {"value": "{{ steps.a.output.n * 2 }}"}},
+            {"key": "c", "action_type": "transform", "config": {"value": "{{ steps.b.output + 1 }}"}},
+            {"key": "gate", "action_type": "filter", "config": {"condition": "{{ steps.c.output > 10 }}"}},
+            {"key": "d", "action_type": "transform", "config": {"value": "{{ steps.c.output }} ok"}},
+        ],
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={"n": 7})
+    outcome, sql = statements(run, 0, "m-0")
+    assert outcome == engine.STOP
+    writes = [q for q in sql if not q.lstrip().startswith("SELECT")]
+    assert len(writes) == 3, writes
+    run = Run.objects.get(pk=run.pk)
+    assert run.status == RunStatus.SUCCEEDED
+    rows = list(run.step_runs.order_by("position"))
+    assert [(r.key, r.status, r.attempts, r.claim_token) for r in rows] == [
+        (key, StepRunStatus.SUCCEEDED, 1, "m-0") for key in ("a", "b", "c", "gate", "d")
+    ]
+    assert [r.output for r in rows[:3]] == [{"n": 7}, 14, 15] and rows[3].output["passed"] is True
+    assert rows[4].output == "15 ok"
+    assert rows[1].rendered_config == {"value": 14}
+    attempts = list(StepAttempt.objects.filter(step_run__run=run).order_by("step_run__position"))
+    assert [(a.number, a.outcome) for a in attempts] == [(1, "succeeded")] * 5
+    assert all(a.worker_pid and a.duration_ms is not None and a.started_at <= a.finished_at for a in attempts)
+    assert all(attempts[i].finished_at <= attempts[i + 1].started_at for i in range(4)), [
+        (a.started_at, a.finished_at) for a in attempts
+    ]
+
+
+def test_a_filter_that_filters_is_not_computed_ahead_but_claimed_and_recorded_as_filtered(org, single_tenant):
+    wf = workflow_create(
+        organization=org,
+        name="Filtered",
+        steps=[
+            {"key": "a", "action_type": "transform", "config": {"value": 1}},
+            {"key": "b", "action_type": "transform", "config": {"value": 2}},
+            {"key": "gate", "action_type": "filter", "config": {"condition": "{{ steps.b.output > 5 }}"}},
+            {"key": "d", "action_type": "transform", "config": {"value": 3}},
+        ],
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    assert engine.run_step(run.pk, 0, message_id="m-0") == engine.STOP
+    run = Run.objects.get(pk=run.pk)
+    assert run.status == RunStatus.FILTERED
+    states = dict(run.step_runs.values_list("key", "status"))
+    assert states == {"a": "succeeded", "b": "succeeded", "gate": "filtered", "d": "skipped"}
+
+
+def test_steps_computed_ahead_are_kept_only_if_all_are_still_pending(org, single_tenant):
+    """Another worker's message holds c: b and c are not recorded from this task's computation, the
+    ordinary claim takes b, and c is left to the message that has it."""
+    wf = workflow_create(
+        organization=org,
+        name="Raced",
+        steps=[{"key": key, "action_type": "transform", "config": {"value": key}} for key in "abcd"],
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    lease = timezone.now() + timedelta(seconds=60)
+    StepRun.objects.filter(run=run, key="c").update(
+        status=StepRunStatus.RUNNING, attempts=1, claim_token="other", lease_expires_at=lease
+    )
+    assert engine.run_step(run.pk, 0, message_id="m-0") == engine.STOP
+    rows = {r.key: r for r in StepRun.objects.filter(run=run)}
+    assert [(rows[k].status, rows[k].attempts, rows[k].claim_token) for k in "abcd"] == [
+        (StepRunStatus.SUCCEEDED, 1, "m-0"),
+        (StepRunStatus.SUCCEEDED, 1, "m-0"),
+        (StepRunStatus.RUNNING, 1, "other"),
+        (StepRunStatus.PENDING, 0, ""),
+    ]
+    assert not StepAttempt.objects.filter(step_run__run=run, step_run__key__in=["c", "d"]).exists()
+    assert list(StepAttempt.objects.filter(step_run__run=run).values_list("number", flat=True)) == [1, 1]
