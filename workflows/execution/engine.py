@@ -319,6 +319,8 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
     run.workflow = Workflow(id=workflow_id, organization_id=organization_id)
     run.version = WorkflowVersion(id=version_id, workflow_id=workflow_id, number=number)
     run.version.definition = definition
+    if position == 0 and not flow.is_flow_run(run):
+        run.__dict__[OUTPUTS_SEEN] = {}  # no step runs before a straight run's first: nothing to read
     step_run = StepRun(
         id=step_pk,
         run=run,

@@ -114,11 +114,20 @@ def test_earlier_outputs_are_read_only_by_a_step_whose_config_names_them(org, si
             {"key": "d", "action_type": "transform", "config": {"value": "{{ steps.c.output * 10 }}"}},
         ],
     )
+    # From the first step: nothing ran before it, so nothing is read.
     run, _ = run_accept(workflow=wf, trigger="manual", payload={})
     _, sql = statements(run, 0, "m-0")
-    assert len([q for q in sql if '"output"' in q and q.startswith("SELECT")]) == 1, sql
+    assert [q for q in sql if '"output"' in q and q.startswith("SELECT")] == [], sql
     assert StepRun.objects.get(run=run, key="c").output == 3
     assert StepRun.objects.get(run=run, key="d").output == 30
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+    # From a later step (an earlier message recorded a): read once for c and d.
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    StepRun.objects.filter(run=run, key="a").update(status=StepRunStatus.SUCCEEDED, attempts=1, output={"n": 5})
+    _, sql = statements(run, 1, "m-1")
+    assert len([q for q in sql if '"output"' in q and q.startswith("SELECT")]) == 1, sql
+    assert StepRun.objects.get(run=run, key="c").output == 7
+    assert StepRun.objects.get(run=run, key="d").output == 70
     assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
 
 
