@@ -171,8 +171,10 @@ class _Test:
                 self._skip_nested(row, prefix + row.key)
 
     def _skip_nested(self, row: Step, path: str) -> None:
+        # Named as the engine names instances (``tree.scope_of_path``): a nested list keeps the scope
+        # of the step that holds it; a loop that did not run has no iteration to name.
         for slot in tree.slots({"action_type": row.action_type, "config": row.config}):
-            self.skip_list(slot.steps, f"{path}/{slot.name}/")
+            self.skip_list(slot.steps, tree.scope_of_path(path, row.key))
 
     def run_list(self, rows: Sequence[Step], context: dict[str, Any], *, prefix: str) -> Any:
         """Test a list of steps in order; returns the output of its last step that ran."""
@@ -215,18 +217,15 @@ class _Test:
             raise PermanentError(f"template error: {exc.message}") from None
         result["rendered_config"] = rendered
         preview = action.preview(rendered)
+        scope = tree.scope_of_path(path, row.key)  # a branch's paths keep its scope, as in the engine
         if row.action_type == "branch":
             taken = action.choose(rendered)
             result.update(status="ok", output=preview)
             for slot in tree.slots({"action_type": row.action_type, "config": row.config}):
-                if slot.name in taken:
-                    if not self.stopped:
-                        self.run_list([_row(s) for s in slot.steps if isinstance(s, Mapping)], context,
-                                      prefix=f"{path}/{slot.name}/")  # fmt: skip
-                    else:
-                        self.skip_list(slot.steps, f"{path}/{slot.name}/")
+                if slot.name in taken and not self.stopped:
+                    self.run_list([_row(s) for s in slot.steps if isinstance(s, Mapping)], context, prefix=scope)
                 else:
-                    self.skip_list(slot.steps, f"{path}/{slot.name}/")
+                    self.skip_list(slot.steps, scope)
         elif row.action_type == "for_each":
             items = action.items_of(rendered)
             body = [_row(s) for s in (row.config or {}).get("steps") or [] if isinstance(s, Mapping)]
@@ -234,9 +233,9 @@ class _Test:
             for index, item in enumerate(items[:LOOP_ITEMS_TESTED]):
                 if self.stopped:
                     break
-                scope = {**context, "steps": dict(context["steps"]), "item": item, "index": index}
+                item_context = {**context, "steps": dict(context["steps"]), "item": item, "index": index}
                 before = self.outcome
-                outputs.append(self.run_list(body, scope, prefix=f"{path}[{index}]/"))
+                outputs.append(self.run_list(body, item_context, prefix=tree.iteration_scope(path, index)))
                 if self.stopped and self.outcome == "error" and rendered.get("on_item_failure") == "continue":
                     self.stopped, self.outcome = False, before  # the loop goes on with the next item
             result.update(

@@ -148,9 +148,8 @@ def path_of(step_run: StepRun) -> str:
 
 
 def scope_of(step_run: StepRun) -> str:
-    """The iteration prefix of an instance's path: "" or "lines[3]/"."""
-    path = path_of(step_run)
-    return path[: len(path) - len(step_run.key)]
+    """The iteration prefix of an instance's path: "" or "lines[3]/" (``tree.scope_of_path``)."""
+    return tree.scope_of_path(path_of(step_run), step_run.key)
 
 
 def idempotency_key(run_id: Any, path: str) -> str:
@@ -623,7 +622,7 @@ def _start_iteration(run: Run, loop: StepRun, index: int) -> None:
     if not body:
         _iteration_done(run, loop, index, StepRunStatus.SUCCEEDED, None)
         return
-    _start_list(run, body, 0, f"{path_of(loop)}[{index}]/", loop)
+    _start_list(run, body, 0, tree.iteration_scope(path_of(loop), index), loop)
 
 
 def _iteration_done(run: Run, loop: StepRun, index: int, status: str, output: Any, error: str = "") -> None:

@@ -122,6 +122,21 @@ def by_key(definition: Mapping[str, Any]) -> dict[str, Located]:
     return {located.key: located for located in walk_definition(definition)}
 
 
+def scope_of_path(path: str, key: str) -> str:
+    """The scope an instance's path starts with: "" or an iteration's ("lines[3]/"), never a branch's.
+
+    An instance's path is its scope and its key (keys are unique in the whole tree). The steps of
+    a branch's path keep the branch's scope; only a loop's iteration opens one (``iteration_scope``).
+    The engine names its step-run rows so and the test with sample data names its results so.
+    """
+    return path[: len(path) - len(key)]
+
+
+def iteration_scope(loop_path: str, index: int) -> str:
+    """The scope of the instances of iteration ``index`` of the loop at ``loop_path``: "lines[3]/"."""
+    return f"{loop_path}[{index}]/"
+
+
 def is_control(spec: Mapping[str, Any]) -> bool:
     return spec.get("action_type") in CONTROL_TYPES
 

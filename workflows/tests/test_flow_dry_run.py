@@ -45,17 +45,17 @@ def test_a_test_follows_the_path_taken_and_runs_the_first_items_of_a_loop(org):
     assert result["outcome"] == "completed", result
     steps = by_path(result)
     assert steps["route"]["output"]["taken"] == ["vip"]
-    assert steps["route/small/note"]["status"] == "skipped" and steps["route/otherwise/nothing"]["status"] == "skipped"
+    assert steps["note"]["status"] == "skipped" and steps["nothing"]["status"] == "skipped"
     # Three items of five are run; each instance has its own path; nothing is sent.
-    assert [p for p in steps if p.startswith("route/vip/lines[")] == [
-        "route/vip/lines[0]/shape", "route/vip/lines[0]/post",
-        "route/vip/lines[1]/shape", "route/vip/lines[1]/post",
-        "route/vip/lines[2]/shape", "route/vip/lines[2]/post",
+    assert [p for p in steps if p.startswith("lines[")] == [
+        "lines[0]/shape", "lines[0]/post",
+        "lines[1]/shape", "lines[1]/post",
+        "lines[2]/shape", "lines[2]/post",
     ]  # fmt: skip
-    assert steps["route/vip/lines[1]/shape"]["output"] == "1:S-1"
-    assert steps["route/vip/lines[2]/post"]["status"] == "preview"
-    assert '"sku": "S-2"' in steps["route/vip/lines[2]/post"]["would_send"]["body"]
-    loop = steps["route/vip/lines"]
+    assert steps["lines[1]/shape"]["output"] == "1:S-1"
+    assert steps["lines[2]/post"]["status"] == "preview"
+    assert '"sku": "S-2"' in steps["lines[2]/post"]["would_send"]["body"]
+    loop = steps["lines"]
     assert loop["would_send"]["items"] == 5 and loop["would_send"]["tested_items"] == 3
     assert loop["output"] == [None, None, None]  # each iteration's last step was only previewed
     assert steps["later"]["status"] == "preview" and steps["later"]["would_send"]["wait_seconds"] == pytest.approx(
@@ -80,7 +80,7 @@ def test_otherwise_and_stop_end_the_test_as_the_run_would(org):
     steps = by_path(result)
     assert result["outcome"] == "filtered"
     assert steps["route"]["output"]["taken"] == ["otherwise"]
-    assert steps["route/otherwise/nothing"]["status"] == "filtered"
+    assert steps["nothing"]["status"] == "filtered"
     assert steps["later"]["status"] == "skipped" and steps["done"]["status"] == "skipped"
 
 
@@ -169,4 +169,4 @@ def test_an_undefined_value_in_a_path_condition_is_false_like_in_a_filter(org):
     assert result["outcome"] == "completed", result
     steps = by_path(result)
     assert steps["route"]["output"]["taken"] == ["otherwise"]
-    assert steps["route/otherwise/plain_note"]["status"] != "skipped"
+    assert steps["plain_note"]["status"] != "skipped"
