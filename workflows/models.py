@@ -361,6 +361,9 @@ class StepRun(models.Model):
     # work waiting: its message was dropped and it waits here, oldest first, until a slot of its
     # organization frees (workflows.execution.fairness). None: not parked.
     parked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the sweeper last sent a take-over for this step's lapsed lease: one take-over per lease
+    # period per step, whatever the rest of its run does (workflows.execution.dispatch).
+    takeover_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["run_id", "position"]

@@ -217,17 +217,21 @@ def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
     now = timezone.now()
     recovered: list[str] = []
 
-    # Steps whose worker stopped renewing their lease. The run's last_progress_at
-    # (the claim or an earlier recovery) keeps two sweeps from sending it twice.
+    # Steps whose worker stopped renewing their lease. The step's takeover_sent_at keeps two sweeps
+    # from sending it twice within a lease period (the run's own progress does not: in a parallel loop
+    # the other iterations move it while this one waits to be taken over).
     lapsed = (
         StepRun.objects.filter(status=StepRunStatus.RUNNING)
         .filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
         .filter(run__status__in=UNFINISHED_RUN_STATUSES)
-        .filter(run__last_progress_at__lt=now - timedelta(seconds=lease_seconds()))
-        .values_list("run_id", "run__last_progress_at")
+        .filter(Q(takeover_sent_at__isnull=True) | Q(takeover_sent_at__lt=now - timedelta(seconds=lease_seconds())))
+        .values_list("pk", "run_id", "takeover_sent_at")
     )
-    for run_id, seen in lapsed[:SWEEP_BATCH]:
-        if _claim_recovery(run_id, seen, now):
+    for step_pk, run_id, seen in lapsed[:SWEEP_BATCH]:
+        if (
+            StepRun.objects.filter(pk=step_pk, takeover_sent_at=seen).update(takeover_sent_at=now)
+            and str(run_id) not in recovered  # one message per run: it sends every lapsed step of it
+        ):
             logger.warning("run %s: a running step's lease lapsed (worker lost); sending it again", run_id)
             dispatch(run_id, force=True, queue=settings.POTAFLOW_RECOVERY_QUEUE)
             recovered.append(str(run_id))

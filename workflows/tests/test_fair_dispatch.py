@@ -116,3 +116,31 @@ def test_a_lapsed_lease_is_taken_over_promptly_behind_a_backlog(org, tmp_path, t
     assert outcomes == ["worker_lost", "succeeded"]
     print(f"\ntake-over {took:.2f} s after the sweep, {unfinished} backlog runs still unfinished")
     assert took < 4.0 and unfinished >= 15, (took, unfinished)
+
+
+def test_a_lapsed_lease_is_taken_over_although_the_rest_of_its_run_makes_progress(org, transactional_db):
+    """In a parallel loop the other iterations move the run's last_progress_at while one iteration's
+    step waits for its take-over: that progress must not hold the take-over back (the chaos flow plan
+    saw a step retried 45 s after its worker's kill, lease 15 s). One take-over per lease period."""
+    wf = workflow_create(
+        organization=org, name="Lapsed", steps=[{"key": "t", "action_type": "transform", "config": {"value": 1}}]
+    )
+    with IsolatedBroker():  # no worker: what the sweeper sends stays in the broker
+        run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+        now = timezone.now()
+        lapsed = now - timedelta(seconds=1)
+        StepRun.objects.filter(run=run).update(
+            status="running",
+            attempts=1,
+            claim_token="dead",
+            started_at=now - timedelta(seconds=20),
+            lease_expires_at=lapsed,
+        )
+        Run.objects.filter(pk=run.pk).update(status="running", last_progress_at=now)  # a sibling just progressed
+        assert dispatch.recover_stalled_runs(stalled_after=20) == [str(run.pk)]
+        assert StepRun.objects.get(run=run).takeover_sent_at is not None
+        assert dispatch.recover_stalled_runs(stalled_after=20) == []  # not again within a lease period
+        StepRun.objects.filter(run=run).update(
+            takeover_sent_at=now - timedelta(seconds=settings.POTAFLOW_STEP_LEASE_SECONDS + 1)
+        )
+        assert dispatch.recover_stalled_runs(stalled_after=20) == [str(run.pk)]  # the take-over was lost too
