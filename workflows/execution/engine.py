@@ -171,6 +171,7 @@ def run_step(
         # The steps after it that only compute run here, one after the other, each claimed with this
         # message's id as its token and recorded with its own attempt (see ``_hand_over``).
         organization_id: int | None = None  # of the steps this task ran: its slot frees at the end
+        last: Attempt | None = None  # the last step this task ran
         while True:
             if isinstance(claim, StepOutcome):
                 if claim.inline_next is None and claim.retry_in is None and taken:
@@ -178,8 +179,9 @@ def run_step(
                     _, positions, specs = taken.pop()
                     claim = StepOutcome(inline_next=positions[0], inline_key=str(specs[0].get("key")))
                 if claim.inline_next is None:
-                    if organization_id is not None and fairness.limit_may_apply():
-                        fairness.slot_freed(organization_id)  # what its organization parked may go
+                    # What its organization parked may go -- unless the last step's record said none is.
+                    if organization_id is not None and fairness.limit_may_apply() and not _none_parked(last):
+                        fairness.slot_freed(organization_id)
                     return replace(claim, position=position) if claim.retry_in is not None else claim
                 position = claim.inline_next
                 bind_log_context(step=None, attempt=None)
@@ -194,8 +196,15 @@ def run_step(
                 continue
             position = claim.step_run.position
             organization_id = claim.run.workflow.organization_id
+            claim.ask_parked = fairness.limit_may_apply()  # its success's record says if any step is parked
+            last = claim
             with keeper.holding(claim.step_run.pk, claim.number):
                 claim = _execute(claim)
+
+
+def _none_parked(last: Attempt | None) -> bool:
+    """Did the record of the task's last step find its organization with no parked step?"""
+    return last is not None and last.parked is False
 
 
 # -- claiming ------------------------------------------------------------------
@@ -231,6 +240,10 @@ SELECT claimed.id, claimed.key, claimed.attempts, claimed.path, claimed.parent_i
   FROM claimed, workflows_run AS r
   JOIN workflows_workflow AS w ON w.id = r.workflow_id
   JOIN workflows_workflowversion AS v ON v.id = r.version_id
+ WHERE r.id = %(run)s
+"""
+_ORGANIZATION_SQL = """
+SELECT w.organization_id FROM workflows_run AS r JOIN workflows_workflow AS w ON w.id = r.workflow_id
  WHERE r.id = %(run)s
 """
 # With a per-organization limit: the organization's row is locked first (in the
@@ -286,16 +299,27 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
             cursor.execute(_CLAIM_PENDING, params)
             row = cursor.fetchone()
         else:
-            # No row: not pending, no such run, or at the limit -- _claim tells them apart.
-            with transaction.atomic():
-                cursor.execute(_LOCK_ORGANIZATION_SQL, params)
-                locked = cursor.fetchone()
-                if locked is None:
-                    return None
-                limit = fairness.limit_for(locked[0])  # none while no other organization has work waiting
-                params.update(organization=locked[0], limit=limit)
-                cursor.execute(_CLAIM_PENDING_BELOW_LIMIT if limit else _CLAIM_PENDING, params)
+            # The organization first, without a lock: while no other organization has work waiting
+            # (the common case, cached for half a second) there is no limit, so no lock either --
+            # the lock held through a durable commit made one organization's claims take turns.
+            cursor.execute(_ORGANIZATION_SQL, params)
+            found = cursor.fetchone()
+            if found is None:
+                return None  # no such run: _claim drops the message with its log line
+            if not fairness.limit_for(found[0]):
+                cursor.execute(_CLAIM_PENDING, params)
                 row = cursor.fetchone()
+            else:
+                # No row: not pending, or at the limit -- _claim tells them apart.
+                with transaction.atomic():
+                    cursor.execute(_LOCK_ORGANIZATION_SQL, params)
+                    locked = cursor.fetchone()
+                    if locked is None:
+                        return None
+                    limit = fairness.limit_for(locked[0])
+                    params.update(organization=locked[0], limit=limit)
+                    cursor.execute(_CLAIM_PENDING_BELOW_LIMIT if limit else _CLAIM_PENDING, params)
+                    row = cursor.fetchone()
     if row is None:
         return None
     (step_pk, key, attempts, path, parent_id, error_path) = row[:6]

@@ -107,6 +107,10 @@ class Attempt:
     output_limit: int | None = None  # the action's own bound on its stored output (Action.output_limit_setting)
     output: Any = None  # the stored output once recorded (a step run in the same task may read it)
     finished: float | None = None  # when its action returned, if it is recorded later (monotonic)
+    # Several organizations (``ask_parked``): the record of its success also says whether its
+    # organization has parked steps (``parked``), so ``fairness.slot_freed`` need not ask again.
+    ask_parked: bool = False
+    parked: bool | None = None
 
     @property
     def number(self) -> int:
@@ -289,7 +293,14 @@ WITH done AS ({done_and_closed}), progressed AS (
 )
 SELECT EXISTS (SELECT 1 FROM done), {complete},
        -- the run's status before this statement (a CTE's writes are not visible here)
-       (SELECT status IN (%(run_queued)s, %(run_running)s) FROM workflows_run WHERE id = %(run)s)
+       (SELECT status IN (%(run_queued)s, %(run_running)s) FROM workflows_run WHERE id = %(run)s),
+       -- with several organizations: has this one parked steps to wake now its slot frees
+       -- (``fairness.slot_freed``; a step parked after this statement is woken by its parker)
+       %(organization)s::bigint IS NOT NULL AND EXISTS (
+           SELECT 1 FROM workflows_steprun AS ps
+             JOIN workflows_run AS pr ON pr.id = ps.run_id
+             JOIN workflows_workflow AS pw ON pw.id = pr.workflow_id
+            WHERE ps.parked_at IS NOT NULL AND pw.organization_id = %(organization)s)
 """
 _OTHERS_SUCCEEDED = (
     "NOT EXISTS (SELECT 1 FROM workflows_steprun AS o"
@@ -334,11 +345,14 @@ def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime, *, com
         "request": _json_or_null(attempt.stored_request()),
         "status": status,
         "excerpt": attempt.scrub(excerpt),
+        "organization": attempt.run.workflow.organization_id if attempt.ask_parked else None,
         **_STATUSES,
     }
     with connection.cursor() as cursor:
         cursor.execute(_RECORD_SUCCESS_LAST_STEP if last else _RECORD_SUCCESS_STEP, params)
-        owned, complete, was_unfinished = cursor.fetchone()
+        owned, complete, was_unfinished, parked = cursor.fetchone()
+    if attempt.ask_parked:
+        attempt.parked = bool(parked)
     if not owned:
         _superseded(attempt, AttemptOutcome.SUCCEEDED)
         return True

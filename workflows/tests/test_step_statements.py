@@ -259,3 +259,43 @@ def test_steps_computed_ahead_are_kept_only_if_all_are_still_pending(org, single
     ]
     assert not StepAttempt.objects.filter(step_run__run=run, step_run__key__in=["c", "d"]).exists()
     assert list(StepAttempt.objects.filter(step_run__run=run).values_list("number", flat=True)) == [1, 1]
+
+
+@pytest.fixture
+def two_tenants(settings, other_org):
+    """The default per-organization rule with a second organization: claims look at fairness."""
+    from workflows.execution import fairness
+
+    settings.POTAFLOW_ORG_MAX_RUNNING_STEPS = -1
+    fairness._org_count_cache.update(value=0.0, until=0.0)  # count the new organization now
+    yield settings
+    fairness._org_count_cache.update(value=0.0, until=0.0)
+
+
+def parked_checks(sql):
+    """Statements that ask whether this organization has parked steps (not whether others have)."""
+    return [q for q in sql if "parked_at IS NOT NULL" in q and "organization_id <>" not in q]
+
+
+def test_with_several_organizations_the_success_record_says_whether_steps_are_parked(org, two_tenants):
+    """The step's success record also answers "has this organization parked steps?" (one round trip
+    less per step); when it has, they are woken as before."""
+    wf = workflow_create(
+        organization=org, name="Fair", steps=[{"key": "a", "action_type": "transform", "config": {"value": 1}}]
+    )
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    _, sql = statements(run, 0, "m-0")
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+    checks = parked_checks(sql)
+    assert len(checks) == 1 and checks[0].lstrip().startswith("WITH done AS"), checks  # in the record itself
+
+    # With a parked step of the organization: the record says so and the task wakes it.
+    parked, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    StepRun.objects.filter(run=parked).update(parked_at=timezone.now())
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={})
+    from testing.worker import IsolatedBroker
+
+    with IsolatedBroker():  # the woken step's message goes nowhere
+        _, sql = statements(run, 0, "m-1")
+    assert len(parked_checks(sql)) >= 2, parked_checks(sql)  # the record's answer, then the wake
+    assert StepRun.objects.get(run=parked).parked_at is None  # woken
