@@ -330,11 +330,10 @@ _STATUSES = {
 }
 
 
-def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime, *, completes: bool) -> bool:
+def _done_params(attempt: Attempt, stored: Any, now: datetime) -> dict[str, Any]:
+    """The parameters of ``_DONE_AND_CLOSED``: the succeeded attempt's step and attempt rows."""
     status, excerpt = _response_facts(stored)
-    positions = [s.get("position") for s in attempt.run.definition.get("steps", [])]
-    last = completes and (not positions or attempt.step_run.position >= max(p for p in positions if p is not None))
-    params = {
+    return {
         "step": attempt.step_run.pk,
         "number": attempt.number,
         "run": attempt.run.pk,
@@ -345,6 +344,14 @@ def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime, *, com
         "request": _json_or_null(attempt.stored_request()),
         "status": status,
         "excerpt": attempt.scrub(excerpt),
+    }
+
+
+def _record_success_at_once(attempt: Attempt, stored: Any, now: datetime, *, completes: bool) -> bool:
+    positions = [s.get("position") for s in attempt.run.definition.get("steps", [])]
+    last = completes and (not positions or attempt.step_run.position >= max(p for p in positions if p is not None))
+    params = {
+        **_done_params(attempt, stored, now),
         "organization": attempt.run.workflow.organization_id if attempt.ask_parked else None,
         **_STATUSES,
     }
@@ -503,18 +510,8 @@ def record_success_and_claim(
     claimed_at = timezone.now()
     now = finished_at or claimed_at
     stored = attempt.scrub(cap_output(output, attempt.output_limit))
-    status, excerpt = _response_facts(stored)
     params = {
-        "step": attempt.step_run.pk,
-        "number": attempt.number,
-        "run": attempt.run.pk,
-        "now": now,
-        "duration": attempt.elapsed_ms(),
-        "config": _json_or_null(attempt.stored_config()),
-        "output": _json_or_null(stored),
-        "request": _json_or_null(attempt.stored_request()),
-        "status": status,
-        "excerpt": attempt.scrub(excerpt),
+        **_done_params(attempt, stored, now),
         "token": attempt.step_run.claim_token,
         "lease": lease,
         "claimed_at": claimed_at,
