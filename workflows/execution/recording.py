@@ -339,9 +339,9 @@ def _done_params(attempt: Attempt, stored: Any, now: datetime) -> dict[str, Any]
         "run": attempt.run.pk,
         "now": now,
         "duration": attempt.elapsed_ms(),
-        "config": _json_or_null(attempt.stored_config()),
-        "output": _json_or_null(stored),
-        "request": _json_or_null(attempt.stored_request()),
+        "config": json_or_null(attempt.stored_config()),
+        "output": json_or_null(stored),
+        "request": json_or_null(attempt.stored_request()),
         "status": status,
         "excerpt": attempt.scrub(excerpt),
     }
@@ -545,7 +545,7 @@ def record_success_and_claim(
     )
 
 
-def _json_or_null(value: Any) -> str | None:
+def json_or_null(value: Any) -> str | None:
     """A JSONField's value as the database gets it: None is SQL NULL, anything else JSON text."""
     return None if value is None else json.dumps(value)
 
