@@ -313,6 +313,54 @@ def five_step_local_steps(sink_url: str) -> list[dict[str, Any]]:
     ]
 
 
+FLOW_ITEMS = 5
+
+
+def flow_steps(sink_url: str, effect: str = "{{ trigger.body.n }}#{{ index }}") -> list[dict[str, Any]]:
+    """Issue 19's flow: branch (even/odd, a transform on each path) -> for_each of FLOW_ITEMS items, parallel 2 -> http.
+
+    Each iteration posts its own effect (``effect``, e.g. ``<event>#<index>``) with its own idempotency key
+    (run + path). The chaos plan ``--flow`` and ``execution.py --only flow`` run this definition.
+    """
+    tag = {"key": "tag_{0}", "action_type": "transform", "config": {"value": {"side": "{0}"}}}
+    return [
+        {
+            "key": "side",
+            "action_type": "branch",
+            "config": {
+                "paths": [
+                    {
+                        "name": "even",
+                        "when": "{{ trigger.body.n % 2 == 0 }}",
+                        "steps": [json.loads(json.dumps(tag).replace("{0}", "even"))],
+                    }
+                ],
+                "otherwise": [json.loads(json.dumps(tag).replace("{0}", "odd"))],
+            },
+        },
+        {
+            "key": "items",
+            "action_type": "for_each",
+            "config": {
+                "items": "{{ " + str(list(range(FLOW_ITEMS))) + " }}",
+                "parallel": 2,
+                "steps": [
+                    {
+                        "key": "deliver",
+                        "action_type": "http.request",
+                        "config": {
+                            "method": "POST",
+                            "url": sink_url,
+                            "body_type": "json",
+                            "body": {"event_id": effect, "n": "{{ item }}"},
+                        },
+                    }
+                ],
+            },
+        },
+    ]
+
+
 def create_workflow(organization: Any, name: str, steps: list[dict[str, Any]], secret: str = "") -> Any:
     from workflows.services import workflow_create
 

@@ -40,6 +40,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import benchlib
+from benchlib import FLOW_ITEMS
 from stack import (
     BIN,
     LOOPBACK,
@@ -579,56 +581,9 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(log_dir, ignore_errors=True)
 
 
-FLOW_ITEMS = 5
-
-
 def effect_ids(event_id: str, *, flow: bool) -> list[str]:
     """The effects a succeeded run of this event must have applied: one, or one per loop item."""
     return [f"{event_id}#{i}" for i in range(FLOW_ITEMS)] if flow else [event_id]
-
-
-def flow_steps(recorder_url: str) -> list[dict[str, Any]]:
-    """branch (even/odd, a transform on each path) → for_each of FLOW_ITEMS items, parallel 2 → http.request.
-
-    Each iteration posts its own effect (``<event>#<index>``) with its own idempotency key (run + path).
-    """
-    tag = {"key": "tag_{0}", "action_type": "transform", "config": {"value": {"side": "{0}"}}}
-    return [
-        {
-            "key": "side",
-            "action_type": "branch",
-            "config": {
-                "paths": [
-                    {
-                        "name": "even",
-                        "when": "{{ trigger.body.n % 2 == 0 }}",
-                        "steps": [json.loads(json.dumps(tag).replace("{0}", "even"))],
-                    }
-                ],
-                "otherwise": [json.loads(json.dumps(tag).replace("{0}", "odd"))],
-            },
-        },
-        {
-            "key": "items",
-            "action_type": "for_each",
-            "config": {
-                "items": "{{ " + str(list(range(FLOW_ITEMS))) + " }}",
-                "parallel": 2,
-                "steps": [
-                    {
-                        "key": "deliver",
-                        "action_type": "http.request",
-                        "config": {
-                            "method": "POST",
-                            "url": recorder_url,
-                            "body_type": "json",
-                            "body": {"event_id": "{{ trigger.body.event_id }}#{{ index }}", "n": "{{ item }}"},
-                        },
-                    }
-                ],
-            },
-        },
-    ]
 
 
 def create_workflow(recorder_url: str, *, flow: bool = False) -> tuple[Any, str]:
@@ -645,7 +600,7 @@ def create_workflow(recorder_url: str, *, flow: bool = False) -> tuple[Any, str]
             name="chaos: webhook -> branch -> for_each (parallel 2) -> http.request",
             trigger_type="webhook",
             webhook_secret=secret,
-            steps=flow_steps(recorder_url),
+            steps=benchlib.flow_steps(recorder_url, effect="{{ trigger.body.event_id }}#{{ index }}"),
         )
         return workflow, secret
     workflow = workflow_create(

@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5000, help="preloaded runs per workflow [5000]")
     parser.add_argument("--timeout", type=float, default=600, help="longest wait for a drain, seconds [600]")
     parser.add_argument("--database-url", default=benchlib.DEFAULT_DB)
-    parser.add_argument("--only", choices=["1-step", "5-step", "5-step-local", "baseline"], action="append")
+    parser.add_argument("--only", choices=["1-step", "5-step", "5-step-local", "flow", "baseline"], action="append")
     parser.add_argument(
         "--env", action="append", default=[], metavar="KEY=VAL", help="for the workers (PotaFlow's and the baseline's)"
     )
@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             ("1-step", benchlib.one_step_steps),
             ("5-step", benchlib.five_step_steps),
             ("5-step-local", benchlib.five_step_local_steps),
+            ("flow", benchlib.flow_steps),
         )
         for name, steps in workloads:
             if name not in only:

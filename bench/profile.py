@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-only", action="store_true", help="profile the pool child only")
     parser.add_argument(
         "--workload",
-        choices=["1-step", "5-step", "5-step-local"],
+        choices=["1-step", "5-step", "5-step-local", "flow"],
         default="1-step",
         help="the runs the pool child drains (bench/execution.py's workloads) [1-step]",
     )
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             "1-step": benchlib.one_step_steps,
             "5-step": benchlib.five_step_steps,
             "5-step-local": benchlib.five_step_local_steps,
+            "flow": benchlib.flow_steps,
         }[args.workload]
         flow = benchlib.create_workflow(org, "profile execution", steps(sink.url))
         execution.preload(flow, args.runs)
