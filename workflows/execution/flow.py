@@ -704,7 +704,7 @@ WITH done AS (
     WHERE loop_id = %(loop)s AND index = (SELECT next_index FROM counted) AND status = 'pending'
     RETURNING index
 )
-SELECT status, loop_total, loop_finished, next_index, (SELECT count(*) FROM started) FROM counted
+SELECT status, loop_total, loop_finished, next_index FROM counted
 """
 
 
@@ -725,7 +725,7 @@ def _iteration_done(run: Run, loop: StepRun, index: int, status: str, output: An
             row = cursor.fetchone()
         if row is None:
             return  # counted before
-        loop_status, total, finished, next_index, _ = row
+        loop_status, total, finished, next_index = row
     else:
         if not StepIteration.objects.filter(loop=loop, index=index, status=StepRunStatus.RUNNING).update(
             status=status, output=output, error=error, finished_at=now
@@ -736,7 +736,7 @@ def _iteration_done(run: Run, loop: StepRun, index: int, status: str, output: An
         loop_status, total, finished, next_index = loop.status, loop.loop_total or 0, loop.loop_finished or 0, None
         if loop_status == StepRunStatus.WAITING and (loop.loop_started or 0) < total:
             next_index = loop.loop_started or 0
-            _mark_started(loop, [next_index], now)
+            _mark_started(loop, next_index, now)
     if loop_status != StepRunStatus.WAITING:
         return
     if next_index is not None:
@@ -746,10 +746,10 @@ def _iteration_done(run: Run, loop: StepRun, index: int, status: str, output: An
         _close_container(run, loop, cap_output(outputs))
 
 
-def _mark_started(loop: StepRun, indexes: list[int], now: datetime) -> None:
-    """Iterations ``indexes`` start: counted in ``loop_started``, their rows ``running``."""
-    StepRun.objects.filter(pk=loop.pk).update(loop_started=max(indexes) + 1)
-    StepIteration.objects.filter(loop=loop, index__in=indexes, status=StepRunStatus.PENDING).update(
+def _mark_started(loop: StepRun, index: int, now: datetime) -> None:
+    """Iteration ``index`` starts (the ORM's fan-in, SQLite): counted in ``loop_started``, its row ``running``."""
+    StepRun.objects.filter(pk=loop.pk).update(loop_started=index + 1)
+    StepIteration.objects.filter(loop=loop, index=index, status=StepRunStatus.PENDING).update(
         status=StepRunStatus.RUNNING, started_at=now
     )
 
