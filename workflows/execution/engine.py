@@ -878,11 +878,13 @@ def _compute(run: Run, position: int, spec: dict[str, Any], earlier: Mapping[str
 
 def _decide(attempt: Attempt, spec: dict[str, Any]) -> None:
     """A control step: render its own expressions (never its nested steps) and let the flow decide."""
-    context = build_context(attempt.run, spec, attempt.step_run)
+    # The same preparation as every action's config (and the dry run's): nested step lists left
+    # out, a bare ``items`` or path condition read as ``{{ ... }}``, conditions by the condition rule.
+    own = templating.prepare_config(get_action(spec["action_type"]), spec.get("config") or {})
+    # Earlier outputs are read at once only if its own expressions name ``steps`` (its nested lists
+    # always hold the word: a branch after a loop of 1,000 items read them all for nothing).
+    context = build_context(attempt.run, {**spec, "config": own}, attempt.step_run)
     try:
-        # The same preparation as every action's config (and the dry run's): nested step lists left
-        # out, a bare ``items`` or path condition read as ``{{ ... }}``, conditions by the condition rule.
-        own = templating.prepare_config(get_action(spec["action_type"]), spec.get("config") or {})
         attempt.rendered = templating.render_value(own, context)
     except templating.TemplateError as exc:
         raise PermanentError(f"template error: {exc.message}") from None

@@ -137,6 +137,36 @@ def test_statements_on_iterations_go_by_the_loops_id_never_through_a_join(org, s
     assert statuses[1:] == ["skipped", "skipped"]
     on_iterations = [sql for sql in statements if "workflows_stepiteration" in sql]
     assert any("SET \"status\" = 'skipped'" in sql for sql in on_iterations)  # the stop skipped the rest
-    assert any('"workflows_stepiteration"."item"' in sql for sql in on_iterations)  # the item was read
+    assert any(sql.startswith("SELECT") and "item" in sql for sql in on_iterations)  # the item was read
     joined = [sql for sql in on_iterations if "JOIN" in sql.upper()]
     assert joined == []
+
+
+def test_a_control_step_reads_earlier_outputs_only_if_its_own_expressions_name_them(org, single_tenant):
+    """A branch's nested lists hold the word ``steps``: its own ``when`` decides whether the
+    instances' outputs are read (a branch after a loop of 1,000 items read them all for nothing)."""
+    tag = {"key": "tag", "action_type": "transform", "config": {"value": {"n": "{{ trigger.n }}"}}}
+    wf = workflow_create(
+        organization=org,
+        name="Branch",
+        steps=[
+            tag,
+            {"key": "route", "action_type": "branch", "config": {
+                "paths": [{"name": "big", "when": "{{ trigger.n > 5 }}", "steps": [
+                    {"key": "big", "action_type": "transform", "config": {"value": 1}}]}],
+                "otherwise": [{"key": "small", "action_type": "transform", "config": {"value": 2}}]}},
+            {"key": "again", "action_type": "branch", "config": {
+                "paths": [{"name": "tagged", "when": "{{ steps.tag.output.n > 5 }}", "steps": [
+                    {"key": "yes", "action_type": "transform", "config": {"value": 3}}]}]}},
+        ],
+    )  # fmt: skip
+    run, _ = run_accept(workflow=wf, trigger="manual", payload={"n": 7})
+    messages = drive(run)
+    assert Run.objects.get(pk=run.pk).status == "succeeded"
+    rows = {r.path or r.key: r for r in StepRun.objects.filter(run=run)}
+    assert rows["route"].output == {"taken": ["big"]} and rows["again"].output == {"taken": ["tagged"]}
+    assert rows["yes"].status == "succeeded"
+    statements = [sql for message in messages for sql in message]
+    reads = [sql for sql in statements if sql.startswith("SELECT") and '"workflows_steprun"."output"' in sql]
+    # One read of the outputs: the second branch's, whose condition names steps.tag.
+    assert len(reads) == 1, reads
