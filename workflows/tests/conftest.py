@@ -15,6 +15,14 @@ def other_org(db):
     return Organization.objects.create(name="Other", slug="other")
 
 
+@pytest.fixture
+def single_tenant(settings):
+    """One organization, no per-organization step limit, the local test servers allowed as destinations."""
+    settings.POTAFLOW_ORG_MAX_RUNNING_STEPS = 0
+    settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
+    return settings
+
+
 def make_user(org, role, email):
     user = User.objects.create_user(email=email, password="pw-long-enough-123")
     Membership.objects.create(user=user, organization=org, role=role)

@@ -22,13 +22,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def single_tenant(settings):
-    settings.POTAFLOW_ORG_MAX_RUNNING_STEPS = 0
-    settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
-    return settings
-
-
 def loop_workflow(org, url, *, parallel=1, body=None):
     post = {
         "key": "post",

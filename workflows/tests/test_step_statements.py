@@ -23,13 +23,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def single_tenant(settings):
-    settings.POTAFLOW_ORG_MAX_RUNNING_STEPS = 0
-    settings.POTAFLOW_ALLOW_PRIVATE_DESTINATIONS = ["127.0.0.1"]
-    return settings
-
-
 def statements(run, position, message_id):
     with CaptureQueriesContext(connection) as captured:
         outcome = engine.run_step(run.pk, position, message_id=message_id)
