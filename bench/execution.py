@@ -6,7 +6,8 @@ accepted through ``run_accept`` with no worker running (their messages queue
 in Redis), then the Procfile's worker starts and the script waits until every
 run is final: completed runs/s and steps/s. The same for a 5-step workflow
 (transform -> filter -> http -> transform -> http) and the **5-step-local**
-workflow of issue 19 (3 transforms -> filter -> http). Then the **execution
+workflow of issue 19 (3 transforms -> filter -> http); ``--only flow`` (not in the default set):
+issue 19's chaos flow, branch -> for_each 5 items (parallel 2) -> http. Then the **execution
 baseline**: a plain Celery task (bench/baseline_tasks.py: one SELECT, one
 UPDATE, one HTTP POST to the same server) with the same worker settings and
 concurrency. Engine overhead per step from the StepAttempt rows. Prints a table
