@@ -239,7 +239,7 @@ def extend_context(context: dict[str, Any], run: Run, step_run: StepRun, *, eage
 # believes of the tables' sizes (a join read every iteration of that index). Plain SQL: every
 # iteration's message reads it, and the ORM's machinery cost four times the statement.
 _ITEM_SQL = (
-    "SELECT item FROM workflows_stepiteration WHERE \"index\" = %s"
+    'SELECT item FROM workflows_stepiteration WHERE "index" = %s'
     " AND loop_id = (SELECT id FROM workflows_steprun WHERE run_id = %s AND path = %s)"
 )
 
