@@ -77,7 +77,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import JSONField, Model
 from django.utils import timezone
 
 from core.structured_logging import bind as bind_log_context
@@ -325,7 +324,7 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
     (step_pk, key, attempts, path, parent_id, error_path) = row[:6]
     (workflow_id, organization_id, version_id, number, trigger, payload, created, started) = row[6:14]
     if row[14] is not None:
-        definition = definitions.remember(version_id, _json_from_db(WorkflowVersion, "definition", row[14]))
+        definition = definitions.remember(version_id, recording.json_from_db(WorkflowVersion, "definition", row[14]))
     else:
         definition = definitions.get(version_id)
     run = Run(
@@ -334,7 +333,7 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
         version_id=version_id,
         workflow_version=number,
         trigger=trigger,
-        payload=_json_from_db(Run, "payload", payload),
+        payload=recording.json_from_db(Run, "payload", payload),
         status=RunStatus.RUNNING,
         created_at=created,
         started_at=started,
@@ -361,14 +360,6 @@ def _claim_pending(run_id: Any, position: int, *, message_id: str) -> Attempt | 
     )
     bind_log_context(step=key, attempt=attempts, workflow_id=workflow_id, organization_id=organization_id)
     return Attempt(step_run=step_run, run=run)
-
-
-def _json_from_db(model: type[Model], field: str, value: Any) -> Any:
-    """A JSON column read by raw SQL, decoded as the ORM would (its decoder, psycopg's text form)."""
-    json_field = model._meta.get_field(field)
-    assert isinstance(json_field, JSONField)  # noqa: S101 - a programming error, not input
-    # None: no key transform applies to a whole column (django-stubs type the argument as an Expression).
-    return json_field.from_db_value(value, None, connection)  # type: ignore[arg-type]
 
 
 def _claim(

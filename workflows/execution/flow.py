@@ -251,7 +251,7 @@ def _item(run: Run, loop_path: str, index: int) -> Any:
         found = cursor.fetchone()
     if found is None or found[0] is None:
         return None
-    return StepIteration._meta.get_field("item").from_db_value(found[0], None, connection)  # type: ignore[arg-type]  # no key transform applies to a whole column
+    return recording.json_from_db(StepIteration, "item", found[0])
 
 
 def decide(attempt: Attempt, spec: Mapping[str, Any], rendered: dict[str, Any], context: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, QuerySet, Value
+from django.db.models import F, JSONField, Model, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -543,6 +543,14 @@ def record_success_and_claim(
         error_path=bool(error_path),
         ahead_recorded=recorded == len(ahead),
     )
+
+
+def json_from_db(model: type[Model], field: str, value: Any) -> Any:
+    """A JSON column read by raw SQL, decoded as the ORM would (its decoder, psycopg's text form)."""
+    json_field = model._meta.get_field(field)
+    assert isinstance(json_field, JSONField)  # noqa: S101 - a programming error, not input
+    # None: no key transform applies to a whole column (django-stubs type the argument as an Expression).
+    return json_field.from_db_value(value, None, connection)  # type: ignore[arg-type]
 
 
 def json_or_null(value: Any) -> str | None:
