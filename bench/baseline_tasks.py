@@ -1,17 +1,22 @@
 """The execution baseline: a plain Celery task doing one SELECT, one UPDATE and one HTTP POST per message.
 
 Started by bench/execution.py as ``celery --workdir bench -A baseline_tasks worker``
-with PotaFlow's worker settings (acks late, prefetch 1, concurrency
-POTAFLOW_WORKER_CONCURRENCY [2], JSON); ``BENCH_BASELINE_DSN``,
-``CELERY_BROKER_URL`` and ``BENCH_SINK_URL`` say where to work.
+with PotaFlow's worker settings (acks late, prefetch 1, JSON, the same pool: autoscaled between
+POTAFLOW_WORKER_MIN_CONCURRENCY and POTAFLOW_WORKER_CONCURRENCY, potaflow/worker_pool.py);
+``BENCH_BASELINE_DSN``, ``CELERY_BROKER_URL`` and ``BENCH_SINK_URL`` say where to work.
 """
 
 import os
+import sys
 import time
+from pathlib import Path
 
 import psycopg
 import requests
 from celery import Celery
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import worker_pool  # noqa: E402
 
 app = Celery("baseline", broker=os.environ["CELERY_BROKER_URL"])
 app.conf.update(
@@ -21,7 +26,7 @@ app.conf.update(
     task_serializer="json",
     accept_content=["json"],
     task_ignore_result=True,
-    worker_concurrency=int(os.environ.get("POTAFLOW_WORKER_CONCURRENCY", "2")),
+    worker_concurrency=int(os.environ.get("POTAFLOW_WORKER_CONCURRENCY", worker_pool().DEFAULT_CONCURRENCY)),
     worker_hijack_root_logger=False,
 )
 _state: dict = {}

@@ -56,6 +56,7 @@ from stack import (
     production_env,
     redact,
     serving,
+    worker_pool,
 )
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/potaflow_chaos"
@@ -866,7 +867,9 @@ def build_report(
             "slow_fraction": args.slow_fraction,
             "slow_seconds": args.slow_seconds,
             "gunicorn_workers": 2,
-            "celery_concurrency": int(os.environ.get("POTAFLOW_WORKER_CONCURRENCY", "2")),
+            "celery_concurrency": int(
+                args.extra_env.get("POTAFLOW_WORKER_CONCURRENCY", worker_pool().DEFAULT_CONCURRENCY)
+            ),
             "database": redact(args.database_url),
             "env_overrides": args.extra_env,
         },

@@ -26,6 +26,7 @@ from typing import Any
 
 import benchlib
 from benchlib import BIN, BenchStack, emit, log, percentile, table
+from stack import worker_pool
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {
@@ -181,6 +182,13 @@ def baseline(stack: BenchStack, sink: benchlib.Sink, runs: int, args: argparse.N
             app.send_task("baseline.step", args=[n], producer=producer)
     stack.env |= {"BENCH_BASELINE_DSN": stack.database_url, "BENCH_SINK_URL": sink.url}
     argv = [str(BIN / "celery"), "--workdir", str(HERE), "-A", "baseline_tasks", "worker", "-l", "info"]
+    pool = worker_pool()
+    bounds = pool.autoscale_bounds(  # PotaFlow's pool rule (potaflow.celery_worker applies it there)
+        int(stack.env.get("POTAFLOW_WORKER_CONCURRENCY") or pool.DEFAULT_CONCURRENCY),
+        int(stack.env.get("POTAFLOW_WORKER_MIN_CONCURRENCY") or pool.DEFAULT_MIN_CONCURRENCY),
+    )
+    if bounds is not None:
+        argv += ["--autoscale", f"{bounds[0]},{bounds[1]}"]
     env = {k: v for k, v in stack.env.items() if k != "DJANGO_SETTINGS_MODULE"}  # a plain Celery app
     worker = stack.start("worker", argv, name="baseline-worker", env=env)
     rss_idle = benchlib.rss_mb(worker.pid)
@@ -259,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def stack_concurrency() -> str:
-    """The worker's pool size as the bench ran it (settings default: 2)."""
-    return os.environ.get("POTAFLOW_WORKER_CONCURRENCY", "2")
+    """The most pool processes of the worker as the bench ran it (potaflow.worker_pool's default)."""
+    return os.environ.get("POTAFLOW_WORKER_CONCURRENCY", str(worker_pool().DEFAULT_CONCURRENCY))
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:

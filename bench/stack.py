@@ -8,17 +8,31 @@ process group (so a stop or a SIGKILL reaches their children), a private
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def worker_pool() -> types.ModuleType:
+    """``potaflow/worker_pool.py`` (the worker's pool defaults and rule), loaded by its path: importing the
+    ``potaflow`` package would read Django's settings before a script has set the environment they read."""
+    spec = importlib.util.spec_from_file_location("potaflow_worker_pool", BASE_DIR / "potaflow" / "worker_pool.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

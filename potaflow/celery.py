@@ -12,6 +12,7 @@ Two worker-process hooks live here because they concern every task:
 import logging
 import os
 import resource
+from functools import cached_property
 from typing import Any
 
 from celery import Celery
@@ -40,7 +41,17 @@ if settings.LOG_FORMAT == "json":
     logging.getLogger("py.warnings").propagate = False
     logging.captureWarnings(True)
 
-app = Celery("potaflow")
+
+class PotaFlowCelery(Celery):
+    @cached_property
+    def Worker(self) -> Any:  # noqa: N802 - Celery's name
+        """``celery worker``'s class: a pool that grows with the backlog (potaflow.celery_worker)."""
+        from .celery_worker import Worker  # here: web and beat do not load Celery's worker machinery
+
+        return self.subclass_with_self(Worker)
+
+
+app = PotaFlowCelery("potaflow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

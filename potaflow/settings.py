@@ -16,6 +16,8 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
+from potaflow import worker_pool
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -331,7 +333,12 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True  # outputs live in the database, not a result backend
-CELERY_WORKER_CONCURRENCY = env.int("POTAFLOW_WORKER_CONCURRENCY", default=2)
+# Pool processes: at most POTAFLOW_WORKER_CONCURRENCY, grown from POTAFLOW_WORKER_MIN_CONCURRENCY as a
+# backlog forms and shrunk back when idle (Celery's autoscaler, potaflow.worker_pool says why and measured).
+CELERY_WORKER_CONCURRENCY = env.int("POTAFLOW_WORKER_CONCURRENCY", default=worker_pool.DEFAULT_CONCURRENCY)
+POTAFLOW_WORKER_MIN_CONCURRENCY = env.int(
+    "POTAFLOW_WORKER_MIN_CONCURRENCY", default=worker_pool.DEFAULT_MIN_CONCURRENCY
+)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Keep the worker's database connection across tasks (Celery's Django fixup
 # closes it around every task otherwise; CONN_MAX_AGE and CONN_HEALTH_CHECKS
@@ -563,6 +570,10 @@ STORAGES["potaflow_files"] = file_storage_settings(POTAFLOW_FILE_STORAGE)
 # the broker no longer holds it (Redis: neither queued nor held by a worker that is still young), so a run
 # merely queued behind a backlog is not re-sent (workflows.execution.inflight).
 POTAFLOW_STALLED_AFTER_SECONDS = env.int("POTAFLOW_STALLED_AFTER_SECONDS", default=20)
+# Where the sweeper can look into the broker (Redis), a run without progress whose message is neither queued
+# nor held by a worker is sent again after this long instead (a broker restarted empty loses every queued
+# message at once: each second of this window is a second of the whole backlog's delay).
+POTAFLOW_LOST_AFTER_SECONDS = env.int("POTAFLOW_LOST_AFTER_SECONDS", default=5)
 POTAFLOW_RECOVERY_INTERVAL_SECONDS = env.int("POTAFLOW_RECOVERY_INTERVAL_SECONDS", default=5)
 # Flow control (issue 19): how often beat wakes the delays and waits that are due (seconds); the
 # loop and definition bounds are with the other flow settings below.

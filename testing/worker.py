@@ -59,6 +59,7 @@ to the report.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -235,13 +236,17 @@ class CeleryProcess:
     def ready_marker(self) -> str:
         raise NotImplementedError
 
+    def process_env(self) -> dict[str, str]:
+        """The extra environment the process starts with."""
+        return dict(self.extra_env)
+
     def start(self, timeout: float = 60) -> CeleryProcess:
         self.log_path = test_var_dir() / f"{self.kind}-{uuid.uuid4().hex[:8]}.log"
         self._log_file = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             self.command(),
             cwd=BASE_DIR,
-            env=subprocess_env(self.extra_env),
+            env=subprocess_env(self.process_env()),
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() takes the pool children too
@@ -294,8 +299,13 @@ class WorkerProcess(CeleryProcess):
 
     @property
     def concurrency(self) -> int:
-        """Pool processes: 2, or ``POTAFLOW_WORKER_CONCURRENCY`` of the extra environment (as in production)."""
+        """Pool processes: 2, or ``POTAFLOW_WORKER_CONCURRENCY`` of the extra environment -- a fixed pool of
+        that many (a test that needs N steps at once gets N processes from the start); production's pool
+        grows to it (potaflow/worker_pool.py, tested with ``ProcfileWorkerProcess``)."""
         return int(self.extra_env.get("POTAFLOW_WORKER_CONCURRENCY") or 2)
+
+    def process_env(self) -> dict[str, str]:
+        return {"POTAFLOW_WORKER_MIN_CONCURRENCY": str(self.concurrency), **self.extra_env}
 
     def command(self) -> list[str]:
         return [
@@ -307,6 +317,35 @@ class WorkerProcess(CeleryProcess):
 
     def ready_marker(self) -> str:
         return " ready."
+
+
+class ProcfileWorkerProcess(WorkerProcess):
+    """The worker exactly as the Procfile starts it (``make run``): its own pool settings, no ``-c``."""
+
+    def process_env(self) -> dict[str, str]:
+        return dict(self.extra_env)
+
+    def command(self) -> list[str]:
+        for line in (BASE_DIR / "Procfile").read_text().splitlines():
+            kind, sep, command = line.partition(":")
+            if sep and kind.strip() == "worker":
+                argv = shlex.split(command)
+                argv = argv[1:] if argv[0] == "exec" else argv
+                assert argv[0] == "celery", argv
+                return [sys.executable, "-m", *argv]
+        raise AssertionError("the Procfile has no worker line")
+
+    def pool_processes(self) -> list[int]:
+        """The pids of its pool's processes now."""
+        assert self.proc is not None
+        pids: list[int] = []
+        # Each thread's children: the autoscaler forks from its own thread where the broker has no event loop.
+        for children in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            try:
+                pids += [int(pid) for pid in children.read_text().split()]
+            except OSError:
+                continue
+        return pids
 
 
 class BeatProcess(CeleryProcess):

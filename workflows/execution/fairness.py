@@ -30,7 +30,7 @@ from django.utils import timezone
 from accounts.models import Organization
 
 from ..models import StepRun
-from .policy import org_limit_may_apply, org_step_limit
+from .policy import org_limit_may_apply, org_step_limit, worker_slots
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def wake(organization_id: int) -> int:
         lock_organization(organization_id)
         limit = limit_for(organization_id)
         busy = running(organization_id)
-        room = (limit - busy) if limit else max(1, int(settings.CELERY_WORKER_CONCURRENCY) * 2 - busy)
+        room = (limit - busy) if limit else max(1, worker_slots() * 2 - busy)
         if room <= 0:
             return 0
         # SQLite has no row locks (its IMMEDIATE transactions hold the one write lock already).

@@ -153,7 +153,15 @@ def org_step_limit(organizations: int, *, others_waiting: bool) -> int:
 
 def fair_share() -> int:
     """An organization's slots while another has work waiting: half the worker's, at least one."""
-    return max(1, math.ceil(int(settings.CELERY_WORKER_CONCURRENCY) / 2))
+    return max(1, math.ceil(worker_slots() / 2))
+
+
+def worker_slots() -> int:
+    """The most steps a worker runs at once: its pool's maximum (``-c`` or ``POTAFLOW_WORKER_CONCURRENCY``;
+    a worker writes what it runs into its app's configuration, ``potaflow.celery_worker``)."""
+    from celery import current_app
+
+    return int(current_app.conf.worker_concurrency or settings.CELERY_WORKER_CONCURRENCY)
 
 
 def org_limit_may_apply(organizations: int) -> bool:
