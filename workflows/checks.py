@@ -58,7 +58,7 @@ def broker_visibility_check(app_configs: Any = None, **kwargs: Any) -> list:
                 f"POTAFLOW_STALLED_AFTER_SECONDS ({stalled:g}) is not below the broker's visibility_timeout "
                 f"({visibility:g} s): a run whose message was lost waits longer for the sweeper than Redis "
                 "takes to redeliver a held one.",
-                hint="Lower POTAFLOW_STALLED_AFTER_SECONDS (default 300).",
+                hint="Lower POTAFLOW_STALLED_AFTER_SECONDS (default 20).",
                 id="workflows.W002",
             )
         )

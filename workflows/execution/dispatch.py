@@ -13,7 +13,13 @@ after it (``message_groups``, ``engine.run_step``). ``recover_stalled_runs`` is 
   ``POTAFLOW_STALLED_AFTER_SECONDS`` (a lost message: broker restarted empty,
   a web process that died between commit and send, a retry whose delayed
   message vanished) is sent again -- unless the broker still holds its message
-  (``workflows.execution.inflight``): a run queued behind a backlog is not lost;
+  (``workflows.execution.inflight``): a run queued behind a backlog is not lost.
+  Where the broker can say so (Redis), a run whose message it does not hold at
+  all -- neither queued nor held by a worker -- is sent after
+  ``POTAFLOW_LOST_AFTER_SECONDS`` already: the window only covers a message on
+  its way (sent after the commit that moved the run), and waiting longer delays
+  every run a flushed broker lost; a message a worker holds is still given
+  ``POTAFLOW_STALLED_AFTER_SECONDS`` (that worker is presumed dead only then);
 - parked steps (``workflows.execution.fairness``) whose organization has a
   free slot are sent.
 
@@ -40,7 +46,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from ..flow import tree
-from ..models import ACTIVE_RUN_STATUSES, UNFINISHED_RUN_STATUSES, Run, StepRun, StepRunStatus
+from ..models import ACTIVE_RUN_STATUSES, UNFINISHED_RUN_STATUSES, Run, StepIteration, StepRun, StepRunStatus
 from . import fairness, flow, recording
 from .policy import chain_limits, lease_seconds, runs_in_process
 
@@ -79,12 +85,19 @@ def dispatch(run_id: Any, *, force: bool = False, queue: str | None = None) -> i
 
 
 def _dispatch_flow(run: Run, *, force: bool, queue: str | None = None) -> int:
-    """Recovery of a flow run: each list in progress is sent again as one chain; with nothing in
-    progress and nothing waiting, what follows the last recorded steps is decided again."""
+    """Recovery of a flow run: each list in progress is sent again as one chain, and what follows
+    a recorded step whose task died before deciding it is decided again (``flow.recover_continuation``:
+    e.g. a parallel loop's iteration that was never counted). The chains are read first: what the
+    decision writes, it sends itself."""
     chains = flow.pending_chains(run)
+    if chains or not run.step_runs.filter(status=StepRunStatus.WAITING, action_type__in=WAITING_TYPES).exists():
+        flow.recover_continuation(run)
+    return _send_chains(run, chains, force=force, queue=queue)
+
+
+def _send_chains(run: Run, chains: list[list[int]], *, force: bool = False, queue: str | None = None) -> int:
+    """Send each chain of a flow run's instances (positions, as ``flow.pending_chains`` groups them)."""
     if not chains:
-        if not run.step_runs.filter(status=StepRunStatus.WAITING, action_type__in=WAITING_TYPES).exists():
-            flow.recover_continuation(run)
         return 0
     by_key = flow.places(run)
     keys = dict(run.step_runs.filter(position__in=[p for c in chains for p in c]).values_list("position", "key"))
@@ -207,13 +220,16 @@ def message_groups(specs: Sequence[Mapping[str, Any] | None]) -> list[list[int]]
     return groups
 
 
-def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
+def recover_stalled_runs(*, stalled_after: float | None = None, lost_after: float | None = None) -> list[str]:
     """Send again what a lost worker or a lost message left behind; returns the run ids sent.
 
     A take-over goes to the recovery queue (not behind the backlog); a lost message to the default one.
+    ``stalled_after`` / ``lost_after``: the settings' windows (see the module docstring).
     """
     if stalled_after is None:
         stalled_after = settings.POTAFLOW_STALLED_AFTER_SECONDS
+    if lost_after is None:
+        lost_after = settings.POTAFLOW_LOST_AFTER_SECONDS
     now = timezone.now()
     recovered: list[str] = []
 
@@ -243,17 +259,23 @@ def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
     # (it waits for its organization by design) nor one whose retry is not due yet (its countdown
     # message is held by a worker).
     since = now - timedelta(seconds=stalled_after)
+    looked_since = now - timedelta(seconds=min(lost_after, stalled_after))  # where the broker can say
     running = StepRun.objects.filter(run=OuterRef("pk"), status=StepRunStatus.RUNNING)
     parked = StepRun.objects.filter(run=OuterRef("pk"), parked_at__isnull=False)
     retry_ahead = StepRun.objects.filter(run=OuterRef("pk"), status=StepRunStatus.RETRYING, next_attempt_at__gt=since)
     stalled = list(
-        Run.objects.filter(status__in=ACTIVE_RUN_STATUSES, last_progress_at__lt=since)
+        Run.objects.filter(
+            status__in=ACTIVE_RUN_STATUSES,
+            last_progress_at__lt=looked_since if _broker_can_say() else since,
+        )
         .filter(~Exists(running), ~Exists(parked), ~Exists(retry_ahead))
         .values_list("pk", "last_progress_at")[:SWEEP_BATCH]
     )
     flight = _in_flight() if stalled else None
     skipped = 0
     for run_id, seen in stalled:
+        if flight is None and seen >= since:
+            continue  # the broker could not say: by age alone
         if flight is not None and _still_in_broker(flight, str(run_id), since.timestamp()):
             skipped += 1
             continue
@@ -265,7 +287,82 @@ def recover_stalled_runs(*, stalled_after: float | None = None) -> list[str]:
             recovered.append(str(run_id))
     if skipped:
         logger.info("sweeper: %d run(s) without progress still have their message in the broker (queued)", skipped)
+    if _broker_can_say():
+        recovered += _recover_lost_iterations(looked_since, since, set(recovered))
     return recovered
+
+
+def _recover_lost_iterations(lost_since: Any, stalled_since: Any, done: set[str]) -> list[str]:
+    """A loop's iteration whose message is gone while its sibling iterations move the run along: the
+    run's last_progress_at never ages, so the pass above does not see it, and the lost iteration
+    would wait until every other item is done (holding one of the loop's ``parallel`` slots). Where
+    the broker can say what it holds: an iteration running for ``lost_since`` whose first unfinished
+    instance is neither running nor queued nor held recently is sent again (its chain alone).
+
+    Read in this order: the instances, the broker, the instances again -- a message taken and done
+    between the first two reads is seen done by the third; one published after the first read was
+    published after its step's predecessor committed, before the broker is read."""
+    loops = dict(
+        StepRun.objects.filter(
+            status=StepRunStatus.WAITING, action_type=tree.FOR_EACH, run__status__in=ACTIVE_RUN_STATUSES
+        ).values_list("pk", "run_id")[:SWEEP_BATCH]
+    )
+    if not loops:
+        return []
+    stale = StepIteration.objects.filter(
+        loop_id__in=list(loops), status=StepRunStatus.RUNNING, started_at__lt=lost_since
+    )
+    run_ids = {str(loops[loop_id]) for loop_id in stale.values_list("loop_id", flat=True)} - done
+    if not run_ids:
+        return []
+    runs = list(Run.objects.select_related("version").filter(pk__in=run_ids, status__in=ACTIVE_RUN_STATUSES))
+    candidates = [(run, flow.pending_chains_with_first(run)) for run in runs]
+    flight = _in_flight()
+    if flight is None:
+        return []
+    sent: list[str] = []
+    for run, chains in candidates:
+        lost = [chain for chain, first in chains if _chain_is_lost(flight, str(run.pk), first, stalled_since)]
+        if not lost:
+            continue
+        still = set(
+            StepRun.objects.filter(
+                run_id=run.pk,
+                position__in=[chain[0] for chain in lost],
+                status__in=[StepRunStatus.PENDING, StepRunStatus.RETRYING],
+            ).values_list("position", flat=True)
+        )
+        lost = [chain for chain in lost if chain[0] in still]
+        if lost:
+            logger.warning(
+                "recovering stalled run %s: the message of step %s is gone while the run's other iterations go on",
+                run.pk,
+                ", ".join(str(chain[0]) for chain in lost),
+            )
+            _send_chains(run, lost)
+            sent.append(str(run.pk))
+    return sent
+
+
+def _chain_is_lost(flight: Any, run_id: str, first: StepRun, stalled_since: Any) -> bool:
+    """The chain whose first unfinished instance is ``first`` has no message anywhere (see above); as
+    for a whole run, a retry's countdown message and a message a worker holds get the long window."""
+    if first.status == StepRunStatus.RUNNING:
+        return False  # its lease says whether its worker lives
+    if first.status == StepRunStatus.RETRYING and first.next_attempt_at and first.next_attempt_at > stalled_since:
+        return False  # its countdown message is held by a worker until then
+    step = (run_id, first.position)
+    if step in flight.queued_steps:
+        return False
+    held = flight.held_steps.get(step)
+    return held is None or held <= stalled_since.timestamp()
+
+
+def _broker_can_say() -> bool:
+    """Whether ``workflows.execution.inflight`` can look into this broker (a cheap check of its URL)."""
+    from . import inflight  # it names this module's task
+
+    return inflight.can_look()
 
 
 def _in_flight() -> Any:

@@ -1000,18 +1000,27 @@ def approve(run: Run, key: str, approved: bool, user: Any) -> StepRun:
 # -- recovery ----------------------------------------------------------------------------
 def pending_chains(run: Run) -> list[list[int]]:
     """The unfinished instances of a run as chains to send again: one per list in progress."""
+    return [chain for chain, _first in pending_chains_with_first(run)]
+
+
+def pending_chains_with_first(run: Run) -> list[tuple[list[int], StepRun]]:
+    """``pending_chains``, each with its first instance's row (its message is the one in the broker)."""
     rows = StepRun.objects.filter(
         run_id=run.pk, status__in=[StepRunStatus.PENDING, StepRunStatus.RUNNING, StepRunStatus.RETRYING]
     ).order_by("position")
-    groups: dict[tuple[Any, str], list[int]] = {}
+    groups: dict[tuple[Any, str], tuple[list[int], StepRun]] = {}
     for row in rows:
-        groups.setdefault((row.parent_id, scope_of(row)), []).append(row.position)
+        groups.setdefault((row.parent_id, scope_of(row)), ([], row))[0].append(row.position)
     return list(groups.values())
 
 
 def recover_continuation(run: Run) -> None:
-    """Nothing pending, nothing waiting for an outside event, and not finished: the task that should
-    have decided what follows died after recording its step. Decide it again (idempotent)."""
+    """The task that should have decided what follows a finished instance died after recording it
+    (killed between the two commits): decide it again, for each instance whose follow-up is missing --
+    its next sibling not written, or the last of an iteration's list with the iteration still open
+    (what exists is not written twice, an iteration is counted once). The sweeper calls it for every
+    stalled flow run, whether other instances are pending or not: a parallel loop's lost fan-in must
+    not wait until its siblings are done."""
     with transaction.atomic():
         locked = _lock_run(run.pk)
         if locked.is_finished and not StepRun.objects.filter(run_id=run.pk, error_path=True).exists():
@@ -1021,8 +1030,29 @@ def recover_continuation(run: Run) -> None:
             .exclude(action_type__in=[tree.BRANCH, tree.FOR_EACH], status=StepRunStatus.FAILED)
             .order_by("-position")
         )
+        written = set(StepRun.objects.filter(run_id=run.pk).values_list("path", flat=True))
+        open_iterations = set(
+            StepIteration.objects.filter(loop__run_id=run.pk, status=StepRunStatus.RUNNING).values_list(
+                "loop_id", "index"
+            )
+        )
         for row in rows:
             spec = spec_of(locked, row.key) or {}
             if row.status == StepRunStatus.FAILED and not spec.get("continue_on_error"):
                 continue
+            if _follow_up_written(locked, row, written, open_iterations):
+                continue
             _continue_after(locked, row)
+
+
+def _follow_up_written(run: Run, row: StepRun, written: set[str], open_iterations: set[tuple[Any, int]]) -> bool:
+    """Whether what follows ``row`` was decided already (``recover_continuation``)."""
+    place = places(run).get(row.key)
+    if place is None:
+        return True
+    if place.index + 1 < len(place.steps):
+        return f"{scope_of(row)}{place.steps[place.index + 1].get('key')}" in written
+    match = _LOOP_SCOPE.match(scope_of(row))
+    if match is not None and row.parent_id is not None:  # the last step of an iteration's body
+        return (row.parent_id, int(match["index"])) not in open_iterations
+    return False  # the end of a path or of the run: deciding again is cheap and writes nothing twice

@@ -32,7 +32,7 @@ from .dispatch import EXECUTE_STEP_TASK
 logger = logging.getLogger(__name__)
 
 # kombu's JSON of a Celery (protocol 2) message: headers come as "argsrepr": "('<run id>', <position>)".
-_RUN_IN_HEADERS = re.compile(r"\"argsrepr\": \"\('([0-9a-f-]{36})'")
+_RUN_IN_HEADERS = re.compile(r"\"argsrepr\": \"\('([0-9a-f-]{36})', (\d+)\)")
 _TASK_IN_HEADERS = f'"task": "{EXECUTE_STEP_TASK}"'
 READ_CHUNK = 1000
 
@@ -41,12 +41,20 @@ READ_CHUNK = 1000
 class InFlight:
     queued: set[str] = field(default_factory=set)  # run ids with a message waiting in a queue
     held: dict[str, float] = field(default_factory=dict)  # run id -> when a worker took its message (epoch s)
+    # The same by (run id, step position): a flow run has a message per list in progress (a loop's iterations).
+    queued_steps: set[tuple[str, int]] = field(default_factory=set)
+    held_steps: dict[tuple[str, int], float] = field(default_factory=dict)
+
+
+def can_look() -> bool:
+    """Whether this broker can be looked into (Redis)."""
+    url = current_app.conf.broker_write_url or current_app.conf.broker_url or ""
+    return str(url).startswith(("redis://", "rediss://", "unix://"))
 
 
 def in_flight() -> InFlight | None:
     """Step messages in the broker by run id; None when this broker cannot be looked into."""
-    url = current_app.conf.broker_write_url or current_app.conf.broker_url or ""
-    if not str(url).startswith(("redis://", "rediss://", "unix://")):
+    if not can_look():
         return None
     found = InFlight()
     with current_app.connection_for_write() as conn:
@@ -59,9 +67,10 @@ def in_flight() -> InFlight | None:
                 while True:
                     items = client.lrange(key, start, start + READ_CHUNK - 1)
                     for raw in items:
-                        run_id = _run_of(raw)
-                        if run_id:
-                            found.queued.add(run_id)
+                        step = _step_of(raw)
+                        if step:
+                            found.queued.add(step[0])
+                            found.queued_steps.add(step)
                     if len(items) < READ_CHUNK:
                         break
                     start += READ_CHUNK
@@ -70,10 +79,11 @@ def in_flight() -> InFlight | None:
             for tag, score in client.zrange(channel.unacked_index_key, 0, -1, withscores=True)  # type: ignore[attr-defined]
         }
         for tag, raw in client.hgetall(channel.unacked_key).items():  # type: ignore[attr-defined]
-            run_id = _run_of(raw)
-            if run_id:
+            step = _step_of(raw)
+            if step:
                 when = float(delivered.get(_text(tag), 0.0))
-                found.held[run_id] = max(found.held.get(run_id, 0.0), when)
+                found.held[step[0]] = max(found.held.get(step[0], 0.0), when)
+                found.held_steps[step] = max(found.held_steps.get(step, 0.0), when)
     return found
 
 
@@ -81,9 +91,10 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _run_of(raw: bytes | str) -> str | None:
+def _step_of(raw: bytes | str) -> tuple[str, int] | None:
+    """The (run id, position) a step message is for; None for any other message."""
     text = _text(raw)
     if _TASK_IN_HEADERS not in text:
         return None
     match = _RUN_IN_HEADERS.search(text)
-    return match.group(1) if match else None
+    return (match.group(1), int(match.group(2))) if match else None

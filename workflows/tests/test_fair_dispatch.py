@@ -80,6 +80,30 @@ def test_a_run_queued_behind_a_backlog_is_not_resent_but_a_lost_one_is(org, tran
         assert dispatch.recover_stalled_runs(stalled_after=20) == []  # and not twice
 
 
+def test_a_run_whose_message_the_broker_holds_nowhere_is_resent_after_the_short_window(org, transactional_db):
+    """Redis can say a message is gone: after a flush, a run waits POTAFLOW_LOST_AFTER_SECONDS (5 s), not
+    POTAFLOW_STALLED_AFTER_SECONDS (20 s; the chaos flow plan spent those 15 s on every lost run). A broker
+    that cannot say (the filesystem transport) keeps the long window."""
+    wf = workflow_create(
+        organization=org, name="W", steps=[{"key": "t", "action_type": "transform", "config": {"value": 1}}]
+    )
+    with IsolatedBroker() as broker:  # no worker: the messages stay queued
+        runs = [run_accept(workflow=wf, trigger="manual", payload={})[0] for _ in range(3)]
+        wait_for(lambda: broker.message_count() >= 3, timeout=10, message="the runs' messages in the broker")
+        now = timezone.now()
+        Run.objects.filter(pk__in=[r.pk for r in runs[:2]]).update(last_progress_at=now - timedelta(seconds=8))
+        Run.objects.filter(pk=runs[2].pk).update(last_progress_at=now - timedelta(seconds=3))
+        assert dispatch.recover_stalled_runs(stalled_after=20, lost_after=5) == []  # queued, not lost
+
+        broker.flush()
+        resent = dispatch.recover_stalled_runs(stalled_after=20, lost_after=5)
+        if is_filesystem_broker():
+            assert resent == []  # by age alone: 8 s is not 20
+        else:
+            assert sorted(resent) == sorted(str(r.pk) for r in runs[:2])  # the 3-second one: not yet
+            assert broker.message_count() == 2
+
+
 def test_a_lapsed_lease_is_taken_over_promptly_behind_a_backlog(org, tmp_path, transactional_db):
     redis_only()
     backlog_log = tmp_path / "backlog.jsonl"
