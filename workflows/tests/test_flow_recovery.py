@@ -13,7 +13,8 @@ from testing.network import Reply
 from testing.worker import IsolatedBroker, is_filesystem_broker
 from workflows.execution import dispatch, engine, inflight
 from workflows.models import Run, StepIteration, StepRun
-from workflows.services import run_accept, workflow_create
+from workflows.services import run_accept
+from workflows.tests.test_flow_statements import loop_workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,14 +24,7 @@ def test_a_lost_fan_in_is_recovered_while_a_sibling_iteration_is_still_pending(o
     was counted. The sweeper re-sent the other iteration's step but counted the lost one only once
     nothing else was pending -- the run ended ~20 s late, through a second sweep."""
     http_server.route("POST", "/line", Reply(200, {"ok": True}))
-    url = http_server.url + "/line"
-    post = {"key": "post", "action_type": "http.request", "config": {"method": "POST", "url": url}}
-    wf = workflow_create(
-        organization=org,
-        name="Loop",
-        steps=[{"key": "lines", "action_type": "for_each",
-                "config": {"items": "{{ trigger.items }}", "parallel": 2, "steps": [post]}}],
-    )  # fmt: skip
+    wf = loop_workflow(org, http_server.url + "/line", parallel=2)
     with IsolatedBroker() as broker:
         run, _ = run_accept(workflow=wf, trigger="manual", payload={"items": [1, 2]})
         engine.run_step(run.pk, 0, message_id="loop")  # iterations 0 and 1 start
@@ -68,14 +62,7 @@ def test_an_iterations_lost_message_is_resent_while_the_other_iterations_go_on(o
     if is_filesystem_broker():
         pytest.skip("looks into the broker's queues: Redis only")
     http_server.route("POST", "/line", Reply(200, {"ok": True}))
-    url = http_server.url + "/line"
-    post = {"key": "post", "action_type": "http.request", "config": {"method": "POST", "url": url}}
-    wf = workflow_create(
-        organization=org,
-        name="Loop",
-        steps=[{"key": "lines", "action_type": "for_each",
-                "config": {"items": "{{ trigger.items }}", "parallel": 2, "steps": [post]}}],
-    )  # fmt: skip
+    wf = loop_workflow(org, http_server.url + "/line", parallel=2)
     with IsolatedBroker() as broker:
         run, _ = run_accept(workflow=wf, trigger="manual", payload={"items": [1, 2, 3]})
         engine.run_step(run.pk, 0, message_id="loop")  # iterations 0 and 1 start
