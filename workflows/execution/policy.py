@@ -9,6 +9,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 
 from integrations.registry import UnknownAction, get_action
@@ -159,8 +160,6 @@ def fair_share() -> int:
 def worker_slots() -> int:
     """The most steps a worker runs at once: its pool's maximum (``-c`` or ``POTAFLOW_WORKER_CONCURRENCY``;
     a worker writes what it runs into its app's configuration, ``potaflow.celery_worker``)."""
-    from celery import current_app
-
     return int(current_app.conf.worker_concurrency or settings.CELERY_WORKER_CONCURRENCY)
 
 
