@@ -59,7 +59,6 @@ to the report.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -72,6 +71,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+
+from testing.procfile import procfile_command
 
 # A fixed Fernet key shared by the test process and the worker subprocess.
 TEST_FERNET_KEY = "dGVzdC1rZXktZm9yLXBvdGFmbG93LXRlc3RzLW9ubHk="
@@ -326,14 +327,7 @@ class ProcfileWorkerProcess(WorkerProcess):
         return dict(self.extra_env)
 
     def command(self) -> list[str]:
-        for line in (BASE_DIR / "Procfile").read_text().splitlines():
-            kind, sep, command = line.partition(":")
-            if sep and kind.strip() == "worker":
-                argv = shlex.split(command)
-                argv = argv[1:] if argv[0] == "exec" else argv
-                assert argv[0] == "celery", argv
-                return [sys.executable, "-m", *argv]
-        raise AssertionError("the Procfile has no worker line")
+        return procfile_command("worker")
 
     def pool_processes(self) -> list[int]:
         """The pids of its pool's processes now."""

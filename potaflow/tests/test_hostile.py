@@ -15,11 +15,9 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import shlex
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +32,7 @@ from requests.adapters import HTTPAdapter
 
 from accounts.models import Membership, Organization, Role, User
 from testing.http_server import RecordingHTTPServer, Reply, free_port
+from testing.procfile import procfile_command
 from testing.worker import BASE_DIR, subprocess_env
 from workflows.models import Run, TriggerType
 from workflows.services import workflow_create
@@ -67,17 +66,6 @@ def celery_worker_env():
 
 
 # -- the real web server ---------------------------------------------------------------
-def procfile_web_command() -> list[str]:
-    """The Procfile's ``web:`` line, as honcho runs it (``exec`` dropped; gunicorn from this interpreter)."""
-    for line in (BASE_DIR / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            words = shlex.split(line.split(":", 1)[1])
-            words = words[1:] if words[0] == "exec" else words
-            assert words[0] == "gunicorn", words
-            return [sys.executable, "-m", "gunicorn", *words[1:]]
-    raise AssertionError("no web: line in the Procfile")
-
-
 class Server:
     def __init__(self, port: int, log: Path, process: subprocess.Popen) -> None:
         self.port, self.log, self.process = port, log, process
@@ -94,7 +82,7 @@ def start_server(folder: Path, **extra: str) -> Server:
     log = folder / "web.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            procfile_web_command(), cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            procfile_command("web"), cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     server = Server(port, log, process)
     deadline = time.monotonic() + 60

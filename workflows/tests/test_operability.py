@@ -6,10 +6,8 @@ lines of the worker, gunicorn and beat.
 
 import json
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from testing.network import free_port
+from testing.procfile import procfile_command
 from testing.worker import start_beat, subprocess_env, wait_for, wait_for_run
 from workflows.models import Run, TriggerType
 from workflows.services import run_accept, workflow_create
@@ -35,16 +34,6 @@ WORKER_ENV = {"LOG_FORMAT": "json", "POTAFLOW_HANDLER_MODULES": "workflows.tests
 @pytest.fixture
 def celery_worker_env():
     return WORKER_ENV
-
-
-def procfile_command(name: str) -> list[str]:
-    """The Procfile's command for ``name``, as honcho runs it (``exec`` dropped, the venv's Python)."""
-    for line in (BASE_DIR / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            words = shlex.split(line.split(":", 1)[1])
-            words = words[1:] if words[0] == "exec" else words
-            return [sys.executable, "-m", words[0], *words[1:]]
-    raise AssertionError(f"no {name} process in the Procfile")
 
 
 @pytest.fixture(scope="module")
