@@ -58,11 +58,13 @@ SWEEP_BATCH = 500
 WAITING_TYPES = (tree.DELAY, tree.WAIT)
 
 
-def dispatch(run_id: Any, *, force: bool = False, queue: str | None = None) -> int:
+def dispatch(run_id: Any, *, force: bool = False, queue: str | None = None, decide_again: bool = False) -> int:
     """Send the chain of the run's unfinished steps; returns how many steps were sent.
 
     ``force`` (recovery) lets the first message take over a step whose lease lapsed;
-    ``queue`` sends the first message there (the recovery queue: not behind the backlog).
+    ``queue`` sends the first message there (the recovery queue: not behind the backlog);
+    ``decide_again`` (the sweeper's stalled runs) also decides again what follows a flow run's
+    recorded steps when other instances are pending (``_dispatch_flow``).
     """
     try:
         run = Run.objects.select_related("version").get(pk=run_id)
@@ -70,7 +72,7 @@ def dispatch(run_id: Any, *, force: bool = False, queue: str | None = None) -> i
         logger.warning("dispatch: run %s does not exist; nothing sent", run_id)
         return 0
     if flow.is_flow_run(run):
-        return _dispatch_flow(run, force=force, queue=queue)
+        return _dispatch_flow(run, force=force, queue=queue, decide_again=decide_again)
     if run.is_finished:
         return 0
     todo = list(
@@ -84,13 +86,17 @@ def dispatch(run_id: Any, *, force: bool = False, queue: str | None = None) -> i
     return dispatch_recorded(run, sorted(todo), force=force, queue=queue)
 
 
-def _dispatch_flow(run: Run, *, force: bool, queue: str | None = None) -> int:
-    """Recovery of a flow run: each list in progress is sent again as one chain, and what follows
-    a recorded step whose task died before deciding it is decided again (``flow.recover_continuation``:
-    e.g. a parallel loop's iteration that was never counted). The chains are read first: what the
-    decision writes, it sends itself."""
+def _dispatch_flow(run: Run, *, force: bool, queue: str | None = None, decide_again: bool = False) -> int:
+    """Recovery of a flow run: each list in progress is sent again as one chain. What follows a
+    recorded step whose task died before deciding it is decided again (``flow.recover_continuation``)
+    when nothing is in progress and nothing waits -- and, for a stalled run (``decide_again``), also
+    while other chains are pending: a parallel loop's iteration that was never counted must not wait
+    for its siblings. Not for a take-over or a woken parked step (it would lock and read the whole
+    run for each). The chains are read first: what the decision writes, it sends itself."""
     chains = flow.pending_chains(run)
-    if chains or not run.step_runs.filter(status=StepRunStatus.WAITING, action_type__in=WAITING_TYPES).exists():
+    if (chains and decide_again) or (
+        not chains and not run.step_runs.filter(status=StepRunStatus.WAITING, action_type__in=WAITING_TYPES).exists()
+    ):
         flow.recover_continuation(run)
     return _send_chains(run, chains, force=force, queue=queue)
 
@@ -259,6 +265,7 @@ def recover_stalled_runs(*, stalled_after: float | None = None, lost_after: floa
     # (it waits for its organization by design) nor one whose retry is not due yet (its countdown
     # message is held by a worker).
     since = now - timedelta(seconds=stalled_after)
+    looks = _broker_can_say()
     looked_since = now - timedelta(seconds=min(lost_after, stalled_after))  # where the broker can say
     running = StepRun.objects.filter(run=OuterRef("pk"), status=StepRunStatus.RUNNING)
     parked = StepRun.objects.filter(run=OuterRef("pk"), parked_at__isnull=False)
@@ -266,7 +273,7 @@ def recover_stalled_runs(*, stalled_after: float | None = None, lost_after: floa
     stalled = list(
         Run.objects.filter(
             status__in=ACTIVE_RUN_STATUSES,
-            last_progress_at__lt=looked_since if _broker_can_say() else since,
+            last_progress_at__lt=looked_since if looks else since,
         )
         .filter(~Exists(running), ~Exists(parked), ~Exists(retry_ahead))
         .values_list("pk", "last_progress_at")[:SWEEP_BATCH]
@@ -283,11 +290,11 @@ def recover_stalled_runs(*, stalled_after: float | None = None, lost_after: floa
             logger.warning("recovering stalled run %s (no progress since %s)", run_id, seen.isoformat())
             # The default queue: after a broker flush these are hundreds, and a take-over must not
             # wait behind them in the recovery queue.
-            dispatch(run_id, force=True)
+            dispatch(run_id, force=True, decide_again=True)
             recovered.append(str(run_id))
     if skipped:
         logger.info("sweeper: %d run(s) without progress still have their message in the broker (queued)", skipped)
-    if _broker_can_say():
+    if looks:
         recovered += _recover_lost_iterations(looked_since, since, set(recovered))
     return recovered
 

@@ -23,6 +23,7 @@ by age alone there.
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from celery import current_app
 from django.conf import settings
@@ -39,11 +40,23 @@ READ_CHUNK = 1000
 
 @dataclass
 class InFlight:
-    queued: set[str] = field(default_factory=set)  # run ids with a message waiting in a queue
-    held: dict[str, float] = field(default_factory=dict)  # run id -> when a worker took its message (epoch s)
-    # The same by (run id, step position): a flow run has a message per list in progress (a loop's iterations).
-    queued_steps: set[tuple[str, int]] = field(default_factory=set)
-    held_steps: dict[tuple[str, int], float] = field(default_factory=dict)
+    """Step messages by (run id, position): a flow run has one per list in progress (a loop's iterations)."""
+
+    queued_steps: set[tuple[str, int]] = field(default_factory=set)  # waiting in a queue
+    held_steps: dict[tuple[str, int], float] = field(default_factory=dict)  # -> when a worker took it (epoch s)
+
+    @cached_property
+    def queued(self) -> set[str]:
+        """Run ids with a message waiting in a queue."""
+        return {run_id for run_id, _ in self.queued_steps}
+
+    @cached_property
+    def held(self) -> dict[str, float]:
+        """Run id -> when a worker took its latest held message (epoch s)."""
+        found: dict[str, float] = {}
+        for (run_id, _), when in self.held_steps.items():
+            found[run_id] = max(found.get(run_id, 0.0), when)
+        return found
 
 
 def can_look() -> bool:
@@ -69,7 +82,6 @@ def in_flight() -> InFlight | None:
                     for raw in items:
                         step = _step_of(raw)
                         if step:
-                            found.queued.add(step[0])
                             found.queued_steps.add(step)
                     if len(items) < READ_CHUNK:
                         break
@@ -82,7 +94,6 @@ def in_flight() -> InFlight | None:
             step = _step_of(raw)
             if step:
                 when = float(delivered.get(_text(tag), 0.0))
-                found.held[step[0]] = max(found.held.get(step[0], 0.0), when)
                 found.held_steps[step] = max(found.held_steps.get(step, 0.0), when)
     return found
 

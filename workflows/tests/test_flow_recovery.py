@@ -12,6 +12,7 @@ from django.utils import timezone
 from testing.network import Reply
 from testing.worker import IsolatedBroker, is_filesystem_broker
 from workflows.execution import dispatch, engine, inflight
+from workflows.execution.inflight import InFlight
 from workflows.models import Run, StepIteration, StepRun
 from workflows.services import run_accept
 from workflows.tests.test_flow_statements import loop_workflow
@@ -86,3 +87,26 @@ def test_an_iterations_lost_message_is_resent_while_the_other_iterations_go_on(o
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert len(http_server.requests) == 3
+
+
+def test_which_chain_the_sweeper_counts_as_lost():
+    """``dispatch._chain_is_lost``, each way out: what the two tests above do not reach."""
+    now = timezone.now()
+    run_id = "00000000-0000-0000-0000-000000000001"
+    flight = InFlight(
+        queued_steps={(run_id, 1)},
+        held_steps={(run_id, 2): now.timestamp() - 3, (run_id, 3): now.timestamp() - 60},
+    )
+    assert flight.queued == {run_id} and flight.held == {run_id: now.timestamp() - 3}  # by run, the latest hold
+
+    def lost(position, status="pending", next_attempt_at=None):
+        row = StepRun(position=position, status=status, next_attempt_at=next_attempt_at)
+        return dispatch._chain_is_lost(flight, run_id, row, now - timedelta(seconds=20))
+
+    assert not lost(9, "running")  # its lease decides
+    assert not lost(9, "retrying", now)  # its countdown message is held until it is due
+    assert lost(9, "retrying", now - timedelta(seconds=60))  # long overdue and nowhere
+    assert not lost(1)  # queued
+    assert not lost(2)  # held 3 s ago
+    assert lost(3)  # held 60 s ago by a worker that never started it: gone
+    assert lost(4)  # nowhere
